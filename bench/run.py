@@ -1,0 +1,353 @@
+"""Load-test Lunos against the bare aiohttp floor and the fake provider itself.
+
+    .venv/bin/python bench/run.py                      # every case, 10 s per row
+    .venv/bin/python bench/run.py --rounds 3           # median of 3 interleaved rounds
+    .venv/bin/python bench/run.py --case plain --duration 5
+    .venv/bin/python bench/run.py --target direct --target floor
+    .venv/bin/python bench/run.py --list-cases
+
+For each case (cases.py) and target (direct = the fake provider itself,
+floor = floor.py, lunos = the proxy with the case's config), wrk drives
+POST /v1/chat/completions over a fixed number of keep-alive connections:
+a short warmup, then the measured run, while the target's resident memory
+and CPU time are watched. With several rounds the targets take turns, so
+drift on a shared machine hits them alike, and the table shows medians.
+The table is printed and written to bench/out/latest.md, beside the raw wrk
+output, server logs and the generated Lunos configs.
+
+Placement, with taskset and at least two cores: the server under test runs
+alone on the second core; wrk, this driver and the upstream fake provider
+share the first (the upstream gets a third core when there is one). The
+"direct" target is a second fake provider placed like any server under
+test, so all three targets are measured on the same core.
+
+Exit status: 0 when every measurement ran cleanly; 1 when a server failed to
+start or answer, or wrk reported socket errors or non-2xx responses; 2 for a
+usage error; 3 with --strict when Lunos missed a target (req/s below 85% of
+the floor's, or peak RSS of 100 MB or more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cases import CASES, Case
+from loadgen import Load, run_wrk, write_script
+from servers import (
+    BENCH,
+    HOST,
+    OUT,
+    Cores,
+    Failure,
+    Server,
+    Watch,
+    answer_problem,
+    choose_cores,
+    free_port,
+    pinned,
+    probe,
+    python,
+    start,
+)
+
+TARGETS = ("direct", "floor", "lunos")
+MIN_RATIO = 0.85
+MAX_RSS_MB = 100.0
+
+
+def lunos_command(config: Path, port: int, admin_port: int) -> list[str]:
+    return [python(), "-m", "lunos_proxy", "serve", "--config", str(config),
+            "--host", HOST, "--port", str(port), "--admin-port", str(admin_port)]  # fmt: skip
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def slug(name: str) -> str:
+    return name.replace(" ", "-")
+
+
+def start_lunos(
+    case: Case, upstream: Server, extra: dict[str, Any], core: int | None, timeout: float
+) -> Server:
+    port, admin_port = free_port(), free_port()
+    cfg = deep_merge(case.lunos_config(upstream.url, OUT), extra)
+    cfg = deep_merge(cfg, {"server": {"host": HOST, "port": port, "admin_port": admin_port}})
+    config = OUT / f"lunos-{slug(case.name)}.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = pinned(lunos_command(config, port, admin_port), core)
+    return start(f"lunos-{slug(case.name)}", cmd, port, case.stream, timeout)
+
+
+def start_fake(name: str, core: int | None) -> Server:
+    port = free_port()
+    cmd = [python(), str(BENCH / "fake_provider.py"), "--port", str(port)]
+    return start(name, pinned(cmd, core), port, False, 15)
+
+
+def start_floor(upstream: Server, core: int | None) -> Server:
+    port = free_port()
+    cmd = [python(), str(BENCH / "floor.py"), "--port", str(port), "--upstream", upstream.url]
+    return start("floor", pinned(cmd, core), port, False, 15)
+
+
+@dataclass(frozen=True)
+class Sample:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    rss_mb: float
+    cpu_percent: float
+
+
+def measure(server: Server, case: Case, target: str, script: Path, load: Load) -> Sample:
+    try:
+        if load.warmup > 0:
+            run_wrk(server.url, script, load.warmup, load)
+        with Watch(server.pid) as watch:
+            result = run_wrk(server.url, script, load.duration, load)
+    except Failure as e:
+        problem = answer_problem(*probe(server.url, case.stream), case.stream)
+        hint = f"\none request now: {problem}" if problem else ""
+        raise Failure(
+            f"{target} ({case.name}): {e}{hint}\n{server.name} output:\n{server.tail()}"
+        ) from None
+    (OUT / f"{slug(case.name)}-{target}.wrk.txt").write_text(result.raw)
+    return Sample(result.rps, result.p50_ms, result.p99_ms, watch.peak_mb, watch.cpu_percent)
+
+
+@dataclass
+class Report:
+    samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, case: str, target: str, sample: Sample) -> None:
+        self.samples.setdefault((case, target), []).append(sample)
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
+        print(message, file=sys.stderr, flush=True)
+
+    def rps(self, case: str, target: str) -> float | None:
+        got = self.samples.get((case, target))
+        return statistics.median(s.rps for s in got) if got else None
+
+    def table(self) -> str:
+        lines = [
+            "| case | target | req/s | p50 ms | p99 ms | peak RSS MB | CPU % | vs floor |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for (case, target), got in self.samples.items():
+            rps = statistics.median(s.rps for s in got)
+            spread = f" ({min(s.rps for s in got):,.0f}-{max(s.rps for s in got):,.0f})"
+            floor = self.rps(case, "floor")
+            lines.append(
+                f"| {case} | {target} | {rps:,.0f}{spread if len(got) > 1 else ''} "
+                f"| {statistics.median(s.p50_ms for s in got):.2f} "
+                f"| {statistics.median(s.p99_ms for s in got):.2f} "
+                f"| {max(s.rss_mb for s in got):.1f} "
+                f"| {statistics.median(s.cpu_percent for s in got):.0f} "
+                f"| {f'{rps / floor:.2f}' if floor else '-'} |"
+            )
+        return "\n".join(lines)
+
+    def verdicts(self) -> list[tuple[str, bool]]:
+        out = []
+        for (case, target), got in self.samples.items():
+            if target != "lunos":
+                continue
+            lunos, floor = self.rps(case, "lunos"), self.rps(case, "floor")
+            if lunos and floor:
+                ratio = lunos / floor
+                text = f"{case}: Lunos/floor req/s {ratio:.2f} (target >= {MIN_RATIO:.2f})"
+                out.append((text, ratio >= MIN_RATIO))
+            rss = max(s.rss_mb for s in got)
+            text = f"{case}: Lunos peak RSS {rss:.1f} MB (target < {MAX_RSS_MB:.0f} MB)"
+            out.append((text, rss < MAX_RSS_MB))
+        return out
+
+
+def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
+    cases = [CASES[name] for name in (args.case or CASES)]
+    targets = [t for t in TARGETS if t in (args.target or TARGETS)]
+    extra: dict[str, Any] = {}
+    if args.config_extra is not None:
+        extra = yaml.safe_load(args.config_extra.read_text()) or {}
+    load = Load(args.duration, args.warmup, args.connections, 1, cores.load)
+    servers: list[Server] = []
+    try:
+        upstream = start_fake("upstream", cores.upstream)
+        servers.append(upstream)
+        fixed: dict[str, Server] = {}
+        if "direct" in targets:
+            fixed["direct"] = start_fake("direct", cores.server)
+        if "floor" in targets:
+            fixed["floor"] = start_floor(upstream, cores.server)
+        servers += fixed.values()
+        for case in cases:
+            script = write_script(case.stream)
+            under_test = dict(fixed)
+            lunos = None
+            if "lunos" in targets:
+                try:
+                    lunos = start_lunos(case, upstream, extra, cores.server, args.lunos_timeout)
+                    under_test["lunos"] = lunos
+                except Failure as e:
+                    report.fail(str(e))
+            try:
+                for n in range(1, args.rounds + 1):
+                    for target, server in list(under_test.items()):
+                        print(f"  {case.name} / {target}: round {n}/{args.rounds}",
+                              file=sys.stderr, flush=True)  # fmt: skip
+                        try:
+                            report.add(
+                                case.name, target, measure(server, case, target, script, load)
+                            )
+                        except Failure as e:
+                            report.fail(str(e))
+                            del under_test[target]
+            finally:
+                if lunos is not None:
+                    lunos.stop()
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                     model)  # fmt: skip
+    return (
+        f"{os.cpu_count()} x {model}, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def markdown(report: Report, args: argparse.Namespace, cores: Cores) -> str:
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    rounds = f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
+    lines = [
+        f"# Lunos bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- command: `{shlex.join(['bench/run.py', *sys.argv[1:]])}`",
+        f"- machine: {machine()}",
+        f"- load: {wrk.split(' Copyright')[0].strip() or 'wrk'}, 1 thread x "
+        f"{args.connections} connections, closed loop, {args.warmup:g} s warmup + "
+        f"{args.duration:g} s per row{rounds}",
+        f"- placement: {cores.describe()}",
+        "",
+        report.table(),
+        "",
+    ]
+    verdicts = report.verdicts()
+    if verdicts:
+        lines += [f"- {'PASS' if ok else 'MISS'} {text}" for text, ok in verdicts] + [""]
+    if report.failures:
+        lines += ["## Failures", ""]
+        lines += [f"```\n{f}\n```" for f in report.failures] + [""]
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Benchmark Lunos against a bare aiohttp pass-through.",
+        epilog="cases: " + ", ".join(CASES),
+    )
+    p.add_argument(
+        "--case",
+        action="append",
+        choices=list(CASES),
+        metavar="NAME",
+        help="run only this case (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        choices=TARGETS,
+        help="measure only this target (repeatable; default: all)",
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per row (default 10)")
+    p.add_argument("--warmup", type=float, default=2.0, help="warmup seconds (default 2)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="interleaved rounds per case; the table shows medians (default 1)",
+    )
+    p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    p.add_argument(
+        "--config-extra",
+        type=Path,
+        metavar="YAML",
+        help="YAML merged into every case's Lunos config",
+    )
+    p.add_argument(
+        "--lunos-timeout",
+        type=float,
+        default=30.0,
+        help="seconds Lunos gets to start answering (default 30)",
+    )
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 3 when Lunos misses the req/s or memory target"
+    )
+    p.add_argument("--list-cases", action="store_true", help="list the cases and exit")
+    args = p.parse_args()  # fmt: skip
+    if args.rounds < 1 or args.duration < 1 or args.connections < 1:
+        p.error("--rounds, --duration and --connections must be at least 1")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if args.list_cases:
+        for c in CASES.values():
+            print(f"{c.name:24} {'stream' if c.stream else 'json  '}  {c.about}")
+        return 0
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    OUT.mkdir(exist_ok=True)
+    cores = choose_cores(not args.no_pin)
+    if cores.load is not None:
+        os.sched_setaffinity(0, {cores.load})  # keep the watcher off the measured core
+    print(f"placement: {cores.describe()}", file=sys.stderr)
+    report = Report()
+    try:
+        bench(args, cores, report)
+    except Failure as e:
+        report.fail(str(e))
+    text = markdown(report, args, cores)
+    (OUT / "latest.md").write_text(text)
+    print(text)
+    if report.failures:
+        return 1
+    if args.strict and not all(ok for _, ok in report.verdicts()):
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

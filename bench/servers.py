@@ -1,0 +1,254 @@
+"""Starting, probing, placing and watching the servers a benchmark drives."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cases import MODEL
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"
+HOST = "127.0.0.1"
+PATH = "/v1/chat/completions"
+
+
+class Failure(Exception):
+    """A server did not start or answer correctly, or the load generator saw errors."""
+
+
+@dataclass(frozen=True)
+class Cores:
+    """Which CPU each party runs on; None everywhere when nothing is pinned."""
+
+    load: int | None  # wrk and the driver
+    server: int | None  # the server under test, alone
+    upstream: int | None  # the fake provider behind floor and Lunos
+
+    def describe(self) -> str:
+        if self.server is None:
+            return "not pinned"
+        return (
+            f"server under test alone on core {self.server}; wrk and driver on core "
+            f"{self.load}; upstream fake provider on core {self.upstream}"
+        )
+
+
+def choose_cores(pin: bool) -> Cores:
+    cores = sorted(os.sched_getaffinity(0))
+    if not pin or len(cores) < 2:
+        return Cores(None, None, None)
+    if shutil.which("taskset") is None:
+        print("taskset not found (util-linux): servers run unpinned", file=sys.stderr)
+        return Cores(None, None, None)
+    upstream = cores[2] if len(cores) > 2 else cores[0]
+    return Cores(load=cores[0], server=cores[1], upstream=upstream)
+
+
+def pinned(cmd: list[str], core: int | None) -> list[str]:
+    # taskset execs the command, so the child's pid stays the server's pid.
+    return cmd if core is None else ["taskset", "-c", str(core), *cmd]
+
+
+def python() -> str:
+    venv = ROOT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def request_body(stream: bool) -> bytes:
+    body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def probe(url: str, stream: bool, timeout: float = 5.0) -> tuple[int, str, bytes]:
+    """One request as the load generator sends it: (status, content type, body)."""
+    req = urllib.request.Request(
+        url + PATH,
+        data=request_body(stream),
+        headers={"Content-Type": "application/json", "Authorization": "Bearer sk-bench"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read()
+
+
+def answer_problem(status: int, content_type: str, body: bytes, stream: bool) -> str | None:
+    """Why an answer is not the completion the fake provider sends, or None."""
+    if status != 200:
+        return f"answered {status}: {body[:300]!r}"
+    if stream:
+        if not content_type.startswith("text/event-stream"):
+            return f"streamed answer has content type {content_type!r}"
+        if b"data: [DONE]" not in body or b'"usage"' not in body:
+            return f"stream lacks the usage chunk or [DONE]: {body[:300]!r}"
+    elif b'"choices"' not in body or b'"usage"' not in body:
+        return f"answer is not a completion with usage: {body[:300]!r}"
+    return None
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log.read_text(errors="replace").rstrip()
+        except OSError:
+            text = ""
+        return "\n".join(text.splitlines()[-lines:]) or "(no output)"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start(name: str, cmd: list[str], port: int, stream: bool, timeout: float) -> Server:
+    """Start a server and wait until it answers a real request correctly.
+
+    Its output goes to bench/out/NAME.log; a failure carries the log's tail.
+    """
+    log = OUT / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
+        )
+    server = Server(name, f"http://{HOST}:{port}", proc, log)
+    label = name.split("-")[0]
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise Failure(
+                f"{label} failed to start: exited with code {proc.returncode}; "
+                f"output ({log}):\n{server.tail()}"
+            )
+        try:
+            answer = probe(server.url, stream)
+        except OSError:  # not listening yet (URLError is an OSError)
+            if time.monotonic() > deadline:
+                server.stop()
+                raise Failure(
+                    f"{label} failed to start: no answer on port {port} after {timeout:g} s; "
+                    f"output ({log}):\n{server.tail()}"
+                ) from None
+            time.sleep(0.1)
+            continue
+        problem = answer_problem(*answer, stream)
+        if problem is not None:
+            server.stop()
+            raise Failure(f"{label} failed to start: {problem}; output ({log}):\n{server.tail()}")
+        return server
+
+
+def _tree(pid: int) -> Iterator[int]:
+    yield pid
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children = f.read().split()
+        except OSError:
+            continue
+        for child in children:
+            yield from _tree(int(child))
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class Watch:
+    """Peak resident memory and CPU use of a process tree while in the block.
+
+    Sums VmRSS over the tree every 50 ms and also takes the kernel's own
+    high-water mark (VmHWM, the peak since the process started) of the main
+    process, so a spike between two samples is not missed.
+    """
+
+    __slots__ = ("_cpu0", "_peak_kb", "_pid", "_stop", "_t0", "_thread", "cpu_percent")
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._cpu0 = self._t0 = 0.0
+        self.cpu_percent = 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            rss = sum(_status_kb(p, "VmRSS:") for p in _tree(self._pid))
+            self._peak_kb = max(self._peak_kb, rss)
+
+    def __enter__(self) -> Watch:
+        self._t0, self._cpu0 = time.monotonic(), _cpu_seconds(self._pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy = _cpu_seconds(self._pid) - self._cpu0
+        self.cpu_percent = 100 * busy / max(time.monotonic() - self._t0, 1e-9)
+        self._stop.set()
+        self._thread.join()
+        self._peak_kb = max(self._peak_kb, _status_kb(self._pid, "VmHWM:"))
+
+    @property
+    def peak_mb(self) -> float:
+        return self._peak_kb / 1024
