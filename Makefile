@@ -1,0 +1,38 @@
+# One obvious way to run each thing. Every target sets up what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: setup run test lint bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Start the proxy on the embedded store with the built-in demo provider.
+run: setup
+	$(BIN)/lunos-proxy serve --config config/lunos.yaml
+
+# Tests start their own redis-server processes; install it when missing.
+test: setup
+	@command -v redis-server >/dev/null || scripts/install-system-packages.sh redis-server
+	$(BIN)/ruff check lunos_proxy plugins tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check lunos_proxy plugins tests bench
+	$(BIN)/mypy
+
+bench: setup
+	@command -v wrk >/dev/null || scripts/install-system-packages.sh wrk
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

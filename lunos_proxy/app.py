@@ -1,0 +1,277 @@
+"""Build the proxy: config → services → pipeline → routes.
+
+A `Generation` is everything built from one config: its plugins, composed
+around the core handler, and its forwarder. The `Gateway` holds the
+current generation and swaps it atomically on reload; a request keeps the
+generation it started with, so in-flight requests finish on the old routes.
+The store lives as long as the gateway.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .config import Config
+from .demo import demo_app
+from .errors import GatewayError, ModelNotFound, NotFound, error_response
+from .exchange import EXCHANGE, Exchange
+from .forward import Forwarder
+from .metrics import Metrics
+from .parse import read_request
+from .plugin import Plugin, Services, find_plugin
+from .store import open_store
+from .store.base import Store, StoreError
+
+__all__ = ["API_ROUTES", "Gateway", "Generation"]
+
+# (method, path under /v1, client wire format, endpoint sent upstream)
+API_ROUTES: tuple[tuple[str, str, str, str], ...] = (
+    ("POST", "/v1/chat/completions", "openai", "chat/completions"),
+    ("POST", "/v1/completions", "openai", "completions"),
+    ("POST", "/v1/embeddings", "openai", "embeddings"),
+    ("POST", "/v1/responses", "openai", "responses"),
+    ("GET", "/v1/models", "openai", "models"),
+    ("POST", "/v1/messages", "anthropic", "messages"),
+    ("POST", "/v1/messages/count_tokens", "anthropic", "messages/count_tokens"),
+)
+
+
+class _ModelEntry(msgspec.Struct):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "lunos"
+
+
+class _ModelList(msgspec.Struct):
+    data: list[_ModelEntry]
+    object: str = "list"
+
+
+def _allowed(name: str, patterns: list[str] | None) -> bool:
+    if patterns is None:
+        return True
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(name, p) for p in patterns)
+
+
+class Generation:
+    """One loaded config and what was built from it."""
+
+    def __init__(self, config: Config, store: Store, metrics: Metrics, base_urls: dict[str, str]):
+        self.config = config
+        self.forwarder = Forwarder(config, base_urls)
+        self.services = Services(
+            config=config, store=store, metrics=metrics, forwarder=self.forwarder
+        )
+        self.plugins: list[Plugin] = [
+            find_plugin(entry.name)(settings, self.services)
+            for entry, settings in zip(config.pipeline, config.plugin_settings, strict=True)
+        ]
+        handler: Handler = self.core
+        for plugin in reversed(self.plugins):
+            handler = functools.partial(_through, plugin, handler)
+        self.pipeline = handler
+
+    async def start(self) -> None:
+        await self.forwarder.start()
+        for plugin in self.plugins:
+            await plugin.start()
+
+    async def close(self) -> None:
+        for plugin in reversed(self.plugins):
+            await plugin.stop()
+        await self.forwarder.close()
+
+    async def core(self, request: web.Request) -> web.StreamResponse:
+        """The innermost handler: pick the deployment (unless a router did) and forward."""
+        exchange = await read_request(request)
+        if exchange.endpoint == "models":
+            return self.list_models(exchange)
+        if not exchange.provider:
+            found = self.config.resolve_model(exchange.model)
+            if found is None:
+                raise ModelNotFound(
+                    f"The model '{exchange.model}' does not exist or you do not have access to it.",
+                    param="model",
+                )
+            public, model = found
+            deployment = model.deployments[0]
+            exchange.model = public
+            exchange.provider = deployment.provider
+            exchange.upstream_model = deployment.model
+            exchange.region = deployment.region
+        return await self.forwarder.forward(
+            request, exchange, exchange.provider, exchange.upstream_model
+        )
+
+    def list_models(self, exchange: Exchange) -> web.Response:
+        principal = exchange.principal
+        patterns = principal.allowed_models if principal else None
+        entries = [_ModelEntry(name) for name in self.config.models if _allowed(name, patterns)]
+        return web.Response(
+            body=msgspec.json.encode(_ModelList(entries)),
+            content_type="application/json",
+            headers=exchange.response_headers,
+        )
+
+
+async def _through(plugin: Plugin, handler: Handler, request: web.Request) -> web.StreamResponse:
+    return await plugin(request, handler)
+
+
+class Gateway:
+    """The running proxy: store, metrics, current generation, and its two apps."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = open_store(config.store.url, **config.store.options)
+        self.metrics = Metrics()
+        self.base_urls: dict[str, str] = {}
+        self.generation: Generation | None = None
+        self._demo_runner: web.AppRunner | None = None
+        self.on_reload: list[Callable[[Generation], Awaitable[None]]] = []
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self._start_demo()
+        self.generation = Generation(self.config, self.store, self.metrics, self.base_urls)
+        await self.generation.start()
+
+    async def close(self) -> None:
+        if self.generation is not None:
+            await self.generation.close()
+        if self._demo_runner is not None:
+            await self._demo_runner.cleanup()
+        await self.store.close()
+
+    async def _start_demo(self) -> None:
+        demo = [name for name, p in self.config.providers.items() if p.format == "demo"]
+        if not demo or self._demo_runner is not None:
+            return
+        runner = web.AppRunner(demo_app(), access_log=None)
+        await runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
+        self._demo_runner = runner
+        for name in demo:
+            self.base_urls[name] = f"http://127.0.0.1:{port}/v1"
+
+    async def swap(self, config: Config) -> Generation:
+        """Build and start a generation for `config`, then make it current.
+
+        The store is kept; a config that changes `store` needs a restart."""
+        self.config = config
+        await self._start_demo()
+        new = Generation(config, self.store, self.metrics, self.base_urls)
+        await new.start()
+        old, self.generation = self.generation, new
+        for callback in self.on_reload:
+            await callback(new)
+        if old is not None:
+            # Requests still running on the old generation hold their own
+            # reference; its sessions close once they let go.
+            _retire(old)
+        return new
+
+    # -- the public app ----------------------------------------------------
+    def public_app(self) -> web.Application:
+        app = web.Application(handler_args={"max_field_size": 16384})
+        for method, path, wire, endpoint in API_ROUTES:
+            app.router.add_route(method, path, functools.partial(self.handle, wire, endpoint))
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        return app
+
+    async def handle(self, wire: str, endpoint: str, request: web.Request) -> web.StreamResponse:
+        generation = self.generation
+        assert generation is not None
+        exchange = Exchange(
+            client_addr=request.remote or "",
+            user_agent=request.headers.get("User-Agent", "")[:200],
+        )
+        exchange.wire = wire
+        exchange.endpoint = endpoint
+        exchange.body_limit = generation.config.server.max_body_bytes
+        request[EXCHANGE] = exchange
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        try:
+            response = await generation.pipeline(request)
+            if not exchange.status:
+                exchange.status = response.status
+            return response
+        except GatewayError as err:
+            exchange.status = err.status
+            if not exchange.error_type:
+                exchange.error_type, exchange.error_code = err.error_class, err.code or err.type
+            return error_response(wire, err, exchange.response_headers)
+        finally:
+            metrics.in_flight.dec()
+            self._record(exchange)
+
+    def _record(self, exchange: Exchange) -> None:
+        m = self.metrics
+        model, provider = exchange.model or "none", exchange.provider or "none"
+        if self.config.resolve_model(model) is None:
+            model = "unknown"  # never a client-chosen label value
+        m.requests.labels(
+            model, provider, m.status_class(exchange.status), exchange.error_type or "none"
+        ).inc()
+        t = exchange.timings
+        end = t.last_byte or time.perf_counter()
+        m.request_duration.labels(model, provider).observe(end - t.received)
+        if t.first_byte and t.upstream_start:
+            m.time_to_first_byte.labels(model, provider).observe(t.first_byte - t.upstream_start)
+            m.overhead.observe(max(0.0, (end - t.received) - (end - t.upstream_start)))
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        wire = "anthropic" if request.path.startswith("/v1/messages") else "openai"
+        err = NotFound(f"Unknown request URL: {request.method} {request.path}.")
+        return error_response(wire, err, {})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.generation is None:
+            return web.json_response({"status": "starting"}, status=503)
+        try:
+            await self.store.ping()
+        except StoreError:
+            self.metrics.store_up.set(0)
+            return web.json_response({"status": "store unreachable"}, status=503)
+        self.metrics.store_up.set(1)
+        return web.json_response({"status": "ready"})
+
+    # -- the admin app -----------------------------------------------------
+    def admin_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics.handle)
+        return app
+
+
+def _retire(generation: Generation) -> None:
+    import asyncio
+
+    async def later() -> None:
+        await asyncio.sleep(generation.config.server.shutdown_grace_seconds)
+        await generation.close()
+
+    task = asyncio.get_running_loop().create_task(later())
+    _RETIRING.add(task)
+    task.add_done_callback(_RETIRING.discard)
+
+
+_RETIRING: set[object] = set()

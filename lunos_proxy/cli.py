@@ -1,0 +1,174 @@
+"""`lunos-proxy serve | check` — the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+
+import structlog
+from aiohttp import web
+
+from .app import Gateway
+from .config import Config, ConfigError, load_config
+
+log = structlog.get_logger("lunos.proxy")
+
+DEFAULT_CONFIG = "config/lunos.yaml"
+
+
+def configure_logging(level: str = "info") -> None:
+    import logging
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get("LUNOS_CONFIG") or DEFAULT_CONFIG)
+
+
+def _load_or_report(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for line in e.problems:
+            print(line, file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    config = _load_or_report(path)
+    if config is None:
+        return 1
+    print(
+        f"{os.path.basename(path)}: ok ({len(config.providers)} providers, "
+        f"{len(config.models)} models, {len(config.pipeline)} plugins)"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    config = _load_or_report(path)
+    if config is None:
+        return 1
+    server = config.server
+    if args.host:
+        server.host = args.host
+    if args.port is not None:
+        server.port = args.port
+    if args.admin_host:
+        server.admin_host = args.admin_host
+    if args.admin_port is not None:
+        server.admin_port = args.admin_port
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # uvloop is optional off Linux/macOS
+        pass
+    asyncio.run(serve(config, path))
+    return 0
+
+
+async def serve(config: Config, path: str) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+    gateway = Gateway(config)
+    await gateway.start()
+    s = config.server
+    ssl_context = None
+    if s.tls is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(s.tls.cert_file, s.tls.key_file)
+    public = web.AppRunner(
+        gateway.public_app(),
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=s.shutdown_grace_seconds,
+    )
+    admin = web.AppRunner(gateway.admin_app(), access_log=None, shutdown_timeout=1.0)
+    await public.setup()
+    await admin.setup()
+    await web.TCPSite(public, s.host, s.port, ssl_context=ssl_context).start()
+    await web.TCPSite(admin, s.admin_host, s.admin_port).start()
+    log.info(
+        "listening",
+        host=s.host,
+        port=s.port,
+        admin_host=s.admin_host,
+        admin_port=s.admin_port,
+        store=config.store.url.split("://")[0],
+    )
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(gateway, path)))
+    await stop.wait()
+    log.info("stopping", grace_seconds=s.shutdown_grace_seconds)
+    # Closes the listener at once, then waits for in-flight requests (open
+    # streams included) up to the grace period.
+    await public.cleanup()
+    await admin.cleanup()
+    await gateway.close()
+    log.info("stopped")
+
+
+async def reload(gateway: Gateway, path: str) -> bool:
+    """Load, validate and swap in a config; on any problem keep the old one."""
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        gateway.metrics.config_reloads.labels("rejected").inc()
+        log.error("config_rejected", problems=e.problems)
+        return False
+    old = gateway.config.server
+    config.server.host, config.server.port = old.host, old.port
+    config.server.admin_host, config.server.admin_port = old.admin_host, old.admin_port
+    await gateway.swap(config)
+    gateway.metrics.config_reloads.labels("applied").inc()
+    log.info("config_reloaded", providers=len(config.providers), models=len(config.models))
+    return True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lunos-proxy", description="The Lunos API gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="run the proxy")
+    serve_p.add_argument("--config", help=f"YAML file (default $LUNOS_CONFIG or {DEFAULT_CONFIG})")
+    serve_p.add_argument("--host")
+    serve_p.add_argument("--port", type=int)
+    serve_p.add_argument("--admin-host")
+    serve_p.add_argument("--admin-port", type=int)
+    serve_p.add_argument("--log-level", default="info")
+    serve_p.set_defaults(func=cmd_serve)
+    check_p = sub.add_parser("check", help="validate a config file and exit")
+    check_p.add_argument("--config", help="YAML file")
+    check_p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(getattr(args, "log_level", "info"))
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Reading a request body once and decoding only the fields the gateway needs.
+
+Plugins that need the model or the token budget call `read_request`; the
+first call reads the body (refusing one over the size limit) and decodes
+a small struct, skipping everything else without building objects. So a
+request refused by auth is never read, and the body is read only once.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from .errors import BadRequest, BodyTooLarge
+from .exchange import Exchange, exchange_of
+
+__all__ = ["read_request"]
+
+
+class _Head(msgspec.Struct):
+    model: str | None = None
+    stream: bool | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+
+_decode_head = msgspec.json.Decoder(_Head).decode
+
+
+async def read_request(request: web.Request) -> Exchange:
+    exchange = exchange_of(request)
+    if exchange.parsed:
+        return exchange
+    exchange.parsed = True
+    if request.method != "POST":
+        return exchange
+    limit = exchange.body_limit
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    exchange.body = body
+    exchange.bytes_in = len(body)
+    if not body:
+        raise BadRequest("The request body is empty; expected a JSON object.")
+    try:
+        head = _decode_head(body)
+    except msgspec.ValidationError as e:
+        raise BadRequest(f"Invalid request: {_field_problem(e)}") from None
+    except msgspec.DecodeError:
+        raise BadRequest("The request body is not valid JSON.") from None
+    if not head.model:
+        raise BadRequest("You must provide a model parameter.", param="model")
+    exchange.model = head.model
+    exchange.stream = bool(head.stream)
+    exchange.max_tokens = head.max_tokens or head.max_completion_tokens or head.max_output_tokens
+    return exchange
+
+
+def _field_problem(e: msgspec.ValidationError) -> str:
+    # msgspec names the field and the expected type, never the value sent.
+    return str(e).replace("`", "").replace("$.", "")

@@ -1,0 +1,24 @@
+"""Provider adapters by wire `format` name (the `format` key of a provider)."""
+
+from __future__ import annotations
+
+from .anthropic import AnthropicAdapter
+from .azure import AzureAdapter
+from .base import Adapter
+from .openai import OpenAIAdapter
+
+
+class DemoAdapter(Adapter):
+    """The built-in demo provider speaks both formats on one loopback port."""
+
+    wires = frozenset({"openai", "anthropic"})
+
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    "openai": OpenAIAdapter,
+    "anthropic": AnthropicAdapter,
+    "azure": AzureAdapter,
+    "demo": DemoAdapter,
+}
+
+__all__ = ["ADAPTERS", "Adapter"]

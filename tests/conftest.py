@@ -1,0 +1,110 @@
+"""Shared fixtures: a fake provider on loopback and a real gateway in-process.
+
+The gateway runs on real sockets (public and admin listeners on free
+loopback ports) so the official SDKs talk to it exactly as to a deployed
+proxy. Redis fixtures start their own redis-server processes
+(tests/redis_servers.py); the machine's shared Redis is never touched.
+"""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+
+from lunos_proxy.app import Gateway
+from lunos_proxy.config import parse_config
+from tests.fakes import FakeProvider
+from tests.redis_servers import *  # noqa: F403  (fixtures)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Running:
+    gateway: Gateway
+    url: str  # http://127.0.0.1:PORT
+    admin_url: str
+
+    @property
+    def v1(self) -> str:
+        return self.url + "/v1"
+
+
+def basic_config(provider_url: str, *, fmt: str = "openai", **extra: Any) -> dict[str, Any]:
+    """A config with one fake provider serving `gpt-test` and `claude-test`."""
+    config: dict[str, Any] = {
+        "store": {"url": "memory://"},
+        "providers": {
+            "fake": {"format": fmt, "base_url": provider_url, "api_key": "sk-provider-secret"},
+            "fake-anthropic": {
+                "format": "anthropic",
+                "base_url": provider_url,
+                "api_key": "sk-ant-provider-secret",
+            },
+        },
+        "models": {
+            "gpt-test": {"aliases": ["gpt-alias"], "deployments": [{"provider": "fake", "model": "gpt-upstream"}]},
+            "gpt-same": {"deployments": [{"provider": "fake", "model": "gpt-same"}]},
+            "claude-test": {"deployments": [{"provider": "fake-anthropic", "model": "claude-upstream"}]},
+        },
+        "pipeline": [{"name": "request_id"}],
+    }
+    config.update(extra)
+    return config
+
+
+GatewayFactory = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[FakeProvider]:
+    fake = FakeProvider()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def make_gateway() -> AsyncIterator[GatewayFactory]:
+    """Start gateways from a config dict or YAML text; all stopped at teardown."""
+    started: list[tuple[Gateway, web.AppRunner, web.AppRunner]] = []
+
+    async def start(config: dict[str, Any] | str, *, grace: float = 5.0) -> Running:
+        text = config if isinstance(config, str) else yaml.safe_dump(config)
+        cfg = parse_config(textwrap.dedent(text), "test.yaml")
+        gateway = Gateway(cfg)
+        await gateway.start()
+        public = web.AppRunner(
+            gateway.public_app(), access_log=None, handler_cancellation=True, shutdown_timeout=grace
+        )
+        admin = web.AppRunner(gateway.admin_app(), access_log=None)
+        await public.setup()
+        await admin.setup()
+        port, admin_port = free_port(), free_port()
+        await web.TCPSite(public, "127.0.0.1", port).start()
+        await web.TCPSite(admin, "127.0.0.1", admin_port).start()
+        started.append((gateway, public, admin))
+        return Running(gateway, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
+
+    yield start
+    for gateway, public, admin in reversed(started):
+        await public.cleanup()
+        await admin.cleanup()
+        await gateway.close()
+
+
+@pytest.fixture
+async def gw(provider: FakeProvider, make_gateway: GatewayFactory) -> Running:
+    """The common case: a gateway in front of the fake provider."""
+    return await make_gateway(basic_config(provider.base_url))

@@ -1,0 +1,123 @@
+"""Config validation: every problem named as FILE: where: what; shipped files load."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lunos_proxy.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted([ROOT / "config" / "lunos.yaml", *(ROOT / "config" / "examples").glob("*.yaml")])
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "/etc/lunos/lunos.yaml")
+    return e.value.problems
+
+
+def test_bad_base_url_is_named() -> None:
+    assert problems("providers:\n  openai: {format: openai, base_url: api.openai.com}\n") == [
+        "lunos.yaml: providers.openai.base_url: expected an http(s) URL"
+    ]
+
+
+def test_unknown_keys_are_errors_at_every_level() -> None:
+    text = """
+serverr: {}
+server: {prot: 8080}
+providers:
+  p: {format: openai, base_url: "http://x", api_kee: k}
+"""
+    assert problems(text) == [
+        "lunos.yaml: (top): unknown key 'serverr'",
+        "lunos.yaml: server: object contains unknown field prot",
+        "lunos.yaml: providers.p: object contains unknown field api_kee",
+    ]
+
+
+def test_missing_env_var_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LUNOS_TEST_MISSING_KEY", raising=False)
+    monkeypatch.setenv("LUNOS_TEST_PRESENT", "sk-from-env")
+    text = """
+providers:
+  a: {format: openai, base_url: "http://x", api_key: "${LUNOS_TEST_MISSING_KEY}"}
+  b: {format: openai, base_url: "http://x", api_key: "${LUNOS_TEST_PRESENT}"}
+  c: {format: openai, base_url: "${LUNOS_TEST_UNSET_URL:-http://fallback:1/v1}"}
+"""
+    assert problems(text) == [
+        "lunos.yaml: providers.a.api_key: environment variable LUNOS_TEST_MISSING_KEY is not set"
+    ]
+    good = text.replace("${LUNOS_TEST_MISSING_KEY}", "literal")
+    cfg = parse_config(good, "x.yaml")
+    assert cfg.providers["b"].api_key == "sk-from-env"
+    assert cfg.providers["c"].base_url == "http://fallback:1/v1"
+
+
+def test_wrong_types_are_named() -> None:
+    text = """
+server: {port: eighty}
+providers:
+  p: {format: openai, base_url: "http://x", timeouts: {idle: soon}}
+pipeline:
+  - {name: request_id, settings: {trust_incoming: maybe}}
+"""
+    assert problems(text) == [
+        "lunos.yaml: server.port: expected int, got str",
+        "lunos.yaml: providers.p.timeouts.idle: expected float, got str",
+        "lunos.yaml: pipeline[0].settings.trust_incoming: expected bool, got str",
+    ]
+
+
+def test_all_problems_are_reported_not_just_the_first() -> None:
+    text = """
+providers:
+  p: {format: openai, base_url: "ftp://x", max_connections: 0}
+models:
+  m: {deployments: [{provider: nowhere, model: x, weight: 0}]}
+  n: {aliases: [m], deployments: []}
+pipeline:
+  - name: no_such_plugin
+"""
+    got = problems(text)
+    assert got[:6] == [
+        "lunos.yaml: providers.p.base_url: expected an http(s) URL",
+        "lunos.yaml: providers.p.max_connections: must be at least 1",
+        "lunos.yaml: models.m.deployments[0].provider: unknown provider 'nowhere'",
+        "lunos.yaml: models.m.deployments[0].weight: must be greater than 0",
+        "lunos.yaml: models.n.deployments: needs at least one deployment",
+        "lunos.yaml: models.n.aliases: 'm' is already a name of 'm'",
+    ]
+    assert got[6].startswith("lunos.yaml: pipeline[0].name: unknown plugin 'no_such_plugin' (installed: ")
+    assert len(got) == 7
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    assert problems("server:\n  port: [8080\n") == ["lunos.yaml: line 3: expected ',' or ']', but got '<stream end>'"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT",
+                 "GROQ_API_KEY", "LUNOS_KEY_SECRET", "LUNOS_ENCRYPTION_KEY"):
+        monkeypatch.setenv(name, "test-value-for-" + name.lower())
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://example.openai.azure.com")
+    config = load_config(path)
+    assert config.models, f"{path.name} defines no models"
+
+
+def test_check_command_exit_codes_and_output(tmp_path: Path) -> None:
+    good = subprocess.run([sys.executable, "-m", "lunos_proxy", "check", "--config",
+                           str(ROOT / "config" / "lunos.yaml")], capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith("lunos.yaml: ok")
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("providers:\n  openai: {format: openai, base_url: nope}\n")
+    res = subprocess.run([sys.executable, "-m", "lunos_proxy", "check", "--config", str(bad)],
+                         capture_output=True, text=True)
+    assert res.returncode == 1
+    assert res.stderr == "broken.yaml: providers.openai.base_url: expected an http(s) URL\n"
