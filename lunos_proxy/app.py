@@ -257,9 +257,9 @@ class Gateway:
 
     # -- the admin app -----------------------------------------------------
     def admin_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/metrics", self.metrics.handle)
-        return app
+        from .admin import admin_app
+
+        return admin_app(self)
 
 
 def _retire(generation: Generation) -> None:
