@@ -1,0 +1,244 @@
+"""The state interface: the few operations the plugins need, not a key-value API.
+
+Two implementations pass the same contract suite (tests/store/):
+`memory.MemoryStore` (one process, a local data file) and
+`redis.RedisStore` (what several proxy instances share).
+
+To write another backend, subclass `Store` and implement every abstract
+method with the semantics in its docstring; then run
+`tests/store/test_contract.py` against it by adding it to the `store`
+fixture's parameters. Backends register by URL scheme in `store/__init__.py`.
+
+Errors talking to the backing service are raised as `StoreError`, nothing
+else, so callers can apply their failure policy in one place.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+
+__all__ = [
+    "AccountRecord",
+    "BillingRecord",
+    "KeyRecord",
+    "Limit",
+    "LimitState",
+    "Store",
+    "StoreError",
+    "UsageDelta",
+    "UsageRow",
+    "Verdict",
+]
+
+
+class StoreError(Exception):
+    """The backing service failed or could not be reached."""
+
+
+class KeyRecord(msgspec.Struct, kw_only=True):
+    """An API key's metadata. The key itself is never stored: only `hash`,
+    a keyed hash (HMAC-SHA-256) of it, and a short display `prefix`."""
+
+    id: str
+    hash: str
+    prefix: str
+    account_id: str
+    name: str = ""
+    created: float = 0.0
+    expires: float | None = None
+    revoked: bool = False
+    allowed_models: list[str] | None = None
+    plan: str | None = None
+    budget_micros: int | None = None
+
+
+class AccountRecord(msgspec.Struct, kw_only=True):
+    """An account. `name` and `email` hold ciphertext (encrypted at rest);
+    `email_index` is a keyed blind index for lookup by email."""
+
+    id: str
+    name: str = ""
+    email: str = ""
+    email_index: str = ""
+    plan: str | None = None
+    allowed_regions: list[str] | None = None
+    allowed_providers: list[str] | None = None
+    created: float = 0.0
+    updated: float = 0.0
+
+
+class UsageDelta(msgspec.Struct, kw_only=True, frozen=True):
+    """Usage to add to the counters of (account, key, model, day)."""
+
+    account_id: str
+    key_id: str
+    model: str
+    day: str  # YYYY-MM-DD in the configured billing time zone
+    requests: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_micros: int = 0
+
+
+class UsageRow(msgspec.Struct, kw_only=True):
+    """Summed counters for one (key, model, day) of an account."""
+
+    key_id: str
+    model: str
+    day: str
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_micros: int = 0
+
+
+class BillingRecord(msgspec.Struct, kw_only=True):
+    """A line of the billing ledger, kept for accounting after account deletion
+    (then re-keyed to a pseudonym)."""
+
+    id: str
+    account_id: str
+    period: str  # YYYY-MM-DD or YYYY-MM
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_micros: int
+    created: float
+
+
+class Limit(msgspec.Struct, frozen=True):
+    """One limit to check and charge: at most `limit` units per `window` seconds
+    under the counter `key`; this request costs `cost` units (0 = only look)."""
+
+    key: str
+    limit: int
+    window: float
+    cost: int = 1
+
+
+class LimitState(msgspec.Struct):
+    remaining: int  # units that could still be taken right now
+    reset: float  # seconds until the counter is back to full
+
+
+class Verdict(msgspec.Struct):
+    allowed: bool
+    retry_after: float  # seconds; 0.0 when allowed
+    states: list[LimitState]  # one per Limit, in order
+    banned: float = 0.0  # seconds left on the longest matching ban, 0.0 if none
+
+
+class Store(abc.ABC):
+    """Operations, each one round trip on a networked backend."""
+
+    # -- limits ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def hit(self, tag: str, limits: Sequence[Limit], bans: Sequence[str] = ()) -> Verdict:
+        """Check and consume every limit atomically, and check bans.
+
+        Algorithm: GCRA. Each counter keeps a theoretical arrival time (TAT);
+        one unit takes ``window / limit`` seconds to come back, so a full
+        counter admits a burst of ``limit`` units and then ``limit`` per
+        ``window``, with no window edge at which a burst can double.
+
+        Admitted only if every limit admits `cost` units and no subject in
+        `bans` is banned; then every counter is charged. Otherwise nothing
+        is charged and `retry_after` says when the request could pass.
+        `tag` groups the counters of one call (a Redis Cluster hash tag):
+        every `Limit.key` and ban subject of a call is stored under it.
+        Time is the backend's clock (Redis `TIME`), shared by all instances.
+        """
+
+    @abc.abstractmethod
+    async def adjust(self, tag: str, limit: Limit) -> None:
+        """Settle a reservation: charge `limit.cost` more units (negative refunds).
+
+        A refund never leaves the counter fuller than full."""
+
+    @abc.abstractmethod
+    async def ban(self, tag: str, subject: str, seconds: float) -> None:
+        """Ban `subject` for `seconds` (extending, never shortening, a ban)."""
+
+    # -- keys -----------------------------------------------------------------
+    @abc.abstractmethod
+    async def key_by_hash(self, key_hash: str) -> KeyRecord | None: ...
+
+    @abc.abstractmethod
+    async def key_by_id(self, key_id: str) -> KeyRecord | None: ...
+
+    @abc.abstractmethod
+    async def put_key(self, key: KeyRecord) -> None:
+        """Create or replace (by `id`); the hash index follows."""
+
+    @abc.abstractmethod
+    async def delete_key(self, key_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def keys_of(self, account_id: str) -> list[KeyRecord]: ...
+
+    # -- accounts -------------------------------------------------------------
+    @abc.abstractmethod
+    async def account(self, account_id: str) -> AccountRecord | None: ...
+
+    @abc.abstractmethod
+    async def account_by_index(self, email_index: str) -> AccountRecord | None: ...
+
+    @abc.abstractmethod
+    async def put_account(self, account: AccountRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def delete_account(self, account_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def accounts(self) -> list[AccountRecord]: ...
+
+    # -- usage and billing ----------------------------------------------------
+    @abc.abstractmethod
+    async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
+        """Add a batch to the counters, all or nothing."""
+
+    @abc.abstractmethod
+    async def usage(self, account_id: str, first_day: str, last_day: str) -> list[UsageRow]:
+        """Counters of an account for days in [first_day, last_day], sorted by
+        (day, key_id, model)."""
+
+    @abc.abstractmethod
+    async def delete_usage(self, account_id: str) -> int:
+        """Erase an account's usage counters; returns how many rows went."""
+
+    @abc.abstractmethod
+    async def add_billing(self, records: Sequence[BillingRecord]) -> None: ...
+
+    @abc.abstractmethod
+    async def billing(self, account_id: str) -> list[BillingRecord]:
+        """Records of an account, oldest first."""
+
+    @abc.abstractmethod
+    async def rekey_billing(self, account_id: str, pseudonym: str) -> int:
+        """Move an account's billing records to `pseudonym`; returns how many."""
+
+    # -- invalidation ---------------------------------------------------------
+    @abc.abstractmethod
+    async def publish(self, channel: str, message: str) -> None: ...
+
+    @abc.abstractmethod
+    async def subscribe(self, channel: str, callback: Callable[[str], Awaitable[None]]) -> None:
+        """Call `callback` with every message published on `channel` by any
+        instance (this one included) from now until `close`."""
+
+    # -- lifecycle ------------------------------------------------------------
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Return if the backend answers; raise StoreError if not."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Connect, load scripts, start background tasks."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Flush what is pending and release connections."""

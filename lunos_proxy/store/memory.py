@@ -1,0 +1,333 @@
+"""The embedded store: one process, nothing to install.
+
+    store = MemoryStore("/var/lib/lunos/store.json")   # or None: nothing kept
+    await store.start()
+    ...
+    await store.close()                                # writes what is pending
+
+Accounts and keys are written to the data file before their call returns;
+usage and billing are written behind, `flush_interval` seconds after the first
+change, and on `close`. Limit counters and bans live only in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import msgspec
+
+from . import gcra
+from .base import (
+    AccountRecord,
+    BillingRecord,
+    KeyRecord,
+    Limit,
+    Store,
+    UsageDelta,
+    UsageRow,
+    Verdict,
+)
+from .memory_file import Snapshot, UsageEntry, read_snapshot, write_snapshot
+
+__all__ = ["MemoryStore"]
+
+log = logging.getLogger(__name__)
+
+_R = TypeVar("_R", KeyRecord, AccountRecord, BillingRecord)
+_Callback = Callable[[str], Awaitable[None]]
+# (day, key_id, model) -> requests, input, output, cached input, cost
+_Usage = dict[tuple[str, str, str], list[int]]
+
+# Idle counters are dropped once this many have piled up since the last sweep.
+_SWEEP_EVERY = 10_000
+
+
+def _clone(record: _R) -> _R:
+    # Callers may mutate what they get; the store's copy must not change with it.
+    return msgspec.json.decode(msgspec.json.encode(record), type=type(record))
+
+
+class MemoryStore(Store):
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        flush_interval: float = 1.0,
+    ) -> None:
+        self._path = path
+        self._clock = clock
+        self._flush_interval = flush_interval
+        self._counters: dict[tuple[str, str], tuple[float, float]] = {}  # level, stamp
+        self._bans: dict[tuple[str, str], float] = {}  # until
+        self._keys: dict[str, KeyRecord] = {}
+        self._key_ids_by_hash: dict[str, str] = {}
+        self._accounts: dict[str, AccountRecord] = {}
+        self._account_ids_by_index: dict[str, str] = {}
+        self._usage: defaultdict[str, _Usage] = defaultdict(dict)
+        self._billing: defaultdict[str, list[BillingRecord]] = defaultdict(list)
+        self._channels: defaultdict[str, list[_Callback]] = defaultdict(list)
+        self._save_lock = asyncio.Lock()
+        self._flush_task: asyncio.Task[None] | None = None
+        self._dirty = False
+        self._touched_since_sweep = 0
+        if path is not None:
+            self._load(read_snapshot(path))
+
+    # -- limits ---------------------------------------------------------------
+    async def hit(self, tag: str, limits: Sequence[Limit], bans: Sequence[str] = ()) -> Verdict:
+        now = self._clock()
+        banned = max((self._bans.get((tag, s), now) - now for s in bans), default=0.0)
+        levels: list[float] = []
+        retry_after = 0.0
+        for limit in limits:
+            gcra.validate(limit)
+            level, stamp = self._counters.get((tag, limit.key), (0.0, now))
+            levels.append(gcra.drained(level, stamp, limit, now))
+            retry_after = max(retry_after, gcra.wait(levels[-1], limit.cost, limit))
+        allowed = retry_after == 0.0 and banned <= 0.0
+        if allowed:
+            for limit, level in zip(limits, levels, strict=True):
+                if limit.cost:
+                    self._set_counter(tag, limit.key, level + limit.cost, now)
+            levels = [level + limit.cost for limit, level in zip(limits, levels, strict=True)]
+        return Verdict(
+            allowed=allowed,
+            retry_after=0.0 if allowed else max(retry_after, banned),
+            states=[gcra.state(level, limit) for limit, level in zip(limits, levels, strict=True)],
+            banned=max(banned, 0.0),
+        )
+
+    async def adjust(self, tag: str, limit: Limit) -> None:
+        gcra.validate(limit)
+        now = self._clock()
+        level, stamp = self._counters.get((tag, limit.key), (0.0, now))
+        self._set_counter(tag, limit.key, gcra.drained(level, stamp, limit, now) + limit.cost, now)
+
+    async def ban(self, tag: str, subject: str, seconds: float) -> None:
+        until = self._clock() + seconds
+        if until > self._bans.get((tag, subject), 0.0):
+            self._bans[(tag, subject)] = until
+
+    def _set_counter(self, tag: str, key: str, level: float, now: float) -> None:
+        if level > 0.0:
+            self._counters[(tag, key)] = (level, now)
+        else:
+            self._counters.pop((tag, key), None)
+        self._touched_since_sweep += 1
+        if self._touched_since_sweep >= _SWEEP_EVERY:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        # A counter's level is at most about `limit`, so one idle for an hour
+        # holds nothing for any window under an hour; longer windows (daily
+        # quotas) stay until they are idle for a day.
+        self._touched_since_sweep = 0
+        self._bans = {k: until for k, until in self._bans.items() if until > now}
+        self._counters = {k: v for k, v in self._counters.items() if now - v[1] < 86_400}
+
+    # -- keys -----------------------------------------------------------------
+    async def key_by_hash(self, key_hash: str) -> KeyRecord | None:
+        key_id = self._key_ids_by_hash.get(key_hash)
+        return None if key_id is None else _clone(self._keys[key_id])
+
+    async def key_by_id(self, key_id: str) -> KeyRecord | None:
+        key = self._keys.get(key_id)
+        return None if key is None else _clone(key)
+
+    async def put_key(self, key: KeyRecord) -> None:
+        self._drop_key(key.id)
+        self._keys[key.id] = _clone(key)
+        self._key_ids_by_hash[key.hash] = key.id
+        await self._save()
+
+    async def delete_key(self, key_id: str) -> None:
+        if self._drop_key(key_id):
+            await self._save()
+
+    def _drop_key(self, key_id: str) -> bool:
+        old = self._keys.pop(key_id, None)
+        if old is None:
+            return False
+        if self._key_ids_by_hash.get(old.hash) == key_id:
+            del self._key_ids_by_hash[old.hash]
+        return True
+
+    async def keys_of(self, account_id: str) -> list[KeyRecord]:
+        keys = [_clone(k) for k in self._keys.values() if k.account_id == account_id]
+        return sorted(keys, key=lambda k: k.id)
+
+    # -- accounts -------------------------------------------------------------
+    async def account(self, account_id: str) -> AccountRecord | None:
+        account = self._accounts.get(account_id)
+        return None if account is None else _clone(account)
+
+    async def account_by_index(self, email_index: str) -> AccountRecord | None:
+        account_id = self._account_ids_by_index.get(email_index)
+        return None if account_id is None else await self.account(account_id)
+
+    async def put_account(self, account: AccountRecord) -> None:
+        self._drop_account(account.id)
+        self._accounts[account.id] = _clone(account)
+        if account.email_index:
+            self._account_ids_by_index[account.email_index] = account.id
+        await self._save()
+
+    async def delete_account(self, account_id: str) -> None:
+        if self._drop_account(account_id):
+            await self._save()
+
+    def _drop_account(self, account_id: str) -> bool:
+        old = self._accounts.pop(account_id, None)
+        if old is None:
+            return False
+        if self._account_ids_by_index.get(old.email_index) == account_id:
+            del self._account_ids_by_index[old.email_index]
+        return True
+
+    async def accounts(self) -> list[AccountRecord]:
+        return [_clone(self._accounts[i]) for i in sorted(self._accounts)]
+
+    # -- usage and billing ----------------------------------------------------
+    async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
+        for d in deltas:
+            row = self._usage[d.account_id].setdefault((d.day, d.key_id, d.model), [0] * 5)
+            row[0] += d.requests
+            row[1] += d.input_tokens
+            row[2] += d.output_tokens
+            row[3] += d.cached_input_tokens
+            row[4] += d.cost_micros
+        self._save_soon()
+
+    async def usage(self, account_id: str, first_day: str, last_day: str) -> list[UsageRow]:
+        rows = self._usage.get(account_id, {})
+        return [
+            UsageRow(
+                key_id=key_id,
+                model=model,
+                day=day,
+                requests=c[0],
+                input_tokens=c[1],
+                output_tokens=c[2],
+                cached_input_tokens=c[3],
+                cost_micros=c[4],
+            )
+            for (day, key_id, model), c in sorted(rows.items())
+            if first_day <= day <= last_day
+        ]
+
+    async def delete_usage(self, account_id: str) -> int:
+        rows = self._usage.pop(account_id, {})
+        if rows:
+            self._save_soon()
+        return len(rows)
+
+    async def add_billing(self, records: Sequence[BillingRecord]) -> None:
+        for r in records:
+            self._billing[r.account_id].append(_clone(r))
+        self._save_soon()
+
+    async def billing(self, account_id: str) -> list[BillingRecord]:
+        records = self._billing.get(account_id, [])
+        return [_clone(r) for r in sorted(records, key=lambda r: (r.created, r.id))]
+
+    async def rekey_billing(self, account_id: str, pseudonym: str) -> int:
+        moved = self._billing.pop(account_id, [])
+        if not moved:
+            return 0
+        for r in moved:
+            r.account_id = pseudonym
+        self._billing[pseudonym].extend(moved)
+        self._save_soon()
+        return len(moved)
+
+    # -- invalidation ---------------------------------------------------------
+    async def publish(self, channel: str, message: str) -> None:
+        for callback in list(self._channels.get(channel, ())):
+            try:
+                await callback(message)
+            except Exception:
+                # One bad subscriber must not stop the others hearing of a revocation.
+                log.exception("store subscriber for %r failed", channel)
+
+    async def subscribe(self, channel: str, callback: Callable[[str], Awaitable[None]]) -> None:
+        self._channels[channel].append(callback)
+
+    # -- lifecycle ------------------------------------------------------------
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._channels.clear()
+        task, self._flush_task = self._flush_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._dirty:
+            await self._save()
+
+    # -- the data file ----------------------------------------------------------
+    def _save_soon(self) -> None:
+        if self._path is None:
+            return
+        self._dirty = True
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self._flush_interval)
+        try:
+            await self._save()
+        except Exception:
+            # Kept dirty: the next change or `close` tries again.
+            log.exception("writing the store file failed")
+
+    async def _save(self) -> None:
+        path = self._path
+        if path is None:
+            return
+        # Encoded here, in one step of the event loop, so the file is a
+        # consistent cut; the slow part (write, fsync) runs in a thread.
+        self._dirty = False
+        data = msgspec.json.encode(self._snapshot())
+        # Shielded: a cancelled caller must not release the lock while its
+        # thread still writes, or an older snapshot could land last.
+        await asyncio.shield(self._write(path, data))
+
+    async def _write(self, path: str, data: bytes) -> None:
+        async with self._save_lock:
+            try:
+                await asyncio.to_thread(write_snapshot, path, data)
+            except BaseException:
+                self._dirty = True
+                raise
+
+    def _snapshot(self) -> Snapshot:
+        return Snapshot(
+            accounts=list(self._accounts.values()),
+            keys=list(self._keys.values()),
+            usage=[
+                UsageEntry(account_id=a, day=day, key_id=k, model=m, counters=c)
+                for a, rows in self._usage.items()
+                for (day, k, m), c in rows.items()
+            ],
+            billing=[r for records in self._billing.values() for r in records],
+        )
+
+    def _load(self, snapshot: Snapshot) -> None:
+        for account in snapshot.accounts:
+            self._accounts[account.id] = account
+            if account.email_index:
+                self._account_ids_by_index[account.email_index] = account.id
+        for key in snapshot.keys:
+            self._keys[key.id] = key
+            self._key_ids_by_hash[key.hash] = key.id
+        for u in snapshot.usage:
+            self._usage[u.account_id][(u.day, u.key_id, u.model)] = list(u.counters)
+        for r in snapshot.billing:
+            self._billing[r.account_id].append(r)

@@ -1,0 +1,334 @@
+"""The shared store on Redis: standalone, Sentinel or Cluster (URLs in redis_connect).
+
+    store = RedisStore("redis+sentinel://10.0.0.5,10.0.0.6/lunos", timeout=0.5)
+    await store.start()
+
+Every call is one round trip. Operations on several keys are Lua scripts in
+`lua/`, run by SHA and reloaded when a server answers NOSCRIPT. The keys one
+script touches share a `{hash tag}`, so each runs on one Cluster node:
+
+    lunos:{<tag>}:limit:<key>          GCRA counter "level stamp"   hit, adjust
+    lunos:{<tag>}:ban:<subject>        "1", expiring with the ban   ban, hit
+    lunos:{keys}:hash:<hash>           KeyRecord JSON (the hot path: one GET)
+    lunos:{keys}:id:<id>               KeyRecord JSON
+    lunos:{keys}:account:<account>     set of key ids
+    lunos:{accounts}:id:<id>           AccountRecord JSON
+    lunos:{accounts}:index:<index>     account id, by email blind index
+    lunos:{accounts}:all               set of account ids
+    lunos:{usage:<account>}:days       sorted set of days with usage
+    lunos:{usage:<account>}:day:<day>  hash "<key id>|<model>|<metric>" -> count
+    lunos:{billing}:account:<account>  list of ledger lines (JSON)
+
+The key and account directories each live on one slot so that an index
+always follows its record atomically; reads of them are cached in-process.
+Billing lives on one slot so re-keying an account is one atomic move.
+
+On a Cluster, `add_usage` is all or nothing per account (one script per
+account's slot); on one server or Sentinel the whole batch is one script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisClusterException, RedisError
+
+from . import gcra
+from .base import (
+    AccountRecord,
+    BillingRecord,
+    KeyRecord,
+    Limit,
+    LimitState,
+    Store,
+    StoreError,
+    UsageDelta,
+    UsageRow,
+    Verdict,
+)
+from .redis_connect import Client, RedisOptions, connect
+from .redis_pubsub import Subscriber
+
+__all__ = ["RedisStore"]
+
+_T = TypeVar("_T")
+_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+_METRICS = ("requests", "input_tokens", "output_tokens", "cached_input_tokens", "cost_micros")
+_SCRIPTS = {
+    # name: scripts prepended to it
+    "hit": ("gcra",),
+    "adjust": ("gcra",),
+    "ban": (),
+    "put_key": (),
+    "delete_key": (),
+    "keys_of": (),
+    "put_account": (),
+    "delete_account": (),
+    "account_by_index": (),
+    "accounts": (),
+    "usage_add": (),
+    "usage_get": (),
+    "usage_delete": (),
+    "billing_add": (),
+    "billing_rekey": (),
+}
+_BATCH = 1000  # ledger lines per RPUSH; Lua's unpack() has a bounded stack
+
+
+class _Ledger(msgspec.Struct, kw_only=True):
+    """A billing line as stored: the account is the list it is in, so that
+    re-keying moves lines without rewriting them."""
+
+    id: str
+    period: str
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_micros: int
+    created: float
+
+
+def _source(name: str) -> str:
+    lua = importlib.resources.files("lunos_proxy.store") / "lua"
+    return "\n".join((lua / f"{part}.lua").read_text() for part in (*_SCRIPTS[name], name))
+
+
+class RedisStore(Store):
+    def __init__(self, url: str, **options: Any) -> None:
+        self.options = msgspec.convert(options, RedisOptions)
+        self._client: Client = connect(url, self.options)
+        self._cluster = isinstance(self._client, RedisCluster)
+        self._scripts = {name: self._client.register_script(_source(name)) for name in _SCRIPTS}
+        self._slots = asyncio.Semaphore(self.options.max_connections)
+        self._subscriber = Subscriber(self._client.pubsub, self.options.timeout)
+        p = self.options.prefix
+        self._keys, self._accounts, self._billing = (
+            f"{p}{{keys}}:",
+            f"{p}{{accounts}}:",
+            f"{p}{{billing}}:",
+        )
+        self._key_decoder = msgspec.json.Decoder(KeyRecord)
+        self._account_decoder = msgspec.json.Decoder(AccountRecord)
+        self._ledger_decoder = msgspec.json.Decoder(_Ledger)
+
+    async def _do(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        async with self._slots:
+            try:
+                return await call()
+            except _ERRORS as e:
+                raise StoreError(f"redis: {type(e).__name__}: {e}") from e
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        run: AsyncScript = self._scripts[script]
+        return await self._do(lambda: run(keys, args))
+
+    def _tagged(self, tag: str) -> str:
+        # An empty tag "{}" would not be a hash tag, and spread one call's keys
+        # over slots.
+        return f"{self.options.prefix}{{{tag or '-'}}}:"
+
+    # -- limits ---------------------------------------------------------------
+    async def hit(self, tag: str, limits: Sequence[Limit], bans: Sequence[str] = ()) -> Verdict:
+        if not limits and not bans:
+            return Verdict(allowed=True, retry_after=0.0, states=[])
+        base = self._tagged(tag)
+        keys = [f"{base}limit:{lim.key}" for lim in limits] + [f"{base}ban:{s}" for s in bans]
+        args: list[Any] = [len(limits)]
+        for lim in limits:
+            gcra.validate(lim)
+            args += (lim.limit, lim.window, lim.cost)
+        out = await self._run("hit", keys, args)
+        return Verdict(
+            allowed=out[0] == 1,
+            retry_after=float(out[1]),
+            banned=float(out[2]),
+            states=[
+                LimitState(remaining=out[i], reset=float(out[i + 1])) for i in range(3, len(out), 2)
+            ],
+        )
+
+    async def adjust(self, tag: str, limit: Limit) -> None:
+        gcra.validate(limit)
+        key = f"{self._tagged(tag)}limit:{limit.key}"
+        await self._run("adjust", [key], [limit.limit, limit.window, limit.cost])
+
+    async def ban(self, tag: str, subject: str, seconds: float) -> None:
+        key = f"{self._tagged(tag)}ban:{subject}"
+        await self._run("ban", [key], [round(seconds * 1000)])
+
+    # -- keys -----------------------------------------------------------------
+    async def key_by_hash(self, key_hash: str) -> KeyRecord | None:
+        return self._decode_key(
+            await self._do(lambda: self._client.get(f"{self._keys}hash:{key_hash}"))
+        )
+
+    async def key_by_id(self, key_id: str) -> KeyRecord | None:
+        return self._decode_key(
+            await self._do(lambda: self._client.get(f"{self._keys}id:{key_id}"))
+        )
+
+    def _decode_key(self, raw: bytes | str | None) -> KeyRecord | None:
+        return None if raw is None else self._key_decoder.decode(raw)
+
+    async def put_key(self, key: KeyRecord) -> None:
+        d = self._keys
+        keys = [f"{d}id:{key.id}", f"{d}hash:{key.hash}", f"{d}account:{key.account_id}"]
+        await self._run("put_key", keys, [msgspec.json.encode(key), key.id, d])
+
+    async def delete_key(self, key_id: str) -> None:
+        await self._run("delete_key", [f"{self._keys}id:{key_id}"], [key_id, self._keys])
+
+    async def keys_of(self, account_id: str) -> list[KeyRecord]:
+        raw = await self._run("keys_of", [f"{self._keys}account:{account_id}"], [self._keys])
+        return sorted((self._key_decoder.decode(r) for r in raw), key=lambda k: k.id)
+
+    # -- accounts -------------------------------------------------------------
+    async def account(self, account_id: str) -> AccountRecord | None:
+        raw = await self._do(lambda: self._client.get(f"{self._accounts}id:{account_id}"))
+        return None if raw is None else self._account_decoder.decode(raw)
+
+    async def account_by_index(self, email_index: str) -> AccountRecord | None:
+        entry = f"{self._accounts}index:{email_index}"
+        raw = await self._run("account_by_index", [entry], [self._accounts])
+        return None if raw is None else self._account_decoder.decode(raw)
+
+    async def put_account(self, account: AccountRecord) -> None:
+        d = self._accounts
+        await self._run(
+            "put_account",
+            [f"{d}id:{account.id}", f"{d}all"],
+            [msgspec.json.encode(account), account.id, d, account.email_index],
+        )
+
+    async def delete_account(self, account_id: str) -> None:
+        d = self._accounts
+        await self._run("delete_account", [f"{d}id:{account_id}", f"{d}all"], [account_id, d])
+
+    async def accounts(self) -> list[AccountRecord]:
+        raw = await self._run("accounts", [f"{self._accounts}all"], [self._accounts])
+        return sorted((self._account_decoder.decode(r) for r in raw), key=lambda a: a.id)
+
+    # -- usage and billing ----------------------------------------------------
+    def _usage_base(self, account_id: str) -> str:
+        return f"{self.options.prefix}{{usage:{account_id}}}:"
+
+    async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
+        # Summed first so that each counter is one HINCRBY.
+        sums: defaultdict[str, defaultdict[str, defaultdict[str, int]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(int))
+        )
+        for d in deltas:
+            fields = sums[d.account_id][d.day]
+            for metric in _METRICS:
+                fields[f"{d.key_id}|{d.model}|{metric}"] += getattr(d, metric)
+        calls: list[tuple[list[str], list[Any]]] = []
+        for account_id, days in sums.items():
+            base = self._usage_base(account_id)
+            keys: list[str] = []
+            args: list[Any] = []
+            for day, fields in days.items():
+                keys += (f"{base}days", f"{base}day:{day}")
+                args += (day, len(fields))
+                for field, value in fields.items():
+                    args += (field, value)
+            calls.append((keys, args))
+        if not calls:
+            return
+        if self._cluster:
+            await asyncio.gather(*(self._run("usage_add", k, a) for k, a in calls))
+        else:
+            await self._run(
+                "usage_add", [k for c in calls for k in c[0]], [a for c in calls for a in c[1]]
+            )
+
+    async def usage(self, account_id: str, first_day: str, last_day: str) -> list[UsageRow]:
+        base = self._usage_base(account_id)
+        out = await self._run("usage_get", [f"{base}days"], [first_day, last_day, f"{base}day:"])
+        rows: dict[tuple[str, str, str], dict[str, int]] = {}
+        for i in range(0, len(out), 2):
+            day, flat = out[i].decode(), out[i + 1]
+            for j in range(0, len(flat), 2):
+                key_id, _, rest = flat[j].decode().partition("|")
+                model, _, metric = rest.rpartition("|")
+                rows.setdefault((day, key_id, model), {})[metric] = int(flat[j + 1])
+        return [
+            UsageRow(day=day, key_id=key_id, model=model, **counters)
+            for (day, key_id, model), counters in sorted(rows.items())
+        ]
+
+    async def delete_usage(self, account_id: str) -> int:
+        base = self._usage_base(account_id)
+        rows: int = await self._run("usage_delete", [f"{base}days"], [f"{base}day:", len(_METRICS)])
+        return rows
+
+    async def add_billing(self, records: Sequence[BillingRecord]) -> None:
+        keys: list[str] = []
+        args: list[Any] = []
+        by_account: defaultdict[str, list[bytes]] = defaultdict(list)
+        for r in records:
+            line = _Ledger(
+                id=r.id,
+                period=r.period,
+                model=r.model,
+                requests=r.requests,
+                input_tokens=r.input_tokens,
+                output_tokens=r.output_tokens,
+                cost_micros=r.cost_micros,
+                created=r.created,
+            )
+            by_account[r.account_id].append(msgspec.json.encode(line))
+        for account_id, lines in by_account.items():
+            for first in range(0, len(lines), _BATCH):
+                batch = lines[first : first + _BATCH]
+                keys.append(f"{self._billing}account:{account_id}")
+                args += (len(batch), *batch)
+        if keys:
+            await self._run("billing_add", keys, args)
+
+    async def billing(self, account_id: str) -> list[BillingRecord]:
+        key = f"{self._billing}account:{account_id}"
+        raw = await self._do(lambda: self._client.lrange(key, 0, -1))
+        records = [
+            BillingRecord(
+                account_id=account_id, **msgspec.structs.asdict(self._ledger_decoder.decode(r))
+            )
+            for r in raw
+        ]
+        return sorted(records, key=lambda r: (r.created, r.id))
+
+    async def rekey_billing(self, account_id: str, pseudonym: str) -> int:
+        b = self._billing
+        keys = [f"{b}account:{account_id}", f"{b}account:{pseudonym}"]
+        moved: int = await self._run("billing_rekey", keys)
+        return moved
+
+    # -- invalidation ---------------------------------------------------------
+    async def publish(self, channel: str, message: str) -> None:
+        name = f"{self.options.prefix}{channel}"
+        await self._do(lambda: self._client.publish(name, message))
+
+    async def subscribe(self, channel: str, callback: Callable[[str], Awaitable[None]]) -> None:
+        await self._subscriber.subscribe(f"{self.options.prefix}{channel}", callback)
+
+    # -- lifecycle ------------------------------------------------------------
+    async def ping(self) -> None:
+        await self._do(lambda: self._client.ping())
+
+    async def start(self) -> None:
+        # Loaded ahead so the first requests find them; EVALSHA would load
+        # them on NOSCRIPT anyway (after a restart or failover, say).
+        for script in self._scripts.values():
+            source = script.script
+            await self._do(lambda source=source: self._client.script_load(source))  # type: ignore[misc]
+
+    async def close(self) -> None:
+        await self._subscriber.close()
+        await self._client.aclose()

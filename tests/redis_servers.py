@@ -1,0 +1,475 @@
+"""Real Redis servers for tests: standalone, TLS, Sentinel and Cluster.
+
+Every server is a `redis-server` child process on a free loopback port with
+persistence off, in its own temp dir, stopped when its fixture ends. A missing
+`redis-server` binary fails the test (it is a test dependency, never a skip).
+
+Fixtures (import them into a conftest with ``from tests.redis_servers import *``):
+
+    redis_url           session   URL of a standalone server shared by all tests
+    redis_server        function  a RedisServer of the test's own: .stop(), .start(),
+                                  .restart() (same port), .url
+    redis_tls           session   TlsRedis: .url (rediss://), .ca_file
+    redis_sentinel_url  session   redis+sentinel://127.0.0.1:<port>/mymaster
+    redis_cluster_url   session   redis+cluster://127.0.0.1:<port> (3 masters)
+
+Tests sharing a session server keep apart by key prefix, never by FLUSHALL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "RedisCluster",
+    "RedisSentinel",
+    "RedisServer",
+    "TlsRedis",
+    "free_port",
+    "redis_cluster_url",
+    "redis_sentinel_url",
+    "redis_server",
+    "redis_tls",
+    "redis_url",
+    "shared",
+]
+
+SENTINEL_SERVICE = "mymaster"
+_START_TIMEOUT = 10.0
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} is not on PATH: install redis-server 7 to run these tests")
+    return path
+
+
+def free_port(*, with_bus: bool = False) -> int:
+    """A loopback port nothing listens on; with `with_bus`, port + 10000 too
+    (a cluster node's bus port)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if not with_bus:
+            return port
+        if port + 10000 < 65536:
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.bind(("127.0.0.1", port + 10000))
+                return port
+    raise RuntimeError("no free loopback port")
+
+
+def _command(port: int, *args: str, tls: ssl.SSLContext | None = None) -> bytes:
+    """Send one command in RESP and return the raw reply (enough for readiness checks)."""
+    payload = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as raw:
+        sock = tls.wrap_socket(raw, server_hostname="localhost") if tls else raw
+        sock.sendall(payload)
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout: float = _START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if check():
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class RedisServer:
+    """One redis-server process; stop and start it again on the same port."""
+
+    def __init__(self, args: list[str] | None = None, *, port: int | None = None) -> None:
+        self.port = port or free_port(with_bus=True)
+        self.dir = tempfile.mkdtemp(prefix=f"lunos-redis-{self.port}-")
+        self._args = args or []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.tls: ssl.SSLContext | None = None  # set when the server speaks only TLS
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self, *args: str) -> bytes:
+        return _command(self.port, *args, tls=self.tls)
+
+    def start(self) -> RedisServer:
+        if self._proc is not None:
+            return self
+        argv = [
+            _binary("redis-server"),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            "--logfile",
+            os.path.join(self.dir, "redis.log"),
+            *self._args,
+        ]
+        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            _wait_until(self._answers, f"redis-server on port {self.port}")
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"redis-server did not start; see {self.dir}/redis.log") from None
+        return self
+
+    def _answers(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited; see {self.dir}/redis.log")
+        return self.command("PING").startswith(b"+PONG")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- TLS ------------------------------------------------------------------------
+
+
+@dataclass
+class TlsRedis:
+    server: RedisServer
+    ca_file: str
+
+    @property
+    def url(self) -> str:
+        return f"rediss://localhost:{self.server.port}/0"
+
+
+def _tls_material(directory: str) -> tuple[str, str, str]:
+    """A throwaway CA and a server certificate for localhost/127.0.0.1 it signed:
+    paths of (CA cert, server cert, server key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lunos test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = [os.path.join(directory, n) for n in ("ca.crt", "server.crt", "server.key")]
+    pem = serialization.Encoding.PEM
+    blobs = [
+        ca_cert.public_bytes(pem),
+        cert.public_bytes(pem),
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    ]
+    for path, blob in zip(paths, blobs, strict=True):
+        with open(path, "wb") as f:
+            f.write(blob)
+    return paths[0], paths[1], paths[2]
+
+
+def start_tls_redis() -> TlsRedis:
+    directory = tempfile.mkdtemp(prefix="lunos-redis-tls-")
+    ca, cert, key = _tls_material(directory)
+    port = free_port(with_bus=True)
+    server = RedisServer(
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            cert,
+            "--tls-key-file",
+            key,
+            "--tls-ca-cert-file",
+            ca,
+            "--tls-auth-clients",
+            "no",
+        ],
+        port=port,
+    )
+    server.tls = ssl.create_default_context(cafile=ca)
+    server.start()
+    return TlsRedis(server=server, ca_file=ca)
+
+
+# -- Sentinel -------------------------------------------------------------------
+
+
+class RedisSentinel:
+    """A master and one sentinel watching it as `mymaster`."""
+
+    def __init__(self) -> None:
+        self.master = RedisServer()
+        self.sentinel_port = free_port()
+        self._conf = os.path.join(self.master.dir, "sentinel.conf")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/{SENTINEL_SERVICE}"
+
+    def start(self) -> RedisSentinel:
+        self.master.start()
+        with open(self._conf, "w") as f:
+            f.write(
+                f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {self.master.dir}\n"
+                f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {self.master.port} 1\n"
+                f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 60000\n"
+            )
+        # A sentinel is redis-server in sentinel mode, rewriting its own config file.
+        self._proc = subprocess.Popen(
+            [
+                _binary("redis-server"),
+                self._conf,
+                "--sentinel",
+                "--logfile",
+                os.path.join(self.master.dir, "sentinel.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            _wait_until(self._knows_master, "the sentinel")
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def _knows_master(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"sentinel exited; see {self.master.dir}/sentinel.log")
+        reply = _command(
+            self.sentinel_port, "SENTINEL", "get-master-addr-by-name", SENTINEL_SERVICE
+        )
+        return str(self.master.port).encode() in reply
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.master.remove()
+
+
+# -- Cluster --------------------------------------------------------------------
+
+
+class RedisCluster:
+    """Three masters, no replicas, all 16384 slots assigned."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.nodes = [
+            RedisServer(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ]
+            )
+            for _ in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> RedisCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> RedisCluster:
+        threads = [threading.Thread(target=node.start) for node in self.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        subprocess.run(
+            [
+                _binary("redis-cli"),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=30,
+        )
+        for node in self.nodes:
+            _wait_until(
+                lambda node=node: b"cluster_state:ok" in node.command("CLUSTER", "INFO"),
+                f"cluster_state:ok on port {node.port}",
+                timeout=30,
+            )
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.remove()
+
+
+# -- fixtures -------------------------------------------------------------------
+
+# Servers are shared per process, not per fixture definition, so a conftest
+# at the top and one in a subdirectory both importing these fixtures still
+# start one cluster per session.
+_shared: dict[str, tuple[Any, int]] = {}
+_shared_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def shared(name: str, start: Callable[[], Any], stop: Callable[[Any], None]) -> Iterator[Any]:
+    with _shared_lock:
+        thing, users = _shared.get(name, (None, 0))
+        if users == 0:
+            thing = start()
+        _shared[name] = (thing, users + 1)
+    try:
+        yield thing
+    finally:
+        with _shared_lock:
+            thing, users = _shared[name]
+            if users == 1:
+                del _shared[name]
+                stop(thing)
+            else:
+                _shared[name] = (thing, users - 1)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with shared("standalone", lambda: RedisServer().start(), RedisServer.remove) as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture(scope="session")
+def redis_tls() -> Iterator[TlsRedis]:
+    def stop(tls: TlsRedis) -> None:
+        tls.server.remove()
+        shutil.rmtree(os.path.dirname(tls.ca_file), ignore_errors=True)
+
+    with shared("tls", start_tls_redis, stop) as tls:
+        yield tls
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_url() -> Iterator[str]:
+    with shared("sentinel", lambda: RedisSentinel().start(), RedisSentinel.stop) as sentinel:
+        yield sentinel.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    with shared("cluster", lambda: RedisCluster().start(), RedisCluster.stop) as cluster:
+        yield cluster.url
