@@ -79,6 +79,10 @@ class MemoryStore(Store):
         if path is not None:
             self._load(read_snapshot(path))
 
+    @property
+    def path(self) -> str | None:
+        return self._path
+
     # -- limits ---------------------------------------------------------------
     async def hit(self, tag: str, limits: Sequence[Limit], bans: Sequence[str] = ()) -> Verdict:
         now = self._clock()

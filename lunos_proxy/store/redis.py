@@ -30,6 +30,7 @@ account's slot); on one server or Sentinel the whole batch is one script.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.resources
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,8 +38,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from . import gcra
 from .base import (
@@ -96,9 +96,23 @@ class _Ledger(msgspec.Struct, kw_only=True):
     created: float
 
 
-def _source(name: str) -> str:
-    lua = importlib.resources.files("lunos_proxy.store") / "lua"
-    return "\n".join((lua / f"{part}.lua").read_text() for part in (*_SCRIPTS[name], name))
+class _Script:
+    """A Lua script run by SHA; a server that lacks it (restarted, failed over)
+    gets the source with EVAL, which runs it and caches it for next time."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, name: str) -> None:
+        lua = importlib.resources.files("lunos_proxy.store") / "lua"
+        parts = (*_SCRIPTS[name], name)
+        self.source = "\n".join((lua / f"{part}.lua").read_text() for part in parts)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    async def __call__(self, client: Client, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)
 
 
 class RedisStore(Store):
@@ -106,8 +120,13 @@ class RedisStore(Store):
         self.options = msgspec.convert(options, RedisOptions)
         self._client: Client = connect(url, self.options)
         self._cluster = isinstance(self._client, RedisCluster)
-        self._scripts = {name: self._client.register_script(_source(name)) for name in _SCRIPTS}
+        self._scripts = {name: _Script(name) for name in _SCRIPTS}
         self._slots = asyncio.Semaphore(self.options.max_connections)
+        # redis-py's RedisCluster breaks connections when its first commands
+        # arrive concurrently and each triggers the topology discovery, so
+        # the store discovers it once, alone, before anything else.
+        self._discovered = not self._cluster
+        self._discovery = asyncio.Lock()
         self._subscriber = Subscriber(self._client.pubsub, self.options.timeout)
         p = self.options.prefix
         self._keys, self._accounts, self._billing = (
@@ -122,13 +141,21 @@ class RedisStore(Store):
     async def _do(self, call: Callable[[], Awaitable[_T]]) -> _T:
         async with self._slots:
             try:
+                if not self._discovered:
+                    await self._discover()
                 return await call()
             except _ERRORS as e:
                 raise StoreError(f"redis: {type(e).__name__}: {e}") from e
 
+    async def _discover(self) -> None:
+        async with self._discovery:
+            if not self._discovered and isinstance(self._client, RedisCluster):
+                await self._client.initialize()
+            self._discovered = True
+
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
-        run: AsyncScript = self._scripts[script]
-        return await self._do(lambda: run(keys, args))
+        run = self._scripts[script]
+        return await self._do(lambda: run(self._client, keys, args))
 
     def _tagged(self, tag: str) -> str:
         # An empty tag "{}" would not be a hash tag, and spread one call's keys
@@ -325,8 +352,10 @@ class RedisStore(Store):
     async def start(self) -> None:
         # Loaded ahead so the first requests find them; EVALSHA would load
         # them on NOSCRIPT anyway (after a restart or failover, say).
+        # One at a time: concurrent SCRIPT LOADs to every node of a cluster trip
+        # up redis-py's connection handling.
         for script in self._scripts.values():
-            source = script.script
+            source = script.source
             await self._do(lambda source=source: self._client.script_load(source))  # type: ignore[misc]
 
     async def close(self) -> None:

@@ -52,7 +52,7 @@ class RedisOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prefix: str = "lunos:"  # of every key and channel; several deployments can share a server
     connect_timeout: float = 1.0  # seconds
     timeout: float = 1.0  # seconds for one operation
-    max_connections: int = 64  # operations in flight at once, per store
+    max_connections: int = 16  # operations in flight at once, per store
     health_check_interval: float = 10.0  # seconds between PINGs on the pub/sub connection
     ssl_ca_certs: str | None = None  # CA file; None: the system's trust store
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"

@@ -1,0 +1,214 @@
+"""What only the Redis store promises: round trips, key layout, failure and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from lunos_proxy.store import KeyRecord, Limit, StoreError, UsageDelta
+from lunos_proxy.store.redis import RedisStore
+from tests.redis_servers import RedisServer, TlsRedis
+from tests.store.conftest import Backend
+from tests.store.test_contract import eventually
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
+    s = RedisStore(redis_server.url, timeout=0.5, connect_timeout=0.5)
+    await s.start()
+    yield s
+    await s.close()
+
+
+KEY = KeyRecord(id="key-1", hash="hmac-of-key-1", prefix="lk-abcd", account_id="acct-1")
+
+
+async def test_hit_is_one_round_trip_and_a_key_lookup_one_get(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    await store.put_key(KEY)
+    limits = [Limit("rpm", 60, 60), Limit("tpm", 10_000, 60, cost=500), Limit("day", 5, 86_400)]
+    async with raw.monitor() as monitor:
+        assert (await store.hit("acct-1", limits, bans=["ip:192.0.2.1", "key:key-1"])).allowed
+        assert await store.key_by_hash(KEY.hash) == KEY
+        await store.ping()  # marks the end
+        sent = []
+        while not (command := await monitor.next_command())["command"].startswith("PING"):
+            if command["client_type"] != "lua":  # what the script ran inside Redis
+                sent.append(command["command"].split()[0])
+    assert sent == ["EVALSHA", "GET"]
+
+
+async def test_keys_carry_the_prefix_and_one_hash_tag_per_call(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    await store.put_key(KEY)
+    await store.hit("acct-1", [Limit("rpm", 60, 60)])
+    await store.ban("acct-1", "ip:192.0.2.1", 60)
+    await store.add_usage([UsageDelta(account_id="acct-1", key_id="key-1", model="m", day="d")])
+    assert sorted(k.decode() for k in await raw.keys("*")) == [
+        "lunos:{acct-1}:ban:ip:192.0.2.1",
+        "lunos:{acct-1}:limit:rpm",
+        "lunos:{keys}:account:acct-1",
+        "lunos:{keys}:hash:hmac-of-key-1",
+        "lunos:{keys}:id:key-1",
+        "lunos:{usage:acct-1}:day:d",
+        "lunos:{usage:acct-1}:days",
+    ]
+    # Counters and bans expire on their own once they hold nothing.
+    assert 0 < await raw.pttl("lunos:{acct-1}:limit:rpm") <= 1_001
+    assert 59_000 < await raw.pttl("lunos:{acct-1}:ban:ip:192.0.2.1") <= 60_000
+
+
+async def test_scripts_are_reloaded_after_the_server_forgets_them(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    await raw.script_flush()
+    assert (await store.hit("t", [Limit("rpm", 1, 60)])).allowed
+    assert not (await store.hit("t", [Limit("rpm", 1, 60)])).allowed
+
+
+async def test_every_operation_raises_store_error_while_redis_is_down(
+    store: RedisStore, redis_server: RedisServer
+) -> None:
+    await store.put_key(KEY)
+    redis_server.stop()
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        store.ping,
+        lambda: store.hit("t", [Limit("rpm", 1, 60)]),
+        lambda: store.adjust("t", Limit("rpm", 1, 60)),
+        lambda: store.ban("t", "ip:x", 1),
+        lambda: store.key_by_hash(KEY.hash),
+        lambda: store.key_by_id(KEY.id),
+        lambda: store.put_key(KEY),
+        lambda: store.delete_key(KEY.id),
+        lambda: store.keys_of("acct-1"),
+        lambda: store.account("a"),
+        lambda: store.account_by_index("i"),
+        store.accounts,
+        lambda: store.delete_account("a"),
+        lambda: store.add_usage([UsageDelta(account_id="a", key_id="k", model="m", day="d")]),
+        lambda: store.usage("a", "d", "d"),
+        lambda: store.delete_usage("a"),
+        lambda: store.billing("a"),
+        lambda: store.rekey_billing("a", "p"),
+        lambda: store.publish("keys", "x"),
+    ]
+    for call in calls:
+        with pytest.raises(StoreError):
+            await call()
+    redis_server.start()
+    await store.ping()
+    assert await store.key_by_hash(KEY.hash) is None  # the server kept nothing
+
+
+async def test_subscribing_while_redis_is_down_fails_then_delivers_once_it_returns(
+    redis_server: RedisServer,
+) -> None:
+    listener = RedisStore(redis_server.url, timeout=0.3)
+    sender = RedisStore(redis_server.url)
+    heard: list[str] = []
+
+    async def on_message(message: str) -> None:
+        heard.append(message)
+
+    try:
+        redis_server.stop()
+        with pytest.raises(StoreError):
+            await listener.subscribe("keys", on_message)
+        redis_server.start()
+
+        async def delivered() -> bool:
+            await sender.publish("keys", "revoked:key-1")
+            await asyncio.sleep(0.05)
+            return bool(heard)
+
+        await eventually_async(delivered)
+    finally:
+        await listener.close()
+        await sender.close()
+
+
+async def test_subscriber_reconnects_after_redis_restarts(redis_server: RedisServer) -> None:
+    listener, sender = RedisStore(redis_server.url), RedisStore(redis_server.url)
+    heard: list[str] = []
+
+    async def on_message(message: str) -> None:
+        heard.append(message)
+
+    try:
+        await listener.subscribe("keys", on_message)
+        await sender.publish("keys", "before")
+        await eventually(lambda: heard == ["before"])
+        redis_server.restart()
+
+        async def delivered() -> bool:
+            await asyncio.sleep(0.05)
+            try:
+                await sender.publish("keys", "after")
+            except StoreError:
+                return False
+            await asyncio.sleep(0.05)
+            return "after" in heard
+
+        await eventually_async(delivered)
+    finally:
+        await listener.close()
+        await sender.close()
+
+
+async def eventually_async(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+
+
+async def test_concurrent_hits_from_two_instances_admit_exactly_the_limit(
+    shared_backend: Backend,
+) -> None:
+    first, second = shared_backend.store, await shared_backend.open_twin()
+    limit = Limit("rpm", 100, 60)
+    verdicts = await asyncio.gather(
+        *(s.hit(shared_backend.tag, [limit]) for _ in range(200) for s in (first, second))
+    )
+    assert sum(v.allowed for v in verdicts) == 100
+    assert sorted(v.states[0].remaining for v in verdicts if v.allowed) == list(range(100))
+
+
+async def test_usage_of_many_accounts_lands_on_a_cluster(redis_cluster_url: str) -> None:
+    s = RedisStore(redis_cluster_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    try:
+        accounts = [f"acct-{i}" for i in range(20)]  # spread over the three masters
+        await s.add_usage(
+            [UsageDelta(account_id=a, key_id="k", model="m", day="2025-03-01") for a in accounts]
+        )
+        for a in accounts:
+            assert [r.requests for r in await s.usage(a, "2025-03-01", "2025-03-01")] == [1]
+    finally:
+        await s.close()
+
+
+async def test_tls_refuses_a_server_its_ca_did_not_sign(redis_tls: TlsRedis) -> None:
+    s = RedisStore(redis_tls.url)  # the system's trust store, not the test CA
+    try:
+        with pytest.raises(StoreError):
+            await s.ping()
+    finally:
+        await s.close()
+    verified = RedisStore(redis_tls.url, ssl_ca_certs=redis_tls.ca_file)
+    try:
+        await verified.ping()
+    finally:
+        await verified.close()
