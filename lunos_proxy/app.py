@@ -9,10 +9,12 @@ The store lives as long as the gateway.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from fnmatch import fnmatchcase
 
 import msgspec
 from aiohttp import web
@@ -58,8 +60,6 @@ class _ModelList(msgspec.Struct):
 def _allowed(name: str, patterns: list[str] | None) -> bool:
     if patterns is None:
         return True
-    from fnmatch import fnmatchcase
-
     return any(fnmatchcase(name, p) for p in patterns)
 
 
@@ -263,8 +263,6 @@ class Gateway:
 
 
 def _retire(generation: Generation) -> None:
-    import asyncio
-
     async def later() -> None:
         await asyncio.sleep(generation.config.server.shutdown_grace_seconds)
         await generation.close()
@@ -274,4 +272,4 @@ def _retire(generation: Generation) -> None:
     task.add_done_callback(_RETIRING.discard)
 
 
-_RETIRING: set[object] = set()
+_RETIRING: set[asyncio.Task[None]] = set()
