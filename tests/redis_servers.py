@@ -40,13 +40,11 @@ __all__ = [
     "RedisSentinel",
     "RedisServer",
     "TlsRedis",
-    "free_port",
     "redis_cluster_url",
     "redis_sentinel_url",
     "redis_server",
     "redis_tls",
     "redis_url",
-    "shared",
 ]
 
 SENTINEL_SERVICE = "mymaster"

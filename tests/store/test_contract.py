@@ -6,31 +6,15 @@ own `TIME`, so durations are checked to within a round trip or two.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import pytest
 
-from lunos_proxy.store import (
-    AccountRecord,
-    BillingRecord,
-    KeyRecord,
-    Limit,
-    UsageDelta,
-    UsageRow,
-)
-from tests.store.conftest import Backend
+from lunos_proxy.store import Limit
+from tests.store.backends import Backend
+from tests.store.samples import delta, eventually, ledger, make_account, make_key, row
 
 
 def approx(value: float, b: Backend) -> object:
     return pytest.approx(value, abs=max(b.tolerance, 1e-9))
-
-
-async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
-        await asyncio.sleep(0.01)
 
 
 # -- limits -------------------------------------------------------------------
@@ -168,18 +152,6 @@ async def test_counters_and_bans_belong_to_their_tag(backend: Backend):
 # -- keys ---------------------------------------------------------------------
 
 
-def make_key(key_id: str, key_hash: str, account_id: str = "acct-1", **fields) -> KeyRecord:
-    values = {
-        "name": f"name of {key_id}",
-        "created": 1_700_000_000.123456,
-        "allowed_models": ["gpt-4o-mini", "claude-3-5-sonnet"],
-        "budget_micros": 2**60 + 1,  # beyond a double: must come back exact
-        **fields,
-    }
-    prefix = f"lk-{key_id[-4:]}"
-    return KeyRecord(id=key_id, hash=key_hash, prefix=prefix, account_id=account_id, **values)
-
-
 async def test_keys_are_found_by_hash_id_and_account(backend: Backend):
     s = backend.store
     k1, k2 = make_key("key-1", "h1"), make_key("key-2", "h2", expires=1_800_000_000.5)
@@ -232,19 +204,6 @@ async def test_a_returned_key_is_a_copy(backend: Backend):
 # -- accounts -----------------------------------------------------------------
 
 
-def make_account(account_id: str, index: str = "", **fields) -> AccountRecord:
-    values = {
-        "name": "gAAAA-ciphertext-name",
-        "email": "gAAAA-ciphertext-email",
-        "plan": "pro",
-        "allowed_regions": ["eu"],
-        "created": 1_700_000_000.25,
-        "updated": 1_700_000_001.75,
-        **fields,
-    }
-    return AccountRecord(id=account_id, email_index=index, **values)
-
-
 async def test_accounts_are_found_by_id_index_and_listed_by_id(backend: Backend):
     s = backend.store
     a1, a2, a3 = make_account("a-1", "ix-1"), make_account("a-2", "ix-2"), make_account("a-3")
@@ -274,33 +233,6 @@ async def test_account_index_follows_a_replace_and_a_delete(backend: Backend):
 
 
 # -- usage and billing --------------------------------------------------------
-
-
-def delta(account: str, key: str, model: str, day: str, n: int = 1) -> UsageDelta:
-    return UsageDelta(
-        account_id=account,
-        key_id=key,
-        model=model,
-        day=day,
-        requests=n,
-        input_tokens=100 * n,
-        output_tokens=10 * n,
-        cached_input_tokens=n,
-        cost_micros=1_000_000_007 * n,
-    )
-
-
-def row(key: str, model: str, day: str, n: int) -> UsageRow:
-    return UsageRow(
-        key_id=key,
-        model=model,
-        day=day,
-        requests=n,
-        input_tokens=100 * n,
-        output_tokens=10 * n,
-        cached_input_tokens=n,
-        cost_micros=1_000_000_007 * n,
-    )
 
 
 async def test_usage_is_summed_per_key_model_and_day(backend: Backend):
@@ -348,20 +280,6 @@ async def test_deleting_usage_counts_rows_and_spares_other_accounts(backend: Bac
     assert await s.usage("a-1", "2000-01-01", "2999-12-31") == []
     assert await s.delete_usage("a-1") == 0
     assert len(await s.usage("a-2", "2000-01-01", "2999-12-31")) == 1
-
-
-def ledger(record_id: str, account: str, created: float) -> BillingRecord:
-    return BillingRecord(
-        id=record_id,
-        account_id=account,
-        period="2025-03",
-        model="gpt-4o",
-        requests=3,
-        input_tokens=300,
-        output_tokens=30,
-        cost_micros=2**55 + 3,
-        created=created,
-    )
 
 
 async def test_billing_lists_oldest_first_and_rekeys_to_a_pseudonym(backend: Backend):

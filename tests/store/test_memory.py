@@ -10,7 +10,7 @@ import pytest
 
 from lunos_proxy.store import Limit, StoreError, UsageRow
 from lunos_proxy.store.memory import MemoryStore
-from tests.store.test_contract import delta, ledger, make_account, make_key, row
+from tests.store.samples import delta, ledger, make_account, make_key, row
 
 
 async def test_records_survive_close_and_reopen(tmp_path: Path) -> None:

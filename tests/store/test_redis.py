@@ -13,8 +13,8 @@ import redis.asyncio
 from lunos_proxy.store import KeyRecord, Limit, StoreError, UsageDelta
 from lunos_proxy.store.redis import RedisStore
 from tests.redis_servers import RedisServer, TlsRedis
-from tests.store.conftest import Backend
-from tests.store.test_contract import eventually
+from tests.store.backends import Backend
+from tests.store.samples import eventually
 
 
 @pytest.fixture
