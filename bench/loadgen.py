@@ -49,6 +49,7 @@ class Load:
     connections: int
     threads: int
     core: int | None  # where wrk runs
+    patience: float  # longest wait for a quiet machine before a row
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +51,7 @@ from servers import (
     BENCH,
     HOST,
     OUT,
+    ROOT,
     Cores,
     Failure,
     Server,
@@ -61,11 +63,15 @@ from servers import (
     probe,
     python,
     start,
+    wait_until_quiet,
 )
 
 TARGETS = ("direct", "floor", "lunos")
 MIN_RATIO = 0.85
 MAX_RSS_MB = 100.0
+# A round during which processes outside the bench used this much of a core
+# (or the hypervisor stole it) is left out of the medians when others were quiet.
+NOISY_PERCENT = 10.0
 
 
 def lunos_command(config: Path, port: int, admin_port: int) -> list[str]:
@@ -118,13 +124,55 @@ class Sample:
     p99_ms: float
     rss_mb: float
     cpu_percent: float
+    other_percent: float
+
+    @property
+    def cpu_us(self) -> float:
+        """Server CPU time per request: what a contended machine disturbs least."""
+        return 10_000 * self.cpu_percent / self.rps if self.rps else 0.0
 
 
-def measure(server: Server, case: Case, target: str, script: Path, load: Load) -> Sample:
+@contextlib.contextmanager
+def py_spy(pid: int, out: Path | None, seconds: float, core: int | None) -> Iterator[None]:
+    """Sample the server with py-spy while in the block (when `out` is given)."""
+    if out is None:
+        yield
+        return
+    exe = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
+    fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(out.suffix, "raw")
+    cmd = [exe, "record", "-p", str(pid), "-d", str(max(1, int(seconds))),
+           "-f", fmt, "-o", str(out)]  # fmt: skip
     try:
+        spy = subprocess.Popen(pinned(cmd, core), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as e:
+        raise Failure(f"py-spy could not start ({e}): .venv/bin/pip install py-spy") from None
+    try:
+        yield
+    finally:
+        _, err = spy.communicate(timeout=seconds + 60)
+        if spy.returncode != 0:
+            print(f"py-spy failed: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
+        else:
+            print(f"  profile written to {out}", file=sys.stderr)
+
+
+def measure(
+    server: Server,
+    upstream: Server,
+    case: Case,
+    target: str,
+    script: Path,
+    load: Load,
+    profile: Path | None = None,
+) -> Sample:
+    try:
+        wait_until_quiet(NOISY_PERCENT, load.patience)
         if load.warmup > 0:
             run_wrk(server.url, script, load.warmup, load)
-        with Watch(server.pid) as watch:
+        with (
+            Watch(server.pid, upstream.pid) as watch,
+            py_spy(server.pid, profile, load.duration, load.core),
+        ):
             result = run_wrk(server.url, script, load.duration, load)
     except Failure as e:
         problem = answer_problem(*probe(server.url, case.stream), case.stream)
@@ -133,7 +181,14 @@ def measure(server: Server, case: Case, target: str, script: Path, load: Load) -
             f"{target} ({case.name}): {e}{hint}\n{server.name} output:\n{server.tail()}"
         ) from None
     (OUT / f"{slug(case.name)}-{target}.wrk.txt").write_text(result.raw)
-    return Sample(result.rps, result.p50_ms, result.p99_ms, watch.peak_mb, watch.cpu_percent)
+    return Sample(
+        result.rps,
+        result.p50_ms,
+        result.p99_ms,
+        watch.peak_mb,
+        watch.cpu_percent,
+        watch.other_percent,
+    )
 
 
 @dataclass
@@ -148,28 +203,57 @@ class Report:
         self.failures.append(message)
         print(message, file=sys.stderr, flush=True)
 
+    def kept(self, case: str, target: str) -> list[Sample]:
+        """The rounds that ran on a quiet machine, or all of them if none did."""
+        got = self.samples.get((case, target), [])
+        return [s for s in got if s.other_percent < NOISY_PERCENT] or got
+
+    def noisy(self, case: str, target: str) -> bool:
+        kept = self.kept(case, target)
+        return bool(kept) and statistics.median(s.other_percent for s in kept) >= NOISY_PERCENT
+
+    def cpu_us(self, case: str, target: str) -> float | None:
+        kept = self.kept(case, target)
+        return statistics.median(s.cpu_us for s in kept) if kept else None
+
     def rps(self, case: str, target: str) -> float | None:
-        got = self.samples.get((case, target))
-        return statistics.median(s.rps for s in got) if got else None
+        kept = self.kept(case, target)
+        return statistics.median(s.rps for s in kept) if kept else None
 
     def table(self) -> str:
         lines = [
-            "| case | target | req/s | p50 ms | p99 ms | peak RSS MB | CPU % | vs floor |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            "| case | target | req/s | p50 ms | p99 ms | peak RSS MB | CPU % | CPU us/req "
+            "| other load % | rounds | vs floor |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for (case, target), got in self.samples.items():
-            rps = statistics.median(s.rps for s in got)
-            spread = f" ({min(s.rps for s in got):,.0f}-{max(s.rps for s in got):,.0f})"
+            kept = self.kept(case, target)
+            rps = statistics.median(s.rps for s in kept)
+            other = statistics.median(s.other_percent for s in kept)
             floor = self.rps(case, "floor")
             lines.append(
-                f"| {case} | {target} | {rps:,.0f}{spread if len(got) > 1 else ''} "
-                f"| {statistics.median(s.p50_ms for s in got):.2f} "
-                f"| {statistics.median(s.p99_ms for s in got):.2f} "
+                f"| {case} | {target} | {rps:,.0f}{' (noisy)' if other >= NOISY_PERCENT else ''} "
+                f"| {statistics.median(s.p50_ms for s in kept):.2f} "
+                f"| {statistics.median(s.p99_ms for s in kept):.2f} "
                 f"| {max(s.rss_mb for s in got):.1f} "
-                f"| {statistics.median(s.cpu_percent for s in got):.0f} "
+                f"| {statistics.median(s.cpu_percent for s in kept):.0f} "
+                f"| {statistics.median(s.cpu_us for s in kept):.0f} "
+                f"| {other:.0f} | {len(kept)}/{len(got)} "
                 f"| {f'{rps / floor:.2f}' if floor else '-'} |"
             )
         return "\n".join(lines)
+
+    def notes(self) -> list[str]:
+        out = []
+        for case, target in self.samples:
+            lunos, floor = self.cpu_us(case, "lunos"), self.cpu_us(case, "floor")
+            if target == "lunos" and lunos and floor:
+                out.append(
+                    f"{case}: CPU per request {lunos:.0f} us for Lunos, {floor:.0f} us for the "
+                    f"floor (+{lunos - floor:.0f} us); on a core of its own Lunos would reach "
+                    f"about {floor / lunos:.2f} of the floor's req/s"
+                )
+        return out
 
     def verdicts(self) -> list[tuple[str, bool]]:
         out = []
@@ -180,11 +264,20 @@ class Report:
             if lunos and floor:
                 ratio = lunos / floor
                 text = f"{case}: Lunos/floor req/s {ratio:.2f} (target >= {MIN_RATIO:.2f})"
+                if any(self.noisy(case, t) for t in ("lunos", "floor")):
+                    text += ", measured on a busy machine"
                 out.append((text, ratio >= MIN_RATIO))
             rss = max(s.rss_mb for s in got)
             text = f"{case}: Lunos peak RSS {rss:.1f} MB (target < {MAX_RSS_MB:.0f} MB)"
             out.append((text, rss < MAX_RSS_MB))
         return out
+
+
+def profile_path(fmt: str | None, case: Case, target: str, round_no: int) -> Path | None:
+    if fmt is None or target != "lunos":
+        return None
+    suffix = {"flamegraph": "svg", "speedscope": "json", "raw": "folded"}[fmt]
+    return OUT / f"profile-{slug(case.name)}-{round_no}.{suffix}"
 
 
 def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
@@ -193,7 +286,7 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
     extra: dict[str, Any] = {}
     if args.config_extra is not None:
         extra = yaml.safe_load(args.config_extra.read_text()) or {}
-    load = Load(args.duration, args.warmup, args.connections, 1, cores.load)
+    load = Load(args.duration, args.warmup, args.connections, 1, cores.load, args.patience)
     servers: list[Server] = []
     try:
         upstream = start_fake("upstream", cores.upstream)
@@ -221,7 +314,17 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
                               file=sys.stderr, flush=True)  # fmt: skip
                         try:
                             report.add(
-                                case.name, target, measure(server, case, target, script, load)
+                                case.name,
+                                target,
+                                measure(
+                                    server,
+                                    upstream,
+                                    case,
+                                    target,
+                                    script,
+                                    load,
+                                    profile_path(args.profile, case, target, n),
+                                ),
                             )
                         except Failure as e:
                             report.fail(str(e))
@@ -257,13 +360,27 @@ def markdown(report: Report, args: argparse.Namespace, cores: Cores) -> str:
         f"{args.connections} connections, closed loop, {args.warmup:g} s warmup + "
         f"{args.duration:g} s per row{rounds}",
         f"- placement: {cores.describe()}",
+        *(
+            [f"- Lunos profiled with py-spy ({args.profile}): its numbers are lowered"]
+            if args.profile
+            else []
+        ),
         "",
         report.table(),
         "",
     ]
+    lines += [
+        "req/s, p50 and p99 are medians over the rounds kept; peak RSS is the server's",
+        "highest resident memory; CPU % is the server's share of its core and CPU us/req",
+        "its CPU time per request; other load is CPU used outside the bench (in % of a",
+        "core, including time stolen by the hypervisor). Rounds with other load >=",
+        f"{NOISY_PERCENT:.0f} % are dropped unless no round was quieter (then: noisy).",
+        "",
+    ]
     verdicts = report.verdicts()
     if verdicts:
-        lines += [f"- {'PASS' if ok else 'MISS'} {text}" for text, ok in verdicts] + [""]
+        lines += [f"- {'PASS' if ok else 'MISS'} {text}" for text, ok in verdicts]
+        lines += [f"- {text}" for text in report.notes()] + [""]
     if report.failures:
         lines += ["## Failures", ""]
         lines += [f"```\n{f}\n```" for f in report.failures] + [""]
@@ -296,6 +413,12 @@ def parse_args() -> argparse.Namespace:
         default=1,
         help="interleaved rounds per case; the table shows medians (default 1)",
     )
+    p.add_argument(
+        "--patience",
+        type=float,
+        default=30.0,
+        help="seconds to wait before each row for other processes to quieten down (default 30)",
+    )
     p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     p.add_argument(
         "--config-extra",
@@ -308,6 +431,12 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=30.0,
         help="seconds Lunos gets to start answering (default 30)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=("flamegraph", "speedscope", "raw"),
+        help="record Lunos with py-spy during each measured run into "
+        "bench/out/profile-CASE-ROUND.*; slows Lunos, so not for published numbers",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument(

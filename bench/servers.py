@@ -214,39 +214,88 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
-class Watch:
-    """Peak resident memory and CPU use of a process tree while in the block.
+def _machine_busy_seconds() -> float:
+    # The aggregate "cpu" line: user nice system idle iowait irq softirq steal ...
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
 
-    Sums VmRSS over the tree every 50 ms and also takes the kernel's own
-    high-water mark (VmHWM, the peak since the process started) of the main
-    process, so a spike between two samples is not missed.
+
+def wait_until_quiet(max_percent: float, patience: float) -> float:
+    """Wait up to `patience` seconds for the machine to idle below `max_percent`
+    of a core (the bench's own servers idle between runs); return the last
+    load seen."""
+    deadline = time.monotonic() + patience
+    told = False
+    while True:
+        before = _machine_busy_seconds()
+        time.sleep(0.5)
+        load = 100 * (_machine_busy_seconds() - before) / 0.5
+        if load < max_percent or time.monotonic() >= deadline:
+            return load
+        if not told:
+            print(f"  waiting for a quieter machine (load {load:.0f} % of a core)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            told = True
+
+
+def _own_seconds() -> float:
+    """CPU time of this driver and the children it has reaped (wrk runs)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class Watch:
+    """Resource use while in the block: the server's and everyone else's.
+
+    Peak memory sums VmRSS over the server's process tree every 50 ms and
+    also takes the kernel's own high-water mark (VmHWM, the peak since the
+    process started) of the main process, so a spike between two samples is
+    not missed. `cpu_percent` is the server's CPU time over the wall time;
+    `other_percent` is CPU used by processes outside the bench (and time
+    stolen by the hypervisor) in percent of one core: a busy neighbour makes
+    the row unreliable. Wrk must be run and reaped inside the block.
     """
 
-    __slots__ = ("_cpu0", "_peak_kb", "_pid", "_stop", "_t0", "_thread", "cpu_percent")
+    __slots__ = ("_peak_kb", "_pid", "_start", "_stop", "_thread", "_upstream",
+                 "cpu_percent", "other_percent")  # fmt: skip
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, upstream: int) -> None:
         self._pid = pid
+        self._upstream = upstream
         self._peak_kb = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._cpu0 = self._t0 = 0.0
+        self._start = (0.0, 0.0, 0.0, 0.0)
         self.cpu_percent = 0.0
+        self.other_percent = 0.0
 
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
             rss = sum(_status_kb(p, "VmRSS:") for p in _tree(self._pid))
             self._peak_kb = max(self._peak_kb, rss)
 
+    def _clocks(self) -> tuple[float, float, float, float]:
+        server = _cpu_seconds(self._pid)
+        ours = server + _own_seconds()
+        if self._upstream != self._pid:
+            ours += _cpu_seconds(self._upstream)
+        return time.monotonic(), server, ours, _machine_busy_seconds()
+
     def __enter__(self) -> Watch:
-        self._t0, self._cpu0 = time.monotonic(), _cpu_seconds(self._pid)
+        self._start = self._clocks()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        busy = _cpu_seconds(self._pid) - self._cpu0
-        self.cpu_percent = 100 * busy / max(time.monotonic() - self._t0, 1e-9)
+        end = self._clocks()
         self._stop.set()
         self._thread.join()
+        wall, server, ours, busy = (b - a for a, b in zip(self._start, end, strict=True))
+        wall = max(wall, 1e-9)
+        self.cpu_percent = 100 * server / wall
+        self.other_percent = max(0.0, 100 * (busy - ours) / wall)
         self._peak_kb = max(self._peak_kb, _status_kb(self._pid, "VmHWM:"))
 
     @property
