@@ -79,8 +79,10 @@ def _command(port: int, *args: str, tls: ssl.SSLContext | None = None) -> bytes:
     payload = f"*{len(args)}\r\n".encode() + b"".join(
         f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args
     )
-    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as raw:
-        sock = tls.wrap_socket(raw, server_hostname="localhost") if tls else raw
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=2.0))
+        if tls:
+            sock = stack.enter_context(tls.wrap_socket(sock, server_hostname="localhost"))
         sock.sendall(payload)
         reply = b""
         while not reply.endswith(b"\r\n"):
@@ -99,6 +101,17 @@ def _wait_until(check: Callable[[], bool], what: str, timeout: float = _START_TI
                 return
         time.sleep(0.02)
     raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class RedisServer:
@@ -122,19 +135,9 @@ class RedisServer:
         if self._proc is not None:
             return self
         argv = [
-            _binary("redis-server"),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            self.dir,
-            "--logfile",
-            os.path.join(self.dir, "redis.log"),
+            *(_binary("redis-server"), "--save", "", "--port", str(self.port)),
+            *"--bind 127.0.0.1 --appendonly no".split(),
+            *("--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")),
             *self._args,
         ]
         self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -153,14 +156,7 @@ class RedisServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _terminate(proc)
 
     def restart(self) -> None:
         self.stop()
@@ -192,63 +188,54 @@ def _tls_material(directory: str) -> tuple[str, str, str]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lunos test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+    def certificate(subject: str, key: Any, issuer: str, signer: Any, *extensions: Any) -> Any:
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
         )
-        .sign(ca_key, hashes.SHA256())
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    unused = "content_commitment key_encipherment data_encipherment key_agreement"
+    usage = dict.fromkeys([*unused.split(), "encipher_only", "decipher_only"], False)
+    ca = certificate(
+        "lunos test CA",
+        ca_key,
+        "lunos test CA",
+        ca_key,
+        (x509.BasicConstraints(ca=True, path_length=None), True),
+        (x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, **usage), True),
     )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = certificate(
+        "localhost",
+        key,
+        "lunos test CA",
+        ca_key,
+        (x509.SubjectAlternativeName(names), False),
+        (x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), False),
     )
-    paths = [os.path.join(directory, n) for n in ("ca.crt", "server.crt", "server.key")]
     pem = serialization.Encoding.PEM
-    blobs = [
-        ca_cert.public_bytes(pem),
-        cert.public_bytes(pem),
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-    ]
-    for path, blob in zip(paths, blobs, strict=True):
-        with open(path, "wb") as f:
+    files = {
+        "ca.crt": ca.public_bytes(pem),
+        "server.crt": cert.public_bytes(pem),
+        "server.key": key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    }
+    for name, blob in files.items():
+        with open(os.path.join(directory, name), "wb") as f:
             f.write(blob)
-    return paths[0], paths[1], paths[2]
+    ca_file, cert_file, key_file = (os.path.join(directory, name) for name in files)
+    return ca_file, cert_file, key_file
 
 
 def start_tls_redis() -> TlsRedis:
@@ -257,18 +244,8 @@ def start_tls_redis() -> TlsRedis:
     port = free_port(with_bus=True)
     server = RedisServer(
         [
-            "--port",
-            "0",
-            "--tls-port",
-            str(port),
-            "--tls-cert-file",
-            cert,
-            "--tls-key-file",
-            key,
-            "--tls-ca-cert-file",
-            ca,
-            "--tls-auth-clients",
-            "no",
+            *("--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"),
+            *("--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca),
         ],
         port=port,
     )
@@ -302,14 +279,9 @@ class RedisSentinel:
                 f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 60000\n"
             )
         # A sentinel is redis-server in sentinel mode, rewriting its own config file.
+        log = os.path.join(self.master.dir, "sentinel.log")
         self._proc = subprocess.Popen(
-            [
-                _binary("redis-server"),
-                self._conf,
-                "--sentinel",
-                "--logfile",
-                os.path.join(self.master.dir, "sentinel.log"),
-            ],
+            [_binary("redis-server"), self._conf, "--sentinel", "--logfile", log],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
         )
@@ -331,13 +303,7 @@ class RedisSentinel:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _terminate(proc)
         self.master.remove()
 
 
@@ -348,19 +314,8 @@ class RedisCluster:
     """Three masters, no replicas, all 16384 slots assigned."""
 
     def __init__(self, size: int = 3) -> None:
-        self.nodes = [
-            RedisServer(
-                [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ]
-            )
-            for _ in range(size)
-        ]
+        args = "--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000"
+        self.nodes = [RedisServer(args.split()) for _ in range(size)]
 
     @property
     def url(self) -> str:
@@ -374,27 +329,18 @@ class RedisCluster:
             raise
 
     def _start(self) -> RedisCluster:
-        threads = [threading.Thread(target=node.start) for node in self.nodes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        subprocess.run(
-            [
-                _binary("redis-cli"),
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
+        for node in self.nodes:
+            node.start()
+        created = subprocess.run(
+            [_binary("redis-cli"), "--cluster", "create"]
+            + [f"127.0.0.1:{n.port}" for n in self.nodes]
+            + ["--cluster-replicas", "0", "--cluster-yes"],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             timeout=30,
         )
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-2000:]!r}")
         for node in self.nodes:
             _wait_until(
                 lambda node=node: b"cluster_state:ok" in node.command("CLUSTER", "INFO"),

@@ -118,7 +118,8 @@ class _Script:
 class RedisStore(Store):
     def __init__(self, url: str, **options: Any) -> None:
         self.options = msgspec.convert(options, RedisOptions)
-        self._client: Client = connect(url, self.options)
+        self._connected = connect(url, self.options)
+        self._client: Client = self._connected.client
         self._cluster = isinstance(self._client, RedisCluster)
         self._scripts = {name: _Script(name) for name in _SCRIPTS}
         self._slots = asyncio.Semaphore(self.options.max_connections)
@@ -360,4 +361,7 @@ class RedisStore(Store):
 
     async def close(self) -> None:
         await self._subscriber.close()
-        await self._client.aclose()
+        try:
+            await self._connected.aclose()
+        except _ERRORS:
+            pass  # closing: a dead server has nothing left to release

@@ -34,7 +34,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError
 
-__all__ = ["SCHEMES", "Client", "RedisOptions", "connect"]
+__all__ = ["SCHEMES", "Client", "Connected", "RedisOptions", "connect"]
 
 SCHEMES = (
     "redis",
@@ -127,20 +127,31 @@ def _connection_kwargs(options: RedisOptions, tls: bool) -> dict[str, Any]:
     return kwargs
 
 
-def connect(url: str, options: RedisOptions) -> Client:
+@dataclasses.dataclass
+class Connected:
+    client: Client
+    # Clients besides `client` that must close with it: a Sentinel's own.
+    others: list[Redis] = dataclasses.field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for client in (self.client, *self.others):
+            await client.aclose()
+
+
+def connect(url: str, options: RedisOptions) -> Connected:
     """A client for `url`; it connects lazily, on the first command."""
     scheme = urlsplit(url).scheme
     if scheme not in SCHEMES:
         raise ValueError(f"not a Redis URL scheme: {scheme!r}")
     if scheme.endswith("+cluster"):
-        return _cluster(_parse(url, 6379), options)
+        return Connected(_cluster(_parse(url, 6379), options))
     if scheme.endswith("+sentinel"):
         return _sentinel(_parse(url, 26379), options)
     kwargs = _connection_kwargs(options, scheme == "rediss")
     # from_url() turns "rediss" into an SSL connection class itself.
     kwargs.pop("ssl", None)
     pool = ConnectionPool.from_url(url, **kwargs)
-    return Redis(connection_pool=pool)
+    return Connected(Redis.from_pool(pool))  # owns the pool: closing the client closes it
 
 
 def _cluster(parsed: _Url, options: RedisOptions) -> RedisCluster:
@@ -156,7 +167,7 @@ def _cluster(parsed: _Url, options: RedisOptions) -> RedisCluster:
     )
 
 
-def _sentinel(parsed: _Url, options: RedisOptions) -> Redis:
+def _sentinel(parsed: _Url, options: RedisOptions) -> Connected:
     if not parsed.path:
         raise ValueError("a redis+sentinel URL names the service: .../<service>[/<db>]")
     service = parsed.path[0]
@@ -171,4 +182,4 @@ def _sentinel(parsed: _Url, options: RedisOptions) -> Redis:
     master: Redis = sentinel.master_for(
         service, db=db, username=parsed.username, password=parsed.password
     )
-    return master
+    return Connected(master, list(sentinel.sentinels))
