@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,7 +44,7 @@ _Callback = Callable[[str], Awaitable[None]]
 # (day, key_id, model) -> requests, input, output, cached input, cost
 _Usage = dict[tuple[str, str, str], list[int]]
 
-# Idle counters are dropped once this many have piled up since the last sweep.
+# Counter writes between sweeps of drained counters and ended bans.
 _SWEEP_EVERY = 10_000
 
 
@@ -63,7 +64,8 @@ class MemoryStore(Store):
         self._path = path
         self._clock = clock
         self._flush_interval = flush_interval
-        self._counters: dict[tuple[str, str], tuple[float, float]] = {}  # level, stamp
+        # (tag, key) -> level, stamp, and when it will have drained to empty
+        self._counters: dict[tuple[str, str], tuple[float, float, float]] = {}
         self._bans: dict[tuple[str, str], float] = {}  # until
         self._keys: dict[str, KeyRecord] = {}
         self._key_ids_by_hash: dict[str, str] = {}
@@ -91,14 +93,14 @@ class MemoryStore(Store):
         retry_after = 0.0
         for limit in limits:
             gcra.validate(limit)
-            level, stamp = self._counters.get((tag, limit.key), (0.0, now))
+            level, stamp, _ = self._counters.get((tag, limit.key), (0.0, now, now))
             levels.append(gcra.drained(level, stamp, limit, now))
             retry_after = max(retry_after, gcra.wait(levels[-1], limit.cost, limit))
         allowed = retry_after == 0.0 and banned <= 0.0
         if allowed:
             for limit, level in zip(limits, levels, strict=True):
                 if limit.cost:
-                    self._set_counter(tag, limit.key, level + limit.cost, now)
+                    self._set_counter(tag, limit, level + limit.cost, now)
             levels = [level + limit.cost for limit, level in zip(limits, levels, strict=True)]
         return Verdict(
             allowed=allowed,
@@ -110,30 +112,30 @@ class MemoryStore(Store):
     async def adjust(self, tag: str, limit: Limit) -> None:
         gcra.validate(limit)
         now = self._clock()
-        level, stamp = self._counters.get((tag, limit.key), (0.0, now))
-        self._set_counter(tag, limit.key, gcra.drained(level, stamp, limit, now) + limit.cost, now)
+        level, stamp, _ = self._counters.get((tag, limit.key), (0.0, now, now))
+        self._set_counter(tag, limit, gcra.drained(level, stamp, limit, now) + limit.cost, now)
 
     async def ban(self, tag: str, subject: str, seconds: float) -> None:
         until = self._clock() + seconds
         if until > self._bans.get((tag, subject), 0.0):
             self._bans[(tag, subject)] = until
 
-    def _set_counter(self, tag: str, key: str, level: float, now: float) -> None:
+    def _set_counter(self, tag: str, limit: Limit, level: float, now: float) -> None:
         if level > 0.0:
-            self._counters[(tag, key)] = (level, now)
+            empty = now + gcra.state(level, limit).reset if limit.limit > 0 else math.inf
+            self._counters[(tag, limit.key)] = (level, now, empty)
         else:
-            self._counters.pop((tag, key), None)
+            self._counters.pop((tag, limit.key), None)
         self._touched_since_sweep += 1
         if self._touched_since_sweep >= _SWEEP_EVERY:
             self._sweep(now)
 
     def _sweep(self, now: float) -> None:
-        # A counter's level is at most about `limit`, so one idle for an hour
-        # holds nothing for any window under an hour; longer windows (daily
-        # quotas) stay until they are idle for a day.
+        # What Redis does with expiring keys: drop counters back to full and
+        # bans that are over, so idle tags do not pile up.
         self._touched_since_sweep = 0
         self._bans = {k: until for k, until in self._bans.items() if until > now}
-        self._counters = {k: v for k, v in self._counters.items() if now - v[1] < 86_400}
+        self._counters = {k: v for k, v in self._counters.items() if v[2] > now}
 
     # -- keys -----------------------------------------------------------------
     async def key_by_hash(self, key_hash: str) -> KeyRecord | None:

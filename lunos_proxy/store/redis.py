@@ -4,8 +4,9 @@
     await store.start()
 
 Every call is one round trip. Operations on several keys are Lua scripts in
-`lua/`, run by SHA and reloaded when a server answers NOSCRIPT. The keys one
-script touches share a `{hash tag}`, so each runs on one Cluster node:
+`lua/`, run with EVALSHA; a server that answers NOSCRIPT (restarted, failed
+over) gets the source once with EVAL. The keys one script touches share a
+`{hash tag}`, so each runs on one Cluster node:
 
     lunos:{<tag>}:limit:<key>          GCRA counter "level stamp"   hit, adjust
     lunos:{<tag>}:ban:<subject>        "1", expiring with the ban   ban, hit
@@ -116,6 +117,8 @@ class _Script:
 
 
 class RedisStore(Store):
+    """`url` as in `redis_connect`; `options` are the fields of `RedisOptions`."""
+
     def __init__(self, url: str, **options: Any) -> None:
         self.options = msgspec.convert(options, RedisOptions)
         self._connected = connect(url, self.options)
@@ -351,10 +354,9 @@ class RedisStore(Store):
         await self._do(lambda: self._client.ping())
 
     async def start(self) -> None:
-        # Loaded ahead so the first requests find them; EVALSHA would load
-        # them on NOSCRIPT anyway (after a restart or failover, say).
-        # One at a time: concurrent SCRIPT LOADs to every node of a cluster trip
-        # up redis-py's connection handling.
+        """Load the scripts (on every Cluster master); StoreError if Redis is down.
+
+        Optional: without it the first call of each script sends its source."""
         for script in self._scripts.values():
             source = script.source
             await self._do(lambda source=source: self._client.script_load(source))  # type: ignore[misc]

@@ -10,6 +10,7 @@ import pytest
 
 from lunos_proxy.store import Limit, StoreError, UsageRow
 from lunos_proxy.store.memory import MemoryStore
+from tests.store.backends import FakeClock
 from tests.store.samples import delta, ledger, make_account, make_key, row
 
 
@@ -123,3 +124,19 @@ async def test_without_a_path_nothing_is_written(tmp_path: Path) -> None:
     await store.close()
     assert store.path is None
     assert os.listdir(tmp_path) == []
+
+
+async def test_sweeping_drained_counters_keeps_the_ones_still_draining() -> None:
+    clock = FakeClock()
+    store = MemoryStore(None, clock=clock)
+    slow, fast = Limit("day", 2, 86_400), Limit("sec", 1, 1)
+    assert (await store.hit("slow", [slow])).allowed
+    clock.now += 3_600
+    for i in range(9_998):
+        await store.hit(f"t{i}", [fast])
+    clock.now += 2
+    await store.hit("last", [fast])  # the 10,000th write: a sweep
+    assert len(store._counters) == 2  # "slow" and "last"; the drained ones went
+    state = (await store.hit("slow", [Limit("day", 2, 86_400, cost=0)])).states[0]
+    assert state.remaining == 1
+    assert state.reset == 86_400 / 2 - 3_602
