@@ -58,6 +58,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{os.path.basename(path)}: ok ({len(config.providers)} providers, "
         f"{len(config.models)} models, {len(config.pipeline)} plugins)"
     )
+    from .crypto import secret_warnings
+
+    for warning in secret_warnings(config.secrets):
+        print(f"{os.path.basename(path)}: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -89,6 +93,10 @@ async def serve(config: Config, path: str) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
     gateway = Gateway(config)
     await gateway.start()
+    from .crypto import load_secrets
+
+    for warning in load_secrets(config.secrets).warnings:
+        log.warning("development_default", detail=warning)
     s = config.server
     ssl_context = None
     if s.tls is not None:
@@ -160,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     check_p = sub.add_parser("check", help="validate a config file and exit")
     check_p.add_argument("--config", help="YAML file")
     check_p.set_defaults(func=cmd_check)
+    from .cli_admin import add_commands
+
+    add_commands(sub)
     return parser
 
 

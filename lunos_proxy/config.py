@@ -22,12 +22,14 @@ import msgspec
 import yaml
 
 __all__ = [
+    "AdminConfig",
     "Config",
     "ConfigError",
     "Deployment",
     "ModelConfig",
     "PipelineEntry",
     "ProviderConfig",
+    "SecretsConfig",
     "ServerConfig",
     "StoreConfig",
     "Timeouts",
@@ -78,6 +80,35 @@ class Timeouts(_Strict):
     idle: float = 120.0
 
 
+class SecretsConfig(_Strict):
+    """Server secrets (see lunos_proxy/crypto.py). Each field may be empty, and
+    is then read from `key_file`; production sets them from the environment."""
+
+    # HMAC-SHA-256 key for API keys, admin tokens and the email blind index:
+    # 32+ characters. Changing it invalidates every key (static ones included).
+    hash_secret: str = ""
+    # AES-256-GCM keys for account PII: "KEY_ID:BASE64URL(32 bytes)", comma
+    # separated; the first encrypts, every one decrypts (rotation).
+    encryption_keys: str = ""
+    # A JSON file {"hash_secret": ..., "encryption_keys": ...} for the fields
+    # left empty above.
+    key_file: str = ""
+    # Create `key_file` with random secrets (mode 0600) when it is missing:
+    # for development only, and warned about at startup and by `check`.
+    create_key_file: bool = False
+
+
+class AdminConfig(_Strict):
+    """The admin API's bootstrap credentials (tokens made through it live in the store)."""
+
+    # A full-scope token, usually ${LUNOS_ADMIN_TOKEN}; kept in memory as its hash.
+    token: str = ""
+    # A full-scope token in a file (mode 0600): read at startup, or created
+    # there on first start when missing, which is how `make run` gets a
+    # working admin API and CLI without setup.
+    token_file: str = ""
+
+
 class ProviderConfig(_Strict):
     format: WireFormat
     base_url: str = ""
@@ -116,6 +147,8 @@ class Config(_Strict):
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
     pipeline: list[PipelineEntry] = msgspec.field(default_factory=list)
+    secrets: SecretsConfig = msgspec.field(default_factory=SecretsConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     # Filled after loading: the plugin settings structs, in pipeline order.
     plugin_settings: list[Any] = msgspec.field(default_factory=list)
     source: str = ""
@@ -289,7 +322,12 @@ def parse_config(text: str, source: str) -> Config:
             ]
             parts[key] = [e for e in entries if e is not None]
         else:
-            sections: dict[str, type[_Strict]] = {"server": ServerConfig, "store": StoreConfig}
+            sections: dict[str, type[_Strict]] = {
+                "server": ServerConfig,
+                "store": StoreConfig,
+                "secrets": SecretsConfig,
+                "admin": AdminConfig,
+            }
             typ = sections.get(key)
             if typ is None:
                 shape = "list" if key == "pipeline" else "mapping"

@@ -1,0 +1,68 @@
+"""API keys and admin tokens: their format, their keyed hash, where clients send them.
+
+A key is ``lk-`` followed by 32 random bytes in URL-safe base64 (43
+characters); an admin token is the same with ``lat-``. Neither is ever
+stored: the store holds the HMAC-SHA-256 of the key under the server's
+hash secret (see `crypto.Secrets`), plus a short display prefix (the first
+six random characters) so that people can tell their keys apart. A leaked
+store dump therefore does not let anyone call the API.
+
+    key = new_key()                       # shown once, to whoever created it
+    record_hash = secrets.key_hash(key)   # what the store keeps
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+
+__all__ = [
+    "ADMIN_TOKEN_PREFIX",
+    "KEY_PREFIX",
+    "display_prefix",
+    "hmac_hex",
+    "key_from_headers",
+    "new_id",
+    "new_key",
+]
+
+KEY_PREFIX = "lk-"
+ADMIN_TOKEN_PREFIX = "lat-"
+_RANDOM_BYTES = 32
+_SHOWN = 6  # random characters kept in the display prefix (36 of 256 bits)
+
+
+def new_key(prefix: str = KEY_PREFIX) -> str:
+    return prefix + secrets.token_urlsafe(_RANDOM_BYTES)
+
+
+def new_id(kind: str) -> str:
+    """A random record id such as ``key_3f9a0c1d2e4b5a69`` (no meaning, no order)."""
+    return f"{kind}_{secrets.token_hex(8)}"
+
+
+def display_prefix(key: str) -> str:
+    """What lists show: ``lk-AbC12x`` — enough to recognise, useless to guess."""
+    head = ADMIN_TOKEN_PREFIX if key.startswith(ADMIN_TOKEN_PREFIX) else KEY_PREFIX
+    return key[: len(head) + _SHOWN]
+
+
+def hmac_hex(secret: bytes, value: str) -> str:
+    return hmac.new(secret, value.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+
+def key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The key a client sent: ``Authorization: Bearer`` (OpenAI SDK),
+    ``x-api-key`` (Anthropic SDK) or ``api-key`` (Azure SDK); None if absent."""
+    auth = headers.get("Authorization")
+    if auth is not None:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    for name in ("x-api-key", "api-key"):
+        found = headers.get(name)
+        if found:
+            return found.strip()
+    return None
