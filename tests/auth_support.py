@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lunos_proxy.crypto import load_secrets
 from lunos_proxy.config import SecretsConfig
+from lunos_proxy.crypto import load_secrets
 from lunos_proxy.keys import display_prefix, new_id, new_key
 from lunos_proxy.store.base import AccountRecord, KeyRecord, Store
 from tests.conftest import basic_config

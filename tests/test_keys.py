@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 from multidict import CIMultiDict
 
-from lunos_proxy.crypto import DEV_HASH_SECRET, load_secrets
 from lunos_proxy.config import SecretsConfig
+from lunos_proxy.crypto import DEV_HASH_SECRET, load_secrets
 from lunos_proxy.keys import display_prefix, hmac_hex, key_from_headers, new_id, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
