@@ -19,10 +19,12 @@ Tests sharing a session server keep apart by key prefix, never by FLUSHALL.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import ipaddress
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -103,6 +105,18 @@ def _wait_until(check: Callable[[], bool], what: str, timeout: float = _START_TI
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+def _die_with_parent() -> None:
+    # Linux only: a test run killed before its teardown leaves no servers behind.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+    )
+
+
 def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None:
         return
@@ -140,7 +154,7 @@ class RedisServer:
             *("--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")),
             *self._args,
         ]
-        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self._proc = _spawn(argv)
         try:
             _wait_until(self._answers, f"redis-server on port {self.port}")
         except RuntimeError:
@@ -280,11 +294,7 @@ class RedisSentinel:
             )
         # A sentinel is redis-server in sentinel mode, rewriting its own config file.
         log = os.path.join(self.master.dir, "sentinel.log")
-        self._proc = subprocess.Popen(
-            [_binary("redis-server"), self._conf, "--sentinel", "--logfile", log],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-        )
+        self._proc = _spawn([_binary("redis-server"), self._conf, "--sentinel", "--logfile", log])
         try:
             _wait_until(self._knows_master, "the sentinel")
         except RuntimeError:
