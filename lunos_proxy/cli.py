@@ -15,25 +15,11 @@ from aiohttp import web
 
 from .app import Gateway
 from .config import Config, ConfigError, load_config
+from .logs import configure_logging
 
 log = structlog.get_logger("lunos.proxy")
 
 DEFAULT_CONFIG = "config/lunos.yaml"
-
-
-def configure_logging(level: str = "info") -> None:
-    import logging
-
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
-    )
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -164,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--admin-host")
     serve_p.add_argument("--admin-port", type=int)
     serve_p.add_argument("--log-level", default="info")
+    serve_p.add_argument("--log-format", choices=("json", "console"), default="json")
     serve_p.set_defaults(func=cmd_serve)
     check_p = sub.add_parser("check", help="validate a config file and exit")
     check_p.add_argument("--config", help="YAML file")
@@ -176,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(getattr(args, "log_level", "info"))
+    configure_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", "json"))
     code: int = args.func(args)
     return code
 

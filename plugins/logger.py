@@ -1,0 +1,307 @@
+"""One JSON line per request, built from metadata only.
+
+The line is a `RequestRecord`: a fixed set of fields (ids, names taken from
+the config, numbers, a status, an error from a fixed taxonomy). There is no
+free-text field, so there is nowhere for a prompt, a completion, a tool
+argument or a provider's error message to go. Strings that come from
+outside (a provider's error type and code, the model name it reports) are
+kept only when they look like identifiers (`safe_token`); the user agent is
+cut short. The client address is written per `address` setting:
+
+    full       192.0.2.17            2001:db8:1:2::5
+    truncated  192.0.2.0/24          2001:db8:1::/48
+    hashed     a1b2c3d4e5f60718      (HMAC-SHA256 with `address_hash_key`)
+    dropped    (no field)
+
+It sits right after `request_id` so that every refusal by the plugins
+inside it (auth, limits, routing) and every internal error is logged: it
+catches, records, and re-raises. An internal error adds the exception's
+type and stack frames, never its message or local variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import time
+from typing import Any, Literal
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from lunos_proxy.errors import GatewayError, UpstreamStatus
+from lunos_proxy.exchange import Exchange, exchange_of
+from lunos_proxy.logs import safe_stack
+from lunos_proxy.plugin import Handler, Plugin, Services
+
+__all__ = ["ERROR_CODES", "Logger", "RequestRecord", "classify", "safe_token"]
+
+# The error taxonomy: every logged error is one class and one of its codes.
+# A code that is not listed is logged as "other", so the set stays fixed.
+ERROR_CODES: dict[str, frozenset[str]] = {
+    "caller": frozenset(
+        {
+            "bad_request",
+            "invalid_api_key",
+            "model_not_found",
+            "not_found",
+            "request_too_large",
+            "client_disconnected",
+            "other",
+        }
+    ),
+    "policy": frozenset(
+        {
+            "permission_denied",
+            "rate_limit_exceeded",
+            "insufficient_quota",
+            "banned",
+            "other",
+        }
+    ),
+    "provider": frozenset(
+        {
+            "upstream_unreachable",
+            "upstream_timeout",
+            "upstream_status",
+            "upstream_error",
+            "stream_stalled",
+            "stream_broken",
+            "all_deployments_down",
+            "other",
+        }
+    ),
+    "gateway": frozenset(
+        {"internal_error", "service_unavailable", "store_unavailable", "server_error", "other"}
+    ),
+}
+# Status a client that went away is logged with (nginx's convention).
+CLIENT_CLOSED = 499
+
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@+-")
+
+
+def safe_token(value: object, limit: int = 64) -> str | None:
+    """`value` if it is a short identifier-like string, else None (dropped)."""
+    if not isinstance(value, str) or not value or len(value) > limit:
+        return None
+    return value if _TOKEN_CHARS.issuperset(value) else None
+
+
+def classify(error_type: str, code: str | None) -> tuple[str, str]:
+    """A (class, code) pair from the taxonomy; unknowns become gateway/other."""
+    codes = ERROR_CODES.get(error_type)
+    if codes is None:
+        return "gateway", "other"
+    if code is None or code not in codes:
+        return error_type, "other"
+    return error_type, code
+
+
+def _classify_error(err: GatewayError) -> tuple[str, str]:
+    if isinstance(err, UpstreamStatus):
+        return "provider", "upstream_status"
+    code = err.code or ("bad_request" if err.status == 400 else err.type)
+    return classify(err.error_class, code)
+
+
+class RequestRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Everything a request's log line may say. Adding a field is a privacy
+    decision: it must be an id, a config name, a number or a fixed code."""
+
+    request_id: str = ""
+    account_id: str | None = None
+    key_id: str | None = None
+    key_prefix: str | None = None
+    endpoint: str = ""
+    stream: bool = False
+    model: str | None = None  # public name from the config; "unknown" otherwise
+    model_served: str | None = None
+    provider: str | None = None
+    deployment: str | None = None
+    region: str | None = None
+    status: int = 0
+    error_type: str | None = None
+    error_code: str | None = None
+    upstream_status: int | None = None
+    provider_error_type: str | None = None
+    provider_error_code: str | None = None
+    attempts: int = 0
+    fallbacks: int = 0
+    deployments_tried: list[str] | None = None
+    duration_ms: float = 0.0
+    upstream_ms: float | None = None
+    ttfb_ms: float | None = None
+    overhead_ms: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
+    usage_source: str | None = None
+    cost_micros: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    client_addr: str | None = None
+    user_agent: str | None = None
+    exception: dict[str, Any] | None = None
+
+
+_to_builtins = msgspec.to_builtins
+
+AddressMode = Literal["full", "truncated", "hashed", "dropped"]
+
+
+class Logger(Plugin):
+    name = "logger"
+
+    class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        # How the client address is written: full | truncated (/24, /48) |
+        # hashed (keyed, so equal addresses are linkable but not readable) | dropped.
+        address: AddressMode = "truncated"
+        # The HMAC key for `address: hashed`; use ${LUNOS_LOG_ADDRESS_KEY}.
+        address_hash_key: str = ""
+        user_agent_length: int = 64
+        # Level of a successful request's line; errors are warning (provider,
+        # gateway) or info (caller, policy). An internal error is always error.
+        level: Literal["debug", "info"] = "info"
+        logger_name: str = "lunos.request"
+
+        def __post_init__(self) -> None:
+            if self.address == "hashed" and len(self.address_hash_key) < 16:
+                raise ValueError("address: hashed needs an address_hash_key of 16+ characters")
+            if not 0 <= self.user_agent_length <= 512:
+                raise ValueError("user_agent_length must be between 0 and 512")
+
+    def __init__(self, settings: Settings, services: Services) -> None:
+        super().__init__(settings, services)
+        self.log = structlog.get_logger(settings.logger_name)
+        self.address = _address_writer(settings.address, settings.address_hash_key.encode())
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        exchange = exchange_of(request)
+        try:
+            response = await handler(request)
+        except GatewayError as err:
+            error, code = _classify_error(err)
+            record = self.record(exchange, err.status, error, code)
+            if isinstance(err, UpstreamStatus):
+                record.upstream_status = err.status
+                record.provider_error_type = safe_token(err.type)
+                record.provider_error_code = safe_token(err.code)
+            self.write(record, "warning" if error in ("provider", "gateway") else "info")
+            raise
+        except asyncio.CancelledError:
+            record = self.record(exchange, CLIENT_CLOSED, "caller", "client_disconnected")
+            self.write(record, "info")
+            raise
+        except Exception as exc:
+            record = self.record(exchange, 500, "gateway", "internal_error")
+            record.exception = safe_stack(exc)
+            self.write(record, "error")
+            raise
+        status = exchange.status or response.status
+        if exchange.error_type:
+            error, code = classify(exchange.error_type, exchange.error_code)
+            record = self.record(exchange, status, error, code)
+            self.write(record, "warning" if error in ("provider", "gateway") else "info")
+        else:
+            self.write(self.record(exchange, status, None, None), self.settings.level)
+        return response
+
+    def write(self, record: RequestRecord, level: str) -> None:
+        getattr(self.log, level)("request", **_to_builtins(record))
+
+    def record(
+        self, ex: Exchange, status: int, error: str | None, code: str | None
+    ) -> RequestRecord:
+        config = self.services.config
+        t = ex.timings
+        end = t.last_byte or time.perf_counter()
+        total = end - t.received
+        upstream = ttfb = overhead = None
+        if t.upstream_start:
+            up = end - t.upstream_start
+            upstream, overhead = round(up * 1000, 3), round(max(0.0, total - up) * 1000, 3)
+            if t.first_byte:
+                ttfb = round((t.first_byte - t.upstream_start) * 1000, 3)
+        model: str | None = None
+        if ex.model:
+            found = config.resolve_model(ex.model)
+            model = found[0] if found is not None else "unknown"
+        p = ex.principal
+        u = ex.usage
+        return RequestRecord(
+            request_id=ex.request_id,
+            account_id=p.account_id if p else None,
+            key_id=p.key_id if p else None,
+            key_prefix=(p.key_prefix or None) if p else None,
+            endpoint=ex.endpoint,
+            stream=ex.stream,
+            model=model,
+            model_served=safe_token(ex.served_model, 100) or ex.upstream_model or None,
+            provider=ex.provider or None,
+            deployment=ex.deployment or None,
+            region=ex.region or None,
+            status=status,
+            error_type=error,
+            error_code=code,
+            attempts=ex.attempts,
+            fallbacks=ex.fallbacks,
+            deployments_tried=list(ex.deployments_tried) or None,
+            duration_ms=round(total * 1000, 3),
+            upstream_ms=upstream,
+            ttfb_ms=ttfb,
+            overhead_ms=overhead,
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cached_input_tokens=u.cached_input_tokens,
+            cache_creation_tokens=u.cache_creation_tokens,
+            reasoning_tokens=u.reasoning_tokens,
+            usage_source=u.source if u.source != "none" else None,
+            cost_micros=ex.cost_micros,
+            bytes_in=ex.bytes_in,
+            bytes_out=ex.bytes_out,
+            client_addr=self.address(ex.client_addr),
+            user_agent=_user_agent(ex.user_agent, self.settings.user_agent_length),
+        )
+
+
+def _user_agent(value: str, length: int) -> str | None:
+    if not value or not length:
+        return None
+    cut = value[:length]
+    return cut if cut.isprintable() and cut.isascii() else None
+
+
+def _address_writer(mode: AddressMode, key: bytes) -> Any:
+    if mode == "full":
+        return lambda addr: addr or None
+    if mode == "dropped":
+        return lambda addr: None
+    if mode == "hashed":
+
+        def hashed(addr: str) -> str | None:
+            if not addr:
+                return None
+            return hmac.new(key, addr.encode(), hashlib.sha256).hexdigest()[:16]
+
+        return hashed
+    return truncate_address
+
+
+def truncate_address(addr: str) -> str | None:
+    """An IPv4 address to its /24, an IPv6 one to its /48; anything else dropped."""
+    if not addr:
+        return None
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))

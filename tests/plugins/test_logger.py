@@ -1,0 +1,285 @@
+"""The logger plugin: one metadata-only JSON line per request, every outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from lunos_proxy import errors
+from lunos_proxy.config import ConfigError, parse_config
+from lunos_proxy.exchange import Exchange, Principal, exchange_of
+from lunos_proxy.plugin import Services
+from plugins.logger import ERROR_CODES, Logger, RequestRecord, classify, truncate_address
+from tests.conftest import GatewayFactory, Running, basic_config
+from tests.fakes import FakeProvider
+from tests.logcapture import Captured
+
+LOGGED = [{"name": "request_id"}, {"name": "logger"}]
+
+
+async def start(make_gateway: GatewayFactory, provider: FakeProvider, **settings: Any) -> Running:
+    cfg = basic_config(provider.base_url)
+    cfg["pipeline"] = [{"name": "request_id"}, {"name": "logger", "settings": settings}]
+    return await make_gateway(cfg)
+
+
+async def test_success_is_one_line_of_metadata(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    gw = await start(make_gateway, provider, address="full")
+    body = {"model": "gpt-alias", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            gw.v1 + "/chat/completions",
+            data=msgspec.json.encode(body),
+            headers={"User-Agent": "sdk/1.2", "x-request-id": "r-1", "Content-Type": "application/json"},
+        ) as r:
+            answer = await r.read()
+    [line] = captured_logs.requests()
+    assert line["level"] == "info"
+    assert line["timestamp"].endswith("Z")
+    assert line["request_id"] == "r-1"
+    assert line["endpoint"] == "chat/completions"
+    assert line["model"] == "gpt-test"  # the public name, not the alias sent
+    assert line["model_served"] == "gpt-upstream"
+    assert line["provider"] == "fake"
+    assert line["status"] == 200
+    assert line["attempts"] == 1
+    assert line["bytes_in"] == len(msgspec.json.encode(body))
+    assert line["bytes_out"] == len(answer)
+    assert line["client_addr"] == "127.0.0.1"
+    assert line["user_agent"] == "sdk/1.2"
+    assert line["duration_ms"] >= line["upstream_ms"] >= line["ttfb_ms"] >= 0
+    assert line["overhead_ms"] == pytest.approx(line["duration_ms"] - line["upstream_ms"], abs=0.01)
+    assert "error_type" not in line
+    assert set(line) <= set(RequestRecord.__struct_fields__) | {"event", "level", "timestamp"}
+
+
+async def test_unknown_model_is_a_caller_error_without_the_name_sent(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    gw = await start(make_gateway, provider)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/chat/completions", json={"model": "secret-name-42", "messages": []}) as r:
+            assert r.status == 404
+    [line] = captured_logs.requests()
+    assert (line["status"], line["error_type"], line["error_code"], line["model"]) == (
+        404, "caller", "model_not_found", "unknown")
+    assert "secret-name-42" not in captured_logs.text
+
+
+async def test_provider_error_keeps_status_type_and_code_but_not_its_message(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    gw = await start(make_gateway, provider)
+    provider.behaviour.status = 429
+    provider.behaviour.error_body = (
+        b'{"error":{"message":"you said ECHOED-PROMPT","type":"rate_limit_error","code":"rpm_exceeded"}}'
+    )
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/chat/completions", json={"model": "gpt-test", "messages": []}) as r:
+            assert r.status == 429
+    [line] = captured_logs.requests()
+    assert line["level"] == "warning"
+    assert (line["error_type"], line["error_code"], line["upstream_status"]) == ("provider", "upstream_status", 429)
+    assert (line["provider_error_type"], line["provider_error_code"]) == ("rate_limit_error", "rpm_exceeded")
+    assert "ECHOED-PROMPT" not in captured_logs.text
+
+
+async def test_provider_error_code_that_is_not_an_identifier_is_dropped(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    gw = await start(make_gateway, provider)
+    provider.behaviour.status = 400
+    provider.behaviour.error_body = b'{"error":{"type":"invalid request: you said X","code":"bad {x}"}}'
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/chat/completions", json={"model": "gpt-test", "messages": []}) as r:
+            assert r.status == 400
+    [line] = captured_logs.requests()
+    assert line["upstream_status"] == 400
+    assert "provider_error_type" not in line and "provider_error_code" not in line
+    assert "you said" not in captured_logs.text
+
+
+async def test_provider_unreachable_is_a_provider_error(
+    captured_logs: Captured, make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(basic_config("http://127.0.0.1:9/v1", pipeline=LOGGED))
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/chat/completions", json={"model": "gpt-test", "messages": []}) as r:
+            assert r.status == 502
+    [line] = captured_logs.requests()
+    assert (line["status"], line["error_type"], line["error_code"]) == (502, "provider", "upstream_unreachable")
+
+
+async def test_stream_cut_by_provider_is_logged_with_the_status_sent(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    gw = await start(make_gateway, provider)
+    provider.behaviour.cut_after = 3
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/chat/completions", json={"model": "gpt-test", "stream": True, "messages": []}) as r:
+            await r.read()
+    [line] = captured_logs.requests()
+    assert (line["status"], line["error_type"], line["error_code"]) == (200, "provider", "stream_broken")
+    assert line["stream"] is True
+    assert line["bytes_out"] > 0
+
+
+async def test_client_abort_mid_stream_is_logged_as_499(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    gw = await start(make_gateway, provider)
+    provider.behaviour.chunk_interval = 0.3
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/chat/completions", json={"model": "gpt-test", "stream": True, "messages": []}) as r:
+            await r.content.readline()
+    for _ in range(100):
+        if captured_logs.requests():
+            break
+        await asyncio.sleep(0.05)
+    [line] = captured_logs.requests()
+    assert (line["status"], line["error_type"], line["error_code"]) == (499, "caller", "client_disconnected")
+
+
+def _services(provider_url: str = "http://127.0.0.1:9/v1") -> Services:
+    config = parse_config(msgspec.json.encode(basic_config(provider_url)).decode(), "t.yaml")
+    return Services(config=config, store=None, metrics=None, forwarder=None)  # type: ignore[arg-type]
+
+
+async def test_internal_error_logs_type_and_stack_but_not_message(captured_logs: Captured) -> None:
+    logger = Logger(Logger.Settings(), _services())
+
+    async def broken(request: web.Request) -> web.StreamResponse:
+        prompt = "LOCAL-PROMPT-TEXT"  # a local variable that must not be logged
+        raise ValueError(f"could not parse {prompt}")
+
+    request = make_mocked_request("POST", "/v1/chat/completions")
+    exchange_of(request).request_id = "r-9"
+    with pytest.raises(ValueError):
+        await logger(request, broken)
+    [line] = captured_logs.requests()
+    assert line["level"] == "error"
+    assert (line["status"], line["error_type"], line["error_code"]) == (500, "gateway", "internal_error")
+    assert line["exception"]["type"] == "ValueError"
+    assert any(frame.endswith(" in broken") for frame in line["exception"]["stack"])
+    assert "LOCAL-PROMPT-TEXT" not in captured_logs.text
+
+
+async def test_refusal_by_an_inner_plugin_is_logged_with_the_principal(captured_logs: Captured) -> None:
+    logger = Logger(Logger.Settings(address="dropped"), _services())
+
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        exchange_of(request).principal = Principal(account_id="acct_1", key_id="key_1", key_prefix="lk-ab12")
+        raise errors.RateLimited("Too many requests.")
+
+    request = make_mocked_request("POST", "/v1/chat/completions")
+    with pytest.raises(errors.RateLimited):
+        await logger(request, refuse)
+    [line] = captured_logs.requests()
+    assert (line["account_id"], line["key_id"], line["key_prefix"]) == ("acct_1", "key_1", "lk-ab12")
+    assert (line["status"], line["error_type"], line["error_code"]) == (429, "policy", "rate_limit_exceeded")
+    assert "client_addr" not in line
+
+
+@pytest.mark.parametrize(
+    ("mode", "addr", "logged"),
+    [
+        ("full", "192.0.2.17", "192.0.2.17"),
+        ("truncated", "192.0.2.17", "192.0.2.0/24"),
+        ("truncated", "2001:db8:1:2::5", "2001:db8:1::/48"),
+        ("truncated", "::ffff:192.0.2.17", "192.0.2.0/24"),
+        ("truncated", "not-an-address", None),
+        ("dropped", "192.0.2.17", None),
+    ],
+)
+def test_client_address_modes(mode: str, addr: str, logged: str | None) -> None:
+    logger = Logger(Logger.Settings(address=mode), _services())  # type: ignore[arg-type]
+    assert logger.address(addr) == logged
+
+
+def test_hashed_address_is_keyed_and_stable() -> None:
+    a = Logger(Logger.Settings(address="hashed", address_hash_key="k" * 16), _services())
+    b = Logger(Logger.Settings(address="hashed", address_hash_key="j" * 16), _services())
+    assert a.address("192.0.2.17") == a.address("192.0.2.17")
+    assert len(a.address("192.0.2.17")) == 16
+    assert a.address("192.0.2.17") != a.address("192.0.2.18")
+    assert a.address("192.0.2.17") != b.address("192.0.2.17")
+    assert "192.0.2" not in a.address("192.0.2.17")
+
+
+def test_hashed_address_without_a_key_is_a_config_error(provider: FakeProvider) -> None:
+    cfg = basic_config(provider.base_url)
+    cfg["pipeline"] = [{"name": "logger", "settings": {"address": "hashed"}}]
+    with pytest.raises(ConfigError) as e:
+        parse_config(msgspec.json.encode(cfg).decode(), "lunos.yaml")
+    assert e.value.problems == [
+        "lunos.yaml: pipeline[0].settings: address: hashed needs an address_hash_key of 16+ characters"
+    ]
+
+
+def test_user_agent_is_cut_and_non_printable_dropped() -> None:
+    logger = Logger(Logger.Settings(user_agent_length=8), _services())
+    ex = Exchange(user_agent="python-httpx/0.27")
+    assert logger.record(ex, 200, None, None).user_agent == "python-h"
+    ex = Exchange(user_agent="bad\x00agent")
+    assert logger.record(ex, 200, None, None).user_agent is None
+
+
+def test_every_gateway_error_maps_into_the_taxonomy() -> None:
+    from plugins.logger import _classify_error
+
+    def subclasses(cls: type[errors.GatewayError]) -> list[type[errors.GatewayError]]:
+        return [cls, *(s for c in cls.__subclasses__() for s in subclasses(c))]
+
+    for cls in subclasses(errors.GatewayError):
+        kind, code = _classify_error(cls("x"))
+        assert kind in ERROR_CODES, cls
+        assert code != "other", f"{cls.__name__} has no code in the taxonomy"
+        assert code in ERROR_CODES[kind]
+
+
+def test_codes_outside_the_taxonomy_are_logged_as_other() -> None:
+    assert classify("caller", "made-up") == ("caller", "other")
+    assert classify("nonsense", "x") == ("gateway", "other")
+    assert classify("provider", "stream_stalled") == ("provider", "stream_stalled")
+
+
+def test_record_fields_are_an_explicit_allow_list() -> None:
+    # A new field is a privacy decision: add it here only for an id, a config
+    # name, a number or a fixed code.
+    assert set(RequestRecord.__struct_fields__) == {
+        "request_id", "account_id", "key_id", "key_prefix", "endpoint", "stream", "model",
+        "model_served", "provider", "deployment", "region", "status", "error_type", "error_code",
+        "upstream_status", "provider_error_type", "provider_error_code", "attempts", "fallbacks",
+        "deployments_tried", "duration_ms", "upstream_ms", "ttfb_ms", "overhead_ms",
+        "input_tokens", "output_tokens", "cached_input_tokens", "cache_creation_tokens",
+        "reasoning_tokens", "usage_source", "cost_micros", "bytes_in", "bytes_out",
+        "client_addr", "user_agent", "exception",
+    }
+
+
+def test_library_log_lines_keep_only_the_template_and_a_safe_stack(captured_logs: Captured) -> None:
+    try:
+        raise KeyError("LIB-SECRET")
+    except KeyError:
+        logging.getLogger("aiohttp.server").exception("Error handling request from %s", "LIB-SECRET")
+    logging.getLogger("asyncio").error("Task exception was never retrieved\nfuture: <Task LIB-SECRET>")
+    first, second = captured_logs.lines()
+    assert first["event"] == "Error handling request from %s"
+    assert first["logger"] == "aiohttp.server"
+    assert first["level"] == "error"
+    assert first["exception"]["type"] == "KeyError"
+    assert second["event"] == "Task exception was never retrieved"
+    assert "LIB-SECRET" not in captured_logs.text
+
+
+def test_truncate_address_handles_ipv6_loopback() -> None:
+    assert truncate_address("::1") == "::/48"
