@@ -19,13 +19,14 @@ from fnmatch import fnmatchcase
 import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from prometheus_client import Histogram
 
 from .config import Config
 from .demo import demo_app
 from .errors import GatewayError, ModelNotFound, NotFound, error_response
-from .exchange import EXCHANGE, Exchange
+from .exchange import EXCHANGE, Exchange, exchange_of
 from .forward import Forwarder
-from .metrics import Metrics
+from .metrics import Metrics, instrument_store
 from .parse import read_request
 from .plugin import Plugin, Services, find_plugin
 from .store import open_store
@@ -76,9 +77,10 @@ class Generation:
             find_plugin(entry.name)(settings, self.services)
             for entry, settings in zip(config.pipeline, config.plugin_settings, strict=True)
         ]
-        handler: Handler = self.core
+        handler: Handler = functools.partial(_clocked, self.core)
         for plugin in reversed(self.plugins):
-            handler = functools.partial(_through, plugin, handler)
+            timer = metrics.plugin_duration.labels(plugin.name)
+            handler = functools.partial(_through, plugin, handler, timer)
         self.pipeline = handler
 
     async def start(self) -> None:
@@ -124,8 +126,31 @@ class Generation:
         )
 
 
-async def _through(plugin: Plugin, handler: Handler, request: web.Request) -> web.StreamResponse:
-    return await plugin(request, handler)
+async def _through(
+    plugin: Plugin, handler: Handler, timer: Histogram, request: web.Request
+) -> web.StreamResponse:
+    """Run one plugin, observing the time spent in its own code: its total
+    minus whatever the layers it awaited (however often) attributed."""
+    exchange = exchange_of(request)
+    mark = exchange.plugin_clock
+    started = time.perf_counter()
+    try:
+        return await plugin(request, handler)
+    finally:
+        spent = time.perf_counter() - started
+        timer.observe(spent - (exchange.plugin_clock - mark))
+        exchange.plugin_clock = mark + spent
+
+
+async def _clocked(handler: Handler, request: web.Request) -> web.StreamResponse:
+    """The core handler, its time attributed so no plugin is charged for it."""
+    exchange = exchange_of(request)
+    mark = exchange.plugin_clock
+    started = time.perf_counter()
+    try:
+        return await handler(request)
+    finally:
+        exchange.plugin_clock = mark + (time.perf_counter() - started)
 
 
 class Gateway:
@@ -133,8 +158,10 @@ class Gateway:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store = open_store(config.store.url, **config.store.options)
         self.metrics = Metrics()
+        self.store = instrument_store(
+            open_store(config.store.url, **config.store.options), self.metrics
+        )
         self.base_urls: dict[str, str] = {}
         self.generation: Generation | None = None
         self._demo_runner: web.AppRunner | None = None
@@ -219,22 +246,7 @@ class Gateway:
             return error_response(wire, err, exchange.response_headers)
         finally:
             metrics.in_flight.dec()
-            self._record(exchange)
-
-    def _record(self, exchange: Exchange) -> None:
-        m = self.metrics
-        model, provider = exchange.model or "none", exchange.provider or "none"
-        if self.config.resolve_model(model) is None:
-            model = "unknown"  # never a client-chosen label value
-        m.requests.labels(
-            model, provider, m.status_class(exchange.status), exchange.error_type or "none"
-        ).inc()
-        t = exchange.timings
-        end = t.last_byte or time.perf_counter()
-        m.request_duration.labels(model, provider).observe(end - t.received)
-        if t.first_byte and t.upstream_start:
-            m.time_to_first_byte.labels(model, provider).observe(t.first_byte - t.upstream_start)
-            m.overhead.observe(max(0.0, (end - t.received) - (end - t.upstream_start)))
+            self.metrics.record(exchange, generation.config)
 
     async def not_found(self, request: web.Request) -> web.Response:
         wire = "anthropic" if request.path.startswith("/v1/messages") else "openai"

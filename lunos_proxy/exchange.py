@@ -123,6 +123,7 @@ class Exchange:
         "model",
         "observers",
         "parsed",
+        "plugin_clock",
         "principal",
         "provider",
         "region",
@@ -176,6 +177,9 @@ class Exchange:
         self.response_headers: dict[str, str] = {}
         # Small per-plugin state, keyed by plugin name. Metadata only.
         self.extra: dict[str, object] = {}
+        # Seconds of this request already attributed to a pipeline layer;
+        # lets each plugin's own time be measured apart from what it awaits.
+        self.plugin_clock = 0.0
 
     def notify_chunk(self, data: bytes) -> None:
         for observer in self.observers:

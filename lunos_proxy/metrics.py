@@ -1,12 +1,29 @@
-"""Metric definitions and the /metrics handler.
+"""Metric definitions and the /metrics handler: the one place metrics are defined.
 
-Labels are bounded by config: model and provider names, status class,
-error type from a fixed taxonomy. Never an account, key or address.
-Buckets follow the OpenTelemetry GenAI conventions (durations to ~80 s,
-time to first token from 1 ms).
+Labels are bounded by config: public model names, provider and deployment
+names, plugin names, store operations, a status class, an error class from
+the fixed taxonomy (caller | policy | provider | gateway), a limit scope
+from `LIMIT_SCOPES`. Never an account, key, address or anything a client
+chose (an unknown model is counted as "unknown").
+
+Buckets follow the OpenTelemetry GenAI semantic conventions: request
+durations from 10 ms doubling to ~82 s (`gen_ai.server.request.duration`),
+time to first token from 1 ms to 10 s (`gen_ai.server.time_to_first_token`).
+Gateway overhead and per-plugin time get sub-millisecond buckets.
+
+Several worker processes (``lunos-proxy serve --workers N``) share one
+directory named by ``PROMETHEUS_MULTIPROC_DIR``: each process writes its
+values to memory-mapped files there, and /metrics on any worker reads all of
+them, so counters and histograms are sums over workers, the in-flight gauge
+is the live sum, and `store_up` / breaker gauges the live maximum.
 """
 
 from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -16,51 +33,63 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
+    values,
 )
 
+if TYPE_CHECKING:
+    from .config import Config
+    from .exchange import Exchange
+    from .store.base import Store
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "LIMIT_SCOPES",
+    "MULTIPROC_ENV",
+    "TTFT_BUCKETS",
+    "Metrics",
+    "instrument_store",
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 DURATION_BUCKETS = (
-    0.01,
-    0.02,
-    0.04,
-    0.08,
-    0.16,
-    0.32,
-    0.64,
-    1.28,
-    2.56,
-    5.12,
-    10.24,
-    20.48,
-    40.96,
-    81.92,
-)
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
 TTFT_BUCKETS = (
-    0.001,
-    0.005,
-    0.01,
-    0.02,
-    0.04,
-    0.06,
-    0.08,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-)
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+PLUGIN_BUCKETS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+)  # fmt: skip
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+# What a limit refusal may be attributed to. A plugin that refuses a request
+# with 429 puts one of these in ``exchange.extra["limit_scope"]``; anything
+# else is counted as "other". Out-of-budget (insufficient_quota) is "budget".
+LIMIT_SCOPES = frozenset(
+    {"key", "account", "address", "model", "global", "concurrency", "budget", "ban", "other"}
+)
+TOKEN_TYPES = ("input", "output", "cached_input", "cache_creation", "reasoning")
+
+
+def _multiproc_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
 
 
 class Metrics:
     """Every metric the proxy exports, on one registry per process."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.multiprocess_dir = _multiproc_dir()
+        if self.multiprocess_dir and not getattr(values.ValueClass, "_multiprocess", False):
+            # prometheus_client picks its value class when first imported; a
+            # worker forked after that switches to the shared files here.
+            values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        model = ("model", "provider")
         self.requests = Counter(
             "lunos_requests",
             "Requests answered, by public model, provider, status class and error type.",
@@ -70,14 +99,21 @@ class Metrics:
         self.request_duration = Histogram(
             "lunos_request_duration_seconds",
             "Time from receiving a request to its last byte.",
-            ("model", "provider"),
+            model,
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "lunos_upstream_duration_seconds",
+            "Time from sending to the provider to its last byte (last attempt).",
+            model,
             buckets=DURATION_BUCKETS,
             registry=r,
         )
         self.time_to_first_byte = Histogram(
             "lunos_upstream_time_to_first_byte_seconds",
-            "Time from sending to the provider to its first byte.",
-            ("model", "provider"),
+            "Time from sending to the provider to its first byte (first token of a stream).",
+            model,
             buckets=TTFT_BUCKETS,
             registry=r,
         )
@@ -88,17 +124,178 @@ class Metrics:
             buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("lunos_requests_in_flight", "Requests being served now.", registry=r)
+        self.plugin_duration = Histogram(
+            "lunos_plugin_duration_seconds",
+            "Time spent in each plugin's own code, excluding the plugins and provider it awaits.",
+            ("plugin",),
+            buckets=PLUGIN_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "lunos_tokens",
+            "Tokens, by public model, provider and type (input, output, cached_input, ...).",
+            ("model", "provider", "type"),
+            registry=r,
+        )
+        self.cost = Counter(
+            "lunos_cost_usd",
+            "Cost of the requests served, in US dollars, by public model and provider.",
+            model,
+            registry=r,
+        )
+        self.limit_refusals = Counter(
+            "lunos_limit_refusals",
+            "Requests refused by a rate limit, quota or budget, by scope.",
+            ("scope",),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "lunos_requests_in_flight",
+            "Requests being served now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.config_reloads = Counter(
-            "lunos_config_reloads", "Config reloads, by result.", ("result",), registry=r
+            "lunos_config_reloads",
+            "Config reloads, by result (each worker process counts its own).",
+            ("result",),
+            registry=r,
         )
         self.store_up = Gauge(
-            "lunos_store_up", "1 while the state store answers, 0 while it does not.", registry=r
+            "lunos_store_up",
+            "1 while the state store answers, 0 while it does not.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.store_errors = Counter(
+            "lunos_store_errors",
+            "Store operations that failed, by operation.",
+            ("operation",),
+            registry=r,
+        )
+        self.store_duration = Histogram(
+            "lunos_store_operation_seconds",
+            "Store operation latency, by operation.",
+            ("operation",),
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            "lunos_breaker_open",
+            "1 while a deployment's circuit breaker is open, else 0 (set by the router).",
+            ("model", "deployment", "provider"),
+            registry=r,
+            multiprocess_mode="livemax",
         )
 
     def status_class(self, status: int) -> str:
         return f"{status // 100}xx" if status else "none"
 
+    def record(self, exchange: Exchange, config: Config) -> None:
+        """Count one finished request from its Exchange."""
+        model, provider = exchange.model or "none", exchange.provider or "none"
+        if exchange.model:
+            found = config.resolve_model(exchange.model)
+            model = found[0] if found is not None else "unknown"  # never a client's string
+        self.requests.labels(
+            model, provider, self.status_class(exchange.status), exchange.error_type or "none"
+        ).inc()
+        t = exchange.timings
+        end = t.last_byte or time.perf_counter()
+        total = end - t.received
+        self.request_duration.labels(model, provider).observe(total)
+        if t.upstream_start:
+            upstream = end - t.upstream_start
+            self.upstream_duration.labels(model, provider).observe(upstream)
+            self.overhead.observe(max(0.0, total - upstream))
+            if t.first_byte:
+                self.time_to_first_byte.labels(model, provider).observe(
+                    t.first_byte - t.upstream_start
+                )
+        u = exchange.usage
+        if u.input_tokens or u.output_tokens:
+            for kind, n in zip(
+                TOKEN_TYPES,
+                (
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.cached_input_tokens,
+                    u.cache_creation_tokens,
+                    u.reasoning_tokens,
+                ),
+                strict=True,
+            ):
+                if n:
+                    self.tokens.labels(model, provider, kind).inc(n)
+        if exchange.cost_micros:
+            self.cost.labels(model, provider).inc(exchange.cost_micros / 1_000_000)
+        if exchange.status == 429 and exchange.error_type == "policy":
+            self.limit_refusals.labels(_scope(exchange)).inc()
+
+    def registry_for_scrape(self) -> CollectorRegistry:
+        if self.multiprocess_dir is None:
+            return self.registry
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return merged
+
     async def handle(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
+        body = generate_latest(self.registry_for_scrape())
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _scope(exchange: Exchange) -> str:
+    if exchange.error_code == "insufficient_quota":
+        return "budget"
+    scope = exchange.extra.get("limit_scope")
+    return scope if isinstance(scope, str) and scope in LIMIT_SCOPES else "other"
+
+
+class _TimedStore:
+    """Delegates to a store, timing every coroutine method and counting failures."""
+
+    def __init__(self, inner: Store, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name.startswith("_") or not _is_coroutine_method(attr):
+            return attr
+        timed = _timed(attr, name, self._metrics)
+        setattr(self, name, timed)  # later lookups skip __getattr__
+        return timed
+
+
+def _is_coroutine_method(attr: Any) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(attr)
+
+
+def _timed(method: Callable[..., Any], name: str, metrics: Metrics) -> Callable[..., Any]:
+    from .store.base import StoreError
+
+    duration = metrics.store_duration.labels(name)
+    errors = metrics.store_errors.labels(name)
+
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await method(*args, **kwargs)
+        except StoreError:
+            errors.inc()
+            raise
+        finally:
+            duration.observe(time.perf_counter() - started)
+
+    call.__name__ = name
+    return call
+
+
+def instrument_store(store: Store, metrics: Metrics) -> Store:
+    """`store` with every operation timed (`lunos_store_operation_seconds`) and
+    every `StoreError` counted (`lunos_store_errors_total`). The original is
+    at ``._inner``; everything else behaves as the original."""
+    timed: Any = _TimedStore(store, metrics)
+    return timed  # type: ignore[no-any-return]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -90,4 +91,4 @@ async def test_sigterm_lets_open_stream_finish_then_exits_zero(
     code = await asyncio.wait_for(served.proc.wait(), timeout=10)
     out = (await served.proc.stdout.read()).decode()  # type: ignore[union-attr]
     assert code == 0
-    assert '"event": "stopped"' in out
+    assert {"event": "stopped", "level": "info"}.items() <= json.loads(out.splitlines()[-1]).items()
