@@ -223,6 +223,18 @@ class Store(abc.ABC):
     async def rekey_billing(self, account_id: str, pseudonym: str) -> int:
         """Move an account's billing records to `pseudonym`; returns how many."""
 
+    # -- routing --------------------------------------------------------------
+    @abc.abstractmethod
+    async def cool_down(self, subject: str, seconds: float) -> float:
+        """Put `subject` (a deployment id) in cooldown for `seconds`, extending,
+        never shortening, one already running. Returns the seconds now left
+        (on the backend's clock, shared by all instances)."""
+
+    @abc.abstractmethod
+    async def cooldowns(self) -> dict[str, float]:
+        """Every subject cooling down now, with its seconds left; ended ones
+        are forgotten."""
+
     # -- invalidation ---------------------------------------------------------
     @abc.abstractmethod
     async def publish(self, channel: str, message: str) -> None: ...

@@ -67,6 +67,7 @@ class MemoryStore(Store):
         # (tag, key) -> level, stamp, and when it will have drained to empty
         self._counters: dict[tuple[str, str], tuple[float, float, float]] = {}
         self._bans: dict[tuple[str, str], float] = {}  # until
+        self._cooldowns: dict[str, float] = {}  # subject -> until
         self._keys: dict[str, KeyRecord] = {}
         self._key_ids_by_hash: dict[str, str] = {}
         self._accounts: dict[str, AccountRecord] = {}
@@ -251,6 +252,18 @@ class MemoryStore(Store):
         self._billing[pseudonym].extend(moved)
         self._save_soon()
         return len(moved)
+
+    # -- routing --------------------------------------------------------------
+    async def cool_down(self, subject: str, seconds: float) -> float:
+        now = self._clock()
+        until = max(self._cooldowns.get(subject, 0.0), now + seconds)
+        self._cooldowns[subject] = until
+        return until - now
+
+    async def cooldowns(self) -> dict[str, float]:
+        now = self._clock()
+        self._cooldowns = {s: until for s, until in self._cooldowns.items() if until > now}
+        return {s: until - now for s, until in self._cooldowns.items()}
 
     # -- invalidation ---------------------------------------------------------
     async def publish(self, channel: str, message: str) -> None:

@@ -19,6 +19,7 @@ over) gets the source once with EVAL. The keys one script touches share a
     lunos:{usage:<account>}:days       sorted set of days with usage
     lunos:{usage:<account>}:day:<day>  hash "<key id>|<model>|<metric>" -> count
     lunos:{billing}:account:<account>  list of ledger lines (JSON)
+    lunos:{routing}:cooldown           hash deployment -> until (ms, server clock)
 
 The key and account directories each live on one slot so that an index
 always follows its record atomically; reads of them are cached in-process.
@@ -79,6 +80,8 @@ _SCRIPTS = {
     "usage_delete": (),
     "billing_add": (),
     "billing_rekey": (),
+    "cool_down": (),
+    "cooldowns": (),
 }
 _BATCH = 1000  # ledger lines per RPUSH; Lua's unpack() has a bounded stack
 
@@ -340,6 +343,19 @@ class RedisStore(Store):
         keys = [f"{b}account:{account_id}", f"{b}account:{pseudonym}"]
         moved: int = await self._run("billing_rekey", keys)
         return moved
+
+    # -- routing --------------------------------------------------------------
+    def _cooldown_key(self) -> str:
+        return f"{self.options.prefix}{{routing}}:cooldown"
+
+    async def cool_down(self, subject: str, seconds: float) -> float:
+        ms = round(seconds * 1000)
+        left = await self._run("cool_down", [self._cooldown_key()], [subject, ms])
+        return int(left) / 1000
+
+    async def cooldowns(self) -> dict[str, float]:
+        flat = await self._run("cooldowns", [self._cooldown_key()])
+        return {flat[i].decode(): int(flat[i + 1]) / 1000 for i in range(0, len(flat), 2)}
 
     # -- invalidation ---------------------------------------------------------
     async def publish(self, channel: str, message: str) -> None:
