@@ -23,9 +23,11 @@ import yaml
 
 __all__ = [
     "AdminConfig",
+    "Capacity",
     "Config",
     "ConfigError",
     "Deployment",
+    "DeploymentTimeouts",
     "ModelConfig",
     "PipelineEntry",
     "ProviderConfig",
@@ -58,6 +60,9 @@ class ServerConfig(_Strict):
     # On SIGTERM, in-flight requests get this long to finish.
     shutdown_grace_seconds: float = 30.0
     tls: TLSConfig | None = None
+    # Reload the config file when it changes, checking this often (0: only
+    # on SIGHUP or POST /admin/reload).
+    watch_config_seconds: float = 0.0
 
 
 class StoreConfig(_Strict):
@@ -123,17 +128,56 @@ class ProviderConfig(_Strict):
     region: str = ""
 
 
+class Capacity(_Strict):
+    """What one deployment may take; a deployment at its limit is passed over.
+
+    Per-minute limits are counted in the store (shared by every instance);
+    `max_concurrent` is counted per instance."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_concurrent: int | None = None
+
+
+class DeploymentTimeouts(_Strict):
+    """Overrides of the provider's timeouts for one deployment (e.g. a slow model)."""
+
+    connect: float | None = None
+    first_byte: float | None = None
+    idle: float | None = None
+
+
 class Deployment(_Strict):
     provider: str
     model: str  # the provider's name for the model
+    # Names the deployment in metrics, the admin API and shared state
+    # (cooldowns); defaults to "provider/model".
+    name: str = ""
     weight: float = 1.0
+    # Tier: 2 is used only while every tier-1 deployment is unavailable.
     priority: int = 1
-    region: str = ""
+    region: str = ""  # defaults to the provider's region
+    capacity: Capacity | None = None
+    timeouts: DeploymentTimeouts | None = None
+    # Relative price (e.g. USD per million tokens) for the lowest_price
+    # strategy, when the pricing table does not list this deployment.
+    price: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.name or f"{self.provider}/{self.model}"
+
+
+StrategyName = Literal["weighted", "least_in_flight", "lowest_latency", "lowest_price", "priority"]
 
 
 class ModelConfig(_Strict):
     deployments: list[Deployment]
     aliases: list[str] = msgspec.field(default_factory=list)
+    # How the router picks among the deployments of one tier.
+    strategy: StrategyName = "weighted"
+    # Public models to try, in order, when every deployment of this one failed.
+    fallbacks: list[str] = msgspec.field(default_factory=list)
 
 
 class PipelineEntry(_Strict):
@@ -262,6 +306,9 @@ def _check(cfg: Config, problems: list[str]) -> None:
             if name in seen and seen[name] != public:
                 problems.append(f"{where}.aliases: {name!r} is already a name of {seen[name]!r}")
             seen.setdefault(name, public)
+    from .routing.checks import check_routes
+
+    problems += check_routes(cfg)
     s = cfg.server
     if s.max_body_bytes < 1024:
         problems.append("server.max_body_bytes: must be at least 1024")

@@ -1,0 +1,141 @@
+"""Route checks run by `load_config` (and so by `lunos-proxy check` and every reload).
+
+The basic ones (unknown provider, empty deployment list, weight <= 0,
+duplicate aliases) sit with the rest of the schema checks in config.py;
+these are the ones that need the whole routing graph: deployment names,
+capacity and timeouts, fallbacks (unknown, cyclic, or across wire formats).
+Each problem is a ``where: what`` line; the loader prefixes the file name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Config, ModelConfig
+
+__all__ = ["check_routes", "model_wires"]
+
+
+def model_wires(cfg: Config, model: ModelConfig) -> frozenset[str]:
+    """The client wire formats every deployment of `model` serves as is."""
+    from ..providers import ADAPTERS
+
+    wires: frozenset[str] | None = None
+    for d in model.deployments:
+        provider = cfg.providers.get(d.provider)
+        if provider is None:
+            continue
+        served = ADAPTERS[provider.format].wires
+        wires = served if wires is None else wires & served
+    return wires if wires is not None else frozenset()
+
+
+def check_routes(cfg: Config) -> list[str]:
+    problems: list[str] = []
+    owners: dict[str, tuple[str, str, str]] = {}  # deployment id -> provider, model, public
+    for public, m in cfg.models.items():
+        where = f"models.{public}"
+        seen: set[str] = set()
+        for i, d in enumerate(m.deployments):
+            at = f"{where}.deployments[{i}]"
+            if d.id in seen:
+                problems.append(
+                    f"{at}: a second deployment named {d.id!r}; give each its own `name`"
+                )
+            seen.add(d.id)
+            owner = owners.setdefault(d.id, (d.provider, d.model, public))
+            if owner[:2] != (d.provider, d.model):
+                problems.append(
+                    f"{at}.name: {d.id!r} already names {owner[0]}/{owner[1]} in {owner[2]!r}"
+                )
+            problems += _positive(at, d)
+        if (
+            cfg.providers
+            and m.deployments
+            and all(d.provider in cfg.providers for d in m.deployments)
+        ):
+            if not model_wires(cfg, m):
+                problems.append(
+                    f"{where}.deployments: the deployments speak different wire formats; "
+                    "one model is served in one format"
+                )
+    problems += _check_fallbacks(cfg)
+    return problems
+
+
+def _positive(at: str, d: object) -> list[str]:
+    out: list[str] = []
+    for group in ("capacity", "timeouts"):
+        values = getattr(d, group)
+        if values is None:
+            continue
+        for field in values.__struct_fields__:
+            v = getattr(values, field)
+            if v is not None and v <= 0:
+                out.append(f"{at}.{group}.{field}: must be greater than 0")
+    return out
+
+
+def _check_fallbacks(cfg: Config) -> list[str]:
+    problems: list[str] = []
+    names = {public: public for public in cfg.models}
+    for public, m in cfg.models.items():
+        for alias in m.aliases:
+            names.setdefault(alias, public)
+    graph: dict[str, list[str]] = {}
+    for public, m in cfg.models.items():
+        graph[public] = []
+        mine = model_wires(cfg, m)
+        for i, name in enumerate(m.fallbacks):
+            at = f"models.{public}.fallbacks[{i}]"
+            target = names.get(name)
+            if target is None:
+                problems.append(f"{at}: unknown model {name!r}")
+                continue
+            graph[public].append(target)
+            theirs = model_wires(cfg, cfg.models[target])
+            if mine and theirs and not mine <= theirs:
+                problems.append(
+                    f"{at}: {name!r} is served in the {_fmt(theirs)} format and {public!r} in "
+                    f"{_fmt(mine)}; a fallback across wire formats needs translation, "
+                    "which Lunos does not do"
+                )
+    for cycle in _cycles(graph):
+        problems.append(f"models.{cycle[0]}.fallbacks: fallback cycle {' -> '.join(cycle)}")
+    return problems
+
+
+def _fmt(wires: frozenset[str]) -> str:
+    return "/".join(sorted(wires))
+
+
+def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Each cycle once, starting from the model listed first in the file."""
+    order = {name: i for i, name in enumerate(graph)}
+    found: list[list[str]] = []
+    seen_sets: set[frozenset[str]] = set()
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str], on_path: set[str]) -> None:
+        for nxt in graph.get(node, ()):
+            if nxt in on_path:
+                cycle = path[path.index(nxt) :]
+                key = frozenset(cycle)
+                if key not in seen_sets:
+                    seen_sets.add(key)
+                    start = min(range(len(cycle)), key=lambda i: order[cycle[i]])
+                    cycle = cycle[start:] + cycle[:start]
+                    found.append([*cycle, cycle[0]])
+            elif nxt not in done:
+                path.append(nxt)
+                on_path.add(nxt)
+                visit(nxt, path, on_path)
+                on_path.discard(nxt)
+                path.pop()
+        done.add(node)
+
+    for start in graph:
+        if start not in done:
+            visit(start, [start], {start})
+    return found
