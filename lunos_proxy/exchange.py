@@ -13,10 +13,13 @@ the store or a metric.
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from .config import Timeouts
 
 __all__ = [
     "EXCHANGE",
@@ -135,6 +138,7 @@ class Exchange:
         "timings",
         "token_estimate",
         "upstream_model",
+        "upstream_timeouts",
         "usage",
         "user_agent",
         "wire",
@@ -155,6 +159,9 @@ class Exchange:
         self.provider = ""
         self.region = ""
         self.upstream_model = ""
+        # This attempt's limits, set by the router (a deployment's own
+        # timeouts, capped by the request's deadline); None: the provider's.
+        self.upstream_timeouts: Timeouts | None = None
         self.served_model = ""
         self.attempts = 0
         self.fallbacks = 0

@@ -20,7 +20,7 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .config import Config, ProviderConfig
+from .config import Config, ProviderConfig, Timeouts
 from .errors import UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
 from .exchange import Exchange
 from .providers import ADAPTERS, Adapter
@@ -185,11 +185,17 @@ class Forwarder:
         return headers
 
     async def forward(
-        self, request: web.Request, exchange: Exchange, provider: str, upstream_model: str
+        self,
+        request: web.Request,
+        exchange: Exchange,
+        provider: str,
+        upstream_model: str,
+        timeouts: Timeouts | None = None,
     ) -> web.StreamResponse:
         upstream = self.upstreams[provider]
         adapter = upstream.adapter
-        timeouts = upstream.config.timeouts
+        own = timeouts is not None and timeouts.connect != upstream.config.timeouts.connect
+        timeouts = timeouts or upstream.config.timeouts
         body = exchange.body
         if adapter.model_in_body and upstream_model != exchange.model:
             body = replace_model(body, upstream_model)
@@ -201,9 +207,20 @@ class Forwarder:
         exchange.timings.upstream_start = time.perf_counter()
         try:
             async with asyncio.timeout(timeouts.first_byte):
-                resp = await upstream.session.request(
-                    request.method, url, data=body, headers=headers, allow_redirects=False
-                )
+                if own:
+                    # A deployment's own connect limit (the session has the provider's).
+                    resp = await upstream.session.request(
+                        request.method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
+                    )
+                else:
+                    resp = await upstream.session.request(
+                        request.method, url, data=body, headers=headers, allow_redirects=False
+                    )
         except TimeoutError:
             raise UpstreamTimeout(
                 f"The provider did not answer within {timeouts.first_byte:g} s."

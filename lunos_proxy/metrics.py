@@ -188,6 +188,44 @@ class Metrics:
             multiprocess_mode="livemax",
         )
 
+        # -- routing (plugins/router.py); `deployment` is a config-given id.
+        self.deployment_attempts = Counter(
+            "lunos_deployment_attempts",
+            "Upstream attempts per deployment, by outcome (ok, unreachable, timeout, "
+            "rate_limited, server_error, client_error, stream_broken).",
+            ("model", "deployment", "outcome"),
+            registry=r,
+        )
+        self.deployment_ttfb = Histogram(
+            "lunos_deployment_time_to_first_byte_seconds",
+            "Time from sending to a deployment to its first byte.",
+            ("deployment",),
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.route_retries = Counter(
+            "lunos_route_retries", "Attempts after a request's first, by public model.",
+            ("model",), registry=r,
+        )  # fmt: skip
+        self.route_fallbacks = Counter(
+            "lunos_route_fallbacks",
+            "Requests that moved on to a fallback model, by model and fallback.",
+            ("model", "fallback"),
+            registry=r,
+        )
+        self.route_skips = Counter(
+            "lunos_route_skips",
+            "Deployments passed over, by reason (cooldown, breaker, capacity).",
+            ("deployment", "reason"),
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "lunos_breaker_state",
+            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
+            ("deployment",),
+            registry=r,
+        )
+
     def status_class(self, status: int) -> str:
         return f"{status // 100}xx" if status else "none"
 

@@ -37,6 +37,10 @@ class Services:
     forwarder: Forwarder
     # Objects one plugin offers others (e.g. a key cache), by name.
     shared: dict[str, Any] = field(default_factory=dict)
+    # Objects that outlive a config reload (the gateway's lifetime), by
+    # plugin name: what a plugin learnt at run time and must not forget
+    # when the routes change (the router's breakers and latencies).
+    lasting: dict[str, Any] = field(default_factory=dict)
 
 
 class NoSettings(msgspec.Struct, forbid_unknown_fields=True):

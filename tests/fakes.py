@@ -42,6 +42,8 @@ class Behaviour:
     pause_after_first: float = 0.0  # stream: wait after the first event
     cut_after: int | None = None  # stream: drop the connection after N events
     chunk_interval: float = 0.0
+    # Statuses for the next requests, one each, before `status` applies again.
+    statuses: list[int] = field(default_factory=list)
 
 
 class FakeProvider:
@@ -83,9 +85,10 @@ class FakeProvider:
         b = self.behaviour
         if b.delay_headers:
             await asyncio.sleep(b.delay_headers)
-        if b.status >= 400:
+        status = b.statuses.pop(0) if b.statuses else b.status
+        if status >= 400:
             return web.Response(
-                status=b.status,
+                status=status,
                 body=b.error_body or b'{"error":{"message":"fake failure","type":"server_error"}}',
                 content_type="application/json",
                 headers=b.headers,

@@ -1,0 +1,369 @@
+"""Choose the deployment for each request, and recover from provider trouble.
+
+For the requested model (or alias) the router takes the deployments the
+caller may use (allowed models, regions and providers on the Exchange's
+principal) that speak the client's wire format, skips those cooling down,
+with an open breaker or at capacity, and lets the model's strategy pick
+one in the best priority tier. It sets exchange.provider / upstream_model /
+region / deployment and calls the rest of the pipeline.
+
+An `UpstreamError` marked retryable (connect error, timeout before the
+first byte, 429, 5xx; raised only while nothing has reached the client)
+sends the request to the next deployment, then to the fallback models,
+within `max_attempts` and `deadline_seconds`. A provider's Retry-After on
+429/503 cools that deployment down on every instance. When every option
+fails, the client gets the last provider error's status with our message.
+
+The decision itself touches the store only for deployments with
+per-minute capacity limits; cooldowns are read from a local copy kept in
+step over pub/sub (lunos_proxy/routing/state.py says how).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+
+import msgspec
+from aiohttp import web
+
+from lunos_proxy.config import Timeouts
+from lunos_proxy.errors import (
+    BadRequest,
+    Forbidden,
+    ModelNotFound,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from lunos_proxy.exchange import Exchange
+from lunos_proxy.parse import read_request
+from lunos_proxy.plugin import Handler, Plugin, Services
+from lunos_proxy.routing.breaker import BreakerSettings
+from lunos_proxy.routing.routes import (
+    Route,
+    build_routes,
+    candidates_for,
+    model_allowed,
+    qualifies,
+)
+from lunos_proxy.routing.state import Candidate, Registry
+from lunos_proxy.store.base import Limit, StoreError
+
+
+class _Model(msgspec.Struct):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "lunos"
+
+
+class _Models(msgspec.Struct):
+    data: list[_Model]
+    object: str = "list"
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _outcome(e: UpstreamError) -> str:
+    if isinstance(e, UpstreamUnreachable):
+        return "unreachable"
+    if isinstance(e, UpstreamTimeout):
+        return "timeout"
+    if e.status == 429:
+        return "rate_limited"
+    return "server_error" if e.status >= 500 else "client_error"
+
+
+class Router(Plugin):
+    name = "router"
+
+    class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        # Upstream attempts per request, across deployments and fallbacks.
+        max_attempts: int = 3
+        # No attempt starts after this, and an attempt's first-byte wait is
+        # cut to what is left of it.
+        deadline_seconds: float = 120.0
+        # A provider's Retry-After is honoured up to this long.
+        max_cooldown_seconds: float = 300.0
+        breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
+        # Weight of the newest time-to-first-byte sample in lowest_latency's average.
+        latency_alpha: float = 0.3
+        # How often lowest_latency picks at random to re-measure the others.
+        explore: float = 0.05
+        # Longest a local copy of the shared cooldowns may go unrefreshed.
+        sync_seconds: float = 2.0
+        # Seed for the random choices (tests, benchmarks); None: from the OS.
+        seed: int | None = None
+
+    def __init__(self, settings: Settings, services: Services) -> None:
+        super().__init__(settings, services)
+        s = self.settings
+        registry = services.lasting.get(self.name)
+        if registry is None:
+            registry = Registry(services.store, s.breaker, s.sync_seconds)
+            services.lasting[self.name] = registry
+        else:
+            registry.configure(s.breaker, s.sync_seconds)
+        self.registry: Registry = registry
+        self.metrics = services.metrics
+        self.routes, self.names = build_routes(
+            services.config,
+            registry,
+            random.Random(s.seed),
+            s.explore,
+            services.shared.get("prices"),
+        )
+        services.shared[self.name] = registry
+
+    async def start(self) -> None:
+        cooldowns = self.registry.cooldowns
+        if not cooldowns.started:
+            await cooldowns.start()
+
+    async def stop(self) -> None:
+        await self.registry.cooldowns.drain()
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        exchange = await read_request(request)
+        if exchange.endpoint == "models":
+            return self.list_models(exchange)
+        public = self.names.get(exchange.model)
+        if public is None:
+            raise ModelNotFound(
+                f"The model '{exchange.model}' does not exist or you do not have access to it.",
+                param="model",
+            )
+        principal = exchange.principal
+        patterns = principal.allowed_models if principal else None
+        if not model_allowed(patterns, exchange.model, public):
+            raise Forbidden(f"Your API key may not use the model '{public}'.", param="model")
+        plan: list[tuple[Route, Sequence[Candidate]]] = []
+        for name in (public, *self.routes[public].fallbacks):
+            if name == public or model_allowed(patterns, name):
+                route = self.routes[name]
+                found = candidates_for(route, exchange.wire, principal)
+                if found:
+                    plan.append((route, found))
+        exchange.model = public
+        if not plan:
+            raise self._nothing_qualifies(exchange, public)
+        return await self._attempts(request, handler, exchange, plan)
+
+    def _nothing_qualifies(self, exchange: Exchange, public: str) -> Exception:
+        route = self.routes[public]
+        if exchange.wire not in route.by_wire:
+            return BadRequest(
+                f"The model '{public}' is not served over the {exchange.wire} API.", param="model"
+            )
+        return Forbidden(
+            f"No deployment of the model '{public}' is in a region or with a provider "
+            "your account may use.",
+            code="region_not_allowed",
+        )
+
+    async def _attempts(
+        self,
+        request: web.Request,
+        handler: Handler,
+        exchange: Exchange,
+        plan: list[tuple[Route, Sequence[Candidate]]],
+    ) -> web.StreamResponse:
+        s = self.settings
+        metrics = self.metrics
+        first = plan[0][0].public
+        deadline = time.monotonic() + s.deadline_seconds
+        last: UpstreamError | None = None
+        wait = math.inf  # soonest a skipped deployment is usable again
+        for step, (route, candidates) in enumerate(plan):
+            if step > 0:
+                exchange.fallbacks += 1
+                metrics.route_fallbacks.labels(first, route.public).inc()
+                exchange.model = route.public
+            tried: set[int] = set()
+            while exchange.attempts < s.max_attempts:
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                chosen, soonest = self._pick(route, candidates, tried, now)
+                wait = min(wait, soonest)
+                if chosen is None:
+                    break
+                tried.add(chosen.index)
+                charged = 0
+                if chosen.limits:
+                    charged, retry_after = await self._take_capacity(chosen, exchange)
+                    if retry_after:
+                        metrics.route_skips.labels(chosen.id, "capacity").inc()
+                        wait = min(wait, retry_after)
+                        continue
+                if exchange.attempts:
+                    metrics.route_retries.labels(first).inc()
+                try:
+                    return await self._attempt(
+                        request, handler, exchange, route, chosen, deadline - now, charged
+                    )
+                except UpstreamError as e:
+                    if not e.retryable:
+                        raise
+                    last = e
+        if last is not None:
+            if exchange.attempts > 1:
+                last.message = f"{last.message[:-1]}; {exchange.attempts} attempts failed."
+            if last.retry_after:
+                last.headers.setdefault("Retry-After", str(math.ceil(last.retry_after)))
+            raise last
+        if wait < math.inf:
+            raise ServiceUnavailable(
+                f"Every deployment of the model '{first}' is cooling down, failing or at "
+                "capacity; try again later.",
+                code="deployments_unavailable",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        raise UpstreamTimeout("The request's deadline passed before a provider answered.")
+
+    def _pick(
+        self, route: Route, candidates: Sequence[Candidate], tried: set[int], now: float
+    ) -> tuple[Candidate | None, float]:
+        """The strategy's choice among the usable candidates of the best tier,
+        and the soonest a skipped one is usable again."""
+        cooldowns = self.registry.cooldowns
+        cooldowns.maybe_sync(now)
+        usable: list[Candidate] = []
+        soonest = math.inf
+        for c in candidates:
+            if c.index in tried:
+                continue
+            left = cooldowns.left(c.id, now)
+            if left:
+                soonest = min(soonest, left)
+                if not tried:
+                    self.metrics.route_skips.labels(c.id, "cooldown").inc()
+                continue
+            breaker = c.state.breaker
+            if not breaker.available(now):
+                soonest = min(soonest, max(breaker.opened_until - now, 0.001))
+                if not tried:
+                    self.metrics.route_skips.labels(c.id, "breaker").inc()
+                continue
+            if c.max_concurrent is not None and c.state.in_flight >= c.max_concurrent:
+                soonest = min(soonest, 1.0)
+                if not tried:
+                    self.metrics.route_skips.labels(c.id, "capacity").inc()
+                continue
+            usable.append(c)
+        if not usable:
+            return None, soonest
+        if route.tiered:
+            tier = min(c.priority for c in usable)
+            usable = [c for c in usable if c.priority == tier]
+        return route.strategy.choose(usable), soonest
+
+    async def _take_capacity(self, c: Candidate, exchange: Exchange) -> tuple[int, float]:
+        """Charge the deployment's per-minute limits; (tokens charged, retry after)."""
+        tokens = exchange.token_estimate or (len(exchange.body) // 4 + (exchange.max_tokens or 0))
+        limits = c.store_limits(tokens)
+        try:
+            verdict = await self.services.store.hit(c.tag, limits)
+        except StoreError:
+            return 0, 0.0  # capacity protects providers; an unknown count lets the call go
+        if not verdict.allowed:
+            return 0, max(verdict.retry_after, 0.001)
+        return (limits[-1].cost if c.tpm else 0), 0.0
+
+    async def _attempt(
+        self,
+        request: web.Request,
+        handler: Handler,
+        exchange: Exchange,
+        route: Route,
+        c: Candidate,
+        time_left: float,
+        charged: int,
+    ) -> web.StreamResponse:
+        _reset(exchange)
+        exchange.provider = c.provider
+        exchange.upstream_model = c.deployment.model
+        exchange.region = c.region
+        exchange.deployment = c.id
+        exchange.deployments_tried.append(c.id)
+        t = c.timeouts
+        if time_left < t.first_byte:
+            t = Timeouts(connect=min(t.connect, time_left), first_byte=time_left, idle=t.idle)
+        exchange.upstream_timeouts = t
+        state = c.state
+        breaker = state.breaker
+        before = breaker.state
+        probe = breaker.begin(time.monotonic())
+        state.in_flight += 1
+        verdict: bool | None = None
+        outcome = ""
+        try:
+            response = await handler(request)
+            verdict = exchange.error_type != "provider"  # False: the stream broke mid-way
+            outcome = "ok" if verdict else "stream_broken"
+            timings = exchange.timings
+            if timings.first_byte and timings.upstream_start:
+                ttfb = timings.first_byte - timings.upstream_start
+                state.observe_latency(ttfb, self.settings.latency_alpha)
+                self.metrics.deployment_ttfb.labels(c.id).observe(ttfb)
+            if charged:
+                await self._settle_tokens(c, exchange, charged)
+            return response
+        except UpstreamError as e:
+            outcome = _outcome(e)
+            verdict = False if e.retryable else None
+            if e.retry_after and isinstance(e, UpstreamStatus) and e.status in (429, 503):
+                seconds = min(e.retry_after, self.settings.max_cooldown_seconds)
+                self.registry.cooldowns.cool(c.id, seconds)
+            raise
+        finally:
+            state.in_flight -= 1
+            if verdict is None:
+                breaker.release(probe)
+            else:
+                breaker.record(time.monotonic(), verdict, probe)
+                self.metrics.deployment_attempts.labels(route.public, c.id, outcome).inc()
+            if breaker.state != before:
+                self.metrics.breaker_state.labels(c.id).set(int(breaker.state))
+
+    async def _settle_tokens(self, c: Candidate, exchange: Exchange, charged: int) -> None:
+        usage = exchange.usage
+        if usage.source == "none" or c.tpm is None:
+            return
+        diff = usage.input_tokens + usage.output_tokens - charged
+        if diff:
+            try:
+                await self.services.store.adjust(c.tag, Limit("tpm", c.tpm, 60.0, diff))
+            except StoreError:
+                pass  # the estimate stands; the counter drains within a minute
+
+    def list_models(self, exchange: Exchange) -> web.Response:
+        """The models the caller may use, in OpenAI's list shape."""
+        principal = exchange.principal
+        patterns = principal.allowed_models if principal else None
+        data = [
+            _Model(public)
+            for public, route in self.routes.items()
+            if model_allowed(patterns, public)
+            and any(qualifies(c, principal) for c in route.candidates)
+        ]
+        return web.Response(
+            body=_encode(_Models(data)),
+            content_type="application/json",
+            headers=exchange.response_headers,
+        )
+
+
+def _reset(exchange: Exchange) -> None:
+    """Forget what a failed attempt left on the Exchange."""
+    exchange.status = 0
+    exchange.error_type = exchange.error_code = ""
+    exchange.bytes_out = 0
+    t = exchange.timings
+    t.upstream_start = t.first_byte = t.last_byte = 0.0

@@ -1,0 +1,120 @@
+"""Fixtures for the router: several fake providers, a principal from headers,
+and a config builder with the router in the pipeline."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.fakes import FakeProvider
+
+ProviderFactory = Callable[[int], Awaitable[list[FakeProvider]]]
+
+
+@pytest.fixture(autouse=True)
+def principal_plugin(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Register tests/routing/principal.py under the plugin entry point."""
+    where = tmp_path_factory.mktemp("entry-points")
+    dist = where / "lunos_test_principal-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lunos-test-principal\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
+        [lunos_proxy.plugins]
+        test_principal = tests.routing.principal:PrincipalFromHeaders
+    """))
+    monkeypatch.syspath_prepend(str(where))
+    yield
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[ProviderFactory]:
+    started: list[FakeProvider] = []
+
+    async def make(n: int) -> list[FakeProvider]:
+        out = []
+        for _ in range(n):
+            fake = FakeProvider()
+            await fake.start()
+            started.append(fake)
+            out.append(fake)
+        return out
+
+    yield make
+    for fake in started:
+        await fake.close()
+
+
+def router_config(
+    providers: dict[str, FakeProvider],
+    models: dict[str, Any],
+    *,
+    router: dict[str, Any] | None = None,
+    regions: dict[str, str] | None = None,
+    store: str = "memory://",
+    store_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Each fake provider under its name (OpenAI format), the given models,
+    and the pipeline test_principal → router."""
+    regions = regions or {}
+    return {
+        "store": {"url": store, "options": store_options or {}},
+        "providers": {
+            name: {"format": "openai", "base_url": fake.base_url, "api_key": f"sk-{name}",
+                   "region": regions.get(name, "")}
+            for name, fake in providers.items()
+        },
+        "models": models,
+        "pipeline": [
+            {"name": "request_id"},
+            {"name": "test_principal"},
+            {"name": "router", "settings": {"seed": 1, **(router or {})}},
+        ],
+    }
+
+
+def deployment(provider: str, model: str = "up", **extra: Any) -> dict[str, Any]:
+    return {"provider": provider, "model": model, **extra}
+
+
+async def chat(url: str, model: str = "m", *, stream: bool = False, headers: dict[str, str] | None = None
+               ) -> tuple[int, dict[str, str], bytes]:
+    async with aiohttp.ClientSession() as s:
+        body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+        async with s.post(url + "/v1/chat/completions", json=body, headers=headers or {}) as r:
+            return r.status, dict(r.headers), await r.read()
+
+
+def error_of(body: bytes) -> dict[str, Any]:
+    err: dict[str, Any] = json.loads(body)["error"]
+    return err
+
+
+async def admin_json(admin_url: str, path: str) -> Any:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(admin_url + path) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+
+async def metric(admin_url: str, line_prefix: str) -> float:
+    """The value of the first /metrics sample line starting with `line_prefix`."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(admin_url + "/metrics") as r:
+            text = await r.text()
+    for line in text.splitlines():
+        if line.startswith(line_prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def write_yaml(path: Path, config: dict[str, Any]) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    return path
