@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from fnmatch import fnmatchcase
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -29,6 +30,7 @@ from .forward import Forwarder
 from .metrics import Metrics, instrument_store
 from .parse import read_request
 from .plugin import Plugin, Services, find_plugin
+from .reload import Reloader, ReloadResult
 from .store import open_store
 from .store.base import Store, StoreError
 
@@ -67,11 +69,22 @@ def _allowed(name: str, patterns: list[str] | None) -> bool:
 class Generation:
     """One loaded config and what was built from it."""
 
-    def __init__(self, config: Config, store: Store, metrics: Metrics, base_urls: dict[str, str]):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        metrics: Metrics,
+        base_urls: dict[str, str],
+        lasting: dict[str, Any] | None = None,
+    ):
         self.config = config
         self.forwarder = Forwarder(config, base_urls)
         self.services = Services(
-            config=config, store=store, metrics=metrics, forwarder=self.forwarder
+            config=config,
+            store=store,
+            metrics=metrics,
+            forwarder=self.forwarder,
+            lasting=lasting if lasting is not None else {},
         )
         self.plugins: list[Plugin] = [
             find_plugin(entry.name)(settings, self.services)
@@ -112,7 +125,11 @@ class Generation:
             exchange.upstream_model = deployment.model
             exchange.region = deployment.region
         return await self.forwarder.forward(
-            request, exchange, exchange.provider, exchange.upstream_model
+            request,
+            exchange,
+            exchange.provider,
+            exchange.upstream_model,
+            exchange.upstream_timeouts,
         )
 
     def list_models(self, exchange: Exchange) -> web.Response:
@@ -166,14 +183,29 @@ class Gateway:
         self.generation: Generation | None = None
         self._demo_runner: web.AppRunner | None = None
         self.on_reload: list[Callable[[Generation], Awaitable[None]]] = []
+        # Plugin state that outlives reloads (see `Services.lasting`).
+        self.lasting: dict[str, Any] = {}
+        self.reloader = Reloader(self)
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.store.start()
         await self._start_demo()
-        self.generation = Generation(self.config, self.store, self.metrics, self.base_urls)
+        self.generation = Generation(
+            self.config, self.store, self.metrics, self.base_urls, self.lasting
+        )
         await self.generation.start()
+        self.reloader.start()
+
+    async def reload(self, path: str | None = None) -> ReloadResult:
+        """Load, validate and swap in the config file; on any problem keep the old one."""
+        return await self.reloader.reload(path)
 
     async def close(self) -> None:
+        await self.reloader.close()
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         if self.generation is not None:
             await self.generation.close()
         if self._demo_runner is not None:
@@ -200,7 +232,7 @@ class Gateway:
         The store is kept; a config that changes `store` needs a restart."""
         self.config = config
         await self._start_demo()
-        new = Generation(config, self.store, self.metrics, self.base_urls)
+        new = Generation(config, self.store, self.metrics, self.base_urls, self.lasting)
         await new.start()
         old, self.generation = self.generation, new
         for callback in self.on_reload:
@@ -208,7 +240,7 @@ class Gateway:
         if old is not None:
             # Requests still running on the old generation hold their own
             # reference; its sessions close once they let go.
-            _retire(old)
+            _retire(old, self._retiring)
         return new
 
     # -- the public app ----------------------------------------------------
@@ -274,14 +306,14 @@ class Gateway:
         return admin_app(self)
 
 
-def _retire(generation: Generation) -> None:
+def _retire(generation: Generation, retiring: set[asyncio.Task[None]]) -> None:
     async def later() -> None:
-        await asyncio.sleep(generation.config.server.shutdown_grace_seconds)
-        await generation.close()
+        try:
+            await asyncio.sleep(generation.config.server.shutdown_grace_seconds)
+        finally:
+            # Also when the gateway closes first: sessions are released either way.
+            await generation.close()
 
     task = asyncio.get_running_loop().create_task(later())
-    _RETIRING.add(task)
-    task.add_done_callback(_RETIRING.discard)
-
-
-_RETIRING: set[asyncio.Task[None]] = set()
+    retiring.add(task)
+    task.add_done_callback(retiring.discard)

@@ -125,19 +125,7 @@ async def serve(config: Config, path: str) -> None:
 
 async def reload(gateway: Gateway, path: str) -> bool:
     """Load, validate and swap in a config; on any problem keep the old one."""
-    try:
-        config = load_config(path)
-    except ConfigError as e:
-        gateway.metrics.config_reloads.labels("rejected").inc()
-        log.error("config_rejected", problems=e.problems)
-        return False
-    old = gateway.config.server
-    config.server.host, config.server.port = old.host, old.port
-    config.server.admin_host, config.server.admin_port = old.admin_host, old.admin_port
-    await gateway.swap(config)
-    gateway.metrics.config_reloads.labels("applied").inc()
-    log.info("config_reloaded", providers=len(config.providers), models=len(config.models))
-    return True
+    return (await gateway.reload(path)).applied
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,30 @@
+"""GET /admin/routing: each deployment's breaker, cooldown, in-flight count and latency.
+
+    {"deployments": [{"deployment": "openai-eu/gpt-4o", "breaker": "open",
+                      "breaker_open_seconds_left": 12.5, "window_requests": 0,
+                      "window_failures": 0, "cooldown_seconds_left": 0.0,
+                      "in_flight": 0, "latency_ms": 412.0}]}
+
+Deployments appear once the router has been built with them; the list is
+empty when the router plugin is not in the pipeline. Ids and numbers only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..routing.state import Registry
+
+if TYPE_CHECKING:
+    from ..app import Gateway
+
+
+def setup(app: web.Application, gateway: Gateway) -> None:
+    async def routing(request: web.Request) -> web.Response:
+        registry = gateway.lasting.get("router")
+        states = registry.snapshot() if isinstance(registry, Registry) else []
+        return web.json_response({"deployments": states})
+
+    app.router.add_get("/admin/routing", routing)

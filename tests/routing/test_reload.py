@@ -1,0 +1,101 @@
+"""Hot reload: POST /admin/reload and the file watch, under load and with bad files."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from structlog.testing import capture_logs
+
+from tests.conftest import GatewayFactory, Running
+from tests.routing.conftest import (
+    ProviderFactory,
+    chat,
+    deployment,
+    metric,
+    router_config,
+    write_yaml,
+)
+
+
+async def reload(gw: Running) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as s, s.post(gw.admin_url + "/admin/reload") as r:
+        return r.status, await r.json()
+
+
+async def test_reloads_under_load_fail_no_request(
+    fakes: ProviderFactory, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    a, b = await fakes(2)
+    first = router_config({"a": a, "b": b}, {"m": {"deployments": [deployment("a"), deployment("b")]}})
+    first["server"] = {"shutdown_grace_seconds": 2.0}
+    second = copy.deepcopy(first)
+    second["models"]["m"]["deployments"][0]["weight"] = 5
+    second["models"]["other"] = {"deployments": [deployment("b", "other")]}
+    path = write_yaml(tmp_path / "lunos.yaml", first)
+    gw = await make_gateway(first)
+    gw.gateway.reloader.path = str(path)
+
+    statuses: list[int] = []
+    todo = iter(range(300))
+
+    async def client() -> None:
+        for _ in todo:
+            statuses.append((await chat(gw.url, stream=len(statuses) % 3 == 0))[0])
+
+    async def reloader() -> None:
+        for i in range(10):
+            write_yaml(path, second if i % 2 == 0 else first)
+            assert await reload(gw) == (200, {"result": "applied", "providers": 2, "models": 2 - i % 2})
+            await asyncio.sleep(0.02)
+
+    await asyncio.gather(reloader(), *(client() for _ in range(8)))
+    assert len(statuses) == 300
+    assert statuses.count(200) == 300
+    assert await metric(gw.admin_url, 'lunos_config_reloads_total{result="applied"}') == 10
+
+
+async def test_invalid_file_is_rejected_and_the_old_routes_stay(
+    fakes: ProviderFactory, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    (a,) = await fakes(1)
+    good = router_config({"a": a}, {"m": {"deployments": [deployment("a")]}})
+    gw = await make_gateway(good)
+    bad = copy.deepcopy(good)
+    bad["models"]["m"]["fallbacks"] = ["n"]
+    bad["models"]["n"] = {"fallbacks": ["m"], "deployments": [deployment("nowhere")]}
+    gw.gateway.reloader.path = str(write_yaml(tmp_path / "routes.yaml", bad))
+    with capture_logs() as logs:
+        status, body = await reload(gw)
+    expected = [
+        "routes.yaml: models.n.deployments[0].provider: unknown provider 'nowhere'",
+        "routes.yaml: models.m.fallbacks: fallback cycle m -> n -> m",
+    ]
+    assert (status, body) == (422, {"result": "rejected", "problems": expected})
+    assert [e["problem"] for e in logs if e["event"] == "config_rejected"] == expected
+    assert await metric(gw.admin_url, 'lunos_config_reloads_total{result="rejected"}') == 1
+    assert (await chat(gw.url))[0] == 200
+    assert (await chat(gw.url, "n"))[0] == 404
+
+
+async def test_watched_file_is_reloaded_when_it_changes(
+    fakes: ProviderFactory, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    (a,) = await fakes(1)
+    config = router_config({"a": a}, {"m": {"deployments": [deployment("a")]}})
+    config["server"] = {"watch_config_seconds": 0.05}
+    path = write_yaml(tmp_path / "lunos.yaml", config)
+    gw = await make_gateway(config)
+    gw.gateway.reloader.path = str(path)
+    gw.gateway.reloader.start()
+    config["models"]["new"] = {"deployments": [deployment("a", "new-up")]}
+    write_yaml(path, config)
+    for _ in range(100):  # bounded: 5 s at most
+        if "new" in gw.gateway.config.models:
+            break
+        await asyncio.sleep(0.05)
+    assert (await chat(gw.url, "new"))[0] == 200
+    assert a.received[-1].json()["model"] == "new-up"
