@@ -204,9 +204,11 @@ class Metrics:
             registry=r,
         )
         self.route_retries = Counter(
-            "lunos_route_retries", "Attempts after a request's first, by public model.",
-            ("model",), registry=r,
-        )  # fmt: skip
+            "lunos_route_retries",
+            "Attempts after a request's first, by public model.",
+            ("model",),
+            registry=r,
+        )
         self.route_fallbacks = Counter(
             "lunos_route_fallbacks",
             "Requests that moved on to a fallback model, by model and fallback.",
@@ -217,12 +219,6 @@ class Metrics:
             "lunos_route_skips",
             "Deployments passed over, by reason (cooldown, breaker, capacity).",
             ("deployment", "reason"),
-            registry=r,
-        )
-        self.breaker_state = Gauge(
-            "lunos_breaker_state",
-            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
-            ("deployment",),
             registry=r,
         )
 

@@ -43,7 +43,7 @@ from lunos_proxy.errors import (
 from lunos_proxy.exchange import Exchange
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
-from lunos_proxy.routing.breaker import BreakerSettings
+from lunos_proxy.routing.breaker import BreakerSettings, BreakerState
 from lunos_proxy.routing.routes import (
     Route,
     build_routes,
@@ -120,6 +120,10 @@ class Router(Plugin):
             services.shared.get("prices"),
         )
         services.shared[self.name] = registry
+        self.served_by: dict[str, list[tuple[str, str]]] = {}
+        for route in self.routes.values():
+            for c in route.candidates:
+                self.served_by.setdefault(c.id, []).append((route.public, c.provider))
 
     async def start(self) -> None:
         cooldowns = self.registry.cooldowns
@@ -184,7 +188,6 @@ class Router(Plugin):
             if step > 0:
                 exchange.fallbacks += 1
                 metrics.route_fallbacks.labels(first, route.public).inc()
-                exchange.model = route.public
             tried: set[int] = set()
             while exchange.attempts < s.max_attempts:
                 now = time.monotonic()
@@ -330,7 +333,13 @@ class Router(Plugin):
                 breaker.record(time.monotonic(), verdict, probe)
                 self.metrics.deployment_attempts.labels(route.public, c.id, outcome).inc()
             if breaker.state != before:
-                self.metrics.breaker_state.labels(c.id).set(int(breaker.state))
+                self._show_breaker(c.id, breaker.state is not BreakerState.CLOSED)
+
+    def _show_breaker(self, deployment_id: str, open_: bool) -> None:
+        """Set `lunos_breaker_open` for every model the deployment serves
+        (half-open counts as open: it takes probes only)."""
+        for public, provider in self.served_by.get(deployment_id, ()):
+            self.metrics.breaker_open.labels(public, deployment_id, provider).set(int(open_))
 
     async def _settle_tokens(self, c: Candidate, exchange: Exchange, charged: int) -> None:
         usage = exchange.usage

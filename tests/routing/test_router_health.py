@@ -58,7 +58,7 @@ async def test_breaker_opens_then_a_half_open_probe_closes_it(fakes: ProviderFac
     for _ in range(2):
         assert (await chat(gw.url))[0] == 200
     assert by_id(await admin_json(gw.admin_url, "/admin/routing"))["a/up"]["breaker"] == "open"
-    assert await metric(gw.admin_url, 'lunos_breaker_state{deployment="a/up"}') == 2
+    assert await metric(gw.admin_url, 'lunos_breaker_open{deployment="a/up",model="m",provider="a"}') == 1
     assert (await chat(gw.url))[0] == 200
     assert (len(a.received), len(b.received)) == (2, 3)  # the open breaker kept the third away from a
     a.behaviour.status = 200
@@ -66,7 +66,7 @@ async def test_breaker_opens_then_a_half_open_probe_closes_it(fakes: ProviderFac
     assert (await chat(gw.url))[0] == 200
     assert len(a.received) == 3  # the probe
     assert by_id(await admin_json(gw.admin_url, "/admin/routing"))["a/up"]["breaker"] == "closed"
-    assert await metric(gw.admin_url, 'lunos_breaker_state{deployment="a/up"}') == 0
+    assert await metric(gw.admin_url, 'lunos_breaker_open{deployment="a/up",model="m",provider="a"}') == 0
 
 
 async def test_failed_probe_opens_the_breaker_again(fakes: ProviderFactory, make_gateway: GatewayFactory) -> None:

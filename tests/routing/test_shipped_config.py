@@ -17,7 +17,8 @@ async def test_shipped_config_serves_demo_chat_through_the_router(make_gateway: 
     config = yaml.safe_load((ROOT / "config" / "lunos.yaml").read_text())
     config["store"]["url"] = "memory://"
     gw = await make_gateway(config)
-    status, _, body = await chat(gw.url, "gpt-4o-mini")
+    demo_key = "lk-6btyxEq06JC8MobCcJ1UovhbLZcHGE1yVhtZfe_HgmY"  # the README's
+    status, _, body = await chat(gw.url, "gpt-4o-mini", headers={"Authorization": f"Bearer {demo_key}"})
     assert status == 200
     assert json.loads(body)["object"] == "chat.completion"
     ids = {d["deployment"] for d in (await admin_json(gw.admin_url, "/admin/routing"))["deployments"]}
