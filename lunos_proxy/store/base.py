@@ -26,12 +26,18 @@ __all__ = [
     "KeyRecord",
     "Limit",
     "LimitState",
+    "Slot",
+    "SlotState",
     "Store",
     "StoreError",
     "UsageDelta",
     "UsageRow",
     "Verdict",
 ]
+
+
+# Seconds a call refused by a full concurrency slot is told to wait.
+SLOT_RETRY = 1.0
 
 
 class StoreError(Exception):
@@ -120,11 +126,31 @@ class Limit(msgspec.Struct, frozen=True):
     limit: int
     window: float
     cost: int = 1
+    # Shadow: evaluated and charged as if enforced, but never refuses the call.
+    shadow: bool = False
 
 
 class LimitState(msgspec.Struct):
     remaining: int  # units that could still be taken right now
     reset: float  # seconds until the counter is back to full
+    admitted: bool = True  # this limit alone would admit the call's cost
+
+
+class Slot(msgspec.Struct, frozen=True):
+    """A concurrency limit: at most `limit` leases held at once under `key`.
+
+    A lease that is not renewed (`Store.renew`) expires `ttl` seconds after
+    it was taken or last renewed, so a crashed instance's slots come back."""
+
+    key: str
+    limit: int
+    ttl: float = 60.0
+    shadow: bool = False  # never refuses the call; a lease is taken if there is room
+
+
+class SlotState(msgspec.Struct):
+    held: int  # live leases before this call
+    admitted: bool  # held < limit
 
 
 class Verdict(msgspec.Struct):
@@ -132,6 +158,7 @@ class Verdict(msgspec.Struct):
     retry_after: float  # seconds; 0.0 when allowed
     states: list[LimitState]  # one per Limit, in order
     banned: float = 0.0  # seconds left on the longest matching ban, 0.0 if none
+    slots: list[SlotState] = msgspec.field(default_factory=list)  # one per Slot, in order
 
 
 class Store(abc.ABC):
@@ -139,8 +166,15 @@ class Store(abc.ABC):
 
     # -- limits ---------------------------------------------------------------
     @abc.abstractmethod
-    async def hit(self, tag: str, limits: Sequence[Limit], bans: Sequence[str] = ()) -> Verdict:
-        """Check and consume every limit atomically, and check bans.
+    async def hit(
+        self,
+        tag: str,
+        limits: Sequence[Limit],
+        bans: Sequence[str] = (),
+        slots: Sequence[Slot] = (),
+        lease: str = "",
+    ) -> Verdict:
+        """Check and consume every limit and slot atomically, and check bans.
 
         Algorithm: GCRA. Each counter keeps a theoretical arrival time (TAT);
         one unit takes ``window / limit`` seconds to come back, so a full
@@ -153,7 +187,38 @@ class Store(abc.ABC):
         `tag` groups the counters of one call (a Redis Cluster hash tag):
         every `Limit.key` and ban subject of a call is stored under it.
         Time is the backend's clock (Redis `TIME`), shared by all instances.
+
+        Slots: admitted only if every non-shadow slot holds fewer than
+        `limit` live leases; then `lease` (unique per request) is taken in
+        every slot (a shadow one only when it has room), expiring after the
+        slot's `ttl`. A refusal by a full slot has `retry_after` 1 s.
+
+        Shadow limits and slots never refuse the call: their state says
+        whether they would have (`admitted`), and they are charged only
+        when the call is admitted and they have room themselves.
         """
+
+    @abc.abstractmethod
+    async def settle(
+        self, tag: str, charges: Sequence[Limit], slots: Sequence[str] = (), lease: str = ""
+    ) -> None:
+        """After a response, in one round trip: `adjust` every charge, and
+        give back `lease` in every slot named in `slots` (keys of `Slot`)."""
+
+    @abc.abstractmethod
+    async def renew(self, tag: str, slots: Sequence[Slot], lease: str) -> None:
+        """Push `lease`'s expiry in every slot to `ttl` seconds from now
+        (a long stream keeps its slot); a lease no longer held is not re-taken."""
+
+    @abc.abstractmethod
+    async def offend(
+        self, tag: str, subject: str, first: float, longest: float, memory: float
+    ) -> float:
+        """Ban `subject` for an escalating time and return it, in seconds.
+
+        The n-th offence within `memory` seconds of the previous one bans
+        for ``min(longest, first * 2 ** (n - 1))``; the count is forgotten
+        `memory` seconds after the last offence. Extends, never shortens."""
 
     @abc.abstractmethod
     async def adjust(self, tag: str, limit: Limit) -> None:

@@ -45,7 +45,7 @@ def wait(level: float, cost: float, limit: Limit) -> float:
     return excess * limit.window / limit.limit
 
 
-def state(level: float, limit: Limit) -> LimitState:
+def state(level: float, limit: Limit, admitted: bool = True) -> LimitState:
     remaining = max(0, math.floor(limit.limit - level + EPSILON * max(1, limit.limit)))
     reset = level * limit.window / limit.limit if limit.limit > 0 else 0.0
-    return LimitState(remaining=remaining, reset=reset)
+    return LimitState(remaining=remaining, reset=reset, admitted=admitted)

@@ -24,10 +24,13 @@ import msgspec
 
 from . import gcra
 from .base import (
+    SLOT_RETRY,
     AccountRecord,
     BillingRecord,
     KeyRecord,
     Limit,
+    Slot,
+    SlotState,
     Store,
     UsageDelta,
     UsageRow,
@@ -68,6 +71,8 @@ class MemoryStore(Store):
         self._counters: dict[tuple[str, str], tuple[float, float, float]] = {}
         self._bans: dict[tuple[str, str], float] = {}  # until
         self._cooldowns: dict[str, float] = {}  # subject -> until
+        self._offences: dict[tuple[str, str], tuple[int, float]] = {}  # count, last
+        self._slots: dict[tuple[str, str], dict[str, float]] = {}  # lease -> until
         self._keys: dict[str, KeyRecord] = {}
         self._key_ids_by_hash: dict[str, str] = {}
         self._accounts: dict[str, AccountRecord] = {}
@@ -87,28 +92,60 @@ class MemoryStore(Store):
         return self._path
 
     # -- limits ---------------------------------------------------------------
-    async def hit(self, tag: str, limits: Sequence[Limit], bans: Sequence[str] = ()) -> Verdict:
+    async def hit(
+        self,
+        tag: str,
+        limits: Sequence[Limit],
+        bans: Sequence[str] = (),
+        slots: Sequence[Slot] = (),
+        lease: str = "",
+    ) -> Verdict:
         now = self._clock()
         banned = max((self._bans.get((tag, s), now) - now for s in bans), default=0.0)
         levels: list[float] = []
+        fits: list[bool] = []
         retry_after = 0.0
         for limit in limits:
             gcra.validate(limit)
             level, stamp, _ = self._counters.get((tag, limit.key), (0.0, now, now))
             levels.append(gcra.drained(level, stamp, limit, now))
-            retry_after = max(retry_after, gcra.wait(levels[-1], limit.cost, limit))
+            wait = gcra.wait(levels[-1], limit.cost, limit)
+            fits.append(wait == 0.0)
+            if not limit.shadow:
+                retry_after = max(retry_after, wait)
+        held = [len(self._leases(tag, slot.key, now)) for slot in slots]
+        for slot, n in zip(slots, held, strict=True):
+            if not slot.shadow and n >= slot.limit:
+                retry_after = max(retry_after, SLOT_RETRY)
         allowed = retry_after == 0.0 and banned <= 0.0
         if allowed:
-            for limit, level in zip(limits, levels, strict=True):
-                if limit.cost:
-                    self._set_counter(tag, limit, level + limit.cost, now)
-            levels = [level + limit.cost for limit, level in zip(limits, levels, strict=True)]
+            for i, limit in enumerate(limits):
+                if limit.cost and fits[i]:
+                    levels[i] += limit.cost
+                    self._set_counter(tag, limit, levels[i], now)
+            for slot, n in zip(slots, held, strict=True):
+                if n < slot.limit:
+                    self._slots.setdefault((tag, slot.key), {})[lease] = now + slot.ttl
         return Verdict(
             allowed=allowed,
             retry_after=0.0 if allowed else max(retry_after, banned),
-            states=[gcra.state(level, limit) for limit, level in zip(limits, levels, strict=True)],
+            states=[
+                gcra.state(level, limit, fit)
+                for limit, level, fit in zip(limits, levels, fits, strict=True)
+            ],
             banned=max(banned, 0.0),
+            slots=[SlotState(n, n < slot.limit) for slot, n in zip(slots, held, strict=True)],
         )
+
+    def _leases(self, tag: str, key: str, now: float) -> dict[str, float]:
+        leases = self._slots.get((tag, key))
+        if leases is None:
+            return {}
+        for lease in [lease for lease, until in leases.items() if until <= now]:
+            del leases[lease]
+        if not leases:
+            del self._slots[(tag, key)]
+        return leases
 
     async def adjust(self, tag: str, limit: Limit) -> None:
         gcra.validate(limit)
@@ -116,10 +153,40 @@ class MemoryStore(Store):
         level, stamp, _ = self._counters.get((tag, limit.key), (0.0, now, now))
         self._set_counter(tag, limit, gcra.drained(level, stamp, limit, now) + limit.cost, now)
 
+    async def settle(
+        self, tag: str, charges: Sequence[Limit], slots: Sequence[str] = (), lease: str = ""
+    ) -> None:
+        for charge in charges:
+            await self.adjust(tag, charge)
+        for key in slots:
+            leases = self._slots.get((tag, key))
+            if leases is not None:
+                leases.pop(lease, None)
+                if not leases:
+                    del self._slots[(tag, key)]
+
+    async def renew(self, tag: str, slots: Sequence[Slot], lease: str) -> None:
+        now = self._clock()
+        for slot in slots:
+            leases = self._leases(tag, slot.key, now)
+            if lease in leases:
+                leases[lease] = now + slot.ttl
+
     async def ban(self, tag: str, subject: str, seconds: float) -> None:
         until = self._clock() + seconds
         if until > self._bans.get((tag, subject), 0.0):
             self._bans[(tag, subject)] = until
+
+    async def offend(
+        self, tag: str, subject: str, first: float, longest: float, memory: float
+    ) -> float:
+        now = self._clock()
+        count, last = self._offences.get((tag, subject), (0, now))
+        count = count + 1 if now - last < memory else 1
+        self._offences[(tag, subject)] = (count, now)
+        seconds = min(longest, first * 2.0 ** min(count - 1, 62))
+        await self.ban(tag, subject, seconds)
+        return seconds
 
     def _set_counter(self, tag: str, limit: Limit, level: float, now: float) -> None:
         if level > 0.0:
@@ -136,6 +203,9 @@ class MemoryStore(Store):
         # bans that are over, so idle tags do not pile up.
         self._touched_since_sweep = 0
         self._bans = {k: until for k, until in self._bans.items() if until > now}
+        self._offences = {k: v for k, v in self._offences.items() if now - v[1] < 86_400}
+        for tag, key in list(self._slots):
+            self._leases(tag, key, now)
         self._counters = {k: v for k, v in self._counters.items() if v[2] > now}
 
     # -- keys -----------------------------------------------------------------

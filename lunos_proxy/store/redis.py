@@ -9,7 +9,9 @@ over) gets the source once with EVAL. The keys one script touches share a
 `{hash tag}`, so each runs on one Cluster node:
 
     lunos:{<tag>}:limit:<key>          GCRA counter "level stamp"   hit, adjust
-    lunos:{<tag>}:ban:<subject>        "1", expiring with the ban   ban, hit
+    lunos:{<tag>}:ban:<subject>        "1", expiring with the ban   ban, hit, offend
+    lunos:{<tag>}:offences:<subject>   offence count                 offend
+    lunos:{<tag>}:slots:<key>          sorted set lease -> expiry    hit, settle, renew
     lunos:{keys}:hash:<hash>           KeyRecord JSON (the hot path: one GET)
     lunos:{keys}:id:<id>               KeyRecord JSON
     lunos:{keys}:account:<account>     set of key ids
@@ -44,11 +46,14 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from . import gcra
 from .base import (
+    SLOT_RETRY,
     AccountRecord,
     BillingRecord,
     KeyRecord,
     Limit,
     LimitState,
+    Slot,
+    SlotState,
     Store,
     StoreError,
     UsageDelta,
@@ -67,6 +72,9 @@ _SCRIPTS = {
     # name: scripts prepended to it
     "hit": ("gcra",),
     "adjust": ("gcra",),
+    "settle": ("gcra",),
+    "renew": ("gcra",),
+    "offend": (),
     "ban": (),
     "put_key": (),
     "delete_key": (),
@@ -170,24 +178,64 @@ class RedisStore(Store):
         return f"{self.options.prefix}{{{tag or '-'}}}:"
 
     # -- limits ---------------------------------------------------------------
-    async def hit(self, tag: str, limits: Sequence[Limit], bans: Sequence[str] = ()) -> Verdict:
-        if not limits and not bans:
+    async def hit(
+        self,
+        tag: str,
+        limits: Sequence[Limit],
+        bans: Sequence[str] = (),
+        slots: Sequence[Slot] = (),
+        lease: str = "",
+    ) -> Verdict:
+        if not limits and not bans and not slots:
             return Verdict(allowed=True, retry_after=0.0, states=[])
         base = self._tagged(tag)
-        keys = [f"{base}limit:{lim.key}" for lim in limits] + [f"{base}ban:{s}" for s in bans]
-        args: list[Any] = [len(limits)]
+        keys = [f"{base}limit:{lim.key}" for lim in limits]
+        keys += [f"{base}slots:{slot.key}" for slot in slots]
+        keys += [f"{base}ban:{s}" for s in bans]
+        args: list[Any] = [len(limits), len(slots), lease, SLOT_RETRY]
         for lim in limits:
             gcra.validate(lim)
-            args += (lim.limit, lim.window, lim.cost)
+            args += (lim.limit, lim.window, lim.cost, int(lim.shadow))
+        for slot in slots:
+            args += (slot.limit, slot.ttl, int(slot.shadow))
         out = await self._run("hit", keys, args)
+        n = 3 + 3 * len(limits)
         return Verdict(
             allowed=out[0] == 1,
             retry_after=float(out[1]),
             banned=float(out[2]),
             states=[
-                LimitState(remaining=out[i], reset=float(out[i + 1])) for i in range(3, len(out), 2)
+                LimitState(remaining=out[i], reset=float(out[i + 1]), admitted=out[i + 2] == 1)
+                for i in range(3, n, 3)
             ],
+            slots=[SlotState(held=out[i], admitted=out[i + 1] == 1) for i in range(n, len(out), 2)],
         )
+
+    async def settle(
+        self, tag: str, charges: Sequence[Limit], slots: Sequence[str] = (), lease: str = ""
+    ) -> None:
+        if not charges and not slots:
+            return
+        base = self._tagged(tag)
+        keys = [f"{base}limit:{c.key}" for c in charges] + [f"{base}slots:{k}" for k in slots]
+        args: list[Any] = [len(charges), lease]
+        for c in charges:
+            gcra.validate(c)
+            args += (c.limit, c.window, c.cost)
+        await self._run("settle", keys, args)
+
+    async def renew(self, tag: str, slots: Sequence[Slot], lease: str) -> None:
+        if slots:
+            base = self._tagged(tag)
+            keys = [f"{base}slots:{slot.key}" for slot in slots]
+            await self._run("renew", keys, [lease, *(slot.ttl for slot in slots)])
+
+    async def offend(
+        self, tag: str, subject: str, first: float, longest: float, memory: float
+    ) -> float:
+        base = self._tagged(tag)
+        keys = [f"{base}offences:{subject}", f"{base}ban:{subject}"]
+        return float(await self._run("offend", keys, [first, longest, memory]))
 
     async def adjust(self, tag: str, limit: Limit) -> None:
         gcra.validate(limit)
