@@ -3,9 +3,11 @@
 Auth runs before abuse in the pipeline, yet it is the one that sees an
 address fail to authenticate. The abuse plugin therefore registers an
 `AddressGuard` under `services.shared[ADDRESS_GUARD]`; auth looks it up and
-calls it, and works unchanged when abuse is not in the pipeline:
+calls it, and works unchanged when abuse is not in the pipeline. Plugins
+are built in pipeline order, so look it up in `start()` or per request,
+not in `__init__`:
 
-    guard = services.shared.get(ADDRESS_GUARD)
+    guard = self.services.shared.get(ADDRESS_GUARD)
     if guard is not None:
         await guard.check_address(request)      # before looking the key up
     ...

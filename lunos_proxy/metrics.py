@@ -222,6 +222,27 @@ class Metrics:
             registry=r,
         )
 
+        # -- limits and abuse (plugins/abuse.py) --------------------------------
+        self.limits_store_degraded = Gauge(
+            "lunos_limits_store_degraded",
+            "1 while limits run on the store-failure policy (local limiter or 503).",
+            registry=r,
+        )
+        self.abuse_refusals = Counter(
+            "lunos_abuse_refusals",
+            "Requests a rule refused; mode=shadow: would have refused, let through.",
+            ("rule", "mode"),
+            registry=r,
+        )
+        self.abuse_bans = Counter(
+            "lunos_abuse_bans", "Addresses banned for repeated auth failures.", registry=r
+        )
+        self.abuse_anomalies = Counter(
+            "lunos_abuse_anomalies",
+            "Accounts flagged for a token rate far above their own baseline.",
+            registry=r,
+        )
+
     def status_class(self, status: int) -> str:
         return f"{status // 100}xx" if status else "none"
 

@@ -1,0 +1,131 @@
+"""The limit store with a policy for when it is unreachable.
+
+    fail_open    serve, counting against a local per-process limiter holding
+                 `local_share` of every limit (e.g. 0.5 with two instances)
+    fail_closed  refuse with 503 until the store answers again
+
+After a failure the store is not asked again for `retry_interval` seconds
+(so a dead Redis costs no timeout per request); the next call after that
+tries it, and the first success switches back. Transitions are logged once
+and exported as `lunos_limits_store_degraded`.
+
+A reservation is settled on the backend that took it: settling on a store
+that went down in between is dropped (its counters drain, its leases expire).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from ..errors import ServiceUnavailable
+from ..metrics import Metrics
+from ..store import Limit, Slot, Store, StoreError, Verdict
+from ..store.memory import MemoryStore
+
+__all__ = ["Failover", "failover_for"]
+
+log = logging.getLogger("lunos.limits")
+
+Policy = Literal["fail_open", "fail_closed"]
+
+
+class Failover:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.local = MemoryStore(None)
+        self.metrics = metrics
+        self.policy: Policy = "fail_open"
+        self.share = 1.0
+        self.retry_interval = 1.0
+        self._clock = clock
+        self._down_until = 0.0
+        self.degraded = False
+
+    def configure(self, policy: Policy, share: float, retry_interval: float) -> None:
+        self.policy, self.share, self.retry_interval = policy, share, retry_interval
+
+    async def hit(
+        self, tag: str, limits: Sequence[Limit], bans: Sequence[str], slots: Sequence[Slot],
+        lease: str,
+    ) -> tuple[Verdict, Store]:
+        """The verdict, and the backend that gave it (settle there)."""
+        if not self.degraded or self._clock() >= self._down_until:
+            try:
+                verdict = await self.store.hit(tag, limits, bans, slots, lease)
+            except StoreError as e:
+                self._down(e)
+            else:
+                self._up()
+                return verdict, self.store
+        if self.policy == "fail_closed":
+            raise ServiceUnavailable(
+                "Rate limiting is unavailable; please retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        scaled = [
+            Limit(lim.key, self._scale(lim.limit), lim.window, lim.cost, lim.shadow)
+            for lim in limits
+        ]
+        local_slots = [Slot(s.key, self._scale(s.limit), s.ttl, s.shadow) for s in slots]
+        # Bans are enforced from the local ban table meanwhile (see bans.py).
+        return await self.local.hit(tag, scaled, (), local_slots, lease), self.local
+
+    def _scale(self, limit: int) -> int:
+        return max(1, math.floor(limit * self.share)) if limit > 0 else 0
+
+    async def settle(
+        self, backend: Store, tag: str, charges: Sequence[Limit], slots: Sequence[str], lease: str
+    ) -> None:
+        if backend is self.local:
+            charges = [Limit(c.key, self._scale(c.limit), c.window, c.cost) for c in charges]
+        try:
+            await backend.settle(tag, charges, slots, lease)
+        except StoreError as e:
+            self._down(e)
+
+    async def renew(self, backend: Store, tag: str, slots: Sequence[Slot], lease: str) -> None:
+        try:
+            await backend.renew(tag, slots, lease)
+        except StoreError as e:
+            self._down(e)
+
+    def _down(self, error: StoreError) -> None:
+        self._down_until = self._clock() + self.retry_interval
+        if not self.degraded:
+            self.degraded = True
+            self.metrics.limits_store_degraded.set(1)
+            self.metrics.store_up.set(0)
+            log.warning(
+                "limit store unreachable; policy %s", self.policy,
+                extra={"event": "limits_store_down", "policy": self.policy,
+                       "error": type(error.__cause__ or error).__name__},
+            )
+
+    def _up(self) -> None:
+        if self.degraded:
+            self.degraded = False
+            self.metrics.limits_store_degraded.set(0)
+            self.metrics.store_up.set(1)
+            log.warning("limit store reachable again", extra={"event": "limits_store_up"})
+
+
+_failovers: weakref.WeakKeyDictionary[Store, Failover] = weakref.WeakKeyDictionary()
+
+
+def failover_for(store: Store, metrics: Metrics) -> Failover:
+    """The store's failover state: one per store, so a reload keeps it."""
+    failover = _failovers.get(store)
+    if failover is None:
+        failover = _failovers[store] = Failover(store, metrics)
+    return failover

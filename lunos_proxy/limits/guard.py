@@ -1,0 +1,182 @@
+"""Address checks: allow/deny lists, and auth-failure bans shared by every instance.
+
+A ban is written to the store (under the address's tag, so the count of
+failures and the ban are one atomic script) and published on the store's
+`abuse:bans` channel; every instance keeps the bans it has heard of in a
+local table, so checking an address on the hot path costs no round trip.
+An instance that missed a publish (it started later, or its subscription
+was reconnecting) still refuses the address at its next auth failure,
+which reads the ban from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import weakref
+from collections.abc import Callable
+
+import msgspec
+from aiohttp import web
+
+from ..errors import Forbidden, GatewayError, RateLimited
+from ..exchange import exchange_of
+from ..metrics import Metrics
+from ..store import Limit, Store, StoreError
+from .addresses import AddressRules, Networks, client_address
+from .failover import Failover
+
+__all__ = ["AddressGuardImpl", "AuthFailureRules", "BanTable", "ban_table", "refuse", "too_many"]
+
+log = logging.getLogger("lunos.abuse")
+
+CHANNEL = "abuse:bans"
+_ADDR = "abuse.addr"  # exchange.extra: the resolved client address
+_CHECKED = "abuse.checked"
+
+
+class AuthFailureRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    limit: int = 10  # failures per window allowed before a ban
+    window: float = 300.0
+    ban_seconds: float = 60.0  # the first ban; doubled for each repeat offence
+    longest_ban_seconds: float = 86_400.0
+    memory_seconds: float = 86_400.0  # offences are forgotten this long after the last
+    shadow: bool = False
+
+
+def refuse(metrics: Metrics, rule: str, err: GatewayError, shadow: bool) -> None:
+    """Count a refusal by `rule`; raise `err` unless the rule runs in shadow mode."""
+    metrics.abuse_refusals.labels(rule, "shadow" if shadow else "enforced").inc()
+    if not shadow:
+        raise err
+
+
+def too_many(message: str, seconds: float, headers: dict[str, str] | None = None) -> RateLimited:
+    wait = max(seconds, 0.001)
+    all_headers = dict(headers or {})
+    all_headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    all_headers["retry-after-ms"] = str(math.ceil(wait * 1000))
+    return RateLimited(message, headers=all_headers)
+
+
+class BanTable:
+    """Bans this instance has heard of: address -> monotonic end."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._until: dict[str, float] = {}
+        self._clock = clock
+        self.listening = False
+
+    async def listen(self, store: Store) -> None:
+        """Hear bans published by every instance (once per table)."""
+        if not self.listening:
+            await store.subscribe(CHANNEL, self.heard)
+            self.listening = True
+
+    def left(self, address: str) -> float:
+        until = self._until.get(address)
+        if until is None:
+            return 0.0
+        left = until - self._clock()
+        if left <= 0:
+            del self._until[address]
+        return max(left, 0.0)
+
+    def add(self, address: str, seconds: float) -> None:
+        until = self._clock() + seconds
+        if until > self._until.get(address, 0.0):
+            self._until[address] = until
+
+    async def heard(self, message: str) -> None:
+        seconds, _, address = message.partition(" ")
+        try:
+            self.add(address, float(seconds))
+        except ValueError:
+            log.warning("malformed ban message ignored", extra={"event": "ban_message_bad"})
+
+
+_tables: weakref.WeakKeyDictionary[Store, BanTable] = weakref.WeakKeyDictionary()
+
+
+def ban_table(store: Store) -> BanTable:
+    """The store's ban table: one per store, however often the config reloads."""
+    table = _tables.get(store)
+    if table is None:
+        table = _tables[store] = BanTable()
+    return table
+
+
+class AddressGuardImpl:
+    """`lunos_proxy.abuse_hooks.AddressGuard`, registered by the abuse plugin."""
+
+    def __init__(
+        self,
+        rules: AddressRules,
+        failures: AuthFailureRules,
+        bans: BanTable,
+        failover: Failover,
+        metrics: Metrics,
+    ) -> None:
+        self.rules, self.failures = rules, failures
+        self.bans, self.failover, self.metrics = bans, failover, metrics
+        self.allow, self.deny = Networks(rules.allow), Networks(rules.deny)
+        self.trusted = Networks(rules.trusted_proxies)
+
+    def address(self, request: web.Request) -> str:
+        exchange = exchange_of(request)
+        addr = exchange.extra.get(_ADDR)
+        if isinstance(addr, str):
+            return addr
+        addr = exchange.client_addr
+        if self.trusted:
+            addr = client_address(addr, request.headers.get("X-Forwarded-For"), self.trusted)
+            exchange.client_addr = addr
+        exchange.extra[_ADDR] = addr
+        return addr
+
+    async def check_address(self, request: web.Request) -> None:
+        exchange = exchange_of(request)
+        if exchange.extra.get(_CHECKED):
+            return
+        exchange.extra[_CHECKED] = True
+        addr = self.address(request)
+        if (self.allow and addr not in self.allow) or (self.deny and addr in self.deny):
+            denied = Forbidden("Requests from this address are not allowed.", code="address_denied")
+            refuse(self.metrics, "address", denied, self.rules.shadow)
+        left = self.bans.left(addr)
+        if left > 0:
+            err = too_many("Too many failed authentication attempts; try again later.", left)
+            refuse(self.metrics, "ban", err, self.failures.shadow)
+
+    async def auth_failed(self, request: web.Request) -> None:
+        addr = self.address(request)
+        rules, tag = self.failures, f"addr:{addr}"
+        limit = Limit("authfail", rules.limit, rules.window, 1, rules.shadow)
+        verdict, backend = await self.failover.hit(tag, [limit], ["ban"], (), "")
+        if verdict.banned > 0:
+            self.bans.add(addr, verdict.banned)
+            err = too_many("Too many failed authentication attempts; try again later.",
+                           verdict.banned)
+            refuse(self.metrics, "ban", err, rules.shadow)
+            return
+        if verdict.states[0].admitted:
+            return
+        if rules.shadow:
+            self.metrics.abuse_refusals.labels("auth_failures", "shadow").inc()
+            return
+        args = (rules.ban_seconds, rules.longest_ban_seconds, rules.memory_seconds)
+        try:
+            seconds = await backend.offend(tag, "ban", *args)
+            await backend.publish(CHANNEL, f"{seconds!r} {addr}")
+        except StoreError:
+            seconds = rules.ban_seconds  # the store went away just now: ban here at least
+        self.bans.add(addr, seconds)
+        self.metrics.abuse_bans.inc()
+        log.warning(
+            "address banned after repeated auth failures",
+            extra={"event": "address_banned", "client_addr": addr, "seconds": seconds},
+        )
+        refuse(self.metrics, "auth_failures",
+               too_many("Too many failed authentication attempts; try again later.", seconds),
+               False)
