@@ -218,26 +218,27 @@ class Abuse(Plugin):
         exchange.token_estimate = charge.reserved
         rate_limit_headers(exchange.wire, charge.limits, charge.kinds, verdict.states,
                            exchange.response_headers)
-        refused_by = ""
+        refused_by, scope = "", ""
         for lim, kind, st in zip(charge.limits, charge.kinds, verdict.states, strict=True):
             if not st.admitted:
                 rule = "anomaly" if lim.key.startswith("a:safe:") else kind
                 if lim.shadow:
                     metrics.abuse_refusals.labels(rule, "shadow").inc()
-                else:
-                    refused_by = refused_by or rule
+                elif not refused_by:
+                    refused_by, scope = rule, _SCOPES[lim.key.partition(":")[0]]
         for slot, sst in zip(charge.slots, verdict.slots, strict=True):
             if not sst.admitted:
                 rule = "streams" if slot.key.endswith("streams") else "concurrency"
                 if slot.shadow:
                     metrics.abuse_refusals.labels(rule, "shadow").inc()
-                else:
-                    refused_by = refused_by or rule
+                elif not refused_by:
+                    refused_by, scope = rule, "concurrency"
         if verdict.allowed:
             return
         if verdict.banned > 0:
             self.bans.add(exchange.client_addr, verdict.banned)
-            refused_by = "ban"
+            refused_by, scope = "ban", "ban"
+        exchange.extra["limit_scope"] = scope or "other"
         metrics.abuse_refusals.labels(refused_by or "requests", "enforced").inc()
         raise too_many(_MESSAGES.get(refused_by, _MESSAGES["requests"]), verdict.retry_after,
                        exchange.response_headers)
@@ -266,6 +267,9 @@ class Abuse(Plugin):
                     extra={"event": "anomaly_flagged", "account_id": principal.account_id},
                 )
 
+
+# Counter key prefix -> the scope lunos_limit_refusals counts it under.
+_SCOPES = {"k": "key", "a": "account", "m": "model", "ip": "address"}
 
 _MESSAGES = {
     "requests": "Rate limit reached for requests. Please retry after the time in Retry-After.",

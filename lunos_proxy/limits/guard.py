@@ -45,10 +45,14 @@ class AuthFailureRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     shadow: bool = False
 
 
-def refuse(metrics: Metrics, rule: str, err: GatewayError, shadow: bool) -> None:
+def refuse(
+    metrics: Metrics, rule: str, err: GatewayError, shadow: bool, request: web.Request | None = None
+) -> None:
     """Count a refusal by `rule`; raise `err` unless the rule runs in shadow mode."""
     metrics.abuse_refusals.labels(rule, "shadow" if shadow else "enforced").inc()
     if not shadow:
+        if request is not None and err.status == 429:
+            exchange_of(request).extra["limit_scope"] = "ban"
         raise err
 
 
@@ -147,7 +151,7 @@ class AddressGuardImpl:
         left = self.bans.left(addr)
         if left > 0:
             err = too_many("Too many failed authentication attempts; try again later.", left)
-            refuse(self.metrics, "ban", err, self.failures.shadow)
+            refuse(self.metrics, "ban", err, self.failures.shadow, request)
 
     async def auth_failed(self, request: web.Request) -> None:
         addr = self.address(request)
@@ -158,7 +162,7 @@ class AddressGuardImpl:
             self.bans.add(addr, verdict.banned)
             err = too_many("Too many failed authentication attempts; try again later.",
                            verdict.banned)
-            refuse(self.metrics, "ban", err, rules.shadow)
+            refuse(self.metrics, "ban", err, rules.shadow, request)
             return
         if verdict.states[0].admitted:
             return
@@ -179,4 +183,4 @@ class AddressGuardImpl:
         )
         refuse(self.metrics, "auth_failures",
                too_many("Too many failed authentication attempts; try again later.", seconds),
-               False)
+               False, request)

@@ -116,7 +116,11 @@ async def test_a_long_stream_keeps_its_slot_past_the_lease_ttl(
             provider.behaviour.pause_after_first = 0.0
             assert (await post(s, b))[0] == 429
             await r.read()
-        assert (await post(s, b))[0] == 200
+
+        async def served() -> bool:  # the stream's end reaches the client before its settling
+            return (await post(s, b))[0] == 200
+
+        await eventually_async(served)
 
 
 @pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])

@@ -4,7 +4,7 @@ shadow limits and escalating bans. Same backends and exactness as test_contract.
 from __future__ import annotations
 
 from lunos_proxy.store import Limit, Slot
-from tests.store.conftest import Backend
+from tests.store.backends import Backend
 from tests.store.test_contract import approx
 
 
