@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 __all__ = [
     "ADMIN_TOKEN_PREFIX",
+    "INVALIDATE_CHANNEL",
     "KEY_PREFIX",
     "display_prefix",
     "hmac_hex",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 KEY_PREFIX = "lk-"
+# Store pub/sub channel on which the admin API tells every instance's auth
+# plugin to drop cached lookups: "key:<hash>", "account:<id>" or "all".
+INVALIDATE_CHANNEL = "auth:invalidate"
 ADMIN_TOKEN_PREFIX = "lat-"
 _RANDOM_BYTES = 32
 _SHOWN = 6  # random characters kept in the display prefix (36 of 256 bits)

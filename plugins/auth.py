@@ -8,7 +8,7 @@ unknown, revoked or expired key is refused with 401 in the client's wire
 format; the message never contains the key.
 
 Revocation reaches every instance within a second: the admin API publishes
-the key's hash on `INVALIDATE_CHANNEL` and every instance drops it from its
+the key's hash on `lunos_proxy.keys.INVALIDATE_CHANNEL` and every instance drops it from its
 cache; `cache_ttl` bounds staleness if a message is lost.
 
 When the abuse plugin runs (after auth), it offers an `AddressGuard` in
@@ -37,15 +37,12 @@ from lunos_proxy.abuse_hooks import ADDRESS_GUARD, AddressGuard
 from lunos_proxy.crypto import Secrets, load_secrets
 from lunos_proxy.errors import Forbidden, ServiceUnavailable, Unauthorized
 from lunos_proxy.exchange import Principal, exchange_of
-from lunos_proxy.keys import key_from_headers
+from lunos_proxy.keys import INVALIDATE_CHANNEL, key_from_headers
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
 from lunos_proxy.store.base import KeyRecord, StoreError
 
-__all__ = ["INVALIDATE_CHANNEL", "Auth", "StaticKey"]
-
-# Messages: "key:<hash>", "account:<id>" or "all". Published by the admin API.
-INVALIDATE_CHANNEL = "auth:invalidate"
+__all__ = ["Auth", "StaticKey"]
 
 _MISSING = (
     "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' "

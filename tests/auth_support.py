@@ -31,14 +31,16 @@ def auth_config(provider_url: str, *, store_url: str = "memory://", static: list
     """basic_config with the auth plugin, fixed secrets and a bootstrap admin token."""
     settings: dict[str, Any] = {"static_keys": static if static is not None else [static_entry()]}
     settings.update(auth or {})
-    return basic_config(
-        provider_url,
-        store={"url": store_url, **({"options": extra.pop("store_options")} if "store_options" in extra else {})},
-        secrets=dict(SECRETS),
-        admin={"token": ADMIN_TOKEN},
-        pipeline=[{"name": "request_id"}, {"name": "auth", "settings": settings}],
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "store": {"url": store_url},
+        "secrets": dict(SECRETS),
+        "admin": {"token": ADMIN_TOKEN},
+        "pipeline": [{"name": "request_id"}, {"name": "auth", "settings": settings}],
+    }
+    if "store_options" in extra:
+        values["store"]["options"] = extra.pop("store_options")
+    values.update(extra)
+    return basic_config(provider_url, **values)
 
 
 async def put_key(store: Store, account_id: str = "acc_test", **fields: Any) -> tuple[str, KeyRecord]:
@@ -50,3 +52,28 @@ async def put_key(store: Store, account_id: str = "acc_test", **fields: Any) -> 
                        account_id=account_id, created=time.time(), **fields)
     await store.put_key(record)
     return key, record
+
+
+async def admin(gw: Any, method: str, path: str, body: Any = None, *, token: str = ADMIN_TOKEN) -> tuple[int, Any]:
+    """One admin API call: (status, decoded JSON body)."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as s, s.request(method, gw.admin_url + path, json=body, headers=headers) as r:
+        raw = await r.read()
+        import json
+
+        return r.status, json.loads(raw) if raw else None
+
+
+async def chat(gw: Any, key: str, model: str = "gpt-test") -> tuple[int, Any]:
+    """One chat completion with `key` as a Bearer token: (status, decoded body)."""
+    import json
+
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.post(
+        gw.v1 + "/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {key}"},
+    ) as r:
+        return r.status, json.loads(await r.read())

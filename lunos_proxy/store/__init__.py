@@ -19,6 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 from .base import (
     AccountRecord,
+    AdminTokenRecord,
+    AuditRecord,
     BillingRecord,
     KeyRecord,
     Limit,
@@ -34,6 +36,8 @@ from .base import (
 
 __all__ = [
     "AccountRecord",
+    "AdminTokenRecord",
+    "AuditRecord",
     "BillingRecord",
     "KeyRecord",
     "Limit",

@@ -21,7 +21,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 
 __all__ = [
+    "AUDIT_MAX_ENTRIES",
     "AccountRecord",
+    "AdminTokenRecord",
+    "AuditRecord",
     "BillingRecord",
     "KeyRecord",
     "Limit",
@@ -116,6 +119,36 @@ class BillingRecord(msgspec.Struct, kw_only=True):
     output_tokens: int
     cost_micros: int
     created: float
+
+
+class AdminTokenRecord(msgspec.Struct, kw_only=True):
+    """An admin API token: like a key, only its keyed `hash` and a `prefix` are kept.
+    `scope` is "read", "operator" or "full"."""
+
+    id: str
+    hash: str
+    prefix: str
+    name: str
+    scope: str
+    created: float
+
+
+class AuditRecord(msgspec.Struct, kw_only=True):
+    """One admin API call: who, what, on which target, when, with what result.
+    Content-free: ids and names of actions only, never a body or a secret."""
+
+    id: str
+    time: float
+    actor: str  # admin token id, "config" for a configured token, "anonymous"
+    action: str  # e.g. "accounts.create"
+    target: str = ""  # the id acted on (account, key, token), if any
+    account_id: str = ""  # the account concerned, if any
+    status: int = 0  # the HTTP status answered
+    result: str = ""  # "ok" | "denied" | "error"
+
+
+# The audit log keeps this many newest records; older ones are dropped.
+AUDIT_MAX_ENTRIES = 100_000
 
 
 class Limit(msgspec.Struct, frozen=True):
@@ -299,6 +332,35 @@ class Store(abc.ABC):
     async def cooldowns(self) -> dict[str, float]:
         """Every subject cooling down now, with its seconds left; ended ones
         are forgotten."""
+
+    # -- admin tokens and audit ----------------------------------------------
+    @abc.abstractmethod
+    async def put_admin_token(self, token: AdminTokenRecord) -> None:
+        """Create or replace (by `id`)."""
+
+    @abc.abstractmethod
+    async def admin_token_by_hash(self, token_hash: str) -> AdminTokenRecord | None: ...
+
+    @abc.abstractmethod
+    async def admin_tokens(self) -> list[AdminTokenRecord]:
+        """Every token, sorted by id."""
+
+    @abc.abstractmethod
+    async def delete_admin_token(self, token_id: str) -> bool:
+        """Remove a token; False if there was none."""
+
+    @abc.abstractmethod
+    async def add_audit(self, record: AuditRecord) -> None:
+        """Append a record; past `AUDIT_MAX_ENTRIES` the oldest are dropped."""
+
+    @abc.abstractmethod
+    async def audit(self, account_id: str | None = None, limit: int = 1000) -> list[AuditRecord]:
+        """The newest `limit` records (of `account_id` only, if given), newest first."""
+
+    @abc.abstractmethod
+    async def rekey_audit(self, account_id: str, pseudonym: str) -> int:
+        """Rewrite records of `account_id` (its `account_id`, and `target` where it
+        is the account) to `pseudonym`; returns how many."""
 
     # -- invalidation ---------------------------------------------------------
     @abc.abstractmethod

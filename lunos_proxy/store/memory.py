@@ -16,7 +16,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -24,8 +24,11 @@ import msgspec
 
 from . import gcra
 from .base import (
+    AUDIT_MAX_ENTRIES,
     SLOT_RETRY,
     AccountRecord,
+    AdminTokenRecord,
+    AuditRecord,
     BillingRecord,
     KeyRecord,
     Limit,
@@ -42,7 +45,7 @@ __all__ = ["MemoryStore"]
 
 log = logging.getLogger(__name__)
 
-_R = TypeVar("_R", KeyRecord, AccountRecord, BillingRecord)
+_R = TypeVar("_R", KeyRecord, AccountRecord, BillingRecord, AdminTokenRecord, AuditRecord)
 _Callback = Callable[[str], Awaitable[None]]
 # (day, key_id, model) -> requests, input, output, cached input, cost
 _Usage = dict[tuple[str, str, str], list[int]]
@@ -79,6 +82,8 @@ class MemoryStore(Store):
         self._account_ids_by_index: dict[str, str] = {}
         self._usage: defaultdict[str, _Usage] = defaultdict(dict)
         self._billing: defaultdict[str, list[BillingRecord]] = defaultdict(list)
+        self._admin_tokens: dict[str, AdminTokenRecord] = {}
+        self._audit: deque[AuditRecord] = deque(maxlen=AUDIT_MAX_ENTRIES)  # oldest first
         self._channels: defaultdict[str, list[_Callback]] = defaultdict(list)
         self._save_lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
@@ -335,6 +340,51 @@ class MemoryStore(Store):
         self._cooldowns = {s: until for s, until in self._cooldowns.items() if until > now}
         return {s: until - now for s, until in self._cooldowns.items()}
 
+    # -- admin tokens and audit ----------------------------------------------
+    async def put_admin_token(self, token: AdminTokenRecord) -> None:
+        self._admin_tokens[token.id] = _clone(token)
+        await self._save()
+
+    async def admin_token_by_hash(self, token_hash: str) -> AdminTokenRecord | None:
+        for token in self._admin_tokens.values():
+            if token.hash == token_hash:
+                return _clone(token)
+        return None
+
+    async def admin_tokens(self) -> list[AdminTokenRecord]:
+        return [_clone(self._admin_tokens[i]) for i in sorted(self._admin_tokens)]
+
+    async def delete_admin_token(self, token_id: str) -> bool:
+        if self._admin_tokens.pop(token_id, None) is None:
+            return False
+        await self._save()
+        return True
+
+    async def add_audit(self, record: AuditRecord) -> None:
+        self._audit.append(_clone(record))
+        self._save_soon()
+
+    async def audit(self, account_id: str | None = None, limit: int = 1000) -> list[AuditRecord]:
+        out: list[AuditRecord] = []
+        for record in reversed(self._audit):
+            if len(out) >= limit:
+                break
+            if account_id is None or record.account_id == account_id:
+                out.append(_clone(record))
+        return out
+
+    async def rekey_audit(self, account_id: str, pseudonym: str) -> int:
+        n = 0
+        for record in self._audit:
+            if record.account_id == account_id:
+                record.account_id = pseudonym
+                if record.target == account_id:
+                    record.target = pseudonym
+                n += 1
+        if n:
+            self._save_soon()
+        return n
+
     # -- invalidation ---------------------------------------------------------
     async def publish(self, channel: str, message: str) -> None:
         for callback in list(self._channels.get(channel, ())):
@@ -406,6 +456,8 @@ class MemoryStore(Store):
                 for (day, k, m), c in rows.items()
             ],
             billing=[r for records in self._billing.values() for r in records],
+            admin_tokens=list(self._admin_tokens.values()),
+            audit=list(self._audit),
         )
 
     def _load(self, snapshot: Snapshot) -> None:
@@ -420,3 +472,6 @@ class MemoryStore(Store):
             self._usage[u.account_id][(u.day, u.key_id, u.model)] = list(u.counters)
         for r in snapshot.billing:
             self._billing[r.account_id].append(r)
+        for t in snapshot.admin_tokens:
+            self._admin_tokens[t.id] = t
+        self._audit.extend(snapshot.audit)

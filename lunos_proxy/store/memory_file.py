@@ -12,7 +12,14 @@ import tempfile
 
 import msgspec
 
-from .base import AccountRecord, BillingRecord, KeyRecord, StoreError
+from .base import (
+    AccountRecord,
+    AdminTokenRecord,
+    AuditRecord,
+    BillingRecord,
+    KeyRecord,
+    StoreError,
+)
 
 __all__ = ["Snapshot", "UsageEntry", "read_snapshot", "write_snapshot"]
 
@@ -31,6 +38,8 @@ class Snapshot(msgspec.Struct, kw_only=True):
     keys: list[KeyRecord] = msgspec.field(default_factory=list)
     usage: list[UsageEntry] = msgspec.field(default_factory=list)
     billing: list[BillingRecord] = msgspec.field(default_factory=list)
+    admin_tokens: list[AdminTokenRecord] = msgspec.field(default_factory=list)
+    audit: list[AuditRecord] = msgspec.field(default_factory=list)
 
 
 _decoder = msgspec.json.Decoder(Snapshot)

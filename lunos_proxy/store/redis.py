@@ -46,8 +46,11 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from . import gcra
 from .base import (
+    AUDIT_MAX_ENTRIES,
     SLOT_RETRY,
     AccountRecord,
+    AdminTokenRecord,
+    AuditRecord,
     BillingRecord,
     KeyRecord,
     Limit,
@@ -90,6 +93,9 @@ _SCRIPTS = {
     "billing_rekey": (),
     "cool_down": (),
     "cooldowns": (),
+    "audit_add": (),
+    "audit_get": (),
+    "audit_rekey": (),
 }
 _BATCH = 1000  # ledger lines per RPUSH; Lua's unpack() has a bounded stack
 
@@ -149,6 +155,9 @@ class RedisStore(Store):
             f"{p}{{accounts}}:",
             f"{p}{{billing}}:",
         )
+        self._admin_tokens, self._audit_log = f"{p}{{admin}}:tokens", f"{p}{{audit}}:log"
+        self._token_decoder = msgspec.json.Decoder(AdminTokenRecord)
+        self._audit_decoder = msgspec.json.Decoder(AuditRecord)
         self._key_decoder = msgspec.json.Decoder(KeyRecord)
         self._account_decoder = msgspec.json.Decoder(AccountRecord)
         self._ledger_decoder = msgspec.json.Decoder(_Ledger)
@@ -405,6 +414,41 @@ class RedisStore(Store):
         flat = await self._run("cooldowns", [self._cooldown_key()])
         return {flat[i].decode(): int(flat[i + 1]) / 1000 for i in range(0, len(flat), 2)}
 
+    # -- admin tokens and audit ----------------------------------------------
+    # Tokens are few (tens): one hash, searched whole; the admin API caches.
+    async def put_admin_token(self, token: AdminTokenRecord) -> None:
+        data = msgspec.json.encode(token)
+        await self._do(lambda: self._client.hset(self._admin_tokens, token.id, data))
+
+    async def admin_token_by_hash(self, token_hash: str) -> AdminTokenRecord | None:
+        for token in await self.admin_tokens():
+            if token.hash == token_hash:
+                return token
+        return None
+
+    async def admin_tokens(self) -> list[AdminTokenRecord]:
+        raw = await self._do(lambda: self._client.hvals(self._admin_tokens))
+        return sorted((self._token_decoder.decode(r) for r in raw), key=lambda t: t.id)
+
+    async def delete_admin_token(self, token_id: str) -> bool:
+        gone = await self._do(lambda: self._client.hdel(self._admin_tokens, token_id))
+        return bool(gone)
+
+    async def add_audit(self, record: AuditRecord) -> None:
+        data = msgspec.json.encode(record)
+        await self._run("audit_add", [self._audit_log], [data, AUDIT_MAX_ENTRIES])
+
+    async def audit(self, account_id: str | None = None, limit: int = 1000) -> list[AuditRecord]:
+        needle = "" if account_id is None else _account_needle(account_id)
+        raw = await self._run("audit_get", [self._audit_log], [needle, limit])
+        records = [self._audit_decoder.decode(r) for r in raw]
+        return [r for r in records if account_id is None or r.account_id == account_id]
+
+    async def rekey_audit(self, account_id: str, pseudonym: str) -> int:
+        needle = _account_needle(account_id)
+        n: int = await self._run("audit_rekey", [self._audit_log], [needle, account_id, pseudonym])
+        return n
+
     # -- invalidation ---------------------------------------------------------
     async def publish(self, channel: str, message: str) -> None:
         name = f"{self.options.prefix}{channel}"
@@ -431,3 +475,8 @@ class RedisStore(Store):
             await self._connected.aclose()
         except _ERRORS:
             pass  # closing: a dead server has nothing left to release
+
+
+def _account_needle(account_id: str) -> bytes:
+    # How msgspec writes the field, so Lua can skip other records by plain search.
+    return b'"account_id":' + msgspec.json.encode(account_id)

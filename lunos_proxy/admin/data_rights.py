@@ -1,0 +1,106 @@
+"""The privacy policy's data rights: export everything about an account, or erase it.
+
+    GET    /admin/accounts/{account_id}/export   operator   one JSON document
+    DELETE /admin/accounts/{account_id}          full       idempotent
+
+Export holds the decrypted profile, the keys' metadata (never a hash), every
+usage row, the billing records and the audit entries about the account.
+
+Delete erases the profile (name, email, blind index), revokes and removes
+every key (announced to every instance), and erases the usage counters.
+Billing records must be kept for accounting, so they stay, moved to a
+random pseudonym that is stored nowhere else: nothing leads from it back to
+the account or the person. Audit entries about the account move to the
+same pseudonym (they hold ids and action names only); the audit record of
+the deletion itself (and of any later call naming the id) keeps the account
+id, as proof that it was erased. Deleting again finds nothing and says so.
+"""
+
+from __future__ import annotations
+
+import secrets as random
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..keys import INVALIDATE_CHANNEL
+from ..store.base import Store
+from .accounts import account_or_404, profile
+from .auth import GATEWAY, requires, secrets_of, send
+from .keys import key_view
+
+if TYPE_CHECKING:
+    from ..app import Gateway
+
+_ALL_DAYS = ("0000-00-00", "9999-99-99")
+_RETAINED_WHY = {
+    "billing_records": "kept for accounting and legal obligations (privacy policy, section 7), "
+    "re-keyed to a pseudonym with no path back to the account",
+    "audit_entries": "kept as the record of administrative actions; they hold ids and action "
+    "names only and are re-keyed to the same pseudonym",
+}
+
+
+async def _usage_events(store: Store, account_id: str) -> list[Any] | None:
+    # The meter's per-request events, where the store keeps them.
+    events = getattr(store, "usage_events", None)
+    if events is None:
+        return None
+    found: list[Any] = await events(account_id)
+    return found
+
+
+@requires("operator", "accounts.export")
+async def export_account(request: web.Request) -> web.Response:
+    store = request.app[GATEWAY].store
+    account = await account_or_404(store, request.match_info["account_id"])
+    document: dict[str, Any] = {
+        "exported_at": time.time(),
+        "account": profile(account, secrets_of(request)),
+        "keys": [key_view(k) for k in await store.keys_of(account.id)],
+        "usage": await store.usage(account.id, *_ALL_DAYS),
+        "billing": await store.billing(account.id),
+        "audit": await store.audit(account.id, limit=100_000),
+    }
+    events = await _usage_events(store, account.id)
+    if events is not None:
+        document["usage_events"] = events
+    return send(document)
+
+
+@requires("full", "accounts.delete")
+async def delete_account(request: web.Request) -> web.Response:
+    store = request.app[GATEWAY].store
+    account_id = request.match_info["account_id"]
+    had_profile = await store.account(account_id) is not None
+    keys = await store.keys_of(account_id)
+    for key in keys:
+        await store.delete_key(key.id)
+        await store.publish(INVALIDATE_CHANNEL, f"key:{key.hash}")
+    usage_rows = await store.delete_usage(account_id)
+    pseudonym = "anon_" + random.token_hex(12)
+    billing = await store.rekey_billing(account_id, pseudonym)
+    # The profile goes last, so a profile still there means this is the first
+    # (or an interrupted) deletion; afterwards only the records of the
+    # deletion and of calls since remain, and they keep the id on purpose.
+    audit = await store.rekey_audit(account_id, pseudonym) if had_profile else 0
+    await store.delete_account(account_id)
+    await store.publish(INVALIDATE_CHANNEL, f"account:{account_id}")
+    retained = [
+        {"data": name, "count": count, "why": _RETAINED_WHY[name]}
+        for name, count in (("billing_records", billing), ("audit_entries", audit))
+        if count
+    ]
+    return send(
+        {
+            "account_id": account_id,
+            "deleted": {"profile": had_profile, "keys": len(keys), "usage_rows": usage_rows},
+            "retained": retained,
+        }
+    )
+
+
+def setup(app: web.Application, gateway: Gateway) -> None:
+    app.router.add_get("/admin/accounts/{account_id}/export", export_account)
+    app.router.add_delete("/admin/accounts/{account_id}", delete_account)

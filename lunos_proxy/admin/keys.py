@@ -1,0 +1,147 @@
+"""API keys: create (the key is shown once), list (prefixes only), revoke, rotate.
+
+    POST /admin/accounts/{account_id}/keys   operator  {"name", "expires_in", "allowed_models",
+                                                        "plan", "budget_micros"}
+    GET  /admin/accounts/{account_id}/keys   read
+    GET  /admin/keys/{key_id}                read
+    POST /admin/keys/{key_id}/revoke         operator
+    POST /admin/keys/{key_id}/rotate         operator  {"grace_seconds": 86400}
+
+A revocation (and the old key's shortened life on rotation) is published
+to every instance, whose auth plugin drops the key from its cache at once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from aiohttp import web
+
+from ..keys import INVALIDATE_CHANNEL, display_prefix, new_id, new_key
+from ..store.base import KeyRecord, Store
+from .accounts import account_or_404
+from .auth import GATEWAY, admin_error, audit_about, read_body, requires, secrets_of, send
+
+if TYPE_CHECKING:
+    from ..app import Gateway
+
+__all__ = ["key_view"]
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class NewKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    expires_in: Positive | None = None  # seconds from now
+    allowed_models: Annotated[list[str], msgspec.Meta(max_length=200)] | None = None
+    plan: str | None = None
+    budget_micros: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class Rotation(msgspec.Struct, forbid_unknown_fields=True):
+    grace_seconds: Annotated[float, msgspec.Meta(ge=0)] = 86_400.0
+
+
+def key_view(k: KeyRecord) -> dict[str, Any]:
+    """A key's metadata as shown: never its hash."""
+    return {
+        "id": k.id,
+        "prefix": k.prefix,
+        "account_id": k.account_id,
+        "name": k.name,
+        "created": k.created,
+        "expires": k.expires,
+        "revoked": k.revoked,
+        "allowed_models": k.allowed_models,
+        "plan": k.plan,
+        "budget_micros": k.budget_micros,
+    }
+
+
+async def _key_or_404(store: Store, request: web.Request) -> KeyRecord:
+    key_id = request.match_info["key_id"]
+    key = await store.key_by_id(key_id)
+    if key is None:
+        raise admin_error(404, f"no key {key_id}")
+    audit_about(request, account_id=key.account_id)
+    return key
+
+
+async def _issue(request: web.Request, template: KeyRecord) -> web.Response:
+    """Make a key like `template` (new id, secret and creation time) and show it once."""
+    key = new_key()
+    template.id = new_id("key")
+    template.hash = secrets_of(request).key_hash(key)
+    template.prefix = display_prefix(key)
+    template.created = time.time()
+    store = request.app[GATEWAY].store
+    await store.put_key(template)
+    # An instance may remember this hash as unknown (someone tried it): not any more.
+    await store.publish(INVALIDATE_CHANNEL, f"key:{template.hash}")
+    return send({**key_view(template), "key": key}, 201)
+
+
+@requires("operator", "keys.create")
+async def create_key(request: web.Request) -> web.Response:
+    body = await read_body(request, NewKey)
+    account = await account_or_404(request.app[GATEWAY].store, request.match_info["account_id"])
+    template = KeyRecord(
+        id="",
+        hash="",
+        prefix="",
+        account_id=account.id,
+        name=body.name,
+        expires=None if body.expires_in is None else time.time() + body.expires_in,
+        allowed_models=body.allowed_models,
+        plan=body.plan,
+        budget_micros=body.budget_micros,
+    )
+    return await _issue(request, template)
+
+
+@requires("read", "keys.list")
+async def list_keys(request: web.Request) -> web.Response:
+    store = request.app[GATEWAY].store
+    account = await account_or_404(store, request.match_info["account_id"])
+    return send({"keys": [key_view(k) for k in await store.keys_of(account.id)]})
+
+
+@requires("read", "keys.show")
+async def show_key(request: web.Request) -> web.Response:
+    return send(key_view(await _key_or_404(request.app[GATEWAY].store, request)))
+
+
+@requires("operator", "keys.revoke")
+async def revoke_key(request: web.Request) -> web.Response:
+    store = request.app[GATEWAY].store
+    key = await _key_or_404(store, request)
+    key.revoked = True
+    await store.put_key(key)
+    await store.publish(INVALIDATE_CHANNEL, f"key:{key.hash}")
+    return send(key_view(key))
+
+
+@requires("operator", "keys.rotate")
+async def rotate_key(request: web.Request) -> web.Response:
+    body = await read_body(request, Rotation)
+    store = request.app[GATEWAY].store
+    old = await _key_or_404(store, request)
+    if old.revoked:
+        raise admin_error(409, f"key {old.id} is revoked; create a new one instead")
+    successor = msgspec.structs.replace(old)
+    response = await _issue(request, successor)
+    ends = time.time() + body.grace_seconds
+    old.expires = ends if old.expires is None else min(old.expires, ends)
+    await store.put_key(old)
+    await store.publish(INVALIDATE_CHANNEL, f"key:{old.hash}")
+    return response
+
+
+def setup(app: web.Application, gateway: Gateway) -> None:
+    app.router.add_post("/admin/accounts/{account_id}/keys", create_key)
+    app.router.add_get("/admin/accounts/{account_id}/keys", list_keys)
+    app.router.add_get("/admin/keys/{key_id}", show_key)
+    app.router.add_post("/admin/keys/{key_id}/revoke", revoke_key)
+    app.router.add_post("/admin/keys/{key_id}/rotate", rotate_key)

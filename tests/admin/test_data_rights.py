@@ -1,0 +1,158 @@
+"""Encryption at rest, export and deletion, checked by scanning everything the store holds."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+
+from lunos_proxy.store.base import BillingRecord, UsageDelta
+from tests.auth_support import admin, auth_config, chat
+from tests.conftest import GatewayFactory, Running
+from tests.fakes import FakeProvider
+
+NAME, EMAIL = "Grace Hopper", "grace.hopper@navy.example"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def setup(request: pytest.FixtureRequest, provider: FakeProvider, make_gateway: GatewayFactory,
+                tmp_path: Path) -> dict[str, Any]:
+    if request.param == "memory":
+        path = tmp_path / "lunos.json"
+        gw = await make_gateway(auth_config(provider.base_url, store_url=f"memory://{path}"))
+        return {"gw": gw, "backend": "memory", "path": path}
+    url = request.getfixturevalue("redis_url")
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    gw = await make_gateway(auth_config(provider.base_url, store_url=url, store_options={"prefix": prefix}))
+    return {"gw": gw, "backend": "redis", "url": url, "prefix": prefix}
+
+
+async def dump(s: dict[str, Any]) -> bytes:
+    store = s["gw"].gateway.store
+    if s["backend"] == "memory":
+        await store._save()  # what `close` and the write-behind timer do
+        return bytes(s["path"].read_bytes())
+    client = redis.from_url(s["url"])
+    out = []
+    try:
+        async for key in client.scan_iter(match=s["prefix"] + "*"):
+            kind = (await client.type(key)).decode()
+            value: Any = {
+                "string": client.get, "hash": client.hgetall, "list": lambda k: client.lrange(k, 0, -1),
+                "set": client.smembers, "zset": lambda k: client.zrange(k, 0, -1),
+            }[kind](key)
+            out.append(repr((key, await value)).encode())
+    finally:
+        await client.aclose()
+    return b"\n".join(out)
+
+
+def traces(blob: bytes, *secrets: str) -> list[str]:
+    low = blob.lower()
+    return [s for s in secrets if s.lower().encode() in low]
+
+
+async def make_everything(gw: Running) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    status, account = await admin(gw, "POST", "/admin/accounts", {"name": NAME, "email": EMAIL, "plan": "pro"})
+    assert status == 201
+    keys = [(await admin(gw, "POST", f"/admin/accounts/{account['id']}/keys", {"name": n}))[1] for n in ("a", "b")]
+    assert (await chat(gw, keys[0]["key"]))[0] == 200
+    store = gw.gateway.store
+    await store.add_usage([
+        UsageDelta(account_id=account["id"], key_id=keys[0]["id"], model="gpt-test", day="2026-11-01",
+                   input_tokens=11, output_tokens=6, cost_micros=700),
+        UsageDelta(account_id=account["id"], key_id=keys[1]["id"], model="gpt-test", day="2026-11-02",
+                   input_tokens=5, output_tokens=1, cost_micros=300),
+    ])
+    await store.add_billing([
+        BillingRecord(id=f"bill-{i}", account_id=account["id"], period="2026-11", model="gpt-test", requests=1,
+                      input_tokens=10 * i, output_tokens=i, cost_micros=1000 * i, created=1_790_000_000.0 + i)
+        for i in (1, 2, 3)
+    ])
+    return account, keys
+
+
+async def test_name_email_and_keys_are_never_stored_in_plaintext(setup: dict[str, Any]) -> None:
+    gw = setup["gw"]
+    account, keys = await make_everything(gw)
+    blob = await dump(setup)
+    assert account["id"].encode() in blob  # the scan does see the records
+    assert traces(blob, NAME, EMAIL, "grace", "hopper", keys[0]["key"], keys[1]["key"]) == []
+
+
+async def test_export_holds_every_record_made_for_the_account(setup: dict[str, Any]) -> None:
+    gw = setup["gw"]
+    account, keys = await make_everything(gw)
+    status, doc = await admin(gw, "GET", f"/admin/accounts/{account['id']}/export")
+    assert status == 200
+    assert doc["account"] == account
+    assert [k["id"] for k in doc["keys"]] == sorted(k["id"] for k in keys)
+    assert all("hash" not in k and "key" not in k for k in doc["keys"])
+    assert [(u["day"], u["key_id"], u["input_tokens"], u["cost_micros"]) for u in doc["usage"]] == [
+        ("2026-11-01", keys[0]["id"], 11, 700), ("2026-11-02", keys[1]["id"], 5, 300)]
+    assert [b["id"] for b in doc["billing"]] == ["bill-1", "bill-2", "bill-3"]
+    assert [e["action"] for e in reversed(doc["audit"])] == ["accounts.create", "keys.create", "keys.create"]
+    assert {e["account_id"] for e in doc["audit"]} == {account["id"]}
+
+
+async def test_delete_erases_person_and_keys_keeps_billing_totals_and_is_idempotent(setup: dict[str, Any]) -> None:
+    gw = setup["gw"]
+    account, keys = await make_everything(gw)
+    store = gw.gateway.store
+    status, report = await admin(gw, "DELETE", f"/admin/accounts/{account['id']}")
+    assert status == 200
+    assert report["deleted"] == {"profile": True, "keys": 2, "usage_rows": 2}
+    assert [(r["data"], r["count"]) for r in report["retained"]] == [("billing_records", 3), ("audit_entries", 3)]
+    assert all(r["why"] for r in report["retained"])
+
+    status, body = await chat(gw, keys[0]["key"])
+    assert (status, body["error"]["message"]) == (401, "Incorrect API key provided.")
+    assert (await admin(gw, "GET", f"/admin/accounts/{account['id']}"))[0] == 404
+    assert (await admin(gw, "GET", f"/admin/accounts/{account['id']}/export"))[0] == 404
+    assert await store.billing(account["id"]) == []
+    assert await store.usage(account["id"], "0000", "9999") == []
+
+    blob = await dump(setup)
+    assert traces(blob, NAME, EMAIL, "grace", "hopper", keys[0]["key"], keys[1]["key"], keys[0]["prefix"],
+                  keys[1]["prefix"]) == []
+    # The retained ledger lines still add up to the same totals, under a pseudonym.
+    anon = {e.account_id for e in await store.audit() if e.account_id.startswith("anon_")}
+    [pseudonym] = anon
+    assert pseudonym not in json.dumps(report)
+    kept = await store.billing(pseudonym)
+    assert [b.id for b in kept] == ["bill-1", "bill-2", "bill-3"]
+    assert (sum(b.cost_micros for b in kept), sum(b.input_tokens for b in kept)) == (6000, 60)
+
+    status, again = await admin(gw, "DELETE", f"/admin/accounts/{account['id']}")
+    assert status == 200
+    assert again == {"account_id": account["id"], "deleted": {"profile": False, "keys": 0, "usage_rows": 0},
+                     "retained": []}
+
+
+async def test_rotated_encryption_key_reencrypts_old_accounts(
+    provider: FakeProvider, make_gateway: GatewayFactory, redis_url: str
+) -> None:
+    from lunos_proxy.crypto import generate_encryption_key
+
+    prefix = {"prefix": f"t{uuid.uuid4().hex[:10]}:"}
+    old, new = generate_encryption_key(), generate_encryption_key()
+
+    def config(keys: str) -> dict[str, Any]:
+        c = auth_config(provider.base_url, store_url=redis_url, store_options=prefix)
+        c["secrets"]["encryption_keys"] = keys
+        return c
+
+    before = await make_gateway(config(old))
+    account = (await admin(before, "POST", "/admin/accounts", {"name": NAME, "email": EMAIL}))[1]
+    during = await make_gateway(config(f"{new},{old}"))
+    assert (await admin(during, "GET", f"/admin/accounts/{account['id']}"))[1]["name"] == NAME
+    status, done = await admin(during, "POST", "/admin/accounts/reencrypt")
+    assert (status, done) == (200, {"key_id": new.split(":")[0], "accounts": 1, "reencrypted": 1})
+    after = await make_gateway(config(new))  # the old key is gone for good
+    shown = (await admin(after, "GET", f"/admin/accounts/{account['id']}"))[1]
+    assert (shown["name"], shown["email"]) == (NAME, EMAIL)
+    assert (await admin(during, "POST", "/admin/accounts/reencrypt"))[1]["reencrypted"] == 0
