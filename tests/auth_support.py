@@ -9,11 +9,10 @@ from lunos_proxy.config import SecretsConfig
 from lunos_proxy.crypto import load_secrets
 from lunos_proxy.keys import display_prefix, new_id, new_key
 from lunos_proxy.store.base import AccountRecord, KeyRecord, Store
-from tests.conftest import basic_config
+from tests.conftest import ADMIN_TOKEN, basic_config
 
 HASH_SECRET = "test-hash-secret-0123456789abcdef-0123456789"
 ENCRYPTION_KEY = "k1:" + "A" * 43  # 32 zero bytes, base64url
-ADMIN_TOKEN = "lat-test-bootstrap-admin-token-0123456789abcdef"
 SECRETS = {"hash_secret": HASH_SECRET, "encryption_keys": ENCRYPTION_KEY}
 STATIC_KEY = "lk-static-test-key-0123456789abcdefghijklmnopqrstuv"
 

@@ -42,6 +42,11 @@ class Running:
         return self.url + "/v1"
 
 
+# The full-scope admin token every test config accepts (admin API calls send it).
+ADMIN_TOKEN = "lat-test-bootstrap-admin-token-0123456789abcdef"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 def basic_config(provider_url: str, *, fmt: str = "openai", **extra: Any) -> dict[str, Any]:
     """A config with one fake provider serving `gpt-test` and `claude-test`."""
     config: dict[str, Any] = {
@@ -60,6 +65,7 @@ def basic_config(provider_url: str, *, fmt: str = "openai", **extra: Any) -> dic
             "claude-test": {"deployments": [{"provider": "fake-anthropic", "model": "claude-upstream"}]},
         },
         "pipeline": [{"name": "request_id"}],
+        "admin": {"token": ADMIN_TOKEN},
     }
     config.update(extra)
     return config

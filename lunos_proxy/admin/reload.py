@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .auth import requires
+
 if TYPE_CHECKING:
     from ..app import Gateway
 
 
 def setup(app: web.Application, gateway: Gateway) -> None:
+    @requires("operator", "config.reload")
     async def reload(request: web.Request) -> web.Response:
         result = await gateway.reload()
         if not result.applied:

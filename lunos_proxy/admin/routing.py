@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..routing.state import Registry
+from .auth import requires
 
 if TYPE_CHECKING:
     from ..app import Gateway
 
 
 def setup(app: web.Application, gateway: Gateway) -> None:
+    @requires("read", "routing.show")
     async def routing(request: web.Request) -> web.Response:
         registry = gateway.lasting.get("router")
         states = registry.snapshot() if isinstance(registry, Registry) else []

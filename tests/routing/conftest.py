@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN
 from tests.fakes import FakeProvider
 
 ProviderFactory = Callable[[int], Awaitable[list[FakeProvider]]]
@@ -64,6 +65,7 @@ def router_config(
     regions = regions or {}
     return {
         "store": {"url": store, "options": store_options or {}},
+        "admin": {"token": ADMIN_TOKEN},
         "providers": {
             name: {"format": "openai", "base_url": fake.base_url, "api_key": f"sk-{name}",
                    "region": regions.get(name, "")}
@@ -97,7 +99,7 @@ def error_of(body: bytes) -> dict[str, Any]:
 
 async def admin_json(admin_url: str, path: str) -> Any:
     async with aiohttp.ClientSession() as s:
-        async with s.get(admin_url + path) as r:
+        async with s.get(admin_url + path, headers=ADMIN_HEADERS) as r:
             assert r.status == 200, await r.text()
             return await r.json()
 

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from tests.conftest import GatewayFactory, Running
+from tests.conftest import ADMIN_HEADERS, GatewayFactory, Running
 from tests.routing.conftest import (
     ProviderFactory,
     chat,
@@ -22,7 +22,7 @@ from tests.routing.conftest import (
 
 
 async def reload(gw: Running) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as s, s.post(gw.admin_url + "/admin/reload") as r:
+    async with aiohttp.ClientSession() as s, s.post(gw.admin_url + "/admin/reload", headers=ADMIN_HEADERS) as r:
         return r.status, await r.json()
 
 
