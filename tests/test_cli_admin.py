@@ -87,3 +87,11 @@ def test_secrets_generate_prints_usable_environment_values(capsys: pytest.Captur
     assert set(env) == {"LUNOS_HASH_SECRET", "LUNOS_ENCRYPTION_KEYS"}
     s = Secrets(env["LUNOS_HASH_SECRET"], env["LUNOS_ENCRYPTION_KEYS"], [])
     assert s.decrypt(s.encrypt("x", "c"), "c") == "x" and len(env["LUNOS_HASH_SECRET"]) >= 32
+
+
+def test_check_warns_about_development_secrets_in_the_shipped_config(capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert main(["check", "--config", str(root / "config" / "lunos.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "lunos.yaml: warning: secrets: hash_secret is the published development default" in err
+    assert "data/lunos-secrets.json" in err  # to be generated, or generated: development only either way

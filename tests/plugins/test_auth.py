@@ -143,3 +143,20 @@ async def test_failures_are_reported_to_the_address_guard_and_its_ban_is_honoure
     status, refused = await post(url, {"Authorization": f"Bearer {STATIC_KEY}"}, body)
     assert (status, refused["error"]["message"]) == (429, "Too many failed attempts.")
     assert (guard.checked, guard.failures) == (4, 2)
+
+
+async def test_with_the_abuse_plugin_repeated_bad_keys_ban_the_address(
+    provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    config = auth_config(provider.base_url)
+    config["pipeline"].append({"name": "abuse", "settings": {
+        "auth_failures": {"limit": 2, "window": 60, "ban_seconds": 60}}})
+    gw = await make_gateway(config)
+    url, body = gw.v1 + "/chat/completions", {"model": "gpt-test", "messages": MSG}
+    good = {"Authorization": f"Bearer {STATIC_KEY}"}
+    assert (await post(url, good, body))[0] == 200
+    statuses = [(await post(url, {"x-api-key": f"lk-guess-{i}"}, body))[0] for i in range(3)]
+    assert statuses[:2] == [401, 401] and statuses[2] == 429
+    # The address is banned now: the good key is refused too, before it is looked at.
+    assert (await post(url, good, body))[0] == 429
+    assert len(provider.received) == 1
