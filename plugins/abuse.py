@@ -125,16 +125,22 @@ class Abuse(Plugin):
         self._check_headers(request)
         if sizes.max_body_bytes is not None and not sizes.shadow:
             exchange.body_limit = min(exchange.body_limit, sizes.max_body_bytes)
-        exchange = await read_request(request)
+        try:
+            exchange = await read_request(request)
+        except BodyTooLarge:
+            self.services.metrics.abuse_refusals.labels("size", "enforced").inc()
+            raise
         self._check_body(exchange)
         charge, bans = self._charge(exchange, request)
         if not charge.limits and not charge.slots and not bans:
-            return await handler(request)
+            response = await handler(request)
+            self._observe(exchange, _used(exchange, charge.reserved))
+            return response
         lease = os.urandom(9).hex() if charge.slots else ""
         verdict, backend = await self.failover.hit(
             charge.tag, charge.limits, bans, charge.slots, lease
         )
-        self._judge(exchange, charge, verdict)
+        self._judge(exchange, charge, verdict, backend)
         renewal = _Renewal(self, backend, charge.tag, charge.slots, lease)
         try:
             return await handler(request)
@@ -212,11 +218,14 @@ class Abuse(Plugin):
                              reserve, False, ttl)
         return charge, []
 
-    def _judge(self, exchange: Exchange, charge: Charge, verdict: Verdict) -> None:
+    def _judge(self, exchange: Exchange, charge: Charge, verdict: Verdict, backend: Store) -> None:
         """Headers for every response, shadow counts, and the refusal if any."""
         metrics = self.services.metrics
         exchange.token_estimate = charge.reserved
-        rate_limit_headers(exchange.wire, charge.limits, charge.kinds, verdict.states,
+        applied = charge.limits
+        if backend is self.failover.local:
+            applied = self.failover.scaled(applied)
+        rate_limit_headers(exchange.wire, applied, charge.kinds, verdict.states,
                            exchange.response_headers)
         refused_by, scope = "", ""
         for lim, kind, st in zip(charge.limits, charge.kinds, verdict.states, strict=True):
@@ -247,17 +256,14 @@ class Abuse(Plugin):
     async def _settle(
         self, exchange: Exchange, charge: Charge, verdict: Verdict, backend: Store, lease: str
     ) -> None:
-        usage = exchange.usage
-        if usage.source != "none":
-            used = usage.input_tokens + usage.output_tokens
-        elif not exchange.timings.upstream_start:
-            used = 0  # never reached a provider
-        else:
-            used = charge.reserved  # no usage known: the reservation stands
+        used = _used(exchange, charge.reserved)
         charges = charge.settlement(used, [st.admitted for st in verdict.states])
         slots = [slot.key for slot in charge.slots]
         if charges or slots:
             await self.failover.settle(backend, charge.tag, charges, slots, lease)
+        self._observe(exchange, used)
+
+    def _observe(self, exchange: Exchange, used: int) -> None:
         principal = exchange.principal
         if principal is not None and used and self.settings.anomaly.enabled:
             if self.anomaly.observe(principal.account_id, used):
@@ -266,6 +272,16 @@ class Abuse(Plugin):
                     "account token rate far above its baseline",
                     extra={"event": "anomaly_flagged", "account_id": principal.account_id},
                 )
+
+
+def _used(exchange: Exchange, reserved: int) -> int:
+    """The tokens a finished request is charged: its usage, else its reservation."""
+    usage = exchange.usage
+    if usage.source != "none":
+        return usage.input_tokens + usage.output_tokens
+    if not exchange.timings.upstream_start:
+        return 0  # never reached a provider
+    return reserved  # no usage known: the reservation stands
 
 
 # Counter key prefix -> the scope lunos_limit_refusals counts it under.

@@ -73,13 +73,17 @@ class Failover:
                 "Rate limiting is unavailable; please retry shortly.",
                 headers={"Retry-After": "1"},
             )
-        scaled = [
-            Limit(lim.key, self._scale(lim.limit), lim.window, lim.cost, lim.shadow)
-            for lim in limits
-        ]
+        scaled = self.scaled(limits)
         local_slots = [Slot(s.key, self._scale(s.limit), s.ttl, s.shadow) for s in slots]
         # Bans are enforced from the local ban table meanwhile (see bans.py).
         return await self.local.hit(tag, scaled, (), local_slots, lease), self.local
+
+    def scaled(self, limits: Sequence[Limit]) -> list[Limit]:
+        """`limits` as the local limiter applies them: each at `share`."""
+        return [
+            Limit(lim.key, self._scale(lim.limit), lim.window, lim.cost, lim.shadow)
+            for lim in limits
+        ]
 
     def _scale(self, limit: int) -> int:
         return max(1, math.floor(limit * self.share)) if limit > 0 else 0
@@ -88,7 +92,7 @@ class Failover:
         self, backend: Store, tag: str, charges: Sequence[Limit], slots: Sequence[str], lease: str
     ) -> None:
         if backend is self.local:
-            charges = [Limit(c.key, self._scale(c.limit), c.window, c.cost) for c in charges]
+            charges = self.scaled(charges)
         try:
             await backend.settle(tag, charges, slots, lease)
         except StoreError as e:

@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from lunos_proxy.store import Slot
+from lunos_proxy.store.redis import RedisStore
 from tests.conftest import GatewayFactory, Running
 from tests.fakes import COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
 from tests.limits.fakes import abuse_fakes  # noqa: F401 - fixture
@@ -157,3 +159,41 @@ async def test_redis_killed_during_load_follows_the_policy_and_recovers(
                 gw, "lunos_limits_store_degraded") == 0
 
         await eventually_async(recovered, timeout=10)
+
+
+async def test_a_crashed_instances_concurrency_lease_expires(
+    redis_url: str, provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    settings = plan(key={"concurrent": 1}) | {"concurrency_ttl": 3}
+    gw = await make_gateway(abuse_config(provider.base_url, settings, store=redis_url,
+                                         prefix=prefix))
+    crashed = RedisStore(redis_url, prefix=prefix)  # took a slot, then never gave it back
+    await crashed.start()
+    try:
+        taken = await crashed.hit("acct:acct1", [], slots=[Slot("k:key1:conc", 1, ttl=3)],
+                                  lease="lost")
+    finally:
+        await crashed.close()
+    assert taken.allowed
+    async with aiohttp.ClientSession() as s:
+        assert (await post(s, gw))[0] == 429
+
+        async def served() -> bool:
+            return (await post(s, gw))[0] == 200
+
+        await eventually_async(served, timeout=8)
+
+
+async def test_failing_open_holds_each_instance_to_its_share_of_the_limit(
+    redis_server: RedisServer, provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    settings = plan(key={"requests_per_minute": 10}) | {
+        "on_store_failure": "fail_open", "local_share": 0.5}
+    gw = await make_gateway(abuse_config(provider.base_url, settings, store=redis_server.url,
+                                         timeout=0.5, connect_timeout=0.5))
+    redis_server.stop()
+    async with aiohttp.ClientSession() as s:
+        answers = [await post(s, gw) for _ in range(7)]
+    assert [a[0] for a in answers] == [200] * 5 + [429] * 2
+    assert answers[0][1]["x-ratelimit-limit-requests"] == "5"
