@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers import OUT, PATH, Failure, pinned, request_body
+from servers import OUT, PATH, SPAWN, Failure, pinned, prioritise, request_body
 
 WRK_SCRIPT = """\
 wrk.method = "POST"
@@ -49,7 +49,6 @@ class Load:
     connections: int
     threads: int
     core: int | None  # where wrk runs
-    patience: float  # longest wait for a quiet machine before a row
 
 
 @dataclass(frozen=True)
@@ -73,8 +72,20 @@ def run_wrk(url: str, script: Path, seconds: float, load: Load) -> WrkResult:
         str(script),
         url + PATH,
     ]
-    proc = subprocess.run(pinned(cmd, load.core), capture_output=True, text=True, cwd=OUT)
-    raw = proc.stdout + proc.stderr
+    with subprocess.Popen(
+        pinned(cmd, load.core),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=OUT,
+        **SPAWN,
+    ) as proc:
+        prioritise(proc.pid)
+        try:
+            raw, _ = proc.communicate()
+        except BaseException:
+            proc.kill()
+            raise
     if proc.returncode != 0:
         raise Failure(f"wrk exited with {proc.returncode}:\n{raw}")
     line = next((x for x in raw.splitlines() if x.startswith("BENCH_RESULT ")), None)

@@ -52,6 +52,7 @@ from servers import (
     HOST,
     OUT,
     ROOT,
+    SPAWN,
     Cores,
     Failure,
     Server,
@@ -60,18 +61,18 @@ from servers import (
     choose_cores,
     free_port,
     pinned,
+    prioritise,
     probe,
     python,
     start,
-    wait_until_quiet,
 )
 
 TARGETS = ("direct", "floor", "lunos")
 MIN_RATIO = 0.85
 MAX_RSS_MB = 100.0
-# A round during which processes outside the bench used this much of a core
-# (or the hypervisor stole it) is left out of the medians when others were quiet.
-NOISY_PERCENT = 10.0
+# A round in which the server spent this share of the time waiting for its
+# core is left out of the medians when a calmer round exists.
+NOISY_PERCENT = 5.0
 
 
 def lunos_command(config: Path, port: int, admin_port: int) -> list[str]:
@@ -94,7 +95,12 @@ def slug(name: str) -> str:
 
 
 def start_lunos(
-    case: Case, upstream: Server, extra: dict[str, Any], core: int | None, timeout: float
+    case: Case,
+    upstream: Server,
+    extra: dict[str, Any],
+    core: int | None,
+    timeout: float,
+    src: Path,
 ) -> Server:
     port, admin_port = free_port(), free_port()
     cfg = deep_merge(case.lunos_config(upstream.url, OUT), extra)
@@ -102,7 +108,8 @@ def start_lunos(
     config = OUT / f"lunos-{slug(case.name)}.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     cmd = pinned(lunos_command(config, port, admin_port), core)
-    return start(f"lunos-{slug(case.name)}", cmd, port, case.stream, timeout)
+    # `python -m` imports lunos_proxy and plugins from the working directory first.
+    return start(f"lunos-{slug(case.name)}", cmd, port, case.stream, timeout, cwd=src)
 
 
 def start_fake(name: str, core: int | None) -> Server:
@@ -124,7 +131,7 @@ class Sample:
     p99_ms: float
     rss_mb: float
     cpu_percent: float
-    other_percent: float
+    wait_percent: float
 
     @property
     def cpu_us(self) -> float:
@@ -143,7 +150,10 @@ def py_spy(pid: int, out: Path | None, seconds: float, core: int | None) -> Iter
     cmd = [exe, "record", "-p", str(pid), "-d", str(max(1, int(seconds))),
            "-f", fmt, "-o", str(out)]  # fmt: skip
     try:
-        spy = subprocess.Popen(pinned(cmd, core), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        spy = subprocess.Popen(
+            pinned(cmd, core), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **SPAWN
+        )
+        prioritise(spy.pid)
     except OSError as e:
         raise Failure(f"py-spy could not start ({e}): .venv/bin/pip install py-spy") from None
     try:
@@ -158,7 +168,6 @@ def py_spy(pid: int, out: Path | None, seconds: float, core: int | None) -> Iter
 
 def measure(
     server: Server,
-    upstream: Server,
     case: Case,
     target: str,
     script: Path,
@@ -166,11 +175,10 @@ def measure(
     profile: Path | None = None,
 ) -> Sample:
     try:
-        wait_until_quiet(NOISY_PERCENT, load.patience)
         if load.warmup > 0:
             run_wrk(server.url, script, load.warmup, load)
         with (
-            Watch(server.pid, upstream.pid) as watch,
+            Watch(server.pid) as watch,
             py_spy(server.pid, profile, load.duration, load.core),
         ):
             result = run_wrk(server.url, script, load.duration, load)
@@ -187,7 +195,7 @@ def measure(
         result.p99_ms,
         watch.peak_mb,
         watch.cpu_percent,
-        watch.other_percent,
+        watch.wait_percent,
     )
 
 
@@ -206,11 +214,11 @@ class Report:
     def kept(self, case: str, target: str) -> list[Sample]:
         """The rounds that ran on a quiet machine, or all of them if none did."""
         got = self.samples.get((case, target), [])
-        return [s for s in got if s.other_percent < NOISY_PERCENT] or got
+        return [s for s in got if s.wait_percent < NOISY_PERCENT] or got
 
     def noisy(self, case: str, target: str) -> bool:
         kept = self.kept(case, target)
-        return bool(kept) and statistics.median(s.other_percent for s in kept) >= NOISY_PERCENT
+        return bool(kept) and statistics.median(s.wait_percent for s in kept) >= NOISY_PERCENT
 
     def cpu_us(self, case: str, target: str) -> float | None:
         kept = self.kept(case, target)
@@ -223,22 +231,22 @@ class Report:
     def table(self) -> str:
         lines = [
             "| case | target | req/s | p50 ms | p99 ms | peak RSS MB | CPU % | CPU us/req "
-            "| other load % | rounds | vs floor |",
+            "| wait % | rounds | vs floor |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for (case, target), got in self.samples.items():
             kept = self.kept(case, target)
             rps = statistics.median(s.rps for s in kept)
-            other = statistics.median(s.other_percent for s in kept)
+            wait = statistics.median(s.wait_percent for s in kept)
             floor = self.rps(case, "floor")
             lines.append(
-                f"| {case} | {target} | {rps:,.0f}{' (noisy)' if other >= NOISY_PERCENT else ''} "
+                f"| {case} | {target} | {rps:,.0f}{' (noisy)' if wait >= NOISY_PERCENT else ''} "
                 f"| {statistics.median(s.p50_ms for s in kept):.2f} "
                 f"| {statistics.median(s.p99_ms for s in kept):.2f} "
                 f"| {max(s.rss_mb for s in got):.1f} "
                 f"| {statistics.median(s.cpu_percent for s in kept):.0f} "
                 f"| {statistics.median(s.cpu_us for s in kept):.0f} "
-                f"| {other:.0f} | {len(kept)}/{len(got)} "
+                f"| {wait:.0f} | {len(kept)}/{len(got)} "
                 f"| {f'{rps / floor:.2f}' if floor else '-'} |"
             )
         return "\n".join(lines)
@@ -274,10 +282,10 @@ class Report:
 
 
 def profile_path(fmt: str | None, case: Case, target: str, round_no: int) -> Path | None:
-    if fmt is None or target != "lunos":
+    if fmt is None:
         return None
     suffix = {"flamegraph": "svg", "speedscope": "json", "raw": "folded"}[fmt]
-    return OUT / f"profile-{slug(case.name)}-{round_no}.{suffix}"
+    return OUT / f"profile-{slug(case.name)}-{target}-{round_no}.{suffix}"
 
 
 def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
@@ -286,7 +294,7 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
     extra: dict[str, Any] = {}
     if args.config_extra is not None:
         extra = yaml.safe_load(args.config_extra.read_text()) or {}
-    load = Load(args.duration, args.warmup, args.connections, 1, cores.load, args.patience)
+    load = Load(args.duration, args.warmup, args.connections, 1, cores.load)
     servers: list[Server] = []
     try:
         upstream = start_fake("upstream", cores.upstream)
@@ -303,7 +311,9 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
             lunos = None
             if "lunos" in targets:
                 try:
-                    lunos = start_lunos(case, upstream, extra, cores.server, args.lunos_timeout)
+                    lunos = start_lunos(
+                        case, upstream, extra, cores.server, args.lunos_timeout, args.lunos_src
+                    )
                     under_test["lunos"] = lunos
                 except Failure as e:
                     report.fail(str(e))
@@ -312,23 +322,14 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
                     for target, server in list(under_test.items()):
                         print(f"  {case.name} / {target}: round {n}/{args.rounds}",
                               file=sys.stderr, flush=True)  # fmt: skip
+                        profile = profile_path(args.profile, case, target, n)
                         try:
-                            report.add(
-                                case.name,
-                                target,
-                                measure(
-                                    server,
-                                    upstream,
-                                    case,
-                                    target,
-                                    script,
-                                    load,
-                                    profile_path(args.profile, case, target, n),
-                                ),
-                            )
+                            sample = measure(server, case, target, script, load, profile)
                         except Failure as e:
                             report.fail(str(e))
                             del under_test[target]
+                        else:
+                            report.add(case.name, target, sample)
             finally:
                 if lunos is not None:
                     lunos.stop()
@@ -359,9 +360,9 @@ def markdown(report: Report, args: argparse.Namespace, cores: Cores) -> str:
         f"- load: {wrk.split(' Copyright')[0].strip() or 'wrk'}, 1 thread x "
         f"{args.connections} connections, closed loop, {args.warmup:g} s warmup + "
         f"{args.duration:g} s per row{rounds}",
-        f"- placement: {cores.describe()}",
+        f"- placement: {cores.describe()}; niceness {os.getpriority(os.PRIO_PROCESS, 0)}",
         *(
-            [f"- Lunos profiled with py-spy ({args.profile}): its numbers are lowered"]
+            [f"- profiled with py-spy ({args.profile}): the numbers are lowered"]
             if args.profile
             else []
         ),
@@ -372,9 +373,9 @@ def markdown(report: Report, args: argparse.Namespace, cores: Cores) -> str:
     lines += [
         "req/s, p50 and p99 are medians over the rounds kept; peak RSS is the server's",
         "highest resident memory; CPU % is the server's share of its core and CPU us/req",
-        "its CPU time per request; other load is CPU used outside the bench (in % of a",
-        "core, including time stolen by the hypervisor). Rounds with other load >=",
-        f"{NOISY_PERCENT:.0f} % are dropped unless no round was quieter (then: noisy).",
+        "its CPU time per request; wait % is how long the server sat ready to run",
+        "while other processes had its core. Rounds with wait >=",
+        f"{NOISY_PERCENT:.0f} % are dropped unless no round was calmer (then: noisy).",
         "",
     ]
     verdicts = report.verdicts()
@@ -414,10 +415,11 @@ def parse_args() -> argparse.Namespace:
         help="interleaved rounds per case; the table shows medians (default 1)",
     )
     p.add_argument(
-        "--patience",
-        type=float,
-        default=30.0,
-        help="seconds to wait before each row for other processes to quieten down (default 30)",
+        "--nice",
+        type=int,
+        default=-20,
+        help="niceness of the bench and every process it starts, so that other jobs on "
+        "the machine disturb it less (default -20; needs root, else ignored)",
     )
     p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     p.add_argument(
@@ -435,8 +437,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--profile",
         choices=("flamegraph", "speedscope", "raw"),
-        help="record Lunos with py-spy during each measured run into "
-        "bench/out/profile-CASE-ROUND.*; slows Lunos, so not for published numbers",
+        help="record each target with py-spy during its measured runs into "
+        "bench/out/profile-CASE-TARGET-ROUND.*; slows it, so not for published numbers",
+    )
+    p.add_argument(
+        "--lunos-src",
+        type=Path,
+        default=ROOT,
+        metavar="DIR",
+        help="run Lunos from this checkout (e.g. a git worktree of a branch to compare)",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument(
@@ -463,6 +472,10 @@ def main() -> int:
     if cores.load is not None:
         os.sched_setaffinity(0, {cores.load})  # keep the watcher off the measured core
     print(f"placement: {cores.describe()}", file=sys.stderr)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by every child
+    except OSError as e:
+        print(f"cannot set niceness {args.nice} ({e.strerror}): running at 0", file=sys.stderr)
     report = Report()
     try:
         bench(args, cores, report)

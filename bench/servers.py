@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,6 +63,22 @@ def choose_cores(pin: bool) -> Cores:
 def pinned(cmd: list[str], core: int | None) -> list[str]:
     # taskset execs the command, so the child's pid stays the server's pid.
     return cmd if core is None else ["taskset", "-c", str(core), *cmd]
+
+
+def prioritise(pid: int) -> None:
+    """Give a process started with SPAWN the driver's niceness (see --nice).
+
+    With sched_autogroup the kernel schedules each session as one group and
+    niceness only ranks processes within it; so every process the bench
+    starts has a session of its own, and that session's group is reniced.
+    """
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as f:
+        f.write(str(nice))
+
+
+# How the bench starts every process (server, wrk, py-spy); then prioritise().
+SPAWN: dict[str, Any] = {"start_new_session": True}
 
 
 def python() -> str:
@@ -138,7 +155,9 @@ class Server:
                 self.proc.wait()
 
 
-def start(name: str, cmd: list[str], port: int, stream: bool, timeout: float) -> Server:
+def start(
+    name: str, cmd: list[str], port: int, stream: bool, timeout: float, cwd: Path = ROOT
+) -> Server:
     """Start a server and wait until it answers a real request correctly.
 
     Its output goes to bench/out/NAME.log; a failure carries the log's tail.
@@ -146,8 +165,9 @@ def start(name: str, cmd: list[str], port: int, stream: bool, timeout: float) ->
     log = OUT / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, **SPAWN
         )
+    prioritise(proc.pid)
     server = Server(name, f"http://{HOST}:{port}", proc, log)
     label = name.split("-")[0]
     deadline = time.monotonic() + timeout
@@ -202,86 +222,56 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def _cpu_seconds(pid: int) -> float:
-    total = 0.0
+def _sched_seconds(pid: int) -> tuple[float, float]:
+    """(CPU time, run-queue wait) of a process tree, all threads, in seconds."""
+    run = wait = 0
     for p in _tree(pid):
         try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _machine_busy_seconds() -> float:
-    # The aggregate "cpu" line: user nice system idle iowait irq softirq steal ...
-    with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:9]]
-    busy = sum(ticks) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def wait_until_quiet(max_percent: float, patience: float) -> float:
-    """Wait up to `patience` seconds for the machine to idle below `max_percent`
-    of a core (the bench's own servers idle between runs); return the last
-    load seen."""
-    deadline = time.monotonic() + patience
-    told = False
-    while True:
-        before = _machine_busy_seconds()
-        time.sleep(0.5)
-        load = 100 * (_machine_busy_seconds() - before) / 0.5
-        if load < max_percent or time.monotonic() >= deadline:
-            return load
-        if not told:
-            print(f"  waiting for a quieter machine (load {load:.0f} % of a core)",
-                  file=sys.stderr, flush=True)  # fmt: skip
-            told = True
-
-
-def _own_seconds() -> float:
-    """CPU time of this driver and the children it has reaped (wrk runs)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                    fields = f.read().split()
+            except OSError:
+                continue
+            run += int(fields[0])
+            wait += int(fields[1])
+    return run / 1e9, wait / 1e9
 
 
 class Watch:
-    """Resource use while in the block: the server's and everyone else's.
+    """What a server used, and how long it was kept waiting, while in the block.
 
     Peak memory sums VmRSS over the server's process tree every 50 ms and
     also takes the kernel's own high-water mark (VmHWM, the peak since the
     process started) of the main process, so a spike between two samples is
     not missed. `cpu_percent` is the server's CPU time over the wall time;
-    `other_percent` is CPU used by processes outside the bench (and time
-    stolen by the hypervisor) in percent of one core: a busy neighbour makes
-    the row unreliable. Wrk must be run and reaped inside the block.
+    `wait_percent` the time it sat ready to run while another process had
+    its core (the server has its core to itself, so that is a neighbour
+    outside the bench): a row with much of it measured the machine, not the
+    server.
     """
 
-    __slots__ = ("_peak_kb", "_pid", "_start", "_stop", "_thread", "_upstream",
-                 "cpu_percent", "other_percent")  # fmt: skip
+    __slots__ = ("_peak_kb", "_pid", "_start", "_stop", "_thread", "cpu_percent", "wait_percent")
 
-    def __init__(self, pid: int, upstream: int) -> None:
+    def __init__(self, pid: int) -> None:
         self._pid = pid
-        self._upstream = upstream
         self._peak_kb = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._start = (0.0, 0.0, 0.0, 0.0)
+        self._start = (0.0, 0.0, 0.0)
         self.cpu_percent = 0.0
-        self.other_percent = 0.0
+        self.wait_percent = 0.0
 
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
             rss = sum(_status_kb(p, "VmRSS:") for p in _tree(self._pid))
             self._peak_kb = max(self._peak_kb, rss)
 
-    def _clocks(self) -> tuple[float, float, float, float]:
-        server = _cpu_seconds(self._pid)
-        ours = server + _own_seconds()
-        if self._upstream != self._pid:
-            ours += _cpu_seconds(self._upstream)
-        return time.monotonic(), server, ours, _machine_busy_seconds()
+    def _clocks(self) -> tuple[float, float, float]:
+        return (time.monotonic(), *_sched_seconds(self._pid))
 
     def __enter__(self) -> Watch:
         self._start = self._clocks()
@@ -292,10 +282,10 @@ class Watch:
         end = self._clocks()
         self._stop.set()
         self._thread.join()
-        wall, server, ours, busy = (b - a for a, b in zip(self._start, end, strict=True))
+        wall, run, wait = (b - a for a, b in zip(self._start, end, strict=True))
         wall = max(wall, 1e-9)
-        self.cpu_percent = 100 * server / wall
-        self.other_percent = max(0.0, 100 * (busy - ours) / wall)
+        self.cpu_percent = 100 * run / wall
+        self.wait_percent = 100 * wait / wall
         self._peak_kb = max(self._peak_kb, _status_kb(self._pid, "VmHWM:"))
 
     @property
