@@ -72,3 +72,72 @@ def plain(upstream: str, scratch: Path) -> dict[str, Any]:
 @case("stream", stream=True, about="request_id plugin only; SSE stream of 8 events")
 def stream(upstream: str, scratch: Path) -> dict[str, Any]:
     return lunos_config(upstream, scratch)
+
+
+# -- redis limits: the abuse plugin with every limit on, Redis as the store -----
+
+_redis: list[Any] = []  # the one redis-server this bench process started
+
+
+def _bench_redis(scratch: Path) -> str:
+    """A redis-server of the bench's own on a free loopback port, stopped at exit."""
+    import atexit
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    if _redis:
+        return str(_redis[0])
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("the 'redis limits' case needs redis-server (apt-get install redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(scratch.resolve())],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    )
+    atexit.register(proc.terminate)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.05)
+    url = f"redis://127.0.0.1:{port}/0"
+    _redis.append(url)
+    return url
+
+
+@case(
+    "redis limits",
+    stream=False,
+    about="auth + abuse with key, account, account x model and concurrency limits on Redis",
+)
+def redis_limits(upstream: str, scratch: Path) -> dict[str, Any]:
+    from lunos_proxy.config import SecretsConfig
+    from lunos_proxy.crypto import load_secrets
+
+    secrets = {"hash_secret": "bench-hash-secret-0123456789abcdef-0123456789",
+               "encryption_keys": "k1:" + "A" * 43}
+    key_hash = load_secrets(SecretsConfig(**secrets)).key_hash("sk-bench")
+    big = 1_000_000_000  # every limit is checked and charged; none refuses
+    scope = {"requests_per_second": big, "requests_per_minute": big, "requests_per_day": big,
+             "tokens_per_minute": big, "tokens_per_day": big, "concurrent": 10_000}
+    cfg = lunos_config(upstream, scratch, pipeline=[
+        {"name": "request_id"},
+        {"name": "auth", "settings": {"static_keys": [
+            {"hash": key_hash, "prefix": "sk-bench", "account": "bench", "name": "bench"}]}},
+        {"name": "abuse", "settings": {
+            "plans": {"bench": {"key": scope, "account": scope, "account_model": scope}},
+            "default_plan": "bench",
+            "on_store_failure": "fail_closed",  # a Redis problem shows as errors, never hidden
+        }},
+    ])
+    cfg["store"] = {"url": _bench_redis(scratch)}
+    cfg["secrets"] = secrets
+    return cfg
