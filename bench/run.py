@@ -349,6 +349,16 @@ def machine() -> str:
     )
 
 
+def lunos_revision(src: Path) -> str:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=src, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "lunos_proxy", "plugins")
+    return f"{src} at {head}{' with uncommitted changes' if dirty else ''}"
+
+
 def markdown(report: Report, args: argparse.Namespace, cores: Cores) -> str:
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
     rounds = f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
@@ -357,6 +367,7 @@ def markdown(report: Report, args: argparse.Namespace, cores: Cores) -> str:
         "",
         f"- command: `{shlex.join(['bench/run.py', *sys.argv[1:]])}`",
         f"- machine: {machine()}",
+        f"- lunos: {lunos_revision(args.lunos_src)}",
         f"- load: {wrk.split(' Copyright')[0].strip() or 'wrk'}, 1 thread x "
         f"{args.connections} connections, closed loop, {args.warmup:g} s warmup + "
         f"{args.duration:g} s per row{rounds}",
