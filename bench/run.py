@@ -73,6 +73,8 @@ MAX_RSS_MB = 100.0
 # A round in which the server spent this share of the time waiting for its
 # core is left out of the medians when a calmer round exists.
 NOISY_PERCENT = 5.0
+# A server this busy is limited by its own CPU, not by what it waits on.
+BUSY_PERCENT = 90.0
 
 
 def lunos_command(config: Path, port: int, admin_port: int) -> list[str]:
@@ -255,12 +257,21 @@ class Report:
         out = []
         for case, target in self.samples:
             lunos, floor = self.cpu_us(case, "lunos"), self.cpu_us(case, "floor")
-            if target == "lunos" and lunos and floor:
-                out.append(
-                    f"{case}: CPU per request {lunos:.0f} us for Lunos, {floor:.0f} us for the "
-                    f"floor (+{lunos - floor:.0f} us); on a core of its own Lunos would reach "
-                    f"about {floor / lunos:.2f} of the floor's req/s"
+            if target != "lunos" or not lunos or not floor:
+                continue
+            text = (
+                f"{case}: CPU per request {lunos:.0f} us for Lunos, {floor:.0f} us for the "
+                f"floor (+{lunos - floor:.0f} us)"
+            )
+            busy = statistics.median(s.cpu_percent for s in self.kept(case, "lunos"))
+            if busy >= BUSY_PERCENT:
+                text += f"; CPU-bound, Lunos can reach about {floor / lunos:.2f} of the floor"
+            else:
+                text += (
+                    f"; Lunos kept its core only {busy:.0f} % busy, so it spends the rest "
+                    "waiting (on its store or upstream), not computing"
                 )
+            out.append(text)
         return out
 
     def verdicts(self) -> list[tuple[str, bool]]:
