@@ -24,13 +24,16 @@ looking at the key, and reports every failed attempt to it.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
+import weakref
 from collections import OrderedDict
 from fnmatch import fnmatchcase
 from typing import Annotated
 
 import msgspec
+import structlog
 from aiohttp import web
 
 from lunos_proxy.abuse_hooks import ADDRESS_GUARD, AddressGuard
@@ -40,9 +43,11 @@ from lunos_proxy.exchange import Principal, exchange_of
 from lunos_proxy.keys import INVALIDATE_CHANNEL, key_from_headers
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
-from lunos_proxy.store.base import KeyRecord, StoreError
+from lunos_proxy.store.base import KeyRecord, Store, StoreError
 
 __all__ = ["Auth", "StaticKey"]
+
+log = structlog.get_logger("lunos.auth")
 
 _MISSING = (
     "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' "
@@ -105,9 +110,26 @@ class Auth(Plugin):
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
 
     async def start(self) -> None:
-        await self.services.store.subscribe(INVALIDATE_CHANNEL, self._invalidate)
+        # One subscription per store, shared by the generations a reload
+        # makes, so that reloading does not pile up subscribers.
+        store = self.services.store
+        listeners = _LISTENERS.get(store)
+        if listeners is None:
+            listeners = _LISTENERS[store] = weakref.WeakSet()
+            try:
+                await store.subscribe(INVALIDATE_CHANNEL, functools.partial(_dispatch, listeners))
+            except StoreError:
+                # The subscriber keeps trying on its own; until then the
+                # cache's TTL bounds how long a revoked key may still pass.
+                log.warning("auth_invalidation_not_subscribed", channel=INVALIDATE_CHANNEL)
+        listeners.add(self)
 
-    async def _invalidate(self, message: str) -> None:
+    async def stop(self) -> None:
+        listeners = _LISTENERS.get(self.services.store)
+        if listeners is not None:
+            listeners.discard(self)
+
+    def invalidate(self, message: str) -> None:
         kind, _, value = message.partition(":")
         if kind == "key":
             self._cache.pop(value, None)
@@ -196,6 +218,14 @@ class Auth(Plugin):
         cache.move_to_end(key_hash)
         while len(cache) > self.settings.cache_size:
             cache.popitem(last=False)
+
+
+_LISTENERS: weakref.WeakKeyDictionary[Store, weakref.WeakSet[Auth]] = weakref.WeakKeyDictionary()
+
+
+async def _dispatch(listeners: weakref.WeakSet[Auth], message: str) -> None:
+    for auth in list(listeners):
+        auth.invalidate(message)
 
 
 def _principal_of(record: KeyRecord) -> Principal:

@@ -21,6 +21,7 @@ not audited, so that nobody can flood the audit log from outside.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -148,7 +149,7 @@ async def _authenticate(request: web.Request) -> Caller | None:
     secrets = load_secrets(gateway.config.secrets)
     token_hash = secrets.key_hash(token)
     configured = [gateway.config.admin.token, request.app.get(_FILE_TOKEN, "")]
-    if any(c and secrets.key_hash(c) == token_hash for c in configured):
+    if any(c and hmac.compare_digest(secrets.key_hash(c), token_hash) for c in configured):
         return Caller("config", "full")
     record = await gateway.store.admin_token_by_hash(token_hash)
     return None if record is None else Caller(record.id, record.scope)

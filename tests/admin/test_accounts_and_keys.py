@@ -143,3 +143,24 @@ async def test_key_created_on_one_instance_works_on_another_at_once(
     account = await new_account(a)
     made = await new_key(a, account["id"])
     assert (await chat(b, made["key"]))[0] == 200
+
+
+async def test_revocation_reaches_the_generation_a_reload_made_through_one_subscription(
+    provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    import textwrap
+
+    import yaml
+
+    from lunos_proxy.config import parse_config
+
+    config = auth_config(provider.base_url, auth={"cache_ttl": 300})
+    gw = await make_gateway(config)
+    account = await new_account(gw)
+    made = await new_key(gw, account["id"])
+    for _ in range(3):
+        await gw.gateway.swap(parse_config(textwrap.dedent(yaml.safe_dump(config)), "test.yaml"))
+    assert (await chat(gw, made["key"]))[0] == 200  # cached by the newest generation
+    assert (await admin(gw, "POST", f"/admin/keys/{made['id']}/revoke"))[0] == 200
+    assert (await chat(gw, made["key"]))[0] == 401
+    assert len(gw.gateway.store._channels["auth:invalidate"]) == 1  # type: ignore[attr-defined]
