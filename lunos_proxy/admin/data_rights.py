@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import secrets as random
 import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ..keys import INVALIDATE_CHANNEL
-from ..store.base import Store
+from ..store.base import AccountRecord, Store
 from .accounts import account_or_404, profile
 from .auth import GATEWAY, requires, secrets_of, send
 from .keys import key_view
@@ -42,12 +43,15 @@ _RETAINED_WHY = {
 }
 
 
-async def _usage_events(store: Store, account_id: str) -> list[Any] | None:
-    # The meter's per-request events, where the store keeps them.
+async def _usage_events(store: Store, account: AccountRecord) -> list[Any] | None:
+    """The meter's per-request events, where the store keeps them: every day
+    from the account's creation (a day's margin each side for time zones)."""
     events = getattr(store, "usage_events", None)
     if events is None:
         return None
-    found: list[Any] = await events(account_id)
+    first = datetime.fromtimestamp(account.created, UTC).date() - timedelta(days=1)
+    last = datetime.now(UTC).date() + timedelta(days=1)
+    found: list[Any] = await events(account.id, first.isoformat(), last.isoformat())
     return found
 
 
@@ -63,7 +67,7 @@ async def export_account(request: web.Request) -> web.Response:
         "billing": await store.billing(account.id),
         "audit": await store.audit(account.id, limit=100_000),
     }
-    events = await _usage_events(store, account.id)
+    events = await _usage_events(store, account)
     if events is not None:
         document["usage_events"] = events
     return send(document)
