@@ -27,6 +27,9 @@ async def two_instances(
     **store_options: Any,
 ) -> tuple[Running, Running]:
     prefix = f"t{uuid.uuid4().hex[:10]}:"
+    # A generous store timeout: on a busy machine 1 s could switch to the
+    # fail-open local limiter, which is a different promise (tested below).
+    store_options.setdefault("timeout", 30)
     cfg = abuse_config(provider.base_url, settings, store=url, prefix=prefix, **store_options)
     return await make_gateway(cfg), await make_gateway(cfg)
 
@@ -48,6 +51,7 @@ async def test_two_instances_admit_exactly_the_limit_of_400_concurrent_requests(
     statuses = Counter(status for status, _, _ in answers)
     assert statuses == {200: 100, 429: 300}
     assert len(provider.received) == 100
+    assert metric(a, "lunos_limits_store_degraded") == metric(b, "lunos_limits_store_degraded") == 0
 
 
 async def test_token_limit_holds_its_bound_with_50_concurrent_streams(
@@ -167,7 +171,7 @@ async def test_a_crashed_instances_concurrency_lease_expires(
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     settings = plan(key={"concurrent": 1}) | {"concurrency_ttl": 3}
     gw = await make_gateway(abuse_config(provider.base_url, settings, store=redis_url,
-                                         prefix=prefix))
+                                         prefix=prefix, timeout=30))
     crashed = RedisStore(redis_url, prefix=prefix)  # took a slot, then never gave it back
     await crashed.start()
     try:
