@@ -18,7 +18,6 @@ from collections.abc import Mapping
 import aiohttp
 import msgspec
 from aiohttp import web
-from multidict import CIMultiDict
 
 from .config import Config, ProviderConfig, Timeouts
 from .errors import UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
@@ -126,6 +125,18 @@ def replace_model(body: bytes, model: str) -> bytes:
     return msgspec.json.encode(fields)
 
 
+def client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    """aiohttp's own socket timers, so no per-request timer objects are made.
+
+    No total: a healthy stream may run for minutes. `sock_read` restarts on
+    every read; it starts as the first-byte limit (waiting for headers) and
+    the forwarder lowers it to the idle limit once the headers are in.
+    """
+    return aiohttp.ClientTimeout(
+        total=None, sock_connect=timeouts.connect, sock_read=timeouts.first_byte
+    )
+
+
 class Upstream:
     """One provider: its adapter and its connection pool."""
 
@@ -134,6 +145,8 @@ class Upstream:
         self.config = config
         self.adapter: Adapter = ADAPTERS[config.format](config, base_url)
         self.session: aiohttp.ClientSession | None = None
+        self.fixed_headers: dict[str, str] = {}
+        self.default_headers: dict[str, str] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -141,12 +154,20 @@ class Upstream:
             ssl=True if self.config.verify_tls else False,
             ttl_dns_cache=300,
         )
-        # No total timeout: a healthy stream may run for minutes. The forwarder
-        # applies first-byte and idle limits itself.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeouts.connect)
         self.session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            timeout=client_timeout(self.config.timeouts),
+            skip_auto_headers=("User-Agent",),
         )
+        # What every call to this provider adds to the client's headers,
+        # merged once: defaults first, then configured headers, then credentials.
+        self.fixed_headers = {k.lower(): v for k, v in self.adapter.config.headers.items()}
+        self.fixed_headers.update({k.lower(): v for k, v in self.adapter.auth_headers().items()})
+        self.default_headers = {
+            k.lower(): v
+            for k, v in self.adapter.default_headers().items()
+            if k.lower() not in self.fixed_headers
+        }
 
     async def close(self) -> None:
         if self.session is not None:
@@ -170,18 +191,15 @@ class Forwarder:
         for upstream in self.upstreams.values():
             await upstream.close()
 
-    def request_headers(self, request: web.Request, adapter: Adapter) -> CIMultiDict[str]:
-        headers: CIMultiDict[str] = CIMultiDict()
+    def request_headers(self, request: web.Request, upstream: Upstream) -> dict[str, str]:
+        # Names are lower-cased (HTTP/1.1 names are case-insensitive), so a
+        # plain dict does what a multidict would, faster.
+        headers = upstream.default_headers.copy()
         for name, value in request.headers.items():
-            if name.lower() not in _DROP_REQUEST:
-                headers.add(name, value)
-        for name, value in adapter.default_headers().items():
-            if name not in headers:
-                headers[name] = value
-        for name, value in adapter.config.headers.items():
-            headers[name] = value
-        for name, value in adapter.auth_headers().items():
-            headers[name] = value
+            lower = name.lower()
+            if lower not in _DROP_REQUEST:
+                headers[lower] = value
+        headers.update(upstream.fixed_headers)
         return headers
 
     async def forward(
@@ -194,33 +212,38 @@ class Forwarder:
     ) -> web.StreamResponse:
         upstream = self.upstreams[provider]
         adapter = upstream.adapter
-        own = timeouts is not None and timeouts.connect != upstream.config.timeouts.connect
-        timeouts = timeouts or upstream.config.timeouts
+        if timeouts is None or timeouts == upstream.config.timeouts:
+            timeouts = upstream.config.timeouts
+            timeout = None  # the session's own
+        else:
+            timeout = client_timeout(timeouts)
         body = exchange.body
         if adapter.model_in_body and upstream_model != exchange.model:
             body = replace_model(body, upstream_model)
         url = adapter.url(exchange.endpoint, upstream_model)
-        headers = self.request_headers(request, adapter)
+        headers = self.request_headers(request, upstream)
         assert upstream.session is not None, "Forwarder.start() was not awaited"
 
         exchange.attempts += 1
         exchange.timings.upstream_start = time.perf_counter()
         try:
-            async with asyncio.timeout(timeouts.first_byte):
-                if own:
-                    # A deployment's own connect limit (the session has the provider's).
-                    resp = await upstream.session.request(
-                        request.method,
-                        url,
-                        data=body,
-                        headers=headers,
-                        allow_redirects=False,
-                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
-                    )
-                else:
-                    resp = await upstream.session.request(
-                        request.method, url, data=body, headers=headers, allow_redirects=False
-                    )
+            if timeout is None:
+                resp = await upstream.session.request(
+                    request.method, url, data=body, headers=headers, allow_redirects=False
+                )
+            else:
+                resp = await upstream.session.request(
+                    request.method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=timeout,
+                )
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamUnreachable(
+                f"The provider could not be reached within {timeouts.connect:g} s."
+            ) from None
         except TimeoutError:
             raise UpstreamTimeout(
                 f"The provider did not answer within {timeouts.first_byte:g} s."
@@ -228,6 +251,10 @@ class Forwarder:
         except aiohttp.ClientError:
             raise UpstreamUnreachable("The provider could not be reached.") from None
 
+        connection = resp.connection
+        if connection is not None and connection.protocol is not None:
+            connection.protocol.read_timeout = timeouts.idle
+            connection.protocol.start_timeout()  # restart the timer at the new limit
         try:
             if resp.status >= 400:
                 await self._raise_status(resp, timeouts.idle)
@@ -240,8 +267,7 @@ class Forwarder:
 
     async def _raise_status(self, resp: aiohttp.ClientResponse, idle: float) -> None:
         try:
-            async with asyncio.timeout(idle):
-                raw = await resp.content.read(_ERROR_BODY_LIMIT)
+            raw = await resp.content.read(_ERROR_BODY_LIMIT)
         except (TimeoutError, aiohttp.ClientError):
             raw = b""
         fields = _provider_error_fields(raw)
@@ -257,13 +283,12 @@ class Forwarder:
             retryable=retryable,
         )
 
-    def _response_headers(
-        self, resp: aiohttp.ClientResponse, exchange: Exchange
-    ) -> CIMultiDict[str]:
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in resp.headers.items():
-            if name.lower() in _PASS_RESPONSE:
-                headers.add(name, value)
+    def _response_headers(self, resp: aiohttp.ClientResponse, exchange: Exchange) -> dict[str, str]:
+        headers = {
+            lower: value
+            for name, value in resp.headers.items()
+            if (lower := name.lower()) in _PASS_RESPONSE
+        }
         headers.update(exchange.response_headers)
         return headers
 
@@ -271,8 +296,7 @@ class Forwarder:
         self, exchange: Exchange, resp: aiohttp.ClientResponse, idle: float
     ) -> web.Response:
         try:
-            async with asyncio.timeout(idle):
-                data = await resp.read()
+            data = await resp.read()
         except TimeoutError:
             raise UpstreamTimeout(f"The provider stalled for {idle:g} s.") from None
         except aiohttp.ClientError:
@@ -293,15 +317,13 @@ class Forwarder:
         resp: aiohttp.ClientResponse,
         idle: float,
     ) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
         content = resp.content
         timings = exchange.timings
         filters = exchange.filters
         # Nothing has reached the client yet: a stall or a break before the
         # first chunk is still the router's to retry.
         try:
-            async with asyncio.timeout(idle):
-                chunk = await content.readany()
+            chunk = await content.readany()
         except TimeoutError:
             raise UpstreamTimeout(f"The provider stalled for {idle:g} s.") from None
         except aiohttp.ClientError:
@@ -313,16 +335,14 @@ class Forwarder:
         aborted = True
         sent = 0
         try:
-            async with asyncio.timeout(idle) as deadline:
-                while chunk:
-                    exchange.notify_chunk(chunk)
-                    for f in filters:
-                        chunk = f.feed(chunk)
-                    if chunk:
-                        await out.write(chunk)
-                        sent += len(chunk)
-                    deadline.reschedule(loop.time() + idle)
-                    chunk = await content.readany()
+            while chunk:
+                exchange.notify_chunk(chunk)
+                for f in filters:
+                    chunk = f.feed(chunk)
+                if chunk:
+                    await out.write(chunk)
+                    sent += len(chunk)
+                chunk = await content.readany()
             tail = b"".join(f.flush() for f in filters)
             if tail:
                 await out.write(tail)

@@ -8,6 +8,8 @@ request refused by auth is never read, and the body is read only once.
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from aiohttp import web
 
@@ -38,14 +40,14 @@ async def read_request(request: web.Request) -> Exchange:
     limit = exchange.body_limit
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    length = request.content_length
+    if length is not None:
+        try:
+            body = await request.content.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError:
+            raise BadRequest("The request body ended before its Content-Length.") from None
+    else:
+        body = await _read_chunked(request, limit)
     exchange.body = body
     exchange.bytes_in = len(body)
     if not body:
@@ -62,6 +64,17 @@ async def read_request(request: web.Request) -> Exchange:
     exchange.stream = bool(head.stream)
     exchange.max_tokens = head.max_tokens or head.max_completion_tokens or head.max_output_tokens
     return exchange
+
+
+async def _read_chunked(request: web.Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _field_problem(e: msgspec.ValidationError) -> str:
