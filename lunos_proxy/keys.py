@@ -13,7 +13,6 @@ store dump therefore does not let anyone call the API.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
@@ -54,7 +53,8 @@ def display_prefix(key: str) -> str:
 
 
 def hmac_hex(secret: bytes, value: str) -> str:
-    return hmac.new(secret, value.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+    # hmac.digest is the one-shot C path: several times faster than hmac.new.
+    return hmac.digest(secret, value.encode("utf-8", "surrogateescape"), "sha256").hex()
 
 
 def key_from_headers(headers: Mapping[str, str]) -> str | None:
