@@ -243,6 +243,40 @@ class Metrics:
             registry=r,
         )
 
+        # -- metering (the meter plugin; tokens and cost are counted above) --
+        self.usage_estimated = Counter(
+            "lunos_usage_estimated",
+            "Responses whose usage was counted by the gateway (the provider reported none).",
+            ("model", "provider"),
+            registry=r,
+        )
+        self.meter_unpriced = Counter(
+            "lunos_meter_unpriced_requests",
+            "Metered requests whose model has no price in force (cost 0).",
+            ("model",),
+            registry=r,
+        )
+        self.meter_backlog = Gauge(
+            "lunos_meter_backlog",
+            "Usage rows and events recorded but not yet written to the store.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.meter_write_failures = Counter(
+            "lunos_meter_write_failures", "Failed attempts to write usage (retried).", registry=r
+        )
+        self.meter_dropped = Counter(
+            "lunos_meter_dropped",
+            "Usage that could not be kept: events over the backlog bound, rows lost at shutdown.",
+            ("what",),
+            registry=r,
+        )
+        self.webhook_failures = Counter(
+            "lunos_webhook_failures",
+            "Budget notifications given up on after every retry.",
+            registry=r,
+        )
+
     def status_class(self, status: int) -> str:
         return f"{status // 100}xx" if status else "none"
 

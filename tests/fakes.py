@@ -44,6 +44,9 @@ class Behaviour:
     chunk_interval: float = 0.0
     # Statuses for the next requests, one each, before `status` applies again.
     statuses: list[int] = field(default_factory=list)
+    report_usage: bool = True  # False: a provider that never reports usage
+    vary_usage: bool = False  # prompt tokens depend on the request body (ledger sums)
+    cached_tokens: int = 0  # reported as cached input (OpenAI) / cache reads (Anthropic)
 
 
 class FakeProvider:
@@ -52,6 +55,8 @@ class FakeProvider:
         self.behaviour = Behaviour()
         self.disconnects = 0  # streams whose client (the proxy) went away
         self.completed_streams = 0
+        # (prompt tokens, completion tokens) of every usage report sent
+        self.reported: list[tuple[int, int]] = []
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -99,9 +104,26 @@ class FakeProvider:
             return await self.stream(request, payload, anthropic)
         return web.json_response(self.answer(request.path, payload), headers=b.headers)
 
+    def prompt_tokens(self, payload: dict[str, Any]) -> int:
+        if not self.behaviour.vary_usage:
+            return PROMPT_TOKENS
+        return PROMPT_TOKENS + len(json.dumps(payload.get("messages", ""))) % 97
+
     def answer(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        out = self._answer(path, payload)
+        usage = out.get("usage")
+        if usage is not None and not self.behaviour.report_usage:
+            del out["usage"]
+        elif usage is not None:
+            prompt = usage.get("prompt_tokens", usage.get("input_tokens", 0))
+            self.reported.append((prompt, usage.get("completion_tokens", usage.get("output_tokens", 0))))
+        return out
+
+    def _answer(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         model = payload.get("model", "")
         text = "".join(CHUNKS)
+        prompt_tokens = self.prompt_tokens(payload)
+        cached = self.behaviour.cached_tokens
         if path.endswith("/messages/count_tokens"):
             return {"input_tokens": PROMPT_TOKENS}
         if path.endswith("/messages"):
@@ -113,20 +135,23 @@ class FakeProvider:
                 "content": [{"type": "text", "text": text}],
                 "stop_reason": "end_turn",
                 "stop_sequence": None,
-                "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS},
+                "usage": {"input_tokens": prompt_tokens - cached, "output_tokens": COMPLETION_TOKENS,
+                          **({"cache_read_input_tokens": cached} if cached else {})},
             }
         if path.endswith("/embeddings"):
             return {
                 "object": "list",
                 "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}],
                 "model": model,
-                "usage": {"prompt_tokens": PROMPT_TOKENS, "total_tokens": PROMPT_TOKENS},
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
             }
-        usage = {
-            "prompt_tokens": PROMPT_TOKENS,
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
             "completion_tokens": COMPLETION_TOKENS,
-            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+            "total_tokens": prompt_tokens + COMPLETION_TOKENS,
         }
+        if cached:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
         if path.endswith("/completions") and not path.endswith("/chat/completions"):
             return {
                 "id": "cmpl-fake",
@@ -149,12 +174,14 @@ class FakeProvider:
 
     def events(self, payload: dict[str, Any], anthropic: bool) -> list[bytes]:
         model = payload.get("model", "")
+        prompt_tokens = self.prompt_tokens(payload)
+        report = self.behaviour.report_usage
         if anthropic:
             evs: list[tuple[str, dict[str, Any]]] = [
                 ("message_start", {"type": "message_start", "message": {
                     "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
                     "content": [], "stop_reason": None, "stop_sequence": None,
-                    "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1}}}),
+                    **({"usage": {"input_tokens": prompt_tokens, "output_tokens": 1}} if report else {})}}),
                 ("content_block_start", {"type": "content_block_start", "index": 0,
                                          "content_block": {"type": "text", "text": ""}}),
             ]
@@ -165,7 +192,7 @@ class FakeProvider:
                 ("content_block_stop", {"type": "content_block_stop", "index": 0}),
                 ("message_delta", {"type": "message_delta",
                                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                   "usage": {"output_tokens": COMPLETION_TOKENS}}),
+                                   **({"usage": {"output_tokens": COMPLETION_TOKENS}} if report else {})}),
                 ("message_stop", {"type": "message_stop"}),
             ]
             return [f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in evs]
@@ -177,11 +204,15 @@ class FakeProvider:
         out = [chunk({"role": "assistant", "content": ""}, None)]
         out += [chunk({"content": c}, None) for c in CHUNKS]
         out.append(chunk({}, "stop"))
-        if (payload.get("stream_options") or {}).get("include_usage"):
+        if (payload.get("stream_options") or {}).get("include_usage") and report:
+            # As OpenAI does: every chunk then says "usage": null, and one more
+            # chunk with no choices carries the counts.
+            for c in out:
+                c["usage"] = None
             final = chunk({}, None)
             final["choices"] = []
-            final["usage"] = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-                              "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}
+            final["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": COMPLETION_TOKENS,
+                              "total_tokens": prompt_tokens + COMPLETION_TOKENS}
             out.append(final)
         return [f"data: {json.dumps(c)}\n\n".encode() for c in out] + [b"data: [DONE]\n\n"]
 
@@ -204,6 +235,8 @@ class FakeProvider:
                     await asyncio.sleep(b.chunk_interval)
             await resp.write_eof()
             self.completed_streams += 1
+            if b.report_usage and (anthropic or (payload.get("stream_options") or {}).get("include_usage")):
+                self.reported.append((self.prompt_tokens(payload), COMPLETION_TOKENS))
         except (ConnectionResetError, asyncio.CancelledError):
             self.disconnects += 1
             raise

@@ -31,9 +31,11 @@ __all__ = [
     "LimitState",
     "Slot",
     "SlotState",
+    "SpendDelta",
     "Store",
     "StoreError",
     "UsageDelta",
+    "UsageEvent",
     "UsageRow",
     "Verdict",
 ]
@@ -149,6 +151,39 @@ class AuditRecord(msgspec.Struct, kw_only=True):
 
 # The audit log keeps this many newest records; older ones are dropped.
 AUDIT_MAX_ENTRIES = 100_000
+class SpendDelta(msgspec.Struct, kw_only=True, frozen=True):
+    """Micro-units to add to the spend counter of `subject` for `period`.
+
+    `subject` is e.g. "account:<id>" or "key:<id>"; `period` e.g. "d:2026-11-26",
+    "m:2026-11", "total" or "credit". The counter expires `ttl` seconds after
+    its last change (0: never)."""
+
+    subject: str
+    period: str
+    micros: int
+    ttl: int = 0
+
+
+class UsageEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """One request's usage: metadata only, never content. Kept for the
+    configured retention (privacy policy: usage logs kept for accounting)."""
+
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    provider: str = ""
+    time: float  # epoch seconds, when the request was received
+    day: str  # YYYY-MM-DD in the billing time zone
+    status: int = 0
+    stream: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_micros: int = 0
+    usage_source: str = "none"  # reported | estimated | none
 
 
 class Limit(msgspec.Struct, frozen=True):
@@ -332,6 +367,32 @@ class Store(abc.ABC):
     async def cooldowns(self) -> dict[str, float]:
         """Every subject cooling down now, with its seconds left; ended ones
         are forgotten."""
+
+    # -- metering: spend counters, usage events, once-only claims ------------
+    @abc.abstractmethod
+    async def add_spend(self, deltas: Sequence[SpendDelta]) -> None:
+        """Add to spend counters (INCRBY semantics, a counter starts at 0), all or
+        nothing per subject; each touched counter's expiry is reset to its `ttl`."""
+
+    @abc.abstractmethod
+    async def spend(self, subject: str, periods: Sequence[str]) -> list[int]:
+        """The counters of `subject` for each of `periods`, in order (0 if absent)."""
+
+    @abc.abstractmethod
+    async def add_usage_events(self, events: Sequence[UsageEvent], retention: int) -> None:
+        """Keep `events` for at least `retention` seconds (and at most a day more:
+        events expire together per account and day)."""
+
+    @abc.abstractmethod
+    async def usage_events(
+        self, account_id: str, first_day: str, last_day: str
+    ) -> list[UsageEvent]:
+        """An account's events for days in [first_day, last_day], by (day, time)."""
+
+    @abc.abstractmethod
+    async def claim(self, name: str, ttl: int) -> bool:
+        """True for the first caller (on any instance) to claim `name` within
+        `ttl` seconds, False for every later one: "do this once" markers."""
 
     # -- admin tokens and audit ----------------------------------------------
     @abc.abstractmethod

@@ -34,12 +34,21 @@ from .base import (
     Limit,
     Slot,
     SlotState,
+    SpendDelta,
     Store,
     UsageDelta,
+    UsageEvent,
     UsageRow,
     Verdict,
 )
-from .memory_file import Snapshot, UsageEntry, read_snapshot, write_snapshot
+from .memory_file import (
+    EventDay,
+    Snapshot,
+    SpendEntry,
+    UsageEntry,
+    read_snapshot,
+    write_snapshot,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -85,6 +94,12 @@ class MemoryStore(Store):
         self._admin_tokens: dict[str, AdminTokenRecord] = {}
         self._audit: deque[AuditRecord] = deque(maxlen=AUDIT_MAX_ENTRIES)  # oldest first
         self._channels: defaultdict[str, list[_Callback]] = defaultdict(list)
+        self._spend: dict[tuple[str, str], tuple[int, float]] = {}  # micros, expires (0: never)
+        # account -> day -> (events, expires)
+        self._events: defaultdict[str, dict[str, tuple[list[UsageEvent], float]]] = defaultdict(
+            dict
+        )
+        self._claims: dict[str, float] = {}  # name -> expires
         self._save_lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
         self._dirty = False
@@ -340,6 +355,53 @@ class MemoryStore(Store):
         self._cooldowns = {s: until for s, until in self._cooldowns.items() if until > now}
         return {s: until - now for s, until in self._cooldowns.items()}
 
+    # -- metering -------------------------------------------------------------
+    async def add_spend(self, deltas: Sequence[SpendDelta]) -> None:
+        now = self._clock()
+        for d in deltas:
+            value, expires = self._spend.get((d.subject, d.period), (0, 0.0))
+            if expires and expires <= now:
+                value = 0
+            self._spend[(d.subject, d.period)] = (value + d.micros, now + d.ttl if d.ttl else 0.0)
+        self._save_soon()
+
+    async def spend(self, subject: str, periods: Sequence[str]) -> list[int]:
+        now = self._clock()
+        out = []
+        for period in periods:
+            value, expires = self._spend.get((subject, period), (0, 0.0))
+            out.append(0 if expires and expires <= now else value)
+        return out
+
+    async def add_usage_events(self, events: Sequence[UsageEvent], retention: int) -> None:
+        expires = self._clock() + retention
+        for e in events:
+            days = self._events[e.account_id]
+            kept, _ = days.get(e.day, ([], 0.0))
+            kept.append(e)
+            days[e.day] = (kept, expires)
+        self._save_soon()
+
+    async def usage_events(
+        self, account_id: str, first_day: str, last_day: str
+    ) -> list[UsageEvent]:
+        now = self._clock()
+        days = self._events.get(account_id, {})
+        out = [
+            e
+            for day, (events, expires) in sorted(days.items())
+            if first_day <= day <= last_day and expires > now
+            for e in events
+        ]
+        return sorted(out, key=lambda e: (e.day, e.time))
+
+    async def claim(self, name: str, ttl: int) -> bool:
+        now = self._clock()
+        if self._claims.get(name, 0.0) > now:
+            return False
+        self._claims[name] = now + ttl
+        return True
+
     # -- admin tokens and audit ----------------------------------------------
     async def put_admin_token(self, token: AdminTokenRecord) -> None:
         self._admin_tokens[token.id] = _clone(token)
@@ -458,6 +520,15 @@ class MemoryStore(Store):
             billing=[r for records in self._billing.values() for r in records],
             admin_tokens=list(self._admin_tokens.values()),
             audit=list(self._audit),
+            spend=[
+                SpendEntry(subject=s, period=p, micros=v, expires=x)
+                for (s, p), (v, x) in self._spend.items()
+            ],
+            events=[
+                EventDay(account_id=a, day=day, expires=x, events=events)
+                for a, days in self._events.items()
+                for day, (events, x) in days.items()
+            ],
         )
 
     def _load(self, snapshot: Snapshot) -> None:
@@ -475,3 +546,7 @@ class MemoryStore(Store):
         for t in snapshot.admin_tokens:
             self._admin_tokens[t.id] = t
         self._audit.extend(snapshot.audit)
+        for entry in snapshot.spend:
+            self._spend[(entry.subject, entry.period)] = (entry.micros, entry.expires)
+        for ed in snapshot.events:
+            self._events[ed.account_id][ed.day] = (ed.events, ed.expires)

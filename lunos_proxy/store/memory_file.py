@@ -19,9 +19,10 @@ from .base import (
     BillingRecord,
     KeyRecord,
     StoreError,
+    UsageEvent,
 )
 
-__all__ = ["Snapshot", "UsageEntry", "read_snapshot", "write_snapshot"]
+__all__ = ["EventDay", "Snapshot", "SpendEntry", "UsageEntry", "read_snapshot", "write_snapshot"]
 
 
 class UsageEntry(msgspec.Struct, kw_only=True, array_like=True):
@@ -32,6 +33,20 @@ class UsageEntry(msgspec.Struct, kw_only=True, array_like=True):
     counters: list[int]  # requests, input, output, cached input, cost (micros)
 
 
+class SpendEntry(msgspec.Struct, kw_only=True, array_like=True):
+    subject: str
+    period: str
+    micros: int
+    expires: float  # epoch seconds; 0 = never
+
+
+class EventDay(msgspec.Struct, kw_only=True):
+    account_id: str
+    day: str
+    expires: float
+    events: list[UsageEvent]
+
+
 class Snapshot(msgspec.Struct, kw_only=True):
     version: int = 1
     accounts: list[AccountRecord] = msgspec.field(default_factory=list)
@@ -40,6 +55,8 @@ class Snapshot(msgspec.Struct, kw_only=True):
     billing: list[BillingRecord] = msgspec.field(default_factory=list)
     admin_tokens: list[AdminTokenRecord] = msgspec.field(default_factory=list)
     audit: list[AuditRecord] = msgspec.field(default_factory=list)
+    spend: list[SpendEntry] = msgspec.field(default_factory=list)
+    events: list[EventDay] = msgspec.field(default_factory=list)
 
 
 _decoder = msgspec.json.Decoder(Snapshot)

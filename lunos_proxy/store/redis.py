@@ -22,6 +22,9 @@ over) gets the source once with EVAL. The keys one script touches share a
     lunos:{usage:<account>}:day:<day>  hash "<key id>|<model>|<metric>" -> count
     lunos:{billing}:account:<account>  list of ledger lines (JSON)
     lunos:{routing}:cooldown           hash deployment -> until (ms, server clock)
+    lunos:{spend:<subject>}:<period>   spend counter (micros), expiring   add_spend, spend
+    lunos:{events:<account>}:<day>     list of usage events (JSON), expiring with retention
+    lunos:{claims}:<name>              "1" while a once-only claim holds
 
 The key and account directories each live on one slot so that an index
 always follows its record atomically; reads of them are cached in-process.
@@ -57,9 +60,11 @@ from .base import (
     LimitState,
     Slot,
     SlotState,
+    SpendDelta,
     Store,
     StoreError,
     UsageDelta,
+    UsageEvent,
     UsageRow,
     Verdict,
 )
@@ -96,6 +101,10 @@ _SCRIPTS = {
     "audit_add": (),
     "audit_get": (),
     "audit_rekey": (),
+    "spend_add": (),
+    "spend_get": (),
+    "events_add": (),
+    "events_get": (),
 }
 _BATCH = 1000  # ledger lines per RPUSH; Lua's unpack() has a bounded stack
 
@@ -161,6 +170,7 @@ class RedisStore(Store):
         self._key_decoder = msgspec.json.Decoder(KeyRecord)
         self._account_decoder = msgspec.json.Decoder(AccountRecord)
         self._ledger_decoder = msgspec.json.Decoder(_Ledger)
+        self._event_decoder = msgspec.json.Decoder(UsageEvent)
 
     async def _do(self, call: Callable[[], Awaitable[_T]]) -> _T:
         async with self._slots:
@@ -413,6 +423,75 @@ class RedisStore(Store):
     async def cooldowns(self) -> dict[str, float]:
         flat = await self._run("cooldowns", [self._cooldown_key()])
         return {flat[i].decode(): int(flat[i + 1]) / 1000 for i in range(0, len(flat), 2)}
+
+    # -- metering -------------------------------------------------------------
+    async def _per_tag(self, script: str, calls: dict[str, tuple[list[str], list[Any]]],
+                       head: Sequence[Any] = ()) -> None:
+        # One script per hash tag on a Cluster; one for everything elsewhere.
+        if not calls:
+            return
+        if self._cluster:
+            await asyncio.gather(
+                *(self._run(script, k, [*head, *a]) for k, a in calls.values())
+            )
+        else:
+            keys = [k for c in calls.values() for k in c[0]]
+            args = [a for c in calls.values() for a in c[1]]
+            await self._run(script, keys, [*head, *args])
+
+    def _spend_key(self, subject: str, period: str) -> str:
+        return f"{self.options.prefix}{{spend:{subject}}}:{period}"
+
+    async def add_spend(self, deltas: Sequence[SpendDelta]) -> None:
+        calls: dict[str, tuple[list[str], list[Any]]] = {}
+        for d in deltas:
+            keys, args = calls.setdefault(d.subject, ([], []))
+            keys.append(self._spend_key(d.subject, d.period))
+            args += (d.micros, d.ttl)
+        await self._per_tag("spend_add", calls)
+
+    async def spend(self, subject: str, periods: Sequence[str]) -> list[int]:
+        if not periods:
+            return []
+        keys = [self._spend_key(subject, p) for p in periods]
+        out = await self._run("spend_get", keys)
+        return [int(v) if v is not None else 0 for v in out]
+
+    def _events_key(self, account_id: str, day: str) -> str:
+        return f"{self.options.prefix}{{events:{account_id}}}:{day}"
+
+    async def add_usage_events(self, events: Sequence[UsageEvent], retention: int) -> None:
+        by_list: defaultdict[tuple[str, str], list[bytes]] = defaultdict(list)
+        for e in events:
+            by_list[(e.account_id, e.day)].append(msgspec.json.encode(e))
+        calls: dict[str, tuple[list[str], list[Any]]] = {}
+        for (account_id, day), lines in by_list.items():
+            for first in range(0, len(lines), _BATCH):
+                batch = lines[first : first + _BATCH]
+                keys, args = calls.setdefault(account_id, ([], []))
+                keys.append(self._events_key(account_id, day))
+                args += (len(batch), *batch)
+        await self._per_tag("events_add", calls, head=(max(1, retention),))
+
+    async def usage_events(
+        self, account_id: str, first_day: str, last_day: str
+    ) -> list[UsageEvent]:
+        import datetime as dt
+
+        day, last = dt.date.fromisoformat(first_day), dt.date.fromisoformat(last_day)
+        keys = []
+        while day <= last:
+            keys.append(self._events_key(account_id, day.isoformat()))
+            day += dt.timedelta(days=1)
+        if not keys:
+            return []
+        out = await self._run("events_get", keys)
+        events = [self._event_decoder.decode(line) for lines in out for line in lines]
+        return sorted(events, key=lambda e: (e.day, e.time))
+
+    async def claim(self, name: str, ttl: int) -> bool:
+        key = f"{self.options.prefix}{{claims}}:{name}"
+        return bool(await self._do(lambda: self._client.set(key, b"1", nx=True, ex=max(1, ttl))))
 
     # -- admin tokens and audit ----------------------------------------------
     # Tokens are few (tens): one hash, searched whole; the admin API caches.

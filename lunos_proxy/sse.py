@@ -1,0 +1,111 @@
+"""An incremental server-sent-events parser for the forwarder's copy loop.
+
+    parser = SSEParser()
+    for event in parser.feed(chunk):      # any split of the stream, any size
+        if event.event == "message_delta": ...
+        use(event.data)                   # the data lines, joined by b"\\n"
+
+Network chunks split events anywhere (mid-line, mid-``\\r\\n``), and one chunk
+may carry many events. The parser keeps only the event being read, never
+the stream: a line is cut once, and a very large event (hundreds of KiB) is
+scanned without rescanning what was already searched. It follows the
+WHATWG rules that matter here: ``\\n``, ``\\r\\n`` and ``\\r`` end lines,
+lines starting with ``:`` are comments, an empty line dispatches, one
+space after the colon is dropped, unknown fields are ignored, and an event
+with no data line is not dispatched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+__all__ = ["SSEEvent", "SSEParser"]
+
+
+class SSEEvent:
+    __slots__ = ("data", "event", "id")
+
+    def __init__(self, event: str, data: bytes, id: str | None = None) -> None:
+        self.event = event  # "message" when the stream names none
+        self.data = data
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"SSEEvent({self.event!r}, {len(self.data)} bytes)"
+
+
+class SSEParser:
+    __slots__ = ("_buf", "_cr", "_data", "_event", "_id", "_scanned")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()  # the unfinished line
+        self._scanned = 0  # how much of _buf is known to hold no line end
+        self._cr = False  # the last chunk ended in "\r": a "\n" next is part of it
+        self._data: list[bytes] = []
+        self._event = ""
+        self._id: str | None = None
+
+    def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+        """The events that `chunk` completes, in order."""
+        if self._cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        self._cr = False
+        if not chunk:
+            return
+        if b"\r" in chunk:
+            self._cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if not self._buf:
+            # The common case: whole lines, no copy of the chunk.
+            start = 0
+            end = chunk.find(b"\n")
+            while end != -1:
+                event = self._line(chunk[start:end])
+                if event is not None:
+                    yield event
+                start = end + 1
+                end = chunk.find(b"\n", start)
+            if start < len(chunk):
+                self._buf += chunk[start:]
+                self._scanned = len(self._buf)
+            return
+        self._buf += chunk
+        end = self._buf.find(b"\n", self._scanned)
+        if end == -1:
+            self._scanned = len(self._buf)
+            return
+        buf, self._buf = bytes(self._buf), bytearray()
+        self._scanned = 0
+        start = 0
+        while end != -1:
+            event = self._line(buf[start:end])
+            if event is not None:
+                yield event
+            start = end + 1
+            end = buf.find(b"\n", start)
+        if start < len(buf):
+            self._buf += buf[start:]
+            self._scanned = len(self._buf)
+
+    def _line(self, line: bytes) -> SSEEvent | None:
+        if not line:
+            if not self._data:
+                self._event = ""
+                return None
+            data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+            event = SSEEvent(self._event or "message", data, self._id)
+            self._data = []
+            self._event = ""
+            return event
+        if line[0] == 0x3A:  # ":" starts a comment
+            return None
+        name, colon, value = line.partition(b":")
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif name == b"id" and b"\0" not in value:
+            self._id = value.decode("utf-8", "replace")
+        return None

@@ -1,0 +1,260 @@
+"""Budgets: hard limits checked before forwarding, soft thresholds notified.
+
+Budgets come from the meter's settings (YAML), so an operator sees every
+limit in one reviewed file:
+
+    budgets:
+      timezone: Europe/Paris            # where a day and a month begin
+      plans:    {free: {monthly: 5}}    # for every account on that plan
+      accounts: {acct_42: {daily: 20, monthly: 300, soft: [0.5, 0.8, 1.0]}}
+      keys:     {key_7: {daily: 2}}
+      prepaid:  [acct_99]               # refused once its credit is spent
+
+Amounts are in the pricing currency (at most 6 decimals). An account's own
+entry replaces its plan's. Daily and monthly periods are calendar-aligned in
+`timezone`. Spend is kept in store counters per subject and period
+("account:<id>" / "key:<id>", "d:YYYY-MM-DD" / "m:YYYY-MM", and "total" and
+"credit" for prepaid balances, topped up through the admin API).
+
+The check reads the counters from the store at most once per
+`refresh_seconds` per subject and adds what this instance has not written
+yet, so the hot path rarely waits on the store. A request is refused when a
+limit is already reached (spent >= limit); requests already in flight finish,
+so a budget can be overrun by at most the requests in flight plus what other
+instances spent within `refresh_seconds` plus the ledger's flush interval.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import zoneinfo
+from decimal import Decimal
+
+import msgspec
+
+from ..errors import QuotaExceeded, ServiceUnavailable
+from ..store.base import Store, StoreError
+from .ledger import Ledger
+from .pricing import to_micros
+from .webhooks import Notifier
+
+__all__ = ["BudgetRule", "BudgetSettings", "Calendar", "Guard", "Limit", "Rules"]
+
+
+class BudgetRule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    daily: Decimal | None = None
+    monthly: Decimal | None = None
+    # Fractions of a limit at which the webhook is told (once each per period).
+    soft: list[float] = msgspec.field(default_factory=lambda: [0.5, 0.8, 1.0])
+
+
+class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    timezone: str = "UTC"
+    plans: dict[str, BudgetRule] = msgspec.field(default_factory=dict)
+    accounts: dict[str, BudgetRule] = msgspec.field(default_factory=dict)
+    keys: dict[str, BudgetRule] = msgspec.field(default_factory=dict)
+    prepaid: list[str] = msgspec.field(default_factory=list)
+    refresh_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        for group in (self.plans, self.accounts, self.keys):
+            for rule in group.values():
+                problems: list[str] = []
+                for amount in (rule.daily, rule.monthly):
+                    if amount is not None:
+                        to_micros(amount, "amount", problems)
+                if problems:
+                    raise ValueError("budget amounts need at most 6 decimals and must be >= 0")
+                if any(not 0 < f <= 10 for f in rule.soft):
+                    raise ValueError("soft thresholds are fractions of the limit, in (0, 10]")
+
+
+class Calendar:
+    """Days and months in the billing time zone."""
+
+    def __init__(self, timezone: str) -> None:
+        self.zone = zoneinfo.ZoneInfo(timezone)
+
+    def day(self, at: float) -> str:
+        return dt.datetime.fromtimestamp(at, self.zone).date().isoformat()
+
+    def month(self, at: float) -> str:
+        return self.day(at)[:7]
+
+    def seconds_left(self, at: float, period: str) -> int:
+        """Seconds from `at` to the end of the day ("d") or month ("m") it is in."""
+        now = dt.datetime.fromtimestamp(at, self.zone)
+        if period == "d":
+            end = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), self.zone)
+        else:
+            first = now.date().replace(day=1)
+            nxt = (first + dt.timedelta(days=32)).replace(day=1)
+            end = dt.datetime.combine(nxt, dt.time(), self.zone)
+        return max(1, int(end.timestamp() - at))
+
+
+class Limit(msgspec.Struct, frozen=True):
+    """One hard limit on one subject for one period."""
+
+    subject: str  # "account:<id>" | "key:<id>"
+    kind: str  # "daily" | "monthly" | "prepaid"
+    period: str  # "d:2026-11-26" | "m:2026-11" | "total"
+    micros: int  # the limit (for prepaid: computed from the credit at check time)
+    soft: tuple[float, ...] = ()
+
+
+class Rules:
+    """Which limits apply to a principal at an instant."""
+
+    def __init__(self, settings: BudgetSettings) -> None:
+        self.settings = settings
+        self.calendar = Calendar(settings.timezone)
+        self.prepaid = frozenset(settings.prepaid)
+        self.active = bool(settings.plans or settings.accounts or settings.keys or self.prepaid)
+
+    def limits(self, account_id: str, key_id: str, plan: str | None, at: float) -> list[Limit]:
+        s = self.settings
+        out: list[Limit] = []
+        day, month = self.calendar.day(at), self.calendar.month(at)
+        account_rule = s.accounts.get(account_id) or (s.plans.get(plan) if plan else None)
+        for subject, rule in (
+            (f"account:{account_id}", account_rule),
+            (f"key:{key_id}", s.keys.get(key_id)),
+        ):
+            if rule is None:
+                continue
+            soft = tuple(sorted(rule.soft))
+            if rule.daily is not None:
+                out.append(Limit(subject, "daily", f"d:{day}", _micros(rule.daily), soft))
+            if rule.monthly is not None:
+                out.append(Limit(subject, "monthly", f"m:{month}", _micros(rule.monthly), soft))
+        if account_id in self.prepaid:
+            out.append(Limit(f"account:{account_id}", "prepaid", "total", 0))
+        return out
+
+    def spend_periods(self, account_id: str, key_id: str, at: float) -> list[tuple[str, str, int]]:
+        """The counters a request's cost is added to: (subject, period, ttl)."""
+        day, month = self.calendar.day(at), self.calendar.month(at)
+        d_ttl = self.calendar.seconds_left(at, "d") + 2 * 86_400
+        m_ttl = self.calendar.seconds_left(at, "m") + 35 * 86_400
+        out = []
+        for subject in (f"account:{account_id}", f"key:{key_id}"):
+            out += [(subject, f"d:{day}", d_ttl), (subject, f"m:{month}", m_ttl)]
+        out.append((f"account:{account_id}", "total", 0))
+        return out
+
+
+def _micros(amount: Decimal) -> int:
+    return int(amount * 1_000_000)
+
+
+class Guard:
+    """Refuses requests over a hard limit and tells the webhook of soft thresholds."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        store: Store,
+        ledger: Ledger,
+        notifier: Notifier | None,
+        *,
+        currency: str,
+        fail_closed: bool = False,
+    ) -> None:
+        self.rules = rules
+        self.store = store
+        self.ledger = ledger
+        self.notifier = notifier
+        self.currency = currency
+        self.fail_closed = fail_closed
+        self._cache: dict[str, tuple[float, dict[str, int]]] = {}
+        self._told: set[tuple[str, str, float]] = set()
+        ledger.on_written.append(self._forget)
+
+    def _forget(self, subjects: set[str]) -> None:
+        # The store now holds what we had counted locally: read it afresh.
+        for subject in subjects:
+            self._cache.pop(subject, None)
+
+    async def _stored(self, subject: str, periods: list[str]) -> dict[str, int]:
+        cached = self._cache.get(subject)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.rules.settings.refresh_seconds:
+            if all(p in cached[1] for p in periods):
+                return cached[1]
+        try:
+            values = dict(zip(periods, await self.store.spend(subject, periods), strict=True))
+        except StoreError:
+            if self.fail_closed:
+                raise ServiceUnavailable("Budgets cannot be checked right now.") from None
+            return cached[1] if cached is not None else dict.fromkeys(periods, 0)
+        self._cache[subject] = (now, values)
+        return values
+
+    def _spent(self, stored: dict[str, int], subject: str, period: str) -> int:
+        return stored.get(period, 0) + self.ledger.unwritten_spend(subject, period)
+
+    async def check(self, limits: list[Limit]) -> None:
+        """Raise QuotaExceeded if any limit is already reached."""
+        periods: dict[str, list[str]] = {}
+        for limit in limits:
+            wanted = periods.setdefault(limit.subject, [])
+            wanted += ["total", "credit"] if limit.kind == "prepaid" else [limit.period]
+        stored = {s: await self._stored(s, ps) for s, ps in periods.items()}
+        for limit in limits:
+            got = stored[limit.subject]
+            spent = self._spent(got, limit.subject, limit.period)
+            if limit.kind == "prepaid":
+                if spent >= got.get("credit", 0):
+                    raise _refusal("This account's prepaid credit is used up.")
+            elif spent >= limit.micros:
+                who = "account" if limit.subject.startswith("account:") else "API key"
+                raise _refusal(
+                    f"You exceeded your current quota: this {who}'s {limit.kind} budget is spent."
+                )
+
+    def after(self, limits: list[Limit], at: float) -> None:
+        """Notify thresholds this request's spend (already recorded) crossed."""
+        if self.notifier is None:
+            return
+        cal = self.rules.calendar
+        for limit in limits:
+            if not limit.soft or limit.micros <= 0:
+                continue
+            cached = self._cache.get(limit.subject)
+            stored = cached[1] if cached is not None else {}
+            spent = self._spent(stored, limit.subject, limit.period)
+            for fraction in limit.soft:
+                told = (limit.subject, limit.period, fraction)
+                if spent < fraction * limit.micros or told in self._told:
+                    continue
+                if len(self._told) > 100_000:
+                    self._told.clear()
+                self._told.add(told)
+                kind, _, ident = limit.subject.partition(":")
+                self.notifier.notify(
+                    f"{limit.subject}:{limit.period}:{fraction:g}",
+                    cal.seconds_left(at, limit.period[0]) + 86_400,
+                    {
+                        "type": "budget.threshold",
+                        "subject": kind,
+                        "subject_id": ident,
+                        "budget": limit.kind,
+                        "period": limit.period[2:],
+                        "threshold": fraction,
+                        "limit_micros": limit.micros,
+                        "spent_micros": spent,
+                        "currency": self.currency,
+                        "time": at,
+                    },
+                )
+
+
+def _refusal(message: str) -> QuotaExceeded:
+    # SDKs retry a 429 unless told not to; a spent budget will not come back soon.
+    return QuotaExceeded(message, headers={"x-should-retry": "false"})

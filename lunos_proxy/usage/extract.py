@@ -1,0 +1,248 @@
+"""Usage as each wire format reports it: JSON bodies and stream events.
+
+Both formats are read with small msgspec structs that skip everything but
+the counts (and, for the estimate when no count ever arrives, the text
+pieces of a stream, which stay in memory for the request only).
+
+Counting conventions of `Usage`, whatever the provider said:
+- `input_tokens` is every input token, cached or not. OpenAI's
+  `prompt_tokens` already is; Anthropic's `input_tokens` excludes cache
+  reads and writes, so they are added.
+- `cached_input_tokens` are cache reads (OpenAI `cached_tokens`, Anthropic
+  `cache_read_input_tokens`); `cache_creation_tokens` are Anthropic's
+  cache writes. Both are part of `input_tokens`.
+- `output_tokens` include `reasoning_tokens` (as OpenAI counts them).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..exchange import Usage
+
+__all__ = ["StreamUsage", "TextPieces", "usage_from_body"]
+
+
+class _Details(msgspec.Struct):
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+class _RawUsage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    prompt_tokens_details: _Details | None = None
+    completion_tokens_details: _Details | None = None
+    input_tokens_details: _Details | None = None
+    output_tokens_details: _Details | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class _Holder(msgspec.Struct):
+    usage: _RawUsage | None = None
+
+
+class _Fn(msgspec.Struct):
+    arguments: str | None = None
+
+
+class _Tool(msgspec.Struct):
+    function: _Fn | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    text: str | None = None
+    partial_json: str | None = None
+    thinking: str | None = None
+    reasoning_content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_Tool] | None = None
+    function_call: _Fn | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    message: _Delta | None = None
+    text: str | None = None
+
+
+class _Block(msgspec.Struct):
+    text: str | None = None
+
+
+class _Doc(msgspec.Struct):
+    """A response body or one stream event, in either format."""
+
+    type: str | None = None
+    usage: _RawUsage | None = None
+    choices: list[_Choice] | None = None
+    delta: _Delta | str | None = None
+    message: _Holder | None = None  # Anthropic message_start
+    response: _Holder | None = None  # OpenAI Responses response.completed
+    content: list[_Block] | None = None  # Anthropic message body
+
+
+_decode = msgspec.json.Decoder(_Doc).decode
+
+
+class TextPieces:
+    """The output text of a response, held only until the request ends, for
+    counting tokens when the provider reports none. Bounded: past `limit`
+    characters only the length is kept (and estimated at 4 characters a token)."""
+
+    __slots__ = ("chars", "limit", "overflow", "pieces")
+
+    def __init__(self, limit: int = 1 << 20) -> None:
+        self.pieces: list[str] = []
+        self.chars = 0
+        self.overflow = 0
+        self.limit = limit
+
+    def add(self, text: str | None) -> None:
+        if not text:
+            return
+        if self.chars + len(text) > self.limit:
+            self.overflow += len(text)
+            return
+        self.chars += len(text)
+        self.pieces.append(text)
+
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+def _collect(doc: _Doc, out: TextPieces) -> None:
+    for choice in doc.choices or ():
+        out.add(choice.text)
+        for d in (choice.delta, choice.message):
+            if d is not None:
+                _collect_delta(d, out)
+    if isinstance(doc.delta, str):
+        out.add(doc.delta)
+    elif doc.delta is not None:
+        _collect_delta(doc.delta, out)
+    for block in doc.content or ():
+        out.add(block.text)
+
+
+def _collect_delta(d: _Delta, out: TextPieces) -> None:
+    for text in (d.content, d.text, d.partial_json, d.thinking, d.reasoning_content, d.refusal):
+        out.add(text)
+    for tool in d.tool_calls or ():
+        if tool.function is not None:
+            out.add(tool.function.arguments)
+    if d.function_call is not None:
+        out.add(d.function_call.arguments)
+
+
+class _Counts:
+    """Field-wise latest counts; a later report of a field replaces an earlier one
+    (Anthropic's message_delta counts are cumulative)."""
+
+    __slots__ = ("anthropic", "cache_read", "cache_write", "cached", "input", "output", "reasoning")
+
+    def __init__(self) -> None:
+        self.input: int | None = None
+        self.output: int | None = None
+        self.cached: int | None = None
+        self.cache_read: int | None = None
+        self.cache_write: int | None = None
+        self.reasoning: int | None = None
+        self.anthropic = False
+
+    def merge(self, raw: _RawUsage, anthropic: bool) -> None:
+        self.anthropic = self.anthropic or anthropic
+        inp = raw.prompt_tokens if raw.prompt_tokens is not None else raw.input_tokens
+        out = raw.completion_tokens if raw.completion_tokens is not None else raw.output_tokens
+        if inp is not None:
+            self.input = inp
+        if out is not None:
+            self.output = out
+        for details in (raw.prompt_tokens_details, raw.input_tokens_details):
+            if details is not None and details.cached_tokens is not None:
+                self.cached = details.cached_tokens
+        for details in (raw.completion_tokens_details, raw.output_tokens_details):
+            if details is not None and details.reasoning_tokens is not None:
+                self.reasoning = details.reasoning_tokens
+        if raw.cache_read_input_tokens is not None:
+            self.cache_read = raw.cache_read_input_tokens
+        if raw.cache_creation_input_tokens is not None:
+            self.cache_write = raw.cache_creation_input_tokens
+
+    def usage(self, source: str) -> Usage:
+        if self.anthropic:
+            read, write = self.cache_read or 0, self.cache_write or 0
+            return Usage(
+                input_tokens=(self.input or 0) + read + write,
+                output_tokens=self.output or 0,
+                cached_input_tokens=read,
+                cache_creation_tokens=write,
+                source=source,
+            )
+        return Usage(
+            input_tokens=self.input or 0,
+            output_tokens=self.output or 0,
+            cached_input_tokens=self.cached or 0,
+            reasoning_tokens=self.reasoning or 0,
+            source=source,
+        )
+
+
+def usage_from_body(body: bytes, wire: str, text: TextPieces | None = None) -> Usage | None:
+    """The usage a JSON response reports, or None; `text` collects its output."""
+    try:
+        doc = _decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if text is not None:
+        _collect(doc, text)
+    if doc.usage is None:
+        return None
+    counts = _Counts()
+    counts.merge(doc.usage, wire == "anthropic")
+    return counts.usage("reported")
+
+
+class StreamUsage:
+    """Usage read from stream events, one event's data at a time.
+
+    `complete` becomes true when the event that closes the count has been
+    seen: OpenAI's chunk carrying `usage` (and Responses' response.completed),
+    Anthropic's message_delta (input counts come earlier, in message_start).
+    """
+
+    __slots__ = ("complete", "counts", "seen", "text")
+
+    def __init__(self, text: TextPieces) -> None:
+        self.counts = _Counts()
+        self.text = text
+        self.complete = False
+        self.seen = False  # any count at all
+
+    def event(self, name: str, data: bytes) -> None:
+        if data[:1] != b"{":
+            return  # "[DONE]" and the like
+        try:
+            doc = _decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        _collect(doc, self.text)
+        kind = doc.type or name
+        if doc.message is not None and doc.message.usage is not None:  # message_start
+            self.counts.merge(doc.message.usage, True)
+            self.seen = True
+        if doc.usage is not None:
+            anthropic = kind == "message_delta"
+            self.counts.merge(doc.usage, anthropic)
+            self.seen = True
+            self.complete = True
+        if doc.response is not None and doc.response.usage is not None:
+            self.counts.merge(doc.response.usage, False)
+            self.seen = self.complete = True
+
+    def usage(self, source: str) -> Usage:
+        return self.counts.usage(source)

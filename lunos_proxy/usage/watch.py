@@ -1,0 +1,90 @@
+"""The observer that turns a response passing through into `exchange.usage`.
+
+It sees the upstream bytes as the forwarder copies them (before any filter,
+so it reads the usage chunk the meter asked for) and, when the response
+ends or is cut off, sets `exchange.usage` and `exchange.cost_micros`. That
+happens inside the forwarder, so both are final when `handler` returns to
+any middleware outside the meter (abuse settles its reservation from them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ..exchange import Exchange, Usage
+from ..sse import SSEParser
+from .estimate import count_input, count_output
+from .extract import StreamUsage, TextPieces, usage_from_body
+
+__all__ = ["UsageWatcher"]
+
+log = logging.getLogger(__name__)
+
+
+class UsageWatcher:
+    __slots__ = ("_body", "_cost", "_estimate", "_parser", "_stream", "_text", "ended", "exchange")
+
+    def __init__(
+        self, exchange: Exchange, cost: Callable[[Exchange], int], *, estimate: bool = True
+    ) -> None:
+        self.exchange = exchange
+        self.ended = False
+        self._cost = cost
+        self._estimate = estimate
+        self._text = TextPieces()
+        self._body: list[bytes] | None = None  # a JSON answer (one chunk from the forwarder)
+        self._parser: SSEParser | None = None
+        self._stream: StreamUsage | None = None
+
+    def chunk(self, data: bytes) -> None:
+        if self._body is None and self._parser is None:
+            if data.lstrip()[:1] == b"{":
+                self._body = []
+            else:
+                self._parser = SSEParser()
+                self._stream = StreamUsage(self._text)
+        if self._body is not None:
+            self._body.append(data)
+            return
+        assert self._parser is not None and self._stream is not None
+        stream = self._stream
+        for event in self._parser.feed(data):
+            stream.event(event.event, event.data)
+
+    def end(self, aborted: bool) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        ex = self.exchange
+        try:
+            ex.usage = self._final()
+            ex.cost_micros = self._cost(ex)
+        except Exception:
+            # An observer must not raise into the copy loop.
+            log.exception("usage could not be settled")
+
+    def _final(self) -> Usage:
+        ex = self.exchange
+        partial: Usage | None = None
+        if self._body is not None:
+            found = usage_from_body(b"".join(self._body), ex.wire, self._text)
+            if found is not None:
+                return found
+        elif self._stream is not None:
+            if self._stream.complete:
+                return self._stream.usage("reported")
+            if self._stream.seen:
+                partial = self._stream.usage("estimated")
+        if not self._estimate:
+            return partial or Usage(source="none")
+        model = ex.upstream_model or ex.model
+        output = count_output(model, self._text)
+        if partial is not None and partial.input_tokens:
+            partial.output_tokens = max(partial.output_tokens, output)
+            return partial
+        return Usage(
+            input_tokens=count_input(model, ex.endpoint, ex.body),
+            output_tokens=output,
+            source="estimated",
+        )

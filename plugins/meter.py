@@ -1,0 +1,242 @@
+"""The meter: usage and cost of every response, a write-behind ledger, budgets.
+
+    pipeline:
+      - name: meter
+        settings:
+          pricing: config/pricing.yaml # relative to the working directory, like store.url;
+                                       # "" (the default) = no prices, everything costs 0
+          timezone: UTC                # the billing day (ledger rows, usage events)
+          budgets: {accounts: {acct_1: {monthly: 100}}}
+          webhook: {url: https://ops.example/hooks/budget, secret: ${LUNOS_WEBHOOK_SECRET}}
+
+Place it inside abuse and outside the router (abuse → meter → router): it
+must see the final provider response, and `exchange.usage` /
+`exchange.cost_micros` are final when it returns, for abuse's settlement and
+the logger. Requests are attributed to `exchange.principal` (set by auth);
+without one they are metered as account and key "anonymous".
+
+Before forwarding: budgets are checked (429 insufficient_quota), and an
+OpenAI-style stream is asked for its usage (see usage/include_usage.py).
+While the answer passes: `UsageWatcher` reads the usage. After: one entry
+goes to the ledger (counters, billing line, spend, usage event) and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zoneinfo
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+
+from lunos_proxy.config import ConfigError
+from lunos_proxy.exchange import Exchange, exchange_of
+from lunos_proxy.parse import read_request
+from lunos_proxy.plugin import Handler, Plugin, Services
+from lunos_proxy.store.base import UsageEvent
+from lunos_proxy.usage.budgets import BudgetSettings, Calendar, Guard, Limit, Rules
+from lunos_proxy.usage.estimate import encoding_for, tokenizer
+from lunos_proxy.usage.include_usage import (
+    STREAM_USAGE_ENDPOINTS,
+    UsageChunkFilter,
+    ask_for_usage,
+)
+from lunos_proxy.usage.ledger import Entry, Ledger
+from lunos_proxy.usage.pricing import PriceTable, PricingError, load_pricing
+from lunos_proxy.usage.watch import UsageWatcher
+from lunos_proxy.usage.webhooks import Notifier
+
+log = logging.getLogger(__name__)
+
+# Endpoints that consume tokens; /v1/models and count_tokens are not billed.
+METERED = frozenset({"chat/completions", "completions", "embeddings", "responses", "messages"})
+ANONYMOUS = "anonymous"
+
+
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str
+    secret: str
+    max_attempts: int = 5
+    backoff_seconds: float = 1.0
+    timeout_seconds: float = 5.0
+
+
+class MeterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pricing: str = ""
+    timezone: str = "UTC"
+    # Ask OpenAI-style streams for usage when the client did not (hidden from it).
+    request_stream_usage: bool = True
+    # Count tokens ourselves when a provider reports none (usage_source: estimated).
+    estimate: bool = True
+    flush_interval_seconds: float = 1.0
+    max_pending_events: int = 100_000
+    events_retention_days: int = 400
+    budgets: BudgetSettings = msgspec.field(default_factory=BudgetSettings)
+    webhook: WebhookSettings | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            Calendar(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        if self.flush_interval_seconds <= 0:
+            raise ValueError("flush_interval_seconds must be greater than 0")
+
+
+class Meter(Plugin):
+    name = "meter"
+    Settings = MeterSettings
+
+    def __init__(self, settings: MeterSettings, services: Services) -> None:
+        super().__init__(settings, services)
+        self.settings: MeterSettings = settings
+        self.prices = self._load_prices(settings.pricing)
+        self.calendar = Calendar(settings.timezone)
+        self.ledger = Ledger(
+            services.store,
+            services.metrics,
+            flush_interval=settings.flush_interval_seconds,
+            retention=settings.events_retention_days * 86_400,
+            max_pending_events=settings.max_pending_events,
+        )
+        self.rules = Rules(settings.budgets)
+        hook = settings.webhook
+        self.notifier = (
+            None
+            if hook is None
+            else Notifier(
+                services.store,
+                services.metrics,
+                hook.url,
+                hook.secret,
+                max_attempts=hook.max_attempts,
+                backoff=hook.backoff_seconds,
+                timeout=hook.timeout_seconds,
+            )
+        )
+        self.guard = Guard(
+            self.rules,
+            services.store,
+            self.ledger,
+            self.notifier,
+            currency=self.prices.currency,
+            fail_closed=services.config.store.on_failure == "fail_closed",
+        )
+        self._warm: asyncio.Task[None] | None = None
+        services.shared["meter"] = self
+
+    @staticmethod
+    def _load_prices(path: str) -> PriceTable:
+        if not path:
+            return PriceTable("USD", {})
+        try:
+            return load_pricing(Path(path))
+        except PricingError as e:
+            raise ConfigError(e.problems) from None
+
+    async def start(self) -> None:
+        await self.ledger.start()
+        if self.settings.estimate:
+            # The tokenizer's tables take about a second to load: not on a request.
+            self._warm = asyncio.get_running_loop().create_task(asyncio.to_thread(_load_tokenizer))
+
+    async def stop(self) -> None:
+        await self.ledger.stop()
+        if self.notifier is not None:
+            await self.notifier.close()
+        if self._warm is not None:
+            await asyncio.gather(self._warm, return_exceptions=True)
+
+    # -- the middleware ---------------------------------------------------------
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        exchange = exchange_of(request)
+        if exchange.endpoint not in METERED:
+            return await handler(request)
+        await read_request(request)
+        at = time.time()
+        p = exchange.principal
+        account, key = (p.account_id, p.key_id) if p is not None else (ANONYMOUS, ANONYMOUS)
+        limits: list[Limit] = []
+        if p is not None and self.rules.active:
+            limits = self.rules.limits(account, key, p.plan, at)
+            if limits:
+                await self.guard.check(limits)
+        if (
+            exchange.stream
+            and exchange.wire == "openai"
+            and exchange.endpoint in STREAM_USAGE_ENDPOINTS
+            and self.settings.request_stream_usage
+        ):
+            asked = ask_for_usage(exchange.body)
+            if asked is not None:
+                exchange.body = asked
+                exchange.filters.append(UsageChunkFilter())
+        watcher = UsageWatcher(
+            exchange, lambda ex: self.cost(ex, at), estimate=self.settings.estimate
+        )
+        exchange.observers.append(watcher)
+        try:
+            return await handler(request)
+        finally:
+            if watcher.ended:
+                self._settle(exchange, account, key, at, limits)
+
+    def cost(self, exchange: Exchange, at: float) -> int:
+        names = (f"{exchange.provider}/{exchange.upstream_model}", exchange.model)
+        price = self.prices.price(names, at)
+        if price is None:
+            self.services.metrics.meter_unpriced.labels(self._label(exchange.model)).inc()
+            return 0
+        return price.cost(exchange.usage)
+
+    def _label(self, model: str) -> str:
+        # Metric labels come from config, never from what a client sent.
+        return model if self.services.config.resolve_model(model) is not None else "unknown"
+
+    def _settle(self, ex: Exchange, account: str, key: str, at: float, limits: list[Limit]) -> None:
+        u = ex.usage
+        day = self.calendar.day(at)
+        self.ledger.record(
+            Entry(
+                account_id=account,
+                key_id=key,
+                model=ex.model,
+                day=day,
+                input_tokens=u.input_tokens,
+                output_tokens=u.output_tokens,
+                cached_input_tokens=u.cached_input_tokens,
+                cost_micros=ex.cost_micros,
+                spend=self.rules.spend_periods(account, key, at),
+                event=UsageEvent(
+                    request_id=ex.request_id,
+                    account_id=account,
+                    key_id=key,
+                    model=ex.model,
+                    provider=ex.provider,
+                    time=at,
+                    day=day,
+                    status=ex.status,
+                    stream=ex.stream,
+                    input_tokens=u.input_tokens,
+                    output_tokens=u.output_tokens,
+                    cached_input_tokens=u.cached_input_tokens,
+                    cache_creation_tokens=u.cache_creation_tokens,
+                    reasoning_tokens=u.reasoning_tokens,
+                    cost_micros=ex.cost_micros,
+                    usage_source=u.source,
+                ),
+            )
+        )
+        m = self.services.metrics
+        model, provider = self._label(ex.model), ex.provider or "none"
+        if u.source == "estimated":
+            m.usage_estimated.labels(model, provider).inc()
+        if limits:
+            self.guard.after(limits, at)
+
+
+def _load_tokenizer() -> None:
+    tokenizer(encoding_for(""))

@@ -1,0 +1,78 @@
+"""The store contract for metering: spend counters, usage events, once-only claims."""
+
+from __future__ import annotations
+
+import asyncio
+
+from lunos_proxy.store import SpendDelta, UsageEvent
+from tests.store.backends import Backend
+
+
+def event(request_id: str, day: str, t: float, account: str = "a-1", **kw: int) -> UsageEvent:
+    return UsageEvent(
+        request_id=request_id,
+        account_id=account,
+        key_id="k-1",
+        model="gpt-x",
+        provider="p",
+        time=t,
+        day=day,
+        status=200,
+        input_tokens=kw.get("inp", 3),
+        output_tokens=kw.get("out", 4),
+        cost_micros=kw.get("cost", 7),
+        usage_source="reported",
+    )
+
+
+async def test_spend_counters_add_per_subject_and_period(backend: Backend):
+    s, sub = backend.store, f"account:{backend.tag}"
+    assert await s.spend(sub, ["d:2026-11-26", "m:2026-11"]) == [0, 0]
+    await s.add_spend(
+        [
+            SpendDelta(subject=sub, period="d:2026-11-26", micros=5, ttl=3600),
+            SpendDelta(subject=sub, period="m:2026-11", micros=5, ttl=0),
+            SpendDelta(subject="key:other", period="m:2026-11", micros=99),
+        ]
+    )
+    await s.add_spend([SpendDelta(subject=sub, period="d:2026-11-26", micros=2**40, ttl=3600)])
+    assert await s.spend(sub, ["d:2026-11-26", "m:2026-11", "total"]) == [2**40 + 5, 5, 0]
+    assert await s.spend("key:other", ["m:2026-11"]) == [99]
+    assert await s.spend(sub, []) == []
+
+
+async def test_spend_counter_expires_after_its_ttl(backend: Backend):
+    s, sub = backend.store, f"key:{backend.tag}"
+    await s.add_spend([SpendDelta(subject=sub, period="d:x", micros=10, ttl=1)])
+    assert await s.spend(sub, ["d:x"]) == [10]
+    await backend.advance(1.3)
+    assert await s.spend(sub, ["d:x"]) == [0]
+
+
+async def test_usage_events_are_read_back_by_day_range_in_time_order(backend: Backend):
+    s, acct = backend.store, f"acct-{backend.tag}"
+    e1 = event("r1", "2026-11-25", 10.0, acct)
+    e2 = event("r2", "2026-11-26", 30.0, acct)
+    e3 = event("r3", "2026-11-26", 20.0, acct)
+    await s.add_usage_events([e1, e2], 3600)
+    await s.add_usage_events([e3, event("other", "2026-11-26", 1.0, "someone-else")], 3600)
+    assert await s.usage_events(acct, "2026-11-01", "2026-11-30") == [e1, e3, e2]
+    assert await s.usage_events(acct, "2026-11-26", "2026-11-26") == [e3, e2]
+    assert await s.usage_events(acct, "2026-12-01", "2026-12-31") == []
+
+
+async def test_usage_events_expire_after_retention(backend: Backend):
+    s, acct = backend.store, f"acct-{backend.tag}"
+    await s.add_usage_events([event("r1", "2026-11-25", 10.0, acct)], 1)
+    await backend.advance(1.3)
+    assert await s.usage_events(acct, "2026-11-25", "2026-11-25") == []
+
+
+async def test_claim_is_granted_once_across_instances_until_it_expires(backend: Backend):
+    name = f"threshold:{backend.tag}"
+    twin = await backend.open_twin()
+    results = await asyncio.gather(*(st.claim(name, 1) for st in [backend.store, twin] * 5))
+    assert sorted(results) == [False] * 9 + [True]
+    await backend.advance(1.3)
+    assert await twin.claim(name, 60) is True
+    assert await backend.store.claim(name, 60) is False

@@ -1,0 +1,68 @@
+"""The incremental SSE parser: any split of a stream gives the same events."""
+
+from __future__ import annotations
+
+import random
+
+from lunos_proxy.sse import SSEParser
+
+STREAM = (
+    b": keep-alive comment\n\n"
+    b"event: message_start\ndata: {\"a\": 1}\n\n"
+    b"data: first line\ndata: second line\n\n"
+    b"id: 7\nretry: 100\nunknown: field\ndata:no-space\n\n"
+    b"event: lonely\n\n"
+    b"data: [DONE]\n\n"
+)
+EXPECTED = [
+    ("message_start", b'{"a": 1}'),
+    ("message", b"first line\nsecond line"),
+    ("message", b"no-space"),
+    ("message", b"[DONE]"),
+]
+
+
+def parse(chunks: list[bytes]) -> list[tuple[str, bytes]]:
+    p = SSEParser()
+    return [(e.event, e.data) for c in chunks for e in p.feed(c)]
+
+
+def test_whole_stream_in_one_chunk_gives_every_event_in_order() -> None:
+    assert parse([STREAM]) == EXPECTED
+
+
+def test_every_split_point_gives_the_same_events() -> None:
+    for cut in range(len(STREAM) + 1):
+        assert parse([STREAM[:cut], STREAM[cut:]]) == EXPECTED, cut
+
+
+def test_byte_by_byte_and_random_splits_give_the_same_events() -> None:
+    assert parse([STREAM[i : i + 1] for i in range(len(STREAM))]) == EXPECTED
+    rng = random.Random(7)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(1, len(STREAM)), rng.randint(1, 12)))
+        pieces = [STREAM[a:b] for a, b in zip([0, *cuts], [*cuts, len(STREAM)], strict=True)]
+        assert parse(pieces) == EXPECTED
+
+
+def test_crlf_and_cr_line_endings_are_lines_even_split_between_cr_and_lf() -> None:
+    crlf = STREAM.replace(b"\n", b"\r\n")
+    for cut in range(len(crlf) + 1):
+        assert parse([crlf[:cut], crlf[cut:]]) == EXPECTED, cut
+    assert parse([STREAM.replace(b"\n", b"\r")]) == EXPECTED
+
+
+def test_event_id_is_kept() -> None:
+    events = list(SSEParser().feed(b"id: 42\ndata: x\n\n"))
+    assert [(e.id, e.data) for e in events] == [("42", b"x")]
+
+
+def test_very_large_event_in_small_chunks_is_one_event() -> None:
+    payload = b'{"text": "' + b"x" * 600_000 + b'"}'
+    stream = b"data: " + payload + b"\n\ndata: after\n\n"
+    chunks = [stream[i : i + 4096] for i in range(0, len(stream), 4096)]
+    assert parse(chunks) == [("message", payload), ("message", b"after")]
+
+
+def test_unfinished_event_is_not_dispatched() -> None:
+    assert parse([b"data: half"]) == []

@@ -1,0 +1,109 @@
+"""Usage from every response shape, counted by one convention."""
+
+from __future__ import annotations
+
+import json
+
+from lunos_proxy.exchange import Usage
+from lunos_proxy.sse import SSEParser
+from lunos_proxy.usage.extract import StreamUsage, TextPieces, usage_from_body
+
+
+def body(d: object) -> bytes:
+    return json.dumps(d).encode()
+
+
+def test_openai_chat_usage_with_cached_and_reasoning_details() -> None:
+    u = usage_from_body(body({"choices": [], "usage": {
+        "prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150,
+        "prompt_tokens_details": {"cached_tokens": 64, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 30}}}), "openai")
+    assert u == Usage(input_tokens=100, output_tokens=50, cached_input_tokens=64,
+                      reasoning_tokens=30, source="reported")
+
+
+def test_openai_responses_and_embeddings_usage() -> None:
+    u = usage_from_body(body({"object": "response", "usage": {
+        "input_tokens": 20, "output_tokens": 7, "input_tokens_details": {"cached_tokens": 4},
+        "output_tokens_details": {"reasoning_tokens": 2}}}), "openai")
+    assert u == Usage(input_tokens=20, output_tokens=7, cached_input_tokens=4, reasoning_tokens=2, source="reported")
+    e = usage_from_body(body({"data": [], "usage": {"prompt_tokens": 9, "total_tokens": 9}}), "openai")
+    assert e == Usage(input_tokens=9, source="reported")
+
+
+def test_anthropic_body_adds_cache_reads_and_writes_to_input() -> None:
+    u = usage_from_body(body({"type": "message", "content": [{"type": "text", "text": "x"}], "usage": {
+        "input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 100,
+        "cache_creation_input_tokens": 20}}), "anthropic")
+    assert u == Usage(input_tokens=130, output_tokens=5, cached_input_tokens=100,
+                      cache_creation_tokens=20, source="reported")
+
+
+def test_body_without_usage_gives_none_but_collects_text() -> None:
+    text = TextPieces()
+    assert usage_from_body(body({"choices": [{"message": {"content": "hello"}}]}), "openai", text) is None
+    assert text.text() == "hello"
+
+
+def read_stream(raw: bytes) -> StreamUsage:
+    s = StreamUsage(TextPieces())
+    for e in SSEParser().feed(raw):
+        s.event(e.event, e.data)
+    return s
+
+
+def sse(events: list[tuple[str | None, object]]) -> bytes:
+    out = b""
+    for name, data in events:
+        if name:
+            out += f"event: {name}\n".encode()
+        out += b"data: " + (data if isinstance(data, bytes) else body(data)) + b"\n\n"
+    return out
+
+
+def test_anthropic_stream_takes_the_last_cumulative_counts() -> None:
+    s = read_stream(sse([
+        ("message_start", {"type": "message_start", "message": {"usage": {
+            "input_tokens": 12, "output_tokens": 1, "cache_read_input_tokens": 8,
+            "cache_creation_input_tokens": 0}}}),
+        ("content_block_delta", {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Hi"}}),
+        ("message_delta", {"type": "message_delta", "usage": {"output_tokens": 5}}),
+        ("message_delta", {"type": "message_delta", "usage": {"output_tokens": 9}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]))
+    assert s.complete and s.text.text() == "Hi"
+    assert s.usage("reported") == Usage(input_tokens=20, output_tokens=9, cached_input_tokens=8, source="reported")
+
+
+def test_anthropic_stream_cut_before_message_delta_is_incomplete() -> None:
+    s = read_stream(sse([("message_start", {"type": "message_start", "message": {"usage": {
+        "input_tokens": 12, "output_tokens": 1}}})]))
+    assert s.seen and not s.complete
+
+
+def test_openai_stream_usage_chunk_and_text_of_deltas_and_tool_calls() -> None:
+    s = read_stream(sse([
+        (None, {"choices": [{"delta": {"content": "a"}}], "usage": None}),
+        (None, {"choices": [{"delta": {"tool_calls": [{"function": {"arguments": "{\"x\""}}]}}]}),
+        (None, {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+        (None, b"[DONE]"),
+    ]))
+    assert s.complete and s.usage("reported") == Usage(input_tokens=3, output_tokens=2, source="reported")
+    assert s.text.text() == 'a{"x"'
+
+
+def test_responses_stream_reads_usage_from_response_completed() -> None:
+    s = read_stream(sse([
+        ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "yo"}),
+        ("response.completed", {"type": "response.completed", "response": {"usage": {
+            "input_tokens": 5, "output_tokens": 1}}}),
+    ]))
+    assert s.complete and s.usage("reported").input_tokens == 5 and s.text.text() == "yo"
+
+
+def test_text_pieces_are_bounded() -> None:
+    t = TextPieces(limit=10)
+    t.add("12345")
+    t.add("1234567")
+    t.add("12345")
+    assert (t.text(), t.overflow) == ("1234512345", 7)
