@@ -385,7 +385,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def usage_events(
-        self, account_id: str, first_day: str, last_day: str
+        self, account_id: str, first_day: str = "0000-01-01", last_day: str = "9999-12-31"
     ) -> list[UsageEvent]:
         """An account's events for days in [first_day, last_day], by (day, time)."""
 

@@ -383,7 +383,7 @@ class MemoryStore(Store):
         self._save_soon()
 
     async def usage_events(
-        self, account_id: str, first_day: str, last_day: str
+        self, account_id: str, first_day: str = "0000-01-01", last_day: str = "9999-12-31"
     ) -> list[UsageEvent]:
         now = self._clock()
         days = self._events.get(account_id, {})

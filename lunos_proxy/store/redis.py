@@ -23,7 +23,8 @@ over) gets the source once with EVAL. The keys one script touches share a
     lunos:{billing}:account:<account>  list of ledger lines (JSON)
     lunos:{routing}:cooldown           hash deployment -> until (ms, server clock)
     lunos:{spend:<subject>}:<period>   spend counter (micros), expiring   add_spend, spend
-    lunos:{events:<account>}:<day>     list of usage events (JSON), expiring with retention
+    lunos:{events:<account>}:days      sorted set of days with events   add_usage_events
+    lunos:{events:<account>}:day:<day> list of usage events (JSON), expiring with retention
     lunos:{claims}:<name>              "1" while a once-only claim holds
 
 The key and account directories each live on one slot so that an index
@@ -457,8 +458,8 @@ class RedisStore(Store):
         out = await self._run("spend_get", keys)
         return [int(v) if v is not None else 0 for v in out]
 
-    def _events_key(self, account_id: str, day: str) -> str:
-        return f"{self.options.prefix}{{events:{account_id}}}:{day}"
+    def _events_base(self, account_id: str) -> str:
+        return f"{self.options.prefix}{{events:{account_id}}}:"
 
     async def add_usage_events(self, events: Sequence[UsageEvent], retention: int) -> None:
         by_list: defaultdict[tuple[str, str], list[bytes]] = defaultdict(list)
@@ -466,27 +467,20 @@ class RedisStore(Store):
             by_list[(e.account_id, e.day)].append(msgspec.json.encode(e))
         calls: dict[str, tuple[list[str], list[Any]]] = {}
         for (account_id, day), lines in by_list.items():
+            base = self._events_base(account_id)
             for first in range(0, len(lines), _BATCH):
                 batch = lines[first : first + _BATCH]
                 keys, args = calls.setdefault(account_id, ([], []))
-                keys.append(self._events_key(account_id, day))
-                args += (len(batch), *batch)
+                keys += (f"{base}days", f"{base}day:{day}")
+                args += (day, len(batch), *batch)
         await self._per_tag("events_add", calls, head=(max(1, retention),))
 
     async def usage_events(
-        self, account_id: str, first_day: str, last_day: str
+        self, account_id: str, first_day: str = "0000-01-01", last_day: str = "9999-12-31"
     ) -> list[UsageEvent]:
-        import datetime as dt
-
-        day, last = dt.date.fromisoformat(first_day), dt.date.fromisoformat(last_day)
-        keys = []
-        while day <= last:
-            keys.append(self._events_key(account_id, day.isoformat()))
-            day += dt.timedelta(days=1)
-        if not keys:
-            return []
-        out = await self._run("events_get", keys)
-        events = [self._event_decoder.decode(line) for lines in out for line in lines]
+        base = self._events_base(account_id)
+        out = await self._run("events_get", [f"{base}days"], [first_day, last_day, f"{base}day:"])
+        events = [self._event_decoder.decode(line) for line in out]
         return sorted(events, key=lambda e: (e.day, e.time))
 
     async def claim(self, name: str, ttl: int) -> bool:

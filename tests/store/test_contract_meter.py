@@ -76,3 +76,10 @@ async def test_claim_is_granted_once_across_instances_until_it_expires(backend: 
     await backend.advance(1.3)
     assert await twin.claim(name, 60) is True
     assert await backend.store.claim(name, 60) is False
+
+
+async def test_usage_events_of_every_day_without_a_range(backend: Backend):
+    s, acct = backend.store, f"acct-{backend.tag}"
+    events = [event("r1", "2019-01-01", 1.0, acct), event("r2", "2026-11-26", 2.0, acct)]
+    await s.add_usage_events(events, 3600)
+    assert await s.usage_events(acct) == events
