@@ -1,0 +1,190 @@
+"""The usage API: what an account used and spent, by day and model, as JSON or CSV.
+
+    GET  /admin/usage/{account_id}?from=2026-11-01&to=2026-11-30[&by=key][&format=csv]
+         {"account_id", "from", "to", "currency",
+          "rows": [{"day", "model", ["key_id",] "requests", "input_tokens",
+                    "output_tokens", "cached_input_tokens", "cost_micros"}],
+          "totals": {"requests", ..., "cost_micros"}}
+    GET  /admin/usage/{account_id}/events?from=..&to=..[&format=csv]
+         per-request usage events (metadata only), oldest first
+    GET  /admin/usage/{account_id}/balance
+         spend today and this month (billing time zone), all-time spend and
+         prepaid credit: {"day", "month", "spent_day_micros", ...}
+    POST /admin/usage/{account_id}/credits   {"amount": "25.00"}
+         adds prepaid credit (operator scope)
+
+Days default to the current month so far. Numbers are integers: tokens and
+micro-units of `currency` (1 USD = 1,000,000). The data is what the store
+holds: usage reaches it within the meter's flush interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from ..store.base import SpendDelta, UsageRow
+from ..usage.budgets import Calendar
+from ..usage.pricing import to_micros
+from .auth import GATEWAY, admin_error, audit_about, read_body, requires, send
+
+if TYPE_CHECKING:
+    from ..app import Gateway
+
+__all__ = ["setup"]
+
+_COUNTERS = ("requests", "input_tokens", "output_tokens", "cached_input_tokens", "cost_micros")
+
+
+class _Credit(msgspec.Struct, forbid_unknown_fields=True):
+    amount: Decimal
+
+
+def _meter_settings(gateway: Gateway) -> tuple[str, str]:
+    """(currency, billing time zone) of the running meter, or defaults."""
+    generation = gateway.generation
+    meter = generation.services.shared.get("meter") if generation is not None else None
+    if meter is None:
+        return "USD", "UTC"
+    return str(meter.prices.currency), str(meter.settings.timezone)
+
+
+def _day(value: str | None, default: str, name: str) -> str:
+    if value is None:
+        return default
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise admin_error(400, f"'{name}' must be a date, YYYY-MM-DD") from None
+
+
+def _range(request: web.Request, tz: str) -> tuple[str, str]:
+    today = Calendar(tz).day(time.time())
+    first = _day(request.query.get("from"), today[:8] + "01", "from")
+    last = _day(request.query.get("to"), today, "to")
+    if first > last:
+        raise admin_error(400, "'from' is after 'to'")
+    return first, last
+
+
+def _reply(request: web.Request, doc: dict[str, Any], rows: list[dict[str, Any]]) -> web.Response:
+    fmt = request.query.get("format", "json")
+    if fmt == "json":
+        return send(doc)
+    if fmt != "csv":
+        raise admin_error(400, "'format' is json or csv")
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return web.Response(text=out.getvalue(), content_type="text/csv")
+
+
+def _grouped(rows: list[UsageRow], by_key: bool) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}
+    for r in rows:
+        group = (r.day, r.model, r.key_id) if by_key else (r.day, r.model)
+        entry = groups.get(group)
+        if entry is None:
+            entry = {"day": r.day, "model": r.model}
+            if by_key:
+                entry["key_id"] = r.key_id
+            entry.update(dict.fromkeys(_COUNTERS, 0))
+            groups[group] = entry
+        for name in _COUNTERS:
+            entry[name] += getattr(r, name)
+    return [groups[g] for g in sorted(groups)]
+
+
+def setup(app: web.Application, gateway: Gateway) -> None:
+    @requires("read", "usage.show")
+    async def show_usage(request: web.Request) -> web.Response:
+        gw = request.app[GATEWAY]
+        account_id = request.match_info["account_id"]
+        currency, tz = _meter_settings(gw)
+        first, last = _range(request, tz)
+        by = request.query.get("by", "model")
+        if by not in ("model", "key"):
+            raise admin_error(400, "'by' is model or key")
+        rows = _grouped(await gw.store.usage(account_id, first, last), by == "key")
+        totals = {name: sum(r[name] for r in rows) for name in _COUNTERS}
+        doc = {
+            "account_id": account_id,
+            "from": first,
+            "to": last,
+            "currency": currency,
+            "rows": rows,
+            "totals": totals,
+        }
+        return _reply(request, doc, rows)
+
+    @requires("read", "usage.events")
+    async def show_events(request: web.Request) -> web.Response:
+        gw = request.app[GATEWAY]
+        account_id = request.match_info["account_id"]
+        _, tz = _meter_settings(gw)
+        first, last = _range(request, tz)
+        events = [
+            msgspec.structs.asdict(e) for e in await gw.store.usage_events(account_id, first, last)
+        ]
+        doc = {"account_id": account_id, "from": first, "to": last, "events": events}
+        return _reply(request, doc, events)
+
+    @requires("read", "usage.balance")
+    async def show_balance(request: web.Request) -> web.Response:
+        gw = request.app[GATEWAY]
+        account_id = request.match_info["account_id"]
+        currency, tz = _meter_settings(gw)
+        cal = Calendar(tz)
+        now = time.time()
+        day, month = cal.day(now), cal.month(now)
+        d, m, total, credit = await gw.store.spend(
+            f"account:{account_id}", [f"d:{day}", f"m:{month}", "total", "credit"]
+        )
+        return send(
+            {
+                "account_id": account_id,
+                "currency": currency,
+                "day": day,
+                "month": month,
+                "spent_day_micros": d,
+                "spent_month_micros": m,
+                "spent_total_micros": total,
+                "credit_micros": credit,
+                "prepaid_left_micros": credit - total,
+            }
+        )
+
+    @requires("operator", "usage.credit")
+    async def add_credit(request: web.Request) -> web.Response:
+        gw = request.app[GATEWAY]
+        account_id = request.match_info["account_id"]
+        audit_about(request, account_id=account_id)
+        body = await read_body(request, _Credit)
+        problems: list[str] = []
+        micros = to_micros(body.amount, "amount", problems)
+        if problems or micros <= 0:
+            raise admin_error(400, "'amount' must be positive, with at most 6 decimals")
+        subject = f"account:{account_id}"
+        await gw.store.add_spend([SpendDelta(subject=subject, period="credit", micros=micros)])
+        [credit, spent] = await gw.store.spend(subject, ["credit", "total"])
+        return send(
+            {
+                "account_id": account_id,
+                "credit_micros": credit,
+                "prepaid_left_micros": credit - spent,
+            }
+        )
+
+    app.router.add_get("/admin/usage/{account_id}", show_usage)
+    app.router.add_get("/admin/usage/{account_id}/events", show_events)
+    app.router.add_get("/admin/usage/{account_id}/balance", show_balance)
+    app.router.add_post("/admin/usage/{account_id}/credits", add_credit)
