@@ -1,0 +1,119 @@
+"""The ledger loses nothing: two instances on one Redis, with and without an outage.
+
+Every request's usage is known in advance (the fake provider's counts depend
+only on the request), so the ledger's sums must equal the expected sums to the
+token and the micro-unit: counters, billing lines and usage events alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import GatewayFactory, Running
+from tests.fakes import COMPLETION_TOKENS, FakeProvider
+from tests.meter_support import KEYS, cost, meter_config, meter_of
+from tests.redis_servers import RedisServer
+
+CONCURRENCY = 20
+KEY_LIST = list(KEYS)
+
+
+@pytest.fixture
+def durable_redis() -> Iterator[RedisServer]:
+    """A Redis that keeps its data across a restart (append-only file, fsync always)."""
+    server = RedisServer(["--appendonly", "yes", "--appendfsync", "always"]).start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+class Load:
+    """Sends numbered requests and keeps the expected ledger per account."""
+
+    def __init__(self, provider: FakeProvider, gateways: list[Running]) -> None:
+        self.provider = provider
+        self.gateways = gateways
+        self.expected: Counter[tuple[str, str]] = Counter()  # (account, metric) -> sum
+        self.sent = 0
+        self.failed = 0
+
+    def request(self, i: int) -> tuple[Running, str, dict[str, object]]:
+        key = KEY_LIST[i % len(KEY_LIST)]
+        body: dict[str, object] = {"model": "gpt-test", "messages": [{"role": "user", "content": "x" * (i % 50)}]}
+        if i % 3:
+            body["stream"] = True
+        if i % 3 == 2:
+            body["stream_options"] = {"include_usage": True}
+        return self.gateways[i % len(self.gateways)], key, body
+
+    async def run(self, first: int, count: int) -> None:
+        queue = iter(range(first, first + count))
+        async with aiohttp.ClientSession() as session:
+
+            async def worker() -> None:
+                for i in queue:
+                    gw, key, body = self.request(i)
+                    async with session.post(gw.v1 + "/chat/completions", json=body,
+                                            headers={"Authorization": f"Bearer {key}"}) as r:
+                        raw = await r.read()
+                    if r.status != 200 or (body.get("stream") and not raw.endswith(b"data: [DONE]\n\n")):
+                        self.failed += 1
+                        continue
+                    prompt = self.provider.prompt_tokens(json.loads(json.dumps(body)))
+                    account = KEYS[key]
+                    self.expected[(account, "requests")] += 1
+                    self.expected[(account, "input_tokens")] += prompt
+                    self.expected[(account, "output_tokens")] += COMPLETION_TOKENS
+                    self.expected[(account, "cost_micros")] += cost("gpt-test", prompt, COMPLETION_TOKENS)
+                    self.sent += 1
+
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+
+async def ledger_sums(gateways: list[Running]) -> Counter[tuple[str, str]]:
+    for gw in gateways:
+        ledger = meter_of(gw.gateway).ledger
+        for _ in range(50):  # the store may still be coming back
+            if await ledger.flush():
+                break
+            await asyncio.sleep(0.2)
+        assert ledger.backlog == 0
+    store = gateways[0].gateway.store
+    sums: Counter[tuple[str, str]] = Counter()
+    for account in set(KEYS.values()):
+        for row in await store.usage(account, "2000-01-01", "2999-12-31"):
+            for metric in ("requests", "input_tokens", "output_tokens", "cost_micros"):
+                sums[(account, metric)] += getattr(row, metric)
+        billing = await store.billing(account)
+        assert sum(b.cost_micros for b in billing) == sums[(account, "cost_micros")]
+        assert sum(b.input_tokens for b in billing) == sums[(account, "input_tokens")]
+        events = await store.usage_events(account)
+        assert len(events) == sums[(account, "requests")]
+        assert sum(e.cost_micros for e in events) == sums[(account, "cost_micros")]
+    return sums
+
+
+async def start_two(make_gateway: GatewayFactory, provider: FakeProvider, tmp_path: Path, url: str) -> list[Running]:
+    provider.behaviour.vary_usage = True
+    options = {"prefix": f"t{uuid.uuid4().hex[:10]}:", "timeout": 0.5, "connect_timeout": 0.5}
+    cfg = meter_config(provider.base_url, tmp_path, store_url=url, store_options=options)
+    return [await make_gateway(cfg), await make_gateway(cfg)]
+
+
+async def test_thousand_requests_over_two_instances_sum_exactly(
+    provider: FakeProvider, make_gateway: GatewayFactory, tmp_path: Path, redis_url: str
+) -> None:
+    gateways = await start_two(make_gateway, provider, tmp_path, redis_url)
+    load = Load(provider, gateways)
+    await load.run(0, 1000)
+    assert (load.sent, load.failed) == (1000, 0)
+    assert await ledger_sums(gateways) == load.expected
