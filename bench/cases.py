@@ -141,3 +141,28 @@ def redis_limits(upstream: str, scratch: Path) -> dict[str, Any]:
     cfg["store"] = {"url": _bench_redis(scratch)}
     cfg["secrets"] = secrets
     return cfg
+
+
+@case(
+    "router 50 deployments",
+    stream=False,
+    about="request_id + router; 50 weighted deployments in two tiers (compare with plain)",
+)
+def router_50(upstream: str, scratch: Path) -> dict[str, Any]:
+    cfg = lunos_config(
+        upstream,
+        scratch,
+        pipeline=[{"name": "request_id"}, {"name": "router", "settings": {"seed": 1}}],
+    )
+    cfg["models"][MODEL]["deployments"] = [
+        {
+            "provider": "fake",
+            "model": MODEL,
+            "name": f"d{i:02}",
+            "weight": 1 + i % 5,
+            "priority": 1 if i < 40 else 2,
+            "region": "eu" if i % 2 else "us",
+        }
+        for i in range(50)
+    ]
+    return cfg

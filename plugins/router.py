@@ -120,10 +120,24 @@ class Router(Plugin):
             services.shared.get("prices"),
         )
         services.shared[self.name] = registry
+        # Per model and client wire format, the plan of a caller with no
+        # restrictions: its deployments, then its fallbacks'.
+        self.plans: dict[str, dict[str, list[tuple[Route, Sequence[Candidate]]]]] = {}
+        for public, route in self.routes.items():
+            chain = [route] + [self.routes[name] for name in route.fallbacks]
+            self.plans[public] = {
+                wire: [(r, r.by_wire[wire]) for r in chain if wire in r.by_wire]
+                for wire in ("openai", "anthropic")
+            }
         self.served_by: dict[str, list[tuple[str, str]]] = {}
+        m = services.metrics
         for route in self.routes.values():
             for c in route.candidates:
                 self.served_by.setdefault(c.id, []).append((route.public, c.provider))
+                c.metered = (
+                    m.deployment_attempts.labels(route.public, c.id, "ok"),
+                    m.deployment_ttfb.labels(c.id),
+                )
 
     async def start(self) -> None:
         cooldowns = self.registry.cooldowns
@@ -143,6 +157,22 @@ class Router(Plugin):
                 f"The model '{exchange.model}' does not exist or you do not have access to it.",
                 param="model",
             )
+        exchange.model = public
+        principal = exchange.principal
+        if principal is None or (
+            principal.allowed_models is None
+            and principal.allowed_regions is None
+            and principal.allowed_providers is None
+        ):
+            plan = self.plans[public].get(exchange.wire)  # built once per config
+        else:
+            plan = self._plan_for(public, exchange)
+        if not plan:
+            raise self._nothing_qualifies(exchange, public)
+        return await self._attempts(request, handler, exchange, plan)
+
+    def _plan_for(self, public: str, exchange: Exchange) -> list[tuple[Route, Sequence[Candidate]]]:
+        """The models to try, with the deployments this caller may use."""
         principal = exchange.principal
         patterns = principal.allowed_models if principal else None
         if not model_allowed(patterns, exchange.model, public):
@@ -154,10 +184,7 @@ class Router(Plugin):
                 found = candidates_for(route, exchange.wire, principal)
                 if found:
                     plan.append((route, found))
-        exchange.model = public
-        if not plan:
-            raise self._nothing_qualifies(exchange, public)
-        return await self._attempts(request, handler, exchange, plan)
+        return plan
 
     def _nothing_qualifies(self, exchange: Exchange, public: str) -> Exception:
         route = self.routes[public]
@@ -237,6 +264,16 @@ class Router(Plugin):
         and the soonest a skipped one is usable again."""
         cooldowns = self.registry.cooldowns
         cooldowns.maybe_sync(now)
+        if (
+            not tried
+            and candidates is route.candidates
+            and not cooldowns.active
+            and not self.registry.unhealthy
+            and not route.capped
+        ):
+            # Nothing is impaired and the caller is not restricted: the best
+            # tier as configured, without looking at each deployment.
+            return route.strategy.choose(route.first_tier), math.inf
         usable: list[Candidate] = []
         soonest = math.inf
         for c in candidates:
@@ -289,7 +326,8 @@ class Router(Plugin):
         time_left: float,
         charged: int,
     ) -> web.StreamResponse:
-        _reset(exchange)
+        if exchange.attempts:
+            _reset(exchange)
         exchange.provider = c.provider
         exchange.upstream_model = c.deployment.model
         exchange.region = c.region
@@ -314,7 +352,7 @@ class Router(Plugin):
             if timings.first_byte and timings.upstream_start:
                 ttfb = timings.first_byte - timings.upstream_start
                 state.observe_latency(ttfb, self.settings.latency_alpha)
-                self.metrics.deployment_ttfb.labels(c.id).observe(ttfb)
+                c.metered[1].observe(ttfb)
             if charged:
                 await self._settle_tokens(c, exchange, charged)
             return response
@@ -331,9 +369,17 @@ class Router(Plugin):
                 breaker.release(probe)
             else:
                 breaker.record(time.monotonic(), verdict, probe)
-                self.metrics.deployment_attempts.labels(route.public, c.id, outcome).inc()
+                if outcome == "ok":
+                    c.metered[0].inc()
+                else:
+                    self.metrics.deployment_attempts.labels(route.public, c.id, outcome).inc()
             if breaker.state != before:
-                self._show_breaker(c.id, breaker.state is not BreakerState.CLOSED)
+                closed = breaker.state is BreakerState.CLOSED
+                if closed:
+                    self.registry.unhealthy.discard(c.id)
+                else:
+                    self.registry.unhealthy.add(c.id)
+                self._show_breaker(c.id, not closed)
 
     def _show_breaker(self, deployment_id: str, open_: bool) -> None:
         """Set `lunos_breaker_open` for every model the deployment serves

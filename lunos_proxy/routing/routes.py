@@ -38,7 +38,16 @@ class PriceBook(Protocol):
 
 
 class Route:
-    __slots__ = ("by_wire", "candidates", "fallbacks", "public", "strategy", "tiered")
+    __slots__ = (
+        "by_wire",
+        "candidates",
+        "capped",
+        "fallbacks",
+        "first_tier",
+        "public",
+        "strategy",
+        "tiered",
+    )
 
     def __init__(
         self,
@@ -53,6 +62,10 @@ class Route:
         self.fallbacks: list[str] = []  # public names, transitive, in order
         self.by_wire = {wire: candidates for wire in wires}
         self.tiered = len({c.priority for c in candidates}) > 1
+        # The pool while nothing is impaired: the best tier as listed.
+        top = min((c.priority for c in candidates), default=0)
+        self.first_tier = [c for c in candidates if c.priority == top]
+        self.capped = any(c.max_concurrent is not None for c in candidates)
 
 
 def model_allowed(patterns: list[str] | None, *names: str) -> bool:

@@ -74,6 +74,7 @@ class Candidate:
         "index",
         "limits",
         "max_concurrent",
+        "metered",
         "price",
         "priority",
         "provider",
@@ -108,6 +109,8 @@ class Candidate:
         self.tpm = cap.tokens_per_minute if cap else None
         # Whether choosing this one costs a store round trip.
         self.limits = bool(cap and (cap.requests_per_minute or cap.tokens_per_minute))
+        # Metric children the router looks up once, not per request.
+        self.metered: Any = None
 
     def store_limits(self, tokens: int) -> list[Limit]:
         from ..store.base import Limit
@@ -157,6 +160,11 @@ class Cooldowns:
         """Wait for background writes and refreshes (each is one store call)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def active(self) -> bool:
+        """Whether any cooldown may be running (ended ones go at the next sync)."""
+        return bool(self._until)
 
     def left(self, deployment_id: str, now: float) -> float:
         until = self._until.get(deployment_id)
@@ -229,6 +237,8 @@ class Registry:
 
     def __init__(self, store: Store, breaker: BreakerSettings, sync_seconds: float) -> None:
         self.states: dict[str, DeploymentState] = {}
+        # Ids of deployments whose breaker is not closed (kept by the router).
+        self.unhealthy: set[str] = set()
         self.breaker = breaker
         self.cooldowns = Cooldowns(store, sync_seconds)
 

@@ -15,7 +15,9 @@ and add it to `STRATEGIES` under the name a model's `strategy:` uses.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 from typing import Protocol
 
 from .state import Candidate
@@ -39,25 +41,27 @@ class Strategy(Protocol):
 
 
 class WeightedRandom:
-    """Each candidate in proportion to its `weight` (the default)."""
+    """Each candidate in proportion to its `weight` (the default).
 
-    __slots__ = ("rng",)
+    The cumulative weights of the last list seen are kept, so the usual
+    case (the same tier list on every request) is one bisection."""
+
+    __slots__ = ("_cumulative", "_pool", "rng")
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
+        self._pool: Sequence[Candidate] = ()
+        self._cumulative: list[float] = []
 
     def choose(self, candidates: Sequence[Candidate]) -> Candidate:
         if len(candidates) == 1:
             return candidates[0]
-        total = 0.0
-        for c in candidates:
-            total += c.weight
-        point = self.rng.random() * total
-        for c in candidates:
-            point -= c.weight
-            if point < 0.0:
-                return c
-        return candidates[-1]  # float rounding left a sliver at the end
+        if candidates is not self._pool:
+            self._pool = candidates
+            self._cumulative = list(accumulate(c.weight for c in candidates))
+        cumulative = self._cumulative
+        i = bisect_right(cumulative, self.rng.random() * cumulative[-1])
+        return candidates[min(i, len(candidates) - 1)]  # min: float rounding at the end
 
 
 def _least(
