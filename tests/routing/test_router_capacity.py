@@ -1,0 +1,37 @@
+"""Capacity: concurrent requests per instance, tokens per minute in the store."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from tests.conftest import GatewayFactory
+from tests.routing.conftest import ProviderFactory, chat, deployment, router_config
+
+
+async def test_max_concurrent_sends_the_overflow_elsewhere(fakes: ProviderFactory, make_gateway: GatewayFactory) -> None:
+    a, b = await fakes(2)
+    a.behaviour.delay_headers = 0.5
+    gw = await make_gateway(router_config({"a": a, "b": b}, {"m": {"strategy": "priority", "deployments": [
+        deployment("a", capacity={"max_concurrent": 1}), deployment("b")]}}))
+    first = asyncio.create_task(chat(gw.url))
+    for _ in range(100):  # until a holds the first request (bounded: 5 s)
+        if a.received:
+            break
+        await asyncio.sleep(0.05)
+    assert (await chat(gw.url))[0] == 200
+    assert (await first)[0] == 200
+    assert (len(a.received), len(b.received)) == (1, 1)
+
+
+async def test_tokens_per_minute_passes_a_spent_deployment_over(fakes: ProviderFactory, make_gateway: GatewayFactory) -> None:
+    a, b = await fakes(2)
+    gw = await make_gateway(router_config({"a": a, "b": b}, {"m": {"strategy": "priority", "deployments": [
+        deployment("a", capacity={"tokens_per_minute": 1000}), deployment("b")]}}))
+    body = {"model": "m", "max_tokens": 700, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s:
+        for _ in range(2):  # 700 + a few tokens of prompt each: the second does not fit
+            async with s.post(gw.url + "/v1/chat/completions", json=body) as r:
+                assert r.status == 200
+    assert (len(a.received), len(b.received)) == (1, 1)
