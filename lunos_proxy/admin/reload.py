@@ -1,4 +1,4 @@
-"""POST /admin/reload: reload the config file, as SIGHUP does.
+"""POST /admin/reload (scope: operator): reload the config file, as SIGHUP does.
 
     200 {"result": "applied", "providers": 2, "models": 5}
     422 {"result": "rejected", "problems": ["lunos.yaml: models.x.fallbacks[0]: unknown model 'y'"]}
@@ -12,23 +12,23 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .auth import requires
+from .auth import GATEWAY, requires, send
 
 if TYPE_CHECKING:
     from ..app import Gateway
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
-    @requires("operator", "config.reload")
-    async def reload(request: web.Request) -> web.Response:
-        result = await gateway.reload()
-        if not result.applied:
-            return web.json_response(
-                {"result": "rejected", "problems": result.problems}, status=422
-            )
-        config = gateway.config
-        return web.json_response(
-            {"result": "applied", "providers": len(config.providers), "models": len(config.models)}
-        )
+@requires("operator", "config.reload")
+async def reload(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    result = await gateway.reload()
+    if not result.applied:
+        return send({"result": "rejected", "problems": result.problems}, 422)
+    config = gateway.config
+    return send(
+        {"result": "applied", "providers": len(config.providers), "models": len(config.models)}
+    )
 
+
+def setup(app: web.Application, gateway: Gateway) -> None:
     app.router.add_post("/admin/reload", reload)

@@ -1,4 +1,5 @@
-"""GET /admin/routing: each deployment's breaker, cooldown, in-flight count and latency.
+"""GET /admin/routing (scope: read): each deployment's breaker, cooldown,
+in-flight count and latency.
 
     {"deployments": [{"deployment": "openai-eu/gpt-4o", "breaker": "open",
                       "breaker_open_seconds_left": 12.5, "window_requests": 0,
@@ -16,17 +17,17 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..routing.state import Registry
-from .auth import requires
+from .auth import GATEWAY, requires, send
 
 if TYPE_CHECKING:
     from ..app import Gateway
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
-    @requires("read", "routing.show")
-    async def routing(request: web.Request) -> web.Response:
-        registry = gateway.lasting.get("router")
-        states = registry.snapshot() if isinstance(registry, Registry) else []
-        return web.json_response({"deployments": states})
+@requires("read", "routing.show")
+async def routing(request: web.Request) -> web.Response:
+    registry = request.app[GATEWAY].lasting.get("router")
+    return send({"deployments": registry.snapshot() if isinstance(registry, Registry) else []})
 
+
+def setup(app: web.Application, gateway: Gateway) -> None:
     app.router.add_get("/admin/routing", routing)

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from tests.conftest import ADMIN_HEADERS, GatewayFactory, Running
+from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN, GatewayFactory, Running
 from tests.routing.conftest import (
     ProviderFactory,
     chat,
@@ -21,8 +21,9 @@ from tests.routing.conftest import (
 )
 
 
-async def reload(gw: Running) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as s, s.post(gw.admin_url + "/admin/reload", headers=ADMIN_HEADERS) as r:
+async def reload(gw: Running, token: str = ADMIN_TOKEN) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as s, s.post(gw.admin_url + "/admin/reload", headers=headers) as r:
         return r.status, await r.json()
 
 
@@ -99,3 +100,19 @@ async def test_watched_file_is_reloaded_when_it_changes(
         await asyncio.sleep(0.05)
     assert (await chat(gw.url, "new"))[0] == 200
     assert a.received[-1].json()["model"] == "new-up"
+
+
+async def test_reload_needs_an_operator_token(fakes: ProviderFactory, make_gateway: GatewayFactory, tmp_path: Path) -> None:
+    (a,) = await fakes(1)
+    config = router_config({"a": a}, {"m": {"deployments": [deployment("a")]}})
+    gw = await make_gateway(config)
+    gw.gateway.reloader.path = str(write_yaml(tmp_path / "lunos.yaml", config))
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.admin_url + "/admin/tokens", json={"name": "grafana", "scope": "read"},
+                          headers=ADMIN_HEADERS) as r:
+            assert r.status == 201
+            reader = (await r.json())["token"]
+    assert (await reload(gw, "lat-wrong"))[0] == 401
+    assert (await reload(gw, reader))[0] == 403
+    assert (await reload(gw))[0] == 200
+    assert await metric(gw.admin_url, 'lunos_config_reloads_total{result="applied"}') == 1
