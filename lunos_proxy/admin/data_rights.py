@@ -4,10 +4,12 @@
     DELETE /admin/accounts/{account_id}          full       idempotent
 
 Export holds the decrypted profile, the keys' metadata (never a hash), every
-usage row, the billing records and the audit entries about the account.
+usage row and usage event (per-request metadata, no content), the billing
+records and the audit entries about the account.
 
 Delete erases the profile (name, email, blind index), revokes and removes
-every key (announced to every instance), and erases the usage counters.
+every key (announced to every instance), and erases the usage counters and
+usage events.
 Billing records must be kept for accounting, so they stay, moved to a
 random pseudonym that is stored nowhere else: nothing leads from it back to
 the account or the person. Audit entries about the account move to the
@@ -20,13 +22,11 @@ from __future__ import annotations
 
 import secrets as random
 import time
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ..keys import INVALIDATE_CHANNEL
-from ..store.base import AccountRecord, Store
 from .accounts import account_or_404, profile
 from .auth import GATEWAY, requires, secrets_of, send
 from .keys import key_view
@@ -43,18 +43,6 @@ _RETAINED_WHY = {
 }
 
 
-async def _usage_events(store: Store, account: AccountRecord) -> list[Any] | None:
-    """The meter's per-request events, where the store keeps them: every day
-    from the account's creation (a day's margin each side for time zones)."""
-    events = getattr(store, "usage_events", None)
-    if events is None:
-        return None
-    first = datetime.fromtimestamp(account.created, UTC).date() - timedelta(days=1)
-    last = datetime.now(UTC).date() + timedelta(days=1)
-    found: list[Any] = await events(account.id, first.isoformat(), last.isoformat())
-    return found
-
-
 @requires("operator", "accounts.export")
 async def export_account(request: web.Request) -> web.Response:
     store = request.app[GATEWAY].store
@@ -65,11 +53,9 @@ async def export_account(request: web.Request) -> web.Response:
         "keys": [key_view(k) for k in await store.keys_of(account.id)],
         "usage": await store.usage(account.id, *_ALL_DAYS),
         "billing": await store.billing(account.id),
+        "usage_events": await store.usage_events(account.id),
         "audit": await store.audit(account.id, limit=100_000),
     }
-    events = await _usage_events(store, account)
-    if events is not None:
-        document["usage_events"] = events
     return send(document)
 
 
@@ -83,6 +69,7 @@ async def delete_account(request: web.Request) -> web.Response:
         await store.delete_key(key.id)
         await store.publish(INVALIDATE_CHANNEL, f"key:{key.hash}")
     usage_rows = await store.delete_usage(account_id)
+    usage_events = await store.delete_usage_events(account_id)
     pseudonym = "anon_" + random.token_hex(12)
     billing = await store.rekey_billing(account_id, pseudonym)
     # The profile goes last, so a profile still there means this is the first
@@ -99,7 +86,12 @@ async def delete_account(request: web.Request) -> web.Response:
     return send(
         {
             "account_id": account_id,
-            "deleted": {"profile": had_profile, "keys": len(keys), "usage_rows": usage_rows},
+            "deleted": {
+                "profile": had_profile,
+                "keys": len(keys),
+                "usage_rows": usage_rows,
+                "usage_events": usage_events,
+            },
             "retained": retained,
         }
     )

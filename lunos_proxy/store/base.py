@@ -390,6 +390,10 @@ class Store(abc.ABC):
         """An account's events for days in [first_day, last_day], by (day, time)."""
 
     @abc.abstractmethod
+    async def delete_usage_events(self, account_id: str) -> int:
+        """Erase every usage event of an account; returns how many went."""
+
+    @abc.abstractmethod
     async def claim(self, name: str, ttl: int) -> bool:
         """True for the first caller (on any instance) to claim `name` within
         `ttl` seconds, False for every later one: "do this once" markers."""

@@ -395,6 +395,13 @@ class MemoryStore(Store):
         ]
         return sorted(out, key=lambda e: (e.day, e.time))
 
+    async def delete_usage_events(self, account_id: str) -> int:
+        now = self._clock()
+        days = self._events.pop(account_id, {})
+        if days:
+            self._save_soon()
+        return sum(len(events) for events, expires in days.values() if expires > now)
+
     async def claim(self, name: str, ttl: int) -> bool:
         now = self._clock()
         if self._claims.get(name, 0.0) > now:

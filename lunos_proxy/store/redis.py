@@ -106,6 +106,7 @@ _SCRIPTS = {
     "spend_get": (),
     "events_add": (),
     "events_get": (),
+    "events_delete": (),
 }
 _BATCH = 1000  # ledger lines per RPUSH; Lua's unpack() has a bounded stack
 
@@ -483,6 +484,11 @@ class RedisStore(Store):
         events = [self._event_decoder.decode(line) for line in out]
         return sorted(events, key=lambda e: (e.day, e.time))
 
+
+    async def delete_usage_events(self, account_id: str) -> int:
+        base = self._events_base(account_id)
+        n: int = await self._run("events_delete", [f"{base}days"], [f"{base}day:"])
+        return n
     async def claim(self, name: str, ttl: int) -> bool:
         key = f"{self.options.prefix}{{claims}}:{name}"
         return bool(await self._do(lambda: self._client.set(key, b"1", nx=True, ex=max(1, ttl))))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from lunos_proxy.store.base import BillingRecord, UsageDelta
+from lunos_proxy.store.base import BillingRecord, UsageDelta, UsageEvent
 from tests.auth_support import admin, auth_config, chat
 from tests.conftest import GatewayFactory, Running
 from tests.fakes import FakeProvider
@@ -73,6 +73,11 @@ async def make_everything(gw: Running) -> tuple[dict[str, Any], list[dict[str, A
                       input_tokens=10 * i, output_tokens=i, cost_micros=1000 * i, created=1_790_000_000.0 + i)
         for i in (1, 2, 3)
     ])
+    await store.add_usage_events([
+        UsageEvent(request_id=f"req-{i}", account_id=account["id"], key_id=keys[0]["id"], model="gpt-test",
+                   time=1_790_000_000.0 + i, day="2026-11-01", status=200, input_tokens=11, output_tokens=6)
+        for i in (1, 2)
+    ], 86_400)
     return account, keys
 
 
@@ -95,6 +100,9 @@ async def test_export_holds_every_record_made_for_the_account(setup: dict[str, A
     assert [(u["day"], u["key_id"], u["input_tokens"], u["cost_micros"]) for u in doc["usage"]] == [
         ("2026-11-01", keys[0]["id"], 11, 700), ("2026-11-02", keys[1]["id"], 5, 300)]
     assert [b["id"] for b in doc["billing"]] == ["bill-1", "bill-2", "bill-3"]
+    # The request made with the key (if the pipeline meters) and the two events written here.
+    assert {"req-1", "req-2"} <= {e["request_id"] for e in doc["usage_events"]}
+    assert {e["account_id"] for e in doc["usage_events"]} == {account["id"]}
     assert [e["action"] for e in reversed(doc["audit"])] == ["accounts.create", "keys.create", "keys.create"]
     assert {e["account_id"] for e in doc["audit"]} == {account["id"]}
 
@@ -105,7 +113,7 @@ async def test_delete_erases_person_and_keys_keeps_billing_totals_and_is_idempot
     store = gw.gateway.store
     status, report = await admin(gw, "DELETE", f"/admin/accounts/{account['id']}")
     assert status == 200
-    assert report["deleted"] == {"profile": True, "keys": 2, "usage_rows": 2}
+    assert report["deleted"] == {"profile": True, "keys": 2, "usage_rows": 2, "usage_events": 2}
     assert [(r["data"], r["count"]) for r in report["retained"]] == [("billing_records", 3), ("audit_entries", 3)]
     assert all(r["why"] for r in report["retained"])
 
@@ -115,6 +123,7 @@ async def test_delete_erases_person_and_keys_keeps_billing_totals_and_is_idempot
     assert (await admin(gw, "GET", f"/admin/accounts/{account['id']}/export"))[0] == 404
     assert await store.billing(account["id"]) == []
     assert await store.usage(account["id"], "0000", "9999") == []
+    assert await store.usage_events(account["id"]) == []
 
     blob = await dump(setup)
     assert traces(blob, NAME, EMAIL, "grace", "hopper", keys[0]["key"], keys[1]["key"], keys[0]["prefix"],
@@ -129,8 +138,8 @@ async def test_delete_erases_person_and_keys_keeps_billing_totals_and_is_idempot
 
     status, again = await admin(gw, "DELETE", f"/admin/accounts/{account['id']}")
     assert status == 200
-    assert again == {"account_id": account["id"], "deleted": {"profile": False, "keys": 0, "usage_rows": 0},
-                     "retained": []}
+    assert again == {"account_id": account["id"], "retained": [],
+                     "deleted": {"profile": False, "keys": 0, "usage_rows": 0, "usage_events": 0}}
 
 
 async def test_rotated_encryption_key_reencrypts_old_accounts(
@@ -156,3 +165,35 @@ async def test_rotated_encryption_key_reencrypts_old_accounts(
     shown = (await admin(after, "GET", f"/admin/accounts/{account['id']}"))[1]
     assert (shown["name"], shown["email"]) == (NAME, EMAIL)
     assert (await admin(during, "POST", "/admin/accounts/reencrypt"))[1]["reencrypted"] == 0
+
+
+async def test_export_and_delete_cover_what_the_meter_recorded_for_a_created_key(
+    provider: FakeProvider, make_gateway: GatewayFactory, redis_url: str, tmp_path: Path
+) -> None:
+    import openai
+
+    from tests.meter_support import meter_config, meter_of
+
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    gw = await make_gateway(meter_config(provider.base_url, tmp_path, store_url=redis_url,
+                                         store_options={"prefix": prefix}))
+    account = (await admin(gw, "POST", "/admin/accounts", {"name": NAME, "email": EMAIL}))[1]
+    key = (await admin(gw, "POST", f"/admin/accounts/{account['id']}/keys", {"name": "app"}))[1]
+    async with openai.AsyncOpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0) as client:
+        for _ in range(3):
+            await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    assert await meter_of(gw.gateway).ledger.flush()
+
+    doc = (await admin(gw, "GET", f"/admin/accounts/{account['id']}/export"))[1]
+    assert [(u["key_id"], u["requests"]) for u in doc["usage"]] == [(key["id"], 3)]
+    assert [(e["key_id"], e["status"]) for e in doc["usage_events"]] == [(key["id"], 200)] * 3
+    billed = sum(b["cost_micros"] for b in doc["billing"])
+    assert billed == sum(u["cost_micros"] for u in doc["usage"]) > 0
+
+    report = (await admin(gw, "DELETE", f"/admin/accounts/{account['id']}"))[1]
+    assert report["deleted"] == {"profile": True, "keys": 1, "usage_rows": 1, "usage_events": 3}
+    assert report["retained"][0]["data"] == "billing_records"
+    blob = await dump({"gw": gw, "backend": "redis", "url": redis_url, "prefix": prefix})
+    assert traces(blob, NAME, EMAIL, "grace", "hopper", key["key"], key["prefix"]) == []
+    [pseudonym] = {e.account_id for e in await gw.gateway.store.audit() if e.account_id.startswith("anon_")}
+    assert sum(b.cost_micros for b in await gw.gateway.store.billing(pseudonym)) == billed
