@@ -213,12 +213,12 @@ class RedisStore(Store):
         keys = [f"{base}limit:{lim.key}" for lim in limits]
         keys += [f"{base}slots:{slot.key}" for slot in slots]
         keys += [f"{base}ban:{s}" for s in bans]
-        args: list[Any] = [len(limits), len(slots), lease, SLOT_RETRY]
+        spec: list[str] = []
         for lim in limits:
             gcra.validate(lim)
-            args += (lim.limit, lim.window, lim.cost, int(lim.shadow))
-        for slot in slots:
-            args += (slot.limit, slot.ttl, int(slot.shadow))
+            spec.append(f"{lim.limit} {lim.window!r} {lim.cost} {int(lim.shadow)}")
+        spec += [f"{slot.limit} {slot.ttl!r} {int(slot.shadow)}" for slot in slots]
+        args = [len(limits), len(slots), lease, SLOT_RETRY, " ".join(spec)]
         out = await self._run("hit", keys, args)
         n = 3 + 3 * len(limits)
         return Verdict(
@@ -239,11 +239,10 @@ class RedisStore(Store):
             return
         base = self._tagged(tag)
         keys = [f"{base}limit:{c.key}" for c in charges] + [f"{base}slots:{k}" for k in slots]
-        args: list[Any] = [len(charges), lease]
         for c in charges:
             gcra.validate(c)
-            args += (c.limit, c.window, c.cost)
-        await self._run("settle", keys, args)
+        spec = " ".join(f"{c.limit} {c.window!r} {c.cost}" for c in charges)
+        await self._run("settle", keys, [len(charges), lease, spec])
 
     async def renew(self, tag: str, slots: Sequence[Slot], lease: str) -> None:
         if slots:

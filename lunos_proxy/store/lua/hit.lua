@@ -1,31 +1,37 @@
 -- Check and charge GCRA limits and concurrency slots, and check bans: all or none.
 -- KEYS: n counters, m slot sorted sets, then ban keys.
--- ARGV: n, m, lease, slot_retry, then limit, window, cost, shadow per counter,
---       then limit, ttl, shadow per slot.
+-- ARGV: n, m, lease, slot_retry, and one space-separated string of
+--       limit window cost shadow per counter, then limit ttl shadow per slot
+--       (one string: encoding dozens of arguments costs the client more than
+--       the script costs Redis).
 -- Returns {allowed, retry_after, banned, (remaining, reset, admitted) per counter,
 -- (held, admitted) per slot}; fractions travel as strings because Redis
 -- truncates Lua numbers to integers.
 local now = clock()
 local n, m, lease, slot_retry = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local spec = {}
+for v in string.gmatch(ARGV[5], '%S+') do
+  spec[#spec + 1] = v
+end
 local levels, fits, retry = {}, {}, 0
 for i = 1, n do
-  local a = 4 * i
-  local limit, window, cost = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local a = 4 * (i - 1)
+  local limit, window, cost = tonumber(spec[a + 1]), tonumber(spec[a + 2]), tonumber(spec[a + 3])
   levels[i] = drained(KEYS[i], limit, window, now)
   local w = wait(levels[i], cost, limit, window)
   fits[i] = w == 0
-  if ARGV[a + 4] == '0' then
+  if spec[a + 4] == '0' then
     retry = math.max(retry, w)
   end
 end
 
 local held = {}
 for j = 1, m do
-  local key, a = KEYS[n + j], 4 + 4 * n + 3 * (j - 1)
+  local key, a = KEYS[n + j], 4 * n + 3 * (j - 1)
   -- a lease's score is its expiry: expired leases (a crashed instance's) go first
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   held[j] = redis.call('ZCARD', key)
-  if ARGV[a + 3] == '0' and held[j] >= tonumber(ARGV[a + 1]) then
+  if spec[a + 3] == '0' and held[j] >= tonumber(spec[a + 1]) then
     retry = math.max(retry, slot_retry)
   end
 end
@@ -41,8 +47,8 @@ if allowed then
   out[1], out[2] = 1, '0'
 end
 for i = 1, n do
-  local a = 4 * i
-  local limit, window, cost = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local a = 4 * (i - 1)
+  local limit, window, cost = tonumber(spec[a + 1]), tonumber(spec[a + 2]), tonumber(spec[a + 3])
   local level = levels[i]
   if allowed and cost ~= 0 and fits[i] then
     level = level + cost
@@ -53,8 +59,8 @@ for i = 1, n do
   out[#out + 1] = fits[i] and 1 or 0
 end
 for j = 1, m do
-  local key, a = KEYS[n + j], 4 + 4 * n + 3 * (j - 1)
-  local limit, ttl = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local key, a = KEYS[n + j], 4 * n + 3 * (j - 1)
+  local limit, ttl = tonumber(spec[a + 1]), tonumber(spec[a + 2])
   local room = held[j] < limit
   if allowed and room then
     redis.call('ZADD', key, now + ttl, lease)
