@@ -71,11 +71,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:  # uvloop is optional off Linux/macOS
         pass
-    asyncio.run(serve(config, path))
-    return 0
+    workers: int = args.workers
+    if workers < 1:
+        print("--workers: must be at least 1", file=sys.stderr)
+        return 2
+    if workers == 1:
+        asyncio.run(serve(config, path))
+        return 0
+    if config.store.url.startswith("memory:") and config.store.url.rstrip("/") != "memory:":
+        print(
+            "--workers: the embedded store's data file belongs to one process; "
+            "use a redis:// store (or memory:// without a file) for several workers",
+            file=sys.stderr,
+        )
+        return 2
+    from .workers import run_workers
+
+    def serve_one() -> int:
+        asyncio.run(serve(config, path, reuse_port=True))
+        return 0
+
+    return run_workers(workers, serve_one)
 
 
-async def serve(config: Config, path: str) -> None:
+async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
     gateway = Gateway(config)
     await gateway.start()
@@ -97,8 +116,10 @@ async def serve(config: Config, path: str) -> None:
     admin = web.AppRunner(gateway.admin_app(), access_log=None, shutdown_timeout=1.0)
     await public.setup()
     await admin.setup()
-    await web.TCPSite(public, s.host, s.port, ssl_context=ssl_context).start()
-    await web.TCPSite(admin, s.admin_host, s.admin_port).start()
+    # With several workers every process binds the same ports (SO_REUSEPORT).
+    reuse = reuse_port or None
+    await web.TCPSite(public, s.host, s.port, ssl_context=ssl_context, reuse_port=reuse).start()
+    await web.TCPSite(admin, s.admin_host, s.admin_port, reuse_port=reuse).start()
     log.info(
         "listening",
         host=s.host,
@@ -139,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--admin-port", type=int)
     serve_p.add_argument("--log-level", default="info")
     serve_p.add_argument("--log-format", choices=("json", "console"), default="json")
+    serve_p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the ports (SO_REUSEPORT); metrics aggregated across them",
+    )
     serve_p.set_defaults(func=cmd_serve)
     check_p = sub.add_parser("check", help="validate a config file and exit")
     check_p.add_argument("--config", help="YAML file")
