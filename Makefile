@@ -22,6 +22,7 @@ run: setup
 # Tests start their own redis-server processes; install it when missing.
 test: setup
 	@command -v redis-server >/dev/null || scripts/install-system-packages.sh redis-server
+	@command -v promtool >/dev/null || scripts/install-system-packages.sh prometheus
 	$(BIN)/ruff check lunos_proxy plugins tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
