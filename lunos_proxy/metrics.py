@@ -227,6 +227,7 @@ class Metrics:
             "lunos_limits_store_degraded",
             "1 while limits run on the store-failure policy (local limiter or 503).",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.abuse_refusals = Counter(
             "lunos_abuse_refusals",
