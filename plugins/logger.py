@@ -213,7 +213,11 @@ class Logger(Plugin):
         return response
 
     def write(self, record: RequestRecord, level: str) -> None:
-        getattr(self.log, level)("request", **_to_builtins(record))
+        try:
+            getattr(self.log, level)("request", **_to_builtins(record))
+        except (OSError, ValueError):
+            # stdout gone (a closed pipe): losing a log line must not fail the request.
+            pass
 
     def record(
         self, ex: Exchange, status: int, error: str | None, code: str | None

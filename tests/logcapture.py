@@ -35,13 +35,25 @@ class Captured:
         return [line for line in self.lines() if line.get("event") == "request"]
 
 
-@pytest.fixture
-def captured_logs() -> Iterator[Captured]:
-    captured = Captured()
-    configure_logging("debug", "json", captured.buffer)
-    yield captured
+def _reset() -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_lunos", False):
             root.removeHandler(handler)
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """Logging as configured by one test (e.g. running the CLI in-process,
+    bound to that test's captured stdout) does not outlive it."""
+    yield
+    _reset()
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[Captured]:
+    captured = Captured()
+    configure_logging("debug", "json", captured.buffer)
+    yield captured
+    _reset()

@@ -283,3 +283,20 @@ def test_library_log_lines_keep_only_the_template_and_a_safe_stack(captured_logs
 
 def test_truncate_address_handles_ipv6_loopback() -> None:
     assert truncate_address("::1") == "::/48"
+
+
+async def test_a_closed_log_stream_does_not_fail_the_request() -> None:
+    import io
+
+    from lunos_proxy.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    logger = Logger(Logger.Settings(), _services())
+    stream.close()
+
+    async def ok(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204)
+
+    response = await logger(make_mocked_request("GET", "/v1/models"), ok)
+    assert response.status == 204
