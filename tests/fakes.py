@@ -42,6 +42,7 @@ class Behaviour:
     pause_after_first: float = 0.0  # stream: wait after the first event
     cut_after: int | None = None  # stream: drop the connection after N events
     chunk_interval: float = 0.0
+    reply: list[str] | None = None  # the answer's text, in stream chunks (default CHUNKS)
     # Statuses for the next requests, one each, before `status` applies again.
     statuses: list[int] = field(default_factory=list)
     report_usage: bool = True  # False: a provider that never reports usage
@@ -121,7 +122,7 @@ class FakeProvider:
 
     def _answer(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         model = payload.get("model", "")
-        text = "".join(CHUNKS)
+        text = "".join(self.behaviour.reply or CHUNKS)
         prompt_tokens = self.prompt_tokens(payload)
         cached = self.behaviour.cached_tokens
         if path.endswith("/messages/count_tokens"):
@@ -185,7 +186,7 @@ class FakeProvider:
                 ("content_block_start", {"type": "content_block_start", "index": 0,
                                          "content_block": {"type": "text", "text": ""}}),
             ]
-            for c in CHUNKS:
+            for c in self.behaviour.reply or CHUNKS:
                 evs.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                     "delta": {"type": "text_delta", "text": c}}))
             evs += [
@@ -202,7 +203,7 @@ class FakeProvider:
                     "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
         out = [chunk({"role": "assistant", "content": ""}, None)]
-        out += [chunk({"content": c}, None) for c in CHUNKS]
+        out += [chunk({"content": c}, None) for c in self.behaviour.reply or CHUNKS]
         out.append(chunk({}, "stop"))
         if (payload.get("stream_options") or {}).get("include_usage") and report:
             # As OpenAI does: every chunk then says "usage": null, and one more
