@@ -44,6 +44,8 @@ def config(provider_url: str, store_url: str) -> dict[str, Any]:
             "default_plan": "free",
             "auth_failures": {"limit": 1000},
         }},
+        # Usage written behind quickly, with per-request usage events kept.
+        {"name": "meter", "settings": {"flush_interval_seconds": 0.1, "events_retention_days": 30}},
         {"name": "router", "settings": {"max_attempts": 2}},
     ]
     return cfg
@@ -122,6 +124,7 @@ async def test_canary_appears_only_in_what_the_client_receives(
             else:
                 assert len(provider.received) == received_before + (case.calls - 1), case.name
     await wait_for_lines(captured_logs, calls)
+    await asyncio.sleep(0.5)  # the meter's write-behind (every 0.1 s) has reached the store
     assert len(captured_logs.requests()) == calls  # every request, aborted ones too, was logged
     assert any(c.encode() in b"".join(delivered) for c in canaries.values())  # answers carried it
 
@@ -145,4 +148,6 @@ async def test_canary_appears_only_in_what_the_client_receives(
     kept = {"logs": captured_logs.text.encode(), "store": stored, "/metrics": metrics}
     assert findings(kept, {**content, **secrets, "account name/email": pii}) == []
     assert findings({f"GET {p}": b for p, b in admin.items()}, {**content, **secrets}) == []
-    assert "/admin/audit" in admin and f"/admin/accounts/{account['id']}/export" in admin
+    assert {"/admin/audit", f"/admin/accounts/{account['id']}/export", f"/admin/usage/{account['id']}/events"} <= set(admin)
+    events = admin[f"/admin/usage/{account['id']}/events"]
+    assert events.count(b'"request_id"') >= 8, events[:300]  # usage events were written and read
