@@ -128,7 +128,10 @@ def test_the_check_itself_catches_a_misspelt_metric_and_label() -> None:
 def test_dashboard_covers_every_area_the_issue_names() -> None:
     board = json.loads(DASHBOARD.read_text())
     rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
-    assert rows == ["Traffic", "Latency and overhead", "Tokens and cost", "Errors", "Routing", "Limits", "State store"]
+    assert rows == [
+        "Traffic", "Latency and overhead", "Tokens and cost", "Errors", "Routing", "Limits", "Metering", "State store",
+    ]
     used = {m for e in dashboard_exprs() for m, _ in _METRIC.findall(e)}
     # Every metric the proxy exports has a panel (a histogram through its buckets).
-    assert {n for n in exported() if not n.endswith(("_sum", "_count"))} - used == set()
+    missing = {n for n in exported() if not n.endswith(("_sum", "_count"))} - used
+    assert missing == set(), f"add a panel to {DASHBOARD.name} for {sorted(missing)}"
