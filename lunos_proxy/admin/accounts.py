@@ -29,7 +29,7 @@ from .auth import GATEWAY, admin_error, audit_about, read_body, requires, secret
 if TYPE_CHECKING:
     from ..app import Gateway
 
-__all__ = ["account_or_404", "profile"]
+__all__ = ["account_or_404", "correct", "profile"]
 
 Email = Annotated[str, msgspec.Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
 Name = Annotated[str, msgspec.Meta(max_length=200)]
@@ -92,6 +92,19 @@ async def _check_email_free(store: Store, secrets: Secrets, email: str, account_
         raise admin_error(409, "another account already has this email")
 
 
+async def correct(
+    store: Store, secrets: Secrets, account: AccountRecord, name: str, email: str | None
+) -> None:
+    """Save `account` with this name and email (409 if another account has the
+    email), and tell every instance's auth plugin that it changed."""
+    if email and email != profile(account, secrets)["email"]:
+        await _check_email_free(store, secrets, email, account.id)
+    _seal(account, name, email, secrets)
+    account.updated = time.time()
+    await store.put_account(account)
+    await store.publish(INVALIDATE_CHANNEL, f"account:{account.id}")
+
+
 @requires("operator", "accounts.create")
 async def create_account(request: web.Request) -> web.Response:
     body = await read_body(request, NewAccount)
@@ -140,18 +153,13 @@ async def update_account(request: web.Request) -> web.Response:
     current = profile(account, secrets)
     name = current["name"] if body.name is msgspec.UNSET else body.name
     email = current["email"] if body.email is msgspec.UNSET else body.email
-    if email and email != current["email"]:
-        await _check_email_free(gateway.store, secrets, email, account.id)
     if body.plan is not msgspec.UNSET:
         account.plan = body.plan
     if body.allowed_regions is not msgspec.UNSET:
         account.allowed_regions = body.allowed_regions
     if body.allowed_providers is not msgspec.UNSET:
         account.allowed_providers = body.allowed_providers
-    _seal(account, name, email, secrets)
-    account.updated = time.time()
-    await gateway.store.put_account(account)
-    await gateway.store.publish(INVALIDATE_CHANNEL, f"account:{account.id}")
+    await correct(gateway.store, secrets, account, name, email)
     return send(profile(account, secrets))
 
 

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..crypto import Secrets
 from ..keys import INVALIDATE_CHANNEL
+from ..store.base import AccountRecord, Store
 from .accounts import account_or_404, profile
 from .auth import GATEWAY, requires, secrets_of, send
 from .keys import key_view
@@ -34,8 +36,10 @@ from .keys import key_view
 if TYPE_CHECKING:
     from ..app import Gateway
 
+__all__ = ["RETAINED_WHY", "erase_account", "export_document"]
+
 _ALL_DAYS = ("0000-00-00", "9999-99-99")
-_RETAINED_WHY = {
+RETAINED_WHY = {
     "billing_records": "kept for accounting and legal obligations (privacy policy, section 7), "
     "re-keyed to a pseudonym with no path back to the account",
     "audit_entries": "kept as the record of administrative actions; they hold ids and action "
@@ -43,26 +47,21 @@ _RETAINED_WHY = {
 }
 
 
-@requires("operator", "accounts.export")
-async def export_account(request: web.Request) -> web.Response:
-    store = request.app[GATEWAY].store
-    account = await account_or_404(store, request.match_info["account_id"])
-    document: dict[str, Any] = {
+async def export_document(store: Store, secrets: Secrets, account: AccountRecord) -> dict[str, Any]:
+    """Everything kept about `account`, as one JSON-ready document."""
+    return {
         "exported_at": time.time(),
-        "account": profile(account, secrets_of(request)),
+        "account": profile(account, secrets),
         "keys": [key_view(k) for k in await store.keys_of(account.id)],
         "usage": await store.usage(account.id, *_ALL_DAYS),
         "billing": await store.billing(account.id),
         "usage_events": await store.usage_events(account.id),
         "audit": await store.audit(account.id, limit=100_000),
     }
-    return send(document)
 
 
-@requires("full", "accounts.delete")
-async def delete_account(request: web.Request) -> web.Response:
-    store = request.app[GATEWAY].store
-    account_id = request.match_info["account_id"]
+async def erase_account(store: Store, account_id: str) -> dict[str, Any]:
+    """Erase `account_id` as described above; returns what went and what stayed, and why."""
     had_profile = await store.account(account_id) is not None
     keys = await store.keys_of(account_id)
     for key in keys:
@@ -79,22 +78,33 @@ async def delete_account(request: web.Request) -> web.Response:
     await store.delete_account(account_id)
     await store.publish(INVALIDATE_CHANNEL, f"account:{account_id}")
     retained = [
-        {"data": name, "count": count, "why": _RETAINED_WHY[name]}
+        {"data": name, "count": count, "why": RETAINED_WHY[name]}
         for name, count in (("billing_records", billing), ("audit_entries", audit))
         if count
     ]
-    return send(
-        {
-            "account_id": account_id,
-            "deleted": {
-                "profile": had_profile,
-                "keys": len(keys),
-                "usage_rows": usage_rows,
-                "usage_events": usage_events,
-            },
-            "retained": retained,
-        }
-    )
+    return {
+        "account_id": account_id,
+        "deleted": {
+            "profile": had_profile,
+            "keys": len(keys),
+            "usage_rows": usage_rows,
+            "usage_events": usage_events,
+        },
+        "retained": retained,
+    }
+
+
+@requires("operator", "accounts.export")
+async def export_account(request: web.Request) -> web.Response:
+    store = request.app[GATEWAY].store
+    account = await account_or_404(store, request.match_info["account_id"])
+    return send(await export_document(store, secrets_of(request), account))
+
+
+@requires("full", "accounts.delete")
+async def delete_account(request: web.Request) -> web.Response:
+    store = request.app[GATEWAY].store
+    return send(await erase_account(store, request.match_info["account_id"]))
 
 
 def setup(app: web.Application, gateway: Gateway) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 from aiohttp import web
 
+from ..crypto import Secrets
 from ..keys import INVALIDATE_CHANNEL, display_prefix, new_id, new_key
 from ..store.base import KeyRecord, Store
 from .accounts import account_or_404
@@ -27,7 +28,7 @@ from .auth import GATEWAY, admin_error, audit_about, read_body, requires, secret
 if TYPE_CHECKING:
     from ..app import Gateway
 
-__all__ = ["key_view"]
+__all__ = ["issue_key", "key_view", "revoke", "rotate"]
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 
@@ -69,18 +70,45 @@ async def _key_or_404(store: Store, request: web.Request) -> KeyRecord:
     return key
 
 
-async def _issue(request: web.Request, template: KeyRecord) -> web.Response:
-    """Make a key like `template` (new id, secret and creation time) and show it once."""
+async def issue_key(store: Store, secrets: Secrets, template: KeyRecord) -> tuple[KeyRecord, str]:
+    """Store a key like `template` (new id, secret and creation time); return it
+    and the key itself, which exists nowhere else: show it once."""
     key = new_key()
     template.id = new_id("key")
-    template.hash = secrets_of(request).key_hash(key)
+    template.hash = secrets.key_hash(key)
     template.prefix = display_prefix(key)
     template.created = time.time()
-    store = request.app[GATEWAY].store
     await store.put_key(template)
     # An instance may remember this hash as unknown (someone tried it): not any more.
     await store.publish(INVALIDATE_CHANNEL, f"key:{template.hash}")
-    return send({**key_view(template), "key": key}, 201)
+    return template, key
+
+
+async def revoke(store: Store, key: KeyRecord) -> None:
+    """Revoke `key` and tell every instance to drop it from its cache."""
+    key.revoked = True
+    await store.put_key(key)
+    await store.publish(INVALIDATE_CHANNEL, f"key:{key.hash}")
+
+
+async def rotate(
+    store: Store, secrets: Secrets, old: KeyRecord, grace_seconds: float
+) -> tuple[KeyRecord, str]:
+    """Issue a successor with `old`'s settings; `old` stops working after
+    `grace_seconds` (or its own expiry, if sooner). A revoked key is refused (409)."""
+    if old.revoked:
+        raise admin_error(409, f"key {old.id} is revoked; create a new one instead")
+    successor, key = await issue_key(store, secrets, msgspec.structs.replace(old))
+    ends = time.time() + grace_seconds
+    old.expires = ends if old.expires is None else min(old.expires, ends)
+    await store.put_key(old)
+    await store.publish(INVALIDATE_CHANNEL, f"key:{old.hash}")
+    return successor, key
+
+
+async def _issue(request: web.Request, template: KeyRecord) -> web.Response:
+    record, key = await issue_key(request.app[GATEWAY].store, secrets_of(request), template)
+    return send({**key_view(record), "key": key}, 201)
 
 
 @requires("operator", "keys.create")
@@ -117,9 +145,7 @@ async def show_key(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     store = request.app[GATEWAY].store
     key = await _key_or_404(store, request)
-    key.revoked = True
-    await store.put_key(key)
-    await store.publish(INVALIDATE_CHANNEL, f"key:{key.hash}")
+    await revoke(store, key)
     return send(key_view(key))
 
 
@@ -128,15 +154,8 @@ async def rotate_key(request: web.Request) -> web.Response:
     body = await read_body(request, Rotation)
     store = request.app[GATEWAY].store
     old = await _key_or_404(store, request)
-    if old.revoked:
-        raise admin_error(409, f"key {old.id} is revoked; create a new one instead")
-    successor = msgspec.structs.replace(old)
-    response = await _issue(request, successor)
-    ends = time.time() + body.grace_seconds
-    old.expires = ends if old.expires is None else min(old.expires, ends)
-    await store.put_key(old)
-    await store.publish(INVALIDATE_CHANNEL, f"key:{old.hash}")
-    return response
+    successor, key = await rotate(store, secrets_of(request), old, body.grace_seconds)
+    return send({**key_view(successor), "key": key}, 201)
 
 
 def setup(app: web.Application, gateway: Gateway) -> None:
