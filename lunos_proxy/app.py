@@ -250,6 +250,11 @@ class Gateway:
             app.router.add_route(method, path, functools.partial(self.handle, wire, endpoint))
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        if self.config.console.enabled:  # outside the API pipeline; see lunos_proxy/console
+            from .console.app import console_app
+
+            app.router.add_get("/console", _to_console)
+            app.add_subapp("/console", console_app(self))
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         return app
 
@@ -304,6 +309,10 @@ class Gateway:
         from .admin import admin_app
 
         return admin_app(self)
+
+
+async def _to_console(request: web.Request) -> web.Response:
+    raise web.HTTPMovedPermanently("/console/")
 
 
 def _retire(generation: Generation, retiring: set[asyncio.Task[None]]) -> None:

@@ -21,11 +21,14 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import yaml
 
+from .console.settings import ConsoleConfig
+
 __all__ = [
     "AdminConfig",
     "Capacity",
     "Config",
     "ConfigError",
+    "ConsoleConfig",
     "Deployment",
     "DeploymentTimeouts",
     "ModelConfig",
@@ -193,6 +196,7 @@ class Config(_Strict):
     pipeline: list[PipelineEntry] = msgspec.field(default_factory=list)
     secrets: SecretsConfig = msgspec.field(default_factory=SecretsConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     # Filled after loading: the plugin settings structs, in pipeline order.
     plugin_settings: list[Any] = msgspec.field(default_factory=list)
     source: str = ""
@@ -369,11 +373,12 @@ def parse_config(text: str, source: str) -> Config:
             ]
             parts[key] = [e for e in entries if e is not None]
         else:
-            sections: dict[str, type[_Strict]] = {
+            sections: dict[str, type[msgspec.Struct]] = {
                 "server": ServerConfig,
                 "store": StoreConfig,
                 "secrets": SecretsConfig,
                 "admin": AdminConfig,
+                "console": ConsoleConfig,
             }
             typ = sections.get(key)
             if typ is None:

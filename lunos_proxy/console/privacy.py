@@ -1,0 +1,161 @@
+"""The privacy pages: what is kept (from the running config), export, correct, delete.
+
+Export and deletion are the admin API's functions (`admin.data_rights`), so
+the account holder gets exactly what an operator would: the same document,
+the same erasure with billing records kept under a pseudonym.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from ..admin.accounts import correct, profile
+from ..admin.data_rights import RETAINED_WHY, erase_account, export_document
+from ..config import Config
+from .pages import (
+    ACCOUNT,
+    account_id,
+    audit,
+    config_of,
+    current_account,
+    form,
+    render,
+    secrets_of,
+    store_of,
+)
+from .session import COOKIE, end
+
+__all__ = ["CONFIRMATION", "data_kept", "routes"]
+
+CONFIRMATION = "delete my account"
+_ADDRESS_MODES = {
+    "full": "written in full",
+    "truncated": "truncated to its network (/24 for IPv4, /48 for IPv6)",
+    "hashed": "replaced by a keyed hash (linkable, not readable)",
+    "dropped": "not written at all",
+}
+
+
+def _plugin(config: Config, name: str) -> Any:
+    for entry, settings in zip(config.pipeline, config.plugin_settings, strict=False):
+        if entry.name == name:
+            return settings
+    return None
+
+
+def data_kept(config: Config) -> list[tuple[str, str]]:
+    """What the service keeps, as (what, how) lines derived from `config`."""
+    store = config.store.url.split("://")[0].split("+")[0]
+    lines = [
+        ("Your name and email", "encrypted at rest (AES-256-GCM); kept until you delete your "
+         "account"),
+        ("API keys", "never stored: only a keyed hash and a display prefix such as lk-AbC12x"),
+        ("Prompts and completions", "never stored, never logged: requests are forwarded to the "
+         "provider and the answer passed back"),
+        ("Usage counters", "requests, tokens and cost per key, model and day; erased when you "
+         "delete your account"),
+        ("Billing records", "kept for accounting and legal obligations, re-keyed to a "
+         "pseudonym when you delete your account"),
+        ("Where state lives", f"the {store} store" + (" (shared by every proxy instance)"
+                                                      if store.startswith("redis") else "")),
+    ]
+    logger = _plugin(config, "logger")
+    if logger is not None:
+        mode = str(getattr(logger, "address", "full"))
+        lines.append(("Request log", "one metadata line per request (time, model, status, "
+                      f"tokens; no content); your IP address is {_ADDRESS_MODES.get(mode, mode)}"))
+    meter = _plugin(config, "meter")
+    days = getattr(meter, "events_retention_days", None) if meter is not None else None
+    if days:
+        lines.append(("Per-request usage events", f"metadata only; kept {days} days"))
+    regions = sorted({d.region or config.providers[d.provider].region
+                      for m in config.models.values() for d in m.deployments
+                      if d.provider in config.providers} - {""})
+    providers = sorted({p for p in config.providers})
+    lines.append(("Where requests go", "to the AI providers " + ", ".join(providers)
+                  + (f", in the regions {', '.join(regions)}" if regions else "")
+                  + "; your account may be limited to some of them"))
+    c = config.console
+    lines.append(("Cookies", f"one strictly necessary session cookie ({COOKIE}), encrypted, "
+                  f"ending {c.idle_timeout_seconds / 60:g} minutes after your last visit or "
+                  f"{c.absolute_timeout_seconds / 3600:g} hours after signing in; no analytics "
+                  "or advertising cookies"))
+    return lines
+
+
+async def privacy_page(request: web.Request, *, status: int = 200, error: str = "",
+                       notice: str = "") -> web.Response:
+    account = await current_account(request)
+    me = profile(account, secrets_of(request))
+    return await render(
+        request, "privacy.html", status=status, me=me, kept=data_kept(config_of(request)),
+        error=error, notice=notice, regions=account.allowed_regions,
+    )
+
+
+async def show(request: web.Request) -> web.Response:
+    notice = "Saved." if request.query.get("saved") else ""
+    return await privacy_page(request, notice=notice)
+
+
+async def update_profile(request: web.Request) -> web.Response:
+    data = await form(request)
+    name, email = data.get("name", "").strip(), data.get("email", "").strip()
+    if len(name) > 200 or (email and (len(email) > 320 or "@" not in email or " " in email)):
+        return await privacy_page(request, status=400, error="Enter a name and a valid email.")
+    account = await current_account(request)
+    await correct(store_of(request), secrets_of(request), account, name, email or None)
+    await audit(request, "accounts.correct", account.id)
+    raise web.HTTPSeeOther("/console/privacy?saved=1")
+
+
+async def export(request: web.Request) -> web.Response:
+    account = await current_account(request)
+    document = await export_document(store_of(request), secrets_of(request), account)
+    await audit(request, "accounts.export", account.id)
+    day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    return web.Response(
+        body=msgspec.json.encode(document),
+        content_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="lunos-export-{day}.json"'},
+    )
+
+
+async def _deletion_page(request: web.Request, *, status: int = 200,
+                         error: str = "") -> web.Response:
+    store, me = store_of(request), account_id(request)
+    keys = await store.keys_of(me)
+    usage = await store.usage(me, "0000-00-00", "9999-99-99")
+    billing = await store.billing(me)
+    return await render(request, "delete.html", status=status, error=error, keys=len(keys),
+                        usage_rows=len(usage), billing=len(billing), why=RETAINED_WHY,
+                        confirmation=CONFIRMATION)
+
+
+async def confirm_delete(request: web.Request) -> web.Response:
+    return await _deletion_page(request)
+
+
+async def delete(request: web.Request) -> web.Response:
+    typed = (await form(request)).get("confirm", "").strip().lower()
+    if typed != CONFIRMATION:
+        return await _deletion_page(request, status=400,
+                                    error=f"Type “{CONFIRMATION}” to confirm.")
+    result = await erase_account(store_of(request), account_id(request))
+    # After the erasure, so that this record keeps the id: proof that it was erased.
+    await audit(request, "accounts.delete", account_id(request))
+    await end(request)
+    del request[ACCOUNT]
+    return await render(request, "deleted.html", result=result, why=RETAINED_WHY)
+
+
+def routes(app: web.Application) -> None:
+    app.router.add_get("/privacy", show)
+    app.router.add_post("/privacy/profile", update_profile)
+    app.router.add_get("/privacy/export", export)
+    app.router.add_get("/privacy/delete", confirm_delete)
+    app.router.add_post("/privacy/delete", delete)

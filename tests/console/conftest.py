@@ -1,0 +1,1 @@
+from tests.console.support import browsers, mailbox  # noqa: F401  (fixtures)

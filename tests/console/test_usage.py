@@ -1,0 +1,83 @@
+"""The usage page and its CSV: by day and model, only the signed-in account's."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from lunos_proxy.store.base import UsageDelta
+from tests.conftest import GatewayFactory
+from tests.console.support import Browser, console_config, new_account, new_key
+from tests.fakes import FakeProvider
+
+
+async def test_usage_by_day_and_model_as_chart_table_and_csv(
+    provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
+) -> None:
+    gw = await make_gateway(console_config(provider.base_url))
+    account = await new_account(gw)
+    other = await new_account(gw, "Other", "other@example.com")
+    a, b = await new_key(gw, account, "a"), await new_key(gw, account, "b")
+    await gw.gateway.store.add_usage([
+        UsageDelta(account_id=account, key_id=a["id"], model="gpt-test", day="2026-11-02", input_tokens=10, output_tokens=5, cost_micros=1500),
+        UsageDelta(account_id=account, key_id=b["id"], model="gpt-test", day="2026-11-02", input_tokens=1, output_tokens=1, cost_micros=500),
+        UsageDelta(account_id=account, key_id=a["id"], model="claude-test", day="2026-11-03", input_tokens=7, output_tokens=3),
+        UsageDelta(account_id=account, key_id=a["id"], model="gpt-test", day="2026-10-01", input_tokens=99),
+        UsageDelta(account_id=other, key_id="key_other", model="gpt-test", day="2026-11-02", input_tokens=1000),
+    ])
+    browser: Browser = browsers(gw)
+    await browser.sign_in_with_key(a["key"])
+    status, text = await browser.get("/console/usage?from=2026-11-01&to=2026-11-03")
+    assert status == 200
+    rows = re.findall(r"<tr><td>([\d-]+)</td><td>([\w-]+)</td><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td><td>([\d.]+)</td></tr>", text)
+    assert rows == [("2026-11-02", "gpt-test", "2", "11", "6", "0.0020"),
+                    ("2026-11-03", "claude-test", "1", "7", "3", "0.0000")]
+    assert "3 requests · 18 input tokens · 9 output tokens · cost 0.0020" in text
+    assert len(re.findall(r"<rect x=", text)) == 2
+    status, text = await browser.get("/console/usage?from=2026-11-01&to=2026-11-03&metric=cost")
+    assert len(re.findall(r"<rect x=", text)) == 1  # claude-test cost nothing
+
+    async with browser.http.get(gw.url + "/console/usage.csv?from=2026-11-01&to=2026-11-03") as r:
+        assert r.status == 200 and r.content_type == "text/csv"
+        assert r.headers["Content-Disposition"] == 'attachment; filename="lunos-usage-2026-11-01-2026-11-03.csv"'
+        csv_text = await r.text()
+    by_prefix = sorted([(a["prefix"], "1,10,5,0,0.001500"), (b["prefix"], "1,1,1,0,0.000500")])
+    assert csv_text.splitlines() == [
+        "day,model,key,requests,input_tokens,output_tokens,cached_input_tokens,cost",
+        *[f"2026-11-02,gpt-test,{prefix},{counts}" for prefix, counts in by_prefix],
+        f"2026-11-03,claude-test,{a['prefix']},1,7,3,0,0.000000",
+    ]
+
+
+async def test_usage_period_must_be_valid_dates(
+    provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
+) -> None:
+    gw = await make_gateway(console_config(provider.base_url))
+    made = await new_key(gw, await new_account(gw))
+    browser: Browser = browsers(gw)
+    await browser.sign_in_with_key(made["key"])
+    assert (await browser.get("/console/usage?from=yesterday"))[0] == 400
+    assert (await browser.get("/console/usage?from=2026-11-03&to=2026-11-01"))[0] == 400
+    status, text = await browser.get("/console/usage")
+    assert status == 200 and "No usage in this period." in text
+
+
+async def test_budgets_page_shows_spend_of_today_and_this_month(
+    provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
+) -> None:
+    import datetime as dt
+
+    gw = await make_gateway(console_config(provider.base_url))
+    account = await new_account(gw)
+    made = await new_key(gw, account)
+    today = dt.datetime.now(dt.UTC).date()
+    await gw.gateway.store.add_usage([
+        UsageDelta(account_id=account, key_id=made["id"], model="gpt-test", day=today.isoformat(), cost_micros=1_250_000),
+        UsageDelta(account_id=account, key_id=made["id"], model="gpt-test", day=(today.replace(day=1) - dt.timedelta(days=1)).isoformat(), cost_micros=9_000_000),
+    ])
+    browser: Browser = browsers(gw)
+    await browser.sign_in_with_key(made["key"])
+    status, text = await browser.get("/console/budgets")
+    assert status == 200
+    assert "Spent today: <strong>1.2500</strong> · this month: <strong>1.2500</strong>" in text
+    assert "No budget limits your account." in text
