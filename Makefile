@@ -19,10 +19,13 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/lunos-proxy serve --config config/lunos.yaml
 
-# Tests start their own redis-server processes; install it when missing.
+# Tests start their own redis-server processes, check the dashboards with
+# promtool and drive Debian's chromium (the console's browser test);
+# install them when missing.
 test: setup
 	@command -v redis-server >/dev/null || scripts/install-system-packages.sh redis-server
 	@command -v promtool >/dev/null || scripts/install-system-packages.sh prometheus
+	@command -v chromium >/dev/null || scripts/install-system-packages.sh chromium
 	$(BIN)/ruff check lunos_proxy plugins tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q

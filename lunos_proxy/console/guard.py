@@ -37,8 +37,9 @@ HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    # Sign-in links carry their token in the URL: never pass it on.
-    "Referrer-Policy": "no-referrer",
+    # Sign-in links carry their token in the URL: never pass it to another
+    # site. (Not no-referrer: browsers then send "Origin: null" with forms.)
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",

@@ -58,7 +58,7 @@ async def test_every_console_response_carries_the_security_headers(
                 assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
                 assert (r.headers["X-Content-Type-Options"], r.headers["X-Frame-Options"],
                         r.headers["Referrer-Policy"], r.headers["Cache-Control"]) == (
-                    "nosniff", "DENY", "no-referrer", "no-store")
+                    "nosniff", "DENY", "same-origin", "no-store")
         async with http.get(gw.url + "/console/keys", allow_redirects=False) as r:
             assert (r.status, r.headers["Location"]) == (303, "/console/sign-in")
 
