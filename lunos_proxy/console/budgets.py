@@ -1,67 +1,73 @@
-"""The budgets page: the limits that apply to the account, and what it spent.
+"""The budgets page: the limits that apply to the account, what it spent, the alerts.
 
-Limits come from the meter plugin's `budgets` settings (the YAML), read
-from the running config: the account's own rule, else its plan's, and
-the rules of its keys. Spend is summed from the usage counters
-(`Store.usage`) for this calendar day and month (UTC).
+Limits are the meter's (`lunos_proxy.usage.budgets`), read from the running
+config's meter settings: the account's own rule or its plan's, its keys'
+rules, prepaid credit. Spend is read from the same store counters the meter
+checks (`Store.spend`), in the budgets' time zone, so the page shows what
+enforcement sees. Alert thresholds (soft) are set by the operator in YAML.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
 from ..config import Config
-from .pages import account_id, config_of, current_account, render, store_of
+from ..usage.budgets import BudgetSettings, Limit, Rules
+from .pages import config_of, current_account, render, store_of
 
-__all__ = ["routes", "rules_for"]
+__all__ = ["budget_settings", "routes"]
+
+_KINDS = {"daily": "Daily", "monthly": "Monthly", "prepaid": "Prepaid credit"}
 
 
-def _budgets(config: Config) -> Any:
+def budget_settings(config: Config) -> BudgetSettings | None:
+    """The meter's budgets, if the meter is in the pipeline."""
     for entry, settings in zip(config.pipeline, config.plugin_settings, strict=False):
         if entry.name == "meter":
-            return getattr(settings, "budgets", None)
+            found = getattr(settings, "budgets", None)
+            return found if isinstance(found, BudgetSettings) else None
     return None
-
-
-def rules_for(config: Config, account: str, plan: str | None,
-              key_ids: list[str]) -> list[tuple[str, Any]]:
-    """(what it applies to, rule) for the account and each of its keys that has one."""
-    budgets = _budgets(config)
-    if budgets is None:
-        return []
-    found: list[tuple[str, Any]] = []
-    rule = budgets.accounts.get(account) or (budgets.plans.get(plan) if plan else None)
-    if rule is not None:
-        found.append(("Your account" + ("" if account in budgets.accounts else f" (plan {plan})"),
-                      rule))
-    found += [(f"Key {k}", budgets.keys[k]) for k in key_ids if k in budgets.keys]
-    return found
 
 
 def _money(micros: int) -> str:
     return f"{Decimal(micros) / 1_000_000:.4f}"
 
 
+async def _row(request: web.Request, limit: Limit, what: str) -> dict[str, Any]:
+    store = store_of(request)
+    if limit.kind == "prepaid":
+        spent, credit = await store.spend(limit.subject, ["total", "credit"])
+        return {"what": what, "kind": _KINDS[limit.kind], "limit": _money(credit),
+                "spent": _money(spent), "used": f"{spent / credit:.0%}" if credit else "—",
+                "soft": "", "period": ""}
+    [spent] = await store.spend(limit.subject, [limit.period])
+    return {"what": what, "kind": _KINDS[limit.kind], "limit": _money(limit.micros),
+            "spent": _money(spent), "used": f"{spent / limit.micros:.0%}" if limit.micros else "—",
+            "soft": ", ".join(f"{f:.0%}" for f in limit.soft), "period": limit.period[2:]}
+
+
 async def show(request: web.Request) -> web.Response:
     account = await current_account(request)
-    keys = await store_of(request).keys_of(account.id)
-    today = dt.datetime.now(dt.UTC).date()
-    first = today.replace(day=1).isoformat()
-    month_rows = await store_of(request).usage(account_id(request), first, today.isoformat())
-    spent_month = sum(r.cost_micros for r in month_rows)
-    spent_today = sum(r.cost_micros for r in month_rows if r.day == today.isoformat())
-    rules = [
-        {"what": what, "daily": rule.daily, "monthly": rule.monthly,
-         "soft": ", ".join(f"{f:.0%}" for f in rule.soft)}
-        for what, rule in rules_for(config_of(request), account.id, account.plan,
-                                    [k.id for k in keys])
-    ]
-    return await render(request, "budgets.html", rules=rules, today=_money(spent_today),
-                        month=_money(spent_month))
+    settings = budget_settings(config_of(request))
+    rows: list[dict[str, Any]] = []
+    timezone = "UTC"
+    if settings is not None:
+        rules, now, timezone = Rules(settings), time.time(), settings.timezone
+        for limit in rules.limits(account.id, "", account.plan, now):
+            if limit.subject.startswith("account:"):
+                rows.append(await _row(request, limit, "Your account"))
+        for key in await store_of(request).keys_of(account.id):
+            if key.revoked or key.id not in settings.keys:
+                continue
+            for limit in rules.limits(account.id, key.id, None, now):
+                if limit.subject == f"key:{key.id}":
+                    rows.append(await _row(request, limit, f"Key {key.prefix}…"))
+    return await render(request, "budgets.html", rows=rows, timezone=timezone,
+                        metered=settings is not None)
 
 
 def routes(app: web.Application) -> None:

@@ -11,7 +11,6 @@ browser here: it launches /usr/bin/chromium, which `make test` installs.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import os
 import shutil
@@ -21,7 +20,6 @@ from typing import Any
 import openai
 from playwright.async_api import async_playwright
 
-from lunos_proxy.store.base import UsageDelta
 from tests.conftest import GatewayFactory
 from tests.console.support import Mailbox, console_config, new_account
 from tests.fakes import FakeProvider
@@ -35,6 +33,7 @@ def journey_config(provider: FakeProvider, mailbox: Mailbox) -> dict[str, Any]:
     config = console_config(provider.base_url, console={
         "delivery": "webhook", "webhook_url": mailbox.url, "webhook_secret": "s" * 16,
         "public_url": "http://placeholder.invalid"})
+    config["pipeline"].append({"name": "meter", "settings": {"flush_interval_seconds": 0.2}})
     return config
 
 
@@ -84,18 +83,12 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     assert await page.evaluate("navigator.clipboard.readText()") == key
     await shot("2-key-created")
 
-    # Use it with the SDK. The meter plugin (issue 6) is not in this tree yet, so
-    # the test adds the counters it would write for these calls, by the key's id.
+    # Use it with the SDK; the meter counts the usage and writes it behind.
     client = openai.AsyncOpenAI(base_url=gw.v1, api_key=key, max_retries=0)
     for _ in range(3):
         reply = await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
         assert reply.usage is not None
     await client.close()
-    [record] = await gw.gateway.store.keys_of(account)
-    await gw.gateway.store.add_usage([UsageDelta(
-        account_id=account, key_id=record.id, model="gpt-test", day=dt.datetime.now(dt.UTC).date().isoformat(),
-        requests=3, input_tokens=3 * reply.usage.prompt_tokens, output_tokens=3 * reply.usage.completion_tokens,
-        cost_micros=420)])
     await page.goto(gw.url + "/console/usage")
     for _ in range(40):
         totals = await page.text_content("#totals") or ""
@@ -103,7 +96,8 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
             break
         await page.wait_for_timeout(250)
         await page.reload()
-    assert totals.startswith("3 requests"), totals
+    assert totals.startswith(f"3 requests · {3 * reply.usage.prompt_tokens} input tokens · "
+                             f"{3 * reply.usage.completion_tokens} output tokens"), totals
     assert await page.locator("#usage-chart rect[fill]").count() >= 1
     await shot("3-usage")
     if os.environ.get("LUNOS_UPDATE_SCREENSHOTS"):

@@ -62,22 +62,40 @@ async def test_usage_period_must_be_valid_dates(
     assert status == 200 and "No usage in this period." in text
 
 
-async def test_budgets_page_shows_spend_of_today_and_this_month(
+async def test_budgets_page_shows_the_meters_limits_spend_and_alert_thresholds(
     provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
 ) -> None:
     import datetime as dt
 
-    gw = await make_gateway(console_config(provider.base_url))
-    account = await new_account(gw)
-    made = await new_key(gw, account)
+    from lunos_proxy.store.base import SpendDelta
+    from tests.auth_support import admin
+
+    config = console_config(provider.base_url)
+    config["pipeline"].append({"name": "meter", "settings": {"budgets": {
+        "plans": {"pro": {"daily": "2", "monthly": "40", "soft": [0.5, 0.9]}}}}})
+    gw = await make_gateway(config)
+    status, account = await admin(gw, "POST", "/admin/accounts", {"name": "Ada", "email": "ada@example.com", "plan": "pro"})
+    assert status == 201
+    made = await new_key(gw, account["id"])
     today = dt.datetime.now(dt.UTC).date()
-    await gw.gateway.store.add_usage([
-        UsageDelta(account_id=account, key_id=made["id"], model="gpt-test", day=today.isoformat(), cost_micros=1_250_000),
-        UsageDelta(account_id=account, key_id=made["id"], model="gpt-test", day=(today.replace(day=1) - dt.timedelta(days=1)).isoformat(), cost_micros=9_000_000),
-    ])
+    subject = f"account:{account['id']}"
+    await gw.gateway.store.add_spend([SpendDelta(subject=subject, period=f"d:{today.isoformat()}", micros=1_500_000),
+                                      SpendDelta(subject=subject, period=f"m:{today.isoformat()[:7]}", micros=4_000_000)])
     browser: Browser = browsers(gw)
     await browser.sign_in_with_key(made["key"])
     status, text = await browser.get("/console/budgets")
     assert status == 200
-    assert "Spent today: <strong>1.2500</strong> · this month: <strong>1.2500</strong>" in text
-    assert "No budget limits your account." in text
+    rows = re.findall(r"<tr><td>Your account</td><td>(\w+)</td><td>([\d-]+)</td><td>([\d.]+)</td><td>([\d.]+)</td><td>(\d+%)</td><td>([^<]*)</td></tr>", text)
+    assert rows == [("Daily", today.isoformat(), "2.0000", "1.5000", "75%", "50%, 90%"),
+                    ("Monthly", today.isoformat()[:7], "40.0000", "4.0000", "10%", "50%, 90%")]
+
+
+async def test_budgets_page_without_a_meter_says_nothing_is_limited(
+    provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
+) -> None:
+    gw = await make_gateway(console_config(provider.base_url))
+    made = await new_key(gw, await new_account(gw))
+    browser: Browser = browsers(gw)
+    await browser.sign_in_with_key(made["key"])
+    status, text = await browser.get("/console/budgets")
+    assert status == 200 and "No budget limits your account (spend is not metered" in text
