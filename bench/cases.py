@@ -113,6 +113,16 @@ def _bench_redis(scratch: Path) -> str:
     return url
 
 
+@case("logger", stream=False, about="request_id + logger (one JSON line per request); compare with plain")
+def logger(upstream: str, scratch: Path) -> dict[str, Any]:
+    return lunos_config(upstream, scratch, [{"name": "request_id"}, {"name": "logger"}])
+
+
+@case("logger stream", stream=True, about="request_id + logger; compare with stream")
+def logger_stream(upstream: str, scratch: Path) -> dict[str, Any]:
+    return lunos_config(upstream, scratch, [{"name": "request_id"}, {"name": "logger"}])
+
+
 @case(
     "redis limits",
     stream=False,

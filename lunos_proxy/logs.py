@@ -97,6 +97,10 @@ def _dumps(obj: MutableMapping[str, Any], **_: Any) -> str:
     return msgspec.json.encode(obj).decode()
 
 
+def _dumps_bytes(obj: MutableMapping[str, Any], **_: Any) -> bytes:
+    return msgspec.json.encode(obj)
+
+
 def configure_logging(
     level: str = "info", fmt: LogFormat = "json", stream: TextIO | None = None
 ) -> None:
@@ -108,19 +112,32 @@ def configure_logging(
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
+    # Lines go out as bytes when the stream has a binary buffer (stdout, a
+    # file): msgspec's bytes are written as they are, with no str round trip.
+    binary = getattr(out, "buffer", None) if fmt == "json" else None
     renderer: Processor = (
         structlog.processors.JSONRenderer(serializer=_dumps)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    own_renderer: Processor = (
+        structlog.processors.JSONRenderer(serializer=_dumps_bytes)
+        if binary is not None
+        else renderer
+    )
+    factory: Any = (
+        structlog.BytesLoggerFactory(binary)
+        if binary is not None
+        else structlog.PrintLoggerFactory(out)
     )
     shared: list[Processor] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, SafeException(), renderer],
+        processors=[*shared, SafeException(), own_renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(

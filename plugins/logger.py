@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import ipaddress
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -178,7 +179,9 @@ class Logger(Plugin):
 
     def __init__(self, settings: Settings, services: Services) -> None:
         super().__init__(settings, services)
-        self.log = structlog.get_logger(settings.logger_name)
+        # A concrete logger (not the lazy proxy, which rebuilds one per call),
+        # configured as logging is when the plugin is built.
+        self.log = structlog.get_logger(settings.logger_name).bind()
         self.address = _address_writer(settings.address, settings.address_hash_key.encode())
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -281,7 +284,7 @@ def _user_agent(value: str, length: int) -> str | None:
     return cut if cut.isprintable() and cut.isascii() else None
 
 
-def _address_writer(mode: AddressMode, key: bytes) -> Any:
+def _address_writer(mode: AddressMode, key: bytes) -> Callable[[str], str | None]:
     if mode == "full":
         return lambda addr: addr or None
     if mode == "dropped":
@@ -293,8 +296,29 @@ def _address_writer(mode: AddressMode, key: bytes) -> Any:
                 return None
             return hmac.new(key, addr.encode(), hashlib.sha256).hexdigest()[:16]
 
-        return hashed
-    return truncate_address
+        return _remembered(hashed)
+    return _remembered(truncate_address)
+
+
+def _remembered(write: Callable[[str], str | None]) -> Callable[[str], str | None]:
+    """`write` with its recent answers kept: clients come back, and parsing
+    an address costs more than the rest of the record."""
+    seen: dict[str, str | None] = {}
+
+    def cached(addr: str) -> str | None:
+        try:
+            return seen[addr]
+        except KeyError:
+            pass
+        if len(seen) >= _REMEMBERED:
+            seen.clear()
+        value = seen[addr] = write(addr)
+        return value
+
+    return cached
+
+
+_REMEMBERED = 4096
 
 
 def truncate_address(addr: str) -> str | None:
