@@ -131,3 +131,12 @@ async def browsers() -> AsyncIterator[Any]:
     yield make
     for b in made:
         await b.close()
+
+
+async def signed_in(gw: Running, browsers: Any, email: str = "ada@example.com") -> tuple[str, dict[str, Any], Browser]:
+    """A new account with one key ("ci"), and a browser signed in with that key."""
+    account = await new_account(gw, email=email)
+    made = await new_key(gw, account)
+    browser: Browser = browsers(gw)
+    await browser.sign_in_with_key(made["key"])
+    return account, made, browser

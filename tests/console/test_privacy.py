@@ -11,7 +11,7 @@ import aiohttp
 from lunos_proxy.store.base import BillingRecord, UsageDelta
 from tests.auth_support import admin
 from tests.conftest import GatewayFactory
-from tests.console.support import Browser, console_config, new_account, new_key
+from tests.console.support import Browser, console_config, new_account, new_key, signed_in
 from tests.fakes import FakeProvider
 
 
@@ -22,9 +22,7 @@ async def test_data_kept_page_is_derived_from_the_running_config(
     config["pipeline"].insert(1, {"name": "logger", "settings": {"address": "dropped"}})
     config["models"]["gpt-test"]["deployments"][0]["region"] = "eu-west"
     gw = await make_gateway(config)
-    made = await new_key(gw, await new_account(gw))
-    browser: Browser = browsers(gw)
-    await browser.sign_in_with_key(made["key"])
+    _, _made, browser = await signed_in(gw, browsers)
     status, text = await browser.get("/console/privacy")
     assert status == 200
     kept = re.search(r'<dl id="data-kept">(.*?)</dl>', text, re.S)
@@ -40,10 +38,7 @@ async def test_name_and_email_are_corrected(
     provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
 ) -> None:
     gw = await make_gateway(console_config(provider.base_url))
-    account = await new_account(gw)
-    made = await new_key(gw, account)
-    browser: Browser = browsers(gw)
-    await browser.sign_in_with_key(made["key"])
+    account, _made, browser = await signed_in(gw, browsers)
     status, text = await browser.post("/console/privacy/profile", {"name": "Ada King", "email": "ada@king.example"})
     assert status == 200 and "Saved." in text and 'value="Ada King"' in text
     shown = (await admin(gw, "GET", f"/admin/accounts/{account}"))[1]

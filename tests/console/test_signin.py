@@ -14,7 +14,7 @@ import aiohttp
 
 from tests.auth_support import admin
 from tests.conftest import GatewayFactory, Running
-from tests.console.support import Browser, Mailbox, console_config, new_account, new_key
+from tests.console.support import Browser, Mailbox, console_config, new_account, new_key, signed_in
 from tests.fakes import FakeProvider
 from tests.logcapture import Captured
 
@@ -120,9 +120,8 @@ async def test_email_code_signs_in_and_a_wrong_code_does_not(
     assert status == 401 and "wrong or has expired" in text
     status, text = await browser.post("/console/sign-in/code", {"code": code})
     assert status == 200 and "<h1>Usage</h1>" in text
-    # Spent: the same code cannot sign in again, even from the same pending state.
-    status, _ = await browser.get("/console/keys")
-    assert status == 200
+    status, text = await browser.get("/console/keys")
+    assert status == 200 and "<h1>API keys</h1>" in text
 
 
 async def test_unknown_email_gets_the_same_answer_and_no_message(
@@ -174,9 +173,7 @@ async def test_forms_without_the_session_csrf_token_or_from_another_origin_are_r
     provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
 ) -> None:
     gw = await make_gateway(console_config(provider.base_url))
-    made = await new_key(gw, await new_account(gw))
-    browser: Browser = browsers(gw)
-    await browser.sign_in_with_key(made["key"])
+    _, made, browser = await signed_in(gw, browsers)
     status, text = await browser.post("/console/keys", {"name": "x"}, csrf=False)
     assert status == 403 and "expired" in text
     status, _ = await browser.post("/console/keys", {"name": "x", "csrf": "forged"})
@@ -208,9 +205,7 @@ async def test_sign_out_deletes_the_redis_session_so_a_copied_cookie_is_dead(
 
 async def test_idle_session_ends(provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any) -> None:
     gw = await make_gateway(console_config(provider.base_url, console={"idle_timeout_seconds": 0.2}))
-    made = await new_key(gw, await new_account(gw))
-    browser: Browser = browsers(gw)
-    await browser.sign_in_with_key(made["key"])
+    _, _made, browser = await signed_in(gw, browsers)
     await asyncio.sleep(0.5)
     status, text = await browser.get("/console/keys")
     assert status == 200 and "<h1>Sign in</h1>" in text
@@ -239,6 +234,10 @@ async def test_bad_keys_get_the_address_banned_by_the_abuse_plugin(
     # Banned now: even the right key is refused from this address, on the API too.
     status, text = await browser.post("/console/sign-in/key", {"key": made["key"]})
     assert status == 429 and "Too many failed authentication attempts" in text
+    async with aiohttp.ClientSession() as http, http.get(
+        gw.v1 + "/models", headers={"Authorization": f"Bearer {made['key']}"}
+    ) as r:
+        assert r.status == 429
 
 
 async def test_console_root_leads_to_sign_in(provider: FakeProvider, make_gateway: GatewayFactory) -> None:
@@ -247,3 +246,16 @@ async def test_console_root_leads_to_sign_in(provider: FakeProvider, make_gatewa
         for path in ("/console", "/console/"):
             async with http.get(gw.url + path) as r:
                 assert (r.status, r.url.path) == (200, "/console/sign-in")
+
+
+async def test_static_files_and_forged_links(provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any) -> None:
+    gw = await make_gateway(console_config(provider.base_url))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(gw.url + "/console/static/console.js") as r:
+            assert (r.status, r.content_type) == (200, "text/javascript")
+            assert "navigator.clipboard.writeText" in await r.text()
+        async with http.get(gw.url + "/console/static/../settings.py") as r:
+            assert r.status == 404
+    browser: Browser = browsers(gw)
+    status, text = await browser.get("/console/sign-in/link?t=eyJ9.forged")
+    assert status == 401 and "invalid or has expired" in text

@@ -7,7 +7,7 @@ from typing import Any
 
 from lunos_proxy.store.base import UsageDelta
 from tests.conftest import GatewayFactory
-from tests.console.support import Browser, console_config, new_account, new_key
+from tests.console.support import Browser, console_config, new_account, new_key, signed_in
 from tests.fakes import FakeProvider
 
 
@@ -53,9 +53,7 @@ async def test_usage_period_must_be_valid_dates(
     provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
 ) -> None:
     gw = await make_gateway(console_config(provider.base_url))
-    made = await new_key(gw, await new_account(gw))
-    browser: Browser = browsers(gw)
-    await browser.sign_in_with_key(made["key"])
+    _, _made, browser = await signed_in(gw, browsers)
     assert (await browser.get("/console/usage?from=yesterday"))[0] == 400
     assert (await browser.get("/console/usage?from=2026-11-03&to=2026-11-01"))[0] == 400
     status, text = await browser.get("/console/usage")
@@ -94,8 +92,6 @@ async def test_budgets_page_without_a_meter_says_nothing_is_limited(
     provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
 ) -> None:
     gw = await make_gateway(console_config(provider.base_url))
-    made = await new_key(gw, await new_account(gw))
-    browser: Browser = browsers(gw)
-    await browser.sign_in_with_key(made["key"])
+    _, _made, browser = await signed_in(gw, browsers)
     status, text = await browser.get("/console/budgets")
     assert status == 200 and "No budget limits your account (spend is not metered" in text
