@@ -189,7 +189,7 @@ async def test_sign_out_deletes_the_redis_session_so_a_copied_cookie_is_dead(
     provider: FakeProvider, make_gateway: GatewayFactory, redis_url: str, browsers: Any
 ) -> None:
     gw = await make_gateway(console_config(provider.base_url, store_url=redis_url,
-                                           store_options={"prefix": "console-signout:"}))
+                                           store_options={"prefix": "console-signout:", "timeout": 10, "connect_timeout": 10}))
     made = await new_key(gw, await new_account(gw, email="signout@example.com"))
     browser: Browser = browsers(gw)
     await browser.sign_in_with_key(made["key"])
