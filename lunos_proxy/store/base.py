@@ -333,8 +333,13 @@ class Store(abc.ABC):
 
     # -- usage and billing ----------------------------------------------------
     @abc.abstractmethod
-    async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
-        """Add a batch to the counters, all or nothing."""
+    async def add_usage(self, deltas: Sequence[UsageDelta], *, once: str = "") -> None:
+        """Add a batch to the counters, all or nothing.
+
+        With `once` (a unique id of this batch), repeating the call (a retry
+        after a lost reply) changes nothing: the batch is applied at most once
+        (markers last a week). The same holds for `once` on `add_billing`,
+        `add_spend` and `add_usage_events`."""
 
     @abc.abstractmethod
     async def usage(self, account_id: str, first_day: str, last_day: str) -> list[UsageRow]:
@@ -346,7 +351,7 @@ class Store(abc.ABC):
         """Erase an account's usage counters; returns how many rows went."""
 
     @abc.abstractmethod
-    async def add_billing(self, records: Sequence[BillingRecord]) -> None: ...
+    async def add_billing(self, records: Sequence[BillingRecord], *, once: str = "") -> None: ...
 
     @abc.abstractmethod
     async def billing(self, account_id: str) -> list[BillingRecord]:
@@ -370,7 +375,7 @@ class Store(abc.ABC):
 
     # -- metering: spend counters, usage events, once-only claims ------------
     @abc.abstractmethod
-    async def add_spend(self, deltas: Sequence[SpendDelta]) -> None:
+    async def add_spend(self, deltas: Sequence[SpendDelta], *, once: str = "") -> None:
         """Add to spend counters (INCRBY semantics, a counter starts at 0), all or
         nothing per subject; each touched counter's expiry is reset to its `ttl`."""
 
@@ -379,7 +384,9 @@ class Store(abc.ABC):
         """The counters of `subject` for each of `periods`, in order (0 if absent)."""
 
     @abc.abstractmethod
-    async def add_usage_events(self, events: Sequence[UsageEvent], retention: int) -> None:
+    async def add_usage_events(
+        self, events: Sequence[UsageEvent], retention: int, *, once: str = ""
+    ) -> None:
         """Keep `events` for at least `retention` seconds (and at most a day more:
         events expire together per account and day)."""
 

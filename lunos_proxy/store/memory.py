@@ -100,6 +100,7 @@ class MemoryStore(Store):
             dict
         )
         self._claims: dict[str, float] = {}  # name -> expires
+        self._once: dict[tuple[str, str], float] = {}  # (operation, once id) -> expires
         self._save_lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
         self._dirty = False
@@ -291,7 +292,9 @@ class MemoryStore(Store):
         return [_clone(self._accounts[i]) for i in sorted(self._accounts)]
 
     # -- usage and billing ----------------------------------------------------
-    async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
+    async def add_usage(self, deltas: Sequence[UsageDelta], *, once: str = "") -> None:
+        if not self._first_time("usage", once):
+            return
         for d in deltas:
             row = self._usage[d.account_id].setdefault((d.day, d.key_id, d.model), [0] * 5)
             row[0] += d.requests
@@ -324,7 +327,9 @@ class MemoryStore(Store):
             self._save_soon()
         return len(rows)
 
-    async def add_billing(self, records: Sequence[BillingRecord]) -> None:
+    async def add_billing(self, records: Sequence[BillingRecord], *, once: str = "") -> None:
+        if not self._first_time("billing", once):
+            return
         for r in records:
             self._billing[r.account_id].append(_clone(r))
         self._save_soon()
@@ -356,7 +361,21 @@ class MemoryStore(Store):
         return {s: until - now for s, until in self._cooldowns.items()}
 
     # -- metering -------------------------------------------------------------
-    async def add_spend(self, deltas: Sequence[SpendDelta]) -> None:
+    def _first_time(self, op: str, once: str) -> bool:
+        # Repeats of a write with a `once` id are ignored for a week.
+        if not once:
+            return True
+        now = self._clock()
+        if len(self._once) > 100_000:
+            self._once = {k: t for k, t in self._once.items() if t > now}
+        if self._once.get((op, once), 0.0) > now:
+            return False
+        self._once[(op, once)] = now + 604_800
+        return True
+
+    async def add_spend(self, deltas: Sequence[SpendDelta], *, once: str = "") -> None:
+        if not self._first_time("spend", once):
+            return
         now = self._clock()
         for d in deltas:
             value, expires = self._spend.get((d.subject, d.period), (0, 0.0))
@@ -373,7 +392,11 @@ class MemoryStore(Store):
             out.append(0 if expires and expires <= now else value)
         return out
 
-    async def add_usage_events(self, events: Sequence[UsageEvent], retention: int) -> None:
+    async def add_usage_events(
+        self, events: Sequence[UsageEvent], retention: int, *, once: str = ""
+    ) -> None:
+        if not self._first_time("events", once):
+            return
         expires = self._clock() + retention
         for e in events:
             days = self._events[e.account_id]

@@ -109,6 +109,8 @@ _SCRIPTS = {
     "events_delete": (),
 }
 _BATCH = 1000  # ledger lines per RPUSH; Lua's unpack() has a bounded stack
+# Writes that take a `once` id run as "<name>_once": once.lua, then the script.
+_ONCE_ABLE = ("usage_add", "billing_add", "spend_add", "events_add")
 
 
 class _Ledger(msgspec.Struct, kw_only=True):
@@ -131,9 +133,9 @@ class _Script:
 
     __slots__ = ("sha", "source")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, parts: Sequence[str] = ()) -> None:
         lua = importlib.resources.files("lunos_proxy.store") / "lua"
-        parts = (*_SCRIPTS[name], name)
+        parts = parts or (*_SCRIPTS[name], name)
         self.source = "\n".join((lua / f"{part}.lua").read_text() for part in parts)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
@@ -153,6 +155,7 @@ class RedisStore(Store):
         self._client: Client = self._connected.client
         self._cluster = isinstance(self._client, RedisCluster)
         self._scripts = {name: _Script(name) for name in _SCRIPTS}
+        self._scripts.update({f"{n}_once": _Script(n, ("once", n)) for n in _ONCE_ABLE})
         self._slots = asyncio.Semaphore(self.options.max_connections)
         # redis-py's RedisCluster breaks connections when its first commands
         # arrive concurrently and each triggers the topology discovery, so
@@ -192,6 +195,15 @@ class RedisStore(Store):
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
         run = self._scripts[script]
         return await self._do(lambda: run(self._client, keys, args))
+
+    async def _write(
+        self, script: str, keys: Sequence[str], args: Sequence[Any], once: str, base: str
+    ) -> None:
+        """Run a write script; with `once`, at most once per id under the tag of `base`."""
+        if once:
+            await self._run(f"{script}_once", [*keys, f"{base}once:{once}"], args)
+        else:
+            await self._run(script, keys, args)
 
     def _tagged(self, tag: str) -> str:
         # An empty tag "{}" would not be a hash tag, and spread one call's keys
@@ -322,7 +334,7 @@ class RedisStore(Store):
     def _usage_base(self, account_id: str) -> str:
         return f"{self.options.prefix}{{usage:{account_id}}}:"
 
-    async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
+    async def add_usage(self, deltas: Sequence[UsageDelta], *, once: str = "") -> None:
         # Summed first so that each counter is one HINCRBY.
         sums: defaultdict[str, defaultdict[str, defaultdict[str, int]]] = defaultdict(
             lambda: defaultdict(lambda: defaultdict(int))
@@ -331,7 +343,7 @@ class RedisStore(Store):
             fields = sums[d.account_id][d.day]
             for metric in _METRICS:
                 fields[f"{d.key_id}|{d.model}|{metric}"] += getattr(d, metric)
-        calls: list[tuple[list[str], list[Any]]] = []
+        calls: list[tuple[list[str], list[Any], str]] = []
         for account_id, days in sums.items():
             base = self._usage_base(account_id)
             keys: list[str] = []
@@ -341,15 +353,15 @@ class RedisStore(Store):
                 args += (day, len(fields))
                 for field, value in fields.items():
                     args += (field, value)
-            calls.append((keys, args))
+            calls.append((keys, args, base))
         if not calls:
             return
         if self._cluster:
-            await asyncio.gather(*(self._run("usage_add", k, a) for k, a in calls))
+            await asyncio.gather(*(self._write("usage_add", k, a, once, b) for k, a, b in calls))
         else:
-            await self._run(
-                "usage_add", [k for c in calls for k in c[0]], [a for c in calls for a in c[1]]
-            )
+            keys = [k for c in calls for k in c[0]]
+            args = [a for c in calls for a in c[1]]
+            await self._write("usage_add", keys, args, once, calls[0][2])
 
     async def usage(self, account_id: str, first_day: str, last_day: str) -> list[UsageRow]:
         base = self._usage_base(account_id)
@@ -371,7 +383,7 @@ class RedisStore(Store):
         rows: int = await self._run("usage_delete", [f"{base}days"], [f"{base}day:", len(_METRICS)])
         return rows
 
-    async def add_billing(self, records: Sequence[BillingRecord]) -> None:
+    async def add_billing(self, records: Sequence[BillingRecord], *, once: str = "") -> None:
         keys: list[str] = []
         args: list[Any] = []
         by_account: defaultdict[str, list[bytes]] = defaultdict(list)
@@ -393,7 +405,7 @@ class RedisStore(Store):
                 keys.append(f"{self._billing}account:{account_id}")
                 args += (len(batch), *batch)
         if keys:
-            await self._run("billing_add", keys, args)
+            await self._write("billing_add", keys, args, once, self._billing)
 
     async def billing(self, account_id: str) -> list[BillingRecord]:
         key = f"{self._billing}account:{account_id}"
@@ -426,30 +438,42 @@ class RedisStore(Store):
         return {flat[i].decode(): int(flat[i + 1]) / 1000 for i in range(0, len(flat), 2)}
 
     # -- metering -------------------------------------------------------------
-    async def _per_tag(self, script: str, calls: dict[str, tuple[list[str], list[Any]]],
-                       head: Sequence[Any] = ()) -> None:
+    async def _per_tag(
+        self,
+        script: str,
+        calls: dict[str, tuple[list[str], list[Any]]],
+        base: Callable[[str], str],
+        once: str,
+        head: Sequence[Any] = (),
+    ) -> None:
         # One script per hash tag on a Cluster; one for everything elsewhere.
         if not calls:
             return
         if self._cluster:
             await asyncio.gather(
-                *(self._run(script, k, [*head, *a]) for k, a in calls.values())
+                *(
+                    self._write(script, k, [*head, *a], once, base(tag))
+                    for tag, (k, a) in calls.items()
+                )
             )
         else:
             keys = [k for c in calls.values() for k in c[0]]
             args = [a for c in calls.values() for a in c[1]]
-            await self._run(script, keys, [*head, *args])
+            await self._write(script, keys, [*head, *args], once, base(next(iter(calls))))
+
+    def _spend_base(self, subject: str) -> str:
+        return f"{self.options.prefix}{{spend:{subject}}}:"
 
     def _spend_key(self, subject: str, period: str) -> str:
-        return f"{self.options.prefix}{{spend:{subject}}}:{period}"
+        return f"{self._spend_base(subject)}{period}"
 
-    async def add_spend(self, deltas: Sequence[SpendDelta]) -> None:
+    async def add_spend(self, deltas: Sequence[SpendDelta], *, once: str = "") -> None:
         calls: dict[str, tuple[list[str], list[Any]]] = {}
         for d in deltas:
             keys, args = calls.setdefault(d.subject, ([], []))
             keys.append(self._spend_key(d.subject, d.period))
             args += (d.micros, d.ttl)
-        await self._per_tag("spend_add", calls)
+        await self._per_tag("spend_add", calls, self._spend_base, once)
 
     async def spend(self, subject: str, periods: Sequence[str]) -> list[int]:
         if not periods:
@@ -461,7 +485,9 @@ class RedisStore(Store):
     def _events_base(self, account_id: str) -> str:
         return f"{self.options.prefix}{{events:{account_id}}}:"
 
-    async def add_usage_events(self, events: Sequence[UsageEvent], retention: int) -> None:
+    async def add_usage_events(
+        self, events: Sequence[UsageEvent], retention: int, *, once: str = ""
+    ) -> None:
         by_list: defaultdict[tuple[str, str], list[bytes]] = defaultdict(list)
         for e in events:
             by_list[(e.account_id, e.day)].append(msgspec.json.encode(e))
@@ -473,7 +499,9 @@ class RedisStore(Store):
                 keys, args = calls.setdefault(account_id, ([], []))
                 keys += (f"{base}days", f"{base}day:{day}")
                 args += (day, len(batch), *batch)
-        await self._per_tag("events_add", calls, head=(max(1, retention),))
+        await self._per_tag(
+            "events_add", calls, self._events_base, once, head=(max(1, retention),)
+        )
 
     async def usage_events(
         self, account_id: str, first_day: str = "0000-01-01", last_day: str = "9999-12-31"

@@ -15,9 +15,10 @@ next batch, so an outage costs memory in proportion to distinct
 that grows with requests: past `max_pending_events` the oldest are dropped
 and counted in `lunos_meter_dropped{what="events"}`. Counters are never dropped.
 
-A step is retried only after an error, so a write the store applied but whose
-answer was lost (a connection cut between the two) would be applied twice;
-a clean outage (refused connections) loses and duplicates nothing.
+Every step carries the batch's id (`once`): a write the store applied but
+whose answer was lost (the connection cut between the two, as when Redis is
+stopped mid-write) is retried, and the store ignores the repeat. So an outage
+neither loses nor duplicates anything.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class _Batch:
     billing: list[BillingRecord]
     spend: list[SpendDelta]
     events: list[UsageEvent]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)  # makes retries idempotent
     done: int = 0  # steps written so far
     rows: int = field(default=0)
 
@@ -205,10 +207,10 @@ class Ledger:
 
     async def _write(self, b: _Batch) -> bool:
         steps = (
-            lambda: self.store.add_usage(b.usage),
-            lambda: self.store.add_billing(b.billing),
-            lambda: self.store.add_spend(b.spend),
-            lambda: self.store.add_usage_events(b.events, self.retention),
+            lambda: self.store.add_usage(b.usage, once=b.id),
+            lambda: self.store.add_billing(b.billing, once=b.id),
+            lambda: self.store.add_spend(b.spend, once=b.id),
+            lambda: self.store.add_usage_events(b.events, self.retention, once=b.id),
         )
         lists: tuple[Iterable[object], ...] = (b.usage, b.billing, b.spend, b.events)
         while b.done < len(steps):

@@ -117,3 +117,22 @@ async def test_thousand_requests_over_two_instances_sum_exactly(
     await load.run(0, 1000)
     assert (load.sent, load.failed) == (1000, 0)
     assert await ledger_sums(gateways) == load.expected
+
+
+async def test_ledger_stays_exact_through_a_ten_second_redis_outage(
+    provider: FakeProvider, make_gateway: GatewayFactory, tmp_path: Path, durable_redis: RedisServer
+) -> None:
+    gateways = await start_two(make_gateway, provider, tmp_path, durable_redis.url)
+    load = Load(provider, gateways)
+    await load.run(0, 150)
+    await asyncio.to_thread(durable_redis.stop)
+    down_at = asyncio.get_running_loop().time()
+    await load.run(150, 300)  # served while the store is down; usage waits in memory
+    failures = [meter_of(gw.gateway).ledger for gw in gateways]
+    assert sum(ledger.backlog for ledger in failures) > 0
+    await asyncio.sleep(max(0.0, 10.0 - (asyncio.get_running_loop().time() - down_at)))
+    await asyncio.to_thread(durable_redis.start)
+    await load.run(450, 150)
+    assert (load.sent, load.failed) == (600, 0)
+    assert await ledger_sums(gateways) == load.expected
+    assert gateways[0].gateway.metrics.meter_write_failures._value.get() > 0

@@ -83,3 +83,28 @@ async def test_usage_events_of_every_day_without_a_range(backend: Backend):
     events = [event("r1", "2019-01-01", 1.0, acct), event("r2", "2026-11-26", 2.0, acct)]
     await s.add_usage_events(events, 3600)
     assert await s.usage_events(acct) == events
+
+
+async def test_writes_repeated_with_the_same_once_id_apply_once(backend: Backend):
+    from lunos_proxy.store import BillingRecord, UsageDelta
+
+    s, t = backend.store, backend.tag
+    accounts = [f"a-{t}-{i}" for i in range(4)]  # spread over cluster slots
+    deltas = [UsageDelta(account_id=a, key_id="k", model="m", day="2026-11-26", cost_micros=5) for a in accounts]
+    lines = [BillingRecord(id=f"b{i}", account_id=a, period="2026-11-26", model="m", requests=1,
+                           input_tokens=1, output_tokens=1, cost_micros=5, created=1.0)
+             for i, a in enumerate(accounts)]
+    spends = [SpendDelta(subject=f"account:{a}", period="total", micros=5) for a in accounts]
+    events = [event(f"r-{a}", "2026-11-26", 1.0, a) for a in accounts]
+    for _ in range(2):  # the retry after a lost reply
+        await s.add_usage(deltas, once=f"batch-1-{t}")
+        await s.add_billing(lines, once=f"batch-1-{t}")
+        await s.add_spend(spends, once=f"batch-1-{t}")
+        await s.add_usage_events(events, 3600, once=f"batch-1-{t}")
+    await s.add_usage(deltas, once=f"batch-2-{t}")
+    for a in accounts:
+        [row] = await s.usage(a, "2026-11-26", "2026-11-26")
+        assert (row.requests, row.cost_micros) == (2, 10)
+        assert len(await s.billing(a)) == 1
+        assert await s.spend(f"account:{a}", ["total"]) == [5]
+        assert len(await s.usage_events(a)) == 1
