@@ -176,3 +176,23 @@ def router_50(upstream: str, scratch: Path) -> dict[str, Any]:
         for i in range(50)
     ]
     return cfg
+
+
+@case(
+    "meter streamed",
+    stream=True,
+    about="request_id + meter: SSE parsed for usage, cost, ledger written behind "
+    "(compare with stream)",
+)
+def meter_streamed(upstream: str, scratch: Path) -> dict[str, Any]:
+    pricing = scratch / "bench-pricing.yaml"
+    pricing.write_text(
+        f"currency: USD\nmodels:\n  {MODEL}:\n    - {{from: 2020-01-01, input: 2.5, output: 10}}\n"
+    )
+    return lunos_config(upstream, scratch, pipeline=[
+        {"name": "request_id"},
+        # The bench provider sends its usage chunk unasked (unlike OpenAI), and the
+        # load generator checks the client sees it: so the meter does not ask.
+        {"name": "meter", "settings": {"pricing": str(pricing.resolve()),
+                                       "request_stream_usage": False}},
+    ])

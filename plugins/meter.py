@@ -23,8 +23,8 @@ goes to the ledger (counters, billing line, spend, usage event) and metrics.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
 import time
 import zoneinfo
 from pathlib import Path
@@ -125,7 +125,6 @@ class Meter(Plugin):
             currency=self.prices.currency,
             fail_closed=services.config.store.on_failure == "fail_closed",
         )
-        self._warm: asyncio.Task[None] | None = None
         services.shared["meter"] = self
 
     @staticmethod
@@ -141,14 +140,13 @@ class Meter(Plugin):
         await self.ledger.start()
         if self.settings.estimate:
             # The tokenizer's tables take about a second to load: not on a request.
-            self._warm = asyncio.get_running_loop().create_task(asyncio.to_thread(_load_tokenizer))
+            threading.Thread(target=_load_tokenizer, name="tokenizer-load", daemon=True).start()
 
     async def stop(self) -> None:
         await self.ledger.stop()
         if self.notifier is not None:
             await self.notifier.close()
-        if self._warm is not None:
-            await asyncio.gather(self._warm, return_exceptions=True)
+        # A tokenizer still loading is not waited for: its thread ends by itself.
 
     # -- the middleware ---------------------------------------------------------
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:

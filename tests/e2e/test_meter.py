@@ -167,3 +167,23 @@ async def _sleep(seconds: float) -> None:
 
 def _row(rows: list[UsageRow], model: str) -> UsageRow:
     return next(r for r in rows if r.model == model)
+
+
+async def test_usage_waiting_to_be_written_is_flushed_on_shutdown(
+    provider: FakeProvider, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    from lunos_proxy.store.memory import MemoryStore
+
+    path = tmp_path / "store.json"
+    gw = await make_gateway(meter_config(provider.base_url, tmp_path, store_url=f"memory://{path}",
+                                         meter={"flush_interval_seconds": 3600}))
+    async with openai.AsyncOpenAI(base_url=gw.v1, api_key=KEY_B1, max_retries=0) as client:
+        for _ in range(3):
+            await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    assert meter_of(gw.gateway).ledger.backlog > 0  # nothing written yet: an hour to go
+    await gw.gateway.close()  # what SIGTERM does after the grace period
+    reopened = MemoryStore(str(path))
+    [row] = await reopened.usage("acct-b", "2000-01-01", "2999-12-31")
+    assert (row.requests, row.input_tokens, row.cost_micros) == (
+        3, 3 * PROMPT_TOKENS, 3 * cost("gpt-test", PROMPT_TOKENS, COMPLETION_TOKENS))
+    assert len(await reopened.usage_events("acct-b")) == 3

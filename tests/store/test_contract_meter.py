@@ -108,3 +108,4 @@ async def test_writes_repeated_with_the_same_once_id_apply_once(backend: Backend
         assert len(await s.billing(a)) == 1
         assert await s.spend(f"account:{a}", ["total"]) == [5]
         assert len(await s.usage_events(a)) == 1
+
