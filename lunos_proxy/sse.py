@@ -55,37 +55,24 @@ class SSEParser:
         if b"\r" in chunk:
             self._cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if not self._buf:
-            # The common case: whole lines, no copy of the chunk.
-            start = 0
-            end = chunk.find(b"\n")
-            while end != -1:
-                event = self._line(chunk[start:end])
-                if event is not None:
-                    yield event
-                start = end + 1
-                end = chunk.find(b"\n", start)
-            if start < len(chunk):
-                self._buf += chunk[start:]
+        if self._buf:
+            self._buf += chunk
+            if self._buf.find(b"\n", self._scanned) == -1:
                 self._scanned = len(self._buf)
-            return
-        self._buf += chunk
-        end = self._buf.find(b"\n", self._scanned)
-        if end == -1:
-            self._scanned = len(self._buf)
-            return
-        buf, self._buf = bytes(self._buf), bytearray()
-        self._scanned = 0
+                return
+            chunk, self._buf = bytes(self._buf), bytearray()
+        # Whole lines are cut from the chunk itself: no copy in the common case.
         start = 0
+        end = chunk.find(b"\n")
         while end != -1:
-            event = self._line(buf[start:end])
+            event = self._line(chunk[start:end])
             if event is not None:
                 yield event
             start = end + 1
-            end = buf.find(b"\n", start)
-        if start < len(buf):
-            self._buf += buf[start:]
-            self._scanned = len(self._buf)
+            end = chunk.find(b"\n", start)
+        if start < len(chunk):
+            self._buf += chunk[start:]
+        self._scanned = len(self._buf)
 
     def _line(self, line: bytes) -> SSEEvent | None:
         if not line:
