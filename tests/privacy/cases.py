@@ -62,7 +62,8 @@ class Case:
     path: str
     body: Body | None  # None: a GET
     status: int | None  # expected status; None: the client gives up before one
-    key: str = "valid"  # valid | tiny (an account with 1 request a day) | bad | none
+    # valid | tiny (an account with 1 request a day) | prepaid (no credit) | bad | none
+    key: str = "valid"
     behaviour: dict[str, Any] = field(default_factory=dict)  # FakeProvider.behaviour fields
     abort_after_first_line: bool = False
     give_up_after: float | None = None  # seconds, for a provider that stalls
@@ -114,6 +115,8 @@ CASES: list[Case] = [
     Case("bad key", "/v1/chat/completions", _json(chat), 401, key="bad", reaches_provider=False),
     Case("no key", "/v1/messages", _json(messages), 401, key="none", reaches_provider=False),
     Case("rate limited", "/v1/chat/completions", _json(chat), 429, key="tiny", calls=2),
+    Case("prepaid credit used up", "/v1/chat/completions", _json(chat), 429, key="prepaid",
+         reaches_provider=False),
 ]
 
 

@@ -73,6 +73,32 @@ async def admin_outputs(gw: Running, ids: dict[str, str]) -> dict[str, bytes]:
     return out
 
 
+async def console_outputs(gw: Running, key: str) -> dict[str, bytes]:
+    """Every GET page of the account console, signed in with `key`."""
+    from lunos_proxy.console.app import console_app
+    from tests.console.support import Browser
+
+    paths = sorted(
+        route.resource.canonical
+        for route in console_app(gw.gateway).router.routes()
+        if route.method == "GET" and route.resource is not None
+        and not route.resource.canonical.startswith("/static/")
+    )
+    assert not [p for p in paths if _PARAM.search(p)], f"privacy proof: console pages with parameters: {paths}"
+    browser = Browser(gw)
+    out: dict[str, bytes] = {}
+    try:
+        await browser.sign_in_with_key(key)
+        for path in paths:
+            status, text = await browser.get("/console" + path)
+            # Sign-in pages answer 4xx without their link or code; their output counts too.
+            assert status < 500, f"GET /console{path}: {status} {text[:200]}"
+            out["/console" + path] = text.encode()
+    finally:
+        await browser.close()
+    return out
+
+
 def findings(sources: dict[str, bytes], needles: dict[str, str]) -> list[str]:
     """'what' in 'where' for every needle found in a source."""
     found = []

@@ -4,7 +4,8 @@ Every case of `cases.CASES` is sent with a fresh canary in every place a
 client's content goes, and the fake provider puts the canary in its answers
 and its error messages. Then everything the proxy wrote or shows is read:
 every log line (the proxy's and its libraries'), every key and value in
-Redis or the embedded store's data file, the /metrics exposition, and the
+Redis or the embedded store's data file, the /metrics exposition, every page
+of the account console (signed in with the key), and the
 output of every GET route of the admin API. The canary must be in none of
 them; it must be in what the provider received and in answers the client
 got. Neither may any API key, provider credential, admin token or secret,
@@ -21,19 +22,20 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.auth_support import ADMIN_TOKEN, HASH_SECRET, auth_config
+from tests.auth_support import ADMIN_TOKEN, HASH_SECRET, STATIC_KEY, auth_config, static_entry
 from tests.conftest import GatewayFactory, Running
 from tests.fakes import Behaviour, FakeProvider
 from tests.logcapture import Captured
 from tests.privacy.cases import CASES, Case, behaviour_for
-from tests.privacy.scan import admin_outputs, findings, redis_contents
+from tests.privacy.scan import admin_outputs, console_outputs, findings, redis_contents
 
 PROVIDER_SECRETS = {"openai provider key": "sk-provider-secret", "anthropic provider key": "sk-ant-provider-secret"}
 
 
 def config(provider_url: str, store_url: str) -> dict[str, Any]:
-    cfg = auth_config(provider_url, store_url=store_url, static=[])
+    cfg = auth_config(provider_url, store_url=store_url, static=[static_entry()])  # account static-acc
     cfg["server"] = {"max_body_bytes": 65536}
+    cfg["console"] = {"enabled": True}
     cfg["pipeline"] = [
         {"name": "request_id"},
         {"name": "logger", "settings": {"address": "full"}},
@@ -45,7 +47,8 @@ def config(provider_url: str, store_url: str) -> dict[str, Any]:
             "auth_failures": {"limit": 1000},
         }},
         # Usage written behind quickly, with per-request usage events kept.
-        {"name": "meter", "settings": {"flush_interval_seconds": 0.1, "events_retention_days": 30}},
+        {"name": "meter", "settings": {"flush_interval_seconds": 0.1, "events_retention_days": 30,
+                                       "budgets": {"prepaid": ["static-acc"]}}},
         {"name": "router", "settings": {"max_attempts": 2}},
     ]
     return cfg
@@ -103,7 +106,7 @@ async def test_canary_appears_only_in_what_the_client_receives(
     created = await admin_call(gw, "POST", f"/admin/accounts/{account['id']}/keys", {"name": "main"})
     tiny_key = (await admin_call(gw, "POST", f"/admin/accounts/{tiny['id']}/keys", {"name": "t"}))["key"]
     token = await admin_call(gw, "POST", "/admin/tokens", {"name": "reader", "scope": "read"})
-    keys = {"valid": created["key"], "tiny": tiny_key, "none": None}
+    keys = {"valid": created["key"], "tiny": tiny_key, "prepaid": STATIC_KEY, "none": None}
 
     canaries: dict[str, str] = {}
     delivered: list[bytes] = []
@@ -130,6 +133,7 @@ async def test_canary_appears_only_in_what_the_client_receives(
 
     ids = {"account_id": account["id"], "key_id": created["id"], "token_id": token["id"]}
     admin = await admin_outputs(gw, ids)
+    console = await console_outputs(gw, created["key"])
     async with aiohttp.ClientSession() as s, s.get(gw.admin_url + "/metrics") as r:
         metrics = await r.read()
     if store == "redis":
@@ -142,12 +146,14 @@ async def test_canary_appears_only_in_what_the_client_receives(
     secrets = {
         **PROVIDER_SECRETS,
         "API key": created["key"], "tiny API key": tiny_key, "admin token": ADMIN_TOKEN,
-        "new admin token": token["token"], "hash secret": HASH_SECRET,
+        "new admin token": token["token"], "hash secret": HASH_SECRET, "static key": STATIC_KEY,
     }
     content = {f"canary of {name!r}": c for name, c in canaries.items()}
     kept = {"logs": captured_logs.text.encode(), "store": stored, "/metrics": metrics}
     assert findings(kept, {**content, **secrets, "account name/email": pii}) == []
-    assert findings({f"GET {p}": b for p, b in admin.items()}, {**content, **secrets}) == []
+    shown = {f"GET {p}": b for p, b in {**admin, **console}.items()}
+    assert findings(shown, {**content, **secrets}) == []
+    assert "/console/" in console and "/console/privacy/export" in console
     assert {"/admin/audit", f"/admin/accounts/{account['id']}/export", f"/admin/usage/{account['id']}/events"} <= set(admin)
     events = admin[f"/admin/usage/{account['id']}/events"]
     assert events.count(b'"request_id"') >= 8, events[:300]  # usage events were written and read
