@@ -198,6 +198,11 @@ class Logger(Plugin):
             self.write(record, "warning" if error in ("provider", "gateway") else "info")
             raise
         except asyncio.CancelledError:
+            # The client went away: marked on the Exchange too, so that the
+            # request metrics recorded after us agree with the log line.
+            exchange.status = exchange.status or CLIENT_CLOSED
+            if not exchange.error_type:
+                exchange.error_type, exchange.error_code = "caller", "client_disconnected"
             record = self.record(exchange, CLIENT_CLOSED, "caller", "client_disconnected")
             self.write(record, "info")
             raise

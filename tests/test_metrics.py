@@ -155,3 +155,13 @@ async def test_store_operations_are_timed_and_failures_counted(redis_server: Red
     out = generate_latest(m.registry).decode()
     assert value(out, "lunos_store_operation_seconds_count", operation="key_by_id") == 2
     assert value(out, "lunos_store_errors_total", operation="key_by_id") == 1
+
+
+def test_every_gauge_says_how_workers_combine() -> None:
+    # With `serve --workers N` a gauge left at the default mode ("all") would
+    # export one series per worker process; each must say sum, max or min.
+    from prometheus_client import Gauge
+
+    gauges = [c for c in Metrics().registry._collector_to_names if isinstance(c, Gauge)]
+    assert gauges
+    assert {g._name: g._multiprocess_mode for g in gauges if g._multiprocess_mode == "all"} == {}

@@ -149,6 +149,28 @@ async def test_client_abort_mid_stream_is_logged_as_499(
     assert (line["status"], line["error_type"], line["error_code"]) == (499, "caller", "client_disconnected")
 
 
+async def test_client_gone_before_the_answer_is_499_in_log_and_metrics(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    gw = await start(make_gateway, provider)
+    provider.behaviour.delay_headers = 3.0
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await s.post(gw.v1 + "/chat/completions", json={"model": "gpt-test", "messages": []})
+    for _ in range(100):
+        if captured_logs.requests():
+            break
+        await asyncio.sleep(0.05)
+    [line] = captured_logs.requests()
+    assert (line["status"], line["error_type"], line["error_code"]) == (499, "caller", "client_disconnected")
+    sample = gw.gateway.metrics.registry.get_sample_value(
+        "lunos_requests_total",
+        {"model": "gpt-test", "provider": "fake", "status_class": "4xx", "error_type": "caller"},
+    )
+    assert sample == 1
+
+
 def _services(provider_url: str = "http://127.0.0.1:9/v1") -> Services:
     config = parse_config(msgspec.json.encode(basic_config(provider_url)).decode(), "t.yaml")
     return Services(config=config, store=None, metrics=None, forwarder=None)  # type: ignore[arg-type]
