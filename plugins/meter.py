@@ -71,6 +71,10 @@ class MeterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     request_stream_usage: bool = True
     # Count tokens ourselves when a provider reports none (usage_source: estimated).
     estimate: bool = True
+    # Load the tokenizer's tables (~1 s of CPU, ~100 MB) in the background at
+    # start, rather than on the first response that needs an estimate (which
+    # then waits for them).
+    preload_tokenizer: bool = False
     flush_interval_seconds: float = 1.0
     max_pending_events: int = 100_000
     events_retention_days: int = 400
@@ -138,7 +142,7 @@ class Meter(Plugin):
 
     async def start(self) -> None:
         await self.ledger.start()
-        if self.settings.estimate:
+        if self.settings.estimate and self.settings.preload_tokenizer:
             # The tokenizer's tables take about a second to load: not on a request.
             threading.Thread(target=_load_tokenizer, name="tokenizer-load", daemon=True).start()
 

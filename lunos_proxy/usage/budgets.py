@@ -79,9 +79,16 @@ class Calendar:
 
     def __init__(self, timezone: str) -> None:
         self.zone = zoneinfo.ZoneInfo(timezone)
+        self._minute = -1
+        self._day = ""
 
     def day(self, at: float) -> str:
-        return dt.datetime.fromtimestamp(at, self.zone).date().isoformat()
+        # Every time zone's days start on a whole minute: one conversion a minute.
+        minute = int(at // 60)
+        if minute != self._minute:
+            self._day = dt.datetime.fromtimestamp(at, self.zone).date().isoformat()
+            self._minute = minute
+        return self._day
 
     def month(self, at: float) -> str:
         return self.day(at)[:7]
@@ -139,9 +146,10 @@ class Rules:
 
     def spend_periods(self, account_id: str, key_id: str, at: float) -> list[tuple[str, str, int]]:
         """The counters a request's cost is added to: (subject, period, ttl)."""
-        day, month = self.calendar.day(at), self.calendar.month(at)
-        d_ttl = self.calendar.seconds_left(at, "d") + 2 * 86_400
-        m_ttl = self.calendar.seconds_left(at, "m") + 35 * 86_400
+        day = self.calendar.day(at)
+        month = day[:7]
+        # Written at the latest when the period ends, so these outlive it.
+        d_ttl, m_ttl = 3 * 86_400, 66 * 86_400
         out = []
         for subject in (f"account:{account_id}", f"key:{key_id}"):
             out += [(subject, f"d:{day}", d_ttl), (subject, f"m:{month}", m_ttl)]

@@ -12,7 +12,8 @@ adds OpenAI's documented framing (3 tokens a message, 1 for a name, 3 to
 prime the reply). Other providers' tokenizers are not public: their models
 are counted with o200k_base, a documented estimate (typically within 10-20%
 of Claude's counts). Loading the tables takes about a second, so the meter
-loads them in a thread at start.
+loads them on the first response that needs them (or, with
+`preload_tokenizer`, in a thread at start).
 """
 
 from __future__ import annotations
