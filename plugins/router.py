@@ -48,6 +48,7 @@ from lunos_proxy.routing.routes import (
     Route,
     build_routes,
     candidates_for,
+    find_prices,
     model_allowed,
     qualifies,
 )
@@ -117,7 +118,7 @@ class Router(Plugin):
             registry,
             random.Random(s.seed),
             s.explore,
-            services.shared.get("prices"),
+            find_prices(services.shared),
         )
         services.shared[self.name] = registry
         # Per model and client wire format, the plan of a caller with no

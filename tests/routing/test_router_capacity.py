@@ -1,8 +1,9 @@
-"""Capacity: concurrent requests per instance, tokens per minute in the store."""
+"""Capacity (concurrent requests per instance, tokens per minute in the store) and price."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiohttp
 
@@ -35,3 +36,22 @@ async def test_tokens_per_minute_passes_a_spent_deployment_over(fakes: ProviderF
             async with s.post(gw.url + "/v1/chat/completions", json=body) as r:
                 assert r.status == 200
     assert (len(a.received), len(b.received)) == (1, 1)
+
+
+async def test_lowest_price_follows_the_meters_pricing_table(
+    fakes: ProviderFactory, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    a, b = await fakes(2)
+    (tmp_path / "pricing.yaml").write_text(
+        "currency: USD\n"
+        "models:\n"
+        "  a/up: [{from: 2025-01-01, input: 3.0, output: 12.0}]\n"
+        "  b/up: [{from: 2025-01-01, input: 0.5, output: 1.5}]\n"
+    )
+    config = router_config({"a": a, "b": b}, {"m": {"strategy": "lowest_price", "deployments": [
+        deployment("a", price=0.01), deployment("b")]}})  # the table wins over `price`
+    config["pipeline"].insert(2, {"name": "meter", "settings": {"pricing": str(tmp_path / "pricing.yaml")}})
+    gw = await make_gateway(config)
+    for _ in range(5):
+        assert (await chat(gw.url))[0] == 200
+    assert (len(a.received), len(b.received)) == (0, 5)
