@@ -69,6 +69,8 @@ class Reloader:
                 for line in e.problems:
                     log.error("config_rejected", problem=line)
                 return ReloadResult(False, e.problems)
+            if config.store != self.gateway.config.store:
+                log.warning("config_store_unchanged", reason="a new store takes a restart")
             # The listeners are already bound; moving them takes a restart.
             old = self.gateway.config.server
             config.server.host, config.server.port = old.host, old.port

@@ -209,7 +209,9 @@ class Router(Plugin):
         s = self.settings
         metrics = self.metrics
         first = plan[0][0].public
-        deadline = time.monotonic() + s.deadline_seconds
+        # Counted from when the request came in, not from here.
+        waited = time.perf_counter() - exchange.timings.received
+        deadline = time.monotonic() + s.deadline_seconds - waited
         last: UpstreamError | None = None
         wait = math.inf  # soonest a skipped deployment is usable again
         for step, (route, candidates) in enumerate(plan):

@@ -152,8 +152,14 @@ class Cooldowns:
 
     async def start(self) -> None:
         """Subscribe (once per gateway: the registry outlives reloads) and load."""
+        from ..store.base import StoreError
+
         self.started = True
-        await self.store.subscribe(CHANNEL, self._heard)
+        try:
+            await self.store.subscribe(CHANNEL, self._heard)
+        except StoreError as e:
+            # Serving goes on with local cooldowns; the periodic sync catches up.
+            log.warning("subscribing to cooldowns failed: %s", e)
         await self._sync()
 
     async def drain(self) -> None:
