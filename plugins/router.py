@@ -34,7 +34,6 @@ from lunos_proxy.errors import (
     BadRequest,
     Forbidden,
     ModelNotFound,
-    ServiceUnavailable,
     UpstreamError,
     UpstreamStatus,
     UpstreamTimeout,
@@ -195,8 +194,7 @@ class Router(Plugin):
             )
         return Forbidden(
             f"No deployment of the model '{public}' is in a region or with a provider "
-            "your account may use.",
-            code="region_not_allowed",
+            "your account may use."
         )
 
     async def _attempts(
@@ -215,6 +213,8 @@ class Router(Plugin):
         last: UpstreamError | None = None
         wait = math.inf  # soonest a skipped deployment is usable again
         for step, (route, candidates) in enumerate(plan):
+            if exchange.attempts >= s.max_attempts or time.monotonic() >= deadline:
+                break
             if step > 0:
                 exchange.fallbacks += 1
                 metrics.route_fallbacks.labels(first, route.public).inc()
@@ -252,10 +252,12 @@ class Router(Plugin):
                 last.headers.setdefault("Retry-After", str(math.ceil(last.retry_after)))
             raise last
         if wait < math.inf:
-            raise ServiceUnavailable(
+            raise UpstreamError(
                 f"Every deployment of the model '{first}' is cooling down, failing or at "
                 "capacity; try again later.",
-                code="deployments_unavailable",
+                status=503,
+                code="all_deployments_down",
+                retryable=False,
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
         raise UpstreamTimeout("The request's deadline passed before a provider answered.")

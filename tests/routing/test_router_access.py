@@ -46,7 +46,7 @@ async def test_eu_only_account_on_a_us_only_model_is_403_and_nothing_is_sent(
     assert status == 403
     assert error_of(body) == {
         "message": "No deployment of the model 'gpt-us-only' is in a region or with a provider your account may use.",
-        "type": "invalid_request_error", "param": None, "code": "region_not_allowed"}
+        "type": "invalid_request_error", "param": None, "code": "permission_denied"}
     assert us.received == eu.received == []
 
 

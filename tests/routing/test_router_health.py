@@ -44,7 +44,7 @@ async def test_all_deployments_cooling_is_503_with_retry_after(fakes: ProviderFa
     status, headers, body = await chat(gw.url)
     assert status == 503
     assert 19 <= int(headers["Retry-After"]) <= 20
-    assert b"deployments_unavailable" in body
+    assert b"all_deployments_down" in body
     assert len(a.received) == 1
 
 

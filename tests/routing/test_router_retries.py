@@ -139,3 +139,17 @@ async def test_requests_per_minute_capacity_passes_a_full_deployment_over(
         assert (await chat(gw.url))[0] == 200
     assert (len(a.received), len(b.received)) == (2, 1)
     assert await metric(gw.admin_url, 'lunos_route_skips_total{deployment="a/up",reason="capacity"}') == 1
+
+
+async def test_attempts_spent_on_the_model_leave_none_for_its_fallback(
+    fakes: ProviderFactory, make_gateway: GatewayFactory
+) -> None:
+    a, b, c = await fakes(3)
+    a.behaviour.status = b.behaviour.status = 500
+    gw = await make_gateway(router_config({"a": a, "b": b, "c": c}, {
+        "m": {"fallbacks": ["backup"], "deployments": [deployment("a"), deployment("b")]},
+        "backup": {"deployments": [deployment("c")]},
+    }, router={"max_attempts": 2}))
+    assert (await chat(gw.url))[0] == 500
+    assert (len(a.received), len(b.received), len(c.received)) == (1, 1, 0)
+    assert await metric(gw.admin_url, 'lunos_route_fallbacks_total{fallback="backup",model="m"}') == 0
