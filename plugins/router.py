@@ -223,7 +223,7 @@ class Router(Plugin):
                 now = time.monotonic()
                 if now >= deadline:
                     break
-                chosen, soonest = self._pick(route, candidates, tried, now)
+                chosen, soonest = self._pick(route, candidates, tried, self.registry.clock())
                 wait = min(wait, soonest)
                 if chosen is None:
                     break
@@ -345,7 +345,8 @@ class Router(Plugin):
         state = c.state
         breaker = state.breaker
         before = breaker.state
-        probe = breaker.begin(time.monotonic())
+        clock = self.registry.clock
+        probe = breaker.begin(clock())
         state.in_flight += 1
         verdict: bool | None = None
         outcome = ""
@@ -373,7 +374,7 @@ class Router(Plugin):
             if verdict is None:
                 breaker.release(probe)
             else:
-                breaker.record(time.monotonic(), verdict, probe)
+                breaker.record(clock(), verdict, probe)
                 if outcome == "ok":
                     c.metered[0].inc()
                 else:

@@ -45,6 +45,8 @@ class Behaviour:
     reply: list[str] | None = None  # the answer's text, in stream chunks (default CHUNKS)
     # Statuses for the next requests, one each, before `status` applies again.
     statuses: list[int] = field(default_factory=list)
+    # When set, requests wait for it before answering (held until the test says).
+    gate: asyncio.Event | None = None
     report_usage: bool = True  # False: a provider that never reports usage
     vary_usage: bool = False  # prompt tokens depend on the request body (ledger sums)
     cached_tokens: int = 0  # reported as cached input (OpenAI) / cache reads (Anthropic)
@@ -91,6 +93,8 @@ class FakeProvider:
         b = self.behaviour
         if b.delay_headers:
             await asyncio.sleep(b.delay_headers)
+        if b.gate is not None:
+            await b.gate.wait()
         status = b.statuses.pop(0) if b.statuses else b.status
         if status >= 400:
             return web.Response(

@@ -241,12 +241,20 @@ _decode = msgspec.json.Decoder(_CooldownMessage).decode
 class Registry:
     """Deployment states by id, and the cooldowns; one per gateway."""
 
-    def __init__(self, store: Store, breaker: BreakerSettings, sync_seconds: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        breaker: BreakerSettings,
+        sync_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # Breakers and cooldowns run on this clock (tests move it forward).
+        self.clock = clock
         self.states: dict[str, DeploymentState] = {}
         # Ids of deployments whose breaker is not closed (kept by the router).
         self.unhealthy: set[str] = set()
         self.breaker = breaker
-        self.cooldowns = Cooldowns(store, sync_seconds)
+        self.cooldowns = Cooldowns(store, sync_seconds, clock)
 
     def configure(self, breaker: BreakerSettings, sync_seconds: float) -> None:
         """Apply a reloaded config's settings to every existing breaker."""
@@ -254,6 +262,9 @@ class Registry:
         self.cooldowns.sync_seconds = sync_seconds
         for state in self.states.values():
             state.breaker.settings = breaker
+
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        self.clock = self.cooldowns.clock = clock
 
     def state(self, deployment_id: str) -> DeploymentState:
         state = self.states.get(deployment_id)
@@ -263,7 +274,7 @@ class Registry:
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every deployment's state, for the admin API (ids and numbers only)."""
-        now = time.monotonic()
+        now = self.clock()
         out = []
         for d, s in sorted(self.states.items()):
             b = s.breaker

@@ -120,3 +120,30 @@ def write_yaml(path: Path, config: dict[str, Any]) -> Path:
 
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+class ShiftedClock:
+    """The router's clock, moved forward by the test instead of slept on."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.monotonic
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return self._now() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def shift_clock(gateway: Any) -> ShiftedClock:
+    """Put a running gateway's breakers and cooldowns on a clock the test moves."""
+    from lunos_proxy.routing.state import Registry
+
+    registry = gateway.lasting["router"]
+    assert isinstance(registry, Registry)
+    clock = ShiftedClock()
+    registry.set_clock(clock)
+    return clock

@@ -32,7 +32,6 @@ async def test_reloads_under_load_fail_no_request(
 ) -> None:
     a, b = await fakes(2)
     first = router_config({"a": a, "b": b}, {"m": {"deployments": [deployment("a"), deployment("b")]}})
-    first["server"] = {"shutdown_grace_seconds": 2.0}
     second = copy.deepcopy(first)
     second["models"]["m"]["deployments"][0]["weight"] = 5
     second["models"]["other"] = {"deployments": [deployment("b", "other")]}

@@ -13,7 +13,7 @@ from tests.routing.conftest import ProviderFactory, chat, deployment, router_con
 
 async def test_max_concurrent_sends_the_overflow_elsewhere(fakes: ProviderFactory, make_gateway: GatewayFactory) -> None:
     a, b = await fakes(2)
-    a.behaviour.delay_headers = 0.5
+    a.behaviour.gate = asyncio.Event()  # a holds every request until released
     gw = await make_gateway(router_config({"a": a, "b": b}, {"m": {"strategy": "priority", "deployments": [
         deployment("a", capacity={"max_concurrent": 1}), deployment("b")]}}))
     first = asyncio.create_task(chat(gw.url))
@@ -22,6 +22,7 @@ async def test_max_concurrent_sends_the_overflow_elsewhere(fakes: ProviderFactor
             break
         await asyncio.sleep(0.05)
     assert (await chat(gw.url))[0] == 200
+    a.behaviour.gate.set()
     assert (await first)[0] == 200
     assert (len(a.received), len(b.received)) == (1, 1)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
+
+import pytest
 
 from tests.conftest import GatewayFactory
 from tests.routing.conftest import (
@@ -13,6 +14,7 @@ from tests.routing.conftest import (
     deployment,
     metric,
     router_config,
+    shift_clock,
 )
 
 
@@ -51,18 +53,20 @@ async def test_all_deployments_cooling_is_503_with_retry_after(fakes: ProviderFa
 async def test_breaker_opens_then_a_half_open_probe_closes_it(fakes: ProviderFactory, make_gateway: GatewayFactory) -> None:
     a, b = await fakes(2)
     a.behaviour.status = 500
-    breaker = {"min_requests": 2, "failure_rate": 0.5, "open_seconds": 0.3, "window_seconds": 60}
+    breaker = {"min_requests": 2, "failure_rate": 0.5, "open_seconds": 30, "window_seconds": 60}
     gw = await make_gateway(router_config(
         {"a": a, "b": b}, {"m": {"strategy": "priority", "deployments": [deployment("a"), deployment("b")]}},
         router={"breaker": breaker}))
+    clock = shift_clock(gw.gateway)
     for _ in range(2):
         assert (await chat(gw.url))[0] == 200
-    assert by_id(await admin_json(gw.admin_url, "/admin/routing"))["a/up"]["breaker"] == "open"
+    state = by_id(await admin_json(gw.admin_url, "/admin/routing"))["a/up"]
+    assert (state["breaker"], state["breaker_open_seconds_left"]) == ("open", pytest.approx(30, abs=1))
     assert await metric(gw.admin_url, 'lunos_breaker_open{deployment="a/up",model="m",provider="a"}') == 1
     assert (await chat(gw.url))[0] == 200
     assert (len(a.received), len(b.received)) == (2, 3)  # the open breaker kept the third away from a
     a.behaviour.status = 200
-    await asyncio.sleep(0.5)
+    clock.advance(31)
     assert (await chat(gw.url))[0] == 200
     assert len(a.received) == 3  # the probe
     assert by_id(await admin_json(gw.admin_url, "/admin/routing"))["a/up"]["breaker"] == "closed"
@@ -72,12 +76,13 @@ async def test_breaker_opens_then_a_half_open_probe_closes_it(fakes: ProviderFac
 async def test_failed_probe_opens_the_breaker_again(fakes: ProviderFactory, make_gateway: GatewayFactory) -> None:
     a, b = await fakes(2)
     a.behaviour.status = 500
-    breaker = {"min_requests": 1, "failure_rate": 1.0, "open_seconds": 0.2}
+    breaker = {"min_requests": 1, "failure_rate": 1.0, "open_seconds": 30}
     gw = await make_gateway(router_config(
         {"a": a, "b": b}, {"m": {"strategy": "priority", "deployments": [deployment("a"), deployment("b")]}},
         router={"breaker": breaker}))
+    clock = shift_clock(gw.gateway)
     assert (await chat(gw.url))[0] == 200
-    await asyncio.sleep(0.4)
+    clock.advance(31)
     assert (await chat(gw.url))[0] == 200  # probe fails, b serves
     assert (await chat(gw.url))[0] == 200  # open again: a is skipped
     assert (len(a.received), len(b.received)) == (2, 3)
