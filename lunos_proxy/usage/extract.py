@@ -94,13 +94,23 @@ class TextPieces:
     counting tokens when the provider reports none. Bounded: past `limit`
     characters only the length is kept (and estimated at 4 characters a token)."""
 
-    __slots__ = ("chars", "limit", "overflow", "pieces")
+    __slots__ = ("chars", "limit", "overflow", "pieces", "raw")
 
     def __init__(self, limit: int = 1 << 20) -> None:
         self.pieces: list[str] = []
+        # Stream events not decoded yet: decoding waits until a count is needed,
+        # which for most responses is never.
+        self.raw: list[bytes] = []
         self.chars = 0
         self.overflow = 0
         self.limit = limit
+
+    def add_raw(self, data: bytes) -> None:
+        if self.chars + len(data) > self.limit:
+            self.overflow += len(data) // 2  # JSON framing is about half an event
+            return
+        self.chars += len(data)
+        self.raw.append(data)
 
     def add(self, text: str | None) -> None:
         if not text:
@@ -112,6 +122,12 @@ class TextPieces:
         self.pieces.append(text)
 
     def text(self) -> str:
+        raw, self.raw = self.raw, []
+        for data in raw:
+            try:
+                _collect(_decode(data), self)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
         return "".join(self.pieces)
 
 
@@ -226,6 +242,9 @@ class StreamUsage:
     def event(self, name: str, data: bytes) -> None:
         if data[:1] != b"{":
             return  # "[DONE]" and the like
+        if b'"usage"' not in data or b'"usage":null' in data or b'"usage": null' in data:
+            self.text.add_raw(data)  # no count here: read its text only if needed
+            return
         try:
             doc = _decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
