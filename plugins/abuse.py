@@ -132,7 +132,9 @@ class Abuse(Plugin):
             raise
         self._check_body(exchange)
         charge, bans = self._charge(exchange, request)
-        if not charge.limits and not charge.slots and not bans:
+        if not charge.limits and not charge.slots:
+            # Nothing to count: bans were checked from the local table above,
+            # and need no round trip of their own.
             response = await handler(request)
             self._observe(exchange, _used(exchange, charge.reserved))
             return response

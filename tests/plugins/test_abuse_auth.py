@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import aiohttp
 import openai
+import yaml
 
 from tests.auth_support import STATIC_KEY, auth_config, put_key
-from tests.conftest import GatewayFactory
+from tests.conftest import ADMIN_TOKEN, GatewayFactory
 from tests.fakes import FakeProvider
 from tests.limits.helpers import post
 
@@ -60,3 +64,21 @@ async def test_openai_sdk_sees_rate_limit_headers_with_a_real_key(
     assert raw.headers["x-ratelimit-remaining-requests"] == "4"
     assert raw.headers["x-ratelimit-limit-tokens"] == "5000"
     assert int(raw.headers["x-ratelimit-remaining-tokens"]) < 5000 - 50
+
+
+SHIPPED = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "lunos.yaml").read_text())
+
+
+async def test_the_shipped_config_limits_the_demo_key(make_gateway: GatewayFactory) -> None:
+    config = copy.deepcopy(SHIPPED)
+    config["store"]["url"] = "memory://"
+    config["admin"] = {"token": ADMIN_TOKEN}
+    config["secrets"]["key_file"] = ""
+    gw = await make_gateway(config)
+    demo_key = "lk-6btyxEq06JC8MobCcJ1UovhbLZcHGE1yVhtZfe_HgmY"  # the README's
+    body = {"model": "demo-chat", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s:
+        answer = await post(s, gw, key=demo_key, body=body)
+    assert answer[0] == 200
+    assert answer[1]["x-ratelimit-limit-requests"] == "600"
+    assert answer[1]["x-ratelimit-remaining-requests"] == "599"
