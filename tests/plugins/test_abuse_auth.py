@@ -46,7 +46,7 @@ async def test_repeated_bad_keys_ban_the_address_even_for_a_good_key(
         bad = [(await post(s, gw, key="lk-wrong-0123456789"))[0] for _ in range(3)]
         good = await post(s, gw, key=STATIC_KEY)
     assert bad == [401, 401, 429]
-    assert good[0] == 429 and good[1]["Retry-After"] == "30"
+    assert good[0] == 429 and 25 <= int(good[1]["Retry-After"]) <= 30  # what is left of the ban
     assert provider.received == []
 
 
