@@ -30,6 +30,7 @@ async def two_instances(
     # A generous store timeout: on a busy machine 1 s could switch to the
     # fail-open local limiter, which is a different promise (tested below).
     store_options.setdefault("timeout", 30)
+    store_options.setdefault("connect_timeout", 30)
     cfg = abuse_config(provider.base_url, settings, store=url, prefix=prefix, **store_options)
     return await make_gateway(cfg), await make_gateway(cfg)
 
@@ -171,7 +172,7 @@ async def test_a_crashed_instances_concurrency_lease_expires(
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     settings = plan(key={"concurrent": 1}) | {"concurrency_ttl": 3}
     gw = await make_gateway(abuse_config(provider.base_url, settings, store=redis_url,
-                                         prefix=prefix, timeout=30))
+                                         prefix=prefix, timeout=30, connect_timeout=30))
     crashed = RedisStore(redis_url, prefix=prefix)  # took a slot, then never gave it back
     await crashed.start()
     try:
