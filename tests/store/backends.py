@@ -59,7 +59,13 @@ async def open_backend(request: pytest.FixtureRequest, name: str) -> AsyncIterat
         await store.close()
         return
 
-    options: dict[str, object] = {"prefix": f"t{uuid.uuid4().hex[:10]}:"}
+    # Generous timeouts: the contract is about outcomes, and a busy machine
+    # can take over a second to accept hundreds of concurrent connections.
+    options: dict[str, object] = {
+        "prefix": f"t{uuid.uuid4().hex[:10]}:",
+        "timeout": 10.0,
+        "connect_timeout": 10.0,
+    }
     if name == "redis":
         url = request.getfixturevalue("redis_url")
     elif name == "cluster":
