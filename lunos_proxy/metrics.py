@@ -88,6 +88,7 @@ class Metrics:
             # worker forked after that switches to the shared files here.
             values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         model = ("model", "provider")
         self.requests = Counter(
@@ -281,44 +282,49 @@ class Metrics:
     def status_class(self, status: int) -> str:
         return f"{status // 100}xx" if status else "none"
 
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        # A `labels()` call costs more than the observation it serves; label
+        # values are bounded by config, so the cache is too.
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def record(self, exchange: Exchange, config: Config) -> None:
         """Count one finished request from its Exchange."""
         model, provider = exchange.model or "none", exchange.provider or "none"
         if exchange.model:
             found = config.resolve_model(exchange.model)
             model = found[0] if found is not None else "unknown"  # never a client's string
-        self.requests.labels(
-            model, provider, self.status_class(exchange.status), exchange.error_type or "none"
-        ).inc()
+        child = self._child
+        names = (model, provider)
+        status = self.status_class(exchange.status)
+        child(self.requests, (model, provider, status, exchange.error_type or "none")).inc()
         t = exchange.timings
         end = t.last_byte or time.perf_counter()
         total = end - t.received
-        self.request_duration.labels(model, provider).observe(total)
+        child(self.request_duration, names).observe(total)
         if t.upstream_start:
             upstream = end - t.upstream_start
-            self.upstream_duration.labels(model, provider).observe(upstream)
+            child(self.upstream_duration, names).observe(upstream)
             self.overhead.observe(max(0.0, total - upstream))
             if t.first_byte:
-                self.time_to_first_byte.labels(model, provider).observe(
-                    t.first_byte - t.upstream_start
-                )
+                child(self.time_to_first_byte, names).observe(t.first_byte - t.upstream_start)
         u = exchange.usage
         if u.input_tokens or u.output_tokens:
-            for kind, n in zip(
-                TOKEN_TYPES,
-                (
-                    u.input_tokens,
-                    u.output_tokens,
-                    u.cached_input_tokens,
-                    u.cache_creation_tokens,
-                    u.reasoning_tokens,
-                ),
-                strict=True,
-            ):
+            counts = (
+                u.input_tokens,
+                u.output_tokens,
+                u.cached_input_tokens,
+                u.cache_creation_tokens,
+                u.reasoning_tokens,
+            )
+            for kind, n in zip(TOKEN_TYPES, counts, strict=True):
                 if n:
-                    self.tokens.labels(model, provider, kind).inc(n)
+                    child(self.tokens, (model, provider, kind)).inc(n)
         if exchange.cost_micros:
-            self.cost.labels(model, provider).inc(exchange.cost_micros / 1_000_000)
+            child(self.cost, names).inc(exchange.cost_micros / 1_000_000)
         if exchange.status == 429 and exchange.error_type == "policy":
             self.limit_refusals.labels(_scope(exchange)).inc()
 
