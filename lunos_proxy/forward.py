@@ -259,7 +259,8 @@ class Forwarder:
             if resp.status >= 400:
                 await self._raise_status(resp, timeouts.idle)
             exchange.status = resp.status
-            if resp.content_type == "text/event-stream":
+            # A prefix test: aiohttp's content_type parses the header fully.
+            if resp.headers.get("Content-Type", "").startswith("text/event-stream"):
                 return await self._copy_stream(request, exchange, resp, timeouts.idle)
             return await self._copy_body(exchange, resp, timeouts.idle)
         finally:
