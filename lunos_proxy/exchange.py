@@ -43,6 +43,8 @@ class Principal(msgspec.Struct, kw_only=True):
     allowed_models: list[str] | None = None
     allowed_regions: list[str] | None = None
     allowed_providers: list[str] | None = None
+    # The account's own budget alert thresholds (fractions), if it set any.
+    alert_thresholds: list[float] | None = None
 
 
 class Usage(msgspec.Struct, kw_only=True):

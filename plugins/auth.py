@@ -208,6 +208,7 @@ class Auth(Plugin):
             principal.plan = record.plan or account.plan
             principal.allowed_regions = account.allowed_regions
             principal.allowed_providers = account.allowed_providers
+            principal.alert_thresholds = account.alert_thresholds
             entry = _Entry(now + ttl, principal, "", record.expires)
         self._remember(key_hash, entry)
         return entry

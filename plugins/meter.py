@@ -163,7 +163,7 @@ class Meter(Plugin):
         account, key = (p.account_id, p.key_id) if p is not None else (ANONYMOUS, ANONYMOUS)
         limits: list[Limit] = []
         if p is not None and self.rules.active:
-            limits = self.rules.limits(account, key, p.plan, at)
+            limits = self.rules.limits(account, key, p.plan, at, p.alert_thresholds)
             if limits:
                 await self.guard.check(limits)
         if (

@@ -4,7 +4,9 @@ Limits are the meter's (`lunos_proxy.usage.budgets`), read from the running
 config's meter settings: the account's own rule or its plan's, its keys'
 rules, prepaid credit. Spend is read from the same store counters the meter
 checks (`Store.spend`), in the budgets' time zone, so the page shows what
-enforcement sees. Alert thresholds (soft) are set by the operator in YAML.
+enforcement sees. Alert thresholds (soft) come from the operator's YAML
+unless the account holder sets the account's own here; the meter reads them
+from the key's principal (auth loads them with the account).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Config
+from ..keys import INVALIDATE_CHANNEL
 from ..usage.budgets import BudgetSettings, Limit, Rules
-from .pages import config_of, current_account, render, store_of
+from .pages import audit, config_of, current_account, form, render, store_of
 
 __all__ = ["budget_settings", "routes"]
 
@@ -50,14 +53,14 @@ async def _row(request: web.Request, limit: Limit, what: str) -> dict[str, Any]:
             "soft": ", ".join(f"{f:.0%}" for f in limit.soft), "period": limit.period[2:]}
 
 
-async def show(request: web.Request) -> web.Response:
+async def show(request: web.Request, *, status: int = 200, error: str = "") -> web.Response:
     account = await current_account(request)
     settings = budget_settings(config_of(request))
     rows: list[dict[str, Any]] = []
     timezone = "UTC"
     if settings is not None:
         rules, now, timezone = Rules(settings), time.time(), settings.timezone
-        for limit in rules.limits(account.id, "", account.plan, now):
+        for limit in rules.limits(account.id, "", account.plan, now, account.alert_thresholds):
             if limit.subject.startswith("account:"):
                 rows.append(await _row(request, limit, "Your account"))
         for key in await store_of(request).keys_of(account.id):
@@ -66,9 +69,48 @@ async def show(request: web.Request) -> web.Response:
             for limit in rules.limits(account.id, key.id, None, now):
                 if limit.subject == f"key:{key.id}":
                     rows.append(await _row(request, limit, f"Key {key.prefix}…"))
-    return await render(request, "budgets.html", rows=rows, timezone=timezone,
-                        metered=settings is not None)
+    own = account.alert_thresholds
+    return await render(request, "budgets.html", status=status, rows=rows, timezone=timezone,
+                        metered=settings is not None, error=error,
+                        saved=request.query.get("saved") == "1",
+                        own=", ".join(f"{f * 100:g}" for f in own) if own else "")
+
+
+def parse_percentages(text: str) -> list[float] | None:
+    """"50, 80, 100" → [0.5, 0.8, 1.0]; blank → None (the operator's thresholds).
+    Raises ValueError for anything else."""
+    parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        return None
+    if len(parts) > 10:
+        raise ValueError("at most 10 thresholds")
+    values = sorted({float(p.strip().rstrip("%")) for p in parts})
+    if any(not 0 < v <= 1000 for v in values):
+        raise ValueError("thresholds are percentages above 0 and at most 1000")
+    return [v / 100 for v in values]
+
+
+async def set_alerts(request: web.Request) -> web.Response:
+    data = await form(request)
+    try:
+        thresholds = parse_percentages(data.get("thresholds", ""))
+    except ValueError:
+        return await show(
+            request,
+            status=400,
+            error="Enter up to 10 percentages between 0 and 1000, separated by commas.",
+        )
+    account = await current_account(request)
+    account.alert_thresholds = thresholds
+    account.updated = time.time()
+    store = store_of(request)
+    await store.put_account(account)
+    # Auth caches the account with each key: every instance reloads it.
+    await store.publish(INVALIDATE_CHANNEL, f"account:{account.id}")
+    await audit(request, "budgets.alerts", account.id)
+    raise web.HTTPSeeOther("/console/budgets?saved=1")
 
 
 def routes(app: web.Application) -> None:
     app.router.add_get("/budgets", show)
+    app.router.add_post("/budgets/alerts", set_alerts)

@@ -77,6 +77,9 @@ class AccountRecord(msgspec.Struct, kw_only=True):
     plan: str | None = None
     allowed_regions: list[str] | None = None
     allowed_providers: list[str] | None = None
+    # Fractions of a budget at which the account holder wants a notice (set
+    # in the console); None: the operator's thresholds from the meter's config.
+    alert_thresholds: list[float] | None = None
     created: float = 0.0
     updated: float = 0.0
 

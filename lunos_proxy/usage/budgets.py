@@ -124,7 +124,16 @@ class Rules:
         self.prepaid = frozenset(settings.prepaid)
         self.active = bool(settings.plans or settings.accounts or settings.keys or self.prepaid)
 
-    def limits(self, account_id: str, key_id: str, plan: str | None, at: float) -> list[Limit]:
+    def limits(
+        self,
+        account_id: str,
+        key_id: str,
+        plan: str | None,
+        at: float,
+        account_soft: list[float] | None = None,
+    ) -> list[Limit]:
+        """`account_soft`: the account holder's own alert thresholds, which
+        replace the rule's on the account's limits (not on its keys')."""
         s = self.settings
         out: list[Limit] = []
         day, month = self.calendar.day(at), self.calendar.month(at)
@@ -135,7 +144,8 @@ class Rules:
         ):
             if rule is None:
                 continue
-            soft = tuple(sorted(rule.soft))
+            own = account_soft if subject.startswith("account:") else None
+            soft = tuple(sorted(rule.soft if own is None else own))
             if rule.daily is not None:
                 out.append(Limit(subject, "daily", f"d:{day}", _micros(rule.daily), soft))
             if rule.monthly is not None:

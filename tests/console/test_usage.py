@@ -95,3 +95,63 @@ async def test_budgets_page_without_a_meter_says_nothing_is_limited(
     _, _made, browser = await signed_in(gw, browsers)
     status, text = await browser.get("/console/budgets")
     assert status == 200 and "No budget limits your account (spend is not metered" in text
+
+
+async def test_account_holder_sets_own_alert_thresholds_and_the_meter_notifies_at_them(
+    provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any, tmp_path: Any
+) -> None:
+    import json
+
+    import openai
+
+    from tests.auth_support import admin
+    from tests.e2e.test_budgets import Receiver
+    from tests.fakes import COMPLETION_TOKENS, PROMPT_TOKENS
+    from tests.meter_support import PRICING, cost, meter_of
+
+    per_request = cost("gpt-test", PROMPT_TOKENS, COMPLETION_TOKENS)  # 88 micro-dollars
+    pricing = tmp_path / "pricing.yaml"
+    pricing.write_text(PRICING)
+    async with Receiver() as hook:
+        config = console_config(provider.base_url)
+        config["pipeline"].append({"name": "meter", "settings": {
+            "pricing": str(pricing),
+            "budgets": {"refresh_seconds": 0,
+                        "plans": {"pro": {"daily": "0.0002", "soft": [0.5, 0.9]}}},
+            "webhook": {"url": hook.url, "secret": "whsec-test-0123456789"}}})
+        gw = await make_gateway(config)
+        status, account = await admin(gw, "POST", "/admin/accounts",
+                                      {"name": "Ada", "email": "ada@example.com", "plan": "pro"})
+        assert status == 201
+        made = await new_key(gw, account["id"])
+        other = await new_account(gw, "Bob", "bob@example.com")
+        browser: Browser = browsers(gw)
+        await browser.sign_in_with_key(made["key"])
+        await browser.get("/console/budgets")
+
+        status, text = await browser.post("/console/budgets/alerts", {"thresholds": "101, 0"})
+        assert status == 400 and "Enter up to 10 percentages" in text
+        assert (await gw.gateway.store.account(account["id"])).alert_thresholds is None  # type: ignore[union-attr]
+
+        status, text = await browser.post("/console/budgets/alerts", {"thresholds": "75%, 30"})
+        assert status == 200 and "Saved." in text
+        assert (await gw.gateway.store.account(account["id"])).alert_thresholds == [0.3, 0.75]  # type: ignore[union-attr]
+        assert (await gw.gateway.store.account(other)).alert_thresholds is None  # type: ignore[union-attr]
+        row = re.search(r"<tr><td>Your account</td><td>Daily</td>.*?<td>([^<]*)</td></tr>", text)
+        assert row is not None and row.group(1) == "30%, 75%"
+
+        # One request spends 88 of 200 (44 %): past the holder's 30 %, short of the plan's 50 %.
+        client = openai.AsyncOpenAI(base_url=gw.v1, api_key=made["key"], max_retries=0)
+        async with client:
+            await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+        meter = meter_of(gw.gateway)
+        assert await meter.ledger.flush()
+        assert meter.notifier is not None
+        await meter.notifier.close()
+    payloads = [json.loads(body) for _, body in hook.calls]
+    assert [(p["subject_id"], p["threshold"], p["spent_micros"]) for p in payloads] == [
+        (account["id"], 0.3, per_request)]
+
+    status, text = await browser.post("/console/budgets/alerts", {"thresholds": ""})
+    assert status == 200
+    assert (await gw.gateway.store.account(account["id"])).alert_thresholds is None  # type: ignore[union-attr]
