@@ -257,7 +257,7 @@ class Forwarder:
             connection.protocol.start_timeout()  # restart the timer at the new limit
         try:
             if resp.status >= 400:
-                await self._raise_status(resp, timeouts.idle)
+                await self._raise_status(resp)
             exchange.status = resp.status
             # A prefix test: aiohttp's content_type parses the header fully.
             if resp.headers.get("Content-Type", "").startswith("text/event-stream"):
@@ -266,7 +266,7 @@ class Forwarder:
         finally:
             resp.release()
 
-    async def _raise_status(self, resp: aiohttp.ClientResponse, idle: float) -> None:
+    async def _raise_status(self, resp: aiohttp.ClientResponse) -> None:
         try:
             raw = await resp.content.read(_ERROR_BODY_LIMIT)
         except (TimeoutError, aiohttp.ClientError):

@@ -38,9 +38,9 @@ async def read_request(request: web.Request) -> Exchange:
     if request.method != "POST":
         return exchange
     limit = exchange.body_limit
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
     length = request.content_length
+    if length is not None and length > limit:
+        raise BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
     if length is not None:
         try:
             # Usually the whole body came with the headers: take what is
