@@ -20,6 +20,7 @@ is the live sum, and `store_up` / breaker gauges the live maximum.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable
@@ -357,6 +358,8 @@ class _TimedStore:
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
         if name.startswith("_") or not _is_coroutine_method(attr):
+            if inspect.ismethod(attr):
+                setattr(self, name, attr)  # a plain method: found directly next time
             return attr
         timed = _timed(attr, name, self._metrics)
         setattr(self, name, timed)  # later lookups skip __getattr__
@@ -364,8 +367,6 @@ class _TimedStore:
 
 
 def _is_coroutine_method(attr: Any) -> bool:
-    import inspect
-
     return inspect.iscoroutinefunction(attr)
 
 

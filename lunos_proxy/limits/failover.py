@@ -15,6 +15,7 @@ that went down in between is dropped (its counters drain, its leases expire).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -51,6 +52,8 @@ class Failover:
         self._clock = clock
         self._down_until = 0.0
         self.degraded = False
+        self._settle_seconds = metrics.store_duration.labels("settle")
+        self._settle_errors = metrics.store_errors.labels("settle")
 
     def configure(self, policy: Policy, share: float, retry_interval: float) -> None:
         self.policy, self.share, self.retry_interval = policy, share, retry_interval
@@ -97,6 +100,25 @@ class Failover:
             await backend.settle(tag, charges, slots, lease)
         except StoreError as e:
             self._down(e)
+
+    def settle_behind(
+        self, backend: Store, tag: str, charges: Sequence[Limit], slots: Sequence[str], lease: str
+    ) -> None:
+        """`settle` without waiting for it (`Store.settle_behind`), timed and
+        counted as the store's "settle" operation."""
+        if backend is self.local:
+            charges = self.scaled(charges)
+        started = time.perf_counter()
+
+        def done(error: BaseException | None) -> None:
+            self._settle_seconds.observe(time.perf_counter() - started)
+            if isinstance(error, StoreError):
+                self._settle_errors.inc()
+                self._down(error)
+            elif error is not None and not isinstance(error, asyncio.CancelledError):
+                log.error("settling failed", exc_info=error, extra={"event": "settle_failed"})
+
+        backend.settle_behind(tag, charges, slots, lease, done)
 
     async def renew(self, backend: Store, tag: str, slots: Sequence[Slot], lease: str) -> None:
         try:

@@ -16,6 +16,7 @@ else, so callers can apply their failure policy in one place.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
@@ -201,6 +202,23 @@ class Limit(msgspec.Struct, frozen=True):
     shadow: bool = False
 
 
+class LimitSet(tuple[Limit, ...]):
+    """Limits that differ from every other set of the same `family` in their
+    costs only (same keys, limits, windows and shadow flags, in order).
+
+    A plain sequence of limits works everywhere; a store may key what it
+    derives from the unchanging parts on `family`, and skip deriving them
+    again (the abuse plugin builds its limits this way).
+    """
+
+    family: object
+
+    def __new__(cls, limits: Sequence[Limit], family: object) -> LimitSet:
+        self = super().__new__(cls, limits)
+        self.family = family
+        return self
+
+
 class LimitState(msgspec.Struct):
     remaining: int  # units that could still be taken right now
     reset: float  # seconds until the counter is back to full
@@ -275,6 +293,29 @@ class Store(abc.ABC):
     ) -> None:
         """After a response, in one round trip: `adjust` every charge, and
         give back `lease` in every slot named in `slots` (keys of `Slot`)."""
+
+    def settle_behind(
+        self,
+        tag: str,
+        charges: Sequence[Limit],
+        slots: Sequence[str],
+        lease: str,
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        """`settle` without waiting for it: `done(error)` is called once it has
+        run (`error` is None, or the `StoreError`). Settlements of one process
+        reach the store in the order they were made, ahead of its later `hit`s
+        where the backend allows (Redis: they share a pipelined connection).
+
+        This default runs `settle` in a task."""
+        task = asyncio.get_running_loop().create_task(self.settle(tag, charges, slots, lease))
+        _behind.add(task)
+
+        def finished(task: asyncio.Task[None]) -> None:
+            _behind.discard(task)
+            done(asyncio.CancelledError() if task.cancelled() else task.exception())
+
+        task.add_done_callback(finished)
 
     @abc.abstractmethod
     async def renew(self, tag: str, slots: Sequence[Slot], lease: str) -> None:
@@ -456,3 +497,9 @@ class Store(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Flush what is pending and release connections."""
+
+
+# Settlements running behind (`Store.settle_behind`): held so that the loop
+# does not drop a task it only knows weakly.
+_behind: set[asyncio.Task[None]] = set()
+

@@ -169,6 +169,9 @@ class MemoryStore(Store):
         return leases
 
     async def adjust(self, tag: str, limit: Limit) -> None:
+        self._adjust(tag, limit)
+
+    def _adjust(self, tag: str, limit: Limit) -> None:
         gcra.validate(limit)
         now = self._clock()
         level, stamp, _ = self._counters.get((tag, limit.key), (0.0, now, now))
@@ -177,8 +180,23 @@ class MemoryStore(Store):
     async def settle(
         self, tag: str, charges: Sequence[Limit], slots: Sequence[str] = (), lease: str = ""
     ) -> None:
+        self._settle(tag, charges, slots, lease)
+
+    def settle_behind(
+        self,
+        tag: str,
+        charges: Sequence[Limit],
+        slots: Sequence[str],
+        lease: str,
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        # Nothing to wait for in memory: settled before this returns.
+        self._settle(tag, charges, slots, lease)
+        done(None)
+
+    def _settle(self, tag: str, charges: Sequence[Limit], slots: Sequence[str], lease: str) -> None:
         for charge in charges:
-            await self.adjust(tag, charge)
+            self._adjust(tag, charge)
         for key in slots:
             leases = self._slots.get((tag, key))
             if leases is not None:

@@ -8,7 +8,7 @@ Every call is one round trip. Operations on several keys are Lua scripts in
 over) gets the source once with EVAL. The keys one script touches share a
 `{hash tag}`, so each runs on one Cluster node:
 
-    lunos:{<tag>}:limit:<key>          GCRA counter "level stamp"   hit, adjust
+    lunos:{<tag>}:limits               hash <key> -> counter (level, stamp)   hit, settle, adjust
     lunos:{<tag>}:ban:<subject>        "1", expiring with the ban   ban, hit, offend
     lunos:{<tag>}:offences:<subject>   offence count                 offend
     lunos:{<tag>}:slots:<key>          sorted set lease -> expiry    hit, settle, renew
@@ -27,6 +27,11 @@ over) gets the source once with EVAL. The keys one script touches share a
     lunos:{events:<account>}:day:<day> list of usage events (JSON), expiring with retention
     lunos:{claims}:<name>              "1" while a once-only claim holds
 
+The counters of a tag share one hash, so that a call with many limits
+reads them with one HMGET and writes them with one HSET; an empty counter
+is removed, and the hash expires when its fullest counter would be empty
+(a counter no call touches again stays until then).
+
 The key and account directories each live on one slot so that an index
 always follows its record atomically; reads of them are cached in-process.
 Billing lives on one slot so re-keying an account is one atomic move.
@@ -38,6 +43,7 @@ account's slot); on one server or Sentinel the whole batch is one script.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import importlib.resources
 from collections import defaultdict
@@ -58,9 +64,7 @@ from .base import (
     BillingRecord,
     KeyRecord,
     Limit,
-    LimitState,
     Slot,
-    SlotState,
     SpendDelta,
     Store,
     StoreError,
@@ -70,6 +74,7 @@ from .base import (
     Verdict,
 )
 from .redis_connect import Client, RedisOptions, connect
+from .redis_lane import Lane, ReplyError, tls_context
 from .redis_pubsub import Subscriber
 
 __all__ = ["RedisStore"]
@@ -108,6 +113,8 @@ _SCRIPTS = {
     "events_get": (),
     "events_delete": (),
 }
+# Error replies of a command that did not run, on a Cluster whose slots moved.
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 _BATCH = 1000  # ledger lines per RPUSH; Lua's unpack() has a bounded stack
 # Writes that take a `once` id run as "<name>_once": once.lua, then the script.
 _ONCE_ABLE = ("usage_add", "billing_add", "spend_add", "events_add")
@@ -163,6 +170,16 @@ class RedisStore(Store):
         self._discovered = not self._cluster
         self._discovery = asyncio.Lock()
         self._subscriber = Subscriber(self._client.pubsub, self.options.timeout)
+        # The limit calls go over pipelined lanes (redis_lane): one per server.
+        o = self.options
+        self._tls = (
+            tls_context(ca_certs=o.ssl_ca_certs, cert_reqs=o.ssl_cert_reqs,
+                        check_hostname=o.ssl_check_hostname, certfile=o.ssl_certfile,
+                        keyfile=o.ssl_keyfile)
+            if self._connected.tls
+            else None
+        )
+        self._lanes: dict[tuple[str, int] | None, Lane] = {}
         p = self.options.prefix
         self._keys, self._accounts, self._billing = (
             f"{p}{{keys}}:",
@@ -176,6 +193,11 @@ class RedisStore(Store):
         self._account_decoder = msgspec.json.Decoder(AccountRecord)
         self._ledger_decoder = msgspec.json.Decoder(_Ledger)
         self._event_decoder = msgspec.json.Decoder(UsageEvent)
+        self._verdict = msgspec.json.Decoder(Verdict).decode
+        # family -> limits spec, counter fields, the slots and their spec
+        self._families: dict[object, tuple[bytes, list[str], Sequence[Slot], bytes]] = {}
+        self._behind: dict[str, _Batch] = {}  # settlements waiting for the loop's turn to end
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def _do(self, call: Callable[[], Awaitable[_T]]) -> _T:
         async with self._slots:
@@ -195,6 +217,70 @@ class RedisStore(Store):
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
         run = self._scripts[script]
         return await self._do(lambda: run(self._client, keys, args))
+
+    async def _fast(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """`_run` for the limit calls: over a lane, without a connection slot."""
+        run = self._scripts[script]
+        try:
+            if not self._discovered:
+                await self._discover()
+            lane = self._lane(keys[0])
+            reply = await lane.call("EVALSHA", run.sha, len(keys), *keys, *args)
+            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+                reply = await lane.call("EVAL", run.source, len(keys), *keys, *args)
+        except _ERRORS as e:
+            raise StoreError(f"redis: {type(e).__name__}: {e}") from e
+        if not isinstance(reply, ReplyError):
+            return reply
+        if self._cluster and str(reply).startswith(_REDIRECTS):
+            # Not run: redis-py follows the redirect and refreshes its slot
+            # map, which the next call's lane is chosen from.
+            return await self._run(script, keys, args)
+        raise self._failed(reply, lane)
+
+    def _failed(self, reply: ReplyError, lane: Lane) -> StoreError:
+        error = str(reply)
+        if error.startswith(("READONLY", "MASTERDOWN", "LOADING")):
+            lane.reset()  # a failed-over master: ask again where the master is
+        return StoreError(f"redis: {error}")
+
+    def _ready_lane(self, key: str) -> Lane | None:
+        """The key's lane if it is connected now, else None."""
+        if not self._discovered:
+            return None
+        try:
+            lane = self._lane(key)
+        except _ERRORS:
+            return None
+        return lane if lane.connected else None
+
+    def _lane(self, key: str) -> Lane:
+        where: tuple[str, int] | None = None
+        master = self._connected.master
+        if master is None:  # Cluster: the node that serves the key's slot now
+            assert isinstance(self._client, RedisCluster)
+            node = self._client.get_node_from_key(key)
+            if node is None:
+                raise RedisClusterException(f"no node serves the slot of {key!r}")
+            where = (str(node.host), int(node.port))
+        lane = self._lanes.get(where)
+        if lane is None:
+            if where is not None:
+                host_port = where
+
+                async def node_address() -> tuple[str, int]:
+                    return host_port
+
+                master = node_address
+            assert master is not None
+            lane = self._lanes[where] = Lane(
+                master,
+                self._connected.auth,
+                tls=self._tls,
+                connect_timeout=self.options.connect_timeout,
+                timeout=self.options.timeout,
+            )
+        return lane
 
     async def _write(
         self, script: str, keys: Sequence[str], args: Sequence[Any], once: str, base: str
@@ -222,45 +308,112 @@ class RedisStore(Store):
         if not limits and not bans and not slots:
             return Verdict(allowed=True, retry_after=0.0, states=[])
         base = self._tagged(tag)
-        keys = [f"{base}limit:{lim.key}" for lim in limits]
+        keys = [f"{base}limits"]
         keys += [f"{base}slots:{slot.key}" for slot in slots]
         keys += [f"{base}ban:{s}" for s in bans]
-        spec: list[str] = []
-        for lim in limits:
-            gcra.validate(lim)
-            spec.append(f"{lim.limit} {lim.window!r} {lim.cost} {int(lim.shadow)}")
-        spec += [f"{slot.limit} {slot.ttl!r} {int(slot.shadow)}" for slot in slots]
-        args = [len(limits), len(slots), lease, SLOT_RETRY, " ".join(spec)]
-        out = await self._run("hit", keys, args)
-        n = 3 + 3 * len(limits)
-        return Verdict(
-            allowed=out[0] == 1,
-            retry_after=float(out[1]),
-            banned=float(out[2]),
-            states=[
-                LimitState(remaining=out[i], reset=float(out[i + 1]), admitted=out[i + 2] == 1)
-                for i in range(3, n, 3)
-            ],
-            slots=[SlotState(held=out[i], admitted=out[i + 1] == 1) for i in range(n, len(out), 2)],
-        )
+        # The unchanging parts of a LimitSet's limits are encoded once per family.
+        family = getattr(limits, "family", None)
+        known = None if family is None else self._families.get(family)
+        if known is None or known[2] is not slots:
+            known = (*_static(limits), slots, _slot_spec(slots))
+            if family is not None:
+                if len(self._families) >= _FAMILIES:
+                    self._families.clear()
+                self._families[family] = known
+        spec, fields, _, slot_spec = known
+        costs = _json([lim.cost for lim in limits])
+        args = [lease, SLOT_RETRY, spec, costs, slot_spec, *fields]
+        verdict: Verdict = self._verdict(await self._fast("hit", keys, args))
+        return verdict
 
     async def settle(
         self, tag: str, charges: Sequence[Limit], slots: Sequence[str] = (), lease: str = ""
     ) -> None:
         if not charges and not slots:
             return
-        base = self._tagged(tag)
-        keys = [f"{base}limit:{c.key}" for c in charges] + [f"{base}slots:{k}" for k in slots]
-        for c in charges:
-            gcra.validate(c)
-        spec = " ".join(f"{c.limit} {c.window!r} {c.cost}" for c in charges)
-        await self._run("settle", keys, [len(charges), lease, spec])
+        batch = _Batch()
+        batch.add(charges, slots, lease, None)
+        await self._fast("settle", *batch.call(self._tagged(tag)))
+
+    def settle_behind(
+        self,
+        tag: str,
+        charges: Sequence[Limit],
+        slots: Sequence[str],
+        lease: str,
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        """Settlements made in one turn of the event loop leave together in the
+        next: one script call per tag, whatever the number of requests. A
+        client's next request cannot reach `hit` before that (reading it
+        takes a turn, starting its handler another), so it finds the slot
+        its previous request gave back."""
+        if not charges and not slots:
+            done(None)
+            return
+        batch = self._behind.get(tag)
+        if batch is None:
+            if not self._behind:
+                asyncio.get_running_loop().call_soon(self._send_behind)
+            batch = self._behind[tag] = _Batch()
+        batch.add(charges, slots, lease, done)
+
+    def _send_behind(self) -> None:
+        batches, self._behind = self._behind, {}
+        sha = self._scripts["settle"].sha
+        for tag, batch in batches.items():
+            keys, args = batch.call(self._tagged(tag))
+            lane = self._ready_lane(keys[0])
+            if lane is None:  # not connected yet: the awaited path connects
+                self._settle_later(keys, args, batch.done)
+                continue
+            reply = lane.send("EVALSHA", sha, len(keys), *keys, *args)
+            reply.add_done_callback(functools.partial(self._settled, keys, args, batch, lane))
+
+    def _settled(
+        self,
+        keys: list[str],
+        args: list[Any],
+        batch: _Batch,
+        lane: Lane,
+        reply: asyncio.Future[Any],
+    ) -> None:
+        error: BaseException | None = None
+        if reply.cancelled():
+            error = asyncio.CancelledError()
+        elif (e := reply.exception()) is not None:
+            error = StoreError(f"redis: {type(e).__name__}: {e}")
+            error.__cause__ = e
+        elif isinstance(answer := reply.result(), ReplyError):
+            if str(answer).startswith(("NOSCRIPT", *_REDIRECTS)):
+                # Not run: the awaited path loads the script or follows the redirect.
+                self._settle_later(keys, args, batch.done)
+                return
+            error = self._failed(answer, lane)
+        for done in batch.done:
+            done(error)
+
+    def _settle_later(
+        self, keys: list[str], args: list[Any], dones: list[Callable[[BaseException | None], None]]
+    ) -> None:
+        async def settle() -> None:
+            error: StoreError | None = None
+            try:
+                await self._fast("settle", keys, args)
+            except StoreError as e:
+                error = e
+            for done in dones:
+                done(error)
+
+        task = asyncio.get_running_loop().create_task(settle())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def renew(self, tag: str, slots: Sequence[Slot], lease: str) -> None:
         if slots:
             base = self._tagged(tag)
             keys = [f"{base}slots:{slot.key}" for slot in slots]
-            await self._run("renew", keys, [lease, *(slot.ttl for slot in slots)])
+            await self._fast("renew", keys, [lease, *(slot.ttl for slot in slots)])
 
     async def offend(
         self, tag: str, subject: str, first: float, longest: float, memory: float
@@ -271,8 +424,8 @@ class RedisStore(Store):
 
     async def adjust(self, tag: str, limit: Limit) -> None:
         gcra.validate(limit)
-        key = f"{self._tagged(tag)}limit:{limit.key}"
-        await self._run("adjust", [key], [limit.limit, limit.window, limit.cost])
+        key = f"{self._tagged(tag)}limits"
+        await self._run("adjust", [key], [limit.key, limit.limit, limit.window, limit.cost])
 
     async def ban(self, tag: str, subject: str, seconds: float) -> None:
         key = f"{self._tagged(tag)}ban:{subject}"
@@ -576,11 +729,77 @@ class RedisStore(Store):
             await self._do(lambda source=source: self._client.script_load(source))  # type: ignore[misc]
 
     async def close(self) -> None:
+        if self._behind:
+            self._send_behind()
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+        for lane in self._lanes.values():
+            await lane.close()
+        self._lanes.clear()
         await self._subscriber.close()
         try:
             await self._connected.aclose()
         except _ERRORS:
             pass  # closing: a dead server has nothing left to release
+
+
+class _Batch:
+    """Settlements of one tag, sent as one call of settle.lua."""
+
+    __slots__ = ("done", "fields", "leases", "spec")
+
+    def __init__(self) -> None:
+        self.spec: list[float] = []  # limit, window, cost per charge
+        self.fields: list[str] = []
+        self.leases: dict[str, list[str]] = {}  # slot key -> leases to give back
+        self.done: list[Callable[[BaseException | None], None]] = []
+
+    def add(
+        self,
+        charges: Sequence[Limit],
+        slots: Sequence[str],
+        lease: str,
+        done: Callable[[BaseException | None], None] | None,
+    ) -> None:
+        for c in charges:
+            gcra.validate(c)
+            self.spec += (c.limit, c.window, c.cost)
+            self.fields.append(c.key)
+        for key in slots:
+            leases = self.leases.get(key)
+            if leases is None:
+                self.leases[key] = [lease]
+            else:
+                leases.append(lease)
+        if done is not None:
+            self.done.append(done)
+
+    def call(self, base: str) -> tuple[list[str], list[Any]]:
+        keys = [f"{base}limits", *(f"{base}slots:{key}" for key in self.leases)]
+        args: list[Any] = [_json(self.spec), *self.fields]
+        for leases in self.leases.values():
+            args.append(len(leases))
+            args += leases
+        return keys, args
+
+
+def _static(limits: Sequence[Limit]) -> tuple[bytes, list[str]]:
+    """hit.lua's limit window shadow per limit, and the counter fields."""
+    spec: list[float] = []
+    for lim in limits:
+        gcra.validate(lim)
+        spec += (lim.limit, lim.window, int(lim.shadow))
+    return _json(spec), [lim.key for lim in limits]
+
+
+def _slot_spec(slots: Sequence[Slot]) -> bytes:
+    """hit.lua's limit ttl shadow per slot."""
+    return _json([x for slot in slots for x in (slot.limit, slot.ttl, int(slot.shadow))])
+
+
+# msgspec writes floats in their shortest exact form, which Lua's cjson reads back exactly.
+_json = msgspec.json.encode
+_FAMILIES = 4096  # LimitSet families whose encoded parts are kept
 
 
 def _account_needle(account_id: str) -> bytes:

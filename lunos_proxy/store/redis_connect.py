@@ -34,6 +34,8 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError
 
+from .redis_lane import Address, LaneAuth
+
 __all__ = ["SCHEMES", "Client", "Connected", "RedisOptions", "connect"]
 
 SCHEMES = (
@@ -130,6 +132,12 @@ def _connection_kwargs(options: RedisOptions, tls: bool) -> dict[str, Any]:
 @dataclasses.dataclass
 class Connected:
     client: Client
+    # Where and as whom the store's pipelined lane (redis_lane) connects:
+    # `master` says where the one writable server is now (None on a Cluster,
+    # where each key's node comes from the client's slot map).
+    auth: LaneAuth
+    tls: bool
+    master: Address | None = None
     # Clients besides `client` that must close with it: a Sentinel's own.
     others: list[Redis] = dataclasses.field(default_factory=list)
 
@@ -144,14 +152,24 @@ def connect(url: str, options: RedisOptions) -> Connected:
     if scheme not in SCHEMES:
         raise ValueError(f"not a Redis URL scheme: {scheme!r}")
     if scheme.endswith("+cluster"):
-        return Connected(_cluster(_parse(url, 6379), options))
+        parsed = _parse(url, 6379)
+        auth = LaneAuth(parsed.username, parsed.password)
+        return Connected(_cluster(parsed, options), auth, parsed.tls)
     if scheme.endswith("+sentinel"):
         return _sentinel(_parse(url, 26379), options)
     kwargs = _connection_kwargs(options, scheme == "rediss")
     # from_url() turns "rediss" into an SSL connection class itself.
     kwargs.pop("ssl", None)
     pool = ConnectionPool.from_url(url, **kwargs)
-    return Connected(Redis.from_pool(pool))  # owns the pool: closing the client closes it
+    at = pool.connection_kwargs
+    auth = LaneAuth(at.get("username"), at.get("password"), int(at.get("db") or 0))
+    address = (str(at.get("host", "localhost")), int(at.get("port", 6379)))
+
+    async def master() -> tuple[str, int]:
+        return address
+
+    # The client owns the pool: closing the client closes it.
+    return Connected(Redis.from_pool(pool), auth, scheme == "rediss", master)
 
 
 def _cluster(parsed: _Url, options: RedisOptions) -> RedisCluster:
@@ -179,7 +197,13 @@ def _sentinel(parsed: _Url, options: RedisOptions) -> Connected:
         "password": options.sentinel_password,
     }
     sentinel = Sentinel(parsed.hosts, sentinel_kwargs=sentinel_kwargs, **kwargs)  # type: ignore[no-untyped-call]
-    master: Redis = sentinel.master_for(
+    client: Redis = sentinel.master_for(
         service, db=db, username=parsed.username, password=parsed.password
     )
-    return Connected(master, list(sentinel.sentinels))
+
+    async def master() -> tuple[str, int]:
+        host, port = await sentinel.discover_master(service)
+        return str(host), int(port)
+
+    auth = LaneAuth(parsed.username, parsed.password, db)
+    return Connected(client, auth, parsed.tls, master, list(sentinel.sentinels))

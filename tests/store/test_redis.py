@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from lunos_proxy.store import KeyRecord, Limit, StoreError, UsageDelta
+from lunos_proxy.store import KeyRecord, Limit, LimitSet, Slot, StoreError, UsageDelta
 from lunos_proxy.store.redis import RedisStore
 from tests.redis_servers import RedisServer, TlsRedis
 from tests.store.backends import Backend
@@ -60,7 +60,7 @@ async def test_keys_carry_the_prefix_and_one_hash_tag_per_call(
     await store.add_usage([UsageDelta(account_id="acct-1", key_id="key-1", model="m", day="d")])
     assert sorted(k.decode() for k in await raw.keys("*")) == [
         "lunos:{acct-1}:ban:ip:192.0.2.1",
-        "lunos:{acct-1}:limit:rpm",
+        "lunos:{acct-1}:limits",
         "lunos:{keys}:account:acct-1",
         "lunos:{keys}:hash:hmac-of-key-1",
         "lunos:{keys}:id:key-1",
@@ -68,7 +68,8 @@ async def test_keys_carry_the_prefix_and_one_hash_tag_per_call(
         "lunos:{usage:acct-1}:days",
     ]
     # Counters and bans expire on their own once they hold nothing.
-    assert 0 < await raw.pttl("lunos:{acct-1}:limit:rpm") <= 1_001
+    assert await raw.hkeys("lunos:{acct-1}:limits") == [b"rpm"]
+    assert 0 < await raw.pttl("lunos:{acct-1}:limits") <= 1_001
     assert 59_000 < await raw.pttl("lunos:{acct-1}:ban:ip:192.0.2.1") <= 60_000
 
 
@@ -214,3 +215,91 @@ async def test_tls_refuses_a_server_its_ca_did_not_sign(redis_tls: TlsRedis) -> 
         await verified.ping()
     finally:
         await verified.close()
+
+
+# -- the limit calls' pipelined path -------------------------------------------------
+
+
+async def _settle_all_behind(
+    store: RedisStore, tag: str, settles: list[tuple[list[Limit], list[str], str]]
+) -> list[BaseException | None]:
+    """Call settle_behind for each, all in one turn of the loop; their outcomes."""
+    outcomes: list[BaseException | None] = []
+    for charges, slots, lease in settles:
+        store.settle_behind(tag, charges, slots, lease, outcomes.append)
+    await eventually(lambda: len(outcomes) == len(settles))
+    return outcomes
+
+
+async def test_settlements_of_one_turn_are_one_call_applied_in_order(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    day = Limit("tpd", 1000, 86_400, cost=100)
+    slot = Slot("conc", 10)
+    for lease in ("l1", "l2", "l3"):
+        assert (await store.hit("acct-1", [day], slots=[slot], lease=lease)).allowed
+    await raw.config_resetstat()
+    refund = Limit("tpd", 1000, 86_400, cost=-350)  # below empty: the counter is removed
+    outcomes = await _settle_all_behind(store, "acct-1", [
+        ([refund], ["conc"], "l1"),
+        ([Limit("tpd", 1000, 86_400, cost=30)], ["conc"], "l2"),
+        ([Limit("tpd", 1000, 86_400, cost=-10)], ["conc"], "l3"),
+    ])
+    assert outcomes == [None, None, None]
+    assert (await raw.info("commandstats"))["cmdstat_evalsha"]["calls"] == 1
+    # As three calls in a row: 300 - 350 -> empty, then +30, then -10.
+    state = (await store.hit("acct-1", [Limit("tpd", 1000, 86_400, cost=0)])).states[0]
+    assert state.remaining == 980
+    assert await raw.zcard("lunos:{acct-1}:slots:conc") == 0
+
+
+async def test_a_settlement_sent_behind_loads_a_script_the_server_forgot(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    slot = Slot("conc", 1)
+    assert (await store.hit("acct-1", [], slots=[slot], lease="only")).allowed
+    await raw.script_flush()
+    assert await _settle_all_behind(store, "acct-1", [([], ["conc"], "only")]) == [None]
+    assert (await store.hit("acct-1", [], slots=[slot], lease="next")).allowed
+
+
+async def test_a_settlement_sent_behind_reports_redis_being_down(
+    store: RedisStore, redis_server: RedisServer
+) -> None:
+    assert (await store.hit("acct-1", [Limit("rpm", 5, 60)])).allowed  # the lane is connected
+    redis_server.stop()
+    outcomes = await _settle_all_behind(store, "acct-1", [([Limit("rpm", 5, 60, -1)], [], "")])
+    assert isinstance(outcomes[0], StoreError)
+    with pytest.raises(StoreError):
+        await store.settle("acct-1", [Limit("rpm", 5, 60, -1)])
+    with pytest.raises(StoreError):
+        await store.renew("acct-1", [Slot("conc", 1)], "x")
+
+
+async def test_a_replica_refuses_limit_calls_until_it_is_promoted(
+    redis_server: RedisServer,
+) -> None:
+    replica = RedisServer(["--replicaof", "127.0.0.1", str(redis_server.port)]).start()
+    store = RedisStore(replica.url, timeout=0.5, connect_timeout=0.5)
+    try:
+        with pytest.raises(StoreError, match="READONLY"):
+            await store.hit("acct-1", [Limit("rpm", 5, 60)])
+        replica.command("REPLICAOF", "NO", "ONE")  # a failover made it the master
+        assert (await store.hit("acct-1", [Limit("rpm", 5, 60)])).allowed
+    finally:
+        await store.close()
+        replica.remove()
+
+
+async def test_limit_sets_of_one_family_may_come_with_other_slots(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    family = object()
+    limits = LimitSet([Limit("rpm", 100, 60)], family)
+    await store.hit("acct-1", limits, slots=[Slot("a", 5)], lease="x")
+    await store.hit("acct-1", LimitSet([Limit("rpm", 100, 60, cost=2)], family),
+                    slots=[Slot("b", 5)], lease="y")
+    assert await raw.zrange("lunos:{acct-1}:slots:a", 0, -1) == [b"x"]
+    assert await raw.zrange("lunos:{acct-1}:slots:b", 0, -1) == [b"y"]
+    state = (await store.hit("acct-1", [Limit("rpm", 100, 60, cost=0)])).states[0]
+    assert state.remaining == 97  # 1 + 2 taken: the cost is each call's own

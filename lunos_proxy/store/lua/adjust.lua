@@ -1,6 +1,7 @@
--- Settle a reservation: charge ARGV[3] more units (negative refunds) to the
--- counter KEYS[1] of ARGV[1] units per ARGV[2] seconds; never fuller than full.
+-- Settle a reservation: charge ARGV[4] more units (negative refunds) to the
+-- counter ARGV[1] (a field of the hash KEYS[1]) of ARGV[2] units per ARGV[3]
+-- seconds; never fuller than full.
 local now = clock()
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local level = drained(KEYS[1], limit, window, now) + tonumber(ARGV[3])
-store(KEYS[1], level, limit, window, now)
+local field, limit, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local level = drained(redis.call('HGET', KEYS[1], field), limit, window, now) + tonumber(ARGV[4])
+write(KEYS[1], {{field, level, lifetime(level, limit, window)}}, now)

@@ -1,6 +1,7 @@
--- GCRA helpers shared by hit.lua and adjust.lua (prepended to each when loaded).
--- Same sums as lunos_proxy/store/gcra.py: a counter is "level stamp", the
--- units in use at a time; limit/window units come back per second.
+-- GCRA helpers shared by the limit scripts (prepended to each when loaded).
+-- Same sums as lunos_proxy/store/gcra.py: a counter is (level, stamp), the
+-- units in use at a time; limit/window units come back per second. The
+-- counters of one tag are the fields of one hash (one HMGET, one HSET).
 local EPSILON = 1e-9
 
 local function clock()
@@ -8,15 +9,16 @@ local function clock()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
-local function drained(key, limit, window, now)
-  local value = redis.call('GET', key)
+-- The level at `now` of a counter stored as `value` (false: empty): the
+-- level and its stamp, packed by cmsgpack (exact doubles, and cheaper for
+-- Lua than formatting and parsing text).
+local function drained(value, limit, window, now)
   if not value then
     return 0
   end
-  local sep = string.find(value, ' ', 1, true)
-  local level = tonumber(string.sub(value, 1, sep - 1))
+  local level, stamp = cmsgpack.unpack(value)
   -- a clock that steps back (failover to another server) must not refill
-  local elapsed = math.max(0, now - tonumber(string.sub(value, sep + 1)))
+  local elapsed = math.max(0, now - stamp)
   return math.max(0, level - elapsed * limit / window)
 end
 
@@ -31,18 +33,38 @@ local function wait(level, cost, limit, window)
   return excess * window / limit
 end
 
-local function store(key, level, limit, window, now)
-  if level <= 0 then
-    redis.call('DEL', key)
-    return
-  end
-  -- expire when drained; %.17g because tostring() keeps only 14 digits
-  local ttl = window
+-- Seconds until a counter at `level` is empty again.
+local function lifetime(level, limit, window)
   if limit > 0 then
-    ttl = level * window / limit
+    return level * window / limit
   end
-  redis.call('SET', key, string.format('%.17g %.17g', level, now),
-    'PX', math.ceil(ttl * 1000) + 1)
+  return window
+end
+
+-- Write counters into the hash `key`: `changes` holds {field, level,
+-- lifetime}; an empty counter is removed. The hash expires when its
+-- fullest counter is empty (never sooner than it would have).
+local function write(key, changes, now)
+  local set, del, longest = {}, {}, 0
+  for _, c in ipairs(changes) do
+    if c[2] <= 0 then
+      del[#del + 1] = c[1]
+    else
+      set[#set + 1] = c[1]
+      set[#set + 1] = cmsgpack.pack(c[2], now)
+      longest = math.max(longest, c[3])
+    end
+  end
+  if #del > 0 then
+    redis.call('HDEL', key, unpack(del))
+  end
+  if #set > 0 then
+    redis.call('HSET', key, unpack(set))
+    local ms = math.ceil(longest * 1000) + 1
+    if redis.call('PTTL', key) < ms then
+      redis.call('PEXPIRE', key, ms)
+    end
+  end
 end
 
 local function remaining(level, limit)

@@ -1,66 +1,65 @@
 -- Check and charge GCRA limits and concurrency slots, and check bans: all or none.
--- KEYS: n counters, m slot sorted sets, then ban keys.
--- ARGV: n, m, lease, slot_retry, and one space-separated string of
---       limit window cost shadow per counter, then limit ttl shadow per slot
---       (one string: encoding dozens of arguments costs the client more than
---       the script costs Redis).
--- Returns {allowed, retry_after, banned, (remaining, reset, admitted) per counter,
--- (held, admitted) per slot}; fractions travel as strings because Redis
--- truncates Lua numbers to integers.
+-- KEYS: the tag's counter hash, m slot sorted sets, then ban keys.
+-- ARGV: lease, slot_retry, then JSON arrays (decoded in C, where parsing
+--       text in Lua would cost more than the rest of the script):
+--       limit window shadow per counter, cost per counter, limit ttl
+--       shadow per slot; then the n counter fields.
+-- Returns the verdict as JSON (the fields of store.base.Verdict), which the
+-- client decodes in one call; a Lua table reply would truncate fractions.
 local now = clock()
-local n, m, lease, slot_retry = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local spec = {}
-for v in string.gmatch(ARGV[5], '%S+') do
-  spec[#spec + 1] = v
+local lease, slot_retry = ARGV[1], tonumber(ARGV[2])
+local spec, costs, slot_spec = cjson.decode(ARGV[3]), cjson.decode(ARGV[4]), cjson.decode(ARGV[5])
+local n, m = #costs, #slot_spec / 3
+local values = {}
+if n > 0 then
+  values = redis.call('HMGET', KEYS[1], unpack(ARGV, 6, 5 + n))
 end
 local levels, fits, retry = {}, {}, 0
 for i = 1, n do
-  local a = 4 * (i - 1)
-  local limit, window, cost = tonumber(spec[a + 1]), tonumber(spec[a + 2]), tonumber(spec[a + 3])
-  levels[i] = drained(KEYS[i], limit, window, now)
-  local w = wait(levels[i], cost, limit, window)
+  local a = 3 * (i - 1)
+  local limit, window = spec[a + 1], spec[a + 2]
+  levels[i] = drained(values[i], limit, window, now)
+  local w = wait(levels[i], costs[i], limit, window)
   fits[i] = w == 0
-  if spec[a + 4] == '0' then
+  if spec[a + 3] == 0 then
     retry = math.max(retry, w)
   end
 end
 
 local held = {}
 for j = 1, m do
-  local key, a = KEYS[n + j], 4 * n + 3 * (j - 1)
+  local key, a = KEYS[1 + j], 3 * (j - 1)
   -- a lease's score is its expiry: expired leases (a crashed instance's) go first
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   held[j] = redis.call('ZCARD', key)
-  if spec[a + 3] == '0' and held[j] >= tonumber(spec[a + 1]) then
+  if slot_spec[a + 3] == 0 and held[j] >= slot_spec[a + 1] then
     retry = math.max(retry, slot_retry)
   end
 end
 
 local banned = 0
-for i = n + m + 1, #KEYS do
+for i = m + 2, #KEYS do
   banned = math.max(banned, redis.call('PTTL', KEYS[i]) / 1000)
 end
 
 local allowed = retry == 0 and banned <= 0
-local out = {0, string.format('%.17g', math.max(retry, banned)), string.format('%.17g', banned)}
-if allowed then
-  out[1], out[2] = 1, '0'
-end
+local states, changes = {}, {}
 for i = 1, n do
-  local a = 4 * (i - 1)
-  local limit, window, cost = tonumber(spec[a + 1]), tonumber(spec[a + 2]), tonumber(spec[a + 3])
+  local a = 3 * (i - 1)
+  local limit, window, cost = spec[a + 1], spec[a + 2], costs[i]
   local level = levels[i]
   if allowed and cost ~= 0 and fits[i] then
     level = level + cost
-    store(KEYS[i], level, limit, window, now)
+    changes[#changes + 1] = {ARGV[5 + i], level, lifetime(level, limit, window)}
   end
-  out[#out + 1] = remaining(level, limit)
-  out[#out + 1] = string.format('%.17g', reset(level, limit, window))
-  out[#out + 1] = fits[i] and 1 or 0
+  states[i] = string.format('{"remaining":%d,"reset":%.17g,"admitted":%s}',
+    remaining(level, limit), reset(level, limit, window), fits[i] and 'true' or 'false')
 end
+write(KEYS[1], changes, now)
+local held_out = {}
 for j = 1, m do
-  local key, a = KEYS[n + j], 4 * n + 3 * (j - 1)
-  local limit, ttl = tonumber(spec[a + 1]), tonumber(spec[a + 2])
+  local key, a = KEYS[1 + j], 3 * (j - 1)
+  local limit, ttl = slot_spec[a + 1], slot_spec[a + 2]
   local room = held[j] < limit
   if allowed and room then
     redis.call('ZADD', key, now + ttl, lease)
@@ -69,7 +68,12 @@ for j = 1, m do
       redis.call('PEXPIRE', key, math.ceil(ttl * 1000) + 1000)
     end
   end
-  out[#out + 1] = held[j]
-  out[#out + 1] = room and 1 or 0
+  held_out[j] = string.format('{"held":%d,"admitted":%s}', held[j], room and 'true' or 'false')
 end
-return out
+local wait_for = 0
+if not allowed then
+  wait_for = math.max(retry, banned)
+end
+return string.format('{"allowed":%s,"retry_after":%.17g,"banned":%.17g,"states":[',
+    allowed and 'true' or 'false', wait_for, banned)
+  .. table.concat(states, ',') .. '],"slots":[' .. table.concat(held_out, ',') .. ']}'

@@ -1,0 +1,244 @@
+"""A pipelined Redis connection for the calls every limited request makes.
+
+redis-py spends about a hundred microseconds of CPU on one command (its
+retry wrapper, a pool checkout, a health check, packing in Python, a
+stream reader). The limit calls (`hit`, `settle`, `renew`) are tiny Lua
+scripts on one hash tag, so the store sends them over a `Lane` instead:
+one connection per server, commands packed by hiredis and written without
+waiting for earlier replies, replies parsed by hiredis and matched to
+their callers in order. Commands issued in one turn of the event loop
+leave in one write.
+
+    lane = Lane(address, LaneAuth(password="..."), tls=None, connect_timeout=1, timeout=1)
+    reply = await lane.call("EVALSHA", sha, 1, "lunos:{acct:a}:limit:rpm", ...)
+
+Failures: a call that cannot connect raises `ConnectionError`; when the
+oldest reply is `timeout` seconds late, the connection is dropped and
+every call in flight on it raises `TimeoutError` (their commands may have
+run, so nothing is retried: a retried `hit` would charge twice); a
+connection the server closes fails its calls with `ConnectionError`. The
+next call connects again, asking `address` where to (Sentinel: the
+current master). Error replies are returned, not raised, as
+`hiredis.ReplyError`, for the store to interpret (NOSCRIPT, MOVED, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import hiredis
+
+__all__ = ["Lane", "LaneAuth", "ReplyError"]
+
+ReplyError = hiredis.ReplyError
+
+Address = Callable[[], Awaitable[tuple[str, int]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LaneAuth:
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+
+
+class _Connection(asyncio.Protocol):
+    """One socket; `pending` holds (future, deadline) per command sent, in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop, self.timeout = loop, timeout
+        self.reader = hiredis.Reader()
+        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.out: list[bytes] = []
+        self.closed = False
+        self._watch: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        reader, pending = self.reader, self.pending
+        try:
+            reader.feed(data)
+            while (reply := reader.gets()) is not False:
+                future, _ = pending.popleft()
+                if not future.done():  # a caller that gave up has a cancelled future
+                    future.set_result(reply)
+        except (hiredis.ProtocolError, IndexError) as e:
+            # Bytes that are not RESP, or a reply nobody asked for: nothing
+            # after this point can be matched to its caller.
+            self.abort(ConnectionError(f"redis: unreadable reply ({type(e).__name__})"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.abort(ConnectionError("redis: connection closed"))
+
+    # -- use -----------------------------------------------------------------
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self.loop.create_future()
+        if self.closed:
+            future.set_exception(ConnectionError("redis: connection closed"))
+            return future
+        if not self.out:
+            self.loop.call_soon(self.flush)
+        self.out.append(command)
+        self.pending.append((future, self.loop.time() + self.timeout))
+        if self._watch is None:
+            self._watch = self.loop.call_at(self.pending[0][1], self._check)
+        return future
+
+    def flush(self) -> None:
+        if self.out and self.transport is not None and not self.closed:
+            self.transport.write(b"".join(self.out) if len(self.out) > 1 else self.out[0])
+        self.out.clear()
+
+    def _check(self) -> None:
+        self._watch = None
+        if not self.pending or self.closed:
+            return
+        deadline = self.pending[0][1]
+        if self.loop.time() >= deadline:
+            self.abort(TimeoutError(f"redis: no reply within {self.timeout} s"))
+        else:
+            self._watch = self.loop.call_at(deadline, self._check)
+
+    def abort(self, error: Exception) -> None:
+        """Drop the socket and fail every call waiting on it with `error`."""
+        self.closed = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        if self.transport is not None:
+            self.transport.abort()
+        while self.pending:
+            future, _ = self.pending.popleft()
+            if not future.done():
+                future.set_exception(error)
+        self.out.clear()
+
+
+class Lane:
+    """Pipelined calls to one Redis server (see the module docstring)."""
+
+    def __init__(
+        self,
+        address: Address,
+        auth: LaneAuth,
+        *,
+        tls: ssl.SSLContext | None,
+        connect_timeout: float,
+        timeout: float,
+    ) -> None:
+        self._address, self._auth, self._tls = address, auth, tls
+        self._connect_timeout, self._timeout = connect_timeout, timeout
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Future[_Connection] | None = None
+
+    async def call(self, *args: Any) -> Any:
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connected()
+        return await conn.send(hiredis.pack_command(args))
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    def send(self, *args: Any) -> asyncio.Future[Any]:
+        """`call` on a connected lane (see `connected`), without a coroutine:
+        the reply's future, for a caller that does not wait for it."""
+        assert self._conn is not None
+        return self._conn.send(hiredis.pack_command(args))
+
+    def reset(self) -> None:
+        """Drop the connection (the server turned replica, say); the next call reconnects."""
+        if self._conn is not None:
+            self._conn.abort(ConnectionError("redis: connection reset"))
+            self._conn = None
+
+    async def close(self) -> None:
+        """Wait (up to `timeout`) for the calls in flight, then drop the connection."""
+        conn, self._conn = self._conn, None
+        if conn is None or conn.closed:
+            return
+        conn.flush()
+        waiting = [future for future, _ in conn.pending]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self._timeout)
+        conn.abort(ConnectionError("redis: connection closed by the store"))
+
+    async def _connected(self) -> _Connection:
+        # Concurrent callers share one attempt.
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+            self._connecting.add_done_callback(self._connect_done)
+        return await asyncio.shield(self._connecting)
+
+    def _connect_done(self, attempt: asyncio.Future[_Connection]) -> None:
+        self._connecting = None
+        if not attempt.cancelled() and attempt.exception() is None:
+            self._conn = attempt.result()
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                host, port = await self._address()
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop, self._timeout),
+                    host,
+                    port,
+                    ssl=self._tls,
+                    server_hostname=host if self._tls is not None else None,
+                )
+                try:
+                    await self._handshake(conn)
+                except BaseException:
+                    conn.abort(ConnectionError("redis: handshake failed"))
+                    raise
+        except TimeoutError as e:
+            raise ConnectionError(f"redis: no connection within {self._connect_timeout} s") from e
+        return conn
+
+    async def _handshake(self, conn: _Connection) -> None:
+        auth = self._auth
+        replies = []
+        if auth.password is not None:
+            user = () if auth.username is None else (auth.username,)
+            replies.append(conn.send(hiredis.pack_command(("AUTH", *user, auth.password))))
+        if auth.db:
+            select: tuple[Any, ...] = ("SELECT", auth.db)
+            replies.append(conn.send(hiredis.pack_command(select)))
+        for reply in replies:
+            if isinstance(await reply, ReplyError):
+                # The reply can name the user; never the password.
+                raise ConnectionError(f"redis: {str(await reply).split(' ', 1)[0]} at connect")
+
+
+def tls_context(
+    *,
+    ca_certs: str | None,
+    cert_reqs: str,
+    check_hostname: bool,
+    certfile: str | None,
+    keyfile: str | None,
+) -> ssl.SSLContext:
+    """The same context redis-py builds from the same options."""
+    context = ssl.create_default_context()
+    context.check_hostname = check_hostname and cert_reqs != "none"
+    context.verify_mode = {
+        "required": ssl.CERT_REQUIRED,
+        "optional": ssl.CERT_OPTIONAL,
+        "none": ssl.CERT_NONE,
+    }[cert_reqs]
+    if certfile or keyfile:
+        context.load_cert_chain(certfile=certfile or "", keyfile=keyfile)
+    if ca_certs:
+        context.load_verify_locations(cafile=ca_certs)
+    return context
