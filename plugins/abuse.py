@@ -12,10 +12,12 @@ algorithm and the worst-case overshoot.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import os
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -25,7 +27,7 @@ from lunos_proxy.errors import BadRequest, BodyTooLarge
 from lunos_proxy.exchange import Exchange, exchange_of
 from lunos_proxy.limits.addresses import AddressRules
 from lunos_proxy.limits.anomaly import AnomalyDetector, AnomalyRules
-from lunos_proxy.limits.failover import failover_for
+from lunos_proxy.limits.failover import Failover, failover_for
 from lunos_proxy.limits.guard import (
     AddressGuardImpl,
     AuthFailureRules,
@@ -34,7 +36,7 @@ from lunos_proxy.limits.guard import (
     too_many,
 )
 from lunos_proxy.limits.headers import rate_limit_headers
-from lunos_proxy.limits.plans import Charge, Plan, ScopeLimits, Tokens
+from lunos_proxy.limits.plans import Charge, Plan, ScopeLimits, Shape, Tokens
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
 from lunos_proxy.store import Slot, Store, StoreError, Verdict
@@ -42,6 +44,9 @@ from lunos_proxy.store import Slot, Store, StoreError, Verdict
 __all__ = ["Abuse"]
 
 log = logging.getLogger("lunos.abuse")
+
+# Shapes (limits of one key, model and stream flag) kept before starting over.
+_SHAPES = 10_000
 
 # Endpoints whose answer has no output tokens to reserve.
 _NO_OUTPUT = frozenset({"embeddings", "messages/count_tokens", "models"})
@@ -101,7 +106,11 @@ class Abuse(Plugin):
         self.guard = AddressGuardImpl(s.addresses, s.auth_failures, self.bans, self.failover,
                                       metrics)
         self.anomaly = AnomalyDetector(s.anomaly)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.leases = _Leases(self.failover, s.concurrency_ttl / 3)
+        self._shapes: dict[tuple[Any, ...], Shape] = {}
+        # Lease ids: unique to this process (random prefix), then counted.
+        self._lease_prefix = os.urandom(6).hex() + "-"
+        self._leases_taken = itertools.count()
         services.shared[ADDRESS_GUARD] = self.guard
 
     async def start(self) -> None:
@@ -115,8 +124,7 @@ class Abuse(Plugin):
                         extra={"event": "ban_listen_failed"})
 
     async def stop(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.leases.close()
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         await self.guard.check_address(request)
@@ -138,23 +146,21 @@ class Abuse(Plugin):
             response = await handler(request)
             self._observe(exchange, _used(exchange, charge.reserved))
             return response
-        lease = os.urandom(9).hex() if charge.slots else ""
+        lease = f"{self._lease_prefix}{next(self._leases_taken):x}" if charge.slots else ""
         verdict, backend = await self.failover.hit(
             charge.tag, charge.limits, bans, charge.slots, lease
         )
         self._judge(exchange, charge, verdict, backend)
-        renewal = _Renewal(self, backend, charge.tag, charge.slots, lease)
+        if lease:
+            self.leases.hold(lease, backend, charge.tag, charge.slots)
         try:
             return await handler(request)
         finally:
-            renewal.cancel()
-            settle = asyncio.get_running_loop().create_task(
-                self._settle(exchange, charge, verdict, backend, lease)
-            )
-            self._tasks.add(settle)
-            settle.add_done_callback(self._tasks.discard)
-            # Shielded: a client that went away must still get its slot given back.
-            await asyncio.shield(settle)
+            # On every way out (a client that went away cancels the handler):
+            # the settlement is sent before this returns, and not waited for.
+            if lease:
+                self.leases.drop(lease)
+            self._settle(exchange, charge, verdict, backend, lease)
 
     # -- before ---------------------------------------------------------------
     def _check_headers(self, request: web.Request) -> None:
@@ -197,28 +203,50 @@ class Abuse(Plugin):
         return prompt + (exchange.max_tokens or t.default_max_tokens)
 
     def _charge(self, exchange: Exchange, request: web.Request) -> tuple[Charge, list[str]]:
-        s, ttl = self.settings, self.settings.concurrency_ttl
+        s = self.settings
         reserve = self._reserve(exchange)
         principal = exchange.principal
         if principal is None:
-            charge = Charge(tag=f"addr:{self.guard.address(request)}", reserved=reserve)
-            charge.add_scope("ip:", s.address, reserve, exchange.stream, ttl)
-            return charge, ["ban"]
-        charge = Charge(tag=f"acct:{principal.account_id}", reserved=reserve)
-        plan = s.plans.get(principal.plan or "") or s.plans.get(s.default_plan or "")
-        if plan is None:
-            return charge, []
+            tag = f"addr:{self.guard.address(request)}"
+            return self._shape(("ip", exchange.stream)).charge(tag, reserve), ["ban"]
+        tag = f"acct:{principal.account_id}"
+        name = principal.plan if principal.plan in s.plans else s.default_plan
+        if name is None:
+            return Charge(tag, reserved=reserve), []
         found = self.services.config.resolve_model(exchange.model)
         model = found[0] if found is not None else "unknown"  # never a client-chosen key
-        charge.add_scope(f"k:{principal.key_id}:", plan.key, reserve, exchange.stream, ttl)
-        charge.add_scope("a:", plan.account, reserve, exchange.stream, ttl)
-        charge.add_scope(f"m:{model}:", plan.account_model, reserve, False, ttl)
         a = s.anomaly
-        safe = plan.safe_tokens_per_minute
-        if a.enabled and a.throttle and safe and self.anomaly.flagged(principal.account_id):
-            charge.add_scope("a:safe:", ScopeLimits(tokens_per_minute=safe, shadow=a.shadow),
-                             reserve, False, ttl)
-        return charge, []
+        throttled = bool(
+            a.enabled and a.throttle and s.plans[name].safe_tokens_per_minute
+            and self.anomaly.flagged(principal.account_id)
+        )
+        shape = (name, principal.key_id, model, exchange.stream, throttled)
+        return self._shape(shape).charge(tag, reserve), []
+
+    def _shape(self, shape: tuple[Any, ...]) -> Shape:
+        """The limits of one kind of request, built on first use."""
+        found = self._shapes.get(shape)
+        if found is not None:
+            return found
+        s = self.settings
+        if shape[0] == "ip":
+            scopes = [("ip:", s.address, shape[1])]
+        else:
+            name, key_id, model, stream, throttled = shape
+            plan = s.plans[name]
+            scopes = [
+                (f"k:{key_id}:", plan.key, stream),
+                ("a:", plan.account, stream),
+                (f"m:{model}:", plan.account_model, False),
+            ]
+            if throttled:
+                safe = ScopeLimits(tokens_per_minute=plan.safe_tokens_per_minute,
+                                   shadow=s.anomaly.shadow)
+                scopes.append(("a:safe:", safe, False))
+        if len(self._shapes) >= _SHAPES:
+            self._shapes.clear()  # keys and models beyond the bound: start over
+        found = self._shapes[shape] = Shape(scopes, s.concurrency_ttl)
+        return found
 
     def _judge(self, exchange: Exchange, charge: Charge, verdict: Verdict, backend: Store) -> None:
         """Headers for every response, shadow counts, and the refusal if any."""
@@ -229,6 +257,8 @@ class Abuse(Plugin):
             applied = self.failover.scaled(applied)
         rate_limit_headers(exchange.wire, applied, charge.kinds, verdict.states,
                            exchange.response_headers)
+        if verdict.allowed and not charge.shadowed:
+            return  # every rule enforced and every one admitted: nothing to count
         refused_by, scope = "", ""
         for lim, kind, st in zip(charge.limits, charge.kinds, verdict.states, strict=True):
             if not st.admitted:
@@ -255,14 +285,14 @@ class Abuse(Plugin):
                        exchange.response_headers)
 
     # -- after ----------------------------------------------------------------
-    async def _settle(
+    def _settle(
         self, exchange: Exchange, charge: Charge, verdict: Verdict, backend: Store, lease: str
     ) -> None:
         used = _used(exchange, charge.reserved)
-        charges = charge.settlement(used, [st.admitted for st in verdict.states])
-        slots = [slot.key for slot in charge.slots]
-        if charges or slots:
-            await self.failover.settle(backend, charge.tag, charges, slots, lease)
+        charges = charge.settlement(used, verdict.states)
+        if charges or charge.slots:
+            slots = [slot.key for slot in charge.slots]
+            self.failover.settle_behind(backend, charge.tag, charges, slots, lease)
         self._observe(exchange, used)
 
     def _observe(self, exchange: Exchange, used: int) -> None:
@@ -299,30 +329,50 @@ _MESSAGES = {
 }
 
 
-class _Renewal:
-    """Keeps a long request's concurrency leases alive while it runs."""
+class _Leases:
+    """The concurrency leases of this process's requests in flight, kept alive together.
 
-    __slots__ = ("_backend", "_handle", "_lease", "_plugin", "_slots", "_tag", "_task")
+    One timer for all: every `every` seconds, each lease held since the
+    previous tick or longer is renewed (one store call per lease). A lease
+    is renewed within 2 x `every` of being taken or last renewed; `every`
+    is a third of the lease's ttl, so a long request keeps its slot while a
+    crashed instance's slots still come back.
+    """
 
-    def __init__(
-        self, plugin: Abuse, backend: Store, tag: str, slots: list[Slot], lease: str
-    ) -> None:
-        self._plugin, self._backend, self._tag = plugin, backend, tag
-        self._slots, self._lease = slots, lease
-        self._task: asyncio.Task[None] | None = None
-        self._handle = (
-            asyncio.get_running_loop().call_later(self._every(), self._fire) if slots else None
-        )
+    __slots__ = ("_every", "_failover", "_held", "_tasks", "_timer")
 
-    def _every(self) -> float:
-        return self._plugin.settings.concurrency_ttl / 3
+    def __init__(self, failover: Failover, every: float) -> None:
+        self._failover, self._every = failover, every
+        self._held: dict[str, tuple[Store, str, Sequence[Slot], float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def _fire(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._plugin.failover.renew(self._backend, self._tag, self._slots, self._lease)
-        )
-        self._handle = asyncio.get_running_loop().call_later(self._every(), self._fire)
+    def hold(self, lease: str, backend: Store, tag: str, slots: Sequence[Slot]) -> None:
+        loop = asyncio.get_running_loop()
+        self._held[lease] = (backend, tag, slots, loop.time())
+        if self._timer is None:
+            self._timer = loop.call_later(self._every, self._tick)
 
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
+    def drop(self, lease: str) -> None:
+        self._held.pop(lease, None)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if not self._held:
+            return  # the next hold starts the timer again
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for lease, (backend, tag, slots, since) in list(self._held.items()):
+            if since <= now - self._every:
+                self._held[lease] = (backend, tag, slots, now)
+                task = loop.create_task(self._failover.renew(backend, tag, slots, lease))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        self._timer = loop.call_later(self._every, self._tick)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -43,17 +43,20 @@ def rate_limit_headers(
     states: Sequence[LimitState],
     into: dict[str, str],
 ) -> None:
-    for kind in ("requests", "tokens"):
-        tightest: tuple[float, Limit, LimitState] | None = None
-        for lim, k, st in zip(limits, kinds, states, strict=True):
-            if k != kind or lim.shadow:
-                continue
-            ratio = st.remaining / lim.limit if lim.limit else 0.0
-            if tightest is None or ratio < tightest[0]:
-                tightest = (ratio, lim, st)
-        if tightest is None:
+    # The tightest enforced limit of each kind: the first with the lowest
+    # share remaining.
+    tightest: dict[str, tuple[float, Limit, LimitState]] = {}
+    for lim, kind, st in zip(limits, kinds, states, strict=True):
+        if lim.shadow:
             continue
-        _, lim, st = tightest
+        ratio = st.remaining / lim.limit if lim.limit else 0.0
+        found = tightest.get(kind)
+        if found is None or ratio < found[0]:
+            tightest[kind] = (ratio, lim, st)
+    for kind in ("requests", "tokens"):
+        if kind not in tightest:
+            continue
+        _, lim, st = tightest[kind]
         if wire == "anthropic":
             into[f"anthropic-ratelimit-{kind}-limit"] = str(lim.limit)
             into[f"anthropic-ratelimit-{kind}-remaining"] = str(st.remaining)

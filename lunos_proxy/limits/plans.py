@@ -18,13 +18,14 @@ account's), else `default_plan`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import msgspec
 
-from ..store import Limit, Slot
+from ..store import Limit, LimitSet, LimitState, Slot
 
-__all__ = ["Charge", "Plan", "ScopeLimits", "Tokens"]
+__all__ = ["Charge", "Plan", "ScopeLimits", "Shape", "Tokens"]
 
 _WINDOWS = (
     ("requests_per_second", "rps", 1.0, "requests"),
@@ -71,38 +72,79 @@ class Tokens(_Strict):
     bytes_per_token: float = 4.0
 
 
+class Shape:
+    """The limits and slots a plan sets for one kind of request (one key,
+    model and stream flag), built once and shared by every such request.
+
+    Only token limits cost differently per request (the reservation):
+    `limits(reserve)` gives them that cost, reusing the last tuple when the
+    reservation repeats. Request limits and slots are the same objects
+    every time, so the store can reuse what it derives from them.
+    """
+
+    __slots__ = ("_last", "_reserve", "kinds", "protos", "shadowed", "slots", "tokens")
+
+    def __init__(self, scopes: Iterable[tuple[str, ScopeLimits, bool]], ttl: float) -> None:
+        protos: list[Limit] = []
+        kinds: list[str] = []
+        slots: list[Slot] = []
+        for prefix, scope, stream in scopes:
+            for attr, short, window, kind in _WINDOWS:
+                limit = getattr(scope, attr)
+                if limit is not None:
+                    protos.append(Limit(f"{prefix}{short}", limit, window, 1, scope.shadow))
+                    kinds.append(kind)
+            if scope.concurrent is not None:
+                slots.append(Slot(f"{prefix}conc", scope.concurrent, ttl, scope.shadow))
+            if stream and scope.concurrent_streams is not None:
+                slots.append(
+                    Slot(f"{prefix}streams", scope.concurrent_streams, ttl, scope.shadow)
+                )
+        self.protos = LimitSet(protos, self)
+        self.kinds = tuple(kinds)  # "requests" | "tokens", per limit
+        self.slots = tuple(slots)
+        self.tokens = tuple(i for i, kind in enumerate(kinds) if kind == "tokens")
+        # Any shadow rule: the verdict's per-limit states need a closer look.
+        self.shadowed = any(lim.shadow for lim in protos) or any(s.shadow for s in slots)
+        self._reserve = 1
+        self._last = self.protos
+
+    def limits(self, reserve: int) -> LimitSet:
+        """Every limit, token limits costing `reserve`."""
+        if reserve != self._reserve:
+            out = list(self.protos)
+            for i in self.tokens:
+                p = out[i]
+                out[i] = Limit(p.key, p.limit, p.window, reserve, p.shadow)
+            self._reserve, self._last = reserve, LimitSet(out, self)
+        return self._last
+
+    def charge(self, tag: str, reserve: int) -> Charge:
+        return Charge(tag, self.limits(reserve), self.slots, self.kinds, reserve,
+                      self.tokens, self.shadowed)
+
+
 @dataclass(slots=True)
 class Charge:
     """What one request is checked and charged against, and how to settle it."""
 
     tag: str
-    limits: list[Limit] = field(default_factory=list)
-    slots: list[Slot] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)  # "requests" | "tokens", per limit
+    limits: Sequence[Limit] = ()
+    slots: Sequence[Slot] = ()
+    kinds: Sequence[str] = ()  # "requests" | "tokens", per limit
     reserved: int = 0  # tokens charged to each token limit
+    tokens: Sequence[int] = ()  # indices of the token limits
+    shadowed: bool = False  # some limit or slot is a shadow rule
 
-    def add_scope(
-        self, prefix: str, scope: ScopeLimits, reserve: int, stream: bool, ttl: float
-    ) -> None:
-        for attr, short, window, kind in _WINDOWS:
-            limit = getattr(scope, attr)
-            if limit is None:
-                continue
-            cost = 1 if kind == "requests" else reserve
-            self.limits.append(Limit(f"{prefix}{short}", limit, window, cost, scope.shadow))
-            self.kinds.append(kind)
-        if scope.concurrent is not None:
-            self.slots.append(Slot(f"{prefix}conc", scope.concurrent, ttl, scope.shadow))
-        if stream and scope.concurrent_streams is not None:
-            self.slots.append(Slot(f"{prefix}streams", scope.concurrent_streams, ttl, scope.shadow))
-
-    def settlement(self, used: int, admitted: list[bool]) -> list[Limit]:
-        """Charges that turn each token reservation into `used` tokens."""
+    def settlement(self, used: int, states: Sequence[LimitState]) -> list[Limit]:
+        """Charges that turn each token reservation into `used` tokens (of
+        the token limits that took it: admitted, with a cost)."""
         delta = used - self.reserved
         if delta == 0:
             return []
+        limits = self.limits
         return [
             Limit(lim.key, lim.limit, lim.window, delta)
-            for lim, kind, ok in zip(self.limits, self.kinds, admitted, strict=True)
-            if kind == "tokens" and ok and lim.cost
+            for i in self.tokens
+            if (lim := limits[i]).cost and states[i].admitted
         ]
