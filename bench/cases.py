@@ -123,33 +123,60 @@ def logger_stream(upstream: str, scratch: Path) -> dict[str, Any]:
     return lunos_config(upstream, scratch, [{"name": "request_id"}, {"name": "logger"}])
 
 
+_BENCH_SECRETS = {"hash_secret": "bench-hash-secret-0123456789abcdef-0123456789",
+                  "encryption_keys": "k1:" + "A" * 43}
+
+
+def _auth_pipeline() -> list[dict[str, Any]]:
+    from lunos_proxy.config import SecretsConfig
+    from lunos_proxy.crypto import load_secrets
+
+    key_hash = load_secrets(SecretsConfig(**_BENCH_SECRETS)).key_hash("sk-bench")
+    return [
+        {"name": "request_id"},
+        {"name": "auth", "settings": {"static_keys": [
+            {"hash": key_hash, "prefix": "sk-bench", "account": "bench", "name": "bench"}]}},
+    ]
+
+
+def _limits_pipeline() -> list[dict[str, Any]]:
+    big = 1_000_000_000  # every limit is checked and charged; none refuses
+    scope = {"requests_per_second": big, "requests_per_minute": big, "requests_per_day": big,
+             "tokens_per_minute": big, "tokens_per_day": big, "concurrent": 10_000}
+    return [*_auth_pipeline(), {"name": "abuse", "settings": {
+        "plans": {"bench": {"key": scope, "account": scope, "account_model": scope}},
+        "default_plan": "bench",
+        "on_store_failure": "fail_closed",  # a store problem shows as errors, never hidden
+    }}]
+
+
+@case("auth", stream=False, about="request_id + auth with a static key (compare with plain)")
+def auth_only(upstream: str, scratch: Path) -> dict[str, Any]:
+    cfg = lunos_config(upstream, scratch, pipeline=_auth_pipeline())
+    cfg["secrets"] = _BENCH_SECRETS
+    return cfg
+
+
+@case(
+    "memory limits",
+    stream=False,
+    about="auth + abuse with every limit of 'redis limits', on the embedded store",
+)
+def memory_limits(upstream: str, scratch: Path) -> dict[str, Any]:
+    cfg = lunos_config(upstream, scratch, pipeline=_limits_pipeline())
+    cfg["secrets"] = _BENCH_SECRETS
+    return cfg
+
+
 @case(
     "redis limits",
     stream=False,
     about="auth + abuse with key, account, account x model and concurrency limits on Redis",
 )
 def redis_limits(upstream: str, scratch: Path) -> dict[str, Any]:
-    from lunos_proxy.config import SecretsConfig
-    from lunos_proxy.crypto import load_secrets
-
-    secrets = {"hash_secret": "bench-hash-secret-0123456789abcdef-0123456789",
-               "encryption_keys": "k1:" + "A" * 43}
-    key_hash = load_secrets(SecretsConfig(**secrets)).key_hash("sk-bench")
-    big = 1_000_000_000  # every limit is checked and charged; none refuses
-    scope = {"requests_per_second": big, "requests_per_minute": big, "requests_per_day": big,
-             "tokens_per_minute": big, "tokens_per_day": big, "concurrent": 10_000}
-    cfg = lunos_config(upstream, scratch, pipeline=[
-        {"name": "request_id"},
-        {"name": "auth", "settings": {"static_keys": [
-            {"hash": key_hash, "prefix": "sk-bench", "account": "bench", "name": "bench"}]}},
-        {"name": "abuse", "settings": {
-            "plans": {"bench": {"key": scope, "account": scope, "account_model": scope}},
-            "default_plan": "bench",
-            "on_store_failure": "fail_closed",  # a Redis problem shows as errors, never hidden
-        }},
-    ])
+    cfg = lunos_config(upstream, scratch, pipeline=_limits_pipeline())
     cfg["store"] = {"url": _bench_redis(scratch)}
-    cfg["secrets"] = secrets
+    cfg["secrets"] = _BENCH_SECRETS
     return cfg
 
 

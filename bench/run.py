@@ -149,7 +149,7 @@ def py_spy(pid: int, out: Path | None, seconds: float, core: int | None) -> Iter
         return
     exe = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
     fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(out.suffix, "raw")
-    cmd = [exe, "record", "-p", str(pid), "-d", str(max(1, int(seconds))),
+    cmd = [exe, "record", "-r", "400", "-p", str(pid), "-d", str(max(1, int(seconds))),
            "-f", fmt, "-o", str(out)]  # fmt: skip
     try:
         spy = subprocess.Popen(
