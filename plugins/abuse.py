@@ -256,7 +256,7 @@ class Abuse(Plugin):
         if backend is self.failover.local:
             applied = self.failover.scaled(applied)
         rate_limit_headers(exchange.wire, applied, charge.kinds, verdict.states,
-                           exchange.response_headers)
+                           exchange.response_headers, charge.enforced)
         if verdict.allowed and not charge.shadowed:
             return  # every rule enforced and every one admitted: nothing to count
         refused_by, scope = "", ""

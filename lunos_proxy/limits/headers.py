@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from ..store import Limit, LimitState
 
-__all__ = ["go_duration", "rate_limit_headers"]
+__all__ = ["enforced", "go_duration", "rate_limit_headers"]
 
 
 def go_duration(seconds: float) -> str:
@@ -36,27 +36,35 @@ def _instant(seconds: float) -> str:
     return datetime.fromtimestamp(time.time() + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def enforced(limits: Sequence[Limit], kinds: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+    """Positions of the enforced (not shadow) limits of each kind: requests, tokens."""
+    return tuple(
+        tuple(i for i, (lim, k) in enumerate(zip(limits, kinds, strict=True))
+              if k == kind and not lim.shadow)
+        for kind in _KINDS
+    )
+
+
 def rate_limit_headers(
     wire: str,
     limits: Sequence[Limit],
     kinds: Sequence[str],
     states: Sequence[LimitState],
     into: dict[str, str],
+    positions: tuple[tuple[int, ...], ...] | None = None,
 ) -> None:
-    # The tightest enforced limit of each kind: the first with the lowest
-    # share remaining.
-    tightest: dict[str, tuple[float, Limit, LimitState]] = {}
-    for lim, kind, st in zip(limits, kinds, states, strict=True):
-        if lim.shadow:
+    """`positions`: `enforced(limits, kinds)`, when the caller keeps it."""
+    for kind, found in zip(_KINDS, positions or enforced(limits, kinds), strict=True):
+        if not found:
             continue
-        ratio = st.remaining / lim.limit if lim.limit else 0.0
-        found = tightest.get(kind)
-        if found is None or ratio < found[0]:
-            tightest[kind] = (ratio, lim, st)
-    for kind in ("requests", "tokens"):
-        if kind not in tightest:
-            continue
-        _, lim, st = tightest[kind]
+        # The first with the lowest share remaining.
+        best, least = found[0], 2.0
+        for i in found:
+            most = limits[i].limit
+            ratio = states[i].remaining / most if most else 0.0
+            if ratio < least:
+                best, least = i, ratio
+        lim, st = limits[best], states[best]
         if wire == "anthropic":
             into[f"anthropic-ratelimit-{kind}-limit"] = str(lim.limit)
             into[f"anthropic-ratelimit-{kind}-remaining"] = str(st.remaining)
@@ -65,3 +73,6 @@ def rate_limit_headers(
             into[f"x-ratelimit-limit-{kind}"] = str(lim.limit)
             into[f"x-ratelimit-remaining-{kind}"] = str(st.remaining)
             into[f"x-ratelimit-reset-{kind}"] = go_duration(st.reset)
+
+
+_KINDS = ("requests", "tokens")

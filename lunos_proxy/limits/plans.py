@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import msgspec
 
 from ..store import Limit, LimitSet, LimitState, Slot
+from .headers import enforced
 
 __all__ = ["Charge", "Plan", "ScopeLimits", "Shape", "Tokens"]
 
@@ -82,7 +83,9 @@ class Shape:
     every time, so the store can reuse what it derives from them.
     """
 
-    __slots__ = ("_last", "_reserve", "kinds", "protos", "shadowed", "slots", "tokens")
+    __slots__ = (
+        "_last", "_reserve", "enforced", "kinds", "protos", "shadowed", "slots", "tokens"
+    )
 
     def __init__(self, scopes: Iterable[tuple[str, ScopeLimits, bool]], ttl: float) -> None:
         protos: list[Limit] = []
@@ -104,6 +107,7 @@ class Shape:
         self.kinds = tuple(kinds)  # "requests" | "tokens", per limit
         self.slots = tuple(slots)
         self.tokens = tuple(i for i, kind in enumerate(kinds) if kind == "tokens")
+        self.enforced = enforced(protos, kinds)  # for the rate-limit headers
         # Any shadow rule: the verdict's per-limit states need a closer look.
         self.shadowed = any(lim.shadow for lim in protos) or any(s.shadow for s in slots)
         self._reserve = 1
@@ -121,7 +125,7 @@ class Shape:
 
     def charge(self, tag: str, reserve: int) -> Charge:
         return Charge(tag, self.limits(reserve), self.slots, self.kinds, reserve,
-                      self.tokens, self.shadowed)
+                      self.tokens, self.shadowed, self.enforced)
 
 
 @dataclass(slots=True)
@@ -135,6 +139,7 @@ class Charge:
     reserved: int = 0  # tokens charged to each token limit
     tokens: Sequence[int] = ()  # indices of the token limits
     shadowed: bool = False  # some limit or slot is a shadow rule
+    enforced: tuple[tuple[int, ...], ...] | None = None  # headers.enforced(limits, kinds)
 
     def settlement(self, used: int, states: Sequence[LimitState]) -> list[Limit]:
         """Charges that turn each token reservation into `used` tokens (of

@@ -194,8 +194,7 @@ class RedisStore(Store):
         self._ledger_decoder = msgspec.json.Decoder(_Ledger)
         self._event_decoder = msgspec.json.Decoder(UsageEvent)
         self._verdict = msgspec.json.Decoder(Verdict).decode
-        # family -> limits spec, counter fields, the slots and their spec
-        self._families: dict[object, tuple[bytes, list[str], Sequence[Slot], bytes]] = {}
+        self._families: dict[object, _Known] = {}  # LimitSet.family -> what it shares
         self._behind: dict[str, _Batch] = {}  # settlements waiting for the loop's turn to end
         self._settling: set[asyncio.Task[None]] = set()
 
@@ -307,22 +306,28 @@ class RedisStore(Store):
     ) -> Verdict:
         if not limits and not bans and not slots:
             return Verdict(allowed=True, retry_after=0.0, states=[])
-        base = self._tagged(tag)
-        keys = [f"{base}limits"]
-        keys += [f"{base}slots:{slot.key}" for slot in slots]
-        keys += [f"{base}ban:{s}" for s in bans]
-        # The unchanging parts of a LimitSet's limits are encoded once per family.
+        # What a LimitSet's family shares (the encoded limits and slots, the
+        # keys of a tag) is made once; a repeated LimitSet reuses its costs.
         family = getattr(limits, "family", None)
         known = None if family is None else self._families.get(family)
-        if known is None or known[2] is not slots:
-            known = (*_static(limits), slots, _slot_spec(slots))
+        if known is None or known.slots is not slots:
+            known = _Known(limits, slots)
             if family is not None:
                 if len(self._families) >= _FAMILIES:
                     self._families.clear()
                 self._families[family] = known
-        spec, fields, _, slot_spec = known
-        costs = _json([lim.cost for lim in limits])
-        args = [lease, SLOT_RETRY, spec, costs, slot_spec, *fields]
+        keys = known.keys.get(tag)
+        if keys is None:
+            base = self._tagged(tag)
+            keys = [f"{base}limits", *(f"{base}slots:{slot.key}" for slot in slots)]
+            if len(known.keys) < _FAMILIES:
+                known.keys[tag] = keys
+        if bans:
+            base = self._tagged(tag)
+            keys = [*keys, *(f"{base}ban:{s}" for s in bans)]
+        if known.last is not limits:
+            known.last, known.costs = limits, _json([lim.cost for lim in limits])
+        args = [lease, SLOT_RETRY, known.spec, known.costs, known.slot_spec]
         verdict: Verdict = self._verdict(await self._fast("hit", keys, args))
         return verdict
 
@@ -783,18 +788,22 @@ class _Batch:
         return keys, args
 
 
-def _static(limits: Sequence[Limit]) -> tuple[bytes, list[str]]:
-    """hit.lua's limit window shadow per limit, and the counter fields."""
-    spec: list[float] = []
-    for lim in limits:
-        gcra.validate(lim)
-        spec += (lim.limit, lim.window, int(lim.shadow))
-    return _json(spec), [lim.key for lim in limits]
+class _Known:
+    """What hit.lua needs of the limits and slots of one LimitSet family."""
 
+    __slots__ = ("costs", "keys", "last", "slot_spec", "slots", "spec")
 
-def _slot_spec(slots: Sequence[Slot]) -> bytes:
-    """hit.lua's limit ttl shadow per slot."""
-    return _json([x for slot in slots for x in (slot.limit, slot.ttl, int(slot.shadow))])
+    def __init__(self, limits: Sequence[Limit], slots: Sequence[Slot]) -> None:
+        spec: list[str | float] = []
+        for lim in limits:
+            gcra.validate(lim)
+            spec += (lim.key, lim.limit, lim.window, int(lim.shadow))
+        self.spec = _json(spec)  # field limit window shadow per limit
+        self.slots = slots
+        self.slot_spec = _json([x for s in slots for x in (s.limit, s.ttl, int(s.shadow))])
+        self.keys: dict[str, list[str]] = {}  # tag -> counter hash and slot keys
+        self.last: Sequence[Limit] | None = None  # the limits `costs` was made from
+        self.costs = b""
 
 
 # msgspec writes floats in their shortest exact form, which Lua's cjson reads back exactly.

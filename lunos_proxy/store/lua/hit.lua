@@ -2,8 +2,8 @@
 -- KEYS: the tag's counter hash, m slot sorted sets, then ban keys.
 -- ARGV: lease, slot_retry, then JSON arrays (decoded in C, where parsing
 --       text in Lua would cost more than the rest of the script):
---       limit window shadow per counter, cost per counter, limit ttl
---       shadow per slot; then the n counter fields.
+--       field limit window shadow per counter, cost per counter, and
+--       limit ttl shadow per slot.
 -- Returns the verdict as JSON (the fields of store.base.Verdict), which the
 -- client decodes in one call; a Lua table reply would truncate fractions.
 local now = clock()
@@ -12,16 +12,20 @@ local spec, costs, slot_spec = cjson.decode(ARGV[3]), cjson.decode(ARGV[4]), cjs
 local n, m = #costs, #slot_spec / 3
 local values = {}
 if n > 0 then
-  values = redis.call('HMGET', KEYS[1], unpack(ARGV, 6, 5 + n))
+  local fields = {}
+  for i = 1, n do
+    fields[i] = spec[4 * i - 3]
+  end
+  values = redis.call('HMGET', KEYS[1], unpack(fields))
 end
 local levels, fits, retry = {}, {}, 0
 for i = 1, n do
-  local a = 3 * (i - 1)
-  local limit, window = spec[a + 1], spec[a + 2]
+  local a = 4 * (i - 1)
+  local limit, window = spec[a + 2], spec[a + 3]
   levels[i] = drained(values[i], limit, window, now)
   local w = wait(levels[i], costs[i], limit, window)
   fits[i] = w == 0
-  if spec[a + 3] == 0 then
+  if spec[a + 4] == 0 then
     retry = math.max(retry, w)
   end
 end
@@ -45,12 +49,12 @@ end
 local allowed = retry == 0 and banned <= 0
 local states, changes = {}, {}
 for i = 1, n do
-  local a = 3 * (i - 1)
-  local limit, window, cost = spec[a + 1], spec[a + 2], costs[i]
+  local a = 4 * (i - 1)
+  local limit, window, cost = spec[a + 2], spec[a + 3], costs[i]
   local level = levels[i]
   if allowed and cost ~= 0 and fits[i] then
     level = level + cost
-    changes[#changes + 1] = {ARGV[5 + i], level, lifetime(level, limit, window)}
+    changes[#changes + 1] = {spec[a + 1], level, lifetime(level, limit, window)}
   end
   states[i] = string.format('{"remaining":%d,"reset":%.17g,"admitted":%s}',
     remaining(level, limit), reset(level, limit, window), fits[i] and 'true' or 'false')
