@@ -168,6 +168,7 @@ class RedisStore(Store):
         # arrive concurrently and each triggers the topology discovery, so
         # the store discovers it once, alone, before anything else.
         self._discovered = not self._cluster
+        self._stale = False  # a lane to a Cluster node failed: read the slot map again
         self._discovery = asyncio.Lock()
         self._subscriber = Subscriber(self._client.pubsub, self.options.timeout)
         # The limit calls go over pipelined lanes (redis_lane): one per server.
@@ -209,9 +210,12 @@ class RedisStore(Store):
 
     async def _discover(self) -> None:
         async with self._discovery:
-            if not self._discovered and isinstance(self._client, RedisCluster):
-                await self._client.initialize()
-            self._discovered = True
+            if isinstance(self._client, RedisCluster):
+                if not self._discovered:
+                    await self._client.initialize()
+                elif self._stale:
+                    await self._client.nodes_manager.initialize()
+            self._discovered, self._stale = True, False
 
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
         run = self._scripts[script]
@@ -221,13 +225,16 @@ class RedisStore(Store):
         """`_run` for the limit calls: over a lane, without a connection slot."""
         run = self._scripts[script]
         try:
-            if not self._discovered:
+            if not self._discovered or self._stale:
                 await self._discover()
             lane = self._lane(keys[0])
             reply = await lane.call("EVALSHA", run.sha, len(keys), *keys, *args)
             if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
                 reply = await lane.call("EVAL", run.source, len(keys), *keys, *args)
         except _ERRORS as e:
+            # A node that fails may have failed over: read the slot map again
+            # before the next call (redis-py does the same for its own calls).
+            self._stale = self._cluster
             raise StoreError(f"redis: {type(e).__name__}: {e}") from e
         if not isinstance(reply, ReplyError):
             return reply
@@ -245,7 +252,7 @@ class RedisStore(Store):
 
     def _ready_lane(self, key: str) -> Lane | None:
         """The key's lane if it is connected now, else None."""
-        if not self._discovered:
+        if not self._discovered or self._stale:
             return None
         try:
             lane = self._lane(key)

@@ -303,3 +303,50 @@ async def test_limit_sets_of_one_family_may_come_with_other_slots(
     assert await raw.zrange("lunos:{acct-1}:slots:b", 0, -1) == [b"y"]
     state = (await store.hit("acct-1", [Limit("rpm", 100, 60, cost=0)])).states[0]
     assert state.remaining == 97  # 1 + 2 taken: the cost is each call's own
+
+
+async def test_limit_calls_follow_a_slot_that_moved_to_another_cluster_node() -> None:
+    from redis.crc import key_slot
+
+    from tests.redis_servers import RedisCluster
+
+    cluster = RedisCluster().start()
+    store = RedisStore(cluster.url, timeout=1.0, connect_timeout=1.0)
+    try:
+        limit = Limit("rpd", 100, 86_400)
+        assert (await store.hit("acct-9", [limit])).states[0].remaining == 99
+        key = "lunos:{acct-9}:limits"
+        slot = key_slot(key.encode())
+        ids = {n.port: n.command("CLUSTER", "MYID").decode().strip().strip('$').split()[-1]
+               for n in cluster.nodes}
+        owner = next(n for n in cluster.nodes if n.command("EXISTS", key).startswith(b":1"))
+        target = next(n for n in cluster.nodes if n is not owner)
+        # Move the slot and its key, as `redis-cli --cluster reshard` would.
+        target.command("CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[owner.port])
+        owner.command("CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[target.port])
+        owner.command("MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", key)
+        for node in cluster.nodes:
+            node.command("CLUSTER", "SETSLOT", str(slot), "NODE", ids[target.port])
+        # The lane still points at the old node: MOVED, then the call is made
+        # where the slot is now, and the counter carried on there.
+        assert (await store.hit("acct-9", [limit])).states[0].remaining == 98
+        for node in (owner, target):
+            node.command("CONFIG", "RESETSTAT")
+        assert (await store.hit("acct-9", [limit])).states[0].remaining == 97
+        # ...and the next goes straight to the new node: the old one sees nothing.
+        assert b"cmdstat_evalsha:calls=1," in target.command("INFO", "commandstats")
+        assert b"cmdstat_evalsha" not in owner.command("INFO", "commandstats")
+        # A node that goes away: the call fails, and the slot map is read
+        # again before the next one.
+        target.stop()
+        with pytest.raises(StoreError):
+            await store.hit("acct-9", [limit])
+        assert store._stale
+        target.start()
+        await eventually(lambda: b"cluster_state:ok" in target.command("CLUSTER", "INFO"))
+        # (it kept nothing on disk: its counter starts again)
+        assert (await store.hit("acct-9", [limit])).states[0].remaining == 99
+        assert not store._stale
+    finally:
+        await store.close()
+        cluster.stop()
