@@ -108,6 +108,9 @@ def start_lunos(
     cfg = deep_merge(cfg, {"server": {"host": HOST, "port": port, "admin_port": admin_port}})
     config = OUT / f"lunos-{slug(case.name)}.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # Every start begins with an empty embedded store: what an earlier case
+    # kept there (the meter's usage events) would be loaded and measured too.
+    (OUT / "lunos-store.json").unlink(missing_ok=True)
     cmd = pinned(lunos_command(config, port, admin_port), core)
     # `python -m` imports lunos_proxy and plugins from the working directory first.
     return start(f"lunos-{slug(case.name)}", cmd, port, case.stream, timeout, cwd=src)
