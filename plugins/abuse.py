@@ -208,7 +208,8 @@ class Abuse(Plugin):
         principal = exchange.principal
         if principal is None:
             tag = f"addr:{self.guard.address(request)}"
-            return self._shape(("ip", exchange.stream)).charge(tag, reserve), ["ban"]
+            # (None, stream): no plan is named None, so no principal's shape is this
+            return self._shape((None, exchange.stream)).charge(tag, reserve), ["ban"]
         tag = f"acct:{principal.account_id}"
         name = principal.plan if principal.plan in s.plans else s.default_plan
         if name is None:
@@ -229,7 +230,7 @@ class Abuse(Plugin):
         if found is not None:
             return found
         s = self.settings
-        if shape[0] == "ip":
+        if shape[0] is None:  # a request with no principal: the address scope
             scopes = [("ip:", s.address, shape[1])]
         else:
             name, key_id, model, stream, throttled = shape

@@ -164,6 +164,19 @@ async def test_unauthenticated_traffic_is_limited_per_address(
     assert statuses == [200, 200, 429]
 
 
+async def test_a_plan_may_have_any_name_and_address_limits_stay_apart(
+    provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    settings = {"plans": {"ip": {"key": {"requests_per_minute": 1}}}, "default_plan": "ip",
+                "address": {"requests_per_minute": 2}}
+    gw = await make_gateway(abuse_config(provider.base_url, settings))
+    async with aiohttp.ClientSession() as s:
+        keyed = [(await post(s, gw, key="a1.k1"))[0] for _ in range(2)]
+        anonymous = [(await post(s, gw, key="anonymous"))[0] for _ in range(3)]
+    assert keyed == [200, 429]
+    assert anonymous == [200, 200, 429]
+
+
 async def test_concurrency_slot_is_given_back_after_success_error_and_disconnect(
     provider: FakeProvider, make_gateway: GatewayFactory
 ) -> None:
