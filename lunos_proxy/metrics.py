@@ -79,6 +79,36 @@ def _multiproc_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
+class _LoopValue:
+    """prometheus_client's in-process value without its lock. Every metric of
+    a process is updated, and read for /metrics, on its event loop's thread
+    (the proxy's own threads, the tokenizer load and file writes, touch
+    none), so the lock guarded nothing. Timed alone: a histogram observation
+    1.00 -> 0.45 us, a counter increment 0.47 -> 0.22 us; a limited request
+    makes about nine observations and five increments."""
+
+    _multiprocess = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._value = 0.0
+        self._exemplar: Any = None
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._value = value
+
+    def set_exemplar(self, exemplar: Any) -> None:
+        self._exemplar = exemplar
+
+    def get(self) -> float:
+        return self._value
+
+    def get_exemplar(self) -> Any:
+        return self._exemplar
+
+
 class Metrics:
     """Every metric the proxy exports, on one registry per process."""
 
@@ -88,6 +118,8 @@ class Metrics:
             # prometheus_client picks its value class when first imported; a
             # worker forked after that switches to the shared files here.
             values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        elif values.ValueClass is values.MutexValue:
+            values.ValueClass = _LoopValue
         self.registry = registry or CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
