@@ -91,21 +91,11 @@ class Failover:
     def _scale(self, limit: int) -> int:
         return max(1, math.floor(limit * self.share)) if limit > 0 else 0
 
-    async def settle(
-        self, backend: Store, tag: str, charges: Sequence[Limit], slots: Sequence[str], lease: str
-    ) -> None:
-        if backend is self.local:
-            charges = self.scaled(charges)
-        try:
-            await backend.settle(tag, charges, slots, lease)
-        except StoreError as e:
-            self._down(e)
-
     def settle_behind(
         self, backend: Store, tag: str, charges: Sequence[Limit], slots: Sequence[str], lease: str
     ) -> None:
-        """`settle` without waiting for it (`Store.settle_behind`), timed and
-        counted as the store's "settle" operation."""
+        """Settle on `backend` without waiting (`Store.settle_behind`), timed
+        and counted as the store's "settle" operation."""
         if backend is self.local:
             charges = self.scaled(charges)
         started = time.perf_counter()
