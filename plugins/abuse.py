@@ -147,9 +147,19 @@ class Abuse(Plugin):
             self._observe(exchange, _used(exchange, charge.reserved))
             return response
         lease = f"{self._lease_prefix}{next(self._leases_taken):x}" if charge.slots else ""
-        verdict, backend = await self.failover.hit(
-            charge.tag, charge.limits, bans, charge.slots, lease
-        )
+        try:
+            verdict, backend = await self.failover.hit(
+                charge.tag, charge.limits, bans, charge.slots, lease
+            )
+        except asyncio.CancelledError:
+            # The client went away while the script was on its way: it may
+            # still take the lease, so give it back behind it (on the same
+            # connection, so after it). A reservation it took stays charged
+            # and drains with its window: never more admitted than allowed.
+            if lease:
+                slots = [slot.key for slot in charge.slots]
+                self.failover.settle_behind(self.failover.store, charge.tag, [], slots, lease)
+            raise
         self._judge(exchange, charge, verdict, backend)
         if lease:
             self.leases.hold(lease, backend, charge.tag, charge.slots)

@@ -202,3 +202,27 @@ async def test_failing_open_holds_each_instance_to_its_share_of_the_limit(
         answers = [await post(s, gw) for _ in range(7)]
     assert [a[0] for a in answers] == [200] * 5 + [429] * 2
     assert answers[0][1]["x-ratelimit-limit-requests"] == "5"
+
+
+async def test_a_client_gone_during_the_limit_call_does_not_keep_its_slot(
+    provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    server = RedisServer(["--enable-debug-command", "yes"]).start()
+    try:
+        gw = await make_gateway(abuse_config(provider.base_url, plan(key={"concurrent": 1}),
+                                             store=server.url, timeout=5, connect_timeout=5))
+        async with aiohttp.ClientSession() as s:
+            assert (await post(s, gw))[0] == 200  # the lane is connected
+            # Redis stalls: the next limit call waits, and its client gives up.
+            stall = asyncio.get_running_loop().run_in_executor(
+                None, server.command, "DEBUG", "SLEEP", "1")
+            await asyncio.sleep(0.2)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await post(s, gw)
+            await stall
+            # The script ran after the client left and took the lease; it was
+            # given back right behind it, so the next request has the slot.
+            assert (await post(s, gw))[0] == 200
+    finally:
+        server.remove()
