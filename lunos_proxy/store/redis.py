@@ -52,6 +52,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import RedisSSLContext
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from . import gcra
@@ -74,7 +75,7 @@ from .base import (
     Verdict,
 )
 from .redis_connect import Client, RedisOptions, connect
-from .redis_lane import Lane, ReplyError, tls_context
+from .redis_lane import Lane, ReplyError, fixed
 from .redis_pubsub import Subscriber
 
 __all__ = ["RedisStore"]
@@ -172,11 +173,12 @@ class RedisStore(Store):
         self._discovery = asyncio.Lock()
         self._subscriber = Subscriber(self._client.pubsub, self.options.timeout)
         # The limit calls go over pipelined lanes (redis_lane): one per server.
+        # Their TLS context is the one redis-py builds for its own connections.
         o = self.options
         self._tls = (
-            tls_context(ca_certs=o.ssl_ca_certs, cert_reqs=o.ssl_cert_reqs,
-                        check_hostname=o.ssl_check_hostname, certfile=o.ssl_certfile,
-                        keyfile=o.ssl_keyfile)
+            RedisSSLContext(keyfile=o.ssl_keyfile, certfile=o.ssl_certfile,
+                            cert_reqs=o.ssl_cert_reqs, ca_certs=o.ssl_ca_certs,
+                            check_hostname=o.ssl_check_hostname).get()
             if self._connected.tls
             else None
         )
@@ -206,7 +208,7 @@ class RedisStore(Store):
                     await self._discover()
                 return await call()
             except _ERRORS as e:
-                raise StoreError(f"redis: {type(e).__name__}: {e}") from e
+                raise _store_error(e) from e
 
     async def _discover(self) -> None:
         async with self._discovery:
@@ -235,7 +237,7 @@ class RedisStore(Store):
             # A node that fails may have failed over: read the slot map again
             # before the next call (redis-py does the same for its own calls).
             self._stale = self._cluster
-            raise StoreError(f"redis: {type(e).__name__}: {e}") from e
+            raise _store_error(e) from e
         if not isinstance(reply, ReplyError):
             return reply
         if self._cluster and str(reply).startswith(_REDIRECTS):
@@ -271,16 +273,10 @@ class RedisStore(Store):
             where = (str(node.host), int(node.port))
         lane = self._lanes.get(where)
         if lane is None:
-            if where is not None:
-                host_port = where
-
-                async def node_address() -> tuple[str, int]:
-                    return host_port
-
-                master = node_address
-            assert master is not None
+            address = master if where is None else fixed(*where)
+            assert address is not None
             lane = self._lanes[where] = Lane(
-                master,
+                address,
                 self._connected.auth,
                 tls=self._tls,
                 connect_timeout=self.options.connect_timeout,
@@ -394,7 +390,7 @@ class RedisStore(Store):
         if reply.cancelled():
             error = asyncio.CancelledError()
         elif (e := reply.exception()) is not None:
-            error = StoreError(f"redis: {type(e).__name__}: {e}")
+            error = _store_error(e)
             error.__cause__ = e
         elif isinstance(answer := reply.result(), ReplyError):
             if str(answer).startswith(("NOSCRIPT", *_REDIRECTS)):
@@ -753,6 +749,10 @@ class RedisStore(Store):
             await self._connected.aclose()
         except _ERRORS:
             pass  # closing: a dead server has nothing left to release
+
+
+def _store_error(e: BaseException) -> StoreError:
+    return StoreError(f"redis: {type(e).__name__}: {e}")
 
 
 class _Batch:

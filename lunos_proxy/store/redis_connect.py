@@ -34,7 +34,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError
 
-from .redis_lane import Address, LaneAuth
+from .redis_lane import Address, LaneAuth, fixed
 
 __all__ = ["SCHEMES", "Client", "Connected", "RedisOptions", "connect"]
 
@@ -163,11 +163,7 @@ def connect(url: str, options: RedisOptions) -> Connected:
     pool = ConnectionPool.from_url(url, **kwargs)
     at = pool.connection_kwargs
     auth = LaneAuth(at.get("username"), at.get("password"), int(at.get("db") or 0))
-    address = (str(at.get("host", "localhost")), int(at.get("port", 6379)))
-
-    async def master() -> tuple[str, int]:
-        return address
-
+    master = fixed(str(at.get("host", "localhost")), int(at.get("port", 6379)))
     # The client owns the pool: closing the client closes it.
     return Connected(Redis.from_pool(pool), auth, scheme == "rediss", master)
 

@@ -33,7 +33,7 @@ from typing import Any, cast
 
 import hiredis
 
-__all__ = ["Lane", "LaneAuth", "ReplyError"]
+__all__ = ["Address", "Lane", "LaneAuth", "ReplyError", "fixed"]
 
 ReplyError = hiredis.ReplyError
 
@@ -221,24 +221,11 @@ class Lane:
                 raise ConnectionError(f"redis: {str(await reply).split(' ', 1)[0]} at connect")
 
 
-def tls_context(
-    *,
-    ca_certs: str | None,
-    cert_reqs: str,
-    check_hostname: bool,
-    certfile: str | None,
-    keyfile: str | None,
-) -> ssl.SSLContext:
-    """The same context redis-py builds from the same options."""
-    context = ssl.create_default_context()
-    context.check_hostname = check_hostname and cert_reqs != "none"
-    context.verify_mode = {
-        "required": ssl.CERT_REQUIRED,
-        "optional": ssl.CERT_OPTIONAL,
-        "none": ssl.CERT_NONE,
-    }[cert_reqs]
-    if certfile or keyfile:
-        context.load_cert_chain(certfile=certfile or "", keyfile=keyfile)
-    if ca_certs:
-        context.load_verify_locations(cafile=ca_certs)
-    return context
+
+def fixed(host: str, port: int) -> Address:
+    """An `Address` that is always `host:port` (one server, a Cluster node)."""
+
+    async def address() -> tuple[str, int]:
+        return host, port
+
+    return address
