@@ -199,6 +199,7 @@ class RedisStore(Store):
         self._verdict = msgspec.json.Decoder(Verdict).decode
         self._families: dict[object, _Known] = {}  # LimitSet.family -> what it shares
         self._behind: dict[str, _Batch] = {}  # settlements waiting for the loop's turn to end
+        self._sending = False  # _send_behind is scheduled
         self._settling: set[asyncio.Task[None]] = set()
 
     async def _do(self, call: Callable[[], Awaitable[_T]]) -> _T:
@@ -330,9 +331,34 @@ class RedisStore(Store):
             keys = [*keys, *(f"{base}ban:{s}" for s in bans)]
         if known.last is not limits:
             known.last, known.costs = limits, _json([lim.cost for lim in limits])
-        args = [lease, SLOT_RETRY, known.spec, known.costs, known.slot_spec]
-        verdict: Verdict = self._verdict(await self._fast("hit", keys, args))
+        args: list[Any] = [lease, SLOT_RETRY, known.spec, known.costs, known.slot_spec]
+        carried = self._carry(tag, keys[0])
+        if carried is None:
+            return self._verdict(await self._fast("hit", keys, args))
+        settle_keys, settle_args = carried.call(self._tagged(tag))
+        keys = [*keys, *settle_keys[1:]]
+        args += (len(settle_keys) - 1, *settle_args)
+        try:
+            reply = await self._fast("hit", keys, args)
+        except BaseException as e:
+            carried.finish(e)
+            raise
+        carried.finish(None)
+        verdict: Verdict = self._verdict(reply)
         return verdict
+
+    def _carry(self, tag: str, key: str) -> _Batch | None:
+        """The settlements of `tag` still waiting to be sent, for a hit to
+        carry (hit.lua applies them first): one script call fewer. Only
+        over a connected lane, where the hit is queued before this returns,
+        so a caller that gives up (cancelled) cannot keep them from Redis."""
+        if not self._behind:
+            return None
+        batch = self._behind.get(tag)
+        if batch is None or self._ready_lane(key) is None:
+            return None
+        del self._behind[tag]
+        return batch
 
     async def settle(
         self, tag: str, charges: Sequence[Limit], slots: Sequence[str] = (), lease: str = ""
@@ -352,8 +378,9 @@ class RedisStore(Store):
         done: Callable[[BaseException | None], None],
     ) -> None:
         """Settlements made in one turn of the event loop leave together in the
-        next: one script call per tag, whatever the number of requests. A
-        client's next request cannot reach `hit` before that (reading it
+        next: one script call per tag, whatever the number of requests, or
+        none at all when a `hit` of the same tag in this turn carries them.
+        A client's next request cannot reach `hit` before that (reading it
         takes a turn, starting its handler another), so it finds the slot
         its previous request gave back."""
         if not charges and not slots:
@@ -361,13 +388,14 @@ class RedisStore(Store):
             return
         batch = self._behind.get(tag)
         if batch is None:
-            if not self._behind:
+            if not self._sending:
+                self._sending = True
                 asyncio.get_running_loop().call_soon(self._send_behind)
             batch = self._behind[tag] = _Batch()
         batch.add(charges, slots, lease, done)
 
     def _send_behind(self) -> None:
-        batches, self._behind = self._behind, {}
+        batches, self._behind, self._sending = self._behind, {}, False
         sha = self._scripts["settle"].sha
         for tag, batch in batches.items():
             keys, args = batch.call(self._tagged(tag))
@@ -398,8 +426,7 @@ class RedisStore(Store):
                 self._settle_later(keys, args, batch.done)
                 return
             error = self._failed(answer, lane)
-        for done in batch.done:
-            done(error)
+        batch.finish(error)
 
     def _settle_later(
         self, keys: list[str], args: list[Any], dones: list[Callable[[BaseException | None], None]]
@@ -785,6 +812,10 @@ class _Batch:
                 leases.append(lease)
         if done is not None:
             self.done.append(done)
+
+    def finish(self, error: BaseException | None) -> None:
+        for done in self.done:
+            done(error)
 
     def call(self, base: str) -> tuple[list[str], list[Any]]:
         keys = [f"{base}limits", *(f"{base}slots:{key}" for key in self.leases)]

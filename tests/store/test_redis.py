@@ -253,6 +253,51 @@ async def test_settlements_of_one_turn_are_one_call_applied_in_order(
     assert await raw.zcard("lunos:{acct-1}:slots:conc") == 0
 
 
+async def test_a_hit_carries_the_settlements_of_its_tag_made_before_it(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    one = Slot("conc", 1)
+    day = Limit("tpd", 1000, 86_400, cost=100)
+    assert (await store.hit("acct-1", [day], slots=[one], lease="first")).allowed
+    assert (await store.hit("acct-2", [], slots=[one], lease="other")).allowed
+    await raw.config_resetstat()
+    outcomes: list[BaseException | None] = []
+    # The first request ends (60 of its 100 tokens refunded, its slot given
+    # back) and, in the same turn, the next one of the account asks.
+    store.settle_behind("acct-1", [Limit("tpd", 1000, 86_400, cost=-60)], ["conc"], "first",
+                        outcomes.append)
+    store.settle_behind("acct-2", [], ["conc"], "other", outcomes.append)
+    verdict = await store.hit("acct-1", [day], slots=[one], lease="second")
+    assert verdict.allowed  # the slot was given back before the check
+    assert verdict.states[0].remaining == 1000 - 40 - 100
+    await eventually(lambda: len(outcomes) == 2)
+    assert outcomes == [None, None]
+    # acct-1's settlement rode on its hit; acct-2's left on its own.
+    assert (await raw.info("commandstats"))["cmdstat_evalsha"]["calls"] == 2
+    assert await raw.zrange("lunos:{acct-1}:slots:conc", 0, -1) == [b"second"]
+    assert await raw.zcard("lunos:{acct-2}:slots:conc") == 0
+
+
+async def test_settlements_carried_by_a_hit_that_fails_are_reported_failed() -> None:
+    server = RedisServer(["--enable-debug-command", "yes"]).start()
+    store = RedisStore(server.url, timeout=0.3, connect_timeout=0.3)
+    try:
+        assert (await store.hit("acct-1", [], slots=[Slot("conc", 1)], lease="a")).allowed
+        # Redis stalls past the store's timeout, with the lane connected.
+        stall = asyncio.get_running_loop().run_in_executor(
+            None, server.command, "DEBUG", "SLEEP", "1")
+        await asyncio.sleep(0.1)
+        outcomes: list[BaseException | None] = []
+        store.settle_behind("acct-1", [], ["conc"], "a", outcomes.append)
+        with pytest.raises(StoreError, match="no reply"):
+            await store.hit("acct-1", [], slots=[Slot("conc", 1)], lease="b")
+        assert len(outcomes) == 1 and isinstance(outcomes[0], StoreError)
+        await stall
+    finally:
+        await store.close()
+        server.remove()
+
+
 async def test_a_settlement_sent_behind_loads_a_script_the_server_forgot(
     store: RedisStore, raw: redis.asyncio.Redis
 ) -> None:

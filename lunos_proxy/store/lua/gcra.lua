@@ -77,3 +77,41 @@ local function reset(level, limit, window)
   end
   return 0
 end
+
+-- Settle reservations and give back leases (settle.lua; hit.lua runs it
+-- first for the settlements it carries). `args[at]` is a JSON array of
+-- limit window cost per charge, then come the charges' fields, then for
+-- each slot set keys[first..last] a count c and c leases. Charges apply in
+-- order, a field as often as it comes, just as separate calls would.
+local function settle(hash, keys, first, last, args, at, now)
+  local spec = cjson.decode(args[at])
+  local n = #spec / 3
+  if n > 0 then
+    local values = redis.call('HMGET', hash, unpack(args, at + 1, at + n))
+    local levels, order, windows = {}, {}, {}
+    for i = 1, n do
+      local field, a = args[at + i], 3 * (i - 1)
+      local limit, window = spec[a + 1], spec[a + 2]
+      local level = levels[field]
+      if level == nil then
+        order[#order + 1] = field
+        level = drained(values[i], limit, window, now)
+      end
+      -- an empty counter is removed, so the next charge starts from 0
+      levels[field] = math.max(0, level) + spec[a + 3]
+      windows[field] = {limit, window}
+    end
+    local changes = {}
+    for _, field in ipairs(order) do
+      local level, lw = levels[field], windows[field]
+      changes[#changes + 1] = {field, level, lifetime(level, lw[1], lw[2])}
+    end
+    write(hash, changes, now)
+  end
+  local pos = at + 1 + n
+  for i = first, last do
+    local count = tonumber(args[pos])
+    redis.call('ZREM', keys[i], unpack(args, pos + 1, pos + count))
+    pos = pos + count + 1
+  end
+end

@@ -1,12 +1,20 @@
 -- Check and charge GCRA limits and concurrency slots, and check bans: all or none.
--- KEYS: the tag's counter hash, m slot sorted sets, then ban keys.
+-- KEYS: the tag's counter hash, m slot sorted sets, ban keys, then the slot
+--       sets of the settlements carried (none when ARGV[6] is absent).
 -- ARGV: lease, slot_retry, then JSON arrays (decoded in C, where parsing
 --       text in Lua would cost more than the rest of the script):
 --       field limit window shadow per counter, cost per counter, and
---       limit ttl shadow per slot.
+--       limit ttl shadow per slot; then, optionally, settlements of this
+--       tag made before this call, applied first: the number k of slot
+--       sets they give leases back to, and settle.lua's ARGV.
 -- Returns the verdict as JSON (the fields of store.base.Verdict), which the
 -- client decodes in one call; a Lua table reply would truncate fractions.
 local now = clock()
+local last = #KEYS  -- the last ban key
+if ARGV[6] then
+  last = last - tonumber(ARGV[6])
+  settle(KEYS[1], KEYS, last + 1, #KEYS, ARGV, 7, now)
+end
 local lease, slot_retry = ARGV[1], tonumber(ARGV[2])
 local spec, costs, slot_spec = cjson.decode(ARGV[3]), cjson.decode(ARGV[4]), cjson.decode(ARGV[5])
 local n, m = #costs, #slot_spec / 3
@@ -42,7 +50,7 @@ for j = 1, m do
 end
 
 local banned = 0
-for i = m + 2, #KEYS do
+for i = m + 2, last do
   banned = math.max(banned, redis.call('PTTL', KEYS[i]) / 1000)
 end
 
