@@ -219,7 +219,9 @@ class LimitSet(tuple[Limit, ...]):
         return self
 
 
-class LimitState(msgspec.Struct):
+# The verdict's structs are arrays when encoded: the Redis store reads them
+# as hit.lua packs them (cmsgpack), without field names.
+class LimitState(msgspec.Struct, array_like=True):
     remaining: int  # units that could still be taken right now
     reset: float  # seconds until the counter is back to full
     admitted: bool = True  # this limit alone would admit the call's cost
@@ -237,12 +239,12 @@ class Slot(msgspec.Struct, frozen=True):
     shadow: bool = False  # never refuses the call; a lease is taken if there is room
 
 
-class SlotState(msgspec.Struct):
+class SlotState(msgspec.Struct, array_like=True):
     held: int  # live leases before this call
     admitted: bool  # held < limit
 
 
-class Verdict(msgspec.Struct):
+class Verdict(msgspec.Struct, array_like=True):
     allowed: bool
     retry_after: float  # seconds; 0.0 when allowed
     states: list[LimitState]  # one per Limit, in order

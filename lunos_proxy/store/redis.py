@@ -196,7 +196,7 @@ class RedisStore(Store):
         self._account_decoder = msgspec.json.Decoder(AccountRecord)
         self._ledger_decoder = msgspec.json.Decoder(_Ledger)
         self._event_decoder = msgspec.json.Decoder(UsageEvent)
-        self._verdict = msgspec.json.Decoder(Verdict).decode
+        self._verdict = msgspec.msgpack.Decoder(Verdict).decode
         self._families: dict[object, _Known] = {}  # LimitSet.family -> what it shares
         self._behind: dict[str, _Batch] = {}  # settlements waiting for the loop's turn to end
         self._sending = False  # _send_behind is scheduled

@@ -278,6 +278,20 @@ async def test_a_hit_carries_the_settlements_of_its_tag_made_before_it(
     assert await raw.zcard("lunos:{acct-2}:slots:conc") == 0
 
 
+async def test_expired_leases_are_not_counted_and_a_settlement_sweeps_them(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    short, long = Slot("conc", 2, ttl=0.2), Slot("conc", 2, ttl=60)
+    assert (await store.hit("acct-1", [], slots=[short], lease="crashed")).allowed
+    assert (await store.hit("acct-1", [], slots=[long], lease="live")).allowed
+    await asyncio.sleep(0.3)  # "crashed" was never renewed nor given back
+    verdict = await store.hit("acct-1", [], slots=[long], lease="next")
+    assert verdict.allowed and verdict.slots[0].held == 1  # "live" only
+    assert await raw.zcard("lunos:{acct-1}:slots:conc") == 3  # not swept by a hit
+    await store.settle("acct-1", [], ["conc"], "next")
+    assert await raw.zrange("lunos:{acct-1}:slots:conc", 0, -1) == [b"live"]
+
+
 async def test_settlements_carried_by_a_hit_that_fails_are_reported_failed() -> None:
     server = RedisServer(["--enable-debug-command", "yes"]).start()
     store = RedisStore(server.url, timeout=0.3, connect_timeout=0.3)

@@ -83,6 +83,7 @@ end
 -- limit window cost per charge, then come the charges' fields, then for
 -- each slot set keys[first..last] a count c and c leases. Charges apply in
 -- order, a field as often as it comes, just as separate calls would.
+-- Expired leases go too (hit.lua counts only live ones).
 local function settle(hash, keys, first, last, args, at, now)
   local spec = cjson.decode(args[at])
   local n = #spec / 3
@@ -112,6 +113,9 @@ local function settle(hash, keys, first, last, args, at, now)
   for i = first, last do
     local count = tonumber(args[pos])
     redis.call('ZREM', keys[i], unpack(args, pos + 1, pos + count))
+    -- and the leases that expired (a crashed instance's), which hit.lua
+    -- does not count
+    redis.call('ZREMRANGEBYSCORE', keys[i], '-inf', now)
     pos = pos + count + 1
   end
 end
