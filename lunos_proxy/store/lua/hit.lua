@@ -57,18 +57,27 @@ for i = m + 2, last do
 end
 
 local allowed = retry == 0 and banned <= 0
-local states, changes = {}, {}
+local states, set, longest = {}, {}, 0
 for i = 1, n do
   local a = 4 * (i - 1)
   local limit, window, cost = spec[a + 2], spec[a + 3], costs[i]
   local level = levels[i]
-  if allowed and cost ~= 0 and fits[i] then
+  local fit = fits[i]
+  if allowed and cost ~= 0 and fit then
     level = level + cost
-    changes[#changes + 1] = {spec[a + 1], level, lifetime(level, limit, window)}
+    set[#set + 1] = spec[a + 1]
+    set[#set + 1] = cmsgpack.pack(level, now)
+    longest = math.max(longest, lifetime(level, limit, window))
   end
-  states[i] = {remaining(level, limit), reset(level, limit, window), fits[i]}
+  states[i] = {remaining(level, limit), reset(level, limit, window), fit}
 end
-write(KEYS[1], changes, now)
+if #set > 0 then
+  redis.call('HSET', KEYS[1], unpack(set))
+  local ms = math.ceil(longest * 1000) + 1
+  if redis.call('PTTL', KEYS[1]) < ms then
+    redis.call('PEXPIRE', KEYS[1], ms)
+  end
+end
 local held_out = {}
 for j = 1, m do
   local key, a = KEYS[1 + j], 3 * (j - 1)
