@@ -3,7 +3,9 @@
     store = RedisStore("redis+sentinel://10.0.0.5,10.0.0.6/lunos", timeout=0.5)
     await store.start()
 
-Every call is one round trip. Operations on several keys are Lua scripts in
+Every call is one round trip; the limit calls (`hit`, the settlements) of
+one tag made in one turn of the event loop share theirs (one script call).
+Operations on several keys are Lua scripts in
 `lua/`, run with EVALSHA; a server that answers NOSCRIPT (restarted, failed
 over) gets the source once with EVAL. The keys one script touches share a
 `{hash tag}`, so each runs on one Cluster node:
@@ -196,10 +198,12 @@ class RedisStore(Store):
         self._account_decoder = msgspec.json.Decoder(AccountRecord)
         self._ledger_decoder = msgspec.json.Decoder(_Ledger)
         self._event_decoder = msgspec.json.Decoder(UsageEvent)
-        self._verdict = msgspec.msgpack.Decoder(Verdict).decode
+        self._verdicts = msgspec.msgpack.Decoder(list[Verdict]).decode
         self._families: dict[object, _Known] = {}  # LimitSet.family -> what it shares
-        self._behind: dict[str, _Batch] = {}  # settlements waiting for the loop's turn to end
-        self._sending = False  # _send_behind is scheduled
+        # Limit calls and settlements waiting for the loop's turn to end.
+        self._hits: dict[str, _Hits] = {}
+        self._behind: dict[str, _Batch] = {}
+        self._sending = False  # _send is scheduled
         self._settling: set[asyncio.Task[None]] = set()
 
     async def _do(self, call: Callable[[], Awaitable[_T]]) -> _T:
@@ -308,6 +312,10 @@ class RedisStore(Store):
         slots: Sequence[Slot] = (),
         lease: str = "",
     ) -> Verdict:
+        """The calls of one tag made in one turn of the event loop leave
+        together in the next, as one script call (hit.lua applies them in
+        order, each all or none, reading and writing the tag's counters
+        once), carrying the settlements of the tag made before it."""
         if not limits and not bans and not slots:
             return Verdict(allowed=True, retry_after=0.0, states=[])
         # What a LimitSet's family shares (the encoded limits and slots, the
@@ -326,39 +334,26 @@ class RedisStore(Store):
             keys = [f"{base}limits", *(f"{base}slots:{slot.key}" for slot in slots)]
             if len(known.keys) < _FAMILIES:
                 known.keys[tag] = keys
+        call_keys = keys[1:]
         if bans:
             base = self._tagged(tag)
-            keys = [*keys, *(f"{base}ban:{s}" for s in bans)]
+            call_keys = [*call_keys, *(f"{base}ban:{s}" for s in bans)]
         if known.last is not limits:
             known.last, known.costs = limits, _json([lim.cost for lim in limits])
-        args: list[Any] = [lease, SLOT_RETRY, known.spec, known.costs, known.slot_spec]
-        carried = self._carry(tag, keys[0])
-        if carried is None:
-            return self._verdict(await self._fast("hit", keys, args))
-        settle_keys, settle_args = carried.call(self._tagged(tag))
-        keys = [*keys, *settle_keys[1:]]
-        args += (len(settle_keys) - 1, *settle_args)
-        try:
-            reply = await self._fast("hit", keys, args)
-        except BaseException as e:
-            carried.finish(e)
-            raise
-        carried.finish(None)
-        verdict: Verdict = self._verdict(reply)
-        return verdict
-
-    def _carry(self, tag: str, key: str) -> _Batch | None:
-        """The settlements of `tag` still waiting to be sent, for a hit to
-        carry (hit.lua applies them first): one script call fewer. Only
-        over a connected lane, where the hit is queued before this returns,
-        so a caller that gives up (cancelled) cannot keep them from Redis."""
-        if not self._behind:
-            return None
-        batch = self._behind.get(tag)
-        if batch is None or self._ready_lane(key) is None:
-            return None
-        del self._behind[tag]
-        return batch
+        call = (lease, known.spec, known.costs, known.slot_spec, len(slots), len(bans))
+        if self._ready_lane(keys[0]) is None:
+            # Not connected (or the Cluster's map is stale): this call
+            # connects, alone, on the awaited path.
+            reply = await self._fast("hit", [keys[0], *call_keys], [SLOT_RETRY, 1, *call])
+            verdict: Verdict = self._verdicts(reply)[0]
+            return verdict
+        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        calls = self._hits.get(tag)
+        if calls is None:
+            calls = self._hits[tag] = _Hits(keys[0])
+            self._schedule()
+        calls.add(call, call_keys, future)
+        return await future
 
     async def settle(
         self, tag: str, charges: Sequence[Limit], slots: Sequence[str] = (), lease: str = ""
@@ -378,33 +373,115 @@ class RedisStore(Store):
         done: Callable[[BaseException | None], None],
     ) -> None:
         """Settlements made in one turn of the event loop leave together in the
-        next: one script call per tag, whatever the number of requests, or
-        none at all when a `hit` of the same tag in this turn carries them.
-        A client's next request cannot reach `hit` before that (reading it
-        takes a turn, starting its handler another), so it finds the slot
-        its previous request gave back."""
+        next: carried by the tag's `hit` call if there is one, else one
+        script call per tag, whatever the number of requests. A client's
+        next request cannot reach `hit` before that (reading it takes a
+        turn, starting its handler another), so it finds the slot its
+        previous request gave back."""
         if not charges and not slots:
             done(None)
             return
         batch = self._behind.get(tag)
         if batch is None:
-            if not self._sending:
-                self._sending = True
-                asyncio.get_running_loop().call_soon(self._send_behind)
             batch = self._behind[tag] = _Batch()
+            self._schedule()
         batch.add(charges, slots, lease, done)
 
-    def _send_behind(self) -> None:
-        batches, self._behind, self._sending = self._behind, {}, False
-        sha = self._scripts["settle"].sha
-        for tag, batch in batches.items():
-            keys, args = batch.call(self._tagged(tag))
-            lane = self._ready_lane(keys[0])
-            if lane is None:  # not connected yet: the awaited path connects
-                self._settle_later(keys, args, batch.done)
-                continue
-            reply = lane.send("EVALSHA", sha, len(keys), *keys, *args)
-            reply.add_done_callback(functools.partial(self._settled, keys, args, batch, lane))
+    def _schedule(self) -> None:
+        if not self._sending:
+            self._sending = True
+            asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        """Send this turn's hits (each tag's as one call, carrying the tag's
+        settlements), then the settlements no hit carried."""
+        hits, self._hits = self._hits, {}
+        behind, self._behind = self._behind, {}
+        self._sending = False
+        if hits:
+            sha = self._scripts["hit"].sha
+            for tag, calls in hits.items():
+                live = calls.live()
+                carried = behind.pop(tag, None)
+                if not live:  # every caller gave up before this: nothing to ask
+                    if carried is not None:
+                        behind[tag] = carried
+                    continue
+                keys = [calls.key]
+                args: list[Any] = [SLOT_RETRY, len(live)]
+                for call, call_keys, _ in live:
+                    args += call
+                    keys += call_keys
+                if carried is not None:
+                    settle_keys, settle_args = carried.call(self._tagged(tag))
+                    keys += settle_keys[1:]
+                    args += (len(settle_keys) - 1, *settle_args)
+                futures = [future for _, _, future in live]
+                lane = self._ready_lane(calls.key)
+                if lane is None:  # the connection went: the awaited path connects
+                    self._hit_later(keys, args, futures, carried)
+                    continue
+                reply = lane.send("EVALSHA", sha, len(keys), *keys, *args)
+                reply.add_done_callback(
+                    functools.partial(self._hit_done, keys, args, futures, carried, lane)
+                )
+        if behind:
+            sha = self._scripts["settle"].sha
+            for tag, batch in behind.items():
+                keys, args = batch.call(self._tagged(tag))
+                lane = self._ready_lane(keys[0])
+                if lane is None:  # not connected yet: the awaited path connects
+                    self._settle_later(keys, args, batch.done)
+                    continue
+                reply = lane.send("EVALSHA", sha, len(keys), *keys, *args)
+                reply.add_done_callback(functools.partial(self._settled, keys, args, batch, lane))
+
+    def _hit_done(
+        self,
+        keys: list[str],
+        args: list[Any],
+        futures: list[asyncio.Future[Verdict]],
+        carried: _Batch | None,
+        lane: Lane,
+        reply: asyncio.Future[Any],
+    ) -> None:
+        error: StoreError | None = None
+        if reply.cancelled():
+            error = StoreError("redis: the call was dropped")
+        elif (e := reply.exception()) is not None:
+            error = _store_error(e)
+            error.__cause__ = e
+        elif isinstance(answer := reply.result(), ReplyError):
+            if str(answer).startswith(("NOSCRIPT", *_REDIRECTS)):
+                # Not run: the awaited path loads the script or follows the redirect.
+                self._hit_later(keys, args, futures, carried)
+                return
+            error = self._failed(answer, lane)
+        else:
+            _answer(futures, carried, self._verdicts(answer), None)
+            return
+        if self._cluster:
+            self._stale = True  # a node that fails may have failed over
+        _answer(futures, carried, None, error)
+
+    def _hit_later(
+        self,
+        keys: list[str],
+        args: list[Any],
+        futures: list[asyncio.Future[Verdict]],
+        carried: _Batch | None,
+    ) -> None:
+        async def hit() -> None:
+            try:
+                verdicts = self._verdicts(await self._fast("hit", keys, args))
+            except StoreError as e:
+                _answer(futures, carried, None, e)
+            else:
+                _answer(futures, carried, verdicts, None)
+
+        task = asyncio.get_running_loop().create_task(hit())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     def _settled(
         self,
@@ -764,8 +841,8 @@ class RedisStore(Store):
             await self._do(lambda source=source: self._client.script_load(source))  # type: ignore[misc]
 
     async def close(self) -> None:
-        if self._behind:
-            self._send_behind()
+        if self._hits or self._behind:
+            self._send()
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
         for lane in self._lanes.values():
@@ -824,6 +901,44 @@ class _Batch:
             args.append(len(leases))
             args += leases
         return keys, args
+
+
+class _Hits:
+    """The hit calls of one tag waiting for the loop's turn to end."""
+
+    __slots__ = ("calls", "key")
+
+    def __init__(self, key: str) -> None:
+        self.key = key  # the tag's counter hash
+        self.calls: list[tuple[tuple[Any, ...], list[str], asyncio.Future[Verdict]]] = []
+
+    def add(self, call: tuple[Any, ...], keys: list[str], future: asyncio.Future[Verdict]) -> None:
+        self.calls.append((call, keys, future))
+
+    def live(self) -> list[tuple[tuple[Any, ...], list[str], asyncio.Future[Verdict]]]:
+        """The calls whose caller still waits (one that gave up took nothing)."""
+        return [c for c in self.calls if not c[2].done()]
+
+
+def _answer(
+    futures: list[asyncio.Future[Verdict]],
+    carried: _Batch | None,
+    verdicts: list[Verdict] | None,
+    error: StoreError | None,
+) -> None:
+    """Give each caller its verdict, or its own copy of the error."""
+    for i, future in enumerate(futures):
+        if future.done():  # the caller gave up meanwhile
+            continue
+        if verdicts is not None:
+            future.set_result(verdicts[i])
+        else:
+            assert error is not None
+            own = StoreError(str(error))
+            own.__cause__ = error.__cause__
+            future.set_exception(own)
+    if carried is not None:
+        carried.finish(error)
 
 
 class _Known:

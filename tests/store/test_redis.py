@@ -278,6 +278,68 @@ async def test_a_hit_carries_the_settlements_of_its_tag_made_before_it(
     assert await raw.zcard("lunos:{acct-2}:slots:conc") == 0
 
 
+async def test_hits_of_one_tag_in_one_turn_are_one_call_applied_in_order(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    day, slot = Limit("rpd", 3, 86_400), Slot("conc", 2)
+    assert (await store.hit("acct-1", [day])).allowed  # connects the lane: 2 left
+    await raw.config_resetstat()
+    verdicts = await asyncio.gather(
+        store.hit("acct-1", [day], slots=[slot], lease="a"),
+        store.hit("acct-1", [day], slots=[slot], lease="b"),
+        store.hit("acct-1", [day], slots=[slot], lease="c"),
+        store.hit("acct-2", [day], slots=[slot], lease="d"),  # another tag: its own call
+    )
+    assert (await raw.info("commandstats"))["cmdstat_evalsha"]["calls"] == 2
+    assert [v.allowed for v in verdicts] == [True, True, False, True]
+    assert [v.states[0].remaining for v in verdicts] == [1, 0, 0, 2]
+    assert [v.slots[0].held for v in verdicts] == [0, 1, 2, 0]
+    assert verdicts[2].states[0].admitted is False and verdicts[2].retry_after > 0
+    assert sorted(await raw.zrange("lunos:{acct-1}:slots:conc", 0, -1)) == [b"a", b"b"]
+
+
+async def test_calls_of_one_turn_may_differ_in_limits_slots_and_bans(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    assert (await store.hit("acct-1", [Limit("x", 5, 60)])).allowed  # connects the lane
+    await store.ban("acct-1", "ip", 30)
+    verdicts = await asyncio.gather(
+        store.hit("acct-1", [Limit("rpm", 10, 60, cost=4)], slots=[Slot("k1", 1)], lease="a"),
+        store.hit("acct-1", [Limit("rpm", 10, 60, cost=4), Limit("tpm", 100, 60, cost=50)],
+                  slots=[Slot("k2", 1), Slot("acct", 5)], lease="b"),
+        store.hit("acct-1", [Limit("rpm", 10, 60, cost=1)], bans=["ip"]),
+        store.hit("acct-1", [Limit("rpm", 10, 60, cost=4)], slots=[Slot("k1", 1)], lease="c"),
+    )
+    assert [v.allowed for v in verdicts] == [True, True, False, False]
+    assert verdicts[1].states[1].remaining == 50
+    assert verdicts[2].banned > 29 and verdicts[2].states[0].remaining == 2
+    # the last: rpm has 2 left of the 4 it asks, and k1 is held by "a"
+    assert verdicts[3].states[0].admitted is False and verdicts[3].slots[0].held == 1
+    assert await raw.zrange("lunos:{acct-1}:slots:acct", 0, -1) == [b"b"]
+
+
+async def test_a_caller_that_gives_up_before_its_turn_ends_takes_nothing(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    slot = Slot("conc", 1)
+    assert (await store.hit("acct-1", [], slots=[Slot("other", 1)], lease="x")).allowed
+    gone = asyncio.ensure_future(store.hit("acct-1", [], slots=[slot], lease="gone"))
+    await asyncio.sleep(0)  # the call is waiting for the turn to end
+    gone.cancel()
+    assert (await store.hit("acct-1", [], slots=[slot], lease="stays")).allowed
+    assert await raw.zrange("lunos:{acct-1}:slots:conc", 0, -1) == [b"stays"]
+
+
+async def test_hits_of_one_turn_load_a_script_the_server_forgot(
+    store: RedisStore, raw: redis.asyncio.Redis
+) -> None:
+    day = Limit("rpd", 2, 86_400)
+    assert (await store.hit("acct-1", [Limit("x", 1, 60)])).allowed  # connects the lane
+    await raw.script_flush()
+    verdicts = await asyncio.gather(*(store.hit("acct-1", [day]) for _ in range(3)))
+    assert [v.allowed for v in verdicts] == [True, True, False]
+
+
 async def test_expired_leases_are_not_counted_and_a_settlement_sweeps_them(
     store: RedisStore, raw: redis.asyncio.Redis
 ) -> None:

@@ -1,97 +1,177 @@
--- Check and charge GCRA limits and concurrency slots, and check bans: all or none.
--- KEYS: the tag's counter hash, m slot sorted sets, ban keys, then the slot
---       sets of the settlements carried (none when ARGV[6] is absent).
--- ARGV: lease, slot_retry, then JSON arrays (decoded in C, where parsing
---       text in Lua would cost more than the rest of the script):
---       field limit window shadow per counter, cost per counter, and
---       limit ttl shadow per slot; then, optionally, settlements of this
---       tag made before this call, applied first: the number k of slot
---       sets they give leases back to, and settle.lua's ARGV.
--- Returns the verdict packed by cmsgpack (store.base.Verdict, whose structs
--- are arrays on the wire): exact doubles, cheaper than formatting text,
--- decoded by the client in one call; a Lua table reply would truncate
--- fractions.
+-- Check and charge GCRA limits and concurrency slots, and check bans, for
+-- one or more calls of one tag, in order: each call all or none, as if each
+-- were a script of its own (the later ones see what the earlier ones took).
+-- KEYS: the tag's counter hash; then per call its m slot sorted sets and b
+--       ban keys; then the slot sets of the settlements carried.
+-- ARGV: slot_retry, the number of calls h, then 6 per call:
+--         lease, and JSON arrays (decoded in C, where parsing text in Lua
+--         would cost more than the rest of the script; a call repeating
+--         another's array shares its decoding): field limit window shadow
+--         per counter, cost per counter, limit ttl shadow per slot;
+--         then m and b;
+--       then, optionally, settlements of this tag made before these calls,
+--       applied first: the number k of slot sets they give leases back to,
+--       and settle.lua's ARGV.
+-- Returns an array of h verdicts packed by cmsgpack (store.base.Verdict,
+-- whose structs are arrays on the wire): exact doubles, cheaper than
+-- formatting text; a Lua table reply would truncate fractions.
 local now = clock()
-local last = #KEYS  -- the last ban key
-if ARGV[6] then
-  last = last - tonumber(ARGV[6])
-  settle(KEYS[1], KEYS, last + 1, #KEYS, ARGV, 7, now)
+local slot_retry, h = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tail = 3 + 6 * h
+if ARGV[tail] then
+  local k = tonumber(ARGV[tail])
+  settle(KEYS[1], KEYS, #KEYS - k + 1, #KEYS, ARGV, tail + 1, now)
 end
-local lease, slot_retry = ARGV[1], tonumber(ARGV[2])
-local spec, costs, slot_spec = cjson.decode(ARGV[3]), cjson.decode(ARGV[4]), cjson.decode(ARGV[5])
-local n, m = #costs, #slot_spec / 3
-local values = {}
-if n > 0 then
-  local fields = {}
+
+local decoded = {}
+local function decode(text)
+  local value = decoded[text]
+  if value == nil then
+    value = cjson.decode(text)
+    decoded[text] = value
+  end
+  return value
+end
+
+-- Every counter the calls name, read once: level and stamp per field.
+local fields, wanted = {}, {}
+for c = 1, h do
+  local spec = decode(ARGV[4 + 6 * (c - 1)])
+  for i = 1, #spec, 4 do
+    local field = spec[i]
+    if not wanted[field] then
+      wanted[field] = true
+      fields[#fields + 1] = field
+    end
+  end
+end
+local levels, stamps = {}, {}
+if #fields > 0 then
+  local values = redis.call('HMGET', KEYS[1], unpack(fields))
+  for i, field in ipairs(fields) do
+    if values[i] then
+      levels[field], stamps[field] = cmsgpack.unpack(values[i])
+    end
+  end
+end
+-- the level of a counter now; a clock that steps back (failover to another
+-- server) must not refill
+local function level_of(field, limit, window)
+  local level = levels[field]
+  if level == nil then
+    return 0
+  end
+  return math.max(0, level - math.max(0, now - stamps[field]) * limit / window)
+end
+
+local held, expiry, bans = {}, {}, {}
+local changed, lifetimes = {}, {}
+local verdicts = {}
+local key_at = 2
+for c = 1, h do
+  local a0 = 2 + 6 * (c - 1)
+  local lease = ARGV[a0 + 1]
+  local spec, costs, slot_spec = decode(ARGV[a0 + 2]), decode(ARGV[a0 + 3]), decode(ARGV[a0 + 4])
+  local m, b = tonumber(ARGV[a0 + 5]), tonumber(ARGV[a0 + 6])
+  local first_slot, first_ban = key_at, key_at + m
+  key_at = key_at + m + b
+  local n = #costs
+
+  local now_levels, fits, retry = {}, {}, 0
   for i = 1, n do
-    fields[i] = spec[4 * i - 3]
+    local a = 4 * (i - 1)
+    local limit, window = spec[a + 2], spec[a + 3]
+    local level = level_of(spec[a + 1], limit, window)
+    now_levels[i] = level
+    local w = wait(level, costs[i], limit, window)
+    fits[i] = w == 0
+    if spec[a + 4] == 0 then
+      retry = math.max(retry, w)
+    end
   end
-  values = redis.call('HMGET', KEYS[1], unpack(fields))
-end
-local levels, fits, retry = {}, {}, 0
-for i = 1, n do
-  local a = 4 * (i - 1)
-  local limit, window = spec[a + 2], spec[a + 3]
-  levels[i] = drained(values[i], limit, window, now)
-  local w = wait(levels[i], costs[i], limit, window)
-  fits[i] = w == 0
-  if spec[a + 4] == 0 then
-    retry = math.max(retry, w)
+
+  local counts = {}
+  for j = 1, m do
+    local key, a = KEYS[first_slot + j - 1], 3 * (j - 1)
+    local count = held[key]
+    if count == nil then
+      -- a lease's score is its expiry: only live leases count (a crashed
+      -- instance's expire; settle() removes them)
+      count = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+      held[key] = count
+    end
+    counts[j] = count
+    if slot_spec[a + 3] == 0 and count >= slot_spec[a + 1] then
+      retry = math.max(retry, slot_retry)
+    end
   end
+
+  local banned = 0
+  for i = first_ban, first_ban + b - 1 do
+    local key = KEYS[i]
+    local left = bans[key]
+    if left == nil then
+      left = redis.call('PTTL', key) / 1000
+      bans[key] = left
+    end
+    banned = math.max(banned, left)
+  end
+
+  local allowed = retry == 0 and banned <= 0
+  local states = {}
+  for i = 1, n do
+    local a = 4 * (i - 1)
+    local field, limit, window, cost = spec[a + 1], spec[a + 2], spec[a + 3], costs[i]
+    local level = now_levels[i]
+    if allowed and cost ~= 0 and fits[i] then
+      level = level + cost
+      levels[field], stamps[field] = level, now
+      if not changed[field] then
+        changed[field] = true
+        changed[#changed + 1] = field
+      end
+      lifetimes[field] = lifetime(level, limit, window)
+    end
+    states[i] = {remaining(level, limit), reset(level, limit, window), fits[i]}
+  end
+
+  local slots_out = {}
+  for j = 1, m do
+    local key, a = KEYS[first_slot + j - 1], 3 * (j - 1)
+    local limit, ttl = slot_spec[a + 1], slot_spec[a + 2]
+    local room = counts[j] < limit
+    if allowed and room then
+      redis.call('ZADD', key, now + ttl, lease)
+      held[key] = held[key] + 1
+      expiry[key] = math.max(expiry[key] or 0, math.ceil(ttl * 1000) + 1000)
+    end
+    slots_out[j] = {counts[j], room}
+  end
+
+  local wait_for = 0
+  if not allowed then
+    wait_for = math.max(retry, banned)
+  end
+  verdicts[c] = {allowed, wait_for, states, banned, slots_out}
 end
 
-local held = {}
-for j = 1, m do
-  local key, a = KEYS[1 + j], 3 * (j - 1)
-  -- a lease's score is its expiry: only live leases count (a crashed
-  -- instance's expire; settle() removes them)
-  held[j] = redis.call('ZCOUNT', key, '(' .. now, '+inf')
-  if slot_spec[a + 3] == 0 and held[j] >= slot_spec[a + 1] then
-    retry = math.max(retry, slot_retry)
+-- Write the charged counters once. The hash expires when its fullest
+-- counter is empty (never sooner than it would have).
+if #changed > 0 then
+  local set, longest = {}, 0
+  for _, field in ipairs(changed) do
+    set[#set + 1] = field
+    set[#set + 1] = cmsgpack.pack(levels[field], now)
+    longest = math.max(longest, lifetimes[field])
   end
-end
-
-local banned = 0
-for i = m + 2, last do
-  banned = math.max(banned, redis.call('PTTL', KEYS[i]) / 1000)
-end
-
-local allowed = retry == 0 and banned <= 0
-local states, set, longest = {}, {}, 0
-for i = 1, n do
-  local a = 4 * (i - 1)
-  local limit, window, cost = spec[a + 2], spec[a + 3], costs[i]
-  local level = levels[i]
-  local fit = fits[i]
-  if allowed and cost ~= 0 and fit then
-    level = level + cost
-    set[#set + 1] = spec[a + 1]
-    set[#set + 1] = cmsgpack.pack(level, now)
-    longest = math.max(longest, lifetime(level, limit, window))
-  end
-  states[i] = {remaining(level, limit), reset(level, limit, window), fit}
-end
-if #set > 0 then
   redis.call('HSET', KEYS[1], unpack(set))
   local ms = math.ceil(longest * 1000) + 1
   if redis.call('PTTL', KEYS[1]) < ms then
     redis.call('PEXPIRE', KEYS[1], ms)
   end
 end
-local held_out = {}
-for j = 1, m do
-  local key, a = KEYS[1 + j], 3 * (j - 1)
-  local limit, ttl = slot_spec[a + 1], slot_spec[a + 2]
-  local room = held[j] < limit
-  if allowed and room then
-    redis.call('ZADD', key, now + ttl, lease)
-    -- the set itself outlives its newest lease by a little, never forever
-    redis.call('PEXPIRE', key, math.ceil(ttl * 1000) + 1000)
-  end
-  held_out[j] = {held[j], room}
+-- A slot's set outlives its newest lease by a little, never forever.
+for key, ms in pairs(expiry) do
+  redis.call('PEXPIRE', key, ms)
 end
-local wait_for = 0
-if not allowed then
-  wait_for = math.max(retry, banned)
-end
-return cmsgpack.pack({allowed, wait_for, states, banned, held_out})
+return cmsgpack.pack(verdicts)
