@@ -22,13 +22,15 @@ __all__ = ["enforced", "go_duration", "rate_limit_headers"]
 def go_duration(seconds: float) -> str:
     if seconds < 1:
         return f"{round(seconds * 1000)}ms"
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    secs = f"{s:.3f}".rstrip("0").rstrip(".") + "s"
+    # In whole milliseconds, so 59.9996 s reads "1m0s", never "60s".
+    h, ms = divmod(round(seconds * 1000), 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    secs = f"{s}.{ms:03d}".rstrip("0") + "s" if ms else f"{s}s"
     if h:
-        return f"{int(h)}h{int(m)}m{secs}"
+        return f"{h}h{m}m{secs}"
     if m:
-        return f"{int(m)}m{secs}"
+        return f"{m}m{secs}"
     return secs
 
 
@@ -54,25 +56,34 @@ def rate_limit_headers(
     positions: tuple[tuple[int, ...], ...] | None = None,
 ) -> None:
     """`positions`: `enforced(limits, kinds)`, when the caller keeps it."""
+    anthropic = wire == "anthropic"
+    names = _ANTHROPIC if anthropic else _OPENAI
     for kind, found in zip(_KINDS, positions or enforced(limits, kinds), strict=True):
         if not found:
             continue
-        # The first with the lowest share remaining.
-        best, least = found[0], 2.0
-        for i in found:
-            most = limits[i].limit
-            ratio = states[i].remaining / most if most else 0.0
-            if ratio < least:
-                best, least = i, ratio
-        lim, st = limits[best], states[best]
-        if wire == "anthropic":
-            into[f"anthropic-ratelimit-{kind}-limit"] = str(lim.limit)
-            into[f"anthropic-ratelimit-{kind}-remaining"] = str(st.remaining)
-            into[f"anthropic-ratelimit-{kind}-reset"] = _instant(st.reset)
-        else:
-            into[f"x-ratelimit-limit-{kind}"] = str(lim.limit)
-            into[f"x-ratelimit-remaining-{kind}"] = str(st.remaining)
-            into[f"x-ratelimit-reset-{kind}"] = go_duration(st.reset)
+        best = found[0]
+        if len(found) > 1:  # the first with the lowest share remaining
+            least = 2.0
+            for i in found:
+                most = limits[i].limit
+                ratio = states[i].remaining / most if most else 0.0
+                if ratio < least:
+                    best, least = i, ratio
+        st = states[best]
+        limit_name, remaining_name, reset_name = names[kind]
+        into[limit_name] = str(limits[best].limit)
+        into[remaining_name] = str(st.remaining)
+        into[reset_name] = _instant(st.reset) if anthropic else go_duration(st.reset)
 
 
 _KINDS = ("requests", "tokens")
+_OPENAI = {
+    kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}",
+           f"x-ratelimit-reset-{kind}")
+    for kind in _KINDS
+}
+_ANTHROPIC = {
+    kind: (f"anthropic-ratelimit-{kind}-limit", f"anthropic-ratelimit-{kind}-remaining",
+           f"anthropic-ratelimit-{kind}-reset")
+    for kind in _KINDS
+}

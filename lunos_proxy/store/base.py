@@ -190,7 +190,7 @@ class UsageEvent(msgspec.Struct, kw_only=True, frozen=True):
     usage_source: str = "none"  # reported | estimated | none
 
 
-class Limit(msgspec.Struct, frozen=True):
+class Limit(msgspec.Struct, frozen=True, gc=False):
     """One limit to check and charge: at most `limit` units per `window` seconds
     under the counter `key`; this request costs `cost` units (0 = only look)."""
 
@@ -220,14 +220,16 @@ class LimitSet(tuple[Limit, ...]):
 
 
 # The verdict's structs are arrays when encoded: the Redis store reads them
-# as hit.lua packs them (cmsgpack), without field names.
-class LimitState(msgspec.Struct, array_like=True):
+# as hit.lua packs them (cmsgpack), without field names. Limits, slots and
+# verdicts hold no reference back to themselves, so the cycle collector
+# need not track them (gc=False): a limited request makes about twenty.
+class LimitState(msgspec.Struct, array_like=True, gc=False):
     remaining: int  # units that could still be taken right now
     reset: float  # seconds until the counter is back to full
     admitted: bool = True  # this limit alone would admit the call's cost
 
 
-class Slot(msgspec.Struct, frozen=True):
+class Slot(msgspec.Struct, frozen=True, gc=False):
     """A concurrency limit: at most `limit` leases held at once under `key`.
 
     A lease that is not renewed (`Store.renew`) expires `ttl` seconds after
@@ -239,12 +241,12 @@ class Slot(msgspec.Struct, frozen=True):
     shadow: bool = False  # never refuses the call; a lease is taken if there is room
 
 
-class SlotState(msgspec.Struct, array_like=True):
+class SlotState(msgspec.Struct, array_like=True, gc=False):
     held: int  # live leases before this call
     admitted: bool  # held < limit
 
 
-class Verdict(msgspec.Struct, array_like=True):
+class Verdict(msgspec.Struct, array_like=True, gc=False):
     allowed: bool
     retry_after: float  # seconds; 0.0 when allowed
     states: list[LimitState]  # one per Limit, in order
