@@ -165,3 +165,32 @@ def test_every_gauge_says_how_workers_combine() -> None:
     gauges = [c for c in Metrics().registry._collector_to_names if isinstance(c, Gauge)]
     assert gauges
     assert {g._name: g._multiprocess_mode for g in gauges if g._multiprocess_mode == "all"} == {}
+
+
+def test_our_counters_and_histograms_expose_what_prometheus_client_s_own_would() -> None:
+    import prometheus_client
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from lunos_proxy import metrics
+
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    amounts = [0.0, 0.0005, 0.001, 0.002, 0.01, 0.5, 1.0, 7.0, float("nan"), -0.25]
+    exposed = []
+    for histogram, counter in ((metrics.Histogram, metrics.Counter),
+                               (prometheus_client.Histogram, prometheus_client.Counter)):
+        registry = CollectorRegistry()
+        h = histogram("t_seconds", "t", ["k"], buckets=buckets, registry=registry).labels("a")
+        c = counter("t_events", "t", ["k"], registry=registry).labels("a")
+        for amount in amounts:
+            h.observe(amount)
+        c.inc()
+        c.inc(2.5)
+        with pytest.raises(ValueError, match="negative"):
+            c.inc(-1)
+        text = generate_latest(registry).decode()
+        exposed.append("\n".join(line for line in text.splitlines() if "_created" not in line))
+    ours, theirs = exposed
+    assert ours == theirs
+    # 0, 0.0005, 0.001 itself and -0.25 count at le=0.001; NaN in no bucket
+    assert 't_seconds_bucket{k="a",le="0.001"} 4.0' in ours
+    assert 't_events_total{k="a"} 3.5' in ours
