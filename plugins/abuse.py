@@ -157,8 +157,8 @@ class Abuse(Plugin):
             # connection, so after it). A reservation it took stays charged
             # and drains with its window: never more admitted than allowed.
             if lease:
-                slots = [slot.key for slot in charge.slots]
-                self.failover.settle_behind(self.failover.store, charge.tag, [], slots, lease)
+                self.failover.settle_behind(self.failover.store, charge.tag, [], charge.slot_keys,
+                                            lease)
             raise
         self._judge(exchange, charge, verdict, backend)
         if lease:
@@ -302,8 +302,7 @@ class Abuse(Plugin):
         used = _used(exchange, charge.reserved)
         charges = charge.settlement(used, verdict.states)
         if charges or charge.slots:
-            slots = [slot.key for slot in charge.slots]
-            self.failover.settle_behind(backend, charge.tag, charges, slots, lease)
+            self.failover.settle_behind(backend, charge.tag, charges, charge.slot_keys, lease)
         self._observe(exchange, used)
 
     def _observe(self, exchange: Exchange, used: int) -> None:

@@ -107,6 +107,8 @@ class Auth(Plugin):
         super().__init__(settings, services)
         self.secrets: Secrets = load_secrets(services.config.secrets)
         self._static = {k.hash: k for k in settings.static_keys}
+        # Shared by every request of the key, as a looked-up key's is.
+        self._static_principals = {k.hash: _static_principal(k) for k in settings.static_keys}
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
 
     async def start(self) -> None:
@@ -175,7 +177,7 @@ class Auth(Plugin):
         if static is not None and hmac.compare_digest(static.hash, key_hash):
             if static.expires is not None and static.expires <= time.time():
                 return None, _EXPIRED
-            return _static_principal(static), ""
+            return self._static_principals[key_hash], ""
         now = time.monotonic()
         entry = self._cache.get(key_hash)
         if entry is None or entry.deadline <= now:

@@ -84,7 +84,8 @@ class Shape:
     """
 
     __slots__ = (
-        "_last", "_reserve", "enforced", "kinds", "protos", "shadowed", "slots", "tokens"
+        "_last", "_reserve", "enforced", "kinds", "protos", "shadowed", "slot_keys", "slots",
+        "tokens",
     )
 
     def __init__(self, scopes: Iterable[tuple[str, ScopeLimits, bool]], ttl: float) -> None:
@@ -106,6 +107,7 @@ class Shape:
         self.protos = LimitSet(protos, self)
         self.kinds = tuple(kinds)  # "requests" | "tokens", per limit
         self.slots = tuple(slots)
+        self.slot_keys = tuple(slot.key for slot in slots)
         self.tokens = tuple(i for i, kind in enumerate(kinds) if kind == "tokens")
         self.enforced = enforced(protos, kinds)  # for the rate-limit headers
         # Any shadow rule: the verdict's per-limit states need a closer look.
@@ -125,7 +127,7 @@ class Shape:
 
     def charge(self, tag: str, reserve: int) -> Charge:
         return Charge(tag, self.limits(reserve), self.slots, self.kinds, reserve,
-                      self.tokens, self.shadowed, self.enforced)
+                      self.tokens, self.shadowed, self.enforced, self.slot_keys)
 
 
 @dataclass(slots=True)
@@ -140,6 +142,7 @@ class Charge:
     tokens: Sequence[int] = ()  # indices of the token limits
     shadowed: bool = False  # some limit or slot is a shadow rule
     enforced: tuple[tuple[int, ...], ...] | None = None  # headers.enforced(limits, kinds)
+    slot_keys: Sequence[str] = ()  # the keys of `slots`
 
     def settlement(self, used: int, states: Sequence[LimitState]) -> list[Limit]:
         """Charges that turn each token reservation into `used` tokens (of
