@@ -149,6 +149,9 @@ class Metrics:
             values.ValueClass = _LoopValue
         self.registry = registry or CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # (model, provider, status, error type) -> the children a request
+        # updates; bounded as their labels are (a status is 100..599).
+        self._request_children: dict[tuple[str, str, int, str], tuple[Any, ...]] = {}
         r = self.registry
         model = ("model", "provider")
         self.requests = Counter(
@@ -359,18 +362,28 @@ class Metrics:
             model = found[0] if found is not None else "unknown"  # never a client's string
         child = self._child
         names = (model, provider)
-        status = self.status_class(exchange.status)
-        child(self.requests, (model, provider, status, exchange.error_type or "none")).inc()
+        labels = (model, provider, exchange.status, exchange.error_type or "none")
+        children = self._request_children.get(labels)
+        if children is None:
+            status = self.status_class(exchange.status)
+            children = self._request_children[labels] = (
+                child(self.requests, (model, provider, status, labels[3])),
+                child(self.request_duration, names),
+                child(self.upstream_duration, names),
+                child(self.time_to_first_byte, names),
+            )
+        requests, request_duration, upstream_duration, time_to_first_byte = children
+        requests.inc()
         t = exchange.timings
         end = t.last_byte or time.perf_counter()
         total = end - t.received
-        child(self.request_duration, names).observe(total)
+        request_duration.observe(total)
         if t.upstream_start:
             upstream = end - t.upstream_start
-            child(self.upstream_duration, names).observe(upstream)
+            upstream_duration.observe(upstream)
             self.overhead.observe(max(0.0, total - upstream))
             if t.first_byte:
-                child(self.time_to_first_byte, names).observe(t.first_byte - t.upstream_start)
+                time_to_first_byte.observe(t.first_byte - t.upstream_start)
         u = exchange.usage
         if u.input_tokens or u.output_tokens:
             counts = (

@@ -38,6 +38,12 @@ def test_key_hash_is_hmac_sha256_of_the_server_secret() -> None:
     assert hmac_hex(b"Jefe", "what do ya want for nothing?") == (
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     )
+    # The server's own hashing (a copy of a keyed HMAC per call) agrees, call after call.
+    from lunos_proxy.crypto import Secrets
+
+    secrets = Secrets("Jefe" * 8, "k1:" + "A" * 43, [])
+    for key in ("lk-one", "lk-two", "lk-one"):
+        assert secrets.key_hash(key) == hmac_hex(("Jefe" * 8).encode(), key)
 
 
 def test_key_is_read_from_bearer_x_api_key_and_api_key_headers() -> None:
