@@ -398,33 +398,16 @@ class RedisStore(Store):
         hits, self._hits = self._hits, {}
         behind, self._behind = self._behind, {}
         self._sending = False
-        if hits:
-            sha = self._scripts["hit"].sha
-            for tag, calls in hits.items():
-                live = calls.live()
-                carried = behind.pop(tag, None)
-                if not live:  # every caller gave up before this: nothing to ask
-                    if carried is not None:
-                        behind[tag] = carried
-                    continue
-                keys = [calls.key]
-                args: list[Any] = [SLOT_RETRY, len(live)]
-                for call, call_keys, _ in live:
-                    args += call
-                    keys += call_keys
+        for tag, calls in hits.items():
+            live = calls.live()
+            carried = behind.pop(tag, None)
+            if not live:  # every caller gave up before this: nothing to ask
                 if carried is not None:
-                    settle_keys, settle_args = carried.call(self._tagged(tag))
-                    keys += settle_keys[1:]
-                    args += (len(settle_keys) - 1, *settle_args)
-                futures = [future for _, _, future in live]
-                lane = self._ready_lane(calls.key)
-                if lane is None:  # the connection went: the awaited path connects
-                    self._hit_later(keys, args, futures, carried)
-                    continue
-                reply = lane.send("EVALSHA", sha, len(keys), *keys, *args)
-                reply.add_done_callback(
-                    functools.partial(self._hit_done, keys, args, futures, carried, lane)
-                )
+                    behind[tag] = carried
+                continue
+            for start in range(0, len(live), _HITS_PER_CALL):
+                self._send_hits(tag, calls.key, live[start : start + _HITS_PER_CALL],
+                                carried if start == 0 else None)
         if behind:
             sha = self._scripts["settle"].sha
             for tag, batch in behind.items():
@@ -436,15 +419,27 @@ class RedisStore(Store):
                 reply = lane.send("EVALSHA", sha, len(keys), *keys, *args)
                 reply.add_done_callback(functools.partial(self._settled, keys, args, batch, lane))
 
+    def _send_hits(self, tag: str, key: str, calls: list[_Call], carried: _Batch | None) -> None:
+        lane = self._ready_lane(key)
+        if lane is None:  # the connection went: the awaited path connects
+            self._hit_later(tag, key, calls, carried)
+            return
+        keys, args = _hit_call(key, calls, carried, self._tagged(tag))
+        reply = lane.send("EVALSHA", self._scripts["hit"].sha, len(keys), *keys, *args)
+        reply.add_done_callback(
+            functools.partial(self._hit_done, tag, key, calls, carried, lane)
+        )
+
     def _hit_done(
         self,
-        keys: list[str],
-        args: list[Any],
-        futures: list[asyncio.Future[Verdict]],
+        tag: str,
+        key: str,
+        calls: list[_Call],
         carried: _Batch | None,
         lane: Lane,
         reply: asyncio.Future[Any],
     ) -> None:
+        futures = [future for _, _, future in calls]
         error: StoreError | None = None
         if reply.cancelled():
             error = StoreError("redis: the call was dropped")
@@ -454,30 +449,54 @@ class RedisStore(Store):
         elif isinstance(answer := reply.result(), ReplyError):
             if str(answer).startswith(("NOSCRIPT", *_REDIRECTS)):
                 # Not run: the awaited path loads the script or follows the redirect.
-                self._hit_later(keys, args, futures, carried)
+                self._hit_later(tag, key, calls, carried)
                 return
             error = self._failed(answer, lane)
         else:
-            _answer(futures, carried, self._verdicts(answer), None)
+            _answer(futures, carried, self._decode_verdicts(answer, len(futures)))
             return
         if self._cluster:
             self._stale = True  # a node that fails may have failed over
-        _answer(futures, carried, None, error)
+        _answer(futures, carried, error)
+
+    def _decode_verdicts(self, answer: Any, count: int) -> list[Verdict] | StoreError:
+        try:
+            verdicts: list[Verdict] = self._verdicts(answer)
+        except (msgspec.MsgspecError, TypeError) as e:
+            return StoreError(f"redis: unreadable limit reply ({type(e).__name__})")
+        if len(verdicts) != count:
+            return StoreError(f"redis: {len(verdicts)} verdicts for {count} calls")
+        return verdicts
 
     def _hit_later(
-        self,
-        keys: list[str],
-        args: list[Any],
-        futures: list[asyncio.Future[Verdict]],
-        carried: _Batch | None,
+        self, tag: str, key: str, calls: list[_Call], carried: _Batch | None
     ) -> None:
+        """Send `calls` on the awaited path (connecting, loading the script or
+        following a redirect): only those whose caller still waits, since the
+        first attempt did not run."""
+
         async def hit() -> None:
+            live = [call for call in calls if not call[2].done()]
+            futures = [future for _, _, future in live]
+            outcome: list[Verdict] | StoreError
             try:
-                verdicts = self._verdicts(await self._fast("hit", keys, args))
+                if not live:
+                    if carried is not None:
+                        await self._fast("settle", *carried.call(self._tagged(tag)))
+                    outcome = []
+                else:
+                    keys, args = _hit_call(key, live, carried, self._tagged(tag))
+                    outcome = self._decode_verdicts(
+                        await self._fast("hit", keys, args), len(futures)
+                    )
             except StoreError as e:
-                _answer(futures, carried, None, e)
-            else:
-                _answer(futures, carried, verdicts, None)
+                outcome = e
+            except BaseException as e:
+                # No caller may wait forever, whatever went wrong here.
+                failed = StoreError(f"redis: limit call failed ({type(e).__name__})")
+                _answer(futures, carried, failed)
+                raise
+            _answer(futures, carried, outcome)
 
         task = asyncio.get_running_loop().create_task(hit())
         self._settling.add(task)
@@ -903,6 +922,12 @@ class _Batch:
         return keys, args
 
 
+# One hit call waiting to be sent: hit.lua's six arguments for it, its keys
+# past the counter hash, and its caller's future.
+_Call = tuple[tuple[Any, ...], list[str], "asyncio.Future[Verdict]"]
+_HITS_PER_CALL = 256  # calls of one tag per script call (Lua's unpack() has a bounded stack)
+
+
 class _Hits:
     """The hit calls of one tag waiting for the loop's turn to end."""
 
@@ -910,30 +935,47 @@ class _Hits:
 
     def __init__(self, key: str) -> None:
         self.key = key  # the tag's counter hash
-        self.calls: list[tuple[tuple[Any, ...], list[str], asyncio.Future[Verdict]]] = []
+        self.calls: list[_Call] = []
 
     def add(self, call: tuple[Any, ...], keys: list[str], future: asyncio.Future[Verdict]) -> None:
         self.calls.append((call, keys, future))
 
-    def live(self) -> list[tuple[tuple[Any, ...], list[str], asyncio.Future[Verdict]]]:
+    def live(self) -> list[_Call]:
         """The calls whose caller still waits (one that gave up took nothing)."""
         return [c for c in self.calls if not c[2].done()]
+
+
+def _hit_call(
+    key: str, calls: list[_Call], carried: _Batch | None, base: str
+) -> tuple[list[str], list[Any]]:
+    """hit.lua's KEYS and ARGV for `calls` of one tag, carrying `carried`."""
+    keys = [key]
+    args: list[Any] = [SLOT_RETRY, len(calls)]
+    for call, call_keys, _ in calls:
+        args += call
+        keys += call_keys
+    if carried is not None:
+        settle_keys, settle_args = carried.call(base)
+        keys += settle_keys[1:]
+        args += (len(settle_keys) - 1, *settle_args)
+    return keys, args
 
 
 def _answer(
     futures: list[asyncio.Future[Verdict]],
     carried: _Batch | None,
-    verdicts: list[Verdict] | None,
-    error: StoreError | None,
+    outcome: list[Verdict] | StoreError,
 ) -> None:
-    """Give each caller its verdict, or its own copy of the error."""
+    """Give each caller its verdict, or its own copy of the error; then
+    report the carried settlements."""
+    error = outcome if isinstance(outcome, StoreError) else None
     for i, future in enumerate(futures):
         if future.done():  # the caller gave up meanwhile
             continue
-        if verdicts is not None:
-            future.set_result(verdicts[i])
+        if error is None:
+            assert not isinstance(outcome, StoreError)
+            future.set_result(outcome[i])
         else:
-            assert error is not None
             own = StoreError(str(error))
             own.__cause__ = error.__cause__
             future.set_exception(own)

@@ -54,6 +54,27 @@ async def test_renewing_keeps_a_lease_past_its_ttl_but_never_retakes_one(backend
     assert (await s.hit(tag, [], slots=[slot], lease="b")).allowed
 
 
+async def test_an_expired_lease_is_not_renewed_back(backend: Backend):
+    s, tag, slot = backend.store, backend.tag, Slot("conc", 1, ttl=0.3)
+    assert (await s.hit(tag, [], slots=[slot], lease="stalled")).allowed
+    await backend.advance(0.3 + (0.1 if backend.tolerance else 0.0))
+    assert (await s.hit(tag, [], slots=[slot], lease="next")).allowed
+    await s.renew(tag, [slot], "stalled")  # its instance wakes up too late
+    v = await s.hit(tag, [], slots=[slot], lease="third")
+    assert not v.allowed and v.slots[0].held == 1  # "next" only
+
+
+async def test_a_short_lived_lease_never_cuts_a_longer_one_short(backend: Backend):
+    s, tag = backend.store, backend.tag
+    assert (await s.hit(tag, [], slots=[Slot("conc", 2, ttl=60)], lease="long")).allowed
+    assert (await s.hit(tag, [], slots=[Slot("conc", 2, ttl=0.05)], lease="short")).allowed
+    # Past the short lease and a second more (Redis keeps a slot's set for
+    # its newest lease's ttl plus 1 s): the long lease is still there.
+    await backend.advance(1.1 + backend.tolerance)
+    v = await s.hit(tag, [], slots=[Slot("conc", 2, ttl=60)], lease="next")
+    assert v.allowed and v.slots[0].held == 1  # "long" is still held
+
+
 async def test_shadow_limits_and_slots_report_but_never_refuse(backend: Backend):
     s, tag = backend.store, backend.tag
     shadow, real = Limit("shadow", 1, 60, shadow=True), Limit("real", 10, 60)

@@ -340,6 +340,49 @@ async def test_hits_of_one_turn_load_a_script_the_server_forgot(
     assert [v.allowed for v in verdicts] == [True, True, False]
 
 
+async def test_a_retried_batch_leaves_out_the_callers_gone_meanwhile() -> None:
+    server = RedisServer(["--enable-debug-command", "yes"]).start()
+    store = RedisStore(server.url, timeout=2.0, connect_timeout=2.0)
+    try:
+        day = Limit("rpd", 10, 86_400)
+        assert (await store.hit("acct-1", [Limit("x", 1, 60)])).allowed  # connects
+        server.command("SCRIPT", "FLUSH")  # the batch will come back NOSCRIPT
+        stall = asyncio.get_running_loop().run_in_executor(
+            None, server.command, "DEBUG", "SLEEP", "0.5")
+        await asyncio.sleep(0.1)
+        gone = asyncio.ensure_future(store.hit("acct-1", [Limit("rpd", 10, 86_400, cost=5)]))
+        stays = asyncio.ensure_future(store.hit("acct-1", [day]))
+        await asyncio.sleep(0.1)  # both sent, waiting for the stalled server
+        gone.cancel()
+        assert (await stays).states[0].remaining == 9  # the retry did not charge "gone"
+        await stall
+        assert (await store.hit("acct-1", [Limit("rpd", 10, 86_400, cost=0)])).states[
+            0].remaining == 9
+    finally:
+        await store.close()
+        server.remove()
+
+
+async def test_an_unreadable_reply_fails_every_caller_of_the_batch(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import msgspec
+
+    assert (await store.hit("acct-1", [Limit("x", 1, 60)])).allowed  # connects
+
+    def garbled(reply: bytes) -> list[object]:
+        raise msgspec.DecodeError("garbled")  # a fault no real server produces
+
+    monkeypatch.setattr(store, "_verdicts", garbled)
+    outcomes = await asyncio.gather(
+        store.hit("acct-1", [Limit("rpd", 5, 86_400)]),
+        store.hit("acct-1", [Limit("rpd", 5, 86_400)]),
+        return_exceptions=True,
+    )
+    assert [type(o) for o in outcomes] == [StoreError, StoreError]
+    assert all("unreadable" in str(o) for o in outcomes)
+
+
 async def test_expired_leases_are_not_counted_and_a_settlement_sweeps_them(
     store: RedisStore, raw: redis.asyncio.Redis
 ) -> None:

@@ -170,8 +170,11 @@ if #changed > 0 then
     redis.call('PEXPIRE', KEYS[1], ms)
   end
 end
--- A slot's set outlives its newest lease by a little, never forever.
+-- A slot's set outlives its newest lease by a little, never forever (and
+-- never sooner than it would have: a lease may have a longer ttl).
 for key, ms in pairs(expiry) do
-  redis.call('PEXPIRE', key, ms)
+  if redis.call('PTTL', key) < ms then
+    redis.call('PEXPIRE', key, ms)
+  end
 end
 return cmsgpack.pack(verdicts)
