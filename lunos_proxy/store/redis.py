@@ -49,7 +49,7 @@ import functools
 import hashlib
 import importlib.resources
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -345,8 +345,10 @@ class RedisStore(Store):
             # Not connected (or the Cluster's map is stale): this call
             # connects, alone, on the awaited path.
             reply = await self._fast("hit", [keys[0], *call_keys], [SLOT_RETRY, 1, *call])
-            verdict: Verdict = self._verdicts(reply)[0]
-            return verdict
+            outcome = self._decode_verdicts(reply, 1)
+            if isinstance(outcome, StoreError):
+                raise outcome
+            return outcome[0]
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         calls = self._hits.get(tag)
         if calls is None:
@@ -439,25 +441,33 @@ class RedisStore(Store):
         lane: Lane,
         reply: asyncio.Future[Any],
     ) -> None:
+        answer = self._read(reply, lane)
+        if answer is _NOT_RUN:
+            self._hit_later(tag, key, calls, carried)
+            return
         futures = [future for _, _, future in calls]
-        error: StoreError | None = None
-        if reply.cancelled():
-            error = StoreError("redis: the call was dropped")
-        elif (e := reply.exception()) is not None:
-            error = _store_error(e)
-            error.__cause__ = e
-        elif isinstance(answer := reply.result(), ReplyError):
-            if str(answer).startswith(("NOSCRIPT", *_REDIRECTS)):
-                # Not run: the awaited path loads the script or follows the redirect.
-                self._hit_later(tag, key, calls, carried)
-                return
-            error = self._failed(answer, lane)
+        if isinstance(answer, StoreError):
+            _answer(futures, carried, answer)
         else:
             _answer(futures, carried, self._decode_verdicts(answer, len(futures)))
-            return
-        if self._cluster:
-            self._stale = True  # a node that fails may have failed over
-        _answer(futures, carried, error)
+
+    def _read(self, reply: asyncio.Future[Any], lane: Lane) -> Any:
+        """What a reply sent behind says: the answer, a StoreError, or
+        `_NOT_RUN` (NOSCRIPT, a Cluster redirect: the awaited path loads the
+        script or follows the redirect)."""
+        if reply.cancelled():
+            return StoreError("redis: the call was dropped")
+        if (e := reply.exception()) is not None:
+            self._stale = self._cluster  # a node that fails may have failed over
+            error = _store_error(e)
+            error.__cause__ = e
+            return error
+        answer = reply.result()
+        if isinstance(answer, ReplyError):
+            if str(answer).startswith(("NOSCRIPT", *_REDIRECTS)):
+                return _NOT_RUN
+            return self._failed(answer, lane)
+        return answer
 
     def _decode_verdicts(self, answer: Any, count: int) -> list[Verdict] | StoreError:
         try:
@@ -498,7 +508,11 @@ class RedisStore(Store):
                 raise
             _answer(futures, carried, outcome)
 
-        task = asyncio.get_running_loop().create_task(hit())
+        self._later(hit())
+
+    def _later(self, call: Coroutine[Any, Any, None]) -> None:
+        """Run a call sent behind on the awaited path; `close` waits for it."""
+        task = asyncio.get_running_loop().create_task(call)
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
@@ -510,19 +524,11 @@ class RedisStore(Store):
         lane: Lane,
         reply: asyncio.Future[Any],
     ) -> None:
-        error: BaseException | None = None
-        if reply.cancelled():
-            error = asyncio.CancelledError()
-        elif (e := reply.exception()) is not None:
-            error = _store_error(e)
-            error.__cause__ = e
-        elif isinstance(answer := reply.result(), ReplyError):
-            if str(answer).startswith(("NOSCRIPT", *_REDIRECTS)):
-                # Not run: the awaited path loads the script or follows the redirect.
-                self._settle_later(keys, args, batch.done)
-                return
-            error = self._failed(answer, lane)
-        batch.finish(error)
+        answer = self._read(reply, lane)
+        if answer is _NOT_RUN:
+            self._settle_later(keys, args, batch.done)
+        else:
+            batch.finish(answer if isinstance(answer, StoreError) else None)
 
     def _settle_later(
         self, keys: list[str], args: list[Any], dones: list[Callable[[BaseException | None], None]]
@@ -536,9 +542,7 @@ class RedisStore(Store):
             for done in dones:
                 done(error)
 
-        task = asyncio.get_running_loop().create_task(settle())
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._later(settle())
 
     async def renew(self, tag: str, slots: Sequence[Slot], lease: str) -> None:
         if slots:
@@ -921,6 +925,8 @@ class _Batch:
             args += leases
         return keys, args
 
+
+_NOT_RUN = object()  # a reply saying its call did not run (RedisStore._read)
 
 # One hit call waiting to be sent: hit.lua's six arguments for it, its keys
 # past the counter hash, and its caller's future.
