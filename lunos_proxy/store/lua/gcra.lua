@@ -9,6 +9,13 @@ local function clock()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
+-- The level at `now` of a counter that held `level` at `stamp`.
+local function drain(level, stamp, limit, window, now)
+  -- a clock that steps back (failover to another server) must not refill
+  local elapsed = math.max(0, now - stamp)
+  return math.max(0, level - elapsed * limit / window)
+end
+
 -- The level at `now` of a counter stored as `value` (false: empty): the
 -- level and its stamp, packed by cmsgpack (exact doubles, and cheaper for
 -- Lua than formatting and parsing text).
@@ -17,9 +24,7 @@ local function drained(value, limit, window, now)
     return 0
   end
   local level, stamp = cmsgpack.unpack(value)
-  -- a clock that steps back (failover to another server) must not refill
-  local elapsed = math.max(0, now - stamp)
-  return math.max(0, level - elapsed * limit / window)
+  return drain(level, stamp, limit, window, now)
 end
 
 local function wait(level, cost, limit, window)

@@ -54,18 +54,16 @@ if #fields > 0 then
     end
   end
 end
--- the level of a counter now; a clock that steps back (failover to another
--- server) must not refill
 local function level_of(field, limit, window)
   local level = levels[field]
   if level == nil then
     return 0
   end
-  return math.max(0, level - math.max(0, now - stamps[field]) * limit / window)
+  return drain(level, stamps[field], limit, window, now)
 end
 
 local held, expiry, bans = {}, {}, {}
-local changed, lifetimes = {}, {}
+local changed, is_changed, lifetimes = {}, {}, {}
 local verdicts = {}
 local key_at = 2
 for c = 1, h do
@@ -126,8 +124,8 @@ for c = 1, h do
     if allowed and cost ~= 0 and fits[i] then
       level = level + cost
       levels[field], stamps[field] = level, now
-      if not changed[field] then
-        changed[field] = true
+      if not is_changed[field] then
+        is_changed[field] = true
         changed[#changed + 1] = field
       end
       lifetimes[field] = lifetime(level, limit, window)
@@ -155,21 +153,12 @@ for c = 1, h do
   verdicts[c] = {allowed, wait_for, states, banned, slots_out}
 end
 
--- Write the charged counters once. The hash expires when its fullest
--- counter is empty (never sooner than it would have).
-if #changed > 0 then
-  local set, longest = {}, 0
-  for _, field in ipairs(changed) do
-    set[#set + 1] = field
-    set[#set + 1] = cmsgpack.pack(levels[field], now)
-    longest = math.max(longest, lifetimes[field])
-  end
-  redis.call('HSET', KEYS[1], unpack(set))
-  local ms = math.ceil(longest * 1000) + 1
-  if redis.call('PTTL', KEYS[1]) < ms then
-    redis.call('PEXPIRE', KEYS[1], ms)
-  end
+-- Write the charged counters once, at their last level.
+local changes = {}
+for _, field in ipairs(changed) do
+  changes[#changes + 1] = {field, levels[field], lifetimes[field]}
 end
+write(KEYS[1], changes, now)
 -- A slot's set outlives its newest lease by a little, never forever (and
 -- never sooner than it would have: a lease may have a longer ttl).
 for key, ms in pairs(expiry) do
