@@ -16,6 +16,7 @@ import itertools
 import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -358,10 +359,11 @@ class _Leases:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def hold(self, lease: str, backend: Store, tag: str, slots: Sequence[Slot]) -> None:
-        loop = asyncio.get_running_loop()
-        self._held[lease] = (backend, tag, slots, loop.time())
+        # time.monotonic, not the loop's clock: on Python 3.11 finding the
+        # running loop is a getpid() system call, here once per request.
+        self._held[lease] = (backend, tag, slots, time.monotonic())
         if self._timer is None:
-            self._timer = loop.call_later(self._every, self._tick)
+            self._timer = asyncio.get_running_loop().call_later(self._every, self._tick)
 
     def drop(self, lease: str) -> None:
         self._held.pop(lease, None)
@@ -371,7 +373,7 @@ class _Leases:
         if not self._held:
             return  # the next hold starts the timer again
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.monotonic()
         for lease, (backend, tag, slots, since) in list(self._held.items()):
             if since <= now - self._every:
                 self._held[lease] = (backend, tag, slots, now)

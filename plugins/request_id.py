@@ -18,6 +18,36 @@ from lunos_proxy.plugin import Handler, Plugin
 _SAFE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
+class RandomHex:
+    """Random bytes from the OS as hex, fetched `pool` bytes at a time.
+
+    One getrandom() system call for every few hundred ids instead of one
+    each (a system call costs one to two microseconds on a VM). A forked
+    child drops the bytes it inherited, so no two processes hand out the
+    same id.
+    """
+
+    __slots__ = ("_at", "_bytes", "_pool")
+
+    def __init__(self, pool: int = 4096) -> None:
+        self._pool, self._bytes, self._at = pool, b"", 0
+        os.register_at_fork(after_in_child=self.drop)
+
+    def drop(self) -> None:
+        self._bytes, self._at = b"", 0
+
+    def hex(self, n: int) -> str:
+        """`n` random bytes, each used once, as 2n hex digits."""
+        at, end = self._at, self._at + n
+        if end > len(self._bytes):
+            self._bytes, at, end = os.urandom(max(self._pool, n)), 0, n
+        self._at = end
+        return self._bytes[at:end].hex()
+
+
+_random = RandomHex()
+
+
 class RequestId(Plugin):
     name = "request_id"
 
@@ -33,7 +63,7 @@ class RequestId(Plugin):
         if incoming is not None and _SAFE.fullmatch(incoming):
             exchange.request_id = incoming
         else:
-            exchange.request_id = "req_" + os.urandom(12).hex()
+            exchange.request_id = "req_" + _random.hex(12)
         exchange.response_headers[header] = exchange.request_id
         response = await handler(request)
         if not response.prepared:

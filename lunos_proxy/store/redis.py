@@ -341,7 +341,8 @@ class RedisStore(Store):
         if known.last is not limits:
             known.last, known.costs = limits, _json([lim.cost for lim in limits])
         call = (lease, known.spec, known.costs, known.slot_spec, len(slots), len(bans))
-        if self._ready_lane(keys[0]) is None:
+        lane = self._ready_lane(keys[0])
+        if lane is None:
             # Not connected (or the Cluster's map is stale): this call
             # connects, alone, on the awaited path.
             reply = await self._fast("hit", [keys[0], *call_keys], [SLOT_RETRY, 1, *call])
@@ -349,11 +350,14 @@ class RedisStore(Store):
             if isinstance(outcome, StoreError):
                 raise outcome
             return outcome[0]
-        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        # The lane's loop is the running one; asking asyncio for it costs a
+        # getpid() system call on Python 3.11.
+        loop = lane.loop
+        future: asyncio.Future[Verdict] = loop.create_future()
         calls = self._hits.get(tag)
         if calls is None:
             calls = self._hits[tag] = _Hits(keys[0])
-            self._schedule()
+            self._schedule(loop)
         calls.add(call, call_keys, future)
         return await future
 
@@ -389,10 +393,10 @@ class RedisStore(Store):
             self._schedule()
         batch.add(charges, slots, lease, done)
 
-    def _schedule(self) -> None:
+    def _schedule(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         if not self._sending:
             self._sending = True
-            asyncio.get_running_loop().call_soon(self._send)
+            (loop or asyncio.get_running_loop()).call_soon(self._send)
 
     def _send(self) -> None:
         """Send this turn's hits (each tag's as one call, carrying the tag's

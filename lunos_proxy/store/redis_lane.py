@@ -150,6 +150,12 @@ class Lane:
     def connected(self) -> bool:
         return self._conn is not None and not self._conn.closed
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop of a connected lane (see `connected`)."""
+        assert self._conn is not None
+        return self._conn.loop
+
     def send(self, *args: Any) -> asyncio.Future[Any]:
         """`call` on a connected lane (see `connected`), without a coroutine:
         the reply's future, for a caller that does not wait for it."""
