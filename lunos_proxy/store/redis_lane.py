@@ -139,6 +139,7 @@ class Lane:
         self._connect_timeout, self._timeout = connect_timeout, timeout
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
+        self._closed = False
 
     async def call(self, *args: Any) -> Any:
         conn = self._conn
@@ -169,7 +170,11 @@ class Lane:
             self._conn = None
 
     async def close(self) -> None:
-        """Wait (up to `timeout`) for the calls in flight, then drop the connection."""
+        """Wait (up to `timeout`) for the calls in flight, then drop the connection.
+        A call made from then on (a retry of a reply that came in meanwhile,
+        say) raises `ConnectionError` instead of opening a connection that
+        nothing would close."""
+        self._closed = True
         conn, self._conn = self._conn, None
         if conn is None or conn.closed:
             return
@@ -180,16 +185,24 @@ class Lane:
         conn.abort(ConnectionError("redis: connection closed by the store"))
 
     async def _connected(self) -> _Connection:
+        if self._closed:
+            raise ConnectionError("redis: lane closed")
         # Concurrent callers share one attempt.
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._connect())
             self._connecting.add_done_callback(self._connect_done)
-        return await asyncio.shield(self._connecting)
+        conn = await asyncio.shield(self._connecting)
+        if self._closed:  # closed while connecting (see _connect_done)
+            raise ConnectionError("redis: lane closed")
+        return conn
 
     def _connect_done(self, attempt: asyncio.Future[_Connection]) -> None:
         self._connecting = None
         if not attempt.cancelled() and attempt.exception() is None:
-            self._conn = attempt.result()
+            if self._closed:  # closed while connecting: its callers fail
+                attempt.result().abort(ConnectionError("redis: lane closed"))
+            else:
+                self._conn = attempt.result()
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()

@@ -142,3 +142,28 @@ async def test_close_waits_for_the_calls_in_flight(redis_server: RedisServer) ->
     check = redis.asyncio.Redis(port=redis_server.port)
     assert await check.get("last") == b"word"
     await check.aclose()
+
+
+async def test_a_call_made_while_closing_fails_and_opens_no_connection(
+    redis_server: RedisServer,
+) -> None:
+    lane = lane_to(redis_server.port)
+    await lane.call("PING")
+    blocked = lane.send("BLPOP", "nothing", "0.3")  # close() waits for its reply
+    closing = asyncio.ensure_future(lane.close())
+    await asyncio.sleep(0.05)
+    with pytest.raises(ConnectionError, match="lane closed"):
+        await lane.call("PING")
+    await closing
+    assert blocked.result() is None  # the call in flight still got its answer
+    assert not lane.connected
+
+
+async def test_a_connection_still_being_made_at_close_is_dropped(redis_server: RedisServer) -> None:
+    lane = lane_to(redis_server.port)
+    first = asyncio.ensure_future(lane.call("PING"))  # connecting
+    await asyncio.sleep(0)
+    await lane.close()
+    with pytest.raises(ConnectionError, match="lane closed"):
+        await first
+    assert not lane.connected
