@@ -61,6 +61,8 @@ _Usage = dict[tuple[str, str, str], list[int]]
 
 # Counter writes between sweeps of drained counters and ended bans.
 _SWEEP_EVERY = 10_000
+# Seconds between sweeps of expired usage events and spend counters.
+_EXPIRE_EVERY = 60.0
 
 
 def _clone(record: _R) -> _R:
@@ -105,6 +107,7 @@ class MemoryStore(Store):
         self._flush_task: asyncio.Task[None] | None = None
         self._dirty = False
         self._touched_since_sweep = 0
+        self._next_expiry = 0.0  # when _expire runs next
         if path is not None:
             self._load(read_snapshot(path))
 
@@ -395,6 +398,8 @@ class MemoryStore(Store):
         if not self._first_time("spend", once):
             return
         now = self._clock()
+        if now >= self._next_expiry:
+            self._expire(now)
         for d in deltas:
             value, expires = self._spend.get((d.subject, d.period), (0, 0.0))
             if expires and expires <= now:
@@ -415,10 +420,15 @@ class MemoryStore(Store):
     ) -> None:
         if not self._first_time("events", once):
             return
-        expires = self._clock() + retention
+        now = self._clock()
+        if now >= self._next_expiry:
+            self._expire(now)
+        expires = now + retention
         for e in events:
             days = self._events[e.account_id]
-            kept, _ = days.get(e.day, ([], 0.0))
+            kept, until = days.get(e.day, ([], 0.0))
+            if until <= now:  # a day whose events expired starts afresh
+                kept = []
             kept.append(e)
             days[e.day] = (kept, expires)
         self._save_soon()
@@ -556,7 +566,20 @@ class MemoryStore(Store):
                 self._dirty = True
                 raise
 
+    def _expire(self, now: float) -> None:
+        """Drop the usage-event days and spend counters whose time is up, as
+        Redis drops their keys: neither memory nor the data file keeps them
+        past it (by more than `_EXPIRE_EVERY` in memory)."""
+        self._next_expiry = now + _EXPIRE_EVERY
+        for account, days in list(self._events.items()):
+            for day in [day for day, (_, until) in days.items() if until <= now]:
+                del days[day]
+            if not days:
+                del self._events[account]
+        self._spend = {k: v for k, v in self._spend.items() if not v[1] or v[1] > now}
+
     def _snapshot(self) -> Snapshot:
+        self._expire(self._clock())
         return Snapshot(
             accounts=list(self._accounts.values()),
             keys=list(self._keys.values()),

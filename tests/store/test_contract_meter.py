@@ -109,3 +109,14 @@ async def test_writes_repeated_with_the_same_once_id_apply_once(backend: Backend
         assert await s.spend(f"account:{a}", ["total"]) == [5]
         assert len(await s.usage_events(a)) == 1
 
+
+
+async def test_events_added_after_a_day_expired_do_not_bring_back_the_expired_ones(
+    backend: Backend,
+):
+    s, acct = backend.store, f"acct-{backend.tag}"
+    await s.add_usage_events([event("r1", "2026-11-25", 10.0, acct)], 1)
+    await backend.advance(1.3)
+    await s.add_usage_events([event("r2", "2026-11-25", 20.0, acct)], 60)
+    found = await s.usage_events(acct, "2026-11-25", "2026-11-25")
+    assert [e.request_id for e in found] == ["r2"]

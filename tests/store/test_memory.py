@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from lunos_proxy.store import Limit, StoreError, UsageRow
+from lunos_proxy.store import Limit, SpendDelta, StoreError, UsageRow
 from lunos_proxy.store.memory import MemoryStore
 from tests.store.backends import FakeClock
 from tests.store.samples import delta, ledger, make_account, make_key, row
+from tests.store.test_contract_meter import event
 
 
 async def test_records_survive_close_and_reopen(tmp_path: Path) -> None:
@@ -140,3 +141,25 @@ async def test_sweeping_drained_counters_keeps_the_ones_still_draining() -> None
     state = (await store.hit("slow", [Limit("day", 2, 86_400, cost=0)])).states[0]
     assert state.remaining == 1
     assert state.reset == 86_400 / 2 - 3_602
+
+
+async def test_expired_usage_events_and_spend_leave_memory_and_the_data_file(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    path = str(tmp_path / "store.json")
+    store = MemoryStore(path, clock=clock, flush_interval=3600)
+    await store.add_usage_events([event("gone", "2025-03-01", 1.0, "a-1")], 100)
+    await store.add_usage_events([event("kept", "2025-03-01", 2.0, "a-2")], 10_000)
+    await store.add_spend([SpendDelta(subject="key:k-1", period="d:2025-03-01", micros=5, ttl=100)])
+    await store.add_spend([SpendDelta(subject="key:k-1", period="total", micros=7, ttl=0)])
+    clock.now += 101
+    await store.add_spend([SpendDelta(subject="key:k-2", period="total", micros=1)])  # a sweep
+    assert list(store._events) == ["a-2"]
+    assert list(store._spend) == [("key:k-1", "total"), ("key:k-2", "total")]
+    await store.close()
+    written = (tmp_path / "store.json").read_bytes()
+    assert b"kept" in written and b"gone" not in written and b"d:2025-03-01" not in written
+    other = MemoryStore(path, clock=clock)
+    assert [e.request_id for e in await other.usage_events("a-2")] == ["kept"]
+    assert await other.spend("key:k-1", ["total"]) == [7]
