@@ -455,6 +455,8 @@ class MemoryStore(Store):
 
     async def claim(self, name: str, ttl: int) -> bool:
         now = self._clock()
+        if now >= self._next_expiry:
+            self._expire(now)
         if self._claims.get(name, 0.0) > now:
             return False
         self._claims[name] = now + ttl
@@ -567,9 +569,9 @@ class MemoryStore(Store):
                 raise
 
     def _expire(self, now: float) -> None:
-        """Drop the usage-event days and spend counters whose time is up, as
-        Redis drops their keys: neither memory nor the data file keeps them
-        past it (by more than `_EXPIRE_EVERY` in memory)."""
+        """Drop the usage-event days, spend counters and claims whose time is
+        up, as Redis drops their keys: neither memory nor the data file keeps
+        them past it (by more than `_EXPIRE_EVERY` in memory)."""
         self._next_expiry = now + _EXPIRE_EVERY
         for account, days in list(self._events.items()):
             for day in [day for day, (_, until) in days.items() if until <= now]:
@@ -577,6 +579,7 @@ class MemoryStore(Store):
             if not days:
                 del self._events[account]
         self._spend = {k: v for k, v in self._spend.items() if not v[1] or v[1] > now}
+        self._claims = {name: until for name, until in self._claims.items() if until > now}
 
     def _snapshot(self) -> Snapshot:
         self._expire(self._clock())

@@ -143,7 +143,7 @@ async def test_sweeping_drained_counters_keeps_the_ones_still_draining() -> None
     assert state.reset == 86_400 / 2 - 3_602
 
 
-async def test_expired_usage_events_and_spend_leave_memory_and_the_data_file(
+async def test_expired_events_spend_and_claims_leave_memory_and_the_data_file(
     tmp_path: Path,
 ) -> None:
     clock = FakeClock()
@@ -153,10 +153,12 @@ async def test_expired_usage_events_and_spend_leave_memory_and_the_data_file(
     await store.add_usage_events([event("kept", "2025-03-01", 2.0, "a-2")], 10_000)
     await store.add_spend([SpendDelta(subject="key:k-1", period="d:2025-03-01", micros=5, ttl=100)])
     await store.add_spend([SpendDelta(subject="key:k-1", period="total", micros=7, ttl=0)])
+    assert await store.claim("alert:a-1:d", 100) and await store.claim("alert:a-2:m", 10_000)
     clock.now += 101
     await store.add_spend([SpendDelta(subject="key:k-2", period="total", micros=1)])  # a sweep
     assert list(store._events) == ["a-2"]
     assert list(store._spend) == [("key:k-1", "total"), ("key:k-2", "total")]
+    assert list(store._claims) == ["alert:a-2:m"]
     await store.close()
     written = (tmp_path / "store.json").read_bytes()
     assert b"kept" in written and b"gone" not in written and b"d:2025-03-01" not in written
