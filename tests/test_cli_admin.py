@@ -57,7 +57,8 @@ async def test_cli_covers_accounts_keys_tokens_and_audit(
         "accounts.create", "accounts.show", "accounts.update", "keys.create", "keys.list", "keys.rotate",
         "keys.revoke", "accounts.export"]
     deleted = await run(capsys, gw, "accounts", "delete", acc)
-    assert deleted["deleted"] == {"profile": True, "keys": 2, "usage_rows": 0, "usage_events": 0}
+    assert deleted["deleted"] == {"profile": True, "keys": 2, "usage_rows": 0, "usage_events": 0,
+                                  "spend_counters": 0}
     assert (await run(capsys, gw, "tokens", "revoke", reader["id"]))["revoked"] is True
 
 

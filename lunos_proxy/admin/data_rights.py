@@ -4,12 +4,14 @@
     DELETE /admin/accounts/{account_id}          full       idempotent
 
 Export holds the decrypted profile, the keys' metadata (never a hash), every
-usage row and usage event (per-request metadata, no content), the billing
+usage row and usage event (per-request metadata, no content), the spend
+counters of the account and its keys (budgets, prepaid credit), the billing
 records and the audit entries about the account.
 
 Delete erases the profile (name, email, blind index), revokes and removes
-every key (announced to every instance), and erases the usage counters and
-usage events.
+every key (announced to every instance), and erases the usage counters,
+usage events and spend counters (a prepaid balance goes with them: settle
+it first; the billing records are the accounting record).
 Billing records must be kept for accounting, so they stay, moved to a
 random pseudonym that is stored nowhere else: nothing leads from it back to
 the account or the person. Audit entries about the account move to the
@@ -28,7 +30,7 @@ from aiohttp import web
 
 from ..crypto import Secrets
 from ..keys import INVALIDATE_CHANNEL
-from ..store.base import AccountRecord, Store
+from ..store.base import AccountRecord, KeyRecord, Store
 from .accounts import account_or_404, profile
 from .auth import GATEWAY, requires, secrets_of, send
 from .keys import key_view
@@ -49,15 +51,26 @@ RETAINED_WHY = {
 
 async def export_document(store: Store, secrets: Secrets, account: AccountRecord) -> dict[str, Any]:
     """Everything kept about `account`, as one JSON-ready document."""
+    keys = await store.keys_of(account.id)
     return {
         "exported_at": time.time(),
         "account": profile(account, secrets),
-        "keys": [key_view(k) for k in await store.keys_of(account.id)],
+        "keys": [key_view(k) for k in keys],
         "usage": await store.usage(account.id, *_ALL_DAYS),
         "billing": await store.billing(account.id),
         "usage_events": await store.usage_events(account.id),
+        # Budget and prepaid-credit counters (micro-units), by subject and period.
+        "spend": {
+            subject: await store.spend_counters(subject)
+            for subject in _spend_subjects(account.id, keys)
+        },
         "audit": await store.audit(account.id, limit=100_000),
     }
+
+
+def _spend_subjects(account_id: str, keys: list[KeyRecord]) -> list[str]:
+    """The meter's spend counters of an account and its keys (see usage/budgets.py)."""
+    return [f"account:{account_id}", *(f"key:{k.id}" for k in keys)]
 
 
 async def erase_account(store: Store, account_id: str) -> dict[str, Any]:
@@ -69,6 +82,9 @@ async def erase_account(store: Store, account_id: str) -> dict[str, Any]:
         await store.publish(INVALIDATE_CHANNEL, f"key:{key.hash}")
     usage_rows = await store.delete_usage(account_id)
     usage_events = await store.delete_usage_events(account_id)
+    spend_counters = 0
+    for subject in _spend_subjects(account_id, keys):
+        spend_counters += await store.delete_spend(subject)
     pseudonym = "anon_" + random.token_hex(12)
     billing = await store.rekey_billing(account_id, pseudonym)
     # The profile goes last, so a profile still there means this is the first
@@ -89,6 +105,7 @@ async def erase_account(store: Store, account_id: str) -> dict[str, Any]:
             "keys": len(keys),
             "usage_rows": usage_rows,
             "usage_events": usage_events,
+            "spend_counters": spend_counters,
         },
         "retained": retained,
     }

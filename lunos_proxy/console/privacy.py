@@ -56,8 +56,8 @@ def data_kept(config: Config) -> list[tuple[str, str]]:
         ("API keys", "never stored: only a keyed hash and a display prefix such as lk-AbC12x"),
         ("Prompts and completions", "never stored, never logged: requests are forwarded to the "
          "provider and the answer passed back"),
-        ("Usage counters", "requests, tokens and cost per key, model and day; erased when you "
-         "delete your account"),
+        ("Usage counters", "requests, tokens and cost per key, model and day, and spend "
+         "against budgets; erased when you delete your account"),
         ("Billing records", "kept for accounting and legal obligations, re-keyed to a "
          "pseudonym when you delete your account"),
         ("Where state lives", f"the {store} store" + (" (shared by every proxy instance)"

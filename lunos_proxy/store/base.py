@@ -432,6 +432,14 @@ class Store(abc.ABC):
         """The counters of `subject` for each of `periods`, in order (0 if absent)."""
 
     @abc.abstractmethod
+    async def spend_counters(self, subject: str) -> dict[str, int]:
+        """Every live counter of `subject`, by period (for a data export)."""
+
+    @abc.abstractmethod
+    async def delete_spend(self, subject: str) -> int:
+        """Erase every counter of `subject`; returns how many live ones went."""
+
+    @abc.abstractmethod
     async def add_usage_events(
         self, events: Sequence[UsageEvent], retention: int, *, once: str = ""
     ) -> None:

@@ -415,6 +415,23 @@ class MemoryStore(Store):
             out.append(0 if expires and expires <= now else value)
         return out
 
+    def _live_spend(self, subject: str) -> dict[str, int]:
+        now = self._clock()
+        return {
+            period: value
+            for (s, period), (value, expires) in self._spend.items()
+            if s == subject and not (expires and expires <= now)
+        }
+
+    async def spend_counters(self, subject: str) -> dict[str, int]:
+        return self._live_spend(subject)
+
+    async def delete_spend(self, subject: str) -> int:
+        live = self._live_spend(subject)
+        self._spend = {k: v for k, v in self._spend.items() if k[0] != subject}
+        self._save_soon()
+        return len(live)
+
     async def add_usage_events(
         self, events: Sequence[UsageEvent], retention: int, *, once: str = ""
     ) -> None:

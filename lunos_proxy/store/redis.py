@@ -25,6 +25,7 @@ over) gets the source once with EVAL. The keys one script touches share a
     lunos:{billing}:account:<account>  list of ledger lines (JSON)
     lunos:{routing}:cooldown           hash deployment -> until (ms, server clock)
     lunos:{spend:<subject>}:<period>   spend counter (micros), expiring   add_spend, spend
+    lunos:{spend:<subject>}:periods    set of the subject's periods       delete_spend
     lunos:{events:<account>}:days      sorted set of days with events   add_usage_events
     lunos:{events:<account>}:day:<day> list of usage events (JSON), expiring with retention
     lunos:{claims}:<name>              "1" while a once-only claim holds
@@ -112,6 +113,8 @@ _SCRIPTS = {
     "audit_rekey": (),
     "spend_add": (),
     "spend_get": (),
+    "spend_all": (),
+    "spend_delete": (),
     "events_add": (),
     "events_get": (),
     "events_delete": (),
@@ -763,8 +766,9 @@ class RedisStore(Store):
         calls: dict[str, tuple[list[str], list[Any]]] = {}
         for d in deltas:
             keys, args = calls.setdefault(d.subject, ([], []))
-            keys.append(self._spend_key(d.subject, d.period))
-            args += (d.micros, d.ttl)
+            base = self._spend_base(d.subject)
+            keys += (f"{base}{d.period}", f"{base}periods")
+            args += (d.micros, d.ttl, d.period)
         await self._per_tag("spend_add", calls, self._spend_base, once)
 
     async def spend(self, subject: str, periods: Sequence[str]) -> list[int]:
@@ -773,6 +777,16 @@ class RedisStore(Store):
         keys = [self._spend_key(subject, p) for p in periods]
         out = await self._run("spend_get", keys)
         return [int(v) if v is not None else 0 for v in out]
+
+    async def spend_counters(self, subject: str) -> dict[str, int]:
+        base = self._spend_base(subject)
+        pairs = await self._run("spend_all", [f"{base}periods"], [base])
+        return {pairs[i].decode(): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+
+    async def delete_spend(self, subject: str) -> int:
+        base = self._spend_base(subject)
+        n: int = await self._run("spend_delete", [f"{base}periods"], [base])
+        return n
 
     def _events_base(self, account_id: str) -> str:
         return f"{self.options.prefix}{{events:{account_id}}}:"

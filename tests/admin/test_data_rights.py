@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from lunos_proxy.store.base import BillingRecord, UsageDelta, UsageEvent
+from lunos_proxy.store.base import BillingRecord, SpendDelta, UsageDelta, UsageEvent
 from tests.auth_support import admin, auth_config, chat
 from tests.conftest import GatewayFactory, Running
 from tests.fakes import FakeProvider
@@ -78,6 +78,11 @@ async def make_everything(gw: Running) -> tuple[dict[str, Any], list[dict[str, A
                    time=1_790_000_000.0 + i, day="2026-11-01", status=200, input_tokens=11, output_tokens=6)
         for i in (1, 2)
     ], 86_400)
+    await store.add_spend([
+        SpendDelta(subject=f"account:{account['id']}", period="total", micros=1000),
+        SpendDelta(subject=f"account:{account['id']}", period="credit", micros=5000),
+        SpendDelta(subject=f"key:{keys[1]['id']}", period="m:2026-11", micros=300, ttl=86_400),
+    ])
     return account, keys
 
 
@@ -103,6 +108,8 @@ async def test_export_holds_every_record_made_for_the_account(setup: dict[str, A
     # The request made with the key (if the pipeline meters) and the two events written here.
     assert {"req-1", "req-2"} <= {e["request_id"] for e in doc["usage_events"]}
     assert {e["account_id"] for e in doc["usage_events"]} == {account["id"]}
+    assert doc["spend"] == {f"account:{account['id']}": {"total": 1000, "credit": 5000},
+                            f"key:{keys[0]['id']}": {}, f"key:{keys[1]['id']}": {"m:2026-11": 300}}
     assert [e["action"] for e in reversed(doc["audit"])] == ["accounts.create", "keys.create", "keys.create"]
     assert {e["account_id"] for e in doc["audit"]} == {account["id"]}
 
@@ -113,7 +120,8 @@ async def test_delete_erases_person_and_keys_keeps_billing_totals_and_is_idempot
     store = gw.gateway.store
     status, report = await admin(gw, "DELETE", f"/admin/accounts/{account['id']}")
     assert status == 200
-    assert report["deleted"] == {"profile": True, "keys": 2, "usage_rows": 2, "usage_events": 2}
+    assert report["deleted"] == {"profile": True, "keys": 2, "usage_rows": 2, "usage_events": 2,
+                                 "spend_counters": 3}
     assert [(r["data"], r["count"]) for r in report["retained"]] == [("billing_records", 3), ("audit_entries", 3)]
     assert all(r["why"] for r in report["retained"])
 
@@ -124,6 +132,8 @@ async def test_delete_erases_person_and_keys_keeps_billing_totals_and_is_idempot
     assert await store.billing(account["id"]) == []
     assert await store.usage(account["id"], "0000", "9999") == []
     assert await store.usage_events(account["id"]) == []
+    assert await store.spend_counters(f"account:{account['id']}") == {}
+    assert await store.spend_counters(f"key:{keys[1]['id']}") == {}
 
     blob = await dump(setup)
     assert traces(blob, NAME, EMAIL, "grace", "hopper", keys[0]["key"], keys[1]["key"], keys[0]["prefix"],
@@ -139,7 +149,8 @@ async def test_delete_erases_person_and_keys_keeps_billing_totals_and_is_idempot
     status, again = await admin(gw, "DELETE", f"/admin/accounts/{account['id']}")
     assert status == 200
     assert again == {"account_id": account["id"], "retained": [],
-                     "deleted": {"profile": False, "keys": 0, "usage_rows": 0, "usage_events": 0}}
+                     "deleted": {"profile": False, "keys": 0, "usage_rows": 0, "usage_events": 0,
+                                 "spend_counters": 0}}
 
 
 async def test_rotated_encryption_key_reencrypts_old_accounts(
@@ -189,9 +200,15 @@ async def test_export_and_delete_cover_what_the_meter_recorded_for_a_created_key
     assert [(e["key_id"], e["status"]) for e in doc["usage_events"]] == [(key["id"], 200)] * 3
     billed = sum(b["cost_micros"] for b in doc["billing"])
     assert billed == sum(u["cost_micros"] for u in doc["usage"]) > 0
+    spend = doc["spend"]
+    assert spend[f"account:{account['id']}"]["total"] == billed
+    assert list(spend[f"key:{key['id']}"].values()) == [billed, billed]  # this day and month
 
     report = (await admin(gw, "DELETE", f"/admin/accounts/{account['id']}"))[1]
-    assert report["deleted"] == {"profile": True, "keys": 1, "usage_rows": 1, "usage_events": 3}
+    assert report["deleted"] == {"profile": True, "keys": 1, "usage_rows": 1, "usage_events": 3,
+                                 "spend_counters": 5}
+    for subject in spend:
+        assert await gw.gateway.store.spend_counters(subject) == {}
     assert report["retained"][0]["data"] == "billing_records"
     blob = await dump({"gw": gw, "backend": "redis", "url": redis_url, "prefix": prefix})
     assert traces(blob, NAME, EMAIL, "grace", "hopper", key["key"], key["prefix"]) == []

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from lunos_proxy.store.base import BillingRecord, UsageDelta
+from lunos_proxy.store.base import BillingRecord, SpendDelta, UsageDelta
 from tests.auth_support import admin
 from tests.conftest import GatewayFactory
 from tests.console.support import Browser, console_config, new_account, new_key, signed_in
@@ -78,6 +78,7 @@ async def test_deletion_needs_the_typed_confirmation_then_erases_keeps_billing_a
     store = gw.gateway.store
     await store.add_billing([BillingRecord(id="bill_1", account_id=account, period="2026-11", model="gpt-test",
                                            requests=1, input_tokens=1, output_tokens=1, cost_micros=10, created=1.0)])
+    await store.add_spend([SpendDelta(subject=f"account:{account}", period="credit", micros=10)])
     browser: Browser = browsers(gw)
     await browser.sign_in_with_key(made["key"])
     status, text = await browser.get("/console/privacy/delete")
@@ -87,7 +88,9 @@ async def test_deletion_needs_the_typed_confirmation_then_erases_keeps_billing_a
     assert await store.account(account) is not None
     status, text = await browser.post("/console/privacy/delete", {"confirm": "Delete my account"})
     assert status == 200 and "Your account is deleted" in text and "Kept: 1 billing records" in text
+    assert "and 1 spend counter(s)." in text
     assert await store.account(account) is None and await store.keys_of(account) == []
+    assert await store.spend_counters(f"account:{account}") == {}
     assert await store.billing(account) == []  # re-keyed to a pseudonym
     status, text = await browser.get("/console/keys")
     assert "<h1>Sign in</h1>" in text

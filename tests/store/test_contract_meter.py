@@ -120,3 +120,21 @@ async def test_events_added_after_a_day_expired_do_not_bring_back_the_expired_on
     await s.add_usage_events([event("r2", "2026-11-25", 20.0, acct)], 60)
     found = await s.usage_events(acct, "2026-11-25", "2026-11-25")
     assert [e.request_id for e in found] == ["r2"]
+
+
+async def test_a_subjects_spend_counters_are_listed_and_erased_whole(backend: Backend):
+    s, sub, other = backend.store, f"account:{backend.tag}", f"key:{backend.tag}"
+    await s.add_spend([
+        SpendDelta(subject=sub, period="d:2026-11-26", micros=5, ttl=3600),
+        SpendDelta(subject=sub, period="total", micros=7, ttl=0),
+        SpendDelta(subject=other, period="total", micros=9, ttl=0),
+    ])
+    await s.add_spend([SpendDelta(subject=sub, period="credit", micros=11, ttl=0)])
+    await s.add_spend([SpendDelta(subject=sub, period="d:gone", micros=1, ttl=1)])
+    await backend.advance(1.3)  # "d:gone" has expired
+    assert await s.spend_counters(sub) == {"d:2026-11-26": 5, "total": 7, "credit": 11}
+    assert await s.delete_spend(sub) == 3
+    assert await s.spend_counters(sub) == {}
+    assert await s.spend(sub, ["d:2026-11-26", "total", "credit"]) == [0, 0, 0]
+    assert await s.spend_counters(other) == {"total": 9}  # another subject keeps its own
+    assert await s.delete_spend(sub) == 0
