@@ -8,7 +8,9 @@ usage row and usage event (per-request metadata, no content), the spend
 counters of the account and its keys (budgets, prepaid credit), the billing
 records and the audit entries about the account.
 
-Delete erases the profile (name, email, blind index), revokes and removes
+Delete first tells every instance's meter to drop what it has not written
+for the account (and to ignore its requests still in flight), then erases
+the profile (name, email, blind index), revokes and removes
 every key (announced to every instance), and erases the usage counters,
 usage events and spend counters (a prepaid balance goes with them: settle
 it first; the billing records are the accounting record).
@@ -31,6 +33,7 @@ from aiohttp import web
 from ..crypto import Secrets
 from ..keys import INVALIDATE_CHANNEL
 from ..store.base import AccountRecord, KeyRecord, Store
+from ..usage.ledger import ERASED_CHANNEL
 from .accounts import account_or_404, profile
 from .auth import GATEWAY, requires, secrets_of, send
 from .keys import key_view
@@ -76,6 +79,9 @@ def _spend_subjects(account_id: str, keys: list[KeyRecord]) -> list[str]:
 async def erase_account(store: Store, account_id: str) -> dict[str, Any]:
     """Erase `account_id` as described above; returns what went and what stayed, and why."""
     had_profile = await store.account(account_id) is not None
+    # First, so that no instance writes behind what it still holds for the
+    # account once its data is gone (usage/ledger.py).
+    await store.publish(ERASED_CHANNEL, account_id)
     keys = await store.keys_of(account_id)
     for key in keys:
         await store.delete_key(key.id)

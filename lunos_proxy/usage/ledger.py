@@ -19,23 +19,40 @@ Every step carries the batch's id (`once`): a write the store applied but
 whose answer was lost (the connection cut between the two, as when Redis is
 stopped mid-write) is retried, and the store ignores the repeat. So an outage
 neither loses nor duplicates anything.
+
+An account erased (`lunos_proxy.admin.data_rights`) is announced on
+`ERASED_CHANNEL` before its data goes; every ledger that hears it drops
+what it holds for the account and has not written, and ignores the
+account's requests for `FORGET_SECONDS` more (those in flight when it was
+erased), so no write recreates what the erasure removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..metrics import Metrics
 from ..store.base import BillingRecord, SpendDelta, Store, StoreError, UsageDelta, UsageEvent
 
-__all__ = ["Entry", "Ledger"]
+__all__ = ["ERASED_CHANNEL", "FORGET_SECONDS", "Entry", "Ledger"]
 
 log = logging.getLogger(__name__)
+
+ERASED_CHANNEL = "accounts:erased"  # message: the account id
+FORGET_SECONDS = 3600.0
+
+# The ledgers of each store that hear erasures (one subscription per store,
+# shared by the generations a reload makes).
+_LISTENING: weakref.WeakKeyDictionary[Store, weakref.WeakSet[Ledger]] = (
+    weakref.WeakKeyDictionary()
+)
 
 _Row = tuple[str, str, str, str]  # account, key, model, day
 
@@ -95,9 +112,12 @@ class Ledger:
         self._lock = asyncio.Lock()
         # Called with the subjects whose spend just reached the store.
         self.on_written: list[Callable[[set[str]], None]] = []
+        self._erased: dict[str, float] = {}  # account id -> ignored until
 
     # -- the hot path ---------------------------------------------------------
     def record(self, e: Entry) -> None:
+        if self._erased and self._was_erased(e.account_id):
+            return
         row = self._usage.get((e.account_id, e.key_id, e.model, e.day))
         if row is None:
             row = self._usage[(e.account_id, e.key_id, e.model, e.day)] = [0, 0, 0, 0, 0]
@@ -118,6 +138,52 @@ class Ledger:
                 self.metrics.meter_dropped.labels("events").inc()
             self._events.append(e.event)
         self._gauge()
+
+    # -- erasure ----------------------------------------------------------------
+    def forget(self, account_id: str) -> None:
+        """Drop what is held for `account_id` and not written yet (also in a
+        batch a failed write left), and ignore its requests for
+        `FORGET_SECONDS`."""
+        now = self.clock()
+        self._erased = {a: t for a, t in self._erased.items() if t > now}
+        self._erased[account_id] = now + FORGET_SECONDS
+        b = self._batch
+        keys = {row[1] for row in self._usage if row[0] == account_id}
+        keys |= {e.key_id for e in self._events if e.account_id == account_id}
+        if b is not None:
+            keys |= {d.key_id for d in b.usage if d.account_id == account_id}
+            keys |= {e.key_id for e in b.events if e.account_id == account_id}
+        subjects = {f"account:{account_id}", *(f"key:{k}" for k in keys)}
+        self._usage = {row: c for row, c in self._usage.items() if row[0] != account_id}
+        self._spend = {sp: v for sp, v in self._spend.items() if sp[0] not in subjects}
+        self._events = [e for e in self._events if e.account_id != account_id]
+        if b is not None:
+            b.usage = [d for d in b.usage if d.account_id != account_id]
+            b.billing = [r for r in b.billing if r.account_id != account_id]
+            b.spend = [d for d in b.spend if d.subject not in subjects]
+            b.events = [e for e in b.events if e.account_id != account_id]
+            b.rows = len(b.usage) + len(b.spend) + len(b.events)
+        self._gauge()
+
+    def _was_erased(self, account_id: str) -> bool:
+        until = self._erased.get(account_id)
+        if until is None:
+            return False
+        if until > self.clock():
+            return True
+        del self._erased[account_id]
+        return False
+
+    async def _listen(self) -> None:
+        ledgers = _LISTENING.get(self.store)
+        if ledgers is None:
+            ledgers = _LISTENING[self.store] = weakref.WeakSet()
+            try:
+                await self.store.subscribe(ERASED_CHANNEL, functools.partial(_forget, ledgers))
+            except StoreError:
+                # The subscriber keeps trying on its own.
+                log.warning("cannot hear account erasures yet")
+        ledgers.add(self)
 
     def unwritten_spend(self, subject: str, period: str) -> int:
         """Spend recorded here that the store does not hold yet."""
@@ -252,6 +318,7 @@ class Ledger:
 
     async def start(self) -> None:
         if self._task is None:
+            await self._listen()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self, attempts: int = 3) -> None:
@@ -269,3 +336,8 @@ class Ledger:
         lost = self.backlog
         self.metrics.meter_dropped.labels("shutdown").inc(lost)
         log.error("usage not written at shutdown: %d rows lost (store unreachable)", lost)
+
+
+async def _forget(ledgers: weakref.WeakSet[Ledger], account_id: str) -> None:
+    for ledger in list(ledgers):
+        ledger.forget(account_id)

@@ -214,3 +214,39 @@ async def test_export_and_delete_cover_what_the_meter_recorded_for_a_created_key
     assert traces(blob, NAME, EMAIL, "grace", "hopper", key["key"], key["prefix"]) == []
     [pseudonym] = {e.account_id for e in await gw.gateway.store.audit() if e.account_id.startswith("anon_")}
     assert sum(b.cost_micros for b in await gw.gateway.store.billing(pseudonym)) == billed
+
+
+async def test_usage_another_instance_holds_unwritten_is_not_written_after_the_erasure(
+    provider: FakeProvider, make_gateway: GatewayFactory, redis_url: str, tmp_path: Path
+) -> None:
+    import openai
+
+    from lunos_proxy.usage.ledger import Entry
+    from tests.meter_support import meter_config, meter_of
+    from tests.store.samples import eventually
+
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    config = meter_config(provider.base_url, tmp_path, store_url=redis_url,
+                          store_options={"prefix": prefix}, meter={"flush_interval_seconds": 3600})
+    first, second = await make_gateway(config), await make_gateway(config)
+    account = (await admin(first, "POST", "/admin/accounts", {"name": NAME, "email": EMAIL}))[1]
+    key = (await admin(first, "POST", f"/admin/accounts/{account['id']}/keys", {"name": "app"}))[1]
+    async with openai.AsyncOpenAI(base_url=second.v1, api_key=key["key"], max_retries=0) as client:
+        for _ in range(2):
+            await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    ledger = meter_of(second.gateway).ledger
+    assert ledger.backlog == 8  # one row, five spend counters, two events: none written yet
+
+    report = (await admin(first, "DELETE", f"/admin/accounts/{account['id']}"))[1]
+    assert report["deleted"]["usage_rows"] == 0  # nothing was written before the erasure
+    await eventually(lambda: ledger.backlog == 0)  # the second instance heard of it
+    # A request that was in flight at the erasure finishes: its usage is not kept either.
+    ledger.record(Entry(account_id=account["id"], key_id=key["id"], model="gpt-test", day="2026-11-30",
+                        input_tokens=1, output_tokens=1, cached_input_tokens=0, cost_micros=5,
+                        spend=[(f"account:{account['id']}", "total", 0)]))
+    assert await ledger.flush()
+    store = second.gateway.store
+    assert await store.usage(account["id"], "0000", "9999") == []
+    assert await store.usage_events(account["id"]) == [] and await store.billing(account["id"]) == []
+    assert await store.spend_counters(f"account:{account['id']}") == {}
+    assert await store.spend_counters(f"key:{key['id']}") == {}
