@@ -9,6 +9,7 @@ request refused by auth is never read, and the body is read only once.
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
@@ -19,12 +20,18 @@ from .exchange import Exchange, exchange_of
 __all__ = ["read_request"]
 
 
+# An output budget below 1 is refused here, as the providers refuse it: the
+# token reservation (abuse plugin) and a deployment's capacity (router) are
+# counted from it, and a negative one would give tokens back.
+_Budget = Annotated[int, msgspec.Meta(ge=1)]
+
+
 class _Head(msgspec.Struct):
     model: str | None = None
     stream: bool | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    max_output_tokens: int | None = None
+    max_tokens: _Budget | None = None
+    max_completion_tokens: _Budget | None = None
+    max_output_tokens: _Budget | None = None
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode

@@ -268,3 +268,22 @@ async def test_anthropic_sdk_waits_retry_after_and_then_succeeds(
             assert msg.content[0].text == "Hello, world!"  # type: ignore[union-attr]
     assert len(provider.received) == 2
     assert refusals(gw, "requests") >= 1
+
+
+async def test_an_output_budget_below_one_is_refused_and_gives_no_tokens_back(
+    provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    # No meter: no usage is known, so each request keeps its reservation.
+    gw = await make_gateway(abuse_config(provider.base_url, plan(key={"tokens_per_day": 1000}),
+                                         meter=False))
+    big = {**CHAT, "max_tokens": 900}
+    async with aiohttp.ClientSession() as s:
+        assert (await post(s, gw, body=big))[0] == 200
+        for field in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+            status, _, answer = await post(s, gw, body={**CHAT, field: -1_000_000_000})
+            assert (status, answer["error"]["message"]) == (
+                400, f"Invalid request: Expected int >= 1 - at {field}")
+        status, _, _ = await post(s, gw, body={**CHAT, "max_tokens": 0})
+        assert status == 400
+        assert (await post(s, gw, body=big))[0] == 429  # the day's tokens are still spent
+    assert len(provider.received) == 1
