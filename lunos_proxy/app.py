@@ -95,6 +95,8 @@ class Generation:
             timer = metrics.plugin_duration.labels(plugin.name)
             handler = functools.partial(_through, plugin, handler, timer)
         self.pipeline = handler
+        self.in_flight = 0  # requests running on this generation
+        self.drained: asyncio.Event | None = None  # set when retired and idle
 
     async def start(self) -> None:
         await self.forwarder.start()
@@ -228,12 +230,22 @@ class Gateway:
 
     async def swap(self, config: Config) -> Generation:
         """Build and start a generation for `config`, then make it current.
+        If that fails (a plugin refuses its settings, say), nothing changes:
+        the current config and generation stay, and the error is raised.
 
         The store is kept; a config that changes `store` needs a restart."""
-        self.config = config
-        await self._start_demo()
-        new = Generation(config, self.store, self.metrics, self.base_urls, self.lasting)
-        await new.start()
+        previous = self.config
+        self.config = config  # what the demo provider and the plugins read
+        new: Generation | None = None
+        try:
+            await self._start_demo()
+            new = Generation(config, self.store, self.metrics, self.base_urls, self.lasting)
+            await new.start()
+        except BaseException:
+            self.config = previous
+            if new is not None:
+                await new.close()
+            raise
         old, self.generation = self.generation, new
         for callback in self.on_reload:
             await callback(new)
@@ -271,6 +283,7 @@ class Gateway:
         request[EXCHANGE] = exchange
         metrics = self.metrics
         metrics.in_flight.inc()
+        generation.in_flight += 1
         try:
             response = await generation.pipeline(request)
             if not exchange.status:
@@ -283,6 +296,9 @@ class Gateway:
             return error_response(wire, err, exchange.response_headers)
         finally:
             metrics.in_flight.dec()
+            generation.in_flight -= 1
+            if generation.drained is not None and not generation.in_flight:
+                generation.drained.set()
             self.metrics.record(exchange, generation.config)
 
     async def not_found(self, request: web.Request) -> web.Response:
@@ -316,9 +332,15 @@ async def _to_console(request: web.Request) -> web.Response:
 
 
 def _retire(generation: Generation, retiring: set[asyncio.Task[None]]) -> None:
+    """Close a generation a reload replaced once its last request is done:
+    a stream that outlives any fixed grace keeps its upstream session, its
+    lease renewals and its ledger until it ends."""
+
     async def later() -> None:
         try:
-            await asyncio.sleep(generation.config.server.shutdown_grace_seconds)
+            if generation.in_flight:
+                generation.drained = asyncio.Event()
+                await generation.drained.wait()
         finally:
             # Also when the gateway closes first: sessions are released either way.
             await generation.close()

@@ -75,7 +75,13 @@ class Reloader:
             old = self.gateway.config.server
             config.server.host, config.server.port = old.host, old.port
             config.server.admin_host, config.server.admin_port = old.admin_host, old.admin_port
-            await self.gateway.swap(config)
+            try:
+                await self.gateway.swap(config)
+            except ConfigError as e:  # a plugin refused its settings (a missing file, ...)
+                metrics.config_reloads.labels("rejected").inc()
+                for line in e.problems:
+                    log.error("config_rejected", problem=line)
+                return ReloadResult(False, e.problems)
             self.path = path
             metrics.config_reloads.labels("applied").inc()
             log.info("config_reloaded", providers=len(config.providers), models=len(config.models))

@@ -115,3 +115,51 @@ async def test_reload_needs_an_operator_token(fakes: ProviderFactory, make_gatew
     assert (await reload(gw, reader))[0] == 403
     assert (await reload(gw))[0] == 200
     assert await metric(gw.admin_url, 'lunos_config_reloads_total{result="applied"}') == 1
+
+
+async def test_a_config_a_plugin_refuses_while_built_is_rejected_and_changes_nothing(
+    fakes: ProviderFactory, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    (a,) = await fakes(1)
+    good = router_config({"a": a}, {"m": {"deployments": [deployment("a")]}})
+    gw = await make_gateway(good)
+    before, generation = gw.gateway.config, gw.gateway.generation
+    bad = copy.deepcopy(good)
+    bad["admin"] = {"token": "lat-another-token-" + "x" * 40}
+    bad["pipeline"].append({"name": "meter", "settings": {"pricing": str(tmp_path / "missing.yaml")}})
+    gw.gateway.reloader.path = str(write_yaml(tmp_path / "lunos.yaml", bad))
+    status, body = await reload(gw)
+    assert (status, body["result"]) == (422, "rejected")
+    assert len(body["problems"]) == 1 and "missing.yaml" in body["problems"][0]
+    assert gw.gateway.config is before and gw.gateway.generation is generation
+    assert await metric(gw.admin_url, 'lunos_config_reloads_total{result="rejected"}') == 1
+    assert (await chat(gw.url))[0] == 200
+    assert (await reload(gw))[0] == 422  # the old admin token still holds
+
+
+async def test_a_stream_outlives_the_grace_of_the_generation_a_reload_replaced(
+    fakes: ProviderFactory, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    (a,) = await fakes(1)
+    a.behaviour.chunk_interval = 0.25  # six chunks: about 1.5 s, past the grace
+    config = router_config({"a": a}, {"m": {"deployments": [deployment("a")]}})
+    config["server"] = {"shutdown_grace_seconds": 0.3}
+    gw = await make_gateway(config)
+    gw.gateway.reloader.path = str(write_yaml(tmp_path / "lunos.yaml", config))
+    old = gw.gateway.generation
+    assert old is not None
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with asyncio.timeout(10), aiohttp.ClientSession() as s, s.post(
+            gw.v1 + "/chat/completions", json=body) as r:
+        first = await r.content.readline()
+        assert (await reload(gw))[0] == 200
+        rest = await r.read()  # hung once the old generation's session closed under it
+    assert first.startswith(b"data: ") and rest.rstrip().endswith(b"data: [DONE]")
+    assert a.completed_streams == 1 and a.disconnects == 0
+    session = old.forwarder.upstreams["a"].session
+    assert session is not None
+    for _ in range(100):  # the old generation closes once its last request is done
+        if session.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert old.in_flight == 0 and session.closed
