@@ -23,6 +23,7 @@ from .config import Config, ProviderConfig, Timeouts
 from .errors import UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
 from .exchange import Exchange
 from .providers import ADAPTERS, Adapter
+from .sse import EVENT_BOUNDARY, EVENT_ENDS
 
 __all__ = ["Forwarder", "Upstream"]
 
@@ -97,6 +98,14 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def _whole_events(data: bytes) -> tuple[bytes, bytes]:
+    """`data` cut after its last event boundary: the whole events, the rest."""
+    cut = 0
+    for m in EVENT_BOUNDARY.finditer(data):
+        cut = m.end()
+    return data[:cut], data[cut:]
 
 
 def _stream_error_event(wire: str, message: str) -> bytes:
@@ -335,30 +344,41 @@ class Forwarder:
         timings.first_byte = time.perf_counter()
         aborted = True
         sent = 0
+        # Whole events only: the bytes after the last event boundary wait for
+        # the rest of their event, so that an error event sent after a break
+        # starts on a boundary (a half event glued to it reads as neither).
+        held = b""
         try:
             while chunk:
                 exchange.notify_chunk(chunk)
                 for f in filters:
                     chunk = f.feed(chunk)
+                if held:
+                    chunk, held = held + chunk, b""
+                if chunk and not chunk.endswith(EVENT_ENDS):
+                    chunk, held = _whole_events(chunk)
                 if chunk:
                     await out.write(chunk)
                     sent += len(chunk)
                 chunk = await content.readany()
-            tail = b"".join(f.flush() for f in filters)
+            tail = held + b"".join(f.flush() for f in filters)
             if tail:
                 await out.write(tail)
                 sent += len(tail)
             aborted = False
             await out.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            # First: writing to a client that hung up raises aiohttp's
+            # ClientConnectionResetError, which is also a ClientError, and
+            # must not count against the provider (nor open its breaker).
+            exchange.error_type, exchange.error_code = "caller", "client_disconnected"
+            raise
         except TimeoutError:
             exchange.error_type, exchange.error_code = "provider", "stream_stalled"
             await self._end_with_error(out, exchange, "The provider stalled mid-stream.")
         except aiohttp.ClientError:
             exchange.error_type, exchange.error_code = "provider", "stream_broken"
             await self._end_with_error(out, exchange, "The provider broke off the stream.")
-        except (ConnectionResetError, asyncio.CancelledError):
-            exchange.error_type, exchange.error_code = "caller", "client_disconnected"
-            raise
         finally:
             timings.last_byte = time.perf_counter()
             exchange.bytes_out = sent

@@ -17,9 +17,14 @@ with no data line is not dispatched.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
-__all__ = ["SSEEvent", "SSEParser"]
+__all__ = ["EVENT_BOUNDARY", "EVENT_ENDS", "SSEEvent", "SSEParser"]
+
+# The blank line that ends an event, as providers send it.
+EVENT_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")  # for bytes.endswith
 
 
 class SSEEvent:

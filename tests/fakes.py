@@ -41,6 +41,7 @@ class Behaviour:
     delay_headers: float = 0.0  # stall before sending response headers
     pause_after_first: float = 0.0  # stream: wait after the first event
     cut_after: int | None = None  # stream: drop the connection after N events
+    cut_mid_event: bool = False  # ... having sent the first half of the next one
     chunk_interval: float = 0.0
     reply: list[str] | None = None  # the answer's text, in stream chunks (default CHUNKS)
     # Statuses for the next requests, one each, before `status` applies again.
@@ -230,6 +231,9 @@ class FakeProvider:
         try:
             for i, event in enumerate(self.events(payload, anthropic)):
                 if b.cut_after is not None and i == b.cut_after:
+                    if b.cut_mid_event:
+                        await resp.write(event[: len(event) // 2])
+                        await asyncio.sleep(0.05)  # the half reaches the proxy alone
                     assert request.transport is not None
                     request.transport.close()
                     return resp

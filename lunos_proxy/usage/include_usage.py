@@ -16,6 +16,8 @@ import re
 
 import msgspec
 
+from ..sse import EVENT_BOUNDARY, EVENT_ENDS
+
 __all__ = ["UsageChunkFilter", "ask_for_usage"]
 
 STREAM_USAGE_ENDPOINTS = frozenset({"chat/completions", "completions"})
@@ -51,7 +53,6 @@ _decode_chunk = msgspec.json.Decoder(_Chunk).decode
 # A JSON string cannot hold a bare quote, so these match only the member
 # itself, never text inside a completion.
 _NULL_USAGE = re.compile(rb',[ \t]*"usage"[ \t]*:[ \t]*null|"usage"[ \t]*:[ \t]*null[ \t]*,[ \t]*')
-_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
 def _is_usage_only(event: bytes) -> bool:
@@ -85,10 +86,10 @@ class UsageChunkFilter:
         if self._held:
             data = self._held + data
             self._held = b""
-        if b'"usage"' not in data and data.endswith((b"\n\n", b"\r\r")):
+        if b'"usage"' not in data and data.endswith(EVENT_ENDS):
             return data
         cut = 0
-        for m in _BOUNDARY.finditer(data):
+        for m in EVENT_BOUNDARY.finditer(data):
             cut = m.end()
         if cut < len(data):
             data, self._held = data[:cut], data[cut:]
@@ -96,7 +97,7 @@ class UsageChunkFilter:
             return data
         out: list[bytes] = []
         start = 0
-        for m in _BOUNDARY.finditer(data):
+        for m in EVENT_BOUNDARY.finditer(data):
             event = data[start : m.end()]
             start = m.end()
             if b'"usage"' not in event:

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import aiohttp
+import pytest
 
 from tests.conftest import Running
 from tests.fakes import FakeProvider
@@ -72,6 +73,28 @@ async def test_client_disconnect_before_headers_cancels_upstream(
     runner = provider.runner
     assert runner is not None and runner.server is not None
     assert len(runner.server.connections) == 0
+
+
+async def test_provider_cut_mid_event_ends_with_a_whole_error_event_the_sdk_reads(
+    gw: Running, provider: FakeProvider
+) -> None:
+    import openai
+
+    provider.behaviour.cut_after, provider.behaviour.cut_mid_event = 3, True
+    body = {"model": "gpt-test", "stream": True, "messages": []}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/chat/completions", json=body) as r:
+            got = await r.read()
+    events = got.split(b"\n\n")
+    assert got.count(b'"chat.completion.chunk"') == 3  # the half event never left
+    assert events[-2].startswith(b"data: {\"error\"") and events[-1] == b""
+    provider.behaviour.cut_after = 3
+    async with openai.AsyncOpenAI(base_url=gw.v1, api_key="sk-test", max_retries=0) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True)
+        with pytest.raises(openai.APIError, match="broke off"):
+            async for _ in stream:
+                pass
 
 
 async def test_provider_cut_mid_stream_ends_with_error_event(gw: Running, provider: FakeProvider) -> None:
