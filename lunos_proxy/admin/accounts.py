@@ -94,15 +94,18 @@ async def _check_email_free(store: Store, secrets: Secrets, email: str, account_
 
 async def correct(
     store: Store, secrets: Secrets, account: AccountRecord, name: str, email: str | None
-) -> None:
+) -> bool:
     """Save `account` with this name and email (409 if another account has the
-    email), and tell every instance's auth plugin that it changed."""
+    email), and tell every instance's auth plugin that it changed. False if
+    the account was erased meanwhile: it is not brought back."""
     if email and email != profile(account, secrets)["email"]:
         await _check_email_free(store, secrets, email, account.id)
     _seal(account, name, email, secrets)
     account.updated = time.time()
-    await store.put_account(account)
+    if not await store.update_account(account):
+        return False
     await store.publish(INVALIDATE_CHANNEL, f"account:{account.id}")
+    return True
 
 
 @requires("operator", "accounts.create")
@@ -159,7 +162,8 @@ async def update_account(request: web.Request) -> web.Response:
         account.allowed_regions = body.allowed_regions
     if body.allowed_providers is not msgspec.UNSET:
         account.allowed_providers = body.allowed_providers
-    await correct(gateway.store, secrets, account, name, email)
+    if not await correct(gateway.store, secrets, account, name, email):
+        raise admin_error(404, f"no account {account.id}")
     return send(profile(account, secrets))
 
 
@@ -173,8 +177,8 @@ async def reencrypt(request: web.Request) -> web.Response:
             continue
         p = profile(account, secrets)
         _seal(account, p["name"], p["email"], secrets)
-        await store.put_account(account)
-        done += 1
+        if await store.update_account(account):  # not one erased meanwhile
+            done += 1
     return send({"key_id": secrets.current_key_id, "accounts": len(accounts), "reencrypted": done})
 
 

@@ -18,6 +18,7 @@ from ..admin.data_rights import RETAINED_WHY, erase_account, export_document
 from ..config import Config
 from .pages import (
     ACCOUNT,
+    ConsoleError,
     account_id,
     audit,
     config_of,
@@ -108,7 +109,8 @@ async def update_profile(request: web.Request) -> web.Response:
     if len(name) > 200 or (email and (len(email) > 320 or "@" not in email or " " in email)):
         return await privacy_page(request, status=400, error="Enter a name and a valid email.")
     account = await current_account(request)
-    await correct(store_of(request), secrets_of(request), account, name, email or None)
+    if not await correct(store_of(request), secrets_of(request), account, name, email or None):
+        raise ConsoleError(404, "This account no longer exists.")
     await audit(request, "accounts.correct", account.id)
     raise web.HTTPSeeOther("/console/privacy?saved=1")
 

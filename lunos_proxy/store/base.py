@@ -374,6 +374,11 @@ class Store(abc.ABC):
     async def put_account(self, account: AccountRecord) -> None: ...
 
     @abc.abstractmethod
+    async def update_account(self, account: AccountRecord) -> bool:
+        """`put_account` for an account that exists: False, and nothing
+        written, if it is gone (erased while the caller held its record)."""
+
+    @abc.abstractmethod
     async def delete_account(self, account_id: str) -> None: ...
 
     @abc.abstractmethod

@@ -297,6 +297,12 @@ class MemoryStore(Store):
             self._account_ids_by_index[account.email_index] = account.id
         await self._save()
 
+    async def update_account(self, account: AccountRecord) -> bool:
+        if account.id not in self._accounts:
+            return False
+        await self.put_account(account)
+        return True
+
     async def delete_account(self, account_id: str) -> None:
         if self._drop_account(account_id):
             await self._save()

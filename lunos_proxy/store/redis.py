@@ -610,12 +610,19 @@ class RedisStore(Store):
         return None if raw is None else self._account_decoder.decode(raw)
 
     async def put_account(self, account: AccountRecord) -> None:
+        await self._put_account(account, existing=False)
+
+    async def update_account(self, account: AccountRecord) -> bool:
+        return await self._put_account(account, existing=True)
+
+    async def _put_account(self, account: AccountRecord, *, existing: bool) -> bool:
         d = self._accounts
-        await self._run(
+        written = await self._run(
             "put_account",
             [f"{d}id:{account.id}", f"{d}all"],
-            [msgspec.json.encode(account), account.id, d, account.email_index],
+            [msgspec.json.encode(account), account.id, d, account.email_index, int(existing)],
         )
+        return bool(written)
 
     async def delete_account(self, account_id: str) -> None:
         d = self._accounts

@@ -250,3 +250,21 @@ async def test_usage_another_instance_holds_unwritten_is_not_written_after_the_e
     assert await store.usage_events(account["id"]) == [] and await store.billing(account["id"]) == []
     assert await store.spend_counters(f"account:{account['id']}") == {}
     assert await store.spend_counters(f"key:{key['id']}") == {}
+
+
+async def test_a_correction_racing_the_erasure_does_not_bring_the_account_back(
+    setup: dict[str, Any],
+) -> None:
+    from lunos_proxy.admin.accounts import correct
+    from lunos_proxy.crypto import load_secrets
+
+    gw = setup["gw"]
+    account, _ = await make_everything(gw)
+    store = gw.gateway.store
+    held = await store.account(account["id"])  # read by a PATCH before the deletion lands
+    assert held is not None
+    assert (await admin(gw, "DELETE", f"/admin/accounts/{account['id']}"))[0] == 200
+    secrets = load_secrets(gw.gateway.config.secrets)
+    assert not await correct(store, secrets, held, "Grace H.", EMAIL)
+    assert await store.account(account["id"]) is None
+    assert await store.accounts() == []

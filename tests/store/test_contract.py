@@ -232,6 +232,21 @@ async def test_account_index_follows_a_replace_and_a_delete(backend: Backend):
     assert await s.accounts() == [moved]
 
 
+async def test_an_update_writes_over_an_account_and_never_brings_back_an_erased_one(
+    backend: Backend,
+):
+    s = backend.store
+    await s.put_account(make_account("a-1", "ix-1"))
+    changed = make_account("a-1", "ix-1", plan="team")
+    assert await s.update_account(changed)
+    assert await s.account("a-1") == changed
+    await s.delete_account("a-1")
+    assert not await s.update_account(make_account("a-1", "ix-1", plan="late"))
+    assert await s.account("a-1") is None
+    assert await s.account_by_index("ix-1") is None
+    assert await s.accounts() == []
+
+
 # -- usage and billing --------------------------------------------------------
 
 
