@@ -110,6 +110,9 @@ class Auth(Plugin):
         # Shared by every request of the key, as a looked-up key's is.
         self._static_principals = {k.hash: _static_principal(k) for k in settings.static_keys}
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        # Counts invalidations: a lookup that one overtook (it read the
+        # store before a revocation and answers after it) is not cached.
+        self._invalidations = 0
 
     async def start(self) -> None:
         # One subscription per store, shared by the generations a reload
@@ -132,6 +135,7 @@ class Auth(Plugin):
             listeners.discard(self)
 
     def invalidate(self, message: str) -> None:
+        self._invalidations += 1
         kind, _, value = message.partition(":")
         if kind == "key":
             self._cache.pop(value, None)
@@ -189,6 +193,7 @@ class Auth(Plugin):
 
     async def _look_up(self, key_hash: str, now: float, stale: _Entry | None) -> _Entry:
         store = self.services.store
+        seen = self._invalidations
         try:
             record = await store.key_by_hash(key_hash)
             account = None if record is None else await store.account(record.account_id)
@@ -212,7 +217,10 @@ class Auth(Plugin):
             principal.allowed_providers = account.allowed_providers
             principal.alert_thresholds = account.alert_thresholds
             entry = _Entry(now + ttl, principal, "", record.expires)
-        self._remember(key_hash, entry)
+        if self._invalidations == seen:
+            self._remember(key_hash, entry)
+        # else: an invalidation came while the store answered; this answer
+        # serves this request only, and the next one asks again.
         return entry
 
     def _remember(self, key_hash: str, entry: _Entry) -> None:

@@ -160,3 +160,31 @@ async def test_with_the_abuse_plugin_repeated_bad_keys_ban_the_address(
     # The address is banned now: the good key is refused too, before it is looked at.
     assert (await post(url, good, body))[0] == 429
     assert len(provider.received) == 1
+
+
+async def test_a_lookup_a_revocation_overtook_is_not_cached(
+    agw: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.auth_support import admin
+
+    store = agw.gateway.store
+    key, record = await put_key(store)
+    headers = {"Authorization": f"Bearer {key}"}
+    url, body = agw.v1 + "/chat/completions", {"model": "gpt-test", "messages": MSG}
+    # The store answers the lookup only after the key is revoked: a reply
+    # that was on its way when the revocation was announced.
+    gate, account = asyncio.Event(), store.account
+
+    async def slow_account(account_id: str) -> Any:
+        found = await account(account_id)
+        await gate.wait()
+        return found
+
+    monkeypatch.setattr(store, "account", slow_account)
+    first = asyncio.ensure_future(post(url, headers, body))
+    await asyncio.sleep(0.1)  # the lookup has read the key, not yet revoked
+    assert (await admin(agw, "POST", f"/admin/keys/{record.id}/revoke"))[0] == 200
+    gate.set()
+    assert (await first)[0] == 200  # read before the revocation: served once
+    status, answer = await post(url, headers, body)
+    assert (status, answer["error"]["message"]) == (401, "The API key has been revoked.")
