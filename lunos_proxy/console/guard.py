@@ -23,7 +23,7 @@ from ..admin.auth import AdminError
 from ..errors import GatewayError
 from ..exchange import EXCHANGE, Exchange
 from ..store.base import StoreError
-from .pages import ACCOUNT, ConsoleError, config_of, render
+from .pages import ACCOUNT, ConsoleError, config_of, render, store_of
 from .session import CSRF, signed_in
 
 __all__ = ["HEADERS", "guard"]
@@ -82,7 +82,7 @@ def _headers(request: web.Request) -> dict[str, str]:
 async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route
     if request.match_info.http_exception is None:
-        account = await signed_in(request, config_of(request))
+        account = await signed_in(request, config_of(request), store_of(request))
         if account is not None:
             request[ACCOUNT] = account
         elif not getattr(route.handler, "console_public", False):

@@ -34,13 +34,14 @@ from redis.exceptions import RedisError
 
 from ..config import Config
 from ..crypto import Secrets
-from ..store.base import StoreError
+from ..store.base import Store, StoreError
 from ..store.redis_connect import Connected, RedisOptions, connect
 
 __all__ = ["COOKIE", "RedisSessions", "end", "session_storage", "signed_in", "start"]
 
 COOKIE = "lunos_console"
 ACCOUNT, CSRF, SINCE, SEEN = "account", "csrf", "since", "seen"
+KEY = "key"  # the id of the API key a session was signed in with, if one was
 
 
 class RedisSessions(AbstractStorage):
@@ -118,8 +119,9 @@ def session_storage(config: Config, secrets: Secrets) -> AbstractStorage:
     return EncryptedCookieStorage(key, **cookie)
 
 
-async def signed_in(request: web.Request, config: Config) -> str | None:
-    """The session's account, or None (also when a timeout ended the session)."""
+async def signed_in(request: web.Request, config: Config, store: Store) -> str | None:
+    """The session's account, or None (also when a timeout ended the session,
+    or the API key it was signed in with was revoked, removed or expired)."""
     session = await get_session(request)
     account = session.get(ACCOUNT)
     if not isinstance(account, str):
@@ -130,6 +132,12 @@ async def signed_in(request: web.Request, config: Config) -> str | None:
     if now - seen > c.idle_timeout_seconds or now - since > c.absolute_timeout_seconds:
         session.invalidate()
         return None
+    key_id = session.get(KEY)
+    if isinstance(key_id, str):
+        key = await store.key_by_id(key_id)
+        if key is None or key.revoked or (key.expires is not None and key.expires <= now):
+            session.invalidate()
+            return None
     session[SEEN] = now
     return account
 
@@ -144,8 +152,9 @@ async def csrf_token(request: web.Request) -> str:
     return token
 
 
-async def start(request: web.Request, account_id: str) -> None:
-    """Sign in: a new session (new id, new CSRF token) for `account_id`."""
+async def start(request: web.Request, account_id: str, key_id: str = "") -> None:
+    """Sign in: a new session (new id, new CSRF token) for `account_id`; one
+    signed in with an API key (`key_id`) lasts only as long as the key."""
     old = await get_session(request)
     storage = request.get("aiohttp_session_storage")
     if isinstance(storage, RedisSessions) and old.identity is not None:
@@ -156,6 +165,8 @@ async def start(request: web.Request, account_id: str) -> None:
     session[SINCE] = now
     session[SEEN] = now
     session[CSRF] = random.token_urlsafe(32)
+    if key_id:
+        session[KEY] = key_id
 
 
 async def end(request: web.Request) -> None:

@@ -17,6 +17,7 @@ plugin, which bans an address past its threshold.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import secrets as random
@@ -32,7 +33,7 @@ from aiohttp_session import get_session
 from ..abuse_hooks import ADDRESS_GUARD, AddressGuard
 from ..exchange import exchange_of
 from ..store.base import Limit
-from .delivery import DeliveryError, SignInMessage, delivery_for
+from .delivery import Delivery, DeliveryError, SignInMessage, delivery_for
 from .pages import (
     ACCOUNT,
     ConsoleError,
@@ -128,8 +129,10 @@ def _base_url(request: web.Request) -> str:
     return configured or f"{request.scheme}://{request.host}"
 
 
-async def _signed_in(request: web.Request, account_id: str, how: str) -> web.Response:
-    await start(request, account_id)
+async def _signed_in(
+    request: web.Request, account_id: str, how: str, key_id: str = ""
+) -> web.Response:
+    await start(request, account_id, key_id)
     request[ACCOUNT] = account_id
     await audit(request, f"sign_in.{how}", account_id)
     raise web.HTTPSeeOther("/console/usage")
@@ -166,12 +169,24 @@ async def request_link(request: web.Request) -> web.Response:
             code=code,
             account_id=account.id,
         )
-        try:
-            await delivery_for(config_of(request).console).send(message)
-        except DeliveryError as e:
-            log.error("console_delivery_failed", account_id=account.id, reason=str(e))
+        # Sent behind: the answer must not wait for the mail service, or its
+        # timing would tell which emails have an account.
+        task = asyncio.get_running_loop().create_task(
+            _deliver(delivery_for(config_of(request).console), message))
+        _DELIVERING.add(task)
+        task.add_done_callback(_DELIVERING.discard)
     (await get_session(request))[_PENDING] = pending
     raise web.HTTPSeeOther("/console/sign-in/code")
+
+
+_DELIVERING: set[asyncio.Task[None]] = set()  # sign-in messages on their way
+
+
+async def _deliver(delivery: Delivery, message: SignInMessage) -> None:
+    try:
+        await delivery.send(message)
+    except DeliveryError as e:
+        log.error("console_delivery_failed", account_id=message.account_id, reason=str(e))
 
 
 @public
@@ -225,15 +240,21 @@ async def sign_in_with_key(request: web.Request) -> web.Response:
     key = (await form(request)).get("key", "").strip()
     store = store_of(request)
     record = await store.key_by_hash(secrets_of(request).key_hash(key)) if key else None
+    # Only a key that may do everything its account may: a session can make
+    # keys, change the email and delete the account, so a key limited to some
+    # models, or one that expires (a rotated key in its grace period
+    # included), must not be a way to more than it grants.
     usable = (
         record is not None
         and not record.revoked
-        and (record.expires is None or record.expires > time.time())
+        and record.expires is None
+        and record.allowed_models is None
         and await store.account(record.account_id) is not None
     )
     if record is None or not usable:
-        return await _failed(request, "That API key is not a valid key of an account.")
-    return await _signed_in(request, record.account_id, "key")
+        return await _failed(request, "That API key is not a valid key of an account, or is "
+                             "limited (to some models, or in time): sign in by email instead.")
+    return await _signed_in(request, record.account_id, "key", record.id)
 
 
 async def sign_out(request: web.Request) -> web.Response:

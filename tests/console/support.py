@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -89,10 +90,12 @@ class Mailbox:
         self.signatures: list[str] = []
         self.bodies: list[bytes] = []
         self.url = ""
+        self.delay = 0.0  # seconds the mail service takes to answer
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         async def receive(request: web.Request) -> web.Response:
+            await asyncio.sleep(self.delay)
             self.bodies.append(await request.read())
             self.messages.append(await request.json())
             self.signatures.append(request.headers.get("X-Lunos-Signature", ""))
@@ -105,6 +108,14 @@ class Mailbox:
         port = free_port()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
         self.url = f"http://127.0.0.1:{port}/mail"
+
+    async def received(self, count: int = 1) -> list[dict[str, Any]]:
+        """The messages, once `count` have come (the console sends them behind its answer)."""
+        for _ in range(500):
+            if len(self.messages) >= count:
+                return self.messages
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{count} message(s) never came; {len(self.messages)} did")
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -67,7 +67,7 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     await page.fill("#email", "ada@example.com")
     await page.click("#send-link")
     await page.wait_for_selector("#code")
-    await page.fill("#code", mailbox.messages[-1]["code"])
+    await page.fill("#code", (await mailbox.received())[-1]["code"])
     await shot("1-code")
     await page.click("#enter-code")
     await page.wait_for_selector("#usage-chart")

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+import time
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -80,7 +81,7 @@ async def test_email_link_signs_in_once_on_a_new_session(
     browser: Browser = browsers(gw)
     status, text = await browser.post("/console/sign-in/email", {"email": "Ada@Example.com"})
     assert status == 200 and "Check your email" in text
-    [message] = mailbox.messages
+    [message] = await mailbox.received()
     assert message["to"] == "Ada@Example.com" and re.fullmatch(r"\d{6}", message["code"])
     before = browser.cookie()
     status, text = await browser.get(local_link(gw, message["link"]))
@@ -102,6 +103,7 @@ async def test_webhook_message_is_signed_with_the_configured_secret(
     gw = await make_gateway(mail_config(provider, mailbox))
     await new_account(gw)
     await browsers(gw).post("/console/sign-in/email", {"email": "ada@example.com"})
+    await mailbox.received()
     [body], [signature] = mailbox.bodies, mailbox.signatures
     assert signature == "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert set(json.loads(body)) == {"to", "subject", "text", "link", "code"}
@@ -114,7 +116,7 @@ async def test_email_code_signs_in_and_a_wrong_code_does_not(
     await new_account(gw)
     browser: Browser = browsers(gw)
     await browser.post("/console/sign-in/email", {"email": "ada@example.com"})
-    code = mailbox.messages[0]["code"]
+    code = (await mailbox.received())[0]["code"]
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
     status, text = await browser.post("/console/sign-in/code", {"code": wrong})
     assert status == 401 and "wrong or has expired" in text
@@ -130,9 +132,15 @@ async def test_unknown_email_gets_the_same_answer_and_no_message(
     gw = await make_gateway(mail_config(provider, mailbox))
     await new_account(gw)
     browser: Browser = browsers(gw)
+    mailbox.delay = 0.5  # a slow mail service must not show which emails have an account
+    started = time.monotonic()
     status, unknown = await browser.post("/console/sign-in/email", {"email": "nobody@example.com"})
     assert status == 200 and "Check your email" in unknown
-    assert mailbox.messages == []
+    status, known = await browsers(gw).post("/console/sign-in/email", {"email": "ada@example.com"})
+    assert status == 200 and "Check your email" in known
+    assert time.monotonic() - started < 0.4  # neither answer waited for the mail service
+    [message] = await mailbox.received()  # the known email's, and only that one
+    assert message["to"] == "ada@example.com"
     status, _ = await browser.post("/console/sign-in/code", {"code": "123456"})
     assert status == 401
 
@@ -167,6 +175,28 @@ async def test_api_key_signs_in_and_revoked_or_unknown_keys_do_not(
     await admin(gw, "POST", f"/admin/keys/{made['id']}/revoke")
     status, text = await browsers(gw).post("/console/sign-in/key", {"key": made["key"]})
     assert status == 401
+
+
+async def test_a_limited_or_rotated_key_does_not_sign_in_and_a_revoked_one_ends_its_session(
+    provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
+) -> None:
+    gw = await make_gateway(console_config(provider.base_url))
+    account = await new_account(gw)
+    path = f"/admin/accounts/{account}/keys"
+    limited = (await admin(gw, "POST", path, {"name": "m", "allowed_models": ["gpt-test"]}))[1]
+    expiring = (await admin(gw, "POST", path, {"name": "e", "expires_in": 3600}))[1]
+    rotated = await new_key(gw, account, "r")
+    assert (await admin(gw, "POST", f"/admin/keys/{rotated['id']}/rotate", {}))[0] == 201
+    for made in (limited, expiring, rotated):  # the rotated one is in its grace period
+        status, text = await browsers(gw).post("/console/sign-in/key", {"key": made["key"]})
+        assert status == 401 and "sign in by email instead" in text
+    made = await new_key(gw, account)
+    browser: Browser = browsers(gw)
+    await browser.sign_in_with_key(made["key"])
+    assert (await browser.get("/console/keys"))[0] == 200
+    await admin(gw, "POST", f"/admin/keys/{made['id']}/revoke")
+    status, text = await browser.get("/console/keys")  # the session went with the key
+    assert status == 200 and "<h1>Sign in</h1>" in text
 
 
 async def test_forms_without_the_session_csrf_token_or_from_another_origin_are_refused(
