@@ -23,6 +23,7 @@ goes to the ledger (counters, billing line, spend, usage event) and metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -182,15 +183,23 @@ class Meter(Plugin):
         exchange.observers.append(watcher)
         try:
             return await handler(request)
+        except asyncio.CancelledError:
+            # The client left before the answer began (waiting for its headers
+            # or first bytes): the provider has the request and bills it, so
+            # it is metered as estimated, like a client that left mid-stream.
+            if exchange.attempts and not watcher.ended:
+                watcher.end(True)
+            raise
         finally:
             if watcher.ended:
                 self._settle(exchange, account, key, at, limits)
 
     def cost(self, exchange: Exchange, at: float) -> int:
-        names = (f"{exchange.provider}/{exchange.upstream_model}", exchange.model)
+        model = _served(exchange)
+        names = (f"{exchange.provider}/{exchange.upstream_model}", model)
         price = self.prices.price(names, at)
         if price is None:
-            self.services.metrics.meter_unpriced.labels(self._label(exchange.model)).inc()
+            self.services.metrics.meter_unpriced.labels(self._label(model)).inc()
             return 0
         return price.cost(exchange.usage)
 
@@ -201,11 +210,12 @@ class Meter(Plugin):
     def _settle(self, ex: Exchange, account: str, key: str, at: float, limits: list[Limit]) -> None:
         u = ex.usage
         day = self.calendar.day(at)
+        served = _served(ex)
         self.ledger.record(
             Entry(
                 account_id=account,
                 key_id=key,
-                model=ex.model,
+                model=served,
                 day=day,
                 input_tokens=u.input_tokens,
                 output_tokens=u.output_tokens,
@@ -216,7 +226,7 @@ class Meter(Plugin):
                     request_id=ex.request_id,
                     account_id=account,
                     key_id=key,
-                    model=ex.model,
+                    model=served,
                     provider=ex.provider,
                     time=at,
                     day=day,
@@ -233,11 +243,16 @@ class Meter(Plugin):
             )
         )
         m = self.services.metrics
-        model, provider = self._label(ex.model), ex.provider or "none"
+        model, provider = self._label(served), ex.provider or "none"
         if u.source == "estimated":
             m.usage_estimated.labels(model, provider).inc()
         if limits:
             self.guard.after(limits, at)
+
+
+def _served(exchange: Exchange) -> str:
+    """The public model that answered: a fallback's own, else the one asked for."""
+    return exchange.served_model or exchange.model
 
 
 def _load_tokenizer() -> None:

@@ -8,6 +8,7 @@ import aiohttp
 import anthropic
 import msgspec
 import openai
+import pytest
 
 from lunos_proxy.store.base import UsageRow
 from tests.conftest import GatewayFactory
@@ -125,6 +126,45 @@ async def test_client_that_disconnects_mid_stream_is_billed_for_what_it_received
     [event] = await gw.gateway.store.usage_events("acct-b", "2000-01-01", "2999-12-31")
     assert event.usage_source == "estimated"
     assert gw.gateway.metrics.usage_estimated.labels("gpt-test", "fake")._value.get() == 1
+
+
+async def test_client_that_leaves_before_the_answer_begins_is_billed_an_estimate(
+    provider: FakeProvider, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    provider.behaviour.delay_headers = 1.0  # a model thinking before its first byte
+    gw = await make_gateway(meter_config(provider.base_url, tmp_path))
+    body = {"model": "gpt-test", "messages": MESSAGES}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as s:
+        with pytest.raises(TimeoutError):
+            await s.post(gw.v1 + "/chat/completions", json=body,
+                         headers={"Authorization": f"Bearer {KEY_B1}"})
+    meter = meter_of(gw.gateway)
+    for _ in range(100):
+        if meter.ledger.backlog:
+            break
+        await _sleep(0.05)
+    assert len(provider.received) == 1
+    [row] = await flushed_usage(gw.gateway, "acct-b")
+    assert (row.requests, row.input_tokens, row.output_tokens) == (1, 3 + (3 + 1 + 1), 0)
+    [event] = await gw.gateway.store.usage_events("acct-b", "2000-01-01", "2999-12-31")
+    assert event.usage_source == "estimated"
+
+
+async def test_a_fallback_is_metered_and_priced_as_the_model_that_answered(
+    provider: FakeProvider, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    config = meter_config(provider.base_url, tmp_path)
+    config["models"]["gpt-test"]["fallbacks"] = ["gpt-same"]
+    config["pipeline"].append({"name": "router"})  # inside the meter: it sees the last attempt
+    gw = await make_gateway(config)
+    provider.behaviour.statuses = [500]  # gpt-test's deployment fails once
+    async with openai.AsyncOpenAI(base_url=gw.v1, api_key=KEY_B1, max_retries=0) as client:
+        answer = await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    assert [r.json()["model"] for r in provider.received] == ["gpt-upstream", "gpt-same"]
+    assert answer.usage is not None
+    [row] = await flushed_usage(gw.gateway, "acct-b")
+    assert (row.model, row.cost_micros) == (
+        "gpt-same", cost("gpt-same", answer.usage.prompt_tokens, answer.usage.completion_tokens))
 
 
 async def test_provider_that_reports_no_usage_is_metered_by_counting_tokens(
