@@ -230,7 +230,17 @@ class Router(Plugin):
                 tried.add(chosen.index)
                 charged = 0
                 if chosen.limits:
-                    charged, retry_after = await self._take_capacity(chosen, exchange)
+                    # The deployment's slot (and a half-open breaker's probe)
+                    # is held while the store answers, or every request
+                    # picked meanwhile would pass the same checks.
+                    state = chosen.state
+                    probe = state.breaker.begin(self.registry.clock())
+                    state.in_flight += 1
+                    try:
+                        charged, retry_after = await self._take_capacity(chosen, exchange)
+                    finally:
+                        state.in_flight -= 1
+                        state.breaker.release(probe)
                     if retry_after:
                         metrics.route_skips.labels(chosen.id, "capacity").inc()
                         wait = min(wait, retry_after)

@@ -27,6 +27,29 @@ async def test_max_concurrent_sends_the_overflow_elsewhere(fakes: ProviderFactor
     assert (len(a.received), len(b.received)) == (1, 1)
 
 
+async def test_max_concurrent_holds_while_the_store_counts_the_per_minute_limit(
+    fakes: ProviderFactory, make_gateway: GatewayFactory, redis_url: str
+) -> None:
+    import uuid
+
+    a, b = await fakes(2)
+    a.behaviour.gate = asyncio.Event()
+    capacity = {"max_concurrent": 1, "requests_per_minute": 1000}  # a store round trip first
+    gw = await make_gateway(router_config(
+        {"a": a, "b": b},
+        {"m": {"strategy": "priority", "deployments": [deployment("a", capacity=capacity),
+                                                       deployment("b")]}},
+        store=redis_url, store_options={"prefix": f"t{uuid.uuid4().hex[:10]}:"}))
+    requests = [asyncio.ensure_future(chat(gw.url)) for _ in range(3)]  # all at once
+    for _ in range(100):  # until two have gone to b (bounded: 5 s)
+        if len(b.received) == 2:
+            break
+        await asyncio.sleep(0.05)
+    a.behaviour.gate.set()
+    assert [status for status, *_ in await asyncio.gather(*requests)] == [200, 200, 200]
+    assert (len(a.received), len(b.received)) == (1, 2)
+
+
 async def test_tokens_per_minute_passes_a_spent_deployment_over(fakes: ProviderFactory, make_gateway: GatewayFactory) -> None:
     a, b = await fakes(2)
     gw = await make_gateway(router_config({"a": a, "b": b}, {"m": {"strategy": "priority", "deployments": [
