@@ -26,6 +26,7 @@ instances spent within `refresh_seconds` plus the ledger's flush interval.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 import zoneinfo
@@ -192,6 +193,7 @@ class Guard:
         self.fail_closed = fail_closed
         self._cache: dict[str, tuple[float, dict[str, int]]] = {}
         self._told: set[tuple[str, str, float]] = set()
+        self._reading: set[asyncio.Task[None]] = set()  # after() reading the store first
         ledger.on_written.append(self._forget)
 
     def _forget(self, subjects: set[str]) -> None:
@@ -240,10 +242,34 @@ class Guard:
         """Notify thresholds this request's spend (already recorded) crossed."""
         if self.notifier is None:
             return
+        soft = [lim for lim in limits if lim.soft and lim.micros > 0]
+        if any(lim.subject not in self._cache for lim in soft):
+            # The ledger wrote these subjects' spend since the request was
+            # checked (and dropped what it had read): read it again first,
+            # or the spend written meanwhile would be missed, and with it a
+            # threshold no later request gets to cross.
+            task = asyncio.get_running_loop().create_task(self._after_reading(soft, at))
+            self._reading.add(task)
+            task.add_done_callback(self._reading.discard)
+            return
+        self._notify(soft, at)
+
+    async def _after_reading(self, limits: list[Limit], at: float) -> None:
+        periods: dict[str, list[str]] = {}
+        for limit in limits:
+            periods.setdefault(limit.subject, []).append(limit.period)
+        for subject, wanted in periods.items():
+            if subject not in self._cache:
+                try:
+                    await self._stored(subject, wanted)
+                except ServiceUnavailable:
+                    pass  # the store is down (fail_closed): what is known is used
+        self._notify(limits, at)
+
+    def _notify(self, limits: list[Limit], at: float) -> None:
+        assert self.notifier is not None
         cal = self.rules.calendar
         for limit in limits:
-            if not limit.soft or limit.micros <= 0:
-                continue
             cached = self._cache.get(limit.subject)
             stored = cached[1] if cached is not None else {}
             spent = self._spent(stored, limit.subject, limit.period)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -143,3 +144,47 @@ async def test_prepaid_account_is_served_while_its_credit_lasts(
     assert (balance["spent_total_micros"], balance["credit_micros"]) == (3 * PER_REQUEST, 200)
     status, _ = await admin(gw, "POST", "/admin/usage/acct-b/credits", {"amount": "-1"})
     assert status == 400
+
+
+async def test_the_last_threshold_is_told_when_the_ledger_wrote_between_check_and_answer() -> None:
+    """Requests A and B are both admitted; A ends, the ledger writes its spend
+    while B still runs, and B ends past the limit: its alert must go out,
+    since every later request is refused before it gets to cross anything."""
+    import time
+    from decimal import Decimal
+
+    from lunos_proxy.metrics import Metrics
+    from lunos_proxy.store.memory import MemoryStore
+    from lunos_proxy.usage.budgets import BudgetRule, BudgetSettings, Guard, Rules
+    from lunos_proxy.usage.ledger import Entry, Ledger
+    from lunos_proxy.usage.webhooks import Notifier
+
+    store, metrics = MemoryStore(), Metrics()
+    ledger = Ledger(store, metrics, flush_interval=3600)
+    rules = Rules(BudgetSettings(accounts={"acct-a": BudgetRule(daily=Decimal(1), soft=[1.0])}))
+    async with Receiver() as hook:
+        notifier = Notifier(store, metrics, hook.url, SECRET, backoff=0.05)
+        guard = Guard(rules, store, ledger, notifier, currency="USD")
+        at = time.time()
+        limits = rules.limits("acct-a", "k-1", None, at)
+
+        def ended(micros: int) -> None:
+            ledger.record(Entry("acct-a", "k-1", "gpt-test", "2026-11-30", 1, 1, 0, micros,
+                                rules.spend_periods("acct-a", "k-1", at)))
+            guard.after(limits, at)
+
+        await guard.check(limits)  # A
+        await guard.check(limits)  # B
+        ended(600_000)  # A: 60 %
+        assert await ledger.flush()  # written behind while B runs
+        ended(500_000)  # B: 110 %
+        with pytest.raises(Exception, match="budget is spent"):
+            await guard.check(limits)  # C is refused: nothing else will cross 100 %
+        for _ in range(100):
+            if hook.calls:
+                break
+            await asyncio.sleep(0.02)
+        await notifier.close()
+    [(_, body)] = hook.calls
+    payload = json.loads(body)
+    assert (payload["threshold"], payload["spent_micros"]) == (1.0, 1_100_000)
