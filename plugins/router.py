@@ -379,6 +379,9 @@ class Router(Plugin):
             if e.retry_after and isinstance(e, UpstreamStatus) and e.status in (429, 503):
                 seconds = min(e.retry_after, self.settings.max_cooldown_seconds)
                 self.registry.cooldowns.cool(c.id, seconds)
+            if charged and c.tpm is not None:
+                # No answer, no tokens: the estimate goes back to the deployment.
+                await self._adjust_tokens(c, -charged)
             raise
         finally:
             state.in_flight -= 1
@@ -410,10 +413,14 @@ class Router(Plugin):
             return
         diff = usage.input_tokens + usage.output_tokens - charged
         if diff:
-            try:
-                await self.services.store.adjust(c.tag, Limit("tpm", c.tpm, 60.0, diff))
-            except StoreError:
-                pass  # the estimate stands; the counter drains within a minute
+            await self._adjust_tokens(c, diff)
+
+    async def _adjust_tokens(self, c: Candidate, tokens: int) -> None:
+        assert c.tpm is not None
+        try:
+            await self.services.store.adjust(c.tag, Limit("tpm", c.tpm, 60.0, tokens))
+        except StoreError:
+            pass  # the estimate stands; the counter drains within a minute
 
     def list_models(self, exchange: Exchange) -> web.Response:
         """The models the caller may use, in OpenAI's list shape."""

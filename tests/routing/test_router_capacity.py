@@ -62,6 +62,22 @@ async def test_tokens_per_minute_passes_a_spent_deployment_over(fakes: ProviderF
     assert (len(a.received), len(b.received)) == (1, 1)
 
 
+async def test_a_failed_attempt_gives_its_token_estimate_back(
+    fakes: ProviderFactory, make_gateway: GatewayFactory
+) -> None:
+    a, b = await fakes(2)
+    gw = await make_gateway(router_config({"a": a, "b": b}, {"m": {"strategy": "priority", "deployments": [
+        deployment("a", capacity={"tokens_per_minute": 1000}), deployment("b")]}}))
+    a.behaviour.statuses = [500]  # a's first answer fails: the request goes on to b
+    body = {"model": "m", "max_tokens": 700, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s:
+        for _ in range(2):
+            async with s.post(gw.url + "/v1/chat/completions", json=body) as r:
+                assert r.status == 200
+    # The second request fits in a again: the failed attempt's 700 + tokens came back.
+    assert (len(a.received), len(b.received)) == (2, 1)
+
+
 async def test_lowest_price_follows_the_meters_pricing_table(
     fakes: ProviderFactory, make_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
