@@ -301,6 +301,12 @@ class RedisStore(Store):
         else:
             await self._run(script, keys, args)
 
+    def _one_node_base(self, script: str) -> str:
+        """Where a write spanning tags keeps its `once` marker on one server:
+        not under the tag of whatever comes first in the batch, which a
+        retried batch may no longer hold (an erased account's rows go)."""
+        return f"{self.options.prefix}{{once}}:{script}:"
+
     def _tagged(self, tag: str) -> str:
         # An empty tag "{}" would not be a hash tag, and spread one call's keys
         # over slots.
@@ -663,7 +669,7 @@ class RedisStore(Store):
         else:
             keys = [k for c in calls for k in c[0]]
             args = [a for c in calls for a in c[1]]
-            await self._write("usage_add", keys, args, once, calls[0][2])
+            await self._write("usage_add", keys, args, once, self._one_node_base("usage_add"))
 
     async def usage(self, account_id: str, first_day: str, last_day: str) -> list[UsageRow]:
         base = self._usage_base(account_id)
@@ -761,7 +767,7 @@ class RedisStore(Store):
         else:
             keys = [k for c in calls.values() for k in c[0]]
             args = [a for c in calls.values() for a in c[1]]
-            await self._write(script, keys, [*head, *args], once, base(next(iter(calls))))
+            await self._write(script, keys, [*head, *args], once, self._one_node_base(script))
 
     def _spend_base(self, subject: str) -> str:
         return f"{self.options.prefix}{{spend:{subject}}}:"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from lunos_proxy.store import SpendDelta, UsageEvent
+from lunos_proxy.store import SpendDelta, UsageDelta, UsageEvent
 from tests.store.backends import Backend
 
 
@@ -138,3 +138,27 @@ async def test_a_subjects_spend_counters_are_listed_and_erased_whole(backend: Ba
     assert await s.spend(sub, ["d:2026-11-26", "total", "credit"]) == [0, 0, 0]
     assert await s.spend_counters(other) == {"total": 9}  # another subject keeps its own
     assert await s.delete_spend(sub) == 0
+
+
+async def test_a_retried_batch_that_lost_some_rows_still_applies_once(backend: Backend):
+    """A batch written, its answer lost, then retried without an erased account's rows."""
+    s, a, b = backend.store, f"a-{backend.tag}", f"b-{backend.tag}"
+
+    def usage(account: str) -> UsageDelta:
+        return UsageDelta(account_id=account, key_id="k", model="m", day="2026-11-30",
+                          input_tokens=10, cost_micros=5)
+
+    def spend(account: str) -> SpendDelta:
+        return SpendDelta(subject=f"account:{account}", period="total", micros=5)
+
+    once = f"batch-{backend.tag}"
+    await s.add_usage([usage(a), usage(b)], once=once)
+    await s.add_spend([spend(a), spend(b)], once=once)
+    await s.add_usage_events([event("r-a", "2026-11-30", 1.0, a), event("r-b", "2026-11-30", 2.0, b)],
+                             3600, once=once)
+    await s.add_usage([usage(b)], once=once)
+    await s.add_spend([spend(b)], once=once)
+    await s.add_usage_events([event("r-b", "2026-11-30", 2.0, b)], 3600, once=once)
+    assert [r.requests for r in await s.usage(b, "2026-11-30", "2026-11-30")] == [1]
+    assert await s.spend(f"account:{b}", ["total"]) == [5]
+    assert [e.request_id for e in await s.usage_events(b)] == ["r-b"]
