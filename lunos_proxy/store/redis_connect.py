@@ -33,6 +33,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .redis_lane import Address, LaneAuth, fixed
 
@@ -168,9 +169,20 @@ def connect(url: str, options: RedisOptions) -> Connected:
     return Connected(Redis.from_pool(pool), auth, scheme == "rediss", master)
 
 
+class _Cluster(RedisCluster):
+    """RedisCluster that never sends a command again after a timeout: the
+    command may have run (a retried `hit` would charge twice). redis-py's
+    cluster client retries the errors of ERRORS_ALLOW_RETRY on its own,
+    whatever the `retry` it is given says."""
+
+    ERRORS_ALLOW_RETRY = tuple(  # type: ignore[assignment]
+        e for e in RedisCluster.ERRORS_ALLOW_RETRY if not issubclass(e, RedisTimeoutError)
+    )
+
+
 def _cluster(parsed: _Url, options: RedisOptions) -> RedisCluster:
     kwargs = _connection_kwargs(options, parsed.tls)
-    return RedisCluster(
+    return _Cluster(
         startup_nodes=[ClusterNode(host, port) for host, port in parsed.hosts],
         username=parsed.username,
         password=parsed.password,

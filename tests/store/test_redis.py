@@ -514,3 +514,24 @@ async def test_limit_calls_follow_a_slot_that_moved_to_another_cluster_node() ->
     finally:
         await store.close()
         cluster.stop()
+
+
+async def test_a_cluster_call_that_times_out_is_not_sent_again(redis_cluster_url: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    s = RedisStore(redis_cluster_url, prefix=prefix, timeout=0.3)
+    await s.ping()
+    key = f"{prefix}{{addr:1.2.3.4}}:offences:ban"
+    node = s._client.get_node_from_key(key)  # type: ignore[union-attr]
+    raw = redis.asyncio.Redis(host=node.host, port=node.port)
+    await raw.execute_command("CLIENT", "PAUSE", "700", "WRITE")  # the script runs late
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(StoreError):  # not sent again to succeed once the pause ends
+            await s.offend("addr:1.2.3.4", "ban", 1, 1000, 60)
+        assert asyncio.get_running_loop().time() - started < 0.6
+        await asyncio.sleep(0.8)
+        # At most once (the server drops a paused command whose client left).
+        assert await raw.get(key) in (None, b"1")
+    finally:
+        await raw.aclose()
+        await s.close()
