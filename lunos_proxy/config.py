@@ -12,6 +12,7 @@ naming it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -281,7 +282,14 @@ def _is_http_url(url: str) -> bool:
     return re.fullmatch(r"https?://[^/\s:]+(:\d+)?(/\S*)?", url) is not None
 
 
+def _positive(v: float) -> bool:
+    """Greater than 0 and finite (NaN compares false with everything)."""
+    return math.isfinite(v) and v > 0
+
+
 def _check(cfg: Config, problems: list[str]) -> None:
+    if cfg.secrets.hash_secret and len(cfg.secrets.hash_secret) < 32:
+        problems.append("secrets.hash_secret: must be at least 32 characters")
     for name, p in cfg.providers.items():
         where = f"providers.{name}"
         if p.format == "demo":
@@ -290,7 +298,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
         elif not _is_http_url(p.base_url):
             problems.append(f"{where}.base_url: expected an http(s) URL")
         for field in ("connect", "first_byte", "idle"):
-            if getattr(p.timeouts, field) <= 0:
+            if not _positive(getattr(p.timeouts, field)):
                 problems.append(f"{where}.timeouts.{field}: must be greater than 0")
         if p.max_connections < 1:
             problems.append(f"{where}.max_connections: must be at least 1")
@@ -304,7 +312,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
                 problems.append(
                     f"{where}.deployments[{i}].provider: unknown provider {d.provider!r}"
                 )
-            if d.weight <= 0:
+            if not _positive(d.weight):
                 problems.append(f"{where}.deployments[{i}].weight: must be greater than 0")
         for name in [public, *m.aliases]:
             if name in seen and seen[name] != public:

@@ -77,11 +77,13 @@ class Reloader:
             config.server.admin_host, config.server.admin_port = old.admin_host, old.admin_port
             try:
                 await self.gateway.swap(config)
-            except ConfigError as e:  # a plugin refused its settings (a missing file, ...)
+            except Exception as e:  # a plugin refused its settings (a missing file, ...)
+                problems = (e.problems if isinstance(e, ConfigError)
+                            else [f"{path}: {type(e).__name__}: {e}"])
                 metrics.config_reloads.labels("rejected").inc()
-                for line in e.problems:
+                for line in problems:
                     log.error("config_rejected", problem=line)
-                return ReloadResult(False, e.problems)
+                return ReloadResult(False, problems)
             self.path = path
             metrics.config_reloads.labels("applied").inc()
             log.info("config_reloaded", providers=len(config.providers), models=len(config.models))

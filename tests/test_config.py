@@ -121,3 +121,40 @@ def test_check_command_exit_codes_and_output(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert res.returncode == 1
     assert res.stderr == "broken.yaml: providers.openai.base_url: expected an http(s) URL\n"
+
+
+def test_values_that_would_break_requests_are_refused() -> None:
+    text = """
+secrets: {hash_secret: too-short}
+providers:
+  p: {format: openai, base_url: "http://x", timeouts: {idle: .nan}}
+models:
+  m:
+    deployments:
+      - {provider: p, model: a, weight: .nan}
+      - {provider: p, model: b, weight: .inf, timeouts: {connect: .nan}}
+pipeline:
+  - name: router
+    settings: {max_attempts: 0, deadline_seconds: 0, breaker: {window_seconds: 0, probes: 0}}
+"""
+    found = problems(text)
+    for expected in (
+        "lunos.yaml: secrets.hash_secret: must be at least 32 characters",
+        "lunos.yaml: providers.p.timeouts.idle: must be greater than 0",
+        "lunos.yaml: models.m.deployments[0].weight: must be greater than 0",
+        "lunos.yaml: models.m.deployments[1].weight: must be greater than 0",
+        "lunos.yaml: models.m.deployments[1].timeouts.connect: must be greater than 0",
+    ):
+        assert expected in found, found
+    assert "lunos.yaml: pipeline[0].settings.max_attempts: expected int >= 1" in found, found
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ("{deadline_seconds: 0}", "deadline_seconds: expected float > 0.0"),
+    ("{breaker: {window_seconds: 0}}", "breaker.window_seconds: expected float > 0.0"),
+    ("{breaker: {probes: 0}}", "breaker.probes: expected int >= 1"),
+    ("{breaker: {failure_rate: 1.5}}", "breaker.failure_rate: expected float <= 1.0"),
+])
+def test_router_settings_that_would_stop_every_request_are_refused(settings: str, problem: str) -> None:
+    assert problems(f"pipeline:\n  - {{name: router, settings: {settings}}}\n") == [
+        f"lunos.yaml: pipeline[0].settings.{problem}"]

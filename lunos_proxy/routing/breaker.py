@@ -16,6 +16,7 @@ as a cooldown in the store (see `state.Cooldowns`).
 from __future__ import annotations
 
 import enum
+from typing import Annotated
 
 import msgspec
 
@@ -24,15 +25,18 @@ __all__ = ["Breaker", "BreakerSettings", "BreakerState"]
 BUCKETS = 10
 
 
+_Seconds = Annotated[float, msgspec.Meta(gt=0)]  # NaN fails `gt` too
+
+
 class BreakerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    window_seconds: float = 30.0
+    window_seconds: _Seconds = 30.0
     # Opens when failures / requests in the window reach this...
-    failure_rate: float = 0.5
+    failure_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     # ...and the window holds at least this many requests.
-    min_requests: int = 10
-    open_seconds: float = 30.0
-    # Requests let through at once while half-open.
-    probes: int = 1
+    min_requests: Annotated[int, msgspec.Meta(ge=1)] = 10
+    open_seconds: _Seconds = 30.0
+    # Requests let through at once while half-open (0 would never let one).
+    probes: Annotated[int, msgspec.Meta(ge=1)] = 1
 
 
 class BreakerState(enum.IntEnum):

@@ -9,6 +9,7 @@ Each problem is a ``where: what`` line; the loader prefixes the file name.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def _positive(at: str, d: object) -> list[str]:
             continue
         for field in values.__struct_fields__:
             v = getattr(values, field)
-            if v is not None and v <= 0:
+            if v is not None and not (math.isfinite(v) and v > 0):
                 out.append(f"{at}.{group}.{field}: must be greater than 0")
     return out
 
