@@ -93,6 +93,15 @@ def _template_head(msg: object) -> str:
     return text.strip()[:200]
 
 
+def _exception_as_text(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """For the console renderer, which takes an exception only as text: the
+    safe stack SafeException made, as JSON (never the exception itself)."""
+    exc = event_dict.get("exception")
+    if exc is not None and not isinstance(exc, str):
+        event_dict["exception"] = msgspec.json.encode(exc).decode()
+    return event_dict
+
+
 def _dumps(obj: MutableMapping[str, Any], **_: Any) -> str:
     return msgspec.json.encode(obj).decode()
 
@@ -134,8 +143,11 @@ def configure_logging(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    safe: list[Processor] = [SafeException()]
+    if fmt != "json":
+        safe.append(_exception_as_text)
     structlog.configure(
-        processors=[*shared, SafeException(), own_renderer],
+        processors=[*shared, *safe, own_renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=factory,
         cache_logger_on_first_use=False,
@@ -145,7 +157,7 @@ def configure_logging(
         processors=[
             _ForeignRecord(),
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            SafeException(),
+            *safe,
             renderer,
         ],
     )

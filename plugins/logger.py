@@ -223,8 +223,9 @@ class Logger(Plugin):
     def write(self, record: RequestRecord, level: str) -> None:
         try:
             getattr(self.log, level)("request", **_to_builtins(record))
-        except (OSError, ValueError):
-            # stdout gone (a closed pipe): losing a log line must not fail the request.
+        except Exception:
+            # stdout gone (a closed pipe), a renderer that failed: losing a
+            # log line must not fail the request.
             pass
 
     def record(

@@ -322,3 +322,28 @@ async def test_a_closed_log_stream_does_not_fail_the_request() -> None:
 
     response = await logger(make_mocked_request("GET", "/v1/models"), ok)
     assert response.status == 204
+
+
+def test_the_console_format_writes_a_safe_stack_and_nothing_to_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    import structlog
+
+    from lunos_proxy.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("info", "console", stream)
+    try:
+        try:
+            raise ValueError("CANARY-in-message")
+        except ValueError:
+            logging.getLogger("aiohttp.server").exception("Error handling request %s", "CANARY-arg")
+            structlog.get_logger("lunos.test").exception("plugin failed")
+    finally:
+        configure_logging("info", "json")
+    text = stream.getvalue()
+    assert text.count("ValueError") == 2 and "Error handling request" in text
+    assert "CANARY" not in text
+    assert capsys.readouterr().err == ""  # no "--- Logging error ---" with the raw arguments
