@@ -164,7 +164,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except StoreError:
         return AdminError(503, "the store is unreachable; tokens cannot be checked").response()
     if caller is None:
-        log.warning("admin_unauthenticated", method=request.method, path=request.path)
+        log.warning("admin_unauthenticated", route=_pattern(request))
         return AdminError(401, "a valid admin token is required (Bearer ...)").response()
     request[_CALLER] = caller
     route = request.match_info.route
@@ -203,8 +203,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _pattern(request: web.Request) -> str:
+    """The route's pattern, never the path the client sent (free text, up to
+    the request line's limit, that logs and audit records must not hold)."""
     resource = request.match_info.route.resource
-    return f"{request.method} {resource.canonical if resource else request.path}"
+    return f"{request.method} {resource.canonical if resource else '(no route)'}"
 
 
 async def _record(request: web.Request, caller: Caller, action: str, status: int) -> None:

@@ -63,7 +63,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except GatewayError as e:  # the abuse plugin: banned or denied address
         response = await _error_page(request, e.status, e.message, e.headers)
     except StoreError:
-        log.error("console_store_unreachable", path=request.path)
+        resource = request.match_info.route.resource  # the pattern, not the client's path
+        log.error("console_store_unreachable", route=resource.canonical if resource else "")
         response = await _error_page(request, 503, "The service is busy; try again shortly.", {})
     except web.HTTPException as e:
         for name, value in _headers(request).items():

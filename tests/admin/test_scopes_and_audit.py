@@ -11,6 +11,7 @@ from aiohttp import web
 from tests.auth_support import ADMIN_TOKEN, admin, auth_config
 from tests.conftest import GatewayFactory, Running, free_port
 from tests.fakes import FakeProvider
+from tests.logcapture import Captured
 
 
 async def test_calls_without_a_valid_token_are_401_and_not_audited(provider: FakeProvider, make_gateway: GatewayFactory) -> None:
@@ -19,6 +20,17 @@ async def test_calls_without_a_valid_token_are_401_and_not_audited(provider: Fak
     status, body = await admin(gw, "GET", "/admin/accounts", token="lat-wrong")
     assert (status, body["error"]["status"]) == (401, 401)
     assert await gw.gateway.store.audit() == []
+
+
+async def test_a_refused_admin_call_is_logged_by_its_route_never_the_clients_path(
+    provider: FakeProvider, make_gateway: GatewayFactory, captured_logs: Captured
+) -> None:
+    gw = await make_gateway(auth_config(provider.base_url))
+    assert (await admin(gw, "GET", "/admin/accounts/PROMPT-TEXT-CANARY", token=""))[0] == 401
+    assert (await admin(gw, "GET", "/admin/PROMPT-TEXT-CANARY/x", token=""))[0] == 401
+    refused = [line for line in captured_logs.lines() if line["event"] == "admin_unauthenticated"]
+    assert [line["route"] for line in refused] == ["GET /admin/accounts/{account_id}", "GET (no route)"]
+    assert "CANARY" not in captured_logs.text
 
 
 async def test_scopes_are_ordered_read_operator_full_and_each_call_is_audited(
