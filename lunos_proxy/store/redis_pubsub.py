@@ -39,6 +39,9 @@ class Subscriber:
         self._timeout = timeout
         self._callbacks: dict[str, list[Callback]] = {}
         self._confirmed: dict[str, asyncio.Future[None]] = {}
+        # Channels whose SUBSCRIBE failed on a connection that lived on
+        # (redis-py may repair it itself, resubscribing only what it knew).
+        self._missing: set[str] = set()
         self._pubsub: PubSub | None = None
         # Held while (re)connecting and while subscribing, so a channel added
         # during a reconnection is neither missed nor subscribed on a
@@ -58,9 +61,9 @@ class Subscriber:
                     try:
                         await self._pubsub.subscribe(channel)
                     except (RedisError, RedisClusterException, OSError):
-                        # The reader notices the broken connection, reconnects
-                        # and subscribes to every channel, this one included.
-                        pass
+                        # The reader subscribes it again: at its next turn, or
+                        # with every channel if it has to reconnect.
+                        self._missing.add(channel)
             if self._task is None:
                 self._task = asyncio.get_running_loop().create_task(self._read())
         try:
@@ -86,8 +89,14 @@ class Subscriber:
                 async with self._lock:
                     self._pubsub = self._open_pubsub()
                     await self._pubsub.subscribe(*self._callbacks)
+                    self._missing.clear()
                 delay = _RETRY_FIRST
                 while True:
+                    if self._missing:
+                        async with self._lock:
+                            missing = sorted(self._missing)
+                            await self._pubsub.subscribe(*missing)
+                            self._missing.difference_update(missing)
                     message = await self._pubsub.get_message(timeout=_POLL)
                     if message is not None:
                         await self._dispatch(message)

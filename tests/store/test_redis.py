@@ -170,6 +170,43 @@ async def test_subscriber_reconnects_after_redis_restarts(redis_server: RedisSer
         await sender.close()
 
 
+async def test_a_channel_whose_subscribe_failed_on_a_live_connection_is_subscribed_later(
+    redis_server: RedisServer,
+) -> None:
+    listener, sender = RedisStore(redis_server.url), RedisStore(redis_server.url)
+    heard: list[str] = []
+
+    async def on_message(message: str) -> None:
+        heard.append(message)
+
+    try:
+        await listener.subscribe("first", on_message)  # the reader is up
+        pubsub = listener._subscriber._pubsub
+        assert pubsub is not None
+        subscribe = pubsub.subscribe
+
+        async def fails_once(*channels: str) -> Any:
+            pubsub.subscribe = subscribe  # type: ignore[method-assign]
+            raise redis.exceptions.TimeoutError("the SUBSCRIBE reply was late")
+
+        # A blip the connection survives (redis-py would repair it on its own).
+        pubsub.subscribe = fails_once  # type: ignore[method-assign]
+        try:
+            await listener.subscribe("second", on_message)
+        except StoreError:
+            pass  # not confirmed within the timeout: the reader sends it at its next turn
+
+        async def delivered() -> bool:
+            await sender.publish("second", "late")
+            await asyncio.sleep(0.05)
+            return heard == ["late"]
+
+        await eventually_async(delivered)
+    finally:
+        await listener.close()
+        await sender.close()
+
+
 async def eventually_async(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + within
     while not await check():
