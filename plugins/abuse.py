@@ -293,6 +293,20 @@ class Abuse(Plugin):
             refused_by, scope = "ban", "ban"
         exchange.extra["limit_scope"] = scope or "other"
         metrics.abuse_refusals.labels(refused_by or "requests", "enforced").inc()
+        for lim, st in zip(charge.limits, verdict.states, strict=True):
+            # A request larger than a whole token limit never fits: a 429
+            # would have the client retry forever. (Not the anomaly's safe
+            # rate: it holds an account only for a while.)
+            if not st.admitted and not lim.shadow and lim.cost > lim.limit and not (
+                lim.key.startswith("a:safe:")
+            ):
+                per = "day" if lim.window >= 86_400 else "minute"
+                raise BadRequest(
+                    f"Request too large: it needs {lim.cost} tokens, more than the limit "
+                    f"of {lim.limit} tokens per {per}. Lower max_tokens or shorten the input.",
+                    param="max_tokens",
+                    code="request_too_large",
+                )
         raise too_many(_MESSAGES.get(refused_by, _MESSAGES["requests"]), verdict.retry_after,
                        exchange.response_headers)
 

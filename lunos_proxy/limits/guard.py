@@ -134,7 +134,10 @@ class AddressGuardImpl:
             return addr
         addr = exchange.client_addr
         if self.trusted:
-            addr = client_address(addr, request.headers.get("X-Forwarded-For"), self.trusted)
+            # Every X-Forwarded-For line, as one list (RFC 9110): a proxy may
+            # add its own line after the one the client sent.
+            forwarded = ",".join(request.headers.getall("X-Forwarded-For", ())) or None
+            addr = client_address(addr, forwarded, self.trusted)
             exchange.client_addr = addr
         exchange.extra[_ADDR] = addr
         return addr

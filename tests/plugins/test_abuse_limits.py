@@ -287,3 +287,18 @@ async def test_an_output_budget_below_one_is_refused_and_gives_no_tokens_back(
         assert status == 400
         assert (await post(s, gw, body=big))[0] == 429  # the day's tokens are still spent
     assert len(provider.received) == 1
+
+
+async def test_a_request_larger_than_a_whole_token_limit_is_a_400_not_a_retry_forever(
+    provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(abuse_config(provider.base_url, plan(key={"tokens_per_minute": 1000}),
+                                         meter=False))
+    async with aiohttp.ClientSession() as s:
+        status, headers, answer = await post(s, gw, body={**CHAT, "max_tokens": 2000})
+        assert (status, answer["error"]["code"], answer["error"]["param"]) == (
+            400, "request_too_large", "max_tokens")
+        assert "Retry-After" not in headers
+        assert answer["error"]["message"].startswith("Request too large: it needs 20")
+        assert (await post(s, gw, body={**CHAT, "max_tokens": 100}))[0] == 200
+    assert len(provider.received) == 1

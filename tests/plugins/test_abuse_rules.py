@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from tests.conftest import GatewayFactory
 from tests.fakes import FakeProvider
@@ -79,6 +80,11 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
         assert [await status(trusting, ip) for ip in ("203.0.113.1", "203.0.113.2")] == [200, 200]
         # the client's own claim comes first; the proxy appended what it saw
         assert await status(trusting, "198.51.100.7, 203.0.113.1") == 429
+        # ... or added a line of its own after the client's (HAProxy does)
+        lines = CIMultiDict([("Authorization", "Bearer anon"), ("X-Forwarded-For", "198.51.100.9"),
+                             ("X-Forwarded-For", "203.0.113.1")])
+        async with s.post(trusting.v1 + "/chat/completions", json=CHAT, headers=lines) as r:
+            assert r.status == 429  # 203.0.113.1 again, not the forged 198.51.100.9
         assert [await status(default, ip) for ip in ("203.0.113.1", "203.0.113.2")] == [200, 429]
 
 
