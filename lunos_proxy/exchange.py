@@ -135,6 +135,7 @@ class Exchange:
         "request_id",
         "response_headers",
         "served_model",
+        "served_public",
         "status",
         "stream",
         "timings",
@@ -165,6 +166,7 @@ class Exchange:
         # timeouts, capped by the request's deadline); None: the provider's.
         self.upstream_timeouts: Timeouts | None = None
         self.served_model = ""
+        self.served_public = ""  # the public model that answered (a fallback's), when routed
         self.attempts = 0
         self.fallbacks = 0
         self.deployments_tried: list[str] = []

@@ -149,6 +149,7 @@ class Meter(Plugin):
 
     async def stop(self) -> None:
         await self.ledger.stop()
+        await self.guard.settled()  # thresholds still being judged may notify
         if self.notifier is not None:
             await self.notifier.close()
         # A tokenizer still loading is not waited for: its thread ends by itself.
@@ -252,7 +253,7 @@ class Meter(Plugin):
 
 def _served(exchange: Exchange) -> str:
     """The public model that answered: a fallback's own, else the one asked for."""
-    return exchange.served_model or exchange.model
+    return exchange.served_public or exchange.model
 
 
 def _load_tokenizer() -> None:

@@ -346,7 +346,7 @@ class Router(Plugin):
             _reset(exchange)
         exchange.provider = c.provider
         exchange.upstream_model = c.deployment.model
-        exchange.served_model = route.public  # a fallback's own name (the meter prices it)
+        exchange.served_public = route.public  # a fallback's own name (the meter prices it)
         exchange.region = c.region
         exchange.deployment = c.id
         exchange.deployments_tried.append(c.id)

@@ -254,6 +254,11 @@ class Guard:
             return
         self._notify(soft, at)
 
+    async def settled(self) -> None:
+        """Wait for the threshold checks still reading the store."""
+        if self._reading:
+            await asyncio.gather(*self._reading, return_exceptions=True)
+
     async def _after_reading(self, limits: list[Limit], at: float) -> None:
         periods: dict[str, list[str]] = {}
         for limit in limits:

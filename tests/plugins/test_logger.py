@@ -303,6 +303,19 @@ def test_library_log_lines_keep_only_the_template_and_a_safe_stack(captured_logs
     assert "LIB-SECRET" not in captured_logs.text
 
 
+async def test_a_routed_request_logs_the_providers_model_as_served(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    cfg = basic_config(provider.base_url)
+    cfg["pipeline"] = [*LOGGED, {"name": "router"}]
+    gw = await make_gateway(cfg)
+    body = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s, s.post(gw.v1 + "/chat/completions", json=body) as r:
+        assert r.status == 200
+    [line] = captured_logs.requests()
+    assert (line["model"], line["model_served"]) == ("gpt-test", "gpt-upstream")
+
+
 def test_truncate_address_handles_ipv6_loopback() -> None:
     assert truncate_address("::1") == "::/48"
 
