@@ -109,8 +109,8 @@ class Router(Plugin):
         if registry is None:
             registry = Registry(services.store, s.breaker, s.sync_seconds)
             services.lasting[self.name] = registry
-        else:
-            registry.configure(s.breaker, s.sync_seconds)
+        # A reloaded config's breaker settings apply in start(): a reload
+        # refused while its plugins are built changes nothing.
         self.registry: Registry = registry
         self.metrics = services.metrics
         self.routes, self.names = build_routes(
@@ -141,6 +141,7 @@ class Router(Plugin):
                 )
 
     async def start(self) -> None:
+        self.registry.configure(self.settings.breaker, self.settings.sync_seconds)
         cooldowns = self.registry.cooldowns
         if not cooldowns.started:
             await cooldowns.start()

@@ -126,12 +126,15 @@ async def test_a_config_a_plugin_refuses_while_built_is_rejected_and_changes_not
     before, generation = gw.gateway.config, gw.gateway.generation
     bad = copy.deepcopy(good)
     bad["admin"] = {"token": "lat-another-token-" + "x" * 40}
+    [router] = [p for p in bad["pipeline"] if p["name"] == "router"]
+    router.setdefault("settings", {})["breaker"] = {"window_seconds": 99}  # built before the meter
     bad["pipeline"].append({"name": "meter", "settings": {"pricing": str(tmp_path / "missing.yaml")}})
     gw.gateway.reloader.path = str(write_yaml(tmp_path / "lunos.yaml", bad))
     status, body = await reload(gw)
     assert (status, body["result"]) == (422, "rejected")
     assert len(body["problems"]) == 1 and "missing.yaml" in body["problems"][0]
     assert gw.gateway.config is before and gw.gateway.generation is generation
+    assert gw.gateway.lasting["router"].breaker.window_seconds == 30.0  # the old one's
     assert await metric(gw.admin_url, 'lunos_config_reloads_total{result="rejected"}') == 1
     assert (await chat(gw.url))[0] == 200
     assert (await reload(gw))[0] == 422  # the old admin token still holds
