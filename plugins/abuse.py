@@ -26,7 +26,7 @@ from aiohttp import web
 from lunos_proxy.abuse_hooks import ADDRESS_GUARD
 from lunos_proxy.errors import BadRequest, BodyTooLarge
 from lunos_proxy.exchange import Exchange, exchange_of
-from lunos_proxy.limits.addresses import AddressRules
+from lunos_proxy.limits.addresses import AddressRules, subject
 from lunos_proxy.limits.anomaly import AnomalyDetector, AnomalyRules
 from lunos_proxy.limits.failover import Failover, failover_for
 from lunos_proxy.limits.guard import (
@@ -218,7 +218,7 @@ class Abuse(Plugin):
         reserve = self._reserve(exchange)
         principal = exchange.principal
         if principal is None:
-            tag = f"addr:{self.guard.address(request)}"
+            tag = f"addr:{subject(self.guard.address(request))}"  # an IPv6 client's /64
             # (None, stream): no plan is named None, so no principal's shape is this
             return self._shape((None, exchange.stream)).charge(tag, reserve), ["ban"]
         tag = f"acct:{principal.account_id}"
@@ -289,7 +289,7 @@ class Abuse(Plugin):
         if verdict.allowed:
             return
         if verdict.banned > 0:
-            self.bans.add(exchange.client_addr, verdict.banned)
+            self.bans.add(subject(exchange.client_addr), verdict.banned)
             refused_by, scope = "ban", "ban"
         exchange.extra["limit_scope"] = scope or "other"
         metrics.abuse_refusals.labels(refused_by or "requests", "enforced").inc()

@@ -24,7 +24,7 @@ from ..errors import Forbidden, GatewayError, RateLimited
 from ..exchange import exchange_of
 from ..metrics import Metrics
 from ..store import Limit, Store, StoreError
-from .addresses import AddressRules, Networks, client_address
+from .addresses import AddressRules, Networks, client_address, subject
 from .failover import Failover
 
 __all__ = ["AddressGuardImpl", "AuthFailureRules", "BanTable", "ban_table", "refuse", "too_many"]
@@ -151,18 +151,19 @@ class AddressGuardImpl:
         if (self.allow and addr not in self.allow) or (self.deny and addr in self.deny):
             denied = Forbidden("Requests from this address are not allowed.", code="address_denied")
             refuse(self.metrics, "address", denied, self.rules.shadow)
-        left = self.bans.left(addr)
+        left = self.bans.left(subject(addr))
         if left > 0:
             err = too_many("Too many failed authentication attempts; try again later.", left)
             refuse(self.metrics, "ban", err, self.failures.shadow, request)
 
     async def auth_failed(self, request: web.Request) -> None:
         addr = self.address(request)
-        rules, tag = self.failures, f"addr:{addr}"
+        counted = subject(addr)  # an IPv6 client's /64
+        rules, tag = self.failures, f"addr:{counted}"
         limit = Limit("authfail", rules.limit, rules.window, 1, rules.shadow)
         verdict, backend = await self.failover.hit(tag, [limit], ["ban"], (), "")
         if verdict.banned > 0:
-            self.bans.add(addr, verdict.banned)
+            self.bans.add(counted, verdict.banned)
             err = too_many("Too many failed authentication attempts; try again later.",
                            verdict.banned)
             refuse(self.metrics, "ban", err, rules.shadow, request)
@@ -175,10 +176,10 @@ class AddressGuardImpl:
         args = (rules.ban_seconds, rules.longest_ban_seconds, rules.memory_seconds)
         try:
             seconds = await backend.offend(tag, "ban", *args)
-            await backend.publish(CHANNEL, f"{seconds!r} {addr}")
+            await backend.publish(CHANNEL, f"{seconds!r} {counted}")
         except StoreError:
             seconds = rules.ban_seconds  # the store went away just now: ban here at least
-        self.bans.add(addr, seconds)
+        self.bans.add(counted, seconds)
         self.metrics.abuse_bans.inc()
         log.warning(
             "address banned after repeated auth failures",

@@ -50,6 +50,33 @@ async def test_repeated_bad_keys_ban_the_address_even_for_a_good_key(
     assert provider.received == []
 
 
+async def test_an_ipv6_client_is_banned_by_its_64_not_each_address(
+    provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    settings = {"auth_failures": {"limit": 2, "window": 300, "ban_seconds": 30},
+                "addresses": {"trusted_proxies": ["127.0.0.1"]}}
+    gw = await make_gateway(with_abuse(provider.base_url, settings))
+
+    async def status(s: aiohttp.ClientSession, address: str, key: str) -> int:
+        return (await post(s, gw, key=key, **{"X-Forwarded-For": address}))[0]
+
+    async with aiohttp.ClientSession() as s:
+        # A new address of the same /64 for each bad key: one client rotating.
+        bad = [await status(s, f"2001:db8:1:2::{i}", "lk-wrong-0123456789") for i in (1, 2, 3)]
+        same_64 = await status(s, "2001:db8:1:2:ffff::9", STATIC_KEY)
+        other_64 = await status(s, "2001:db8:1:3::1", STATIC_KEY)
+    assert bad == [401, 401, 429]
+    assert (same_64, other_64) == (429, 200)
+
+
+def test_address_subjects() -> None:
+    from lunos_proxy.limits.addresses import subject
+
+    assert [subject(a) for a in ("203.0.113.5", "2001:db8:1:2:3:4:5:6", "::ffff:203.0.113.5",
+                                 "fe80::1%eth0", "not-an-address")] == [
+        "203.0.113.5", "2001:db8:1:2::/64", "203.0.113.5", "fe80::/64", "not-an-address"]
+
+
 async def test_openai_sdk_sees_rate_limit_headers_with_a_real_key(
     provider: FakeProvider, make_gateway: GatewayFactory
 ) -> None:
