@@ -89,6 +89,9 @@ class Timeouts(_Strict):
     idle: float = 120.0
 
 
+MIN_HASH_SECRET = 32  # characters of `SecretsConfig.hash_secret`
+
+
 class SecretsConfig(_Strict):
     """Server secrets (see lunos_proxy/crypto.py). Each field may be empty, and
     is then read from `key_file`; production sets them from the environment."""
@@ -282,14 +285,14 @@ def _is_http_url(url: str) -> bool:
     return re.fullmatch(r"https?://[^/\s:]+(:\d+)?(/\S*)?", url) is not None
 
 
-def _positive(v: float) -> bool:
+def positive(v: float) -> bool:
     """Greater than 0 and finite (NaN compares false with everything)."""
     return math.isfinite(v) and v > 0
 
 
 def _check(cfg: Config, problems: list[str]) -> None:
-    if cfg.secrets.hash_secret and len(cfg.secrets.hash_secret) < 32:
-        problems.append("secrets.hash_secret: must be at least 32 characters")
+    if cfg.secrets.hash_secret and len(cfg.secrets.hash_secret) < MIN_HASH_SECRET:
+        problems.append(f"secrets.hash_secret: must be at least {MIN_HASH_SECRET} characters")
     for name, p in cfg.providers.items():
         where = f"providers.{name}"
         if p.format == "demo":
@@ -298,7 +301,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
         elif not _is_http_url(p.base_url):
             problems.append(f"{where}.base_url: expected an http(s) URL")
         for field in ("connect", "first_byte", "idle"):
-            if not _positive(getattr(p.timeouts, field)):
+            if not positive(getattr(p.timeouts, field)):
                 problems.append(f"{where}.timeouts.{field}: must be greater than 0")
         if p.max_connections < 1:
             problems.append(f"{where}.max_connections: must be at least 1")
@@ -312,7 +315,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
                 problems.append(
                     f"{where}.deployments[{i}].provider: unknown provider {d.provider!r}"
                 )
-            if not _positive(d.weight):
+            if not positive(d.weight):
                 problems.append(f"{where}.deployments[{i}].weight: must be greater than 0")
         for name in [public, *m.aliases]:
             if name in seen and seen[name] != public:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .config import MIN_HASH_SECRET as _MIN_SECRET
 from .config import SecretsConfig
 from .keys import hmac_hex
 
@@ -50,7 +51,6 @@ __all__ = [
 # Published in config/lunos.yaml so that its demo key works out of the box.
 # Anyone can compute key hashes with it: never use it where keys matter.
 DEV_HASH_SECRET = "dev-only-lunos-hash-secret-not-for-production"
-_MIN_SECRET = 32
 _SEALED = "enc:v1:"
 _NONCE = 12
 

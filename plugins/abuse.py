@@ -49,6 +49,9 @@ log = logging.getLogger("lunos.abuse")
 # Shapes (limits of one key, model and stream flag) kept before starting over.
 _SHAPES = 10_000
 
+# Counter key prefix of the anomaly's safe rate (a flagged account, held a while).
+_SAFE_RATE = "a:safe:"
+
 # Endpoints whose answer has no output tokens to reserve.
 _NO_OUTPUT = frozenset({"embeddings", "messages/count_tokens", "models"})
 
@@ -254,7 +257,7 @@ class Abuse(Plugin):
             if throttled:
                 safe = ScopeLimits(tokens_per_minute=plan.safe_tokens_per_minute,
                                    shadow=s.anomaly.shadow)
-                scopes.append(("a:safe:", safe, False))
+                scopes.append((_SAFE_RATE, safe, False))
         if len(self._shapes) >= _SHAPES:
             self._shapes.clear()  # keys and models beyond the bound: start over
         found = self._shapes[shape] = Shape(scopes, s.concurrency_ttl)
@@ -274,7 +277,7 @@ class Abuse(Plugin):
         refused_by, scope = "", ""
         for lim, kind, st in zip(charge.limits, charge.kinds, verdict.states, strict=True):
             if not st.admitted:
-                rule = "anomaly" if lim.key.startswith("a:safe:") else kind
+                rule = "anomaly" if lim.key.startswith(_SAFE_RATE) else kind
                 if lim.shadow:
                     metrics.abuse_refusals.labels(rule, "shadow").inc()
                 elif not refused_by:
@@ -289,7 +292,7 @@ class Abuse(Plugin):
         if verdict.allowed:
             return
         if verdict.banned > 0:
-            self.bans.add(subject(exchange.client_addr), verdict.banned)
+            self.bans.add(exchange.client_addr, verdict.banned)
             refused_by, scope = "ban", "ban"
         exchange.extra["limit_scope"] = scope or "other"
         metrics.abuse_refusals.labels(refused_by or "requests", "enforced").inc()
@@ -297,9 +300,8 @@ class Abuse(Plugin):
             # A request larger than a whole token limit never fits: a 429
             # would have the client retry forever. (Not the anomaly's safe
             # rate: it holds an account only for a while.)
-            if not st.admitted and not lim.shadow and lim.cost > lim.limit and not (
-                lim.key.startswith("a:safe:")
-            ):
+            if (not st.admitted and not lim.shadow and lim.cost > lim.limit
+                    and not lim.key.startswith(_SAFE_RATE)):
                 per = "day" if lim.window >= 86_400 else "minute"
                 raise BadRequest(
                     f"Request too large: it needs {lim.cost} tokens, more than the limit "

@@ -24,10 +24,8 @@ looking at the key, and reports every failed attempt to it.
 
 from __future__ import annotations
 
-import functools
 import hmac
 import time
-import weakref
 from collections import OrderedDict
 from fnmatch import fnmatchcase
 from typing import Annotated
@@ -43,7 +41,8 @@ from lunos_proxy.exchange import Principal, exchange_of
 from lunos_proxy.keys import INVALIDATE_CHANNEL, key_from_headers
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
-from lunos_proxy.store.base import KeyRecord, Store, StoreError
+from lunos_proxy.store.base import KeyRecord, StoreError
+from lunos_proxy.store.fanout import Fanout
 
 __all__ = ["Auth", "StaticKey"]
 
@@ -115,24 +114,13 @@ class Auth(Plugin):
         self._invalidations = 0
 
     async def start(self) -> None:
-        # One subscription per store, shared by the generations a reload
-        # makes, so that reloading does not pile up subscribers.
-        store = self.services.store
-        listeners = _LISTENERS.get(store)
-        if listeners is None:
-            listeners = _LISTENERS[store] = weakref.WeakSet()
-            try:
-                await store.subscribe(INVALIDATE_CHANNEL, functools.partial(_dispatch, listeners))
-            except StoreError:
-                # The subscriber keeps trying on its own; until then the
-                # cache's TTL bounds how long a revoked key may still pass.
-                log.warning("auth_invalidation_not_subscribed", channel=INVALIDATE_CHANNEL)
-        listeners.add(self)
+        if not await _INVALIDATIONS.join(self.services.store, self):
+            # Until the store confirms, the cache's TTL bounds how long a
+            # revoked key may still pass.
+            log.warning("auth_invalidation_not_subscribed", channel=INVALIDATE_CHANNEL)
 
     async def stop(self) -> None:
-        listeners = _LISTENERS.get(self.services.store)
-        if listeners is not None:
-            listeners.discard(self)
+        _INVALIDATIONS.leave(self.services.store, self)
 
     def invalidate(self, message: str) -> None:
         self._invalidations += 1
@@ -231,12 +219,8 @@ class Auth(Plugin):
             cache.popitem(last=False)
 
 
-_LISTENERS: weakref.WeakKeyDictionary[Store, weakref.WeakSet[Auth]] = weakref.WeakKeyDictionary()
-
-
-async def _dispatch(listeners: weakref.WeakSet[Auth], message: str) -> None:
-    for auth in list(listeners):
-        auth.invalidate(message)
+# One subscription per store, shared by the generations a reload makes.
+_INVALIDATIONS = Fanout(INVALIDATE_CHANNEL, Auth.invalidate)
 
 
 def _principal_of(record: KeyRecord) -> Principal:

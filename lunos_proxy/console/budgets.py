@@ -20,7 +20,7 @@ from aiohttp import web
 from ..config import Config
 from ..keys import INVALIDATE_CHANNEL
 from ..usage.budgets import BudgetSettings, Limit, Rules
-from .pages import ConsoleError, audit, config_of, current_account, form, render, store_of
+from .pages import account_gone, audit, config_of, current_account, form, render, store_of
 
 __all__ = ["budget_settings", "routes"]
 
@@ -105,7 +105,7 @@ async def set_alerts(request: web.Request) -> web.Response:
     account.updated = time.time()
     store = store_of(request)
     if not await store.update_account(account):  # erased meanwhile: not brought back
-        raise ConsoleError(404, "This account no longer exists.")
+        raise account_gone()
     # Auth caches the account with each key: every instance reloads it.
     await store.publish(INVALIDATE_CHANNEL, f"account:{account.id}")
     await audit(request, "budgets.alerts", account.id)

@@ -95,8 +95,13 @@ def account_id(request: web.Request) -> str:
 async def current_account(request: web.Request) -> AccountRecord:
     account = await store_of(request).account(account_id(request))
     if account is None:  # deleted meanwhile (the admin API, another tab)
-        raise ConsoleError(404, "This account no longer exists.")
+        raise account_gone()
     return account
+
+
+def account_gone() -> ConsoleError:
+    """The answer when the signed-in account was deleted meanwhile."""
+    return ConsoleError(404, "This account no longer exists.")
 
 
 async def owned_key(request: web.Request) -> KeyRecord:

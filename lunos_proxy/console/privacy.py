@@ -18,7 +18,7 @@ from ..admin.data_rights import RETAINED_WHY, erase_account, export_document
 from ..config import Config
 from .pages import (
     ACCOUNT,
-    ConsoleError,
+    account_gone,
     account_id,
     audit,
     config_of,
@@ -110,7 +110,7 @@ async def update_profile(request: web.Request) -> web.Response:
         return await privacy_page(request, status=400, error="Enter a name and a valid email.")
     account = await current_account(request)
     if not await correct(store_of(request), secrets_of(request), account, name, email or None):
-        raise ConsoleError(404, "This account no longer exists.")
+        raise account_gone()
     await audit(request, "accounts.correct", account.id)
     raise web.HTTPSeeOther("/console/privacy?saved=1")
 

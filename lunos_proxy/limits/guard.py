@@ -78,19 +78,23 @@ class BanTable:
             await store.subscribe(CHANNEL, self.heard)
             self.listening = True
 
+    # Bans are kept by `subject` (an IPv6 client's /64), whatever address
+    # of it is asked about.
     def left(self, address: str) -> float:
-        until = self._until.get(address)
+        banned = subject(address)
+        until = self._until.get(banned)
         if until is None:
             return 0.0
         left = until - self._clock()
         if left <= 0:
-            del self._until[address]
+            del self._until[banned]
         return max(left, 0.0)
 
     def add(self, address: str, seconds: float) -> None:
+        banned = subject(address)
         until = self._clock() + seconds
-        if until > self._until.get(address, 0.0):
-            self._until[address] = until
+        if until > self._until.get(banned, 0.0):
+            self._until[banned] = until
 
     async def heard(self, message: str) -> None:
         seconds, _, address = message.partition(" ")
@@ -151,7 +155,7 @@ class AddressGuardImpl:
         if (self.allow and addr not in self.allow) or (self.deny and addr in self.deny):
             denied = Forbidden("Requests from this address are not allowed.", code="address_denied")
             refuse(self.metrics, "address", denied, self.rules.shadow)
-        left = self.bans.left(subject(addr))
+        left = self.bans.left(addr)
         if left > 0:
             err = too_many("Too many failed authentication attempts; try again later.", left)
             refuse(self.metrics, "ban", err, self.failures.shadow, request)

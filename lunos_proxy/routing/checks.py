@@ -9,8 +9,9 @@ Each problem is a ``where: what`` line; the loader prefixes the file name.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
+
+from ..config import positive
 
 if TYPE_CHECKING:
     from ..config import Config, ModelConfig
@@ -73,7 +74,7 @@ def _positive(at: str, d: object) -> list[str]:
             continue
         for field in values.__struct_fields__:
             v = getattr(values, field)
-            if v is not None and not (math.isfinite(v) and v > 0):
+            if v is not None and not positive(v):
                 out.append(f"{at}.{group}.{field}: must be greater than 0")
     return out
 

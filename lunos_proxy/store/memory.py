@@ -403,9 +403,7 @@ class MemoryStore(Store):
     async def add_spend(self, deltas: Sequence[SpendDelta], *, once: str = "") -> None:
         if not self._first_time("spend", once):
             return
-        now = self._clock()
-        if now >= self._next_expiry:
-            self._expire(now)
+        now = self._expire_due()
         for d in deltas:
             value, expires = self._spend.get((d.subject, d.period), (0, 0.0))
             if expires and expires <= now:
@@ -443,9 +441,7 @@ class MemoryStore(Store):
     ) -> None:
         if not self._first_time("events", once):
             return
-        now = self._clock()
-        if now >= self._next_expiry:
-            self._expire(now)
+        now = self._expire_due()
         expires = now + retention
         for e in events:
             days = self._events[e.account_id]
@@ -477,9 +473,7 @@ class MemoryStore(Store):
         return sum(len(events) for events, expires in days.values() if expires > now)
 
     async def claim(self, name: str, ttl: int) -> bool:
-        now = self._clock()
-        if now >= self._next_expiry:
-            self._expire(now)
+        now = self._expire_due()
         if self._claims.get(name, 0.0) > now:
             return False
         self._claims[name] = now + ttl
@@ -590,6 +584,13 @@ class MemoryStore(Store):
             except BaseException:
                 self._dirty = True
                 raise
+
+    def _expire_due(self) -> float:
+        """The time now, having swept if a sweep is due."""
+        now = self._clock()
+        if now >= self._next_expiry:
+            self._expire(now)
+        return now
 
     def _expire(self, now: float) -> None:
         """Drop the usage-event days, spend counters and claims whose time is

@@ -30,16 +30,15 @@ erased), so no write recreates what the erasure removed.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..metrics import Metrics
 from ..store.base import BillingRecord, SpendDelta, Store, StoreError, UsageDelta, UsageEvent
+from ..store.fanout import Fanout
 
 __all__ = ["ERASED_CHANNEL", "FORGET_SECONDS", "Entry", "Ledger"]
 
@@ -48,11 +47,6 @@ log = logging.getLogger(__name__)
 ERASED_CHANNEL = "accounts:erased"  # message: the account id
 FORGET_SECONDS = 3600.0
 
-# The ledgers of each store that hear erasures (one subscription per store,
-# shared by the generations a reload makes).
-_LISTENING: weakref.WeakKeyDictionary[Store, weakref.WeakSet[Ledger]] = (
-    weakref.WeakKeyDictionary()
-)
 
 _Row = tuple[str, str, str, str]  # account, key, model, day
 
@@ -175,15 +169,8 @@ class Ledger:
         return False
 
     async def _listen(self) -> None:
-        ledgers = _LISTENING.get(self.store)
-        if ledgers is None:
-            ledgers = _LISTENING[self.store] = weakref.WeakSet()
-            try:
-                await self.store.subscribe(ERASED_CHANNEL, functools.partial(_forget, ledgers))
-            except StoreError:
-                # The subscriber keeps trying on its own.
-                log.warning("cannot hear account erasures yet")
-        ledgers.add(self)
+        if not await _ERASURES.join(self.store, self):
+            log.warning("cannot hear account erasures yet")  # the store keeps trying
 
     def unwritten_spend(self, subject: str, period: str) -> int:
         """Spend recorded here that the store does not hold yet."""
@@ -338,6 +325,6 @@ class Ledger:
         log.error("usage not written at shutdown: %d rows lost (store unreachable)", lost)
 
 
-async def _forget(ledgers: weakref.WeakSet[Ledger], account_id: str) -> None:
-    for ledger in list(ledgers):
-        ledger.forget(account_id)
+# The ledgers that hear erasures: one subscription per store, shared by the
+# generations a reload makes.
+_ERASURES = Fanout(ERASED_CHANNEL, Ledger.forget)
