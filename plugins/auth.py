@@ -34,7 +34,6 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from lunos_proxy.abuse_hooks import ADDRESS_GUARD, AddressGuard
 from lunos_proxy.crypto import Secrets, load_secrets
 from lunos_proxy.errors import Forbidden, ServiceUnavailable, Unauthorized
 from lunos_proxy.exchange import Principal, exchange_of
@@ -43,6 +42,7 @@ from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
 from lunos_proxy.store.base import KeyRecord, StoreError
 from lunos_proxy.store.fanout import Fanout
+from lunos_proxy.views import ADDRESS_GUARD, AddressGuard
 
 __all__ = ["Auth", "StaticKey"]
 

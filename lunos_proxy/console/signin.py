@@ -30,9 +30,9 @@ import structlog
 from aiohttp import web
 from aiohttp_session import get_session
 
-from ..abuse_hooks import ADDRESS_GUARD, AddressGuard
 from ..exchange import exchange_of
 from ..store.base import Limit
+from ..views import ADDRESS_GUARD, AddressGuard
 from .delivery import Delivery, DeliveryError, SignInMessage, delivery_for
 from .pages import (
     ACCOUNT,

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from lunos_proxy.limits.headers import go_duration, rate_limit_headers
 from lunos_proxy.store import Limit, LimitState
+from plugins.abuse.headers import go_duration, rate_limit_headers
 
 
 @pytest.mark.parametrize(

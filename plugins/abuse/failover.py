@@ -23,10 +23,10 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from ..errors import ServiceUnavailable
-from ..metrics import Metrics
-from ..store import Limit, Slot, Store, StoreError, Verdict
-from ..store.memory import MemoryStore
+from lunos_proxy.errors import ServiceUnavailable
+from lunos_proxy.metrics import Metrics
+from lunos_proxy.store import Limit, Slot, Store, StoreError, Verdict
+from lunos_proxy.store.memory import MemoryStore
 
 __all__ = ["Failover", "failover_for"]
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from lunos_proxy.limits.addresses import AddressRules, Networks, client_address
+from plugins.abuse.addresses import AddressRules, Networks, client_address
 
 PROXIES = Networks(["10.0.0.0/8", "::1"])
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from lunos_proxy.limits.anomaly import AnomalyDetector, AnomalyRules
+from plugins.abuse.anomaly import AnomalyDetector, AnomalyRules
 
 
 class Clock:

@@ -23,24 +23,25 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
-from lunos_proxy.abuse_hooks import ADDRESS_GUARD
 from lunos_proxy.errors import BadRequest, BodyTooLarge
 from lunos_proxy.exchange import Exchange, exchange_of
-from lunos_proxy.limits.addresses import AddressRules, subject
-from lunos_proxy.limits.anomaly import AnomalyDetector, AnomalyRules
-from lunos_proxy.limits.failover import Failover, failover_for
-from lunos_proxy.limits.guard import (
+from lunos_proxy.parse import read_request
+from lunos_proxy.plugin import Handler, Plugin, Services
+from lunos_proxy.store import Slot, Store, StoreError, Verdict
+from lunos_proxy.views import ADDRESS_GUARD
+
+from .addresses import AddressRules, subject
+from .anomaly import AnomalyDetector, AnomalyRules
+from .failover import Failover, failover_for
+from .guard import (
     AddressGuardImpl,
     AuthFailureRules,
     ban_table,
     refuse,
     too_many,
 )
-from lunos_proxy.limits.headers import rate_limit_headers
-from lunos_proxy.limits.plans import Charge, Plan, ScopeLimits, Shape, Tokens
-from lunos_proxy.parse import read_request
-from lunos_proxy.plugin import Handler, Plugin, Services
-from lunos_proxy.store import Slot, Store, StoreError, Verdict
+from .headers import rate_limit_headers
+from .plans import Charge, Plan, ScopeLimits, Shape, Tokens
 
 __all__ = ["Abuse"]
 

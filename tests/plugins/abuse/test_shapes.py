@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lunos_proxy.limits.plans import ScopeLimits, Shape
 from lunos_proxy.store import Limit, LimitSet, LimitState
+from plugins.abuse.plans import ScopeLimits, Shape
 
 SCOPE = ScopeLimits(requests_per_minute=60, tokens_per_minute=10_000, concurrent=2,
                     concurrent_streams=1)

@@ -10,8 +10,8 @@ from multidict import CIMultiDict
 
 from tests.conftest import GatewayFactory
 from tests.fakes import FakeProvider
-from tests.limits.fakes import abuse_fakes  # noqa: F401 - fixture
-from tests.limits.helpers import CHAT, abuse_config, metric, post, refusals
+from tests.plugins.abuse.fakes import abuse_fakes  # noqa: F401 - fixture
+from tests.plugins.abuse.helpers import CHAT, abuse_config, metric, post, refusals
 
 pytestmark = pytest.mark.usefixtures("abuse_fakes")
 

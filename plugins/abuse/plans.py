@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ..store import Limit, LimitSet, LimitState, Slot
+from lunos_proxy.store import Limit, LimitSet, LimitState, Slot
+
 from .headers import enforced
 
 __all__ = ["Charge", "Plan", "ScopeLimits", "Shape", "Tokens"]

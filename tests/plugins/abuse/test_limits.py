@@ -14,8 +14,8 @@ import pytest
 
 from tests.conftest import GatewayFactory
 from tests.fakes import COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
-from tests.limits.fakes import abuse_fakes  # noqa: F401 - fixture
-from tests.limits.helpers import (
+from tests.plugins.abuse.fakes import abuse_fakes  # noqa: F401 - fixture
+from tests.plugins.abuse.helpers import (
     CHAT,
     abuse_config,
     eventually,

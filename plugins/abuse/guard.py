@@ -20,10 +20,11 @@ from collections.abc import Callable
 import msgspec
 from aiohttp import web
 
-from ..errors import Forbidden, GatewayError, RateLimited
-from ..exchange import exchange_of
-from ..metrics import Metrics
-from ..store import Limit, Store, StoreError
+from lunos_proxy.errors import Forbidden, GatewayError, RateLimited
+from lunos_proxy.exchange import exchange_of
+from lunos_proxy.metrics import Metrics
+from lunos_proxy.store import Limit, Store, StoreError
+
 from .addresses import AddressRules, Networks, client_address, subject
 from .failover import Failover
 
@@ -116,7 +117,7 @@ def ban_table(store: Store) -> BanTable:
 
 
 class AddressGuardImpl:
-    """`lunos_proxy.abuse_hooks.AddressGuard`, registered by the abuse plugin."""
+    """`lunos_proxy.views.AddressGuard`, registered by the abuse plugin."""
 
     def __init__(
         self,

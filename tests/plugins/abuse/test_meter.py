@@ -8,8 +8,8 @@ import pytest
 from lunos_proxy.store import Limit
 from tests.conftest import GatewayFactory
 from tests.fakes import COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
-from tests.limits.fakes import abuse_fakes  # noqa: F401 - fixture
-from tests.limits.helpers import CHAT, abuse_config, eventually_async, plan
+from tests.plugins.abuse.fakes import abuse_fakes  # noqa: F401 - fixture
+from tests.plugins.abuse.helpers import CHAT, abuse_config, eventually_async, plan
 
 pytestmark = pytest.mark.usefixtures("abuse_fakes")
 

@@ -12,7 +12,7 @@ import yaml
 from tests.auth_support import STATIC_KEY, auth_config, put_key
 from tests.conftest import ADMIN_TOKEN, GatewayFactory
 from tests.fakes import FakeProvider
-from tests.limits.helpers import post
+from tests.plugins.abuse.helpers import post
 
 
 def with_abuse(provider_url: str, settings: dict[str, object]) -> dict[str, object]:
@@ -70,7 +70,7 @@ async def test_an_ipv6_client_is_banned_by_its_64_not_each_address(
 
 
 def test_address_subjects() -> None:
-    from lunos_proxy.limits.addresses import subject
+    from plugins.abuse.addresses import subject
 
     assert [subject(a) for a in ("203.0.113.5", "2001:db8:1:2:3:4:5:6", "::ffff:203.0.113.5",
                                  "fe80::1%eth0", "not-an-address")] == [
@@ -93,7 +93,7 @@ async def test_openai_sdk_sees_rate_limit_headers_with_a_real_key(
     assert int(raw.headers["x-ratelimit-remaining-tokens"]) < 5000 - 50
 
 
-SHIPPED = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "lunos.yaml").read_text())
+SHIPPED = yaml.safe_load((Path(__file__).resolve().parents[3] / "config" / "lunos.yaml").read_text())
 
 
 async def test_the_shipped_config_limits_the_demo_key(make_gateway: GatewayFactory) -> None:

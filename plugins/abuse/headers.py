@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from ..store import Limit, LimitState
+from lunos_proxy.store import Limit, LimitState
 
 __all__ = ["enforced", "go_duration", "rate_limit_headers"]
 

@@ -15,8 +15,8 @@ from lunos_proxy.store import Slot
 from lunos_proxy.store.redis import RedisStore
 from tests.conftest import GatewayFactory, Running
 from tests.fakes import COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
-from tests.limits.fakes import abuse_fakes  # noqa: F401 - fixture
-from tests.limits.helpers import CHAT, abuse_config, eventually_async, metric, plan, post
+from tests.plugins.abuse.fakes import abuse_fakes  # noqa: F401 - fixture
+from tests.plugins.abuse.helpers import CHAT, abuse_config, eventually_async, metric, plan, post
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.usefixtures("abuse_fakes")

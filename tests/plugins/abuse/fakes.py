@@ -19,10 +19,10 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from lunos_proxy.abuse_hooks import ADDRESS_GUARD, AddressGuard
 from lunos_proxy.errors import Unauthorized
 from lunos_proxy.exchange import Principal, exchange_of
 from lunos_proxy.plugin import Handler, Plugin
+from lunos_proxy.views import ADDRESS_GUARD, AddressGuard
 from tests.fakes import COMPLETION_TOKENS, PROMPT_TOKENS
 
 
@@ -73,8 +73,8 @@ def abuse_fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     (dist / "entry_points.txt").write_text(
         textwrap.dedent("""\
             [lunos_proxy.plugins]
-            fake_principal = tests.limits.fakes:FakePrincipal
-            fake_meter = tests.limits.fakes:FakeMeter
+            fake_principal = tests.plugins.abuse.fakes:FakePrincipal
+            fake_meter = tests.plugins.abuse.fakes:FakeMeter
         """)
     )
     monkeypatch.syspath_prepend(str(tmp_path))
