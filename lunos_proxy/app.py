@@ -15,7 +15,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from fnmatch import fnmatchcase
-from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -29,7 +28,7 @@ from .exchange import EXCHANGE, Exchange, exchange_of
 from .forward import Forwarder
 from .metrics import Metrics, instrument_store
 from .parse import read_request
-from .plugin import Plugin, Services, find_plugin
+from .plugin import Plugin, Services, Views, find_plugin
 from .reload import Reloader, ReloadResult
 from .store import open_store
 from .store.base import Store, StoreError
@@ -75,7 +74,7 @@ class Generation:
         store: Store,
         metrics: Metrics,
         base_urls: dict[str, str],
-        lasting: dict[str, Any] | None = None,
+        lasting: Views | None = None,
     ):
         self.config = config
         self.forwarder = Forwarder(config, base_urls)
@@ -84,7 +83,7 @@ class Generation:
             store=store,
             metrics=metrics,
             forwarder=self.forwarder,
-            lasting=lasting if lasting is not None else {},
+            lasting=lasting if lasting is not None else Views(),
         )
         self.plugins: list[Plugin] = [
             find_plugin(entry.name)(settings, self.services)
@@ -186,7 +185,7 @@ class Gateway:
         self._demo_runner: web.AppRunner | None = None
         self.on_reload: list[Callable[[Generation], Awaitable[None]]] = []
         # Plugin state that outlives reloads (see `Services.lasting`).
-        self.lasting: dict[str, Any] = {}
+        self.lasting = Views()
         self.reloader = Reloader(self)
         self._retiring: set[asyncio.Task[None]] = set()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 import msgspec
 from aiohttp import web
@@ -22,9 +22,59 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .store.base import Store
 
-__all__ = ["ENTRY_POINT_GROUP", "Handler", "Plugin", "PluginError", "Services", "find_plugin"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Handler",
+    "Plugin",
+    "PluginError",
+    "Services",
+    "ViewKey",
+    "Views",
+    "find_plugin",
+]
 
 ENTRY_POINT_GROUP = "lunos_proxy.plugins"
+T = TypeVar("T")
+
+
+class ViewKey(Generic[T]):
+    """A typed key into `Views`, like aiohttp's `web.AppKey`:
+
+        ROUTING: ViewKey[RoutingView] = ViewKey("routing")
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<ViewKey {self.name}>"
+
+
+class Views:
+    """Objects plugins publish for the runtime and each other, under typed
+    keys (see lunos_proxy/views.py): no lookups by plugin name."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: dict[ViewKey[Any], object] = {}
+
+    def __setitem__(self, key: ViewKey[T], value: T) -> None:
+        self._items[key] = value
+
+    def __getitem__(self, key: ViewKey[T]) -> T:
+        return cast(T, self._items[key])
+
+    def __contains__(self, key: ViewKey[Any]) -> bool:
+        return key in self._items
+
+    def get(self, key: ViewKey[T]) -> T | None:
+        return cast("T | None", self._items.get(key))
+
+    def setdefault(self, key: ViewKey[T], value: T) -> T:
+        return cast(T, self._items.setdefault(key, value))
 
 
 @dataclass(eq=False)
@@ -35,12 +85,12 @@ class Services:
     store: Store
     metrics: Metrics
     forwarder: Forwarder
-    # Objects one plugin offers others (e.g. a key cache), by name.
-    shared: dict[str, Any] = field(default_factory=dict)
-    # Objects that outlive a config reload (the gateway's lifetime), by
-    # plugin name: what a plugin learnt at run time and must not forget
-    # when the routes change (the router's breakers and latencies).
-    lasting: dict[str, Any] = field(default_factory=dict)
+    # What plugins publish for the runtime and each other (lunos_proxy/views.py).
+    views: Views = field(default_factory=Views)
+    # Objects that outlive a config reload (the gateway's lifetime), under
+    # keys of the plugin's own: what a plugin learnt at run time and must
+    # not forget when the routes change (the router's breakers and latencies).
+    lasting: Views = field(default_factory=Views)
 
 
 class NoSettings(msgspec.Struct, forbid_unknown_fields=True):

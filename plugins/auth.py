@@ -12,7 +12,7 @@ the key's hash on `lunos_proxy.keys.INVALIDATE_CHANNEL` and every instance drops
 cache; `cache_ttl` bounds staleness if a message is lost.
 
 When the abuse plugin runs (after auth), it offers an `AddressGuard` in
-`services.shared`: auth asks it whether the address may be served before
+`services.views`: auth asks it whether the address may be served before
 looking at the key, and reports every failed attempt to it.
 
     pipeline:
@@ -132,7 +132,7 @@ class Auth(Plugin):
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = exchange_of(request)
-        guard: AddressGuard | None = self.services.shared.get(ADDRESS_GUARD)
+        guard: AddressGuard | None = self.services.views.get(ADDRESS_GUARD)
         if guard is not None:
             await guard.check_address(request)
         key = key_from_headers(request.headers)

@@ -46,9 +46,10 @@ from lunos_proxy.usage.include_usage import (
     ask_for_usage,
 )
 from lunos_proxy.usage.ledger import Entry, Ledger
-from lunos_proxy.usage.pricing import PriceTable, PricingError, load_pricing
+from lunos_proxy.usage.pricing import PriceTable, PricingError, TablePrices, load_pricing
 from lunos_proxy.usage.watch import UsageWatcher
 from lunos_proxy.usage.webhooks import Notifier
+from lunos_proxy.views import METER, PRICES
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,27 @@ class Meter(Plugin):
             currency=self.prices.currency,
             fail_closed=services.config.store.on_failure == "fail_closed",
         )
-        services.shared["meter"] = self
+        services.views[METER] = self
+        services.views.setdefault(PRICES, TablePrices(self.prices))
+
+    # -- lunos_proxy.views.MeterView: what the admin API and console read ---
+    @property
+    def currency(self) -> str:
+        return self.prices.currency
+
+    @property
+    def timezone(self) -> str:
+        return self.settings.timezone
+
+    def day(self, at: float) -> str:
+        return self.calendar.day(at)
+
+    def month(self, at: float) -> str:
+        return self.calendar.month(at)
+
+    @property
+    def budgets(self) -> Rules:
+        return self.rules
 
     @staticmethod
     def _load_prices(path: str) -> PriceTable:

@@ -48,12 +48,12 @@ from lunos_proxy.routing.routes import (
     Route,
     build_routes,
     candidates_for,
-    find_prices,
     model_allowed,
     qualifies,
 )
-from lunos_proxy.routing.state import Candidate, Registry
+from lunos_proxy.routing.state import REGISTRY, Candidate, Registry
 from lunos_proxy.store.base import Limit, StoreError
+from lunos_proxy.views import PRICES, ROUTING
 
 
 class _Model(msgspec.Struct):
@@ -105,10 +105,10 @@ class Router(Plugin):
     def __init__(self, settings: Settings, services: Services) -> None:
         super().__init__(settings, services)
         s = self.settings
-        registry = services.lasting.get(self.name)
+        registry = services.lasting.get(REGISTRY)
         if registry is None:
             registry = Registry(services.store, s.breaker, s.sync_seconds)
-            services.lasting[self.name] = registry
+            services.lasting[REGISTRY] = registry
         # A reloaded config's breaker settings apply in start(): a reload
         # refused while its plugins are built changes nothing.
         self.registry: Registry = registry
@@ -118,9 +118,9 @@ class Router(Plugin):
             registry,
             random.Random(s.seed),
             s.explore,
-            find_prices(services.shared),
+            services.views.get(PRICES),
         )
-        services.shared[self.name] = registry
+        services.views[ROUTING] = registry
         # Per model and client wire format, the plan of a caller with no
         # restrictions: its deployments, then its fallbacks'.
         self.plans: dict[str, dict[str, list[tuple[Route, Sequence[Candidate]]]]] = {}

@@ -55,8 +55,7 @@ def key_id(key: str) -> str:
 
 def meter_of(gateway: Gateway) -> Meter:
     assert gateway.generation is not None
-    meter = gateway.generation.services.shared["meter"]
-    assert isinstance(meter, Meter)
+    [meter] = [p for p in gateway.generation.plugins if isinstance(p, Meter)]
     return meter
 
 

@@ -7,7 +7,8 @@ in-flight count and latency.
                       "in_flight": 0, "latency_ms": 412.0}]}
 
 Deployments appear once the router has been built with them; the list is
-empty when the router plugin is not in the pipeline. Ids and numbers only.
+empty when the router plugin is not in the pipeline (it publishes
+`lunos_proxy.views.ROUTING`). Ids and numbers only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..routing.state import Registry
+from ..views import ROUTING
 from .auth import GATEWAY, requires, send
 
 if TYPE_CHECKING:
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
 
 @requires("read", "routing.show")
 async def routing(request: web.Request) -> web.Response:
-    registry = request.app[GATEWAY].lasting.get("router")
-    return send({"deployments": registry.snapshot() if isinstance(registry, Registry) else []})
+    generation = request.app[GATEWAY].generation
+    view = None if generation is None else generation.services.views.get(ROUTING)
+    return send({"deployments": [] if view is None else view.snapshot()})
 
 
 def setup(app: web.Application, gateway: Gateway) -> None:

@@ -31,8 +31,8 @@ import msgspec
 from aiohttp import web
 
 from ..store.base import SpendDelta, UsageRow
-from ..usage.budgets import Calendar
 from ..usage.pricing import to_micros
+from ..views import METER, Budgets, MeterView
 from .auth import GATEWAY, admin_error, audit_about, read_body, requires, send
 
 if TYPE_CHECKING:
@@ -47,13 +47,26 @@ class _Credit(msgspec.Struct, forbid_unknown_fields=True):
     amount: Decimal
 
 
-def _meter_settings(gateway: Gateway) -> tuple[str, str]:
-    """(currency, billing time zone) of the running meter, or defaults."""
+class _Unmetered:
+    """What the usage API assumes while the meter is not in the pipeline:
+    USD, days in UTC (the store holds no usage then but what it had)."""
+
+    currency = "USD"
+    timezone = "UTC"
+    budgets: Budgets | None = None
+
+    def day(self, at: float) -> str:
+        return time.strftime("%Y-%m-%d", time.gmtime(at))
+
+    def month(self, at: float) -> str:
+        return self.day(at)[:7]
+
+
+def _meter(gateway: Gateway) -> MeterView:
+    """The running meter's view (currency, billing calendar), or the defaults."""
     generation = gateway.generation
-    meter = generation.services.shared.get("meter") if generation is not None else None
-    if meter is None:
-        return "USD", "UTC"
-    return str(meter.prices.currency), str(meter.settings.timezone)
+    view = None if generation is None else generation.services.views.get(METER)
+    return _Unmetered() if view is None else view
 
 
 def _day(value: str | None, default: str, name: str) -> str:
@@ -65,8 +78,8 @@ def _day(value: str | None, default: str, name: str) -> str:
         raise admin_error(400, f"'{name}' must be a date, YYYY-MM-DD") from None
 
 
-def _range(request: web.Request, tz: str) -> tuple[str, str]:
-    today = Calendar(tz).day(time.time())
+def _range(request: web.Request, meter: MeterView) -> tuple[str, str]:
+    today = meter.day(time.time())
     first = _day(request.query.get("from"), today[:8] + "01", "from")
     last = _day(request.query.get("to"), today, "to")
     if first > last:
@@ -109,8 +122,8 @@ def setup(app: web.Application, gateway: Gateway) -> None:
     async def show_usage(request: web.Request) -> web.Response:
         gw = request.app[GATEWAY]
         account_id = request.match_info["account_id"]
-        currency, tz = _meter_settings(gw)
-        first, last = _range(request, tz)
+        meter = _meter(gw)
+        first, last = _range(request, meter)
         by = request.query.get("by", "model")
         if by not in ("model", "key"):
             raise admin_error(400, "'by' is model or key")
@@ -120,7 +133,7 @@ def setup(app: web.Application, gateway: Gateway) -> None:
             "account_id": account_id,
             "from": first,
             "to": last,
-            "currency": currency,
+            "currency": meter.currency,
             "rows": rows,
             "totals": totals,
         }
@@ -130,8 +143,7 @@ def setup(app: web.Application, gateway: Gateway) -> None:
     async def show_events(request: web.Request) -> web.Response:
         gw = request.app[GATEWAY]
         account_id = request.match_info["account_id"]
-        _, tz = _meter_settings(gw)
-        first, last = _range(request, tz)
+        first, last = _range(request, _meter(gw))
         events = [
             msgspec.structs.asdict(e) for e in await gw.store.usage_events(account_id, first, last)
         ]
@@ -142,17 +154,16 @@ def setup(app: web.Application, gateway: Gateway) -> None:
     async def show_balance(request: web.Request) -> web.Response:
         gw = request.app[GATEWAY]
         account_id = request.match_info["account_id"]
-        currency, tz = _meter_settings(gw)
-        cal = Calendar(tz)
+        meter = _meter(gw)
         now = time.time()
-        day, month = cal.day(now), cal.month(now)
+        day, month = meter.day(now), meter.month(now)
         d, m, total, credit = await gw.store.spend(
             f"account:{account_id}", [f"d:{day}", f"m:{month}", "total", "credit"]
         )
         return send(
             {
                 "account_id": account_id,
-                "currency": currency,
+                "currency": meter.currency,
                 "day": day,
                 "month": month,
                 "spent_day_micros": d,

@@ -1,10 +1,10 @@
 """The budgets page: the limits that apply to the account, what it spent, the alerts.
 
-Limits are the meter's (`lunos_proxy.usage.budgets`), read from the running
-config's meter settings: the account's own rule or its plan's, its keys'
-rules, prepaid credit. Spend is read from the same store counters the meter
-checks (`Store.spend`), in the budgets' time zone, so the page shows what
-enforcement sees. Alert thresholds (soft) come from the operator's YAML
+Limits are the meter's, read through the view it publishes
+(`lunos_proxy.views.METER`), so they are the running config's: the
+account's own rule or its plan's, its keys' rules, prepaid credit. Spend
+is read from the same store counters the meter checks (`Store.spend`), in
+the budgets' time zone, so the page shows what enforcement sees. Alert thresholds (soft) come from the operator's YAML
 unless the account holder sets the account's own here; the meter reads them
 from the key's principal (auth loads them with the account).
 """
@@ -17,30 +17,28 @@ from typing import Any
 
 from aiohttp import web
 
-from ..config import Config
 from ..keys import INVALIDATE_CHANNEL
-from ..usage.budgets import BudgetSettings, Limit, Rules
-from .pages import account_gone, audit, config_of, current_account, form, render, store_of
+from ..views import METER, BudgetLimit, Budgets
+from .pages import account_gone, audit, current_account, form, gateway_of, render, store_of
 
-__all__ = ["budget_settings", "routes"]
+__all__ = ["budgets_of", "routes"]
 
 _KINDS = {"daily": "Daily", "monthly": "Monthly", "prepaid": "Prepaid credit"}
 
 
-def budget_settings(config: Config) -> BudgetSettings | None:
-    """The meter's budgets, if the meter is in the pipeline."""
-    for entry, settings in zip(config.pipeline, config.plugin_settings, strict=False):
-        if entry.name == "meter":
-            found = getattr(settings, "budgets", None)
-            return found if isinstance(found, BudgetSettings) else None
-    return None
+def budgets_of(request: web.Request) -> Budgets | None:
+    """The meter's budgets, if the meter is in the pipeline (the page says
+    so when it is not)."""
+    generation = gateway_of(request).generation
+    meter = None if generation is None else generation.services.views.get(METER)
+    return None if meter is None else meter.budgets
 
 
 def _money(micros: int) -> str:
     return f"{Decimal(micros) / 1_000_000:.4f}"
 
 
-async def _row(request: web.Request, limit: Limit, what: str) -> dict[str, Any]:
+async def _row(request: web.Request, limit: BudgetLimit, what: str) -> dict[str, Any]:
     store = store_of(request)
     if limit.kind == "prepaid":
         spent, credit = await store.spend(limit.subject, ["total", "credit"])
@@ -55,23 +53,23 @@ async def _row(request: web.Request, limit: Limit, what: str) -> dict[str, Any]:
 
 async def show(request: web.Request, *, status: int = 200, error: str = "") -> web.Response:
     account = await current_account(request)
-    settings = budget_settings(config_of(request))
+    budgets = budgets_of(request)
     rows: list[dict[str, Any]] = []
     timezone = "UTC"
-    if settings is not None:
-        rules, now, timezone = Rules(settings), time.time(), settings.timezone
-        for limit in rules.limits(account.id, "", account.plan, now, account.alert_thresholds):
+    if budgets is not None:
+        now, timezone = time.time(), budgets.timezone
+        for limit in budgets.limits(account.id, "", account.plan, now, account.alert_thresholds):
             if limit.subject.startswith("account:"):
                 rows.append(await _row(request, limit, "Your account"))
         for key in await store_of(request).keys_of(account.id):
-            if key.revoked or key.id not in settings.keys:
+            if key.revoked or not budgets.has_key_rule(key.id):
                 continue
-            for limit in rules.limits(account.id, key.id, None, now):
+            for limit in budgets.limits(account.id, key.id, None, now):
                 if limit.subject == f"key:{key.id}":
                     rows.append(await _row(request, limit, f"Key {key.prefix}…"))
     own = account.alert_thresholds
     return await render(request, "budgets.html", status=status, rows=rows, timezone=timezone,
-                        metered=settings is not None, error=error,
+                        metered=budgets is not None, error=error,
                         saved=request.query.get("saved") == "1",
                         own=", ".join(f"{f * 100:g}" for f in own) if own else "")
 

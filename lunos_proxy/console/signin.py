@@ -65,10 +65,7 @@ class _Link(msgspec.Struct, array_like=True):
 
 def _guard(request: web.Request) -> AddressGuard | None:
     generation = gateway_of(request).generation
-    found: AddressGuard | None = None if generation is None else generation.services.shared.get(
-        ADDRESS_GUARD
-    )
-    return found
+    return None if generation is None else generation.services.views.get(ADDRESS_GUARD)
 
 
 async def _admit(request: web.Request, account: str = "") -> None:

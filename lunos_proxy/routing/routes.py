@@ -9,13 +9,11 @@ with region or provider restrictions costs a filtering pass.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING
 
 from ..config import Timeouts
-from ..usage.pricing import PriceTable
 from .checks import model_wires
 from .state import Candidate, Registry
 from .strategies import Strategy, make_strategy
@@ -23,53 +21,15 @@ from .strategies import Strategy, make_strategy
 if TYPE_CHECKING:
     from ..config import Config, Deployment, ProviderConfig
     from ..exchange import Principal
+    from ..views import PriceBook
 
 __all__ = [
-    "PriceBook",
     "Route",
-    "TablePrices",
     "build_routes",
     "candidates_for",
-    "find_prices",
     "model_allowed",
     "qualifies",
 ]
-
-
-class PriceBook(Protocol):
-    """What `lowest_price` asks a pricing table: offered as
-    ``services.shared["prices"]`` by any plugin, else the meter's table is
-    used (`TablePrices`), else each deployment's `price`.
-
-        class Table:
-            def price_per_million(self, provider: str, model: str) -> float | None:
-                return {"openai/gpt-4o": 5.0}.get(f"{provider}/{model}")
-    """
-
-    def price_per_million(self, provider: str, model: str) -> float | None: ...
-
-
-class TablePrices:
-    """The meter's pricing table as a `PriceBook`: input + output price per
-    million tokens of "provider/upstream-model" entries, as in force when
-    the config was loaded (a price change takes effect at the next reload)."""
-
-    def __init__(self, table: PriceTable) -> None:
-        self.table = table
-        self.at = time.time()
-
-    def price_per_million(self, provider: str, model: str) -> float | None:
-        price = self.table.price((f"{provider}/{model}",), self.at)
-        return None if price is None else (price.input + price.output) / 1_000_000
-
-
-def find_prices(shared: dict[str, Any]) -> PriceBook | None:
-    """A price book offered under "prices", or the meter's pricing table."""
-    book = shared.get("prices")
-    if book is not None:
-        return cast(PriceBook, book)
-    table = getattr(shared.get("meter"), "prices", None)
-    return TablePrices(table) if isinstance(table, PriceTable) else None
 
 
 class Route:

@@ -1,6 +1,6 @@
 """Live state of deployments: in-flight counts, latency, breakers, cooldowns.
 
-`Registry` outlives config reloads (it is kept in `Services.lasting`), so a
+`Registry` outlives config reloads (it is kept in `Services.lasting[REGISTRY]`), so a
 reload keeps breakers, latency averages and in-flight counts; a deployment
 is the same one across reloads when its id (`name`, or "provider/model")
 is the same.
@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..plugin import ViewKey
 from .breaker import Breaker, BreakerSettings, BreakerState
 
 if TYPE_CHECKING:
     from ..config import Deployment, Timeouts
     from ..store.base import Limit, Store
 
-__all__ = ["CHANNEL", "Candidate", "Cooldowns", "DeploymentState", "Registry"]
+__all__ = ["CHANNEL", "REGISTRY", "Candidate", "Cooldowns", "DeploymentState", "Registry"]
 
 log = logging.getLogger(__name__)
 
@@ -294,3 +295,7 @@ class Registry:
                 }
             )
         return out
+
+
+# Where the router keeps its registry in `Services.lasting` (the gateway's lifetime).
+REGISTRY: ViewKey[Registry] = ViewKey("router.registry")

@@ -117,13 +117,20 @@ class Limit(msgspec.Struct, frozen=True):
 
 
 class Rules:
-    """Which limits apply to a principal at an instant."""
+    """Which limits apply to a principal at an instant (`lunos_proxy.views.Budgets`)."""
 
     def __init__(self, settings: BudgetSettings) -> None:
         self.settings = settings
         self.calendar = Calendar(settings.timezone)
         self.prepaid = frozenset(settings.prepaid)
         self.active = bool(settings.plans or settings.accounts or settings.keys or self.prepaid)
+
+    @property
+    def timezone(self) -> str:
+        return self.settings.timezone
+
+    def has_key_rule(self, key_id: str) -> bool:
+        return key_id in self.settings.keys
 
     def limits(
         self,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import yaml
 
 from ..exchange import Usage
 
-__all__ = ["Price", "PriceTable", "PricingError", "load_pricing", "to_micros"]
+__all__ = ["Price", "PriceTable", "PricingError", "TablePrices", "load_pricing", "to_micros"]
 
 
 class PricingError(Exception):
@@ -191,3 +192,18 @@ def load_pricing(path: str | Path) -> PriceTable:
     except yaml.YAMLError:
         raise PricingError([f"{p.name}: (file): not valid YAML"]) from None
     return parse_pricing(raw, p.name)
+
+
+class TablePrices:
+    """The pricing table as a `lunos_proxy.views.PriceBook` (for the router):
+    input + output price per million tokens of "provider/upstream-model"
+    entries, as in force when the config was loaded (a price change takes
+    effect at the next reload)."""
+
+    def __init__(self, table: PriceTable) -> None:
+        self.table = table
+        self.at = time.time()
+
+    def price_per_million(self, provider: str, model: str) -> float | None:
+        price = self.table.price((f"{provider}/{model}",), self.at)
+        return None if price is None else (price.input + price.output) / 1_000_000

@@ -116,7 +116,7 @@ class Abuse(Plugin):
         # Lease ids: unique to this process (random prefix), then counted.
         self._lease_prefix = os.urandom(6).hex() + "-"
         self._leases_taken = itertools.count()
-        services.shared[ADDRESS_GUARD] = self.guard
+        services.views[ADDRESS_GUARD] = self.guard
 
     async def start(self) -> None:
         s = self.settings

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from lunos_proxy.errors import RateLimited
+from lunos_proxy.views import ADDRESS_GUARD
 from tests.auth_support import STATIC_KEY, auth_config, put_key, static_entry
 from tests.conftest import GatewayFactory, Running
 from tests.fakes import CHUNKS, FakeProvider
@@ -134,7 +135,7 @@ class Guard:
 async def test_failures_are_reported_to_the_address_guard_and_its_ban_is_honoured(agw: Running) -> None:
     guard = Guard()
     assert agw.gateway.generation is not None
-    agw.gateway.generation.services.shared["abuse"] = guard
+    agw.gateway.generation.services.views[ADDRESS_GUARD] = guard
     url, body = agw.v1 + "/chat/completions", {"model": "gpt-test", "messages": MSG}
     assert (await post(url, {"Authorization": f"Bearer {STATIC_KEY}"}, body))[0] == 200
     assert (await post(url, {}, body))[0] == 401

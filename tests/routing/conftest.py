@@ -140,9 +140,9 @@ class ShiftedClock:
 
 def shift_clock(gateway: Any) -> ShiftedClock:
     """Put a running gateway's breakers and cooldowns on a clock the test moves."""
-    from lunos_proxy.routing.state import Registry
+    from lunos_proxy.routing.state import REGISTRY, Registry
 
-    registry = gateway.lasting["router"]
+    registry = gateway.lasting[REGISTRY]
     assert isinstance(registry, Registry)
     clock = ShiftedClock()
     registry.set_clock(clock)

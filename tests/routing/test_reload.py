@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
+from lunos_proxy.routing.state import REGISTRY
 from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN, GatewayFactory, Running
 from tests.routing.conftest import (
     ProviderFactory,
@@ -134,7 +135,7 @@ async def test_a_config_a_plugin_refuses_while_built_is_rejected_and_changes_not
     assert (status, body["result"]) == (422, "rejected")
     assert len(body["problems"]) == 1 and "missing.yaml" in body["problems"][0]
     assert gw.gateway.config is before and gw.gateway.generation is generation
-    assert gw.gateway.lasting["router"].breaker.window_seconds == 30.0  # the old one's
+    assert gw.gateway.lasting[REGISTRY].breaker.window_seconds == 30.0  # the old one's
     assert await metric(gw.admin_url, 'lunos_config_reloads_total{result="rejected"}') == 1
     assert (await chat(gw.url))[0] == 200
     assert (await reload(gw))[0] == 422  # the old admin token still holds

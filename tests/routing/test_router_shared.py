@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from lunos_proxy.routing.state import Registry
+from lunos_proxy.routing.state import REGISTRY, Registry
 from tests.conftest import GatewayFactory, Running
 from tests.routing.conftest import ProviderFactory, chat, deployment, router_config
 
 
 def cooldown_left(gw: Running, deployment_id: str) -> float:
-    registry = gw.gateway.lasting["router"]
+    registry = gw.gateway.lasting[REGISTRY]
     assert isinstance(registry, Registry)
     return registry.cooldowns.left(deployment_id, registry.cooldowns.clock())
 

@@ -30,7 +30,7 @@ class FakePrincipal(Plugin):
     name = "fake_principal"
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        guard: AddressGuard | None = self.services.shared.get(ADDRESS_GUARD)
+        guard: AddressGuard | None = self.services.views.get(ADDRESS_GUARD)
         if guard is not None:
             await guard.check_address(request)
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
