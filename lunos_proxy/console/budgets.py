@@ -4,9 +4,10 @@ Limits are the meter's, read through the view it publishes
 (`lunos_proxy.views.METER`), so they are the running config's: the
 account's own rule or its plan's, its keys' rules, prepaid credit. Spend
 is read from the same store counters the meter checks (`Store.spend`), in
-the budgets' time zone, so the page shows what enforcement sees. Alert thresholds (soft) come from the operator's YAML
-unless the account holder sets the account's own here; the meter reads them
-from the key's principal (auth loads them with the account).
+the budgets' time zone, so the page shows what enforcement sees. Alert
+thresholds (soft) come from the operator's YAML unless the account holder
+sets the account's own here; the meter reads them from the key's principal
+(auth loads them with the account).
 """
 
 from __future__ import annotations
