@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 __all__ = [
     "ADMIN_TOKEN_PREFIX",
+    "ERASED_CHANNEL",
     "INVALIDATE_CHANNEL",
     "KEY_PREFIX",
     "display_prefix",
@@ -32,6 +33,9 @@ KEY_PREFIX = "lk-"
 # Store pub/sub channel on which the admin API tells every instance's auth
 # plugin to drop cached lookups: "key:<hash>", "account:<id>" or "all".
 INVALIDATE_CHANNEL = "auth:invalidate"
+# Channel on which the admin API announces an account's erasure (message:
+# the account id), so that no instance writes its pending usage back.
+ERASED_CHANNEL = "accounts:erased"
 ADMIN_TOKEN_PREFIX = "lat-"
 _RANDOM_BYTES = 32
 _SHOWN = 6  # random characters kept in the display prefix (36 of 256 bits)

@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..crypto import Secrets
-from ..keys import INVALIDATE_CHANNEL
+from ..keys import ERASED_CHANNEL, INVALIDATE_CHANNEL
 from ..store.base import AccountRecord, KeyRecord, Store
-from ..usage.ledger import ERASED_CHANNEL
 from .accounts import account_or_404, profile
 from .auth import GATEWAY, requires, secrets_of, send
 from .keys import key_view

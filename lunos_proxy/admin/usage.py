@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
+from ..money import to_micros
 from ..store.base import SpendDelta, UsageRow
-from ..usage.pricing import to_micros
 from ..views import METER, Budgets, MeterView
 from .auth import GATEWAY, admin_error, audit_about, read_body, requires, send
 

@@ -221,7 +221,7 @@ async def test_usage_another_instance_holds_unwritten_is_not_written_after_the_e
 ) -> None:
     import openai
 
-    from lunos_proxy.usage.ledger import Entry
+    from plugins.meter.ledger import Entry
     from tests.meter_support import meter_config, meter_of
     from tests.store.samples import eventually
 

@@ -155,9 +155,9 @@ async def test_the_last_threshold_is_told_when_the_ledger_wrote_between_check_an
 
     from lunos_proxy.metrics import Metrics
     from lunos_proxy.store.memory import MemoryStore
-    from lunos_proxy.usage.budgets import BudgetRule, BudgetSettings, Guard, Rules
-    from lunos_proxy.usage.ledger import Entry, Ledger
-    from lunos_proxy.usage.webhooks import Notifier
+    from plugins.meter.budgets import BudgetRule, BudgetSettings, Guard, Rules
+    from plugins.meter.ledger import Entry, Ledger
+    from plugins.meter.webhooks import Notifier
 
     store, metrics = MemoryStore(), Metrics()
     ledger = Ledger(store, metrics, flush_interval=3600)

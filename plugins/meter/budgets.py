@@ -34,10 +34,11 @@ from decimal import Decimal
 
 import msgspec
 
-from ..errors import QuotaExceeded, ServiceUnavailable
-from ..store.base import Store, StoreError
+from lunos_proxy.errors import QuotaExceeded, ServiceUnavailable
+from lunos_proxy.money import to_micros
+from lunos_proxy.store.base import Store, StoreError
+
 from .ledger import Ledger
-from .pricing import to_micros
 from .webhooks import Notifier
 
 __all__ = ["BudgetRule", "BudgetSettings", "Calendar", "Guard", "Limit", "Rules"]

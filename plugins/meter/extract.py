@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ..exchange import Usage
+from lunos_proxy.exchange import Usage
 
 __all__ = ["StreamUsage", "TextPieces", "usage_from_body"]
 

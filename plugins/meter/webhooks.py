@@ -26,8 +26,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from ..metrics import Metrics
-from ..store.base import Store, StoreError
+from lunos_proxy.metrics import Metrics
+from lunos_proxy.store.base import Store, StoreError
 
 __all__ = ["Notifier", "sign"]
 

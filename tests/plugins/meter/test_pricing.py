@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from lunos_proxy.exchange import Usage
-from lunos_proxy.usage.pricing import PricingError, load_pricing, parse_pricing
+from plugins.meter.pricing import PricingError, load_pricing, parse_pricing
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def at(day: str) -> float:

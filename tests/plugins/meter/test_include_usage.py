@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from lunos_proxy.usage.include_usage import UsageChunkFilter, ask_for_usage
+from plugins.meter.include_usage import UsageChunkFilter, ask_for_usage
 from tests.fakes import FakeProvider
 
 

@@ -16,7 +16,7 @@ import re
 
 import msgspec
 
-from ..sse import EVENT_BOUNDARY, EVENT_ENDS
+from lunos_proxy.sse import EVENT_BOUNDARY, EVENT_ENDS
 
 __all__ = ["UsageChunkFilter", "ask_for_usage"]
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ..exchange import Exchange, Usage
-from ..sse import SSEParser
+from lunos_proxy.exchange import Exchange, Usage
+from lunos_proxy.sse import SSEParser
+
 from .estimate import count_input, count_output
 from .extract import StreamUsage, TextPieces, usage_from_body
 

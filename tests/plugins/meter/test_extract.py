@@ -6,7 +6,7 @@ import json
 
 from lunos_proxy.exchange import Usage
 from lunos_proxy.sse import SSEParser
-from lunos_proxy.usage.extract import StreamUsage, TextPieces, usage_from_body
+from plugins.meter.extract import StreamUsage, TextPieces, usage_from_body
 
 
 def body(d: object) -> bytes:

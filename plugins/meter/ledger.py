@@ -36,15 +36,22 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..metrics import Metrics
-from ..store.base import BillingRecord, SpendDelta, Store, StoreError, UsageDelta, UsageEvent
-from ..store.fanout import Fanout
+from lunos_proxy.keys import ERASED_CHANNEL
+from lunos_proxy.metrics import Metrics
+from lunos_proxy.store.base import (
+    BillingRecord,
+    SpendDelta,
+    Store,
+    StoreError,
+    UsageDelta,
+    UsageEvent,
+)
+from lunos_proxy.store.fanout import Fanout
 
-__all__ = ["ERASED_CHANNEL", "FORGET_SECONDS", "Entry", "Ledger"]
+__all__ = ["FORGET_SECONDS", "Entry", "Ledger"]
 
 log = logging.getLogger(__name__)
 
-ERASED_CHANNEL = "accounts:erased"  # message: the account id
 FORGET_SECONDS = 3600.0
 
 

@@ -27,15 +27,15 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import time
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..exchange import Usage
+from lunos_proxy.exchange import Usage
+from lunos_proxy.money import to_micros
 
-__all__ = ["Price", "PriceTable", "PricingError", "TablePrices", "load_pricing", "to_micros"]
+__all__ = ["Price", "PriceTable", "PricingError", "TablePrices", "load_pricing"]
 
 
 class PricingError(Exception):
@@ -44,20 +44,6 @@ class PricingError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-def to_micros(amount: Any, where: str, problems: list[str]) -> int:
-    """A decimal amount of currency as integer micro-units (at most 6 decimals)."""
-    try:
-        value = Decimal(str(amount))
-    except InvalidOperation:
-        problems.append(f"{where}: expected a number, got {amount!r}")
-        return 0
-    micros = value * 1_000_000
-    if value < 0 or micros != micros.to_integral_value():
-        problems.append(f"{where}: expected a non-negative amount with at most 6 decimals")
-        return 0
-    return int(micros)
 
 
 class Price:

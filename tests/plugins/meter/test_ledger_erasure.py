@@ -5,7 +5,7 @@ from __future__ import annotations
 from lunos_proxy.metrics import Metrics
 from lunos_proxy.store import open_store
 from lunos_proxy.store.base import UsageEvent
-from lunos_proxy.usage.ledger import Entry, Ledger
+from plugins.meter.ledger import Entry, Ledger
 from tests.redis_servers import RedisServer
 
 

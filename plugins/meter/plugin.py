@@ -16,7 +16,7 @@ the logger. Requests are attributed to `exchange.principal` (set by auth);
 without one they are metered as account and key "anonymous".
 
 Before forwarding: budgets are checked (429 insufficient_quota), and an
-OpenAI-style stream is asked for its usage (see usage/include_usage.py).
+OpenAI-style stream is asked for its usage (see include_usage.py).
 While the answer passes: `UsageWatcher` reads the usage. After: one entry
 goes to the ledger (counters, billing line, spend, usage event) and metrics.
 """
@@ -38,18 +38,19 @@ from lunos_proxy.exchange import Exchange, exchange_of
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
 from lunos_proxy.store.base import UsageEvent
-from lunos_proxy.usage.budgets import BudgetSettings, Calendar, Guard, Limit, Rules
-from lunos_proxy.usage.estimate import encoding_for, tokenizer
-from lunos_proxy.usage.include_usage import (
+from lunos_proxy.views import METER, PRICES
+
+from .budgets import BudgetSettings, Calendar, Guard, Limit, Rules
+from .estimate import encoding_for, tokenizer
+from .include_usage import (
     STREAM_USAGE_ENDPOINTS,
     UsageChunkFilter,
     ask_for_usage,
 )
-from lunos_proxy.usage.ledger import Entry, Ledger
-from lunos_proxy.usage.pricing import PriceTable, PricingError, TablePrices, load_pricing
-from lunos_proxy.usage.watch import UsageWatcher
-from lunos_proxy.usage.webhooks import Notifier
-from lunos_proxy.views import METER, PRICES
+from .ledger import Entry, Ledger
+from .pricing import PriceTable, PricingError, TablePrices, load_pricing
+from .watch import UsageWatcher
+from .webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
