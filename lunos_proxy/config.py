@@ -321,7 +321,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
             if name in seen and seen[name] != public:
                 problems.append(f"{where}.aliases: {name!r} is already a name of {seen[name]!r}")
             seen.setdefault(name, public)
-    from .routing.checks import check_routes
+    from .model_checks import check_routes
 
     problems += check_routes(cfg)
     s = cfg.server

@@ -8,9 +8,9 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import ADMIN_TOKEN, GatewayFactory
-from tests.routing.conftest import admin_json, chat
+from tests.plugins.router.conftest import admin_json, chat
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def test_shipped_config_serves_demo_chat_through_the_router(make_gateway: GatewayFactory) -> None:

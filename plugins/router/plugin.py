@@ -16,7 +16,7 @@ fails, the client gets the last provider error's status with our message.
 
 The decision itself touches the store only for deployments with
 per-minute capacity limits; cooldowns are read from a local copy kept in
-step over pub/sub (lunos_proxy/routing/state.py says how).
+step over pub/sub (state.py says how).
 """
 
 from __future__ import annotations
@@ -43,17 +43,18 @@ from lunos_proxy.errors import (
 from lunos_proxy.exchange import Exchange
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
-from lunos_proxy.routing.breaker import BreakerSettings, BreakerState
-from lunos_proxy.routing.routes import (
+from lunos_proxy.store.base import Limit, StoreError
+from lunos_proxy.views import PRICES, ROUTING
+
+from .breaker import BreakerSettings, BreakerState
+from .routes import (
     Route,
     build_routes,
     candidates_for,
     model_allowed,
     qualifies,
 )
-from lunos_proxy.routing.state import REGISTRY, Candidate, Registry
-from lunos_proxy.store.base import Limit, StoreError
-from lunos_proxy.views import PRICES, ROUTING
+from .state import REGISTRY, Candidate, Registry
 
 
 class _Model(msgspec.Struct):

@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from lunos_proxy.routing.state import REGISTRY
+from plugins.router.state import REGISTRY
 from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN, GatewayFactory, Running
-from tests.routing.conftest import (
+from tests.plugins.router.conftest import (
     ProviderFactory,
     chat,
     deployment,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from lunos_proxy.routing.state import REGISTRY, Registry
+from plugins.router.state import REGISTRY, Registry
 from tests.conftest import GatewayFactory, Running
-from tests.routing.conftest import ProviderFactory, chat, deployment, router_config
+from tests.plugins.router.conftest import ProviderFactory, chat, deployment, router_config
 
 
 def cooldown_left(gw: Running, deployment_id: str) -> float:

@@ -7,7 +7,7 @@ import openai
 
 from tests.conftest import GatewayFactory
 from tests.fakes import CHUNKS
-from tests.routing.conftest import ProviderFactory, deployment, router_config
+from tests.plugins.router.conftest import ProviderFactory, deployment, router_config
 
 
 async def test_openai_sdk_stream_survives_a_failing_deployment(fakes: ProviderFactory, make_gateway: GatewayFactory) -> None:

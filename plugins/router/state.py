@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..plugin import ViewKey
+from lunos_proxy.plugin import ViewKey
+
 from .breaker import Breaker, BreakerSettings, BreakerState
 
 if TYPE_CHECKING:
-    from ..config import Deployment, Timeouts
-    from ..store.base import Limit, Store
+    from lunos_proxy.config import Deployment, Timeouts
+    from lunos_proxy.store.base import Limit, Store
 
 __all__ = ["CHANNEL", "REGISTRY", "Candidate", "Cooldowns", "DeploymentState", "Registry"]
 
@@ -114,7 +115,7 @@ class Candidate:
         self.metered: Any = None
 
     def store_limits(self, tokens: int) -> list[Limit]:
-        from ..store.base import Limit
+        from lunos_proxy.store.base import Limit
 
         cap = self.deployment.capacity
         out: list[Limit] = []
@@ -153,7 +154,7 @@ class Cooldowns:
 
     async def start(self) -> None:
         """Subscribe (once per gateway: the registry outlives reloads) and load."""
-        from ..store.base import StoreError
+        from lunos_proxy.store.base import StoreError
 
         self.started = True
         try:
@@ -203,7 +204,7 @@ class Cooldowns:
         task.add_done_callback(self._tasks.discard)
 
     async def _share(self, deployment_id: str, seconds: float) -> None:
-        from ..store.base import StoreError
+        from lunos_proxy.store.base import StoreError
 
         try:
             left = await self.store.cool_down(deployment_id, seconds)
@@ -214,7 +215,7 @@ class Cooldowns:
             log.warning("sharing a cooldown failed: %s", e)
 
     async def _sync(self) -> None:
-        from ..store.base import StoreError
+        from lunos_proxy.store.base import StoreError
 
         try:
             current = await self.store.cooldowns()

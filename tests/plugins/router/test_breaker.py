@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lunos_proxy.routing.breaker import Breaker, BreakerSettings, BreakerState
+from plugins.router.breaker import Breaker, BreakerSettings, BreakerState
 
 SETTINGS = BreakerSettings(window_seconds=10, failure_rate=0.5, min_requests=4, open_seconds=5, probes=2)
 

@@ -20,14 +20,14 @@ ProviderFactory = Callable[[int], Awaitable[list[FakeProvider]]]
 
 @pytest.fixture(autouse=True)
 def principal_plugin(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Register tests/routing/principal.py under the plugin entry point."""
+    """Register tests/plugins/router/principal.py under the plugin entry point."""
     where = tmp_path_factory.mktemp("entry-points")
     dist = where / "lunos_test_principal-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lunos-test-principal\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(textwrap.dedent("""\
         [lunos_proxy.plugins]
-        test_principal = tests.routing.principal:PrincipalFromHeaders
+        test_principal = tests.plugins.router.principal:PrincipalFromHeaders
     """))
     monkeypatch.syspath_prepend(str(where))
     yield
@@ -140,7 +140,7 @@ class ShiftedClock:
 
 def shift_clock(gateway: Any) -> ShiftedClock:
     """Put a running gateway's breakers and cooldowns on a clock the test moves."""
-    from lunos_proxy.routing.state import REGISTRY, Registry
+    from plugins.router.state import REGISTRY, Registry
 
     registry = gateway.lasting[REGISTRY]
     assert isinstance(registry, Registry)

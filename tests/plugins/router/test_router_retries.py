@@ -6,7 +6,7 @@ import json
 import time
 
 from tests.conftest import GatewayFactory
-from tests.routing.conftest import (
+from tests.plugins.router.conftest import (
     ProviderFactory,
     chat,
     deployment,

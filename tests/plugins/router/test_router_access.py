@@ -8,7 +8,7 @@ import aiohttp
 
 from tests.conftest import GatewayFactory, Running
 from tests.fakes import FakeProvider
-from tests.routing.conftest import ProviderFactory, chat, deployment, error_of, router_config
+from tests.plugins.router.conftest import ProviderFactory, chat, deployment, error_of, router_config
 
 EU_ONLY = {"x-test-account": "acct-eu", "x-test-regions": "eu"}
 

@@ -13,15 +13,16 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
-from ..config import Timeouts
-from .checks import model_wires
+from lunos_proxy.config import Timeouts
+from lunos_proxy.model_checks import model_wires
+
 from .state import Candidate, Registry
 from .strategies import Strategy, make_strategy
 
 if TYPE_CHECKING:
-    from ..config import Config, Deployment, ProviderConfig
-    from ..exchange import Principal
-    from ..views import PriceBook
+    from lunos_proxy.config import Config, Deployment, ProviderConfig
+    from lunos_proxy.exchange import Principal
+    from lunos_proxy.views import PriceBook
 
 __all__ = [
     "Route",

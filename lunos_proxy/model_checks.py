@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..config import positive
+from .config import positive
 
 if TYPE_CHECKING:
-    from ..config import Config, ModelConfig
+    from .config import Config, ModelConfig
 
 __all__ = ["check_routes", "model_wires"]
 
 
 def model_wires(cfg: Config, model: ModelConfig) -> frozenset[str]:
     """The client wire formats every deployment of `model` serves as is."""
-    from ..providers import ADAPTERS
+    from .providers import ADAPTERS
 
     wires: frozenset[str] | None = None
     for d in model.deployments:

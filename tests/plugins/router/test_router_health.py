@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GatewayFactory
-from tests.routing.conftest import (
+from tests.plugins.router.conftest import (
     ProviderFactory,
     admin_json,
     chat,

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import GatewayFactory
-from tests.routing.conftest import ProviderFactory, chat, deployment, router_config
+from tests.plugins.router.conftest import ProviderFactory, chat, deployment, router_config
 
 
 async def test_max_concurrent_sends_the_overflow_elsewhere(fakes: ProviderFactory, make_gateway: GatewayFactory) -> None:

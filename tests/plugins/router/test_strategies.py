@@ -6,10 +6,10 @@ import random
 from collections import Counter
 
 from lunos_proxy.config import parse_config
-from lunos_proxy.routing.breaker import BreakerSettings
-from lunos_proxy.routing.routes import Route, build_routes
-from lunos_proxy.routing.state import Registry
 from lunos_proxy.store.memory import MemoryStore
+from plugins.router.breaker import BreakerSettings
+from plugins.router.routes import Route, build_routes
+from plugins.router.state import Registry
 
 
 def route(strategy: str, deployments: str, seed: int = 7, explore: float = 0.05) -> Route:
