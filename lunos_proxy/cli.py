@@ -15,7 +15,8 @@ import structlog
 from aiohttp import web
 
 from .app import Gateway
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError
+from .loading import load_config
 from .logs import configure_logging
 
 log = structlog.get_logger("lunos.proxy")

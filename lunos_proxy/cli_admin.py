@@ -23,9 +23,10 @@ import urllib.request
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError
 from .crypto import generate_encryption_key, load_secrets
 from .keys import display_prefix, new_key
+from .loading import load_config
 
 __all__ = ["add_commands"]
 

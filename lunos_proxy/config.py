@@ -39,7 +39,9 @@ __all__ = [
     "ServerConfig",
     "StoreConfig",
     "Timeouts",
-    "load_config",
+    "convert",
+    "parse_schema",
+    "read_config_text",
 ]
 
 WireFormat = Literal["openai", "anthropic", "azure", "demo"]
@@ -259,6 +261,11 @@ def _convert(data: Any, typ: type[T], where: str, problems: list[str]) -> T | No
         return None
 
 
+def convert(data: Any, typ: type[T], where: str, problems: list[str]) -> T | None:
+    """`data` as a `typ` struct, or None with a ``where: what`` line added to `problems`."""
+    return _convert(data, typ, where, problems)
+
+
 def _describe(e: msgspec.ValidationError, where: str) -> str:
     text = str(e)
     m = _MSGSPEC_PATH.search(text)
@@ -321,9 +328,6 @@ def _check(cfg: Config, problems: list[str]) -> None:
             if name in seen and seen[name] != public:
                 problems.append(f"{where}.aliases: {name!r} is already a name of {seen[name]!r}")
             seen.setdefault(name, public)
-    from .model_checks import check_routes
-
-    problems += check_routes(cfg)
     s = cfg.server
     if s.max_body_bytes < 1024:
         problems.append("server.max_body_bytes: must be at least 1024")
@@ -333,29 +337,12 @@ def _check(cfg: Config, problems: list[str]) -> None:
         )
 
 
-def _plugin_settings(cfg: Config, problems: list[str]) -> None:
-    from .plugin import PluginError, find_plugin
-
-    names: set[str] = set()
-    for i, entry in enumerate(cfg.pipeline):
-        where = f"pipeline[{i}]"
-        if entry.name in names:
-            problems.append(f"{where}.name: plugin {entry.name!r} appears twice")
-        names.add(entry.name)
-        try:
-            cls = find_plugin(entry.name)
-        except PluginError as e:
-            problems.append(f"{where}.name: {e}")
-            cfg.plugin_settings.append(None)
-            continue
-        settings = _convert(entry.settings, cls.Settings, f"{where}.settings", problems)
-        cfg.plugin_settings.append(settings)
-
-
-def parse_config(text: str, source: str) -> Config:
-    """Parse and validate YAML text; raise ConfigError listing every problem."""
+def parse_schema(text: str, source: str, problems: list[str]) -> Config:
+    """Parse YAML text against the schema, adding each problem found to
+    `problems` (``where: what``); raise ConfigError only for text that is no
+    config at all. `lunos_proxy.loading.parse_config` adds the checks that
+    need the providers and the plugins."""
     label = Path(source).name or source
-    problems: list[str] = []
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -401,16 +388,12 @@ def parse_config(text: str, source: str) -> Config:
                 parts[key] = section
     cfg = Config(**parts, source=source)
     _check(cfg, problems)
-    _plugin_settings(cfg, problems)
-    if problems:
-        raise ConfigError([f"{label}: {p}" for p in problems])
     return cfg
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+def read_config_text(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError([f"{p.name}: (file): cannot read: {e.strerror}"]) from None
-    return parse_config(text, str(p))

@@ -1,4 +1,6 @@
-"""Route checks run by `load_config` (and so by `lunos-proxy check` and every reload).
+"""Checks of the models section that need the whole routing graph; run by
+`lunos_proxy.loading.load_config` (so by `lunos-proxy check` and every reload)
+whether or not the router is in the pipeline.
 
 The basic ones (unknown provider, empty deployment list, weight <= 0,
 duplicate aliases) sit with the rest of the schema checks in config.py;

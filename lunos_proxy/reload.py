@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .config import ConfigError, load_config
+from .config import ConfigError
+from .loading import load_config
 
 if TYPE_CHECKING:
     from .app import Gateway

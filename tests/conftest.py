@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 
 from lunos_proxy.app import Gateway
-from lunos_proxy.config import parse_config
+from lunos_proxy.loading import parse_config
 from tests.fakes import FakeProvider
 from tests.logcapture import captured_logs, fresh_logging  # noqa: F401  (fixtures)
 from tests.redis_servers import *  # noqa: F403  (fixtures)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lunos_proxy.config import ConfigError, load_config, parse_config
+from lunos_proxy.config import ConfigError
+from lunos_proxy.loading import load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted([ROOT / "config" / "lunos.yaml", *(ROOT / "config" / "examples").glob("*.yaml")])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lunos_proxy.config import parse_config
+from lunos_proxy.loading import parse_config
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

@@ -8,8 +8,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lunos_proxy.config import Config, parse_config
+from lunos_proxy.config import Config
 from lunos_proxy.exchange import Exchange, Usage
+from lunos_proxy.loading import parse_config
 from lunos_proxy.metrics import DURATION_BUCKETS, TTFT_BUCKETS, Metrics, instrument_store
 from lunos_proxy.store import open_store
 from lunos_proxy.store.base import StoreError

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lunos_proxy.config import ConfigError, parse_config
+from lunos_proxy.config import ConfigError
+from lunos_proxy.loading import parse_config
 
 PROVIDERS = """
 providers:

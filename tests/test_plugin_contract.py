@@ -57,7 +57,8 @@ async def test_readme_plugin_example_runs_in_the_pipeline(
 
 
 async def test_bad_plugin_settings_are_a_startup_error(stamp_plugin: None, provider: FakeProvider) -> None:
-    from lunos_proxy.config import ConfigError, parse_config
+    from lunos_proxy.config import ConfigError
+    from lunos_proxy.loading import parse_config
 
     cfg = f"""
 providers: {{fake: {{format: openai, base_url: "{provider.base_url}"}}}}

@@ -152,7 +152,7 @@ async def test_revocation_reaches_the_generation_a_reload_made_through_one_subsc
 
     import yaml
 
-    from lunos_proxy.config import parse_config
+    from lunos_proxy.loading import parse_config
 
     config = auth_config(provider.base_url, auth={"cache_ttl": 300})
     gw = await make_gateway(config)

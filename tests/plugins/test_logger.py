@@ -13,8 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from lunos_proxy import errors
-from lunos_proxy.config import ConfigError, parse_config
+from lunos_proxy.config import ConfigError
 from lunos_proxy.exchange import Exchange, Principal, exchange_of
+from lunos_proxy.loading import parse_config
 from lunos_proxy.plugin import Services
 from plugins.logger import ERROR_CODES, Logger, RequestRecord, classify, truncate_address
 from tests.conftest import GatewayFactory, Running, basic_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from lunos_proxy.config import parse_config
+from lunos_proxy.loading import parse_config
 from lunos_proxy.store.memory import MemoryStore
 from plugins.router.breaker import BreakerSettings
 from plugins.router.routes import Route, build_routes
