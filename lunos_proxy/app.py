@@ -35,6 +35,8 @@ from .store.base import Store, StoreError
 
 __all__ = ["API_ROUTES", "Gateway", "Generation"]
 
+_NO_VIEWS = Views()  # before the first generation starts
+
 # (method, path under /v1, client wire format, endpoint sent upstream)
 API_ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("POST", "/v1/chat/completions", "openai", "chat/completions"),
@@ -82,7 +84,6 @@ class Generation:
             config=config,
             store=store,
             metrics=metrics,
-            forwarder=self.forwarder,
             lasting=lasting if lasting is not None else Views(),
         )
         self.plugins: list[Plugin] = [
@@ -197,6 +198,11 @@ class Gateway:
         )
         await self.generation.start()
         self.reloader.start()
+
+    @property
+    def views(self) -> Views:
+        """What the current generation's plugins publish (`host.Host.views`)."""
+        return self.generation.services.views if self.generation is not None else _NO_VIEWS
 
     async def reload(self, path: str | None = None) -> ReloadResult:
         """Load, validate and swap in the config file; on any problem keep the old one."""

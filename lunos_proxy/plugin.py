@@ -18,7 +18,6 @@ from aiohttp.typedefs import Handler
 
 if TYPE_CHECKING:
     from .config import Config
-    from .forward import Forwarder
     from .metrics import Metrics
     from .store.base import Store
 
@@ -84,7 +83,6 @@ class Services:
     config: Config
     store: Store
     metrics: Metrics
-    forwarder: Forwarder
     # What plugins publish for the runtime and each other (lunos_proxy/views.py).
     views: Views = field(default_factory=Views)
     # Objects that outlive a config reload (the gateway's lifetime), under

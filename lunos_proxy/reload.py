@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -26,7 +26,8 @@ from .config import ConfigError
 from .loading import load_config
 
 if TYPE_CHECKING:
-    from .app import Gateway
+    from .config import Config
+    from .metrics import Metrics
 
 __all__ = ["ReloadResult", "Reloader"]
 
@@ -47,8 +48,17 @@ def _stamp(path: str) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
+class Swappable(Protocol):
+    """What the reloader needs of the gateway (`app.Gateway`)."""
+
+    config: Config
+    metrics: Metrics
+
+    async def swap(self, config: Config) -> object: ...
+
+
 class Reloader:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Swappable) -> None:
         self.gateway = gateway
         source = gateway.config.source
         # The file the running config came from; None when it came from text.

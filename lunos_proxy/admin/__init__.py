@@ -1,7 +1,7 @@
 """The admin listener: /metrics and the admin API.
 
 Each concern of the admin API is one module of this package with a
-``setup(app: web.Application, gateway: Gateway) -> None`` function that adds
+``setup(app: web.Application, gateway: Host) -> None`` function that adds
 its routes (under ``/admin/``) and middlewares; modules are found by
 listing the package, so adding a concern is adding a file. The listener
 binds 127.0.0.1 by default; /metrics is open to whoever reaches it (a
@@ -27,7 +27,7 @@ and ``token_id`` are recorded by themselves)::
         ...
         return send({"rows": rows})
 
-    def setup(app: web.Application, gateway: Gateway) -> None:
+    def setup(app: web.Application, gateway: Host) -> None:
         app.router.add_get("/admin/usage/{account_id}", show_usage)
 
 Errors are raised with `auth.admin_error(status, message)`; JSON bodies are
@@ -43,12 +43,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 __all__ = ["admin_app"]
 
 
-def admin_app(gateway: Gateway) -> web.Application:
+def admin_app(gateway: Host) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", gateway.metrics.handle)
     for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):

@@ -27,7 +27,7 @@ from ..store.base import AccountRecord, Store
 from .auth import GATEWAY, admin_error, audit_about, read_body, requires, secrets_of, send
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 __all__ = ["account_or_404", "correct", "profile"]
 
@@ -182,7 +182,7 @@ async def reencrypt(request: web.Request) -> web.Response:
     return send({"key_id": secrets.current_key_id, "accounts": len(accounts), "reencrypted": done})
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
+def setup(app: web.Application, gateway: Host) -> None:
     app.router.add_post("/admin/accounts", create_account)
     app.router.add_get("/admin/accounts", list_accounts)
     app.router.add_post("/admin/accounts/reencrypt", reencrypt)

@@ -12,7 +12,7 @@ from aiohttp import web
 from .auth import GATEWAY, admin_error, requires, send
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 _MAX = 10_000
 
@@ -30,5 +30,5 @@ async def read_audit(request: web.Request) -> web.Response:
     return send({"entries": records})
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
+def setup(app: web.Application, gateway: Host) -> None:
     app.router.add_get("/admin/audit", read_audit)

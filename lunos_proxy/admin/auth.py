@@ -38,7 +38,7 @@ from ..keys import ADMIN_TOKEN_PREFIX, new_id, new_key
 from ..store.base import AuditRecord, StoreError
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 __all__ = [
     "GATEWAY",
@@ -68,7 +68,7 @@ class Caller:
     scope: str
 
 
-GATEWAY: web.AppKey[Gateway] = web.AppKey("lunos_gateway")
+GATEWAY: web.AppKey[Host] = web.AppKey("lunos_gateway")
 _CALLER: web.RequestKey[Caller] = web.RequestKey("lunos_admin_caller", Caller)
 _ABOUT: web.RequestKey[dict[str, str]] = web.RequestKey("lunos_admin_about", dict)
 _FILE_TOKEN: web.AppKey[str] = web.AppKey("lunos_admin_file_token", str)
@@ -255,7 +255,7 @@ async def _bootstrap(app: web.Application) -> None:
             log.warning("admin_token_created", file=path, scope="full")
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
+def setup(app: web.Application, gateway: Host) -> None:
     app[GATEWAY] = gateway
     app.middlewares.append(guard)
     app.on_startup.append(_bootstrap)

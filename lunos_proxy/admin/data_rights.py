@@ -38,7 +38,7 @@ from .auth import GATEWAY, requires, secrets_of, send
 from .keys import key_view
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 __all__ = ["RETAINED_WHY", "erase_account", "export_document"]
 
@@ -129,6 +129,6 @@ async def delete_account(request: web.Request) -> web.Response:
     return send(await erase_account(store, request.match_info["account_id"]))
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
+def setup(app: web.Application, gateway: Host) -> None:
     app.router.add_get("/admin/accounts/{account_id}/export", export_account)
     app.router.add_delete("/admin/accounts/{account_id}", delete_account)

@@ -26,7 +26,7 @@ from .accounts import account_or_404
 from .auth import GATEWAY, admin_error, audit_about, read_body, requires, secrets_of, send
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 __all__ = ["issue_key", "key_view", "revoke", "rotate"]
 
@@ -158,7 +158,7 @@ async def rotate_key(request: web.Request) -> web.Response:
     return send({**key_view(successor), "key": key}, 201)
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
+def setup(app: web.Application, gateway: Host) -> None:
     app.router.add_post("/admin/accounts/{account_id}/keys", create_key)
     app.router.add_get("/admin/accounts/{account_id}/keys", list_keys)
     app.router.add_get("/admin/keys/{key_id}", show_key)

@@ -15,7 +15,7 @@ from aiohttp import web
 from .auth import GATEWAY, requires, send
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 
 @requires("operator", "config.reload")
@@ -30,5 +30,5 @@ async def reload(request: web.Request) -> web.Response:
     )
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
+def setup(app: web.Application, gateway: Host) -> None:
     app.router.add_post("/admin/reload", reload)

@@ -21,15 +21,14 @@ from ..views import ROUTING
 from .auth import GATEWAY, requires, send
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 
 @requires("read", "routing.show")
 async def routing(request: web.Request) -> web.Response:
-    generation = request.app[GATEWAY].generation
-    view = None if generation is None else generation.services.views.get(ROUTING)
+    view = request.app[GATEWAY].views.get(ROUTING)
     return send({"deployments": [] if view is None else view.snapshot()})
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
+def setup(app: web.Application, gateway: Host) -> None:
     app.router.add_get("/admin/routing", routing)

@@ -18,7 +18,7 @@ from ..store.base import AdminTokenRecord
 from .auth import GATEWAY, admin_error, audit_about, read_body, requires, secrets_of, send
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 
 class NewToken(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,7 +60,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     return send({"id": token_id, "revoked": True})
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
+def setup(app: web.Application, gateway: Host) -> None:
     app.router.add_post("/admin/tokens", create_token)
     app.router.add_get("/admin/tokens", list_tokens)
     app.router.add_delete("/admin/tokens/{token_id}", revoke_token)

@@ -36,7 +36,7 @@ from ..views import METER, Budgets, MeterView
 from .auth import GATEWAY, admin_error, audit_about, read_body, requires, send
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 __all__ = ["setup"]
 
@@ -62,10 +62,9 @@ class _Unmetered:
         return self.day(at)[:7]
 
 
-def _meter(gateway: Gateway) -> MeterView:
+def _meter(gateway: Host) -> MeterView:
     """The running meter's view (currency, billing calendar), or the defaults."""
-    generation = gateway.generation
-    view = None if generation is None else generation.services.views.get(METER)
+    view = gateway.views.get(METER)
     return _Unmetered() if view is None else view
 
 
@@ -117,7 +116,7 @@ def _grouped(rows: list[UsageRow], by_key: bool) -> list[dict[str, Any]]:
     return [groups[g] for g in sorted(groups)]
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
+def setup(app: web.Application, gateway: Host) -> None:
     @requires("read", "usage.show")
     async def show_usage(request: web.Request) -> web.Response:
         gw = request.app[GATEWAY]

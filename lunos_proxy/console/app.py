@@ -16,7 +16,7 @@ from .pages import GATEWAY, public
 from .session import RedisSessions, session_storage
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 __all__ = ["console_app"]
 
@@ -40,7 +40,7 @@ async def static(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type=kind)
 
 
-def console_app(gateway: Gateway) -> web.Application:
+def console_app(gateway: Host) -> web.Application:
     config = gateway.config
     storage = session_storage(config, load_secrets(config.secrets))
     app = web.Application(middlewares=[session_middleware(storage), guard])

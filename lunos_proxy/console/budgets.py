@@ -30,8 +30,7 @@ _KINDS = {"daily": "Daily", "monthly": "Monthly", "prepaid": "Prepaid credit"}
 def budgets_of(request: web.Request) -> Budgets | None:
     """The meter's budgets, if the meter is in the pipeline (the page says
     so when it is not)."""
-    generation = gateway_of(request).generation
-    meter = None if generation is None else generation.services.views.get(METER)
+    meter = gateway_of(request).views.get(METER)
     return None if meter is None else meter.budgets
 
 

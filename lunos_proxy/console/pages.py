@@ -30,7 +30,7 @@ from ..store.base import AccountRecord, AuditRecord, KeyRecord, Store
 from .session import csrf_token
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..host import Host
 
 __all__ = [
     "ACCOUNT",
@@ -45,7 +45,7 @@ __all__ = [
     "render",
 ]
 
-GATEWAY: web.AppKey[Gateway] = web.AppKey("lunos_console_gateway")
+GATEWAY: web.AppKey[Host] = web.AppKey("lunos_console_gateway")
 ACCOUNT: web.RequestKey[str] = web.RequestKey("lunos_console_account", str)
 _H = TypeVar("_H", bound=Callable[..., Awaitable[web.StreamResponse]])
 
@@ -72,7 +72,7 @@ def public(handler: _H) -> _H:
     return handler
 
 
-def gateway_of(request: web.Request) -> Gateway:
+def gateway_of(request: web.Request) -> Host:
     return request.app[GATEWAY]
 
 

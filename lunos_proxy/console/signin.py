@@ -64,8 +64,7 @@ class _Link(msgspec.Struct, array_like=True):
 
 
 def _guard(request: web.Request) -> AddressGuard | None:
-    generation = gateway_of(request).generation
-    return None if generation is None else generation.services.views.get(ADDRESS_GUARD)
+    return gateway_of(request).views.get(ADDRESS_GUARD)
 
 
 async def _admit(request: web.Request, account: str = "") -> None:

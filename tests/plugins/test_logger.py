@@ -174,7 +174,7 @@ async def test_client_gone_before_the_answer_is_499_in_log_and_metrics(
 
 def _services(provider_url: str = "http://127.0.0.1:9/v1") -> Services:
     config = parse_config(msgspec.json.encode(basic_config(provider_url)).decode(), "t.yaml")
-    return Services(config=config, store=None, metrics=None, forwarder=None)  # type: ignore[arg-type]
+    return Services(config=config, store=None, metrics=None)  # type: ignore[arg-type]
 
 
 async def test_internal_error_logs_type_and_stack_but_not_message(captured_logs: Captured) -> None:
