@@ -27,42 +27,25 @@ from .sse import EVENT_BOUNDARY, EVENT_ENDS
 
 __all__ = ["Forwarder", "Upstream"]
 
-# Never forwarded in either direction (RFC 9110 7.6.1), plus what we recompute.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
-# Client headers that carry the Lunos key or describe the client's hop.
-_CLIENT_ONLY = frozenset(
-    {
-        "authorization",
-        "x-api-key",
-        "api-key",
-        "cookie",
-        "accept-encoding",
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-real-ip",
-    }
-)
-_DROP_REQUEST = _HOP_BY_HOP | _CLIENT_ONLY
-# Provider response headers a client may see; the rest (the provider
-# account's rate limits, organisation ids, cookies) stay with us.
+# Client headers pass to a provider by its adapter's allow-list
+# (`Adapter.client_headers`, see providers/base.py), which leaves out
+# credentials, cookies, hop-by-hop and forwarding headers, and whatever
+# would choose the provider account that pays.
+# Provider response headers a client may see: the body's type, the
+# provider's request id (for support; the request_id plugin's own
+# x-request-id replaces OpenAI's), and its version and timing. The rest (the
+# provider account's rate limits, organisation ids, cookies) stay with us;
+# the x-ratelimit-* a client sees are ours.
 _PASS_RESPONSE = frozenset(
-    {"content-type", "cache-control", "openai-processing-ms", "openai-version", "anthropic-version"}
+    {
+        "content-type",
+        "cache-control",
+        "x-request-id",
+        "request-id",
+        "openai-processing-ms",
+        "openai-version",
+        "anthropic-version",
+    }
 )
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -156,6 +139,7 @@ class Upstream:
         self.session: aiohttp.ClientSession | None = None
         self.fixed_headers: dict[str, str] = {}
         self.default_headers: dict[str, str] = {}
+        self.client_headers = self.adapter.client_headers
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -204,9 +188,10 @@ class Forwarder:
         # Names are lower-cased (HTTP/1.1 names are case-insensitive), so a
         # plain dict does what a multidict would, faster.
         headers = upstream.default_headers.copy()
+        allowed = upstream.client_headers
         for name, value in request.headers.items():
             lower = name.lower()
-            if lower not in _DROP_REQUEST:
+            if lower in allowed:
                 headers[lower] = value
         headers.update(upstream.fixed_headers)
         return headers
