@@ -128,6 +128,10 @@ class ProviderConfig(_Strict):
     # Azure OpenAI's api-version query parameter; Anthropic's default
     # anthropic-version header when the client sends none.
     api_version: str = ""
+    # format openai only: sent as OpenAI-Organization / OpenAI-Project. A
+    # client's own are never passed on (they would choose who pays).
+    organization: str = ""
+    project: str = ""
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     max_connections: int = 100
@@ -305,6 +309,14 @@ def _check(cfg: Config, problems: list[str]) -> None:
                 problems.append(f"{where}.timeouts.{field}: must be greater than 0")
         if p.max_connections < 1:
             problems.append(f"{where}.max_connections: must be at least 1")
+        for field in ("organization", "project"):
+            value = getattr(p, field)
+            if not value:
+                continue
+            if p.format != "openai":
+                problems.append(f"{where}.{field}: only a provider of format openai has one")
+            elif re.fullmatch(r"[A-Za-z0-9._:-]{1,200}", value) is None:
+                problems.append(f"{where}.{field}: expected an id such as org-... or proj_...")
     seen: dict[str, str] = {}
     for public, m in cfg.models.items():
         where = f"models.{public}"

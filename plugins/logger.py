@@ -71,6 +71,7 @@ ERROR_CODES: dict[str, frozenset[str]] = {
             "upstream_error",
             "stream_stalled",
             "stream_broken",
+            "upstream_invalid",
             "all_deployments_down",
             "other",
         }
