@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -137,6 +138,8 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(gateway, path)))
     await stop.wait()
+    await drain(gateway, stop)
+    s = gateway.config.server  # a reload may have changed the grace
     log.info("stopping", grace_seconds=s.shutdown_grace_seconds)
     # Closes the listener at once, then waits for in-flight requests (open
     # streams included) up to the grace period.
@@ -144,6 +147,20 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     await admin.cleanup()
     await gateway.close()
     log.info("stopped")
+
+
+async def drain(gateway: Gateway, stop: asyncio.Event) -> None:
+    """Keep serving for `server.drain_seconds` while /readyz answers 503, so
+    load balancers (a Kubernetes Service, a compose healthcheck) stop sending
+    requests before the listeners close; a second SIGTERM/SIGINT cuts it short."""
+    seconds = gateway.config.server.drain_seconds
+    if seconds <= 0:
+        return
+    gateway.draining = True
+    stop.clear()
+    log.info("draining", seconds=seconds)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def freeze_startup_heap() -> None:
