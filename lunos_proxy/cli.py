@@ -18,6 +18,7 @@ from aiohttp import web
 from .app import Gateway
 from .config import Config, ConfigError, load_config
 from .logs import configure_logging
+from .worker_control import this_worker
 
 log = structlog.get_logger("lunos.proxy")
 
@@ -188,8 +189,15 @@ YOUNG_OBJECTS = 20_000
 
 
 async def reload(gateway: Gateway, path: str) -> bool:
-    """Load, validate and swap in a config; on any problem keep the old one."""
-    return (await gateway.reload(path)).applied
+    """Load, validate and swap in a config; on any problem keep the old one.
+    Under --workers, answer the workers' reload requests made before it began
+    (`POST /admin/reload`, see lunos_proxy/worker_control.py)."""
+    workers = this_worker()
+    waiting = workers.pending() if workers is not None else []
+    result = await gateway.reload(path)
+    if workers is not None and waiting:
+        workers.answer(waiting, result.answer(gateway.config))
+    return result.applied
 
 
 def build_parser() -> argparse.ArgumentParser:
