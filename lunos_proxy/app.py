@@ -189,6 +189,8 @@ class Gateway:
         self.lasting: dict[str, Any] = {}
         self.reloader = Reloader(self)
         self._retiring: set[asyncio.Task[None]] = set()
+        # Set on SIGTERM while the listeners still serve: /readyz says 503.
+        self.draining = False
 
     async def start(self) -> None:
         await self.store.start()
@@ -312,6 +314,8 @@ class Gateway:
     async def readyz(self, request: web.Request) -> web.Response:
         if self.generation is None:
             return web.json_response({"status": "starting"}, status=503)
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
         try:
             await self.store.ping()
         except StoreError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -17,6 +18,7 @@ from aiohttp import web
 from .app import Gateway
 from .config import Config, ConfigError, load_config
 from .logs import configure_logging
+from .worker_control import this_worker
 
 log = structlog.get_logger("lunos.proxy")
 
@@ -137,6 +139,8 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(gateway, path)))
     await stop.wait()
+    await drain(gateway, stop)
+    s = gateway.config.server  # a reload may have changed the grace
     log.info("stopping", grace_seconds=s.shutdown_grace_seconds)
     # Closes the listener at once, then waits for in-flight requests (open
     # streams included) up to the grace period.
@@ -144,6 +148,20 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     await admin.cleanup()
     await gateway.close()
     log.info("stopped")
+
+
+async def drain(gateway: Gateway, stop: asyncio.Event) -> None:
+    """Keep serving for `server.drain_seconds` while /readyz answers 503, so
+    load balancers (a Kubernetes Service, a compose healthcheck) stop sending
+    requests before the listeners close; a second SIGTERM/SIGINT cuts it short."""
+    seconds = gateway.config.server.drain_seconds
+    if seconds <= 0:
+        return
+    gateway.draining = True
+    stop.clear()
+    log.info("draining", seconds=seconds)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def freeze_startup_heap() -> None:
@@ -171,8 +189,15 @@ YOUNG_OBJECTS = 20_000
 
 
 async def reload(gateway: Gateway, path: str) -> bool:
-    """Load, validate and swap in a config; on any problem keep the old one."""
-    return (await gateway.reload(path)).applied
+    """Load, validate and swap in a config; on any problem keep the old one.
+    Under --workers, answer the workers' reload requests made before it began
+    (`POST /admin/reload`, see lunos_proxy/worker_control.py)."""
+    workers = this_worker()
+    waiting = workers.pending() if workers is not None else []
+    result = await gateway.reload(path)
+    if workers is not None and waiting:
+        workers.answer(waiting, result.answer(gateway.config))
+    return result.applied
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,6 +63,10 @@ class ServerConfig(_Strict):
     max_body_bytes: int = 16 * 1024 * 1024
     # On SIGTERM, in-flight requests get this long to finish.
     shutdown_grace_seconds: float = 30.0
+    # On SIGTERM, first drain this long: /readyz answers 503 (load balancers
+    # take the instance out) while requests are still served; then stop
+    # accepting and give in-flight requests `shutdown_grace_seconds`.
+    drain_seconds: float = 0.0
     tls: TLSConfig | None = None
     # Reload the config file when it changes, checking this often (0: only
     # on SIGHUP or POST /admin/reload).

@@ -140,6 +140,7 @@ def configure_logging(
         else structlog.PrintLoggerFactory(out)
     )
     shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,  # `worker` under serve --workers N
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

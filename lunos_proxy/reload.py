@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -36,6 +36,13 @@ log = structlog.get_logger("lunos.reload")
 class ReloadResult:
     applied: bool
     problems: list[str] = field(default_factory=list)
+
+    def answer(self, config: Config) -> dict[str, Any]:
+        """What one process reports of this reload (`config`: the one now in force)."""
+        if not self.applied:
+            return {"result": "rejected", "problems": self.problems}
+        return {"result": "applied", "providers": len(config.providers),
+                "models": len(config.models)}
 
 
 def _stamp(path: str) -> tuple[int, int] | None:

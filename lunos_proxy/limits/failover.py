@@ -139,6 +139,12 @@ class Failover:
 _failovers: weakref.WeakKeyDictionary[Store, Failover] = weakref.WeakKeyDictionary()
 
 
+def local_store(store: Store) -> Store | None:
+    """The local limiter standing in for `store` while it is down, if one was made."""
+    failover = _failovers.get(store)
+    return None if failover is None else failover.local
+
+
 def failover_for(store: Store, metrics: Metrics) -> Failover:
     """The store's failover state: one per store, so a reload keeps it."""
     failover = _failovers.get(store)

@@ -29,6 +29,7 @@ from .base import (
     AccountRecord,
     AdminTokenRecord,
     AuditRecord,
+    BanEntry,
     BillingRecord,
     KeyRecord,
     Limit,
@@ -218,6 +219,21 @@ class MemoryStore(Store):
         until = self._clock() + seconds
         if until > self._bans.get((tag, subject), 0.0):
             self._bans[(tag, subject)] = until
+
+    async def bans(self, tag_prefix: str) -> list[BanEntry]:
+        now = self._clock()
+        return [
+            BanEntry(tag, subject, until - now)
+            for (tag, subject), until in sorted(self._bans.items())
+            if tag.startswith(tag_prefix) and until > now
+        ]
+
+    async def lift_ban(self, tag: str, subject: str, counters: Sequence[str] = ()) -> bool:
+        until = self._bans.pop((tag, subject), 0.0)
+        self._offences.pop((tag, subject), None)
+        for key in counters:
+            self._counters.pop((tag, key), None)
+        return until > self._clock()
 
     async def offend(
         self, tag: str, subject: str, first: float, longest: float, memory: float
