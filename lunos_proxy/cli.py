@@ -15,12 +15,16 @@ import structlog
 from aiohttp import web
 
 from .app import Gateway
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, open_relay
 from .logs import configure_logging
 
 log = structlog.get_logger("lunos.proxy")
 
 DEFAULT_CONFIG = "config/lunos.yaml"
+
+# The exit status for a config that cannot be used (argparse uses it for a
+# bad command line too).
+CONFIG_PROBLEM = 2
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -31,23 +35,39 @@ def _load_or_report(path: str) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as e:
-        for line in e.problems:
-            print(line, file=sys.stderr)
+        _report(e)
         return None
+
+
+def _report(e: ConfigError) -> None:
+    for line in e.problems:
+        print(line, file=sys.stderr)
+
+
+def _unauthenticated_warning(config: Config) -> str | None:
+    s = config.server
+    if s.allow_unauthenticated and open_relay(config) is not None:
+        return (f"server.allow_unauthenticated: requests to {s.host or '(every address)'}:"
+                f"{s.port} are forwarded to providers without an API key")
+    return None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     path = _config_path(args)
     config = _load_or_report(path)
     if config is None:
-        return 1
+        return CONFIG_PROBLEM
     print(
         f"{os.path.basename(path)}: ok ({len(config.providers)} providers, "
         f"{len(config.models)} models, {len(config.pipeline)} plugins)"
     )
     from .crypto import secret_warnings
 
-    for warning in secret_warnings(config.secrets):
+    warnings = secret_warnings(config.secrets)
+    unauthenticated = _unauthenticated_warning(config)
+    if unauthenticated:
+        warnings.append(unauthenticated)
+    for warning in warnings:
         print(f"{os.path.basename(path)}: warning: {warning}", file=sys.stderr)
     return 0
 
@@ -56,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = _config_path(args)
     config = _load_or_report(path)
     if config is None:
-        return 1
+        return CONFIG_PROBLEM
     server = config.server
     if args.host:
         server.host = args.host
@@ -66,6 +86,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.admin_host = args.admin_host
     if args.admin_port is not None:
         server.admin_port = args.admin_port
+    # Asked again: --host may have moved a loopback config onto the network.
+    relay = open_relay(config)
+    if relay is not None and not server.allow_unauthenticated:
+        print(f"{os.path.basename(path)}: {relay} (--host {server.host})", file=sys.stderr)
+        return CONFIG_PROBLEM
     try:
         import uvloop
 
@@ -77,8 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("--workers: must be at least 1", file=sys.stderr)
         return 2
     if workers == 1:
-        asyncio.run(serve(config, path))
-        return 0
+        return _serve_reporting(config, path)
     if config.store.url.startswith("memory:") and config.store.url.rstrip("/") != "memory:":
         print(
             "--workers: the embedded store's data file belongs to one process; "
@@ -89,20 +113,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .workers import run_workers
 
     def serve_one() -> int:
-        asyncio.run(serve(config, path, reuse_port=True))
-        return 0
+        return _serve_reporting(config, path, reuse_port=True)
 
     return run_workers(workers, serve_one)
+
+
+def _serve_reporting(config: Config, path: str, *, reuse_port: bool = False) -> int:
+    """`serve`, ending on a config problem (a plugin refusing its settings,
+    a port in use) with its ``FILE: where: what`` lines, not a traceback."""
+    try:
+        asyncio.run(serve(config, path, reuse_port=reuse_port))
+    except ConfigError as e:
+        _report(e)
+        return CONFIG_PROBLEM
+    return 0
 
 
 async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
     gateway = Gateway(config)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except BaseException:
+        await gateway.close()
+        raise
     from .crypto import load_secrets
 
     for warning in load_secrets(config.secrets).warnings:
         log.warning("development_default", detail=warning)
+    unauthenticated = _unauthenticated_warning(config)
+    if unauthenticated:
+        log.warning("unauthenticated_listener", detail=unauthenticated)
     s = config.server
     ssl_context = None
     if s.tls is not None:
@@ -119,8 +160,24 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     await admin.setup()
     # With several workers every process binds the same ports (SO_REUSEPORT).
     reuse = reuse_port or None
-    await web.TCPSite(public, s.host, s.port, ssl_context=ssl_context, reuse_port=reuse).start()
-    await web.TCPSite(admin, s.admin_host, s.admin_port, reuse_port=reuse).start()
+    label = os.path.basename(path)
+    try:
+        for runner, host, port, where, context in (
+            (public, s.host, s.port, "server.port", ssl_context),
+            (admin, s.admin_host, s.admin_port, "server.admin_port", None),
+        ):
+            site = web.TCPSite(runner, host, port, ssl_context=context, reuse_port=reuse)
+            try:
+                await site.start()
+            except OSError as e:
+                raise ConfigError(
+                    [f"{label}: {where}: cannot listen on {host}:{port}: {e.strerror}"]
+                ) from None
+    except ConfigError:
+        await public.cleanup()
+        await admin.cleanup()
+        await gateway.close()
+        raise
     log.info(
         "listening",
         host=s.host,

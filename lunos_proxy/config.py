@@ -12,17 +12,23 @@ naming it.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
+import ssl
+import types
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import msgspec
-import yaml
 
+from .bounds import Amount, AtLeastOne, Port, SecondsOrZero
+from .config_files import ConfigFile, resolve_files, type_hints
 from .console.settings import ConsoleConfig
+from .yaml_strict import YamlError, load_yaml
 
 __all__ = [
     "AdminConfig",
@@ -50,23 +56,27 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class TLSConfig(_Strict):
-    cert_file: str
-    key_file: str
+    # Relative paths are found beside the config file (`config_files`).
+    cert_file: ConfigFile
+    key_file: ConfigFile
 
 
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Port = 8080
     admin_host: str = "127.0.0.1"
-    admin_port: int = 9090
+    admin_port: Port = 9090
     # Request bodies above this are refused with 413 before being read.
     max_body_bytes: int = 16 * 1024 * 1024
     # On SIGTERM, in-flight requests get this long to finish.
-    shutdown_grace_seconds: float = 30.0
+    shutdown_grace_seconds: SecondsOrZero = 30.0
     tls: TLSConfig | None = None
     # Reload the config file when it changes, checking this often (0: only
     # on SIGHUP or POST /admin/reload).
-    watch_config_seconds: float = 0.0
+    watch_config_seconds: SecondsOrZero = 0.0
+    # Forward requests with no API key check while `host` is not loopback.
+    # Refused unless set (see `open_relay`), and warned about at every start.
+    allow_unauthenticated: bool = False
 
 
 class StoreConfig(_Strict):
@@ -162,13 +172,13 @@ class Deployment(_Strict):
     name: str = ""
     weight: float = 1.0
     # Tier: 2 is used only while every tier-1 deployment is unavailable.
-    priority: int = 1
+    priority: AtLeastOne = 1
     region: str = ""  # defaults to the provider's region
     capacity: Capacity | None = None
     timeouts: DeploymentTimeouts | None = None
     # Relative price (e.g. USD per million tokens) for the lowest_price
     # strategy, when the pricing table does not list this deployment.
-    price: float | None = None
+    price: Amount | None = None
 
     @property
     def id(self) -> str:
@@ -255,22 +265,79 @@ def _convert(data: Any, typ: type[T], where: str, problems: list[str]) -> T | No
     try:
         return msgspec.convert(data, typ)
     except msgspec.ValidationError as e:
-        problems.append(_describe(e, where))
+        problems.append(_describe(e, where, data, typ))
         return None
 
 
-def _describe(e: msgspec.ValidationError, where: str) -> str:
+def _describe(e: msgspec.ValidationError, where: str, data: Any, typ: Any) -> str:
     text = str(e)
     m = _MSGSPEC_PATH.search(text)
     suffix = ""
     if m:
         text = text[: m.start()]
-        suffix = m.group(1)
+        suffix = _name_keys(m.group(1), data, typ)
     path = where + suffix
     if path.startswith("."):
         path = path[1:]
     text = text.replace("`", "")
     return f"{path or '(top)'}: {text[:1].lower()}{text[1:]}"
+
+
+_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
+
+
+def _name_keys(suffix: str, data: Any, typ: Any) -> str:
+    """msgspec's error path with the mapping keys it leaves out filled in:
+    ``.plans[...].key`` becomes ``.plans.free.key`` (the entry that fails)."""
+    out: list[str] = []
+    for m in _SEGMENT.finditer(suffix):
+        typ = _bare(typ)
+        field, index = m.group(1), m.group(2)
+        if field is not None:
+            out.append(m.group(0))
+            hints = type_hints(typ) if isinstance(typ, type) else {}
+            typ = hints.get(field)
+            data = data.get(field) if isinstance(data, dict) else None
+        elif index is not None:
+            out.append(m.group(0))
+            args = typing.get_args(typ)
+            typ = args[0] if args else None
+            data = data[int(index)] if isinstance(data, list) and int(index) < len(data) else None
+        else:
+            args = typing.get_args(typ)
+            typ = args[1] if len(args) == 2 else None
+            key = next(
+                (k for k, v in (data.items() if isinstance(data, dict) else ())
+                 if typ is not None and not _converts(v, typ)),
+                None,
+            )
+            if key is None:
+                return suffix  # lost the way: msgspec's own path, as is
+            out.append(f".{key}")
+            data = data[key]
+    return "".join(out)
+
+
+def _bare(typ: Any) -> Any:
+    """`typ` without Annotated and without a None alternative."""
+    while True:
+        if typing.get_origin(typ) is typing.Annotated:
+            typ = typing.get_args(typ)[0]
+            continue
+        if typing.get_origin(typ) in (typing.Union, types.UnionType):
+            rest = [a for a in typing.get_args(typ) if a is not type(None)]
+            if len(rest) == 1:
+                typ = rest[0]
+                continue
+        return typ
+
+
+def _converts(data: Any, typ: Any) -> bool:
+    try:
+        msgspec.convert(data, typ)
+    except (msgspec.ValidationError, TypeError):
+        return False
+    return True
 
 
 def _sections(raw: dict[str, Any], problems: list[str]) -> Iterator[tuple[str, Any]]:
@@ -357,12 +424,9 @@ def parse_config(text: str, source: str) -> Config:
     label = Path(source).name or source
     problems: list[str] = []
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"line {mark.line + 1}" if mark is not None else "(top)"
-        reason = getattr(e, "problem", None) or "not valid YAML"
-        raise ConfigError([f"{label}: {at}: {reason}"]) from None
+        raw = load_yaml(text, label)
+    except YamlError as e:
+        raise ConfigError(e.problems) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -402,9 +466,74 @@ def parse_config(text: str, source: str) -> Config:
     cfg = Config(**parts, source=source)
     _check(cfg, problems)
     _plugin_settings(cfg, problems)
-    if problems:
-        raise ConfigError([f"{label}: {p}" for p in problems])
+    relay = open_relay(cfg)
+    if relay is not None and not cfg.server.allow_unauthenticated:
+        problems.append(relay)
+    file_problems = _check_files(cfg, Path(source).absolute().parent, problems)
+    if problems or file_problems:
+        raise ConfigError([f"{label}: {p}" for p in problems] + file_problems)
     return cfg
+
+
+def _check_files(cfg: Config, base: Path, problems: list[str]) -> list[str]:
+    """Resolve and check the files the config names (see `config_files`);
+    returns the problems found inside them, as whole lines."""
+    inside: list[str] = []
+    resolve_files(cfg.server, "server", base, problems, inside)
+    for i, settings in enumerate(cfg.plugin_settings):
+        resolve_files(settings, f"pipeline[{i}].settings", base, problems, inside)
+    tls = cfg.server.tls
+    if tls is not None and not any(p.startswith("server.tls.") for p in problems):
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                tls.cert_file, tls.key_file
+            )
+        except (ssl.SSLError, OSError) as e:
+            problems.append(f"server.tls: cannot use the certificate and key: {e}")
+    return inside
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listener on `host` is reachable from this machine only."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name or "" (every address): reachable from elsewhere
+        return False
+
+
+def open_relay(cfg: Config) -> str | None:
+    """The problem with a config that lets anyone spend its providers' keys.
+
+    A public listener on a non-loopback address that forwards to a provider
+    (any but the built-in demo) needs a plugin that authenticates in its
+    pipeline (`Plugin.authenticates`: the auth plugin). Such a config is
+    refused unless it says ``server.allow_unauthenticated: true``; then
+    this is the warning logged at every start. `serve` asks again after
+    its --host override, a reload after keeping the running listeners."""
+    from .plugin import PluginError, find_plugin
+
+    s = cfg.server
+    if is_loopback(s.host):
+        return None
+    if all(p.format == "demo" for p in cfg.providers.values()):
+        return None
+    for entry in cfg.pipeline:
+        try:
+            if find_plugin(entry.name).authenticates:
+                return None
+        except PluginError:
+            continue  # reported by _plugin_settings
+    return (
+        f"server.host: {s.host or '(every address)'} is reachable from other machines, "
+        "and no plugin in the pipeline authenticates, so anyone could spend the providers' "
+        "keys: add the auth plugin to the pipeline, bind 127.0.0.1, or set "
+        "server.allow_unauthenticated: true"
+    )
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

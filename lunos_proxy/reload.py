@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, open_relay
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -75,6 +75,12 @@ class Reloader:
             old = self.gateway.config.server
             config.server.host, config.server.port = old.host, old.port
             config.server.admin_host, config.server.admin_port = old.admin_host, old.admin_port
+            relay = open_relay(config)
+            if relay is not None and not config.server.allow_unauthenticated:
+                problems = [f"{os.path.basename(path)}: {relay} (running on {old.host})"]
+                metrics.config_reloads.labels("rejected").inc()
+                log.error("config_rejected", problem=problems[0])
+                return ReloadResult(False, problems)
             try:
                 await self.gateway.swap(config)
             except Exception as e:  # a plugin refused its settings (a missing file, ...)

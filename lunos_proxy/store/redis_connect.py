@@ -35,6 +35,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..bounds import AtLeastOne, Seconds, SecondsOrZero
 from .redis_lane import Address, LaneAuth, fixed
 
 __all__ = ["SCHEMES", "Client", "Connected", "RedisOptions", "connect"]
@@ -53,10 +54,10 @@ Client = Redis | RedisCluster
 
 class RedisOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prefix: str = "lunos:"  # of every key and channel; several deployments can share a server
-    connect_timeout: float = 1.0  # seconds
-    timeout: float = 1.0  # seconds for one operation
-    max_connections: int = 16  # operations in flight at once, per store
-    health_check_interval: float = 10.0  # seconds between PINGs on the pub/sub connection
+    connect_timeout: Seconds = 1.0  # seconds
+    timeout: Seconds = 1.0  # seconds for one operation
+    max_connections: AtLeastOne = 16  # operations in flight at once, per store
+    health_check_interval: SecondsOrZero = 10.0  # seconds between PINGs on the pub/sub connection
     ssl_ca_certs: str | None = None  # CA file; None: the system's trust store
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     ssl_check_hostname: bool = True
