@@ -170,8 +170,9 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
             try:
                 await site.start()
             except OSError as e:
+                reason = os.strerror(e.errno) if e.errno else str(e)
                 raise ConfigError(
-                    [f"{label}: {where}: cannot listen on {host}:{port}: {e.strerror}"]
+                    [f"{label}: {where}: cannot listen on {host}:{port}: {reason}"]
                 ) from None
     except ConfigError:
         await public.cleanup()
