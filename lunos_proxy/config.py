@@ -5,9 +5,13 @@ The schema is a tree of msgspec Structs with defaults beside each field;
 never stops at the first problem: every section is checked and every
 problem is reported as ``FILE: where: what``, e.g.
 ``lunos.yaml: providers.openai.base_url: expected an http(s) URL``.
-Unknown keys are errors. ``${NAME}`` (or ``${NAME:-default}``) in any
-string is replaced from the environment; a missing variable is an error
-naming it.
+Unknown keys are errors, and so is a key given twice (`yaml_strict`).
+``${NAME}`` (or ``${NAME:-default}``) in any string is replaced from the
+environment; a missing variable is an error naming it. Numbers carry
+their ranges in their types (`bounds`); files the config reads are found
+relative to its folder and checked (`config_files`); and a public
+listener that forwards to providers without authentication is refused
+(`open_relay`).
 """
 
 from __future__ import annotations

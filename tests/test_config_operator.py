@@ -399,3 +399,21 @@ def test_serve_on_a_port_in_use_exits_2_without_a_traceback(tmp_path: Path) -> N
     assert res.returncode == 2
     assert res.stderr == f"lunos.yaml: server.port: cannot listen on 127.0.0.1:{port}: {os.strerror(errno.EADDRINUSE)}\n"
     assert "Traceback" not in res.stdout
+
+
+async def test_a_reload_cannot_drop_auth_from_a_proxy_serve_put_on_the_network(
+    provider: FakeProvider, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    with_auth = basic_config(provider.base_url, pipeline=[{"name": "request_id"}, {"name": "auth"}])
+    gw = await make_gateway(with_auth)
+    gw.gateway.config.server.host = "0.0.0.0"  # as `serve --host 0.0.0.0` leaves it
+    before = gw.gateway.config
+    gw.gateway.reloader.path = str(write(tmp_path / "lunos.yaml", basic_config(provider.base_url)))
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.admin_url + "/admin/reload", headers=headers) as r:
+            assert r.status == 422
+            assert (await r.json())["problems"] == ["lunos.yaml" + RELAY + " (running on 0.0.0.0)"]
+        async with s.post(gw.v1 + "/chat/completions", json={"model": "gpt-test", "messages": []}) as r:
+            assert r.status == 401
+    assert gw.gateway.config is before
