@@ -484,6 +484,14 @@ def _check_files(cfg: Config, base: Path, problems: list[str]) -> list[str]:
     returns the problems found inside them, as whole lines."""
     inside: list[str] = []
     resolve_files(cfg.server, "server", base, problems, inside)
+    if cfg.store.url.startswith(("redis://", "rediss://", "redis+")):
+        from .store.redis_connect import RedisOptions  # loads redis-py: only for Redis
+
+        options = _convert(cfg.store.options, RedisOptions, "store.options", problems)
+        if options is not None:
+            resolve_files(options, "store.options", base, problems, inside)
+            for name in cfg.store.options:  # the store gets the resolved paths
+                cfg.store.options[name] = getattr(options, name)
     for i, settings in enumerate(cfg.plugin_settings):
         resolve_files(settings, f"pipeline[{i}].settings", base, problems, inside)
     tls = cfg.server.tls

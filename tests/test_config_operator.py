@@ -417,3 +417,18 @@ async def test_a_reload_cannot_drop_auth_from_a_proxy_serve_put_on_the_network(
         async with s.post(gw.v1 + "/chat/completions", json={"model": "gpt-test", "messages": []}) as r:
             assert r.status == 401
     assert gw.gateway.config is before
+
+
+def test_redis_options_are_checked_when_the_config_loads(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("a CA bundle\n")
+    text = yaml.safe_dump({"store": {"url": "rediss://127.0.0.1:1/0", "options": {
+        "max_connections": 0, "timeout": 0.5}}})
+    assert problems(text) == ["lunos.yaml: store.options.max_connections: expected int >= 1"]
+    text = yaml.safe_dump({"store": {"url": "rediss://127.0.0.1:1/0", "options": {
+        "ssl_ca_certs": str(tmp_path / "ca.pem"), "ssl_certfile": "client.pem"}}})
+    assert problems(text) == [
+        "lunos.yaml: store.options.ssl_certfile: cannot read /etc/lunos/client.pem: no such file"]
+    path = tmp_path / "lunos.yaml"
+    path.write_text(text.replace(str(tmp_path / "ca.pem"), "ca.pem").replace("client.pem", "ca.pem"))
+    assert load_config(path).store.options == {
+        "ssl_ca_certs": str(tmp_path / "ca.pem"), "ssl_certfile": str(tmp_path / "ca.pem")}

@@ -36,6 +36,7 @@ from redis.exceptions import ConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..bounds import AtLeastOne, Seconds, SecondsOrZero
+from ..config_files import ConfigFile
 from .redis_lane import Address, LaneAuth, fixed
 
 __all__ = ["SCHEMES", "Client", "Connected", "RedisOptions", "connect"]
@@ -58,11 +59,12 @@ class RedisOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout: Seconds = 1.0  # seconds for one operation
     max_connections: AtLeastOne = 16  # operations in flight at once, per store
     health_check_interval: SecondsOrZero = 10.0  # seconds between PINGs on the pub/sub connection
-    ssl_ca_certs: str | None = None  # CA file; None: the system's trust store
+    # Files: relative to the config file's folder, checked when it loads.
+    ssl_ca_certs: ConfigFile | None = None  # CA file; None: the system's trust store
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     ssl_check_hostname: bool = True
-    ssl_certfile: str | None = None  # client certificate, for servers that ask for one
-    ssl_keyfile: str | None = None
+    ssl_certfile: ConfigFile | None = None  # client certificate, for servers that ask for one
+    ssl_keyfile: ConfigFile | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = None
 
