@@ -34,7 +34,7 @@ from decimal import Decimal
 
 import msgspec
 
-from ..bounds import Seconds
+from ..bounds import SecondsOrZero
 from ..errors import QuotaExceeded, ServiceUnavailable
 from ..store.base import Store, StoreError
 from .ledger import Ledger
@@ -57,7 +57,7 @@ class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     accounts: dict[str, BudgetRule] = msgspec.field(default_factory=dict)
     keys: dict[str, BudgetRule] = msgspec.field(default_factory=dict)
     prepaid: list[str] = msgspec.field(default_factory=list)
-    refresh_seconds: Seconds = 1.0
+    refresh_seconds: SecondsOrZero = 1.0  # 0: read the shared spend every time
 
     def __post_init__(self) -> None:
         try:
