@@ -131,11 +131,17 @@ def _serve_reporting(config: Config, path: str, *, reuse_port: bool = False) -> 
 
 async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
-    gateway = Gateway(config)
+    label = os.path.basename(path)
+    try:
+        gateway = Gateway(config)
+    except ValueError as e:  # the store refused its URL or options
+        raise ConfigError([f"{label}: store: {e}"]) from None
     try:
         await gateway.start()
-    except BaseException:
+    except BaseException as e:
         await gateway.close()
+        if isinstance(e, ValueError):  # a plugin refused its settings or secrets
+            raise ConfigError([f"{label}: {e}"]) from None
         raise
     from .crypto import load_secrets
 
@@ -160,7 +166,6 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     await admin.setup()
     # With several workers every process binds the same ports (SO_REUSEPORT).
     reuse = reuse_port or None
-    label = os.path.basename(path)
     try:
         for runner, host, port, where, context in (
             (public, s.host, s.port, "server.port", ssl_context),

@@ -364,6 +364,13 @@ def positive(v: float) -> bool:
 def _check(cfg: Config, problems: list[str]) -> None:
     if cfg.secrets.hash_secret and len(cfg.secrets.hash_secret) < MIN_HASH_SECRET:
         problems.append(f"secrets.hash_secret: must be at least {MIN_HASH_SECRET} characters")
+    if cfg.secrets.encryption_keys:
+        from .crypto import parse_encryption_keys
+
+        try:
+            parse_encryption_keys(cfg.secrets.encryption_keys)
+        except ValueError as e:
+            problems.append(f"secrets.encryption_keys: {e}")
     for name, p in cfg.providers.items():
         where = f"providers.{name}"
         if p.format == "demo":

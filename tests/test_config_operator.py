@@ -432,3 +432,13 @@ def test_redis_options_are_checked_when_the_config_loads(tmp_path: Path) -> None
     path.write_text(text.replace(str(tmp_path / "ca.pem"), "ca.pem").replace("client.pem", "ca.pem"))
     assert load_config(path).store.options == {
         "ssl_ca_certs": str(tmp_path / "ca.pem"), "ssl_certfile": str(tmp_path / "ca.pem")}
+
+
+def test_bad_encryption_keys_are_refused_by_check_and_serve(tmp_path: Path) -> None:
+    config = basic_config("http://127.0.0.1:9/v1", secrets={"encryption_keys": "k1:not-32-bytes"})
+    path = write(tmp_path / "lunos.yaml", config)
+    line = "lunos.yaml: secrets.encryption_keys: each encryption key must be KEY_ID:BASE64URL of 32 bytes\n"
+    res = run("check", "--config", str(path))
+    assert (res.returncode, res.stderr) == (2, line)
+    res = run("serve", "--config", str(path), "--port", str(free_port()), "--admin-port", str(free_port()))
+    assert (res.returncode, res.stderr) == (2, line)
