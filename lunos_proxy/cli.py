@@ -15,8 +15,9 @@ import structlog
 from aiohttp import web
 
 from .app import Gateway
-from .config import Config, ConfigError, load_config, open_relay
+from .config import Config, ConfigError, load_config
 from .logs import configure_logging
+from .open_relay import open_relay
 
 log = structlog.get_logger("lunos.proxy")
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .config import ConfigError, load_config, open_relay
+from .config import ConfigError, load_config
+from .open_relay import open_relay
 
 if TYPE_CHECKING:
     from .app import Gateway
