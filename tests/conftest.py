@@ -12,6 +12,7 @@ import socket
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,3 +116,18 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
 async def gw(provider: FakeProvider, make_gateway: GatewayFactory) -> Running:
     """The common case: a gateway in front of the fake provider."""
     return await make_gateway(basic_config(provider.base_url))
+
+
+def shipped_config() -> dict[str, Any]:
+    """config/lunos.yaml as a dict for `make_gateway`: on a store of its own,
+    the test admin token, no files in data/, and its pricing table found
+    where the file's folder puts it."""
+    folder = Path(__file__).resolve().parent.parent / "config"
+    config: dict[str, Any] = yaml.safe_load((folder / "lunos.yaml").read_text())
+    config["store"]["url"] = "memory://"
+    config["admin"] = {"token": ADMIN_TOKEN}
+    config["secrets"]["key_file"] = ""  # encryption key random for the test, not in data/
+    for entry in config["pipeline"]:
+        if entry["name"] == "meter":
+            entry["settings"]["pricing"] = str(folder / entry["settings"]["pricing"])
+    return config

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import msgspec
 from aiohttp import web
 
+from ..bounds import Count, Seconds
 from ..errors import Forbidden, GatewayError, RateLimited
 from ..exchange import exchange_of
 from ..metrics import Metrics
@@ -56,11 +57,11 @@ _CHECKED = "abuse.checked"
 
 
 class AuthFailureRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    limit: int = 10  # failures per window allowed before a ban
-    window: float = 300.0
-    ban_seconds: float = 60.0  # the first ban; doubled for each repeat offence
-    longest_ban_seconds: float = 86_400.0
-    memory_seconds: float = 86_400.0  # offences are forgotten this long after the last
+    limit: Count = 10  # failures per window allowed before a ban
+    window: Seconds = 300.0
+    ban_seconds: Seconds = 60.0  # the first ban; doubled for each repeat offence
+    longest_ban_seconds: Seconds = 86_400.0
+    memory_seconds: Seconds = 86_400.0  # offences are forgotten this long after the last
     shadow: bool = False
 
 
