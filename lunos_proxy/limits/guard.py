@@ -11,13 +11,13 @@ which reads the ban from the store.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 import weakref
 from collections.abc import Callable
 
 import msgspec
+import structlog
 from aiohttp import web
 
 from ..errors import Forbidden, GatewayError, RateLimited
@@ -29,7 +29,7 @@ from .failover import Failover
 
 __all__ = ["AddressGuardImpl", "AuthFailureRules", "BanTable", "ban_table", "refuse", "too_many"]
 
-log = logging.getLogger("lunos.abuse")
+log = structlog.get_logger("lunos.abuse")
 
 CHANNEL = "abuse:bans"
 _ADDR = "abuse.addr"  # exchange.extra: the resolved client address
@@ -101,7 +101,7 @@ class BanTable:
         try:
             self.add(address, float(seconds))
         except ValueError:
-            log.warning("malformed ban message ignored", extra={"event": "ban_message_bad"})
+            log.warning("ban_message_bad")
 
 
 _tables: weakref.WeakKeyDictionary[Store, BanTable] = weakref.WeakKeyDictionary()
@@ -185,10 +185,7 @@ class AddressGuardImpl:
             seconds = rules.ban_seconds  # the store went away just now: ban here at least
         self.bans.add(counted, seconds)
         self.metrics.abuse_bans.inc()
-        log.warning(
-            "address banned after repeated auth failures",
-            extra={"event": "address_banned", "client_addr": addr, "seconds": seconds},
-        )
+        log.warning("address_banned", client_addr=addr, banned=counted, seconds=seconds)
         refuse(self.metrics, "auth_failures",
                too_many("Too many failed authentication attempts; try again later.", seconds),
                False, request)
