@@ -90,10 +90,6 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
     async def start(config: dict[str, Any] | str, *, grace: float = 5.0) -> Running:
         text = config if isinstance(config, str) else yaml.safe_dump(config)
         cfg = parse_config(textwrap.dedent(text), "test.yaml")
-        # The config names the listeners, as `lunos-proxy serve` makes it do.
-        port, admin_port = free_port(), free_port()
-        cfg.server.host = cfg.server.admin_host = "127.0.0.1"
-        cfg.server.port, cfg.server.admin_port = port, admin_port
         gateway = Gateway(cfg)
         await gateway.start()
         public = web.AppRunner(
@@ -102,8 +98,13 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
         admin = web.AppRunner(gateway.admin_app(), access_log=None)
         await public.setup()
         await admin.setup()
+        port, admin_port = free_port(), free_port()
         await web.TCPSite(public, "127.0.0.1", port).start()
         await web.TCPSite(admin, "127.0.0.1", admin_port).start()
+        # The config names the listeners, as `lunos-proxy serve` makes it do.
+        server = gateway.config.server
+        server.host = server.admin_host = "127.0.0.1"
+        server.port, server.admin_port = port, admin_port
         started.append((gateway, public, admin))
         return Running(gateway, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
 
