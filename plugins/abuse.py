@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import math
 import os
 import time
@@ -21,6 +20,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
+import structlog
 from aiohttp import web
 
 from lunos_proxy.abuse_hooks import ADDRESS_GUARD
@@ -45,7 +45,7 @@ from lunos_proxy.store import Slot, Store, StoreError, Verdict
 
 __all__ = ["Abuse"]
 
-log = logging.getLogger("lunos.abuse")
+log = structlog.get_logger("lunos.abuse")
 
 # Shapes (limits of one key, model and stream flag) kept before starting over.
 _SHAPES = 10_000
@@ -119,8 +119,7 @@ class Abuse(Plugin):
         try:
             await self.bans.listen(self.services.store)
         except StoreError:
-            log.warning("cannot hear bans from other instances yet",
-                        extra={"event": "ban_listen_failed"})
+            log.warning("ban_listen_failed")
 
     async def stop(self) -> None:
         await self.leases.close()
@@ -322,10 +321,7 @@ class Abuse(Plugin):
         if principal is not None and used and self.settings.anomaly.enabled:
             if self.anomaly.observe(principal.account_id, used):
                 self.services.metrics.abuse_anomalies.inc()
-                log.warning(
-                    "account token rate far above its baseline",
-                    extra={"event": "anomaly_flagged", "account_id": principal.account_id},
-                )
+                log.warning("anomaly_flagged", account_id=principal.account_id)
 
 
 def _used(exchange: Exchange, reserved: int) -> int:

@@ -39,7 +39,7 @@ from lunos_proxy.bounds import Count, SecondsOrZero
 from lunos_proxy.crypto import Secrets, load_secrets
 from lunos_proxy.errors import Forbidden, ServiceUnavailable, Unauthorized
 from lunos_proxy.exchange import Principal, exchange_of
-from lunos_proxy.keys import INVALIDATE_CHANNEL, key_from_headers
+from lunos_proxy.keys import ACCOUNT_NAME, INVALIDATE_CHANNEL, key_from_headers
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
 from lunos_proxy.store.base import KeyRecord, StoreError
@@ -58,13 +58,15 @@ _EXPIRED = "The API key has expired."
 _REVOKED = "The API key has been revoked."
 
 HexHash = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+# The admin API and the console reach an account only by an id of this form.
+AccountName = Annotated[str, msgspec.Meta(pattern=ACCOUNT_NAME)]
 
 
 class StaticKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A key configured in YAML, by its hash (never the key itself)."""
 
     hash: HexHash
-    account: str
+    account: AccountName
     prefix: str = ""
     name: str = ""
     plan: str | None = None

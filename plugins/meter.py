@@ -24,7 +24,6 @@ goes to the ledger (counters, billing line, spend, usage event) and metrics.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 import zoneinfo
@@ -52,8 +51,6 @@ from lunos_proxy.usage.ledger import Entry, Ledger
 from lunos_proxy.usage.pricing import PriceTable, PricingError, load_pricing
 from lunos_proxy.usage.watch import UsageWatcher
 from lunos_proxy.usage.webhooks import Notifier
-
-log = logging.getLogger(__name__)
 
 # Endpoints that consume tokens; /v1/models and count_tokens are not billed.
 METERED = frozenset({"chat/completions", "completions", "embeddings", "responses", "messages"})

@@ -102,6 +102,10 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
         port, admin_port = free_port(), free_port()
         await web.TCPSite(public, "127.0.0.1", port).start()
         await web.TCPSite(admin, "127.0.0.1", admin_port).start()
+        # The config names the listeners, as `lunos-proxy serve` makes it do.
+        server = gateway.config.server
+        server.host = server.admin_host = "127.0.0.1"
+        server.port, server.admin_port = port, admin_port
         started.append((gateway, public, admin))
         return Running(gateway, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
 

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..crypto import Secrets, load_secrets
-from ..keys import new_id
+from ..keys import new_id, valid_id
 from ..store.base import AccountRecord, AuditRecord, KeyRecord, Store
 from .session import csrf_token
 
@@ -106,8 +106,10 @@ def account_gone() -> ConsoleError:
 
 async def owned_key(request: web.Request) -> KeyRecord:
     """The key named in the path, if the signed-in account owns it; another
-    account's key and no key at all get the same 404."""
-    key = await store_of(request).key_by_id(request.match_info["key_id"])
+    account's key and no key at all get the same 404 (so does a malformed id,
+    which never reaches the store)."""
+    key_id = request.match_info["key_id"]
+    key = await store_of(request).key_by_id(key_id) if valid_id("key", key_id) else None
     if key is None or key.account_id != account_id(request):
         raise ConsoleError(404, "No such key.")
     return key

@@ -16,21 +16,23 @@ that went down in between is dropped (its counters drain, its leases expire).
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+import structlog
+
 from ..errors import ServiceUnavailable
+from ..logs import error_name
 from ..metrics import Metrics
 from ..store import Limit, Slot, Store, StoreError, Verdict
 from ..store.memory import MemoryStore
 
 __all__ = ["Failover", "failover_for"]
 
-log = logging.getLogger("lunos.limits")
+log = structlog.get_logger("lunos.limits")
 
 Policy = Literal["fail_open", "fail_closed"]
 
@@ -106,7 +108,7 @@ class Failover:
                 self._settle_errors.inc()
                 self._down(error)
             elif error is not None and not isinstance(error, asyncio.CancelledError):
-                log.error("settling failed", exc_info=error, extra={"event": "settle_failed"})
+                log.error("settle_failed", exc_info=error)
 
         backend.settle_behind(tag, charges, slots, lease, done)
 
@@ -122,18 +124,14 @@ class Failover:
             self.degraded = True
             self.metrics.limits_store_degraded.set(1)
             self.metrics.store_up.set(0)
-            log.warning(
-                "limit store unreachable; policy %s", self.policy,
-                extra={"event": "limits_store_down", "policy": self.policy,
-                       "error": type(error.__cause__ or error).__name__},
-            )
+            log.warning("limits_store_down", policy=self.policy, error=error_name(error))
 
     def _up(self) -> None:
         if self.degraded:
             self.degraded = False
             self.metrics.limits_store_degraded.set(0)
             self.metrics.store_up.set(1)
-            log.warning("limit store reachable again", extra={"event": "limits_store_up"})
+            log.warning("limits_store_up", policy=self.policy)
 
 
 _failovers: weakref.WeakKeyDictionary[Store, Failover] = weakref.WeakKeyDictionary()

@@ -17,13 +17,13 @@ from every instance's table (and local limiter) as soon as it is heard.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 import weakref
 from collections.abc import Callable
 
 import msgspec
+import structlog
 from aiohttp import web
 
 from ..bounds import Count, Seconds
@@ -45,7 +45,7 @@ __all__ = [
     "too_many",
 ]
 
-log = logging.getLogger("lunos.abuse")
+log = structlog.get_logger("lunos.abuse")
 
 CHANNEL = "abuse:bans"
 _LIFT = "lift"  # "lift <subject>" on CHANNEL; a ban is "<seconds> <subject>"
@@ -132,7 +132,7 @@ class BanTable:
         try:
             self.add(address, float(seconds))
         except ValueError:
-            log.warning("malformed ban message ignored", extra={"event": "ban_message_bad"})
+            log.warning("ban_message_bad")
 
 
 _tables: weakref.WeakKeyDictionary[Store, BanTable] = weakref.WeakKeyDictionary()
@@ -232,10 +232,7 @@ class AddressGuardImpl:
             seconds = rules.ban_seconds  # the store went away just now: ban here at least
         self.bans.add(counted, seconds)
         self.metrics.abuse_bans.inc()
-        log.warning(
-            "address banned after repeated auth failures",
-            extra={"event": "address_banned", "client_addr": addr, "seconds": seconds},
-        )
+        log.warning("address_banned", client_addr=addr, banned=counted, seconds=seconds)
         refuse(self.metrics, "auth_failures",
                too_many("Too many failed authentication attempts; try again later.", seconds),
                False, request)
