@@ -99,11 +99,16 @@ class Failover:
         if backend is self.local:
             charges = self.scaled(charges)
         started = time.perf_counter()
+        health = self.metrics.store_health
 
         def done(error: BaseException | None) -> None:
             self._settle_seconds.observe(time.perf_counter() - started)
-            if isinstance(error, StoreError):
+            if error is None:
+                if not health.up and backend is not self.local:
+                    health.ok()
+            elif isinstance(error, StoreError):
                 self._settle_errors.inc()
+                health.failed()
                 self._down(error)
             elif error is not None and not isinstance(error, asyncio.CancelledError):
                 log.error("settling failed", exc_info=error, extra={"event": "settle_failed"})
@@ -121,7 +126,6 @@ class Failover:
         if not self.degraded:
             self.degraded = True
             self.metrics.limits_store_degraded.set(1)
-            self.metrics.store_up.set(0)
             log.warning(
                 "limit store unreachable; policy %s", self.policy,
                 extra={"event": "limits_store_down", "policy": self.policy,
@@ -132,7 +136,6 @@ class Failover:
         if self.degraded:
             self.degraded = False
             self.metrics.limits_store_degraded.set(0)
-            self.metrics.store_up.set(1)
             log.warning("limit store reachable again", extra={"event": "limits_store_up"})
 
 
