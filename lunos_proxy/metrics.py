@@ -1,5 +1,10 @@
 """Metric definitions and the /metrics handler: the one place metrics are defined.
 
+One module past 400 lines on purpose: every name, label set and bucket list
+in one file is what deploy/alerts, deploy/grafana and their tests are
+checked against; the store timing (`instrument_store`, `StoreHealth`) and
+the loop timer (`LoopLag`) are here because they exist only to feed them.
+
 Labels are bounded by config: public model names, provider and deployment
 names, plugin names, store operations, a status class, an error class from
 the fixed taxonomy (caller | policy | provider | gateway), a limit scope

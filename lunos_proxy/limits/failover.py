@@ -110,7 +110,7 @@ class Failover:
                 self._settle_errors.inc()
                 health.failed()
                 self._down(error)
-            elif error is not None and not isinstance(error, asyncio.CancelledError):
+            elif not isinstance(error, asyncio.CancelledError):
                 log.error("settling failed", exc_info=error, extra={"event": "settle_failed"})
 
         backend.settle_behind(tag, charges, slots, lease, done)
