@@ -102,6 +102,7 @@ class Generation:
         await self.forwarder.start()
         for plugin in self.plugins:
             await plugin.start()
+        self.services.metrics.prepare(self.config)  # this config's series, from 0
 
     async def close(self) -> None:
         for plugin in reversed(self.plugins):
@@ -193,6 +194,7 @@ class Gateway:
         self.draining = False
 
     async def start(self) -> None:
+        self.metrics.start()
         await self.store.start()
         await self._start_demo()
         self.generation = Generation(
@@ -215,6 +217,7 @@ class Gateway:
         if self._demo_runner is not None:
             await self._demo_runner.cleanup()
         await self.store.close()
+        self.metrics.stop()
 
     async def _start_demo(self) -> None:
         demo = [name for name, p in self.config.providers.items() if p.format == "demo"]
@@ -317,11 +320,9 @@ class Gateway:
         if self.draining:
             return web.json_response({"status": "draining"}, status=503)
         try:
-            await self.store.ping()
+            await self.store.ping()  # instrumented: sets lunos_store_up
         except StoreError:
-            self.metrics.store_up.set(0)
             return web.json_response({"status": "store unreachable"}, status=503)
-        self.metrics.store_up.set(1)
         return web.json_response({"status": "ready"})
 
     # -- the admin app -----------------------------------------------------

@@ -101,13 +101,18 @@ class Failover:
         if backend is self.local:
             charges = self.scaled(charges)
         started = time.perf_counter()
+        health = self.metrics.store_health
 
         def done(error: BaseException | None) -> None:
             self._settle_seconds.observe(time.perf_counter() - started)
-            if isinstance(error, StoreError):
+            if error is None:
+                if not health.up and backend is not self.local:
+                    health.ok()
+            elif isinstance(error, StoreError):
                 self._settle_errors.inc()
+                health.failed()
                 self._down(error)
-            elif error is not None and not isinstance(error, asyncio.CancelledError):
+            elif not isinstance(error, asyncio.CancelledError):
                 log.error("settle_failed", exc_info=error)
 
         backend.settle_behind(tag, charges, slots, lease, done)
@@ -123,14 +128,12 @@ class Failover:
         if not self.degraded:
             self.degraded = True
             self.metrics.limits_store_degraded.set(1)
-            self.metrics.store_up.set(0)
             log.warning("limits_store_down", policy=self.policy, error=error_name(error))
 
     def _up(self) -> None:
         if self.degraded:
             self.degraded = False
             self.metrics.limits_store_degraded.set(0)
-            self.metrics.store_up.set(1)
             log.warning("limits_store_up", policy=self.policy)
 
 
