@@ -58,7 +58,8 @@ _CLIENT_ONLY = frozenset(
         "x-real-ip",
     }
 )
-_DROP_REQUEST = _HOP_BY_HOP | _CLIENT_ONLY
+# The body sent on is always plain: parse.py decoded a compressed one.
+_DROP_REQUEST = _HOP_BY_HOP | _CLIENT_ONLY | {"content-encoding"}
 # Provider response headers a client may see; the rest (the provider
 # account's rate limits, organisation ids, cookies) stay with us.
 _PASS_RESPONSE = frozenset(
