@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.bomb import gzip_bomb
 from tests.auth_support import STATIC_KEY, auth_config
 from tests.conftest import GatewayFactory, Running
 from tests.fakes import FakeProvider
@@ -26,19 +27,8 @@ MIB = 1024 * 1024
 
 @cache
 def bomb() -> bytes:
-    """A valid gzip stream of 2 GiB of zeros, about 2 MB long (built once)."""
-    zeros = bytes(MIB)
-    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
-    # After a full flush a block refers to nothing before it, so the block
-    # for one MiB of zeros can be repeated.
-    block = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
-    crc = 0
-    for _ in range(2048):
-        crc = zlib.crc32(zeros, crc)
-    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
-    end = deflate.flush(zlib.Z_FINISH)
-    trailer = crc.to_bytes(4, "little") + (2048 * MIB % 2**32).to_bytes(4, "little")
-    return header + block * 2048 + end + trailer
+    """2 GiB of zeros in about 2 MB of gzip (built once)."""
+    return gzip_bomb(2)
 
 
 def chat_body(model: str = "gpt-same", pad: int = 0) -> bytes:
