@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .app import Gateway
 from .config import Config, ConfigError, load_config
-from .connections import public_runner
+from .connections import open_files_warning, public_runner
 from .logs import configure_logging
 
 log = structlog.get_logger("lunos.proxy")
@@ -105,6 +105,9 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     for warning in load_secrets(config.secrets).warnings:
         log.warning("development_default", detail=warning)
     s = config.server
+    files = open_files_warning(s.connections)
+    if files is not None:
+        log.warning("open_files_limit", detail=files)
     ssl_context = None
     if s.tls is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

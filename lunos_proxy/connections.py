@@ -33,6 +33,7 @@ over real sockets.
 from __future__ import annotations
 
 import asyncio
+import resource
 from typing import Any
 
 from aiohttp import web
@@ -42,7 +43,17 @@ from aiohttp.web_protocol import RequestHandler
 from .config import ConnectionsConfig, ServerConfig
 from .limits.addresses import subject
 
-__all__ = ["ConnectionGuard", "GuardedHandler", "address_key", "public_runner"]
+__all__ = [
+    "ConnectionGuard",
+    "GuardedHandler",
+    "address_key",
+    "open_files_warning",
+    "public_runner",
+]
+
+# Descriptors beyond the client connections: upstream pools, the store,
+# the admin listener, files.
+SPARE_FILES = 256
 
 
 def public_runner(app: web.Application, server: ServerConfig, **kwargs: Any) -> web.AppRunner:
@@ -56,6 +67,18 @@ def public_runner(app: web.Application, server: ServerConfig, **kwargs: Any) -> 
         auto_decompress=False,
         keepalive_timeout=c.idle_timeout_seconds,
         **kwargs,
+    )
+
+
+def open_files_warning(settings: ConnectionsConfig) -> str | None:
+    """Why `max_open` cannot be reached, if the open-files limit is lower:
+    past it, accepting fails and upstream connections fail with it."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= settings.max_open + SPARE_FILES:
+        return None
+    return (
+        f"the open-files limit ({soft}) is below server.connections.max_open "
+        f"({settings.max_open}) + {SPARE_FILES}: raise it (ulimit -n) or lower max_open"
     )
 
 

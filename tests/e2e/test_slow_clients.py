@@ -7,13 +7,19 @@ served meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
+import resource
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
-from tests.conftest import GatewayFactory, Running, basic_config
+from tests.conftest import GatewayFactory, Running, basic_config, free_port
 from tests.fakes import FakeProvider
 
 SHORT = 0.5  # the timeouts under test, in seconds
@@ -214,3 +220,46 @@ async def test_connections_over_the_cap_per_process_are_closed(
     assert (await read_one_response(r)).startswith(b"HTTP/1.1 200")
     for _, w in held:
         w.close()
+
+
+async def test_lunos_proxy_serve_applies_the_rules_and_warns_of_a_low_open_files_limit(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
+    config = basic_config(provider.base_url, server=connections(idle_timeout_seconds=30))
+    path = tmp_path / "lunos.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port, admin_port = free_port(), free_port()
+
+    def low_open_files_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lunos_proxy", "serve", "--config", str(path),
+        "--port", str(port), "--admin-port", str(admin_port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=low_open_files_limit,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        async with asyncio.timeout(30):
+            while not lines or json.loads(lines[-1]).get("event") != "listening":
+                lines.append((await proc.stdout.readline()).decode())
+        warnings = [json.loads(x) for x in lines if '"open_files_limit"' in x]
+        assert [w["detail"] for w in warnings] == [
+            "the open-files limit (1024) is below server.connections.max_open (4096) + 256: "
+            "raise it (ulimit -n) or lower max_open"
+        ]
+        gw = Running(None, f"http://127.0.0.1:{port}", "")  # type: ignore[arg-type]
+        reader, writer = await connect(gw)
+        started = time.perf_counter()
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: lunos\r\n")
+        assert SHORT <= await closed_after(reader, started) < SHORT + LATE
+        reader, writer = await connect(gw)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: lunos\r\nContent-Encoding: gzip\r\n"
+                     b"Content-Length: 20\r\n\r\n" + gzip.compress(b"{}")[:20])
+        assert (await read_one_response(reader)).startswith(b"HTTP/1.1 415")
+        writer.close()
+    finally:
+        proc.kill()
+        await proc.wait()
