@@ -14,6 +14,8 @@ from functools import cache
 from typing import Any
 
 import aiohttp
+import anthropic
+import openai
 import pytest
 
 from bench.bomb import gzip_bomb
@@ -226,3 +228,29 @@ async def test_compressed_length_over_the_limit_is_413_before_reading(
         gw.url, request_head("/v1/chat/completions", len(bomb()), key=STATIC_KEY), b"", read_timeout=2.0
     )
     assert (got, json.loads(body)["error"]["code"]) == (413, "request_too_large")
+
+
+async def test_the_sdks_read_the_415_as_their_own_error(
+    make_gateway: GatewayFactory, provider: FakeProvider
+) -> None:
+    gw = await make_gateway(auth_config(provider.base_url))
+    compressed = {"Content-Encoding": "gzip"}  # the SDKs send plain JSON: it claims otherwise
+    async with openai.AsyncOpenAI(base_url=gw.v1, api_key=STATIC_KEY, max_retries=0) as oai:
+        with pytest.raises(openai.APIStatusError) as e:
+            await oai.chat.completions.create(
+                model="gpt-same", messages=[{"role": "user", "content": CANARY}], extra_headers=compressed
+            )
+    assert (e.value.status_code, e.value.type, e.value.code) == (
+        415, "invalid_request_error", "unsupported_content_encoding"
+    )
+    async with anthropic.AsyncAnthropic(base_url=gw.url, api_key=STATIC_KEY, max_retries=0) as ant:
+        with pytest.raises(anthropic.APIStatusError) as a:
+            await ant.messages.create(
+                model="claude-test", max_tokens=10, messages=[{"role": "user", "content": CANARY}],
+                extra_headers=compressed,
+            )
+    assert a.value.status_code == 415
+    assert a.value.body == {"type": "error", "error": {
+        "type": "invalid_request_error",
+        "message": "Compressed request bodies are not accepted; send the body uncompressed."}}
+    assert provider.received == []
