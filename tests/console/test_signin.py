@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -12,7 +13,9 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 import aiohttp
+from cryptography.fernet import Fernet
 
+from lunos_proxy.crypto import load_secrets
 from tests.auth_support import admin
 from tests.conftest import GatewayFactory, Running
 from tests.console.support import Browser, Mailbox, console_config, new_account, new_key, signed_in
@@ -126,6 +129,27 @@ async def test_email_code_signs_in_and_a_wrong_code_does_not(
     assert status == 200 and "<h1>API keys</h1>" in text
 
 
+async def test_an_email_code_signs_in_once_even_from_a_copy_of_the_session_it_was_sent_to(
+    provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
+) -> None:
+    gw = await make_gateway(mail_config(provider, mailbox))
+    await new_account(gw)
+    browser: Browser = browsers(gw)
+    await browser.post("/console/sign-in/email", {"email": "ada@example.com"})
+    code = (await mailbox.received())[0]["code"]
+    # The memory store keeps the session (the pending code with it) in the
+    # cookie: a copy taken before signing in still holds the pending code.
+    copy: Browser = browsers(gw)
+    copy.jar.update_cookies({"lunos_console": browser.cookie()}, aiohttp.client.URL(gw.url))
+    copy.csrf = browser.csrf
+    status, text = await browser.post("/console/sign-in/code", {"code": code})
+    assert status == 200 and "<h1>Usage</h1>" in text
+    status, text = await copy.post("/console/sign-in/code", {"code": code})
+    assert status == 401 and "wrong or has expired" in text
+    status, text = await copy.get("/console/keys")
+    assert status == 200 and "<h1>Sign in</h1>" in text
+
+
 async def test_unknown_email_gets_the_same_answer_and_no_message(
     provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
 ) -> None:
@@ -158,6 +182,23 @@ async def test_development_delivery_logs_the_link_and_never_the_code_or_email(
     assert "ada@example.com" not in captured_logs.text
     status, text = await browser.get(line["link"].removeprefix(gw.url))
     assert status == 200 and 'id="confirm-sign-in"' in text
+    code = _pending_code(gw, browser.cookie())
+    assert code not in captured_logs.text.replace(line["link"], "")
+    assert set(line) <= {"event", "account_id", "link", "note", "level", "timestamp", "logger"}
+
+
+def _pending_code(gw: Running, cookie: str) -> str:
+    """The code a session waits for, recovered from its cookie (the memory
+    store's encrypted session) and the server's secret: only its keyed hash
+    is kept, so every six-digit code is tried against it."""
+    secrets = load_secrets(gw.gateway.config.secrets)
+    fernet = Fernet(base64.urlsafe_b64encode(bytes.fromhex(secrets.key_hash("lunos console session v1"))))
+    pending = json.loads(fernet.decrypt(cookie.encode()))["session"]["pending"]
+    for n in range(1_000_000):
+        code = f"{n:06d}"
+        if secrets.key_hash(f"console-code:{pending['nonce']}:{code}") == pending["code"]:
+            return code
+    raise AssertionError("no six-digit code matches the pending hash")
 
 
 async def test_api_key_signs_in_and_revoked_or_unknown_keys_do_not(
