@@ -66,7 +66,7 @@ class Browser:
 
     async def sign_in_with_key(self, key: str) -> None:
         status, text = await self.post("/console/sign-in/key", {"key": key})
-        assert status == 200 and "<h1>Usage</h1>" in text, (status, text[:500])
+        assert status == 200 and "<h1>Overview</h1>" in text, (status, text[:500])
 
 
 async def new_account(gw: Running, name: str = "Ada Lovelace",

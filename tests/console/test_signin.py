@@ -92,7 +92,7 @@ async def test_email_link_signs_in_once_on_a_new_session(
     token = re.search(r'name="t" value="([^"]+)"', text)
     assert token is not None
     status, text = await browser.post("/console/sign-in/link", {"t": token.group(1)})
-    assert status == 200 and "<h1>Usage</h1>" in text
+    assert status == 200 and "<h1>Overview</h1>" in text
     assert browser.cookie() not in ("", before)  # a new session, not the one from before
 
     other: Browser = browsers(gw)
@@ -124,7 +124,7 @@ async def test_email_code_signs_in_and_a_wrong_code_does_not(
     status, text = await browser.post("/console/sign-in/code", {"code": wrong})
     assert status == 401 and "wrong or has expired" in text
     status, text = await browser.post("/console/sign-in/code", {"code": code})
-    assert status == 200 and "<h1>Usage</h1>" in text
+    assert status == 200 and "<h1>Overview</h1>" in text
     status, text = await browser.get("/console/keys")
     assert status == 200 and "<h1>API keys</h1>" in text
 
@@ -143,7 +143,7 @@ async def test_an_email_code_signs_in_once_even_from_a_copy_of_the_session_it_wa
     copy.jar.update_cookies({"lunos_console": browser.cookie()}, aiohttp.client.URL(gw.url))
     copy.csrf = browser.csrf
     status, text = await browser.post("/console/sign-in/code", {"code": code})
-    assert status == 200 and "<h1>Usage</h1>" in text
+    assert status == 200 and "<h1>Overview</h1>" in text
     status, text = await copy.post("/console/sign-in/code", {"code": code})
     assert status == 401 and "wrong or has expired" in text
     status, text = await copy.get("/console/keys")
