@@ -72,7 +72,7 @@ async def show(request: web.Request) -> web.Response:
                                                  "page": n})
 
     return await render(
-        request, "requests.html", rows=rows, total=len(picked), page=page, pages=pages,
+        request, "requests.html", rows=rows, total=len(picked), page_no=page, pages=pages,
         prev=link(page - 1) if page > 1 else "", next=link(page + 1) if page < pages else "",
         spans={k: v[0] for k, v in _SPANS.items()}, span=span, statuses=_STATUSES,
         keys=[(k.id, key_label(k)) for k in keys.values()], models=models, key=key,

@@ -23,6 +23,17 @@ def console_config(provider_url: str, *, console: dict[str, Any] | None = None,
     return auth_config(provider_url, console=settings, **extra)
 
 
+WEBHOOK_SECRET = "webhook-secret-0123456789"
+PUBLIC_URL = "https://console.example.test"
+
+
+def mail_config(provider_url: str, mailbox: Mailbox, **console: Any) -> dict[str, Any]:
+    """The console with its messages sent to `mailbox`, links on `PUBLIC_URL`."""
+    return console_config(provider_url, console={
+        "delivery": "webhook", "webhook_url": mailbox.url, "webhook_secret": WEBHOOK_SECRET,
+        "public_url": PUBLIC_URL, **console})
+
+
 class Browser:
     """Keeps cookies like a browser and sends the last page's CSRF token with forms."""
 

@@ -18,17 +18,18 @@ from cryptography.fernet import Fernet
 from lunos_proxy.crypto import load_secrets
 from tests.auth_support import admin
 from tests.conftest import GatewayFactory, Running
-from tests.console.support import Browser, Mailbox, console_config, new_account, new_key, signed_in
+from tests.console.support import (
+    WEBHOOK_SECRET,
+    Browser,
+    Mailbox,
+    console_config,
+    mail_config,
+    new_account,
+    new_key,
+    signed_in,
+)
 from tests.fakes import FakeProvider
 from tests.logcapture import Captured
-
-WEBHOOK_SECRET = "webhook-secret-0123456789"
-
-
-def mail_config(provider: FakeProvider, mailbox: Mailbox, **console: Any) -> dict[str, Any]:
-    return console_config(provider.base_url, console={
-        "delivery": "webhook", "webhook_url": mailbox.url, "webhook_secret": WEBHOOK_SECRET,
-        "public_url": "https://console.example.test", **console})
 
 
 def local_link(gw: Running, link: str) -> str:
@@ -79,7 +80,7 @@ async def test_console_is_absent_unless_enabled(provider: FakeProvider, make_gat
 async def test_email_link_signs_in_once_on_a_new_session(
     provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
 ) -> None:
-    gw = await make_gateway(mail_config(provider, mailbox))
+    gw = await make_gateway(mail_config(provider.base_url, mailbox))
     await new_account(gw)
     browser: Browser = browsers(gw)
     status, text = await browser.post("/console/sign-in/email", {"email": "Ada@Example.com"})
@@ -103,7 +104,7 @@ async def test_email_link_signs_in_once_on_a_new_session(
 async def test_webhook_message_is_signed_with_the_configured_secret(
     provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
 ) -> None:
-    gw = await make_gateway(mail_config(provider, mailbox))
+    gw = await make_gateway(mail_config(provider.base_url, mailbox))
     await new_account(gw)
     await browsers(gw).post("/console/sign-in/email", {"email": "ada@example.com"})
     await mailbox.received()
@@ -115,7 +116,7 @@ async def test_webhook_message_is_signed_with_the_configured_secret(
 async def test_email_code_signs_in_and_a_wrong_code_does_not(
     provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
 ) -> None:
-    gw = await make_gateway(mail_config(provider, mailbox))
+    gw = await make_gateway(mail_config(provider.base_url, mailbox))
     await new_account(gw)
     browser: Browser = browsers(gw)
     await browser.post("/console/sign-in/email", {"email": "ada@example.com"})
@@ -132,7 +133,7 @@ async def test_email_code_signs_in_and_a_wrong_code_does_not(
 async def test_an_email_code_signs_in_once_even_from_a_copy_of_the_session_it_was_sent_to(
     provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
 ) -> None:
-    gw = await make_gateway(mail_config(provider, mailbox))
+    gw = await make_gateway(mail_config(provider.base_url, mailbox))
     await new_account(gw)
     browser: Browser = browsers(gw)
     await browser.post("/console/sign-in/email", {"email": "ada@example.com"})
@@ -153,7 +154,7 @@ async def test_an_email_code_signs_in_once_even_from_a_copy_of_the_session_it_wa
 async def test_unknown_email_gets_the_same_answer_and_no_message(
     provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
 ) -> None:
-    gw = await make_gateway(mail_config(provider, mailbox))
+    gw = await make_gateway(mail_config(provider.base_url, mailbox))
     await new_account(gw)
     browser: Browser = browsers(gw)
     mailbox.delay = 0.5  # a slow mail service must not show which emails have an account
