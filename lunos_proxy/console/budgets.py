@@ -75,7 +75,8 @@ async def _status(store: Any, rules: Rules, money: Money, limit: Limit, what: st
     return {
         "what": what, "kind": _KINDS[limit.kind], "period": limit.period[2:],
         "limit": money(amount), "spent": money(spent), "left": money(max(0, amount - spent)),
-        "percent": min(100, round(fraction * 100)), "used": f"{fraction:.0%}",
+        "percent": min(100, round(fraction * 100)),
+        "used": "under 1%" if 0 < fraction < 0.005 else f"{fraction:.0%}",
         "exhausted": spent >= amount, "resets": resets,
         "soft": ", ".join(f"{f:.0%}" for f in limit.soft),
     }

@@ -119,7 +119,8 @@ async def _page(request: web.Request, *, status: int = 200, name: str = "",
         note = str(sealed.get("note", ""))
     return await render(request, "keys.html", status=status, keys=rows, new_key=new_key,
                         new_key_note=note, timezone=money.timezone, name=name, error=error,
-                        base_url=_api_base(request))
+                        base_url=_api_base(request),
+                        model=min(config_of(request).models, default="MODEL"))
 
 
 def _api_base(request: web.Request) -> str:
