@@ -40,8 +40,8 @@ class Money:
     def today(self) -> dt.date:
         return dt.datetime.now(self.zone).date()
 
-    def time(self, at: float) -> str:
-        return local_time(at, self.zone)
+    def time(self, at: float, *, seconds: bool = False) -> str:
+        return local_time(at, self.zone, seconds=seconds)
 
 
 def count(n: int | float) -> str:
@@ -53,5 +53,6 @@ def plural(n: int, one: str, many: str = "") -> str:
     return f"{count(n)} {one if n == 1 else (many or one + 's')}"
 
 
-def local_time(at: float, zone: dt.tzinfo) -> str:
-    return dt.datetime.fromtimestamp(at, zone).strftime("%Y-%m-%d %H:%M")
+def local_time(at: float, zone: dt.tzinfo, *, seconds: bool = False) -> str:
+    return dt.datetime.fromtimestamp(at, zone).strftime(
+        "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")

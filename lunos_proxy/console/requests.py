@@ -59,7 +59,7 @@ async def show(request: web.Request) -> web.Response:
     for e in picked[(page - 1) * PAGE: page * PAGE]:
         k = keys.get(e.key_id)
         rows.append({
-            "time": money.time(e.time), "key": f"{k.prefix}…" if k else "deleted key",
+            "time": money.time(e.time, seconds=True), "key": f"{k.prefix}…" if k else "deleted key",
             "key_name": k.name if k else "", "model": e.model, "provider": e.provider,
             "status": e.status, "class": _status_class(e.status),
             "stream": "streamed" if e.stream else "", "input": e.input_tokens,

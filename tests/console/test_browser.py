@@ -127,7 +127,7 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     await page.fill("#code", (await mailbox.received())[-1]["code"])
     await check(page, "03-code")
     await page.click("#enter-code")
-    await page.wait_for_selector("#usage-chart")
+    await page.wait_for_selector("#spend-today")
     assert page.url == gw.url + "/console/usage"
     assert await page.is_visible("#onboarding")  # no key yet: how to start
     await check(page, "04-overview-new")

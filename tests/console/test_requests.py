@@ -14,7 +14,7 @@ from tests.console.support import Browser, console_config, new_account, new_key
 from tests.fakes import FakeProvider
 from tests.meter_support import PRICING, meter_of
 
-ROW = re.compile(r'<tr><td data-label="Time">([^<]+)</td><td data-label="Key"><code>([^<]+)</code>')
+ROW = re.compile(r'<tr><td data-label="Time">([^<]+)</td><td data-label="Key"><span><code>([^<]+)</code>')
 
 
 async def test_request_log_shows_the_accounts_requests_and_never_their_content(

@@ -67,7 +67,7 @@ async def test_usage_period_must_be_valid_dates(
     status, text = await browser.get("/console/usage?from=yesterday&to=2026-11-03")
     assert status == 400 and 'id="from" value="yesterday"' in text and 'aria-invalid="true"' in text
     assert '<span class="error" id="from-error">From: Write the date as YYYY-MM-DD' in text
-    assert 'id="to" value="2026-11-03"' in text and 'id="usage-chart"' in text
+    assert 'id="to" value="2026-11-03"' in text and 'id="spend-today"' in text and 'id="no-usage"' in text
     status, text = await browser.get("/console/usage?from=2026-11-03&to=2026-11-01")
     assert status == 400 and "The last day must not be before the first." in text
     status, text = await browser.get("/console/usage")
