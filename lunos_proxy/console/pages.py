@@ -164,6 +164,7 @@ async def render(
         signed_in=ACCOUNT in request,
         page=template.removesuffix(".html"),
         flash=message if isinstance(message, str) else "",
+        docs_url=config_of(request).console.docs_url,
         **context,
     )
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")

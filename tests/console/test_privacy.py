@@ -139,7 +139,7 @@ async def test_deletion_needs_the_typed_confirmation_then_erases_keeps_billing_a
     assert status == 400 and "delete my account" in text
     assert await store.account(account) is not None
     status, text = await browser.post("/console/privacy/delete", {"confirm": "Delete my account"})
-    assert status == 200 and "Your account is deleted" in text and "Kept: 1 billing records" in text
+    assert status == 200 and "Your account is deleted" in text and "Kept: billing records (1)" in text
     assert "and 1 spend counter." in text
     assert await store.account(account) is None and await store.keys_of(account) == []
     assert await store.spend_counters(f"account:{account}") == {}
