@@ -40,6 +40,7 @@ from .pages import (
     render,
     store_of,
 )
+from .spend import today_and_month
 
 __all__ = ["budget_settings", "parse_percentages", "routes", "statuses"]
 
@@ -113,9 +114,15 @@ async def show(request: web.Request, *, status: int = 200, error: str = "",
     config = config_of(request)
     settings = budget_settings(config)
     own = account.alert_thresholds
+    money = money_of(request)
+    today = money.today()
+    rows = await store_of(request).usage(account.id, today.replace(day=1).isoformat(),
+                                         today.isoformat())
+    spent_today, spent_month = today_and_month(rows, today)
     return await render(
         request, "budgets.html", status=status, rows=await statuses(request, account),
-        timezone=money_of(request).timezone, metered=_meter(config) is not None,
+        timezone=money.timezone, metered=_meter(config) is not None, money=money,
+        today=spent_today, month=spent_month, month_name=f"{today:%B %Y}",
         limited=settings is not None, error=error,
         webhook=_webhook(config),
         own=typed if typed is not None else (", ".join(f"{f * 100:g}" for f in own)

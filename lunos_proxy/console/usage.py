@@ -27,12 +27,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ..store.base import UsageRow
 from .budgets import statuses
 from .numbers import Money, count
 from .pages import ConsoleError, account_id, current_account, money_of, render, store_of
+from .spend import Totals, today_and_month
 
-__all__ = ["PRESETS", "Totals", "chart", "routes"]
+__all__ = ["PRESETS", "chart", "routes"]
 
 _PALETTE = ("#1d4ed8", "#15803d", "#c2410c", "#7e22ce", "#0e7490", "#a16207", "#be185d",
             "#4b5563")
@@ -41,26 +41,6 @@ PRESETS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "month"
 _MAX_DAYS = 366
 _H, _TOP, _BOTTOM = 260, 16, 28  # chart height, room above the bars and below (date ticks)
 _MAX_DATE_TICKS = 6
-
-
-class Totals:
-    __slots__ = ("cost_micros", "input_tokens", "output_tokens", "requests")
-
-    def __init__(self) -> None:
-        self.requests = self.input_tokens = self.output_tokens = self.cost_micros = 0
-
-    def add(self, row: UsageRow) -> None:
-        self.requests += row.requests
-        self.input_tokens += row.input_tokens
-        self.output_tokens += row.output_tokens
-        self.cost_micros += row.cost_micros
-
-    def value(self, metric: str) -> float:
-        if metric == "requests":
-            return self.requests
-        if metric == "cost":
-            return self.cost_micros
-        return self.input_tokens + self.output_tokens
 
 
 def _preset(name: str, today: dt.date) -> tuple[dt.date, dt.date]:
@@ -169,14 +149,10 @@ async def show(request: web.Request) -> web.Response:
     month = today.replace(day=1)
     earliest = min(first, month)
     rows = await store.usage(me, earliest.isoformat(), max(last, today).isoformat())
-    spend_today, spend_month = Totals(), Totals()
+    spend_today, spend_month = today_and_month(rows, today)
     cells: dict[tuple[str, str], Totals] = defaultdict(Totals)
     total = Totals()
     for row in rows:
-        if row.day == today.isoformat():
-            spend_today.add(row)
-        if month.isoformat() <= row.day <= today.isoformat():
-            spend_month.add(row)
         if first.isoformat() <= row.day <= last.isoformat():
             cells[row.day, row.model].add(row)
             total.add(row)

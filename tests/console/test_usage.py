@@ -120,10 +120,22 @@ async def test_budgets_page_shows_the_meters_limits_spend_and_alert_thresholds(
 async def test_budgets_page_without_a_meter_says_nothing_is_limited(
     provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
 ) -> None:
+    import datetime as dt
+
     gw = await make_gateway(console_config(provider.base_url))
-    _, _made, browser = await signed_in(gw, browsers)
+    account, made, browser = await signed_in(gw, browsers)
+    today = dt.datetime.now(dt.UTC).date()
+    await gw.gateway.store.add_usage([
+        UsageDelta(account_id=account, key_id=made["id"], model="gpt-test", day=today.isoformat(),
+                   requests=1200, input_tokens=1_000_000, output_tokens=234_567, cost_micros=12_345_678),
+        UsageDelta(account_id=account, key_id=made["id"], model="gpt-test", day=(today - dt.timedelta(days=40)).isoformat(),
+                   cost_micros=99_000_000)])
     status, text = await browser.get("/console/budgets")
     assert status == 200 and "No budget limits your account (spend is not metered" in text
+    # Spend is shown without a budget too: today's and this month's (not the older day's).
+    assert '<span class="big" id="spend-today">$12.35</span><span class="small">1,200 requests · 1,234,567 tokens</span>' in text
+    month = '<span class="big" id="spend-month">$12.35</span>'
+    assert month in text
 
 
 async def test_account_holder_sets_own_alert_thresholds_and_the_meter_notifies_at_them(
