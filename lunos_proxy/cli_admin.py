@@ -1,4 +1,4 @@
-"""The admin subcommands of `lunos-proxy`: accounts, keys, tokens, audit, secrets.
+"""The admin subcommands of `lunos-proxy`: accounts, keys, tokens, audit, bans, secrets.
 
 Everything that changes state talks to the admin API of a running proxy
 (so it works the same on the embedded store and on Redis, and every
@@ -227,6 +227,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--account-id", dest="account_id")
     p.add_argument("--limit", type=int)
     p.set_defaults(func=_api("GET", "/admin/audit", query=("account_id", "limit")))
+
+    bans = _group(sub, "bans", "auth-failure bans of client addresses")
+    p = _online(bans, "list", "bans in force: address, reason, expiry")
+    p.set_defaults(func=_api("GET", "/admin/bans"))
+    p = _online(bans, "lift", "lift an address's ban on every instance")
+    p.add_argument("address", help="IPv4 or IPv6 address, or an IPv6 /64 as listed")
+    p.set_defaults(func=_api("DELETE", "/admin/bans/{address}"))
 
     secrets = _group(sub, "secrets", "server secrets")
     p = secrets.add_parser("generate", help="print fresh secrets as environment variables")

@@ -5,30 +5,45 @@ The schema is a tree of msgspec Structs with defaults beside each field;
 never stops at the first problem: every section is checked and every
 problem is reported as ``FILE: where: what``, e.g.
 ``lunos.yaml: providers.openai.base_url: expected an http(s) URL``.
-Unknown keys are errors. ``${NAME}`` (or ``${NAME:-default}``) in any
-string is replaced from the environment; a missing variable is an error
-naming it.
+Unknown keys are errors, and so is a key given twice (`yaml_strict`).
+``${NAME}`` (or ``${NAME:-default}``) in any string is replaced from the
+environment; a missing variable is an error naming it. Numbers carry
+their ranges in their types (`bounds`). The checks that need more than
+the schema (the models section as a graph, the plugins' settings, the
+files the config names, `open_relay`) run in `loading.py`, which every
+caller goes through (`load_config`, `parse_config`).
+
+One module past 400 lines: the schema and the pass that reports its
+problems change together (a new field and its check), and the rules
+with a life of their own already live beside it in those modules.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import os
 import re
+import types
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import msgspec
-import yaml
 
+from .bounds import Amount, AtLeastOne, Port, SecondsOrZero
+from .config_files import ConfigFile, type_hints
 from .console.settings import ConsoleConfig
+from .yaml_strict import YamlError, load_yaml
 
 __all__ = [
     "AdminConfig",
     "Capacity",
     "Config",
     "ConfigError",
+    "ConnectionsConfig",
     "ConsoleConfig",
     "Deployment",
     "DeploymentTimeouts",
@@ -40,6 +55,7 @@ __all__ = [
     "StoreConfig",
     "Timeouts",
     "convert",
+    "parse_encryption_keys",
     "parse_schema",
     "read_config_text",
 ]
@@ -52,23 +68,60 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class TLSConfig(_Strict):
-    cert_file: str
-    key_file: str
+    # Relative paths are found beside the config file (`config_files`).
+    cert_file: ConfigFile
+    key_file: ConfigFile
+
+
+class ConnectionsConfig(_Strict):
+    """How long a client may take, and how many connections it may hold.
+
+    Enforced by the public listener (lunos_proxy/connections.py); read at
+    startup, so a change takes a restart. A connection that runs out of time
+    is closed without an answer, as a server closes a connection that never
+    finished its request."""
+
+    # The request line and headers must be complete this long after the
+    # connection opened (first request) or after their first byte (later ones).
+    header_timeout_seconds: float = 10.0
+    # A request body gets this long, plus 1 s for every `body_min_rate`
+    # bytes that arrived: a client keeping at least that rate is never cut off.
+    body_timeout_seconds: float = 20.0
+    body_min_rate: int = 1024  # bytes per second; 0: the body must be in within the timeout
+    # A keep-alive connection with no request is closed after this long.
+    idle_timeout_seconds: float = 75.0
+    # Open connections per process, and per client address (an IPv6 client
+    # by its /64); a connection over either cap is closed at once. 0: no cap
+    # per address (behind a load balancer every connection has its address).
+    max_open: int = 4096
+    max_per_address: int = 256
 
 
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Port = 8080
     admin_host: str = "127.0.0.1"
-    admin_port: int = 9090
-    # Request bodies above this are refused with 413 before being read.
+    admin_port: Port = 9090
+    # Request bodies above this are refused with 413 before being read
+    # (compressed bodies: counted decompressed, as they are decoded).
     max_body_bytes: int = 16 * 1024 * 1024
+    # Accept request bodies compressed with gzip or deflate (Content-Encoding),
+    # decoded after the key is checked and sent on uncompressed. false: 415.
+    request_decompression: bool = False
+    connections: ConnectionsConfig = msgspec.field(default_factory=ConnectionsConfig)
     # On SIGTERM, in-flight requests get this long to finish.
-    shutdown_grace_seconds: float = 30.0
+    shutdown_grace_seconds: SecondsOrZero = 30.0
+    # On SIGTERM, first drain this long: /readyz answers 503 (load balancers
+    # take the instance out) while requests are still served; then stop
+    # accepting and give in-flight requests `shutdown_grace_seconds`.
+    drain_seconds: SecondsOrZero = 0.0
     tls: TLSConfig | None = None
     # Reload the config file when it changes, checking this often (0: only
     # on SIGHUP or POST /admin/reload).
-    watch_config_seconds: float = 0.0
+    watch_config_seconds: SecondsOrZero = 0.0
+    # Forward requests with no API key check while `host` is not loopback.
+    # Refused unless set (see `open_relay`), and warned about at every start.
+    allow_unauthenticated: bool = False
 
 
 class StoreConfig(_Strict):
@@ -130,6 +183,10 @@ class ProviderConfig(_Strict):
     # Azure OpenAI's api-version query parameter; Anthropic's default
     # anthropic-version header when the client sends none.
     api_version: str = ""
+    # format openai only: sent as OpenAI-Organization / OpenAI-Project. A
+    # client's own are never passed on (they would choose who pays).
+    organization: str = ""
+    project: str = ""
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     max_connections: int = 100
@@ -164,13 +221,13 @@ class Deployment(_Strict):
     name: str = ""
     weight: float = 1.0
     # Tier: 2 is used only while every tier-1 deployment is unavailable.
-    priority: int = 1
+    priority: AtLeastOne = 1
     region: str = ""  # defaults to the provider's region
     capacity: Capacity | None = None
     timeouts: DeploymentTimeouts | None = None
     # Relative price (e.g. USD per million tokens) for the lowest_price
     # strategy, when the pricing table does not list this deployment.
-    price: float | None = None
+    price: Amount | None = None
 
     @property
     def id(self) -> str:
@@ -257,7 +314,7 @@ def _convert(data: Any, typ: type[T], where: str, problems: list[str]) -> T | No
     try:
         return msgspec.convert(data, typ)
     except msgspec.ValidationError as e:
-        problems.append(_describe(e, where))
+        problems.append(_describe(e, where, data, typ))
         return None
 
 
@@ -266,18 +323,75 @@ def convert(data: Any, typ: type[T], where: str, problems: list[str]) -> T | Non
     return _convert(data, typ, where, problems)
 
 
-def _describe(e: msgspec.ValidationError, where: str) -> str:
+def _describe(e: msgspec.ValidationError, where: str, data: Any, typ: Any) -> str:
     text = str(e)
     m = _MSGSPEC_PATH.search(text)
     suffix = ""
     if m:
         text = text[: m.start()]
-        suffix = m.group(1)
+        suffix = _name_keys(m.group(1), data, typ)
     path = where + suffix
     if path.startswith("."):
         path = path[1:]
     text = text.replace("`", "")
     return f"{path or '(top)'}: {text[:1].lower()}{text[1:]}"
+
+
+_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
+
+
+def _name_keys(suffix: str, data: Any, typ: Any) -> str:
+    """msgspec's error path with the mapping keys it leaves out filled in:
+    ``.plans[...].key`` becomes ``.plans.free.key`` (the entry that fails)."""
+    out: list[str] = []
+    for m in _SEGMENT.finditer(suffix):
+        typ = _bare(typ)
+        field, index = m.group(1), m.group(2)
+        if field is not None:
+            out.append(m.group(0))
+            hints = type_hints(typ) if isinstance(typ, type) else {}
+            typ = hints.get(field)
+            data = data.get(field) if isinstance(data, dict) else None
+        elif index is not None:
+            out.append(m.group(0))
+            args = typing.get_args(typ)
+            typ = args[0] if args else None
+            data = data[int(index)] if isinstance(data, list) and int(index) < len(data) else None
+        else:
+            args = typing.get_args(typ)
+            typ = args[1] if len(args) == 2 else None
+            key = next(
+                (k for k, v in (data.items() if isinstance(data, dict) else ())
+                 if typ is not None and not _converts(v, typ)),
+                None,
+            )
+            if key is None:
+                return suffix  # lost the way: msgspec's own path, as is
+            out.append(f".{key}")
+            data = data[key]
+    return "".join(out)
+
+
+def _bare(typ: Any) -> Any:
+    """`typ` without Annotated and without a None alternative."""
+    while True:
+        if typing.get_origin(typ) is typing.Annotated:
+            typ = typing.get_args(typ)[0]
+            continue
+        if typing.get_origin(typ) in (typing.Union, types.UnionType):
+            rest = [a for a in typing.get_args(typ) if a is not type(None)]
+            if len(rest) == 1:
+                typ = rest[0]
+                continue
+        return typ
+
+
+def _converts(data: Any, typ: Any) -> bool:
+    try:
+        msgspec.convert(data, typ)
+    except (msgspec.ValidationError, TypeError):
+        return False
+    return True
 
 
 def _sections(raw: dict[str, Any], problems: list[str]) -> Iterator[tuple[str, Any]]:
@@ -292,6 +406,25 @@ def _is_http_url(url: str) -> bool:
     return re.fullmatch(r"https?://[^/\s:]+(:\d+)?(/\S*)?", url) is not None
 
 
+def parse_encryption_keys(text: str) -> dict[str, bytes]:
+    """``"k2:BASE64,k1:BASE64"`` → {"k2": key, "k1": key}, first is current."""
+    keys: dict[str, bytes] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key_id, sep, b64 = part.partition(":")
+        try:
+            key = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+        except (binascii.Error, ValueError):
+            key = b""
+        if not sep or not key_id or len(key) != 32:
+            raise ValueError("each encryption key must be KEY_ID:BASE64URL of 32 bytes")
+        keys[key_id] = key
+    if not keys:
+        raise ValueError("no encryption key configured")
+    return keys
+
+
 def positive(v: float) -> bool:
     """Greater than 0 and finite (NaN compares false with everything)."""
     return math.isfinite(v) and v > 0
@@ -300,6 +433,11 @@ def positive(v: float) -> bool:
 def _check(cfg: Config, problems: list[str]) -> None:
     if cfg.secrets.hash_secret and len(cfg.secrets.hash_secret) < MIN_HASH_SECRET:
         problems.append(f"secrets.hash_secret: must be at least {MIN_HASH_SECRET} characters")
+    if cfg.secrets.encryption_keys:
+        try:
+            parse_encryption_keys(cfg.secrets.encryption_keys)
+        except ValueError as e:
+            problems.append(f"secrets.encryption_keys: {e}")
     for name, p in cfg.providers.items():
         where = f"providers.{name}"
         if p.format == "demo":
@@ -312,6 +450,14 @@ def _check(cfg: Config, problems: list[str]) -> None:
                 problems.append(f"{where}.timeouts.{field}: must be greater than 0")
         if p.max_connections < 1:
             problems.append(f"{where}.max_connections: must be at least 1")
+        for field in ("organization", "project"):
+            value = getattr(p, field)
+            if not value:
+                continue
+            if p.format != "openai":
+                problems.append(f"{where}.{field}: only a provider of format openai has one")
+            elif re.fullmatch(r"[A-Za-z0-9._:-]{1,200}", value) is None:
+                problems.append(f"{where}.{field}: expected an id such as org-... or proj_...")
     seen: dict[str, str] = {}
     for public, m in cfg.models.items():
         where = f"models.{public}"
@@ -331,10 +477,39 @@ def _check(cfg: Config, problems: list[str]) -> None:
     s = cfg.server
     if s.max_body_bytes < 1024:
         problems.append("server.max_body_bytes: must be at least 1024")
+    _check_connections(s.connections, problems)
     if not cfg.store.url.startswith(("memory:", "redis://", "rediss://", "redis+")):
         problems.append(
             "store.url: expected memory://, redis://, rediss://, redis+sentinel:// or redis+cluster://"
         )
+
+
+# (field, lowest, highest): a timeout of 0 would close every connection at
+# once, and one of hours would keep a stalled client's connection for hours.
+_CONNECTION_BOUNDS: tuple[tuple[str, float, float], ...] = (
+    ("header_timeout_seconds", 0.1, 300.0),
+    ("body_timeout_seconds", 0.1, 3600.0),
+    ("body_min_rate", 0, 1 << 30),
+    ("idle_timeout_seconds", 0.1, 3600.0),
+    ("max_open", 1, 1_000_000),
+    ("max_per_address", 0, 1_000_000),
+)
+
+
+def _check_connections(c: ConnectionsConfig, problems: list[str]) -> None:
+    found = len(problems)
+    for field, low, high in _CONNECTION_BOUNDS:
+        value = getattr(c, field)
+        if not (math.isfinite(value) and low <= value <= high):
+            problems.append(
+                f"server.connections.{field}: must be from {_number(low)} to {_number(high)}"
+            )
+    if len(problems) == found and c.max_per_address > c.max_open:
+        problems.append("server.connections.max_per_address: must not exceed max_open")
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
 def parse_schema(text: str, source: str, problems: list[str]) -> Config:
@@ -344,12 +519,9 @@ def parse_schema(text: str, source: str, problems: list[str]) -> Config:
     need the providers and the plugins."""
     label = Path(source).name or source
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"line {mark.line + 1}" if mark is not None else "(top)"
-        reason = getattr(e, "problem", None) or "not valid YAML"
-        raise ConfigError([f"{label}: {at}: {reason}"]) from None
+        raw = load_yaml(text, label)
+    except YamlError as e:
+        raise ConfigError(e.problems) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

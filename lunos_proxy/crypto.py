@@ -36,7 +36,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .config import MIN_HASH_SECRET as _MIN_SECRET
-from .config import SecretsConfig
+from .config import SecretsConfig, parse_encryption_keys
 from .keys import hmac_hex
 
 __all__ = [
@@ -125,25 +125,6 @@ def _split(sealed: str) -> tuple[str, bytes]:
         return key_id, base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
         raise DecryptError("sealed value is not base64") from None
-
-
-def parse_encryption_keys(text: str) -> dict[str, bytes]:
-    """``"k2:BASE64,k1:BASE64"`` → {"k2": key, "k1": key}, first is current."""
-    keys: dict[str, bytes] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        key_id, sep, b64 = part.partition(":")
-        try:
-            key = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
-        except (binascii.Error, ValueError):
-            key = b""
-        if not sep or not key_id or len(key) != 32:
-            raise ValueError("each encryption key must be KEY_ID:BASE64URL of 32 bytes")
-        keys[key_id] = key
-    if not keys:
-        raise ValueError("no encryption key configured")
-    return keys
 
 
 def generate_encryption_key() -> str:

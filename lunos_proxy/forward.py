@@ -7,6 +7,13 @@ written to the client chunk by chunk as it arrives; observers see each chunk
 on the way. Anything that fails before the first byte reaches the client is
 raised as an `UpstreamError` (retryable by the router); after that, the
 stream is ended with an error event in the client's format.
+
+Provider output is checked where it is read, so that a broken provider ends
+in an error the client's SDK raises rather than in a decode error inside it:
+a stream is copied whole events at a time and each event's data must be a
+JSON object (or OpenAI's `[DONE]`); a plain answer must be one JSON object.
+Only the syntax is checked (msgspec skips the members), and good bytes pass
+untouched.
 """
 
 from __future__ import annotations
@@ -20,49 +27,38 @@ import msgspec
 from aiohttp import web
 
 from .config import Config, ProviderConfig, Timeouts
-from .errors import UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
+from .errors import (
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    error_response,
+)
 from .exchange import Exchange
 from .providers import ADAPTERS, Adapter
-from .sse import EVENT_BOUNDARY, EVENT_ENDS
+from .sse import EVENT_BOUNDARY, EVENT_ENDS, first_invalid_event, is_json_object
 
 __all__ = ["Forwarder", "Upstream"]
 
-# Never forwarded in either direction (RFC 9110 7.6.1), plus what we recompute.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
-# Client headers that carry the Lunos key or describe the client's hop.
-_CLIENT_ONLY = frozenset(
-    {
-        "authorization",
-        "x-api-key",
-        "api-key",
-        "cookie",
-        "accept-encoding",
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-real-ip",
-    }
-)
-_DROP_REQUEST = _HOP_BY_HOP | _CLIENT_ONLY
-# Provider response headers a client may see; the rest (the provider
-# account's rate limits, organisation ids, cookies) stay with us.
+# Client headers pass to a provider by its adapter's allow-list
+# (`Adapter.client_headers`, see providers/base.py), which leaves out
+# credentials, cookies, hop-by-hop and forwarding headers, and whatever
+# would choose the provider account that pays.
+# Provider response headers a client may see: the body's type, the
+# provider's request id (for support; the request_id plugin's own
+# x-request-id replaces OpenAI's), and its version and timing. The rest (the
+# provider account's rate limits, organisation ids, cookies) stay with us;
+# the x-ratelimit-* a client sees are ours.
 _PASS_RESPONSE = frozenset(
-    {"content-type", "cache-control", "openai-processing-ms", "openai-version", "anthropic-version"}
+    {
+        "content-type",
+        "cache-control",
+        "x-request-id",
+        "request-id",
+        "openai-processing-ms",
+        "openai-version",
+        "anthropic-version",
+    }
 )
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -108,7 +104,7 @@ def _whole_events(data: bytes) -> tuple[bytes, bytes]:
     return data[:cut], data[cut:]
 
 
-def _stream_error_event(wire: str, message: str) -> bytes:
+def _stream_error_event(wire: str, message: str, code: str) -> bytes:
     if wire == "anthropic":
         payload = msgspec.json.encode(
             {"type": "error", "error": {"type": "api_error", "message": message}}
@@ -120,7 +116,7 @@ def _stream_error_event(wire: str, message: str) -> bytes:
                 "message": message,
                 "type": "server_error",
                 "param": None,
-                "code": "upstream_error",
+                "code": code,
             }
         }
     )
@@ -156,6 +152,7 @@ class Upstream:
         self.session: aiohttp.ClientSession | None = None
         self.fixed_headers: dict[str, str] = {}
         self.default_headers: dict[str, str] = {}
+        self.client_headers = self.adapter.client_headers
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -204,9 +201,10 @@ class Forwarder:
         # Names are lower-cased (HTTP/1.1 names are case-insensitive), so a
         # plain dict does what a multidict would, faster.
         headers = upstream.default_headers.copy()
+        allowed = upstream.client_headers
         for name, value in request.headers.items():
             lower = name.lower()
-            if lower not in _DROP_REQUEST:
+            if lower in allowed:
                 headers[lower] = value
         headers.update(upstream.fixed_headers)
         return headers
@@ -313,12 +311,30 @@ class Forwarder:
             raise UpstreamUnreachable("The provider broke off its answer.") from None
         now = time.perf_counter()
         exchange.timings.first_byte = exchange.timings.last_byte = now
+        if not is_json_object(data):
+            return self._invalid_body(exchange)
         exchange.bytes_out = len(data)
         exchange.notify_chunk(data)
         exchange.notify_end(False)
         return web.Response(
             status=resp.status, body=data, headers=self._response_headers(resp, exchange)
         )
+
+    def _invalid_body(self, exchange: Exchange) -> web.Response:
+        """A 502 in the client's shape for a success whose body is not JSON.
+
+        Every endpoint answers a JSON object, so anything else is a broken
+        provider. It is answered, not raised: the provider took the request
+        (and bills it), so it is not retried elsewhere, the observers end
+        without a body (the meter bills an estimate), and the router counts
+        it against the deployment as it counts a broken stream. The bytes
+        are dropped unread.
+        """
+        exchange.status = 502
+        exchange.error_type, exchange.error_code = "provider", "upstream_invalid"
+        exchange.notify_end(True)
+        err = UpstreamError("The provider sent a malformed answer.", code="upstream_invalid")
+        return error_response(exchange.wire, err, exchange.response_headers)
 
     async def _copy_stream(
         self,
@@ -346,21 +362,48 @@ class Forwarder:
         sent = 0
         # Whole events only: the bytes after the last event boundary wait for
         # the rest of their event, so that an error event sent after a break
-        # starts on a boundary (a half event glued to it reads as neither).
+        # starts on a boundary (a half event glued to it reads as neither),
+        # and so that each event is checked whole before anyone sees it.
         held = b""
+        broken = False
         try:
             while chunk:
-                exchange.notify_chunk(chunk)
-                for f in filters:
-                    chunk = f.feed(chunk)
                 if held:
                     chunk, held = held + chunk, b""
-                if chunk and not chunk.endswith(EVENT_ENDS):
+                if not chunk.endswith(EVENT_ENDS):
                     chunk, held = _whole_events(chunk)
                 if chunk:
-                    await out.write(chunk)
-                    sent += len(chunk)
+                    # An event that is not JSON (a broken provider) would
+                    # crash the client's SDK: the events before it pass, it
+                    # and the rest do not, and the stream ends with an error.
+                    bad = first_invalid_event(chunk)
+                    if bad >= 0:
+                        chunk, broken = chunk[:bad], True
+                    if chunk:
+                        exchange.notify_chunk(chunk)
+                        for f in filters:
+                            chunk = f.feed(chunk)
+                        if chunk:
+                            await out.write(chunk)
+                            sent += len(chunk)
+                    if broken:
+                        break
                 chunk = await content.readany()
+            if held and not broken:
+                # An unfinished last event: an SDK never dispatches it, but
+                # it is checked like the others.
+                if first_invalid_event(held + b"\n\n") >= 0:
+                    broken = True
+                else:
+                    exchange.notify_chunk(held)
+                    for f in filters:
+                        held = f.feed(held)
+            if broken:
+                exchange.error_type, exchange.error_code = "provider", "upstream_invalid"
+                await self._end_with_error(
+                    out, exchange, "The provider sent a malformed event.", "upstream_invalid"
+                )
+                return out
             tail = held + b"".join(f.flush() for f in filters)
             if tail:
                 await out.write(tail)
@@ -386,10 +429,14 @@ class Forwarder:
         return out
 
     async def _end_with_error(
-        self, out: web.StreamResponse, exchange: Exchange, message: str
+        self,
+        out: web.StreamResponse,
+        exchange: Exchange,
+        message: str,
+        code: str = "upstream_error",
     ) -> None:
         try:
-            await out.write(_stream_error_event(exchange.wire, message))
+            await out.write(_stream_error_event(exchange.wire, message, code))
             await out.write_eof()
         except (ConnectionResetError, RuntimeError):
             pass

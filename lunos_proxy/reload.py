@@ -18,15 +18,15 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from .config import ConfigError
+from .config import Config, ConfigError
 from .loading import load_config
+from .open_relay import open_relay
 
 if TYPE_CHECKING:
-    from .config import Config
     from .metrics import Metrics
 
 __all__ = ["ReloadResult", "Reloader"]
@@ -38,6 +38,13 @@ log = structlog.get_logger("lunos.reload")
 class ReloadResult:
     applied: bool
     problems: list[str] = field(default_factory=list)
+
+    def answer(self, config: Config) -> dict[str, Any]:
+        """What one process reports of this reload (`config`: the one now in force)."""
+        if not self.applied:
+            return {"result": "rejected", "problems": self.problems}
+        return {"result": "applied", "providers": len(config.providers),
+                "models": len(config.models)}
 
 
 def _stamp(path: str) -> tuple[int, int] | None:
@@ -86,6 +93,12 @@ class Reloader:
             old = self.gateway.config.server
             config.server.host, config.server.port = old.host, old.port
             config.server.admin_host, config.server.admin_port = old.admin_host, old.admin_port
+            relay = open_relay(config)
+            if relay is not None and not config.server.allow_unauthenticated:
+                problems = [f"{os.path.basename(path)}: {relay} (running on {old.host})"]
+                metrics.config_reloads.labels("rejected").inc()
+                log.error("config_rejected", problem=problems[0])
+                return ReloadResult(False, problems)
             try:
                 await self.gateway.swap(config)
             except Exception as e:  # a plugin refused its settings (a missing file, ...)

@@ -20,7 +20,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-__all__ = ["EVENT_BOUNDARY", "EVENT_ENDS", "SSEEvent", "SSEParser"]
+import msgspec
+
+__all__ = [
+    "EVENT_BOUNDARY",
+    "EVENT_ENDS",
+    "SSEEvent",
+    "SSEParser",
+    "first_invalid_event",
+    "is_json_object",
+]
 
 # The blank line that ends an event, as providers send it.
 EVENT_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -101,3 +110,58 @@ class SSEParser:
         elif name == b"id" and b"\0" not in value:
             self._id = value.decode("utf-8", "replace")
         return None
+
+
+class _AnyObject(msgspec.Struct):
+    """No fields: decoding skips every member, checking only the syntax."""
+
+
+_check_object = msgspec.json.Decoder(_AnyObject).decode
+
+
+def is_json_object(data: bytes) -> bool:
+    """Whether `data` is one JSON object (its members are skipped, not built)."""
+    try:
+        _check_object(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return True
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """The data lines of one event (no blank line in it), joined; None without any."""
+    if event[:6] == b"data: " and b"\n" not in event and b"\r" not in event:
+        return event[6:]  # the usual event: one data line
+    data: list[bytes] = []
+    for line in event.splitlines():
+        name, _, value = line.partition(b":")
+        if name == b"data":
+            data.append(value[1:] if value[:1] == b" " else value)
+    return b"\n".join(data) if data else None
+
+
+def first_invalid_event(events: bytes) -> int:
+    """Where the first event in `events` whose data is not a JSON object
+    starts, or -1 when every one is.
+
+    `events` holds whole events (it ends on an event boundary). Both wire
+    formats send a JSON object in every event, except OpenAI's closing
+    ``[DONE]``; an event without data lines (a comment, a keep-alive) is
+    never dispatched to a client and is not checked. Only the syntax is
+    checked: the decoder skips every member without building it.
+    """
+    if b"\r" in events:
+        bounds = [(m.start(), m.end()) for m in EVENT_BOUNDARY.finditer(events)]
+    else:  # the usual stream: found without the regex
+        bounds = []
+        end = events.find(b"\n\n")
+        while end != -1:
+            bounds.append((end, end + 2))
+            end = events.find(b"\n\n", end + 2)
+    start = 0
+    for end, after in bounds:
+        data = _data_of(events[start:end])
+        if data is not None and data != b"[DONE]" and not is_json_object(data):
+            return start
+        start = after
+    return -1

@@ -28,10 +28,12 @@ from .plugin import ViewKey
 
 __all__ = [
     "ADDRESS_GUARD",
+    "BANS",
     "METER",
     "PRICES",
     "ROUTING",
     "AddressGuard",
+    "Bans",
     "BudgetLimit",
     "Budgets",
     "MeterView",
@@ -105,6 +107,9 @@ class Budgets(Protocol):
     def has_key_rule(self, key_id: str) -> bool:
         """Whether the key has a budget of its own."""
 
+    def seconds_left(self, at: float, period: str) -> int:
+        """Seconds from `at` to the end of the day ("d") or month ("m") it is in."""
+
     def limits(
         self,
         account_id: str,
@@ -132,6 +137,19 @@ class MeterView(Protocol):
 
     @property
     def budgets(self) -> Budgets | None: ...  # None: no budgets configured
+    @property
+    def alerts_webhook(self) -> bool: ...  # budget alerts go to the operator's webhook
+
+
+class Bans(Protocol):
+    """Auth-failure bans, as the admin API lists and lifts them (the abuse plugin)."""
+
+    async def current(self) -> list[tuple[str, float]]:
+        """(address or IPv6 /64, seconds left) of every ban in force."""
+
+    async def lift(self, address: str) -> bool:
+        """Lift the ban on `address` (its /64 for IPv6) on every instance;
+        True if one was in force. Raises StoreError if the store is down."""
 
 
 class RoutingView(Protocol):
@@ -146,3 +164,4 @@ ADDRESS_GUARD: ViewKey[AddressGuard] = ViewKey("address_guard")
 PRICES: ViewKey[PriceBook] = ViewKey("prices")
 METER: ViewKey[MeterView] = ViewKey("meter")
 ROUTING: ViewKey[RoutingView] = ViewKey("routing")
+BANS: ViewKey[Bans] = ViewKey("bans")

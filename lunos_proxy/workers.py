@@ -8,6 +8,11 @@ over them. Every worker writes its metric values to memory-mapped files in
 that directory, and /metrics, whichever worker answers it, aggregates the
 files of all workers (see `lunos_proxy.metrics`).
 
+Each worker has an id (0 .. N-1, ``LUNOS_WORKER_ID``) that its log lines
+carry as ``worker``, and shares a control directory with the others
+(``LUNOS_WORKER_CONTROL``) through which ``POST /admin/reload`` reaches
+every worker (see `lunos_proxy.worker_control`).
+
 The parent serves nothing itself. It passes SIGTERM, SIGINT and SIGHUP on
 to every worker, marks an exited worker's live gauges dead, and removes the
 metric files when the last worker is gone. If a worker dies on its own the
@@ -29,6 +34,7 @@ import structlog
 from prometheus_client import multiprocess
 
 from .metrics import MULTIPROC_ENV
+from .worker_control import CONTROL_ENV, WORKER_ENV
 
 __all__ = ["prepare_metrics_dir", "run_workers"]
 
@@ -55,6 +61,8 @@ def _clean(directory: str) -> None:
 def run_workers(count: int, serve_one: Callable[[], int]) -> int:
     """Fork `count` workers, each running `serve_one()`; return the exit code."""
     directory, made = prepare_metrics_dir()
+    control = tempfile.mkdtemp(prefix="lunos-workers-")
+    os.environ[CONTROL_ENV] = f"{control}:{count}:{os.getpid()}"
     children: set[int] = set()
     stopping = False
 
@@ -68,11 +76,13 @@ def run_workers(count: int, serve_one: Callable[[], int]) -> int:
             except ProcessLookupError:
                 pass
 
-    for _ in range(count):
+    for worker in range(count):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                os.environ[WORKER_ENV] = str(worker)
+                structlog.contextvars.bind_contextvars(worker=worker)
                 code = serve_one()
             finally:
                 os._exit(code)
@@ -95,6 +105,7 @@ def run_workers(count: int, serve_one: Callable[[], int]) -> int:
             log.error("worker_exited", pid=pid, exit_code=exit_code)
             code = 1
             forward(signal.SIGTERM, None)
+    shutil.rmtree(control, ignore_errors=True)
     if made:
         shutil.rmtree(directory, ignore_errors=True)
     else:

@@ -50,6 +50,7 @@ ERROR_CODES: dict[str, frozenset[str]] = {
             "model_not_found",
             "not_found",
             "request_too_large",
+            "unsupported_content_encoding",
             "client_disconnected",
             "other",
         }
@@ -71,6 +72,7 @@ ERROR_CODES: dict[str, frozenset[str]] = {
             "upstream_error",
             "stream_stalled",
             "stream_broken",
+            "upstream_invalid",
             "all_deployments_down",
             "other",
         }

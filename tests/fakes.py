@@ -17,6 +17,8 @@ from typing import Any
 from aiohttp import web
 
 CHUNKS = ["Hel", "lo", ", ", "wor", "ld", "!"]
+# What a broken provider sends where JSON belongs (a canary for the logs too).
+GARBLED = b'{"id": "upstream-garbled-canary", "choices": [{"delta": {"content": "Hel'  # cut off
 PROMPT_TOKENS = 11
 COMPLETION_TOKENS = len(CHUNKS)
 
@@ -51,6 +53,8 @@ class Behaviour:
     report_usage: bool = True  # False: a provider that never reports usage
     vary_usage: bool = False  # prompt tokens depend on the request body (ledger sums)
     cached_tokens: int = 0  # reported as cached input (OpenAI) / cache reads (Anthropic)
+    garble_event: int | None = None  # stream: event N's data is GARBLED, the rest follow
+    garble_body: bool = False  # a 200 JSON answer whose body is GARBLED
 
 
 class FakeProvider:
@@ -108,6 +112,8 @@ class FakeProvider:
         anthropic = request.path.endswith("/messages")
         if payload.get("stream"):
             return await self.stream(request, payload, anthropic)
+        if b.garble_body:
+            return web.Response(body=GARBLED, content_type="application/json", headers=b.headers)
         return web.json_response(self.answer(request.path, payload), headers=b.headers)
 
     def prompt_tokens(self, payload: dict[str, Any]) -> int:
@@ -230,6 +236,9 @@ class FakeProvider:
         await resp.prepare(request)
         try:
             for i, event in enumerate(self.events(payload, anthropic)):
+                if i == b.garble_event:
+                    name = event.split(b"\n")[0] + b"\n" if anthropic else b""
+                    event = name + b"data: " + GARBLED + b"\n\n"
                 if b.cut_after is not None and i == b.cut_after:
                     if b.cut_mid_event:
                         await resp.write(event[: len(event) // 2])

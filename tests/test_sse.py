@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from lunos_proxy.sse import SSEParser
+from lunos_proxy.sse import SSEParser, first_invalid_event, is_json_object
 
 STREAM = (
     b": keep-alive comment\n\n"
@@ -66,3 +66,24 @@ def test_very_large_event_in_small_chunks_is_one_event() -> None:
 
 def test_unfinished_event_is_not_dispatched() -> None:
     assert parse([b"data: half"]) == []
+
+
+def test_events_whose_data_is_a_json_object_or_done_are_valid() -> None:
+    events = (
+        b": keep-alive\n\n"
+        b"event: ping\n\n"  # no data: never dispatched, not checked
+        b"event: message_start\ndata: {\"a\": [1, {\"b\": null}]}\n\n"
+        b"data: {\"a\":\ndata: 1}\n\n"  # data lines join with a newline
+        b"data:{}\r\n\r\n"
+        b"data: [DONE]\n\n"
+    )
+    assert first_invalid_event(events) == -1
+
+
+def test_the_first_event_that_is_not_a_json_object_is_found_where_it_starts() -> None:
+    good = b"data: {\"x\": 1}\n\n"
+    for bad in (b"data: {\"x\": \n\n", b"data: <html>\n\n", b"data: [1]\n\n", b"data:\n\n",
+                b"event: e\ndata: {} trailing\n\n"):
+        assert first_invalid_event(good + bad + good) == len(good), bad
+        assert first_invalid_event(good.replace(b"\n", b"\r\n") + bad.replace(b"\n", b"\r\n")) == len(good) + 2
+    assert not is_json_object(b"") and is_json_object(b" {} ")

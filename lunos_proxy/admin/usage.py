@@ -38,7 +38,7 @@ from .auth import GATEWAY, admin_error, audit_about, read_body, requires, send
 if TYPE_CHECKING:
     from ..host import Host
 
-__all__ = ["setup"]
+__all__ = ["meter_view", "setup"]
 
 _COUNTERS = ("requests", "input_tokens", "output_tokens", "cached_input_tokens", "cost_micros")
 
@@ -54,6 +54,7 @@ class _Unmetered:
     currency = "USD"
     timezone = "UTC"
     budgets: Budgets | None = None
+    alerts_webhook = False
 
     def day(self, at: float) -> str:
         return time.strftime("%Y-%m-%d", time.gmtime(at))
@@ -62,7 +63,7 @@ class _Unmetered:
         return self.day(at)[:7]
 
 
-def _meter(gateway: Host) -> MeterView:
+def meter_view(gateway: Host) -> MeterView:
     """The running meter's view (currency, billing calendar), or the defaults."""
     view = gateway.views.get(METER)
     return _Unmetered() if view is None else view
@@ -121,7 +122,7 @@ def setup(app: web.Application, gateway: Host) -> None:
     async def show_usage(request: web.Request) -> web.Response:
         gw = request.app[GATEWAY]
         account_id = request.match_info["account_id"]
-        meter = _meter(gw)
+        meter = meter_view(gw)
         first, last = _range(request, meter)
         by = request.query.get("by", "model")
         if by not in ("model", "key"):
@@ -142,7 +143,7 @@ def setup(app: web.Application, gateway: Host) -> None:
     async def show_events(request: web.Request) -> web.Response:
         gw = request.app[GATEWAY]
         account_id = request.match_info["account_id"]
-        first, last = _range(request, _meter(gw))
+        first, last = _range(request, meter_view(gw))
         events = [
             msgspec.structs.asdict(e) for e in await gw.store.usage_events(account_id, first, last)
         ]
@@ -153,7 +154,7 @@ def setup(app: web.Application, gateway: Host) -> None:
     async def show_balance(request: web.Request) -> web.Response:
         gw = request.app[GATEWAY]
         account_id = request.match_info["account_id"]
-        meter = _meter(gw)
+        meter = meter_view(gw)
         now = time.time()
         day, month = meter.day(now), meter.month(now)
         d, m, total, credit = await gw.store.spend(

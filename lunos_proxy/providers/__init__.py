@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .anthropic import AnthropicAdapter
 from .azure import AzureAdapter
-from .base import Adapter
+from .base import ANTHROPIC_HEADERS, OPENAI_HEADERS, Adapter
 from .openai import OpenAIAdapter
 
 
@@ -12,6 +12,7 @@ class DemoAdapter(Adapter):
     """The built-in demo provider speaks both formats on one loopback port."""
 
     wires = frozenset({"openai", "anthropic"})
+    client_headers = OPENAI_HEADERS | ANTHROPIC_HEADERS
 
 
 ADAPTERS: dict[str, type[Adapter]] = {

@@ -254,6 +254,14 @@ class Verdict(msgspec.Struct, array_like=True, gc=False):
     slots: list[SlotState] = msgspec.field(default_factory=list)  # one per Slot, in order
 
 
+class BanEntry(msgspec.Struct, frozen=True):
+    """A ban in force: `subject` under `tag`, for `seconds_left` more seconds."""
+
+    tag: str
+    subject: str
+    seconds_left: float
+
+
 class Store(abc.ABC):
     """Operations, each one round trip on a networked backend."""
 
@@ -345,6 +353,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def ban(self, tag: str, subject: str, seconds: float) -> None:
         """Ban `subject` for `seconds` (extending, never shortening, a ban)."""
+
+    @abc.abstractmethod
+    async def bans(self, tag_prefix: str) -> list[BanEntry]:
+        """Every ban in force under a tag that starts with `tag_prefix` (an
+        operator's listing: it may walk the keyspace, never on the hot path)."""
+
+    @abc.abstractmethod
+    async def lift_ban(self, tag: str, subject: str, counters: Sequence[str] = ()) -> bool:
+        """End `subject`'s ban under `tag`, forget its offences (the next ban is
+        a first one again) and empty the tag's `counters` (by `Limit.key`), in
+        one step. True if a ban was in force."""
 
     # -- keys -----------------------------------------------------------------
     @abc.abstractmethod

@@ -13,7 +13,6 @@ change, and on `close`. Limit counters and bans live only in memory.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections import defaultdict, deque
@@ -21,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import msgspec
+import structlog
 
 from . import gcra
 from .base import (
@@ -29,6 +29,7 @@ from .base import (
     AccountRecord,
     AdminTokenRecord,
     AuditRecord,
+    BanEntry,
     BillingRecord,
     KeyRecord,
     Limit,
@@ -52,7 +53,7 @@ from .memory_file import (
 
 __all__ = ["MemoryStore"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("lunos.store")
 
 _R = TypeVar("_R", KeyRecord, AccountRecord, BillingRecord, AdminTokenRecord, AuditRecord)
 _Callback = Callable[[str], Awaitable[None]]
@@ -218,6 +219,21 @@ class MemoryStore(Store):
         until = self._clock() + seconds
         if until > self._bans.get((tag, subject), 0.0):
             self._bans[(tag, subject)] = until
+
+    async def bans(self, tag_prefix: str) -> list[BanEntry]:
+        now = self._clock()
+        return [
+            BanEntry(tag, subject, until - now)
+            for (tag, subject), until in sorted(self._bans.items())
+            if tag.startswith(tag_prefix) and until > now
+        ]
+
+    async def lift_ban(self, tag: str, subject: str, counters: Sequence[str] = ()) -> bool:
+        until = self._bans.pop((tag, subject), 0.0)
+        self._offences.pop((tag, subject), None)
+        for key in counters:
+            self._counters.pop((tag, key), None)
+        return until > self._clock()
 
     async def offend(
         self, tag: str, subject: str, first: float, longest: float, memory: float
@@ -531,7 +547,7 @@ class MemoryStore(Store):
                 await callback(message)
             except Exception:
                 # One bad subscriber must not stop the others hearing of a revocation.
-                log.exception("store subscriber for %r failed", channel)
+                log.exception("store_subscriber_failed", channel=channel)
 
     async def subscribe(self, channel: str, callback: Callable[[str], Awaitable[None]]) -> None:
         self._channels[channel].append(callback)
@@ -563,7 +579,7 @@ class MemoryStore(Store):
             await self._save()
         except Exception:
             # Kept dirty: the next change or `close` tries again.
-            log.exception("writing the store file failed")
+            log.exception("store_file_write_failed")
 
     async def _save(self) -> None:
         path = self._path

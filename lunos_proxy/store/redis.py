@@ -11,8 +11,8 @@ over) gets the source once with EVAL. The keys one script touches share a
 `{hash tag}`, so each runs on one Cluster node:
 
     lunos:{<tag>}:limits               hash <key> -> counter (level, stamp)   hit, settle, adjust
-    lunos:{<tag>}:ban:<subject>        "1", expiring with the ban   ban, hit, offend
-    lunos:{<tag>}:offences:<subject>   offence count                 offend
+    lunos:{<tag>}:ban:<subject>        "1", expiring with the ban   ban, hit, offend, lift_ban
+    lunos:{<tag>}:offences:<subject>   offence count                 offend, lift_ban
     lunos:{<tag>}:slots:<key>          sorted set lease -> expiry    hit, settle, renew
     lunos:{keys}:hash:<hash>           KeyRecord JSON (the hot path: one GET)
     lunos:{keys}:id:<id>               KeyRecord JSON
@@ -49,6 +49,7 @@ import asyncio
 import functools
 import hashlib
 import importlib.resources
+import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -65,6 +66,7 @@ from .base import (
     AccountRecord,
     AdminTokenRecord,
     AuditRecord,
+    BanEntry,
     BillingRecord,
     KeyRecord,
     Limit,
@@ -94,6 +96,7 @@ _SCRIPTS = {
     "renew": ("gcra",),
     "offend": (),
     "ban": (),
+    "lift_ban": (),
     "put_key": (),
     "delete_key": (),
     "keys_of": (),
@@ -124,6 +127,11 @@ _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 _BATCH = 1000  # ledger lines per RPUSH; Lua's unpack() has a bounded stack
 # Writes that take a `once` id run as "<name>_once": once.lua, then the script.
 _ONCE_ABLE = ("usage_add", "billing_add", "spend_add", "events_add")
+
+
+def _glob(text: str) -> str:
+    """`text` matched literally by a SCAN pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 class _Ledger(msgspec.Struct, kw_only=True):
@@ -578,6 +586,30 @@ class RedisStore(Store):
     async def ban(self, tag: str, subject: str, seconds: float) -> None:
         key = f"{self._tagged(tag)}ban:{subject}"
         await self._run("ban", [key], [round(seconds * 1000)])
+
+    async def bans(self, tag_prefix: str) -> list[BanEntry]:
+        prefix = self.options.prefix
+        pattern = f"{_glob(prefix)}{{{_glob(tag_prefix)}*}}:ban:*"
+        shape = re.compile(re.escape(prefix) + r"\{(?P<tag>[^}]*)\}:ban:(?P<subject>.*)", re.S)
+
+        async def walk() -> list[BanEntry]:
+            found: list[BanEntry] = []
+            # SCAN on every master of a Cluster (redis-py walks them in turn).
+            async for raw in self._client.scan_iter(match=pattern, count=1000):
+                key = raw.decode() if isinstance(raw, bytes) else str(raw)
+                m = shape.fullmatch(key)
+                ms = await self._client.pttl(key)
+                if m is not None and ms > 0:
+                    found.append(BanEntry(m["tag"], m["subject"], ms / 1000))
+            return sorted(found, key=lambda b: (b.tag, b.subject))
+
+        return await self._do(walk)
+
+    async def lift_ban(self, tag: str, subject: str, counters: Sequence[str] = ()) -> bool:
+        base = self._tagged(tag)
+        keys = [f"{base}ban:{subject}", f"{base}offences:{subject}", f"{base}limits"]
+        lifted: int = await self._run("lift_ban", keys, list(counters))
+        return lifted > 0
 
     # -- keys -----------------------------------------------------------------
     async def key_by_hash(self, key_hash: str) -> KeyRecord | None:

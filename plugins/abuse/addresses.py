@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-__all__ = ["AddressRules", "Networks", "client_address"]
+from lunos_proxy.addresses import subject
+
+__all__ = ["AddressRules", "Networks", "client_address", "subject"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -69,18 +71,3 @@ def client_address(peer: str, forwarded_for: str | None, trusted: Networks) -> s
             except ValueError:
                 return peer  # a garbled header: fall back to what we saw
     return hops[0] or peer
-
-
-def subject(address: str) -> str:
-    """What address limits and bans count: the address itself, but for IPv6 its
-    /64 (one subscriber's usual allocation: one client could otherwise rotate
-    through 2**64 addresses); an IPv4-mapped IPv6 address is its IPv4."""
-    if ":" not in address:
-        return address  # IPv4 (or not an address at all): as it is
-    try:
-        ip = ipaddress.IPv6Address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    if ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ipaddress.IPv6Network((ip, 64), strict=False))

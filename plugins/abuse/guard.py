@@ -7,42 +7,63 @@ local table, so checking an address on the hot path costs no round trip.
 An instance that missed a publish (it started later, or its subscription
 was reconnecting) still refuses the address at its next auth failure,
 which reads the ban from the store.
+
+An operator lifts a ban with `lift_ban` (``DELETE /admin/bans/{address}``):
+the ban, its offence count and the address's auth-failure counter go from
+the store in one script, and ``lift <subject>`` on the same channel drops it
+from every instance's table (and local limiter) as soon as it is heard.
+`current_bans` lists the bans in force from the store.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 import weakref
 from collections.abc import Callable
 
 import msgspec
+import structlog
 from aiohttp import web
 
+from lunos_proxy.bounds import Count, Seconds
 from lunos_proxy.errors import Forbidden, GatewayError, RateLimited
 from lunos_proxy.exchange import exchange_of
 from lunos_proxy.metrics import Metrics
 from lunos_proxy.store import Limit, Store, StoreError
 
 from .addresses import AddressRules, Networks, client_address, subject
-from .failover import Failover
+from .failover import Failover, local_store
 
-__all__ = ["AddressGuardImpl", "AuthFailureRules", "BanTable", "ban_table", "refuse", "too_many"]
+__all__ = [
+    "AddressGuardImpl",
+    "AuthFailureRules",
+    "BanTable",
+    "StoreBans",
+    "ban_table",
+    "current_bans",
+    "lift_ban",
+    "refuse",
+    "too_many",
+]
 
-log = logging.getLogger("lunos.abuse")
+log = structlog.get_logger("lunos.abuse")
 
 CHANNEL = "abuse:bans"
+_LIFT = "lift"  # "lift <subject>" on CHANNEL; a ban is "<seconds> <subject>"
+_TAG = "addr:"  # bans and auth-failure counts live under the tag "addr:<subject>"
+_BAN = "ban"  # the ban's subject under that tag
+_COUNTER = "authfail"  # the auth-failure counter's Limit.key
 _ADDR = "abuse.addr"  # exchange.extra: the resolved client address
 _CHECKED = "abuse.checked"
 
 
 class AuthFailureRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    limit: int = 10  # failures per window allowed before a ban
-    window: float = 300.0
-    ban_seconds: float = 60.0  # the first ban; doubled for each repeat offence
-    longest_ban_seconds: float = 86_400.0
-    memory_seconds: float = 86_400.0  # offences are forgotten this long after the last
+    limit: Count = 10  # failures per window allowed before a ban
+    window: Seconds = 300.0
+    ban_seconds: Seconds = 60.0  # the first ban; doubled for each repeat offence
+    longest_ban_seconds: Seconds = 86_400.0
+    memory_seconds: Seconds = 86_400.0  # offences are forgotten this long after the last
     shadow: bool = False
 
 
@@ -72,10 +93,12 @@ class BanTable:
         self._until: dict[str, float] = {}
         self._clock = clock
         self.listening = False
+        self._store: Store | None = None
 
     async def listen(self, store: Store) -> None:
-        """Hear bans published by every instance (once per table)."""
+        """Hear bans (and lifts) published by every instance (once per table)."""
         if not self.listening:
+            self._store = store
             await store.subscribe(CHANNEL, self.heard)
             self.listening = True
 
@@ -97,12 +120,21 @@ class BanTable:
         if until > self._until.get(banned, 0.0):
             self._until[banned] = until
 
+    def lift(self, address: str) -> None:
+        self._until.pop(subject(address), None)
+
     async def heard(self, message: str) -> None:
         seconds, _, address = message.partition(" ")
+        if seconds == _LIFT:
+            self.lift(address)
+            local = None if self._store is None else local_store(self._store)
+            if local is not None:  # what it counted while the store was down
+                await local.lift_ban(_TAG + subject(address), _BAN, [_COUNTER])
+            return
         try:
             self.add(address, float(seconds))
         except ValueError:
-            log.warning("malformed ban message ignored", extra={"event": "ban_message_bad"})
+            log.warning("ban_message_bad")
 
 
 _tables: weakref.WeakKeyDictionary[Store, BanTable] = weakref.WeakKeyDictionary()
@@ -114,6 +146,35 @@ def ban_table(store: Store) -> BanTable:
     if table is None:
         table = _tables[store] = BanTable()
     return table
+
+
+async def current_bans(store: Store) -> list[tuple[str, float]]:
+    """(subject, seconds left) of every auth-failure ban in force, from the store."""
+    return [(b.tag[len(_TAG):], b.seconds_left)
+            for b in await store.bans(_TAG) if b.subject == _BAN]
+
+
+async def lift_ban(store: Store, address: str) -> bool:
+    """Lift `address`'s ban (its subject's: an IPv6 client's /64) on every
+    instance; True if the store held one. Raises StoreError if it is down."""
+    counted = subject(address)
+    lifted = await store.lift_ban(_TAG + counted, _BAN, [_COUNTER])
+    await store.publish(CHANNEL, f"{_LIFT} {counted}")
+    ban_table(store).lift(counted)  # here at once; the others as they hear it
+    return lifted
+
+
+class StoreBans:
+    """`lunos_proxy.views.Bans` over the store, published by the abuse plugin."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def current(self) -> list[tuple[str, float]]:
+        return await current_bans(self.store)
+
+    async def lift(self, address: str) -> bool:
+        return await lift_ban(self.store, address)
 
 
 class AddressGuardImpl:
@@ -164,9 +225,9 @@ class AddressGuardImpl:
     async def auth_failed(self, request: web.Request) -> None:
         addr = self.address(request)
         counted = subject(addr)  # an IPv6 client's /64
-        rules, tag = self.failures, f"addr:{counted}"
-        limit = Limit("authfail", rules.limit, rules.window, 1, rules.shadow)
-        verdict, backend = await self.failover.hit(tag, [limit], ["ban"], (), "")
+        rules, tag = self.failures, _TAG + counted
+        limit = Limit(_COUNTER, rules.limit, rules.window, 1, rules.shadow)
+        verdict, backend = await self.failover.hit(tag, [limit], [_BAN], (), "")
         if verdict.banned > 0:
             self.bans.add(counted, verdict.banned)
             err = too_many("Too many failed authentication attempts; try again later.",
@@ -180,16 +241,13 @@ class AddressGuardImpl:
             return
         args = (rules.ban_seconds, rules.longest_ban_seconds, rules.memory_seconds)
         try:
-            seconds = await backend.offend(tag, "ban", *args)
+            seconds = await backend.offend(tag, _BAN, *args)
             await backend.publish(CHANNEL, f"{seconds!r} {counted}")
         except StoreError:
             seconds = rules.ban_seconds  # the store went away just now: ban here at least
         self.bans.add(counted, seconds)
         self.metrics.abuse_bans.inc()
-        log.warning(
-            "address banned after repeated auth failures",
-            extra={"event": "address_banned", "client_addr": addr, "seconds": seconds},
-        )
+        log.warning("address_banned", client_addr=addr, banned=counted, seconds=seconds)
         refuse(self.metrics, "auth_failures",
                too_many("Too many failed authentication attempts; try again later.", seconds),
                False, request)

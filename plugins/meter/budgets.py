@@ -34,6 +34,7 @@ from decimal import Decimal
 
 import msgspec
 
+from lunos_proxy.bounds import SecondsOrZero
 from lunos_proxy.errors import QuotaExceeded, ServiceUnavailable
 from lunos_proxy.money import to_micros
 from lunos_proxy.store.base import Store, StoreError
@@ -57,7 +58,7 @@ class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     accounts: dict[str, BudgetRule] = msgspec.field(default_factory=dict)
     keys: dict[str, BudgetRule] = msgspec.field(default_factory=dict)
     prepaid: list[str] = msgspec.field(default_factory=list)
-    refresh_seconds: float = 1.0
+    refresh_seconds: SecondsOrZero = 1.0  # 0: read the shared spend every time
 
     def __post_init__(self) -> None:
         try:
@@ -132,6 +133,9 @@ class Rules:
 
     def has_key_rule(self, key_id: str) -> bool:
         return key_id in self.settings.keys
+
+    def seconds_left(self, at: float, period: str) -> int:
+        return self.calendar.seconds_left(at, period)
 
     def limits(
         self,

@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lunos_proxy.exchange import Usage
 from lunos_proxy.money import to_micros
+from lunos_proxy.yaml_strict import YamlError, load_yaml
 
 __all__ = ["Price", "PriceTable", "PricingError", "TablePrices", "load_pricing"]
 
@@ -174,9 +173,9 @@ def load_pricing(path: str | Path) -> PriceTable:
     except OSError as e:
         raise PricingError([f"{p.name}: (file): cannot read: {e.strerror}"]) from None
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise PricingError([f"{p.name}: (file): not valid YAML"]) from None
+        raw = load_yaml(text, p.name)
+    except YamlError as e:
+        raise PricingError(e.problems) from None
     return parse_pricing(raw, p.name)
 
 

@@ -369,3 +369,22 @@ async def test_smoke_ping_key_and_hit(any_backend: Backend):
         True,
         False,
     ]
+
+
+async def test_bans_are_listed_and_lifted_with_their_offences_and_counters(backend: Backend):
+    s, tag = backend.store, backend.tag
+    other = f"{tag}-other"
+    await s.offend(tag, "ip:c", 10, 100, 3600)
+    await s.offend(tag, "ip:c", 10, 100, 3600)  # a second offence: 20 s
+    await s.ban(other, "ip:d", 30)
+    assert (await s.hit(tag, [Limit("authfail", 1, 60)])).allowed  # now full
+    listed = await s.bans(tag)
+    assert [(b.tag, b.subject) for b in listed] == [(tag, "ip:c"), (other, "ip:d")]
+    assert listed[0].seconds_left == approx(20.0, backend)
+    assert await s.bans(f"{tag}-none") == []
+    assert await s.lift_ban(tag, "ip:c", ["authfail"])
+    assert [(b.tag, b.subject) for b in await s.bans(tag)] == [(other, "ip:d")]
+    assert (await s.hit(tag, [], bans=["ip:c"])).allowed
+    assert (await s.hit(tag, [Limit("authfail", 1, 60)])).allowed  # emptied
+    assert await s.offend(tag, "ip:c", 10, 100, 3600) == 10  # a first offence again
+    assert not await s.lift_ban(tag, "ip:none")

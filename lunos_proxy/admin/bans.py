@@ -1,0 +1,91 @@
+"""Auth-failure bans: list them, lift one.
+
+    GET    /admin/bans            read      {"bans": [{"address", "reason", "expires",
+                                                          "seconds_left"}]}
+    DELETE /admin/bans/{address}  operator  {"address", "lifted": true}
+                                            404 if none was in force (counts cleared all the same)
+
+A ban covers an address (IPv4), or an IPv6 client's /64, which is listed as
+the network (``2001:db8:1:2::/64``); lifting takes that form or any IPv6
+address inside it. A lift removes the ban, its offence count (the next ban
+is a first one again) and the address's auth-failure count, and is
+published to every instance, whose local ban table drops it at once
+(`plugins/abuse/guard.py`). Bans are the abuse plugin's (it publishes
+`lunos_proxy.views.BANS`); without it in the pipeline both routes answer
+409 saying so. Nothing else about the address is kept or
+shown: no key, no request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..addresses import subject
+from ..views import BANS, Bans
+from .auth import GATEWAY, admin_error, audit_about, requires, send
+
+if TYPE_CHECKING:
+    from ..host import Host
+
+__all__ = ["parse_address"]
+
+_REASON = "auth_failures"
+_ADDRESS_CHARS = re.compile(r"[0-9A-Fa-f:./]+")
+
+
+def parse_address(text: str) -> str:
+    """The ban subject `text` names: an IPv4 or IPv6 address, or an IPv6 /64
+    network; anything else is a 400 (which never repeats the text)."""
+    if len(text) <= 64 and _ADDRESS_CHARS.fullmatch(text):  # no zone ids, no spaces
+        try:
+            if "/" in text:
+                network = ipaddress.IPv6Network(text, strict=True)
+                if network.prefixlen == 64:
+                    return str(network)
+            else:
+                return subject(str(ipaddress.ip_address(text)))
+        except ValueError:
+            pass
+    raise admin_error(
+        400, "the address in the path is not an IPv4 or IPv6 address, or an IPv6 /64 network"
+    )
+
+
+def _bans(request: web.Request) -> Bans:
+    bans = request.app[GATEWAY].views.get(BANS)
+    if bans is None:
+        raise admin_error(409, "bans are the abuse plugin's, and it is not in the pipeline")
+    return bans
+
+
+@requires("read", "bans.list")
+async def list_bans(request: web.Request) -> web.Response:
+    bans = _bans(request)
+    now = time.time()
+    return send({
+        "bans": [
+            {"address": address, "reason": _REASON, "expires": round(now + left, 3),
+             "seconds_left": round(left, 3)}
+            for address, left in await bans.current()
+        ]
+    })
+
+
+@requires("operator", "bans.lift")
+async def lift(request: web.Request) -> web.Response:
+    address = parse_address(request.match_info["address"])
+    audit_about(request, target=address)
+    if not await _bans(request).lift(address):
+        raise admin_error(404, "no ban is in force for this address")
+    return send({"address": address, "lifted": True})
+
+
+def setup(app: web.Application, gateway: Host) -> None:
+    app.router.add_get("/admin/bans", list_bans)
+    # An IPv6 /64 carries a slash: the pattern admits it, parse_address checks it.
+    app.router.add_delete("/admin/bans/{address:[^{}]+}", lift)
