@@ -13,9 +13,9 @@ from lunos_proxy.logs import LIBRARY_EVENT
 from tests.auth_support import STATIC_KEY, auth_config
 from tests.conftest import GatewayFactory
 from tests.fakes import FakeProvider
+from tests.logcapture import Captured
 from tests.plugins.abuse.fakes import abuse_fakes  # noqa: F401 - fixture
 from tests.plugins.abuse.helpers import abuse_config, eventually_async, plan, post
-from tests.logcapture import Captured
 from tests.redis_servers import RedisServer
 
 
