@@ -1,9 +1,14 @@
-"""Metric definitions and the /metrics handler: the one place metrics are defined.
+"""Request-level metrics, the registry plugins add theirs to, and /metrics.
 
-One module past 400 lines on purpose: every name, label set and bucket list
-in one file is what deploy/alerts, deploy/grafana and their tests are
-checked against; the store timing (`instrument_store`, `StoreHealth`) and
-the loop timer (`LoopLag`) are here because they exist only to feed them.
+A plugin declares its own metrics in its package (plugins/router/metrics.py,
+plugins/abuse/metrics.py, plugins/meter/metrics.py) and registers them once
+per process through `Metrics.add`; this module keeps what every request
+has (requests, durations, tokens, cost, limit refusals), the store's and
+the event loop's. One module past 400 lines on purpose: these names, label
+sets and bucket lists are what deploy/alerts, deploy/grafana and their
+tests are checked against; the store timing (`instrument_store`,
+`StoreHealth`) and the loop timer (`LoopLag`) are here because they exist
+only to feed them.
 
 Labels are bounded by config: public model names, provider and deployment
 names, plugin names, store operations, a status class, an error class from
@@ -45,7 +50,7 @@ import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import prometheus_client
 from aiohttp import web
@@ -70,6 +75,9 @@ __all__ = [
     "LIMIT_SCOPES",
     "MULTIPROC_ENV",
     "TTFT_BUCKETS",
+    "Counter",
+    "Gauge",
+    "Histogram",
     "LoopLag",
     "Metrics",
     "StoreHealth",
@@ -77,6 +85,7 @@ __all__ = [
 ]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+M = TypeVar("M")
 
 DURATION_BUCKETS = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
@@ -112,12 +121,7 @@ TOKEN_TYPES = ("input", "output", "cached_input", "cache_creation", "reasoning")
 REQUEST_CLASSES = (
     ("2xx", "none"), ("4xx", "caller"), ("4xx", "policy"), ("5xx", "provider"), ("5xx", "gateway"),
 )  # fmt: skip
-ATTEMPT_OUTCOMES = (
-    "ok", "unreachable", "timeout", "rate_limited", "server_error", "client_error", "stream_broken",
-)  # fmt: skip
-SKIP_REASONS = ("cooldown", "breaker", "capacity")
 RELOAD_RESULTS = ("applied", "rejected")
-DROPPED = ("events", "shutdown")
 # The store operations whose latency is made at 0: the limit calls every
 # request makes (the store-latency rule reads them) and the idle probe.
 TIMED_FROM_START = ("hit", "settle", "ping")
@@ -301,113 +305,32 @@ class Metrics:
             registry=r,
         )
         self._loop_lag = LoopLag(self.loop_lag)
-        self.breaker_open = Gauge(
-            "lunos_breaker_open",
-            "1 while a deployment's circuit breaker is open, else 0 (set by the router).",
-            ("model", "deployment", "provider"),
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-
-        # -- routing (plugins/router.py); `deployment` is a config-given id.
-        self.deployment_attempts = Counter(
-            "lunos_deployment_attempts",
-            "Upstream attempts per deployment, by outcome (ok, unreachable, timeout, "
-            "rate_limited, server_error, client_error, stream_broken).",
-            ("model", "deployment", "outcome"),
-            registry=r,
-        )
-        self.deployment_ttfb = Histogram(
-            "lunos_deployment_time_to_first_byte_seconds",
-            "Time from sending to a deployment to its first byte.",
-            ("deployment",),
-            buckets=TTFT_BUCKETS,
-            registry=r,
-        )
-        self.route_retries = Counter(
-            "lunos_route_retries",
-            "Attempts after a request's first, by public model.",
-            ("model",),
-            registry=r,
-        )
-        self.route_fallbacks = Counter(
-            "lunos_route_fallbacks",
-            "Requests that moved on to a fallback model, by model and fallback.",
-            ("model", "fallback"),
-            registry=r,
-        )
-        self.route_skips = Counter(
-            "lunos_route_skips",
-            "Deployments passed over, by reason (cooldown, breaker, capacity).",
-            ("deployment", "reason"),
-            registry=r,
-        )
-
-        # -- limits and abuse (plugins/abuse.py) --------------------------------
-        self.limits_store_degraded = Gauge(
-            "lunos_limits_store_degraded",
-            "1 while limits run on the store-failure policy (local limiter or 503).",
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.abuse_refusals = Counter(
-            "lunos_abuse_refusals",
-            "Requests a rule refused; mode=shadow: would have refused, let through.",
-            ("rule", "mode"),
-            registry=r,
-        )
-        self.abuse_bans = Counter(
-            "lunos_abuse_bans", "Addresses banned for repeated auth failures.", registry=r
-        )
-        self.abuse_anomalies = Counter(
-            "lunos_abuse_anomalies",
-            "Accounts flagged for a token rate far above their own baseline.",
-            registry=r,
-        )
-
-        # -- metering (the meter plugin; tokens and cost are counted above) --
-        self.usage_estimated = Counter(
-            "lunos_usage_estimated",
-            "Responses whose usage was counted by the gateway (the provider reported none).",
-            ("model", "provider"),
-            registry=r,
-        )
-        self.meter_unpriced = Counter(
-            "lunos_meter_unpriced_requests",
-            "Metered requests whose model has no price in force (cost 0).",
-            ("model",),
-            registry=r,
-        )
-        self.meter_backlog = Gauge(
-            "lunos_meter_backlog",
-            "Usage rows and events recorded but not yet written to the store.",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.meter_write_failures = Counter(
-            "lunos_meter_write_failures", "Failed attempts to write usage (retried).", registry=r
-        )
-        self.meter_dropped = Counter(
-            "lunos_meter_dropped",
-            "Usage that could not be kept: events over the backlog bound, rows lost at shutdown.",
-            ("what",),
-            registry=r,
-        )
-        self.webhook_failures = Counter(
-            "lunos_webhook_failures",
-            "Budget notifications given up on after every retry.",
-            registry=r,
-        )
-
         for scope in LIMIT_SCOPES:
             self.limit_refusals.labels(scope)
         for result in RELOAD_RESULTS:
             self.config_reloads.labels(result)
-        for what in DROPPED:
-            self.meter_dropped.labels(what)
         for operation in TIMED_FROM_START:
             self.store_duration.labels(operation)
             self.store_errors.labels(operation)
+        self._owned: dict[object, object] = {}
+
+    def add(self, build: Callable[[CollectorRegistry], M]) -> M:
+        """A plugin's own metrics, made by `build` on this process's registry
+        the first time and the same object for every later generation (a
+        reload rebuilds plugins, and a metric is registered once):
+
+            class AbuseMetrics:
+                def __init__(self, registry: CollectorRegistry) -> None:
+                    self.bans = Counter("lunos_abuse_bans", "...", registry=registry)
+
+            self.m = services.metrics.add(AbuseMetrics)
+
+        Label values bounded by config, as for every metric here; make a
+        config's series at 0 from the plugin's `start()` (see `prepare`)."""
+        found = self._owned.get(build)
+        if found is None:
+            found = self._owned[build] = build(self.registry)
+        return cast(M, found)
 
     def start(self) -> None:
         """Start the event-loop timer (on the running loop)."""
@@ -418,15 +341,11 @@ class Metrics:
 
     def prepare(self, config: Config) -> None:
         """Make, at 0, every series whose labels `config` fixes: per public
-        model its providers' request, token, cost and latency series, and per
-        deployment its breaker, attempt and skip series. A series that exists
-        keeps its value (a breaker open across a reload stays open); breaker
-        series of deployments `config` no longer has are dropped, so one left
-        at 0 cannot hide that every deployment of a model is down."""
-        breakers: set[tuple[str, str, str]] = set()
+        model its providers' request, token, cost and latency series. A
+        series that exists keeps its value. Plugins make their own series
+        the same way when they start (the router's per deployment, say)."""
         for public, model in config.models.items():
-            deployments = [(d.id, d.provider) for d in model.deployments]
-            providers = sorted({provider for _, provider in deployments})
+            providers = sorted({d.provider for d in model.deployments})
             for provider in (*providers, "none"):
                 for status_class, error_type in REQUEST_CLASSES:
                     self.requests.labels(public, provider, status_class, error_type)
@@ -435,30 +354,13 @@ class Metrics:
                 for kind in TOKEN_TYPES:
                     self.tokens.labels(public, provider, kind)
                 for metric in (
-                    self.cost, self.usage_estimated,
-                    self.request_duration, self.upstream_duration, self.time_to_first_byte,
+                    self.cost, self.request_duration, self.upstream_duration,
+                    self.time_to_first_byte,
                 ):  # fmt: skip
                     metric.labels(*names)
-            self.meter_unpriced.labels(public)
-            self.route_retries.labels(public)
-            for fallback in model.fallbacks:
-                self.route_fallbacks.labels(public, fallback)
-            for deployment, provider in deployments:
-                breakers.add((public, deployment, provider))
-                self.breaker_open.labels(public, deployment, provider)
-                self.deployment_ttfb.labels(deployment)
-                for outcome in ATTEMPT_OUTCOMES:
-                    self.deployment_attempts.labels(public, deployment, outcome)
-                for reason in SKIP_REASONS:
-                    self.route_skips.labels(deployment, reason)
         for public in ("none", "unknown"):  # no model asked for; one not configured
             for status_class, error_type in REQUEST_CLASSES:
                 self.requests.labels(public, "none", status_class, error_type)
-        if self.multiprocess_dir is None:
-            # (Several workers: a worker's value stays in its file until the
-            # set restarts; prometheus_client cannot drop one there.)
-            for labels in set(self.breaker_open._metrics) - breakers:
-                self.breaker_open.remove(*labels)
 
     def status_class(self, status: int) -> str:
         return f"{status // 100}xx" if status else "none"

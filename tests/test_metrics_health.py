@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from lunos_proxy.loading import parse_config
-from lunos_proxy.metrics import ATTEMPT_OUTCOMES, LIMIT_SCOPES
+from lunos_proxy.metrics import LIMIT_SCOPES
 from lunos_proxy.store.base import StoreError
+from plugins.router.metrics import ATTEMPT_OUTCOMES
 from tests.conftest import GatewayFactory, Running, basic_config
 from tests.fakes import FakeProvider
 from tests.redis_servers import RedisServer

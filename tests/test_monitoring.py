@@ -12,6 +12,9 @@ import pytest
 import yaml
 
 from lunos_proxy.metrics import Metrics
+from plugins.abuse.metrics import AbuseMetrics
+from plugins.meter.metrics import MeterMetrics
+from plugins.router.metrics import RouterMetrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 RULES = DEPLOY / "alerts" / "lunos.rules.yml"
@@ -27,7 +30,10 @@ _ALWAYS = {"le", "instance", "job"}
 def exported() -> dict[str, set[str]]:
     """Every sample name the proxy can export, with its label names."""
     names: dict[str, set[str]] = {}
-    for metric in Metrics().registry._collector_to_names:  # every registered metric
+    metrics = Metrics()
+    for plugin_metrics in (AbuseMetrics, MeterMetrics, RouterMetrics):  # the suite's own
+        metrics.add(plugin_metrics)
+    for metric in metrics.registry._collector_to_names:  # every registered metric
         labels = set(getattr(metric, "_labelnames", ()))
         kind = metric._type  # type: ignore[attr-defined]
         base = metric._name  # type: ignore[attr-defined]

@@ -30,6 +30,8 @@ from lunos_proxy.metrics import Metrics
 from lunos_proxy.store import Limit, Slot, Store, StoreError, Verdict
 from lunos_proxy.store.memory import MemoryStore
 
+from .metrics import AbuseMetrics
+
 __all__ = ["Failover", "failover_for"]
 
 log = structlog.get_logger("lunos.limits")
@@ -127,13 +129,13 @@ class Failover:
         self._down_until = self._clock() + self.retry_interval
         if not self.degraded:
             self.degraded = True
-            self.metrics.limits_store_degraded.set(1)
+            self.metrics.add(AbuseMetrics).limits_store_degraded.set(1)
             log.warning("limits_store_down", policy=self.policy, error=error_name(error))
 
     def _up(self) -> None:
         if self.degraded:
             self.degraded = False
-            self.metrics.limits_store_degraded.set(0)
+            self.metrics.add(AbuseMetrics).limits_store_degraded.set(0)
             log.warning("limits_store_up", policy=self.policy)
 
 

@@ -34,6 +34,7 @@ from lunos_proxy.store import Limit, Store, StoreError
 
 from .addresses import AddressRules, Networks, client_address, subject
 from .failover import Failover, local_store
+from .metrics import AbuseMetrics
 
 __all__ = [
     "AddressGuardImpl",
@@ -71,7 +72,7 @@ def refuse(
     metrics: Metrics, rule: str, err: GatewayError, shadow: bool, request: web.Request | None = None
 ) -> None:
     """Count a refusal by `rule`; raise `err` unless the rule runs in shadow mode."""
-    metrics.abuse_refusals.labels(rule, "shadow" if shadow else "enforced").inc()
+    metrics.add(AbuseMetrics).abuse_refusals.labels(rule, "shadow" if shadow else "enforced").inc()
     if not shadow:
         if request is not None and err.status == 429:
             exchange_of(request).extra["limit_scope"] = "ban"
@@ -237,7 +238,7 @@ class AddressGuardImpl:
         if verdict.states[0].admitted:
             return
         if rules.shadow:
-            self.metrics.abuse_refusals.labels("auth_failures", "shadow").inc()
+            self.metrics.add(AbuseMetrics).abuse_refusals.labels("auth_failures", "shadow").inc()
             return
         args = (rules.ban_seconds, rules.longest_ban_seconds, rules.memory_seconds)
         try:
@@ -246,7 +247,7 @@ class AddressGuardImpl:
         except StoreError:
             seconds = rules.ban_seconds  # the store went away just now: ban here at least
         self.bans.add(counted, seconds)
-        self.metrics.abuse_bans.inc()
+        self.metrics.add(AbuseMetrics).abuse_bans.inc()
         log.warning("address_banned", client_addr=addr, banned=counted, seconds=seconds)
         refuse(self.metrics, "auth_failures",
                too_many("Too many failed authentication attempts; try again later.", seconds),

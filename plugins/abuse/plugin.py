@@ -43,6 +43,7 @@ from .guard import (
     too_many,
 )
 from .headers import rate_limit_headers
+from .metrics import AbuseMetrics
 from .plans import Charge, Plan, ScopeLimits, Shape, Tokens
 
 __all__ = ["Abuse"]
@@ -102,6 +103,7 @@ class Abuse(Plugin):
     def __init__(self, settings: Settings, services: Services) -> None:
         super().__init__(settings, services)
         s, store, metrics = settings, services.store, services.metrics
+        self.metrics = metrics.add(AbuseMetrics)
         self.failover = failover_for(store, metrics)
         self.bans = ban_table(store)
         self.guard = AddressGuardImpl(s.addresses, s.auth_failures, self.bans, self.failover,
@@ -137,7 +139,7 @@ class Abuse(Plugin):
         try:
             exchange = await read_request(request)
         except BodyTooLarge:
-            self.services.metrics.abuse_refusals.labels("size", "enforced").inc()
+            self.metrics.abuse_refusals.labels("size", "enforced").inc()
             raise
         self._check_body(exchange)
         charge, bans = self._charge(exchange, request)
@@ -262,7 +264,6 @@ class Abuse(Plugin):
 
     def _judge(self, exchange: Exchange, charge: Charge, verdict: Verdict, backend: Store) -> None:
         """Headers for every response, shadow counts, and the refusal if any."""
-        metrics = self.services.metrics
         exchange.token_estimate = charge.reserved
         applied = charge.limits
         if backend is self.failover.local:
@@ -276,14 +277,14 @@ class Abuse(Plugin):
             if not st.admitted:
                 rule = "anomaly" if lim.key.startswith(_SAFE_RATE) else kind
                 if lim.shadow:
-                    metrics.abuse_refusals.labels(rule, "shadow").inc()
+                    self.metrics.abuse_refusals.labels(rule, "shadow").inc()
                 elif not refused_by:
                     refused_by, scope = rule, _SCOPES[lim.key.partition(":")[0]]
         for slot, sst in zip(charge.slots, verdict.slots, strict=True):
             if not sst.admitted:
                 rule = "streams" if slot.key.endswith("streams") else "concurrency"
                 if slot.shadow:
-                    metrics.abuse_refusals.labels(rule, "shadow").inc()
+                    self.metrics.abuse_refusals.labels(rule, "shadow").inc()
                 elif not refused_by:
                     refused_by, scope = rule, "concurrency"
         if verdict.allowed:
@@ -292,7 +293,7 @@ class Abuse(Plugin):
             self.bans.add(exchange.client_addr, verdict.banned)
             refused_by, scope = "ban", "ban"
         exchange.extra["limit_scope"] = scope or "other"
-        metrics.abuse_refusals.labels(refused_by or "requests", "enforced").inc()
+        self.metrics.abuse_refusals.labels(refused_by or "requests", "enforced").inc()
         for lim, st in zip(charge.limits, verdict.states, strict=True):
             # A request larger than a whole token limit never fits: a 429
             # would have the client retry forever. (Not the anomaly's safe
@@ -323,7 +324,7 @@ class Abuse(Plugin):
         principal = exchange.principal
         if principal is not None and used and self.settings.anomaly.enabled:
             if self.anomaly.observe(principal.account_id, used):
-                self.services.metrics.abuse_anomalies.inc()
+                self.metrics.abuse_anomalies.inc()
                 log.warning("anomaly_flagged", account_id=principal.account_id)
 
 

@@ -50,6 +50,8 @@ from lunos_proxy.store.base import (
 )
 from lunos_proxy.store.fanout import Fanout
 
+from .metrics import MeterMetrics
+
 __all__ = ["FORGET_SECONDS", "Entry", "Ledger"]
 
 log = structlog.get_logger("lunos.meter")
@@ -99,7 +101,7 @@ class Ledger:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.metrics = metrics
+        self.metrics = metrics.add(MeterMetrics)
         self.flush_interval = flush_interval
         self.retention = retention
         self.max_pending_events = max_pending_events

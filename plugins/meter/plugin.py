@@ -50,6 +50,7 @@ from .include_usage import (
     ask_for_usage,
 )
 from .ledger import Entry, Ledger
+from .metrics import MeterMetrics
 from .pricing import PriceTable, PricingError, TablePrices, load_pricing
 from .watch import UsageWatcher
 from .webhooks import Notifier
@@ -111,6 +112,7 @@ class Meter(Plugin):
         super().__init__(settings, services)
         self.settings: MeterSettings = settings
         self.prices = self._load_prices(settings.pricing)
+        self.metrics = services.metrics.add(MeterMetrics)
         self.calendar = Calendar(settings.timezone)
         self.ledger = Ledger(
             services.store,
@@ -178,6 +180,7 @@ class Meter(Plugin):
             raise ConfigError(e.problems) from None
 
     async def start(self) -> None:
+        self.metrics.prepare(self.services.config)
         await self.ledger.start()
         if self.settings.estimate and self.settings.preload_tokenizer:
             # The tokenizer's tables take about a second to load: not on a request.
@@ -236,7 +239,7 @@ class Meter(Plugin):
         names = (f"{exchange.provider}/{exchange.upstream_model}", model)
         price = self.prices.price(names, at)
         if price is None:
-            self.services.metrics.meter_unpriced.labels(self._label(model)).inc()
+            self.metrics.meter_unpriced.labels(self._label(model)).inc()
             return 0
         return price.cost(exchange.usage)
 
@@ -279,10 +282,9 @@ class Meter(Plugin):
                 ),
             )
         )
-        m = self.services.metrics
         model, provider = self._label(served), ex.provider or "none"
         if u.source == "estimated":
-            m.usage_estimated.labels(model, provider).inc()
+            self.metrics.usage_estimated.labels(model, provider).inc()
         if limits:
             self.guard.after(limits, at)
 

@@ -29,6 +29,8 @@ import structlog
 from lunos_proxy.metrics import Metrics
 from lunos_proxy.store.base import Store, StoreError
 
+from .metrics import MeterMetrics
+
 __all__ = ["Notifier", "sign"]
 
 log = structlog.get_logger("lunos.meter")
@@ -52,7 +54,7 @@ class Notifier:
         timeout: float = 5.0,
     ) -> None:
         self.store = store
-        self.metrics = metrics
+        self.metrics = metrics.add(MeterMetrics)
         self.url = url
         self.secret = secret
         self.max_attempts = max_attempts

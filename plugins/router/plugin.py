@@ -47,6 +47,7 @@ from lunos_proxy.store.base import Limit, StoreError
 from lunos_proxy.views import PRICES, ROUTING
 
 from .breaker import BreakerSettings, BreakerState
+from .metrics import RouterMetrics
 from .routes import (
     Route,
     build_routes,
@@ -113,7 +114,7 @@ class Router(Plugin):
         # A reloaded config's breaker settings apply in start(): a reload
         # refused while its plugins are built changes nothing.
         self.registry: Registry = registry
-        self.metrics = services.metrics
+        self.metrics = services.metrics.add(RouterMetrics)
         self.routes, self.names = build_routes(
             services.config,
             registry,
@@ -132,7 +133,7 @@ class Router(Plugin):
                 for wire in ("openai", "anthropic")
             }
         self.served_by: dict[str, list[tuple[str, str]]] = {}
-        m = services.metrics
+        m = self.metrics
         for route in self.routes.values():
             for c in route.candidates:
                 self.served_by.setdefault(c.id, []).append((route.public, c.provider))
@@ -142,6 +143,8 @@ class Router(Plugin):
                 )
 
     async def start(self) -> None:
+        services = self.services
+        self.metrics.prepare(services.config, services.metrics.multiprocess_dir is not None)
         self.registry.configure(self.settings.breaker, self.settings.sync_seconds)
         cooldowns = self.registry.cooldowns
         if not cooldowns.started:

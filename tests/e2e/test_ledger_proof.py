@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from plugins.meter.metrics import MeterMetrics
 from tests.conftest import GatewayFactory, Running
 from tests.fakes import COMPLETION_TOKENS, FakeProvider
 from tests.meter_support import KEYS, cost, meter_config, meter_of
@@ -135,4 +136,4 @@ async def test_ledger_stays_exact_through_a_ten_second_redis_outage(
     await load.run(450, 150)
     assert (load.sent, load.failed) == (600, 0)
     assert await ledger_sums(gateways) == load.expected
-    assert gateways[0].gateway.metrics.meter_write_failures._value.get() > 0
+    assert gateways[0].gateway.metrics.add(MeterMetrics).meter_write_failures._value.get() > 0

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from lunos_proxy.store.base import UsageRow
+from plugins.meter.metrics import MeterMetrics
 from tests.conftest import GatewayFactory
 from tests.fakes import CHUNKS, COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
 from tests.meter_support import (
@@ -125,7 +126,7 @@ async def test_client_that_disconnects_mid_stream_is_billed_for_what_it_received
     assert row.input_tokens == 3 + (3 + 1 + 1) + 0  # priming 3 + message (3 + "user" + "hi")
     [event] = await gw.gateway.store.usage_events("acct-b", "2000-01-01", "2999-12-31")
     assert event.usage_source == "estimated"
-    assert gw.gateway.metrics.usage_estimated.labels("gpt-test", "fake")._value.get() == 1
+    assert gw.gateway.metrics.add(MeterMetrics).usage_estimated.labels("gpt-test", "fake")._value.get() == 1
 
 
 async def test_client_that_leaves_before_the_answer_begins_is_billed_an_estimate(

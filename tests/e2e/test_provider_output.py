@@ -12,6 +12,7 @@ import openai
 import pytest
 from prometheus_client import generate_latest
 
+from plugins.meter.metrics import MeterMetrics
 from tests.conftest import GatewayFactory, Running, basic_config
 from tests.fakes import GARBLED, FakeProvider
 from tests.logcapture import Captured
@@ -122,7 +123,7 @@ async def test_a_broken_answer_is_billed_as_an_estimate(
     assert (row.requests, row.input_tokens, row.output_tokens) == (1, prompt, 1 if stream else 0)
     [event] = await gw.gateway.store.usage_events("acct-b", "2000-01-01", "2999-12-31")
     assert (event.usage_source, event.status) == ("estimated", 200 if stream else 502)
-    assert gw.gateway.metrics.usage_estimated.labels("gpt-test", "fake")._value.get() == 1
+    assert gw.gateway.metrics.add(MeterMetrics).usage_estimated.labels("gpt-test", "fake")._value.get() == 1
 
 
 @pytest.mark.parametrize("stream", [True, False])
