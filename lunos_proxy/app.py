@@ -14,9 +14,7 @@ import functools
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from fnmatch import fnmatchcase
 
-import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import Histogram
@@ -24,7 +22,7 @@ from prometheus_client import Histogram
 from .config import Config
 from .demo import demo_app
 from .errors import GatewayError, ModelNotFound, NotFound, error_response
-from .exchange import EXCHANGE, Exchange, exchange_of
+from .exchange import EXCHANGE, Exchange, exchange_of, model_list
 from .forward import Forwarder
 from .metrics import Metrics, instrument_store
 from .parse import read_request
@@ -47,24 +45,6 @@ API_ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("POST", "/v1/messages", "anthropic", "messages"),
     ("POST", "/v1/messages/count_tokens", "anthropic", "messages/count_tokens"),
 )
-
-
-class _ModelEntry(msgspec.Struct):
-    id: str
-    object: str = "model"
-    created: int = 0
-    owned_by: str = "lunos"
-
-
-class _ModelList(msgspec.Struct):
-    data: list[_ModelEntry]
-    object: str = "list"
-
-
-def _allowed(name: str, patterns: list[str] | None) -> bool:
-    if patterns is None:
-        return True
-    return any(fnmatchcase(name, p) for p in patterns)
 
 
 class Generation:
@@ -136,14 +116,7 @@ class Generation:
         )
 
     def list_models(self, exchange: Exchange) -> web.Response:
-        principal = exchange.principal
-        patterns = principal.allowed_models if principal else None
-        entries = [_ModelEntry(name) for name in self.config.models if _allowed(name, patterns)]
-        return web.Response(
-            body=msgspec.json.encode(_ModelList(entries)),
-            content_type="application/json",
-            headers=exchange.response_headers,
-        )
+        return model_list(exchange, self.config.models)
 
 
 async def _through(

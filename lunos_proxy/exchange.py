@@ -13,13 +13,15 @@ the store or a metric.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .config import Timeouts
+    from .config import Config, Timeouts
 
 __all__ = [
     "EXCHANGE",
@@ -30,6 +32,8 @@ __all__ = [
     "Timings",
     "Usage",
     "exchange_of",
+    "model_allowed",
+    "model_list",
 ]
 
 
@@ -45,6 +49,42 @@ class Principal(msgspec.Struct, kw_only=True):
     allowed_providers: list[str] | None = None
     # The account's own budget alert thresholds (fractions), if it set any.
     alert_thresholds: list[float] | None = None
+
+
+def model_allowed(principal: Principal | None, *names: str) -> bool:
+    """Whether the caller's key may use a model known by any of `names` (the
+    name it sent, the public name): its `allowed_models` are shell wildcards;
+    no principal or no list admits every model."""
+    patterns = principal.allowed_models if principal is not None else None
+    if patterns is None:
+        return True
+    return any(fnmatchcase(name, p) for p in patterns for name in names)
+
+
+class _ModelEntry(msgspec.Struct):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "lunos"
+
+
+class _ModelList(msgspec.Struct):
+    data: list[_ModelEntry]
+    object: str = "list"
+
+
+_encode_models = msgspec.json.Encoder().encode
+
+
+def model_list(exchange: Exchange, names: Iterable[str]) -> web.Response:
+    """GET /v1/models in OpenAI's list shape: the `names` this caller may use."""
+    principal = exchange.principal
+    entries = [_ModelEntry(name) for name in names if model_allowed(principal, name)]
+    return web.Response(
+        body=_encode_models(_ModelList(entries)),
+        content_type="application/json",
+        headers=exchange.response_headers,
+    )
 
 
 class Usage(msgspec.Struct, kw_only=True):
@@ -109,6 +149,8 @@ class Exchange:
     """Everything known about one request, filled in as it travels."""
 
     __slots__ = (
+        "_public",
+        "_public_of",
         "attempts",
         "body",
         "body_limit",
@@ -157,6 +199,7 @@ class Exchange:
         self.parsed = False  # body read and its head fields decoded (see parse.py)
         self.decompress = False  # accept gzip/deflate bodies (server.request_decompression)
         self.model = ""  # the public model name the client asked for
+        self._public_of = self._public = ""  # see public_model
         self.stream = False
         self.max_tokens: int | None = None
         self.principal: Principal | None = None
@@ -193,6 +236,18 @@ class Exchange:
         # Seconds of this request already attributed to a pipeline layer;
         # lets each plugin's own time be measured apart from what it awaits.
         self.plugin_clock = 0.0
+
+    def public_model(self, config: Config) -> str:
+        """What logs, metrics and limits call the requested model: its
+        configured public name (an alias resolved), "unknown" for a name the
+        config does not know (never a client's string), "" when none was
+        named. Resolved once per model name the request carries."""
+        model = self.model
+        if model != self._public_of:
+            found = config.resolve_model(model) if model else None
+            self._public = found[0] if found is not None else ("unknown" if model else "")
+            self._public_of = model
+        return self._public
 
     def notify_chunk(self, data: bytes) -> None:
         for observer in self.observers:

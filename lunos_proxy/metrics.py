@@ -376,10 +376,7 @@ class Metrics:
 
     def record(self, exchange: Exchange, config: Config) -> None:
         """Count one finished request from its Exchange."""
-        model, provider = exchange.model or "none", exchange.provider or "none"
-        if exchange.model:
-            found = config.resolve_model(exchange.model)
-            model = found[0] if found is not None else "unknown"  # never a client's string
+        model, provider = exchange.public_model(config) or "none", exchange.provider or "none"
         child = self._child
         names = (model, provider)
         labels = (model, provider, exchange.status, exchange.error_type or "none")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hmac
 import time
 from collections import OrderedDict
-from fnmatch import fnmatchcase
 from typing import Annotated
 
 import msgspec
@@ -37,7 +36,7 @@ from aiohttp import web
 from lunos_proxy.bounds import Count, SecondsOrZero
 from lunos_proxy.crypto import Secrets, load_secrets
 from lunos_proxy.errors import Forbidden, ServiceUnavailable, Unauthorized
-from lunos_proxy.exchange import Principal, exchange_of
+from lunos_proxy.exchange import Principal, exchange_of, model_allowed
 from lunos_proxy.keys import ACCOUNT_NAME, INVALIDATE_CHANNEL, key_from_headers
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
@@ -150,7 +149,7 @@ class Auth(Plugin):
         exchange.principal = principal
         if principal.allowed_models is not None and exchange.endpoint != "models":
             await read_request(request)
-            self._check_model(exchange.model, principal.allowed_models)
+            self._check_model(exchange.model, principal)
         return await handler(request)
 
     async def _refuse(self, request: web.Request, guard: AddressGuard | None, why: str) -> None:
@@ -158,12 +157,12 @@ class Auth(Plugin):
             await guard.auth_failed(request)  # raises instead when the address is now banned
         raise Unauthorized(why)
 
-    def _check_model(self, model: str, patterns: list[str]) -> None:
+    def _check_model(self, model: str, principal: Principal) -> None:
         names = [model]
         found = self.services.config.resolve_model(model)
         if found is not None:
             names.append(found[0])
-        if not any(fnmatchcase(n, p) for n in names for p in patterns):
+        if not model_allowed(principal, *names):
             raise Forbidden(
                 f"This API key is not allowed to use the model '{model}'.", param="model"
             )

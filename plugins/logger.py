@@ -243,10 +243,7 @@ class Logger(Plugin):
             upstream, overhead = round(up * 1000, 3), round(max(0.0, total - up) * 1000, 3)
             if t.first_byte:
                 ttfb = round((t.first_byte - t.upstream_start) * 1000, 3)
-        model: str | None = None
-        if ex.model:
-            found = config.resolve_model(ex.model)
-            model = found[0] if found is not None else "unknown"
+        model = ex.public_model(config) or None
         p = ex.principal
         u = ex.usage
         return RequestRecord(

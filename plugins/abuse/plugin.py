@@ -227,8 +227,7 @@ class Abuse(Plugin):
         name = principal.plan if principal.plan in s.plans else s.default_plan
         if name is None:
             return Charge(tag, reserved=reserve), []
-        found = self.services.config.resolve_model(exchange.model)
-        model = found[0] if found is not None else "unknown"  # never a client-chosen key
+        model = exchange.public_model(self.services.config) or "unknown"  # never a client's
         a = s.anomaly
         throttled = bool(
             a.enabled and a.throttle and s.plans[name].safe_tokens_per_minute

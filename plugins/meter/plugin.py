@@ -239,13 +239,13 @@ class Meter(Plugin):
         names = (f"{exchange.provider}/{exchange.upstream_model}", model)
         price = self.prices.price(names, at)
         if price is None:
-            self.metrics.meter_unpriced.labels(self._label(model)).inc()
+            self.metrics.meter_unpriced.labels(self._label(exchange)).inc()
             return 0
         return price.cost(exchange.usage)
 
-    def _label(self, model: str) -> str:
+    def _label(self, exchange: Exchange) -> str:
         # Metric labels come from config, never from what a client sent.
-        return model if self.services.config.resolve_model(model) is not None else "unknown"
+        return exchange.served_public or exchange.public_model(self.services.config) or "unknown"
 
     def _settle(self, ex: Exchange, account: str, key: str, at: float, limits: list[Limit]) -> None:
         u = ex.usage
@@ -282,7 +282,7 @@ class Meter(Plugin):
                 ),
             )
         )
-        model, provider = self._label(served), ex.provider or "none"
+        model, provider = self._label(ex), ex.provider or "none"
         if u.source == "estimated":
             self.metrics.usage_estimated.labels(model, provider).inc()
         if limits:

@@ -40,7 +40,7 @@ from lunos_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from lunos_proxy.exchange import Exchange
+from lunos_proxy.exchange import Exchange, model_allowed, model_list
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
 from lunos_proxy.store.base import Limit, StoreError
@@ -52,25 +52,9 @@ from .routes import (
     Route,
     build_routes,
     candidates_for,
-    model_allowed,
     qualifies,
 )
 from .state import REGISTRY, Candidate, Registry
-
-
-class _Model(msgspec.Struct):
-    id: str
-    object: str = "model"
-    created: int = 0
-    owned_by: str = "lunos"
-
-
-class _Models(msgspec.Struct):
-    data: list[_Model]
-    object: str = "list"
-
-
-_encode = msgspec.json.Encoder().encode
 
 
 def _outcome(e: UpstreamError) -> str:
@@ -180,12 +164,11 @@ class Router(Plugin):
     def _plan_for(self, public: str, exchange: Exchange) -> list[tuple[Route, Sequence[Candidate]]]:
         """The models to try, with the deployments this caller may use."""
         principal = exchange.principal
-        patterns = principal.allowed_models if principal else None
-        if not model_allowed(patterns, exchange.model, public):
+        if not model_allowed(principal, exchange.model, public):
             raise Forbidden(f"Your API key may not use the model '{public}'.", param="model")
         plan: list[tuple[Route, Sequence[Candidate]]] = []
         for name in (public, *self.routes[public].fallbacks):
-            if name == public or model_allowed(patterns, name):
+            if name == public or model_allowed(principal, name):
                 route = self.routes[name]
                 found = candidates_for(route, exchange.wire, principal)
                 if found:
@@ -429,20 +412,13 @@ class Router(Plugin):
             pass  # the estimate stands; the counter drains within a minute
 
     def list_models(self, exchange: Exchange) -> web.Response:
-        """The models the caller may use, in OpenAI's list shape."""
+        """The models the caller may use: allowed, and with a deployment it qualifies for."""
         principal = exchange.principal
-        patterns = principal.allowed_models if principal else None
-        data = [
-            _Model(public)
+        return model_list(exchange, [
+            public
             for public, route in self.routes.items()
-            if model_allowed(patterns, public)
-            and any(qualifies(c, principal) for c in route.candidates)
-        ]
-        return web.Response(
-            body=_encode(_Models(data)),
-            content_type="application/json",
-            headers=exchange.response_headers,
-        )
+            if any(qualifies(c, principal) for c in route.candidates)
+        ])
 
 
 def _reset(exchange: Exchange) -> None:

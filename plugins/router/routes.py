@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from lunos_proxy.config import Timeouts
@@ -28,7 +27,6 @@ __all__ = [
     "Route",
     "build_routes",
     "candidates_for",
-    "model_allowed",
     "qualifies",
 ]
 
@@ -62,13 +60,6 @@ class Route:
         top = min((c.priority for c in candidates), default=0)
         self.first_tier = [c for c in candidates if c.priority == top]
         self.capped = any(c.max_concurrent is not None for c in candidates)
-
-
-def model_allowed(patterns: list[str] | None, *names: str) -> bool:
-    """Whether a key's `allowed_models` (shell wildcards) admits any of `names`."""
-    if patterns is None:
-        return True
-    return any(fnmatchcase(name, p) for p in patterns for name in names)
 
 
 def qualifies(c: Candidate, principal: Principal | None) -> bool:
