@@ -14,6 +14,10 @@ a stream is copied whole events at a time and each event's data must be a
 JSON object (or OpenAI's `[DONE]`); a plain answer must be one JSON object.
 Only the syntax is checked (msgspec skips the members), and good bytes pass
 untouched.
+
+One module past 400 lines: sessions, header hygiene and the copy loop are
+one attempt's life, and each raises the errors the router's retry decision
+reads; provider addressing lives in providers/.
 """
 
 from __future__ import annotations

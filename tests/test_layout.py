@@ -12,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ("lunos_proxy.plugin", "lunos_proxy.exchange", "lunos_proxy.views")
+MAX_LINES = 400  # past this, a module's docstring says why it is one piece
 
 
 def _modules(package: str) -> dict[str, Path]:
@@ -128,6 +129,18 @@ def test_plugins_do_not_import_each_other() -> None:
         return dep.startswith("plugins.") and dep.split(".")[1] != module.split(".")[1]
 
     assert offenders(graph, another) == []
+
+
+def test_a_module_past_400_lines_says_why_at_its_top() -> None:
+    silent = []
+    for package in ("lunos_proxy", "plugins"):
+        for module, path in _modules(package).items():
+            text = path.read_text(encoding="utf-8")
+            if text.count("\n") > MAX_LINES:
+                doc = ast.get_docstring(ast.parse(text)) or ""
+                if f"past {MAX_LINES} lines" not in doc:
+                    silent.append(module)
+    assert silent == []
 
 
 def test_the_checks_find_what_they_look_for() -> None:

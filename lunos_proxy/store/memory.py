@@ -8,6 +8,9 @@
 Accounts and keys are written to the data file before their call returns;
 usage and billing are written behind, `flush_interval` seconds after the first
 change, and on `close`. Limit counters and bans live only in memory.
+
+One module past 400 lines: one class implements the whole `Store`
+interface; it splits by concern when the interface does (see base.py).
 """
 
 from __future__ import annotations

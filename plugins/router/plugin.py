@@ -17,6 +17,10 @@ fails, the client gets the last provider error's status with our message.
 The decision itself touches the store only for deployments with
 per-minute capacity limits; cooldowns are read from a local copy kept in
 step over pub/sub (state.py says how).
+
+One module past 400 lines: picking, attempting, retrying and the health
+bookkeeping share one request's attempt state; the parts with a life of
+their own are routes.py, strategies.py, breaker.py and state.py.
 """
 
 from __future__ import annotations
