@@ -1,7 +1,7 @@
 """The usage API: what an account used and spent, by day and model, as JSON or CSV.
 
     GET  /admin/usage/{account_id}?from=2026-11-01&to=2026-11-30[&by=key][&format=csv]
-         {"account_id", "from", "to", "currency",
+         {"account_id", "from", "to", "currency", "metered",
           "rows": [{"day", "model", ["key_id",] "requests", "input_tokens",
                     "output_tokens", "cached_input_tokens", "cost_micros"}],
           "totals": {"requests", ..., "cost_micros"}}
@@ -13,7 +13,8 @@
     POST /admin/usage/{account_id}/credits   {"amount": "25.00"}
          adds prepaid credit (operator scope)
 
-Days default to the current month so far. Numbers are integers: tokens and
+Without the meter in the pipeline the answers say so (``"metered": false``)
+and assume USD and days in UTC. Days default to the current month so far. Numbers are integers: tokens and
 micro-units of `currency` (1 USD = 1,000,000). The data is what the store
 holds: usage reaches it within the meter's flush interval.
 """
@@ -134,6 +135,7 @@ def setup(app: web.Application, gateway: Host) -> None:
             "from": first,
             "to": last,
             "currency": meter.currency,
+            "metered": not isinstance(meter, _Unmetered),
             "rows": rows,
             "totals": totals,
         }
@@ -164,6 +166,7 @@ def setup(app: web.Application, gateway: Host) -> None:
             {
                 "account_id": account_id,
                 "currency": meter.currency,
+                "metered": not isinstance(meter, _Unmetered),
                 "day": day,
                 "month": month,
                 "spent_day_micros": d,
