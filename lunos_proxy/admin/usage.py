@@ -14,8 +14,9 @@
          adds prepaid credit (operator scope)
 
 Without the meter in the pipeline the answers say so (``"metered": false``)
-and assume USD and days in UTC. Days default to the current month so far. Numbers are integers: tokens and
-micro-units of `currency` (1 USD = 1,000,000). The data is what the store
+and assume USD and days in UTC. Days default to the current month so far.
+Numbers are integers: tokens and micro-units of `currency` (1 USD =
+1,000,000). The data is what the store
 holds: usage reaches it within the meter's flush interval.
 """
 
