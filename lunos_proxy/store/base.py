@@ -1,6 +1,16 @@
 """The state interface: the few operations the plugins need, not a key-value API.
 
-Two implementations pass the same contract suite (tests/store/):
+`Store` is one protocol per concern, each in its own module:
+
+    limits.py     `Limits`: check-and-consume several limits at once, settle,
+                  leases, bans (the abuse plugin)
+    directory.py  `Directory`: keys, accounts, admin tokens, audit
+    bus.py        `Bus`: publish and subscribe across instances
+    base.py       the accounting (usage counters, billing, spend, usage
+                  events, once-only claims), cooldowns, and `Store` itself
+
+A caller that needs one concern types its argument with that protocol.
+Two implementations pass the same contract suites (tests/store/):
 `memory.MemoryStore` (one process, a local data file) and
 `redis.RedisStore` (what several proxy instances share).
 
@@ -12,29 +22,55 @@ fixture's parameters. Backends register by URL scheme in `store/__init__.py`.
 Errors talking to the backing service are raised as `StoreError`, nothing
 else, so callers can apply their failure policy in one place.
 
-One module past 400 lines: it is the whole contract every backend
-implements, until the interface is split by concern (limits; keys,
-accounts, tokens and audit; usage, billing and spend; pub/sub and
-cooldowns), after usage events and billing move to their own records.
+The accounting part stays here until per-request usage events and the
+billing ledger move out of the store into their own records database; it
+then becomes accounting.py beside the others.
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
+from .bus import Bus
+from .directory import (
+    AUDIT_MAX_ENTRIES,
+    AccountRecord,
+    AdminTokenRecord,
+    AuditRecord,
+    Directory,
+    KeyRecord,
+)
+from .errors import StoreError
+from .limits import (
+    SLOT_RETRY,
+    BanEntry,
+    Limit,
+    Limits,
+    LimitSet,
+    LimitState,
+    Slot,
+    SlotState,
+    Verdict,
+)
+
 __all__ = [
     "AUDIT_MAX_ENTRIES",
+    "SLOT_RETRY",
     "AccountRecord",
     "AdminTokenRecord",
     "AuditRecord",
+    "BanEntry",
     "BillingRecord",
+    "Bus",
+    "Directory",
     "KeyRecord",
     "Limit",
+    "LimitSet",
     "LimitState",
+    "Limits",
     "Slot",
     "SlotState",
     "SpendDelta",
@@ -45,49 +81,6 @@ __all__ = [
     "UsageRow",
     "Verdict",
 ]
-
-
-# Seconds a call refused by a full concurrency slot is told to wait.
-SLOT_RETRY = 1.0
-
-
-class StoreError(Exception):
-    """The backing service failed or could not be reached."""
-
-
-class KeyRecord(msgspec.Struct, kw_only=True):
-    """An API key's metadata. The key itself is never stored: only `hash`,
-    a keyed hash (HMAC-SHA-256) of it, and a short display `prefix`."""
-
-    id: str
-    hash: str
-    prefix: str
-    account_id: str
-    name: str = ""
-    created: float = 0.0
-    expires: float | None = None
-    revoked: bool = False
-    allowed_models: list[str] | None = None
-    plan: str | None = None
-    budget_micros: int | None = None
-
-
-class AccountRecord(msgspec.Struct, kw_only=True):
-    """An account. `name` and `email` hold ciphertext (encrypted at rest);
-    `email_index` is a keyed blind index for lookup by email."""
-
-    id: str
-    name: str = ""
-    email: str = ""
-    email_index: str = ""
-    plan: str | None = None
-    allowed_regions: list[str] | None = None
-    allowed_providers: list[str] | None = None
-    # Fractions of a budget at which the account holder wants a notice (set
-    # in the console); None: the operator's thresholds from the meter's config.
-    alert_thresholds: list[float] | None = None
-    created: float = 0.0
-    updated: float = 0.0
 
 
 class UsageDelta(msgspec.Struct, kw_only=True, frozen=True):
@@ -132,34 +125,6 @@ class BillingRecord(msgspec.Struct, kw_only=True):
     created: float
 
 
-class AdminTokenRecord(msgspec.Struct, kw_only=True):
-    """An admin API token: like a key, only its keyed `hash` and a `prefix` are kept.
-    `scope` is "read", "operator" or "full"."""
-
-    id: str
-    hash: str
-    prefix: str
-    name: str
-    scope: str
-    created: float
-
-
-class AuditRecord(msgspec.Struct, kw_only=True):
-    """One admin API call: who, what, on which target, when, with what result.
-    Content-free: ids and names of actions only, never a body or a secret."""
-
-    id: str
-    time: float
-    actor: str  # admin token id, "config" for a configured token, "anonymous"
-    action: str  # e.g. "accounts.create"
-    target: str = ""  # the id acted on (account, key, token), if any
-    account_id: str = ""  # the account concerned, if any
-    status: int = 0  # the HTTP status answered
-    result: str = ""  # "ok" | "denied" | "error"
-
-
-# The audit log keeps this many newest records; older ones are dropped.
-AUDIT_MAX_ENTRIES = 100_000
 class SpendDelta(msgspec.Struct, kw_only=True, frozen=True):
     """Micro-units to add to the spend counter of `subject` for `period`.
 
@@ -195,218 +160,9 @@ class UsageEvent(msgspec.Struct, kw_only=True, frozen=True):
     usage_source: str = "none"  # reported | estimated | none
 
 
-class Limit(msgspec.Struct, frozen=True, gc=False):
-    """One limit to check and charge: at most `limit` units per `window` seconds
-    under the counter `key`; this request costs `cost` units (0 = only look)."""
-
-    key: str
-    limit: int
-    window: float
-    cost: int = 1
-    # Shadow: evaluated and charged as if enforced, but never refuses the call.
-    shadow: bool = False
-
-
-class LimitSet(tuple[Limit, ...]):
-    """Limits that differ from every other set of the same `family` in their
-    costs only (same keys, limits, windows and shadow flags, in order).
-
-    A plain sequence of limits works everywhere; a store may key what it
-    derives from the unchanging parts on `family`, and skip deriving them
-    again (the abuse plugin builds its limits this way).
-    """
-
-    family: object
-
-    def __new__(cls, limits: Sequence[Limit], family: object) -> LimitSet:
-        self = super().__new__(cls, limits)
-        self.family = family
-        return self
-
-
-# The verdict's structs are arrays when encoded: the Redis store reads them
-# as hit.lua packs them (cmsgpack), without field names. Limits, slots and
-# verdicts hold no reference back to themselves, so the cycle collector
-# need not track them (gc=False): a limited request makes about twenty.
-class LimitState(msgspec.Struct, array_like=True, gc=False):
-    remaining: int  # units that could still be taken right now
-    reset: float  # seconds until the counter is back to full
-    admitted: bool = True  # this limit alone would admit the call's cost
-
-
-class Slot(msgspec.Struct, frozen=True, gc=False):
-    """A concurrency limit: at most `limit` leases held at once under `key`.
-
-    A lease that is not renewed (`Store.renew`) expires `ttl` seconds after
-    it was taken or last renewed, so a crashed instance's slots come back."""
-
-    key: str
-    limit: int
-    ttl: float = 60.0
-    shadow: bool = False  # never refuses the call; a lease is taken if there is room
-
-
-class SlotState(msgspec.Struct, array_like=True, gc=False):
-    held: int  # live leases before this call
-    admitted: bool  # held < limit
-
-
-class Verdict(msgspec.Struct, array_like=True, gc=False):
-    allowed: bool
-    retry_after: float  # seconds; 0.0 when allowed
-    states: list[LimitState]  # one per Limit, in order
-    banned: float = 0.0  # seconds left on the longest matching ban, 0.0 if none
-    slots: list[SlotState] = msgspec.field(default_factory=list)  # one per Slot, in order
-
-
-class BanEntry(msgspec.Struct, frozen=True):
-    """A ban in force: `subject` under `tag`, for `seconds_left` more seconds."""
-
-    tag: str
-    subject: str
-    seconds_left: float
-
-
-class Store(abc.ABC):
-    """Operations, each one round trip on a networked backend."""
-
-    # -- limits ---------------------------------------------------------------
-    @abc.abstractmethod
-    async def hit(
-        self,
-        tag: str,
-        limits: Sequence[Limit],
-        bans: Sequence[str] = (),
-        slots: Sequence[Slot] = (),
-        lease: str = "",
-    ) -> Verdict:
-        """Check and consume every limit and slot atomically, and check bans.
-
-        Algorithm: GCRA. Each counter keeps a theoretical arrival time (TAT);
-        one unit takes ``window / limit`` seconds to come back, so a full
-        counter admits a burst of ``limit`` units and then ``limit`` per
-        ``window``, with no window edge at which a burst can double.
-
-        Admitted only if every limit admits `cost` units and no subject in
-        `bans` is banned; then every counter is charged. Otherwise nothing
-        is charged and `retry_after` says when the request could pass.
-        `tag` groups the counters of one call (a Redis Cluster hash tag):
-        every `Limit.key` and ban subject of a call is stored under it.
-        Time is the backend's clock (Redis `TIME`), shared by all instances.
-
-        Slots: admitted only if every non-shadow slot holds fewer than
-        `limit` live leases; then `lease` (unique per request) is taken in
-        every slot (a shadow one only when it has room), expiring after the
-        slot's `ttl`. A refusal by a full slot has `retry_after` 1 s.
-
-        Shadow limits and slots never refuse the call: their state says
-        whether they would have (`admitted`), and they are charged only
-        when the call is admitted and they have room themselves.
-        """
-
-    @abc.abstractmethod
-    async def settle(
-        self, tag: str, charges: Sequence[Limit], slots: Sequence[str] = (), lease: str = ""
-    ) -> None:
-        """After a response, in one round trip: `adjust` every charge, and
-        give back `lease` in every slot named in `slots` (keys of `Slot`)."""
-
-    def settle_behind(
-        self,
-        tag: str,
-        charges: Sequence[Limit],
-        slots: Sequence[str],
-        lease: str,
-        done: Callable[[BaseException | None], None],
-    ) -> None:
-        """`settle` without waiting for it: `done(error)` is called once it has
-        run (`error` is None, or the `StoreError`). Settlements of one process
-        reach the store in the order they were made, ahead of its later `hit`s
-        where the backend allows (Redis: they share a pipelined connection).
-
-        This default runs `settle` in a task."""
-        task = asyncio.get_running_loop().create_task(self.settle(tag, charges, slots, lease))
-        _behind.add(task)
-
-        def finished(task: asyncio.Task[None]) -> None:
-            _behind.discard(task)
-            done(asyncio.CancelledError() if task.cancelled() else task.exception())
-
-        task.add_done_callback(finished)
-
-    @abc.abstractmethod
-    async def renew(self, tag: str, slots: Sequence[Slot], lease: str) -> None:
-        """Push `lease`'s expiry in every slot to `ttl` seconds from now
-        (a long stream keeps its slot); a lease no longer held is not re-taken."""
-
-    @abc.abstractmethod
-    async def offend(
-        self, tag: str, subject: str, first: float, longest: float, memory: float
-    ) -> float:
-        """Ban `subject` for an escalating time and return it, in seconds.
-
-        The n-th offence within `memory` seconds of the previous one bans
-        for ``min(longest, first * 2 ** (n - 1))``; the count is forgotten
-        `memory` seconds after the last offence. Extends, never shortens."""
-
-    @abc.abstractmethod
-    async def adjust(self, tag: str, limit: Limit) -> None:
-        """Settle a reservation: charge `limit.cost` more units (negative refunds).
-
-        A refund never leaves the counter fuller than full."""
-
-    @abc.abstractmethod
-    async def ban(self, tag: str, subject: str, seconds: float) -> None:
-        """Ban `subject` for `seconds` (extending, never shortening, a ban)."""
-
-    @abc.abstractmethod
-    async def bans(self, tag_prefix: str) -> list[BanEntry]:
-        """Every ban in force under a tag that starts with `tag_prefix` (an
-        operator's listing: it may walk the keyspace, never on the hot path)."""
-
-    @abc.abstractmethod
-    async def lift_ban(self, tag: str, subject: str, counters: Sequence[str] = ()) -> bool:
-        """End `subject`'s ban under `tag`, forget its offences (the next ban is
-        a first one again) and empty the tag's `counters` (by `Limit.key`), in
-        one step. True if a ban was in force."""
-
-    # -- keys -----------------------------------------------------------------
-    @abc.abstractmethod
-    async def key_by_hash(self, key_hash: str) -> KeyRecord | None: ...
-
-    @abc.abstractmethod
-    async def key_by_id(self, key_id: str) -> KeyRecord | None: ...
-
-    @abc.abstractmethod
-    async def put_key(self, key: KeyRecord) -> None:
-        """Create or replace (by `id`); the hash index follows."""
-
-    @abc.abstractmethod
-    async def delete_key(self, key_id: str) -> None: ...
-
-    @abc.abstractmethod
-    async def keys_of(self, account_id: str) -> list[KeyRecord]: ...
-
-    # -- accounts -------------------------------------------------------------
-    @abc.abstractmethod
-    async def account(self, account_id: str) -> AccountRecord | None: ...
-
-    @abc.abstractmethod
-    async def account_by_index(self, email_index: str) -> AccountRecord | None: ...
-
-    @abc.abstractmethod
-    async def put_account(self, account: AccountRecord) -> None: ...
-
-    @abc.abstractmethod
-    async def update_account(self, account: AccountRecord) -> bool:
-        """`put_account` for an account that exists: False, and nothing
-        written, if it is gone (erased while the caller held its record)."""
-
-    @abc.abstractmethod
-    async def delete_account(self, account_id: str) -> None: ...
-
-    @abc.abstractmethod
-    async def accounts(self) -> list[AccountRecord]: ...
+class Store(Limits, Directory, Bus):
+    """Every concern together: what a backend implements. Operations are
+    each one round trip on a networked backend."""
 
     # -- usage and billing ----------------------------------------------------
     @abc.abstractmethod
@@ -490,57 +246,13 @@ class Store(abc.ABC):
         """True for the first caller (on any instance) to claim `name` within
         `ttl` seconds, False for every later one: "do this once" markers."""
 
-    # -- admin tokens and audit ----------------------------------------------
-    @abc.abstractmethod
-    async def put_admin_token(self, token: AdminTokenRecord) -> None:
-        """Create or replace (by `id`)."""
-
-    @abc.abstractmethod
-    async def admin_token_by_hash(self, token_hash: str) -> AdminTokenRecord | None: ...
-
-    @abc.abstractmethod
-    async def admin_tokens(self) -> list[AdminTokenRecord]:
-        """Every token, sorted by id."""
-
-    @abc.abstractmethod
-    async def delete_admin_token(self, token_id: str) -> bool:
-        """Remove a token; False if there was none."""
-
-    @abc.abstractmethod
-    async def add_audit(self, record: AuditRecord) -> None:
-        """Append a record; past `AUDIT_MAX_ENTRIES` the oldest are dropped."""
-
-    @abc.abstractmethod
-    async def audit(self, account_id: str | None = None, limit: int = 1000) -> list[AuditRecord]:
-        """The newest `limit` records (of `account_id` only, if given), newest first."""
-
-    @abc.abstractmethod
-    async def rekey_audit(self, account_id: str, pseudonym: str) -> int:
-        """Rewrite records of `account_id` (its `account_id`, and `target` where it
-        is the account) to `pseudonym`; returns how many."""
-
-    # -- invalidation ---------------------------------------------------------
-    @abc.abstractmethod
-    async def publish(self, channel: str, message: str) -> None: ...
-
-    @abc.abstractmethod
-    async def subscribe(self, channel: str, callback: Callable[[str], Awaitable[None]]) -> None:
-        """Call `callback` with every message published on `channel` by any
-        instance (this one included) from now until `close`."""
-
     # -- lifecycle ------------------------------------------------------------
     @abc.abstractmethod
     async def ping(self) -> None:
         """Return if the backend answers; raise StoreError if not."""
 
-    async def start(self) -> None:  # noqa: B027 - optional hook, not abstract
+    async def start(self) -> None:
         """Connect, load scripts, start background tasks."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook, not abstract
+    async def close(self) -> None:
         """Flush what is pending and release connections."""
-
-
-# Settlements running behind (`Store.settle_behind`): held so that the loop
-# does not drop a task it only knows weakly.
-_behind: set[asyncio.Task[None]] = set()
-
