@@ -148,6 +148,6 @@ def test_the_checks_find_what_they_look_for() -> None:
     graph = import_graph("lunos_proxy")
     assert "lunos_proxy.admin" in graph["lunos_proxy.app"]  # inside a function
     assert "lunos_proxy.host" in graph["lunos_proxy.admin.auth"]  # under TYPE_CHECKING
-    assert "lunos_proxy.store.gcra" in graph["lunos_proxy.store.memory"]  # from . import gcra
+    assert "lunos_proxy.store.gcra" in graph["lunos_proxy.store.memory.limits"]  # from .. import gcra
     looped = {**graph, "lunos_proxy.exchange": graph["lunos_proxy.exchange"] | {"lunos_proxy.app"}}
     assert any("lunos_proxy.app" in group for group in cycles(looped))

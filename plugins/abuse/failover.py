@@ -28,7 +28,8 @@ from lunos_proxy.errors import ServiceUnavailable
 from lunos_proxy.logs import error_name
 from lunos_proxy.metrics import Metrics
 from lunos_proxy.store import Limit, Slot, Store, StoreError, Verdict
-from lunos_proxy.store.memory import MemoryStore
+from lunos_proxy.store.limits import Limits
+from lunos_proxy.store.memory import MemoryLimits
 
 from .metrics import AbuseMetrics
 
@@ -48,7 +49,7 @@ class Failover:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
-        self.local = MemoryStore(None)
+        self.local: Limits = MemoryLimits()
         self.metrics = metrics
         self.policy: Policy = "fail_open"
         self.share = 1.0
@@ -65,7 +66,7 @@ class Failover:
     async def hit(
         self, tag: str, limits: Sequence[Limit], bans: Sequence[str], slots: Sequence[Slot],
         lease: str,
-    ) -> tuple[Verdict, Store]:
+    ) -> tuple[Verdict, Limits]:
         """The verdict, and the backend that gave it (settle there)."""
         if not self.degraded or self._clock() >= self._down_until:
             try:
@@ -96,7 +97,7 @@ class Failover:
         return max(1, math.floor(limit * self.share)) if limit > 0 else 0
 
     def settle_behind(
-        self, backend: Store, tag: str, charges: Sequence[Limit], slots: Sequence[str], lease: str
+        self, backend: Limits, tag: str, charges: Sequence[Limit], slots: Sequence[str], lease: str
     ) -> None:
         """Settle on `backend` without waiting (`Store.settle_behind`), timed
         and counted as the store's "settle" operation."""
@@ -119,7 +120,7 @@ class Failover:
 
         backend.settle_behind(tag, charges, slots, lease, done)
 
-    async def renew(self, backend: Store, tag: str, slots: Sequence[Slot], lease: str) -> None:
+    async def renew(self, backend: Limits, tag: str, slots: Sequence[Slot], lease: str) -> None:
         try:
             await backend.renew(tag, slots, lease)
         except StoreError as e:
@@ -142,7 +143,7 @@ class Failover:
 _failovers: weakref.WeakKeyDictionary[Store, Failover] = weakref.WeakKeyDictionary()
 
 
-def local_store(store: Store) -> Store | None:
+def local_store(store: Store) -> Limits | None:
     """The local limiter standing in for `store` while it is down, if one was made."""
     failover = _failovers.get(store)
     return None if failover is None else failover.local

@@ -243,7 +243,9 @@ class AddressGuardImpl:
         args = (rules.ban_seconds, rules.longest_ban_seconds, rules.memory_seconds)
         try:
             seconds = await backend.offend(tag, _BAN, *args)
-            await backend.publish(CHANNEL, f"{seconds!r} {counted}")
+            shared = self.failover.store
+            if backend is shared:  # (the local limiter, while the store is down, tells no one)
+                await shared.publish(CHANNEL, f"{seconds!r} {counted}")
         except StoreError:
             seconds = rules.ban_seconds  # the store went away just now: ban here at least
         self.bans.add(counted, seconds)

@@ -7,6 +7,10 @@ Redis). Tokens are reserved (prompt estimate + max_tokens) and settled
 with the real usage after the response, in one more call that also gives
 back the concurrency leases. See the README section "Rate limits" for the
 algorithm and the worst-case overshoot.
+
+One module past 400 lines: checking, judging and settling one request's
+limits share its charge and its lease; the parts with a life of their own
+are plans.py, guard.py, failover.py, anomaly.py and headers.py.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from lunos_proxy.errors import BadRequest, BodyTooLarge
 from lunos_proxy.exchange import Exchange, exchange_of
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
-from lunos_proxy.store import Slot, Store, StoreError, Verdict
+from lunos_proxy.store import Slot, StoreError, Verdict
+from lunos_proxy.store.limits import Limits
 from lunos_proxy.views import ADDRESS_GUARD, BANS
 
 from .addresses import AddressRules, subject
@@ -261,7 +266,7 @@ class Abuse(Plugin):
         found = self._shapes[shape] = Shape(scopes, s.concurrency_ttl)
         return found
 
-    def _judge(self, exchange: Exchange, charge: Charge, verdict: Verdict, backend: Store) -> None:
+    def _judge(self, exchange: Exchange, charge: Charge, verdict: Verdict, backend: Limits) -> None:
         """Headers for every response, shadow counts, and the refusal if any."""
         exchange.token_estimate = charge.reserved
         applied = charge.limits
@@ -311,7 +316,7 @@ class Abuse(Plugin):
 
     # -- after ----------------------------------------------------------------
     def _settle(
-        self, exchange: Exchange, charge: Charge, verdict: Verdict, backend: Store, lease: str
+        self, exchange: Exchange, charge: Charge, verdict: Verdict, backend: Limits, lease: str
     ) -> None:
         used = _used(exchange, charge.reserved)
         charges = charge.settlement(used, verdict.states)
@@ -364,11 +369,11 @@ class _Leases:
 
     def __init__(self, failover: Failover, every: float) -> None:
         self._failover, self._every = failover, every
-        self._held: dict[str, tuple[Store, str, Sequence[Slot], float]] = {}
+        self._held: dict[str, tuple[Limits, str, Sequence[Slot], float]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def hold(self, lease: str, backend: Store, tag: str, slots: Sequence[Slot]) -> None:
+    def hold(self, lease: str, backend: Limits, tag: str, slots: Sequence[Slot]) -> None:
         # time.monotonic, not the loop's clock: on Python 3.11 finding the
         # running loop is a getpid() system call, here once per request.
         self._held[lease] = (backend, tag, slots, time.monotonic())

@@ -9,14 +9,18 @@ Accounts and keys are written to the data file before their call returns;
 usage and billing are written behind, `flush_interval` seconds after the first
 change, and on `close`. Limit counters and bans live only in memory.
 
-One module past 400 lines: one class implements the whole `Store`
-interface; it splits by concern when the interface does (see base.py).
+Limits live in limits.py (`MemoryLimits`, which the abuse plugin also uses
+alone as its local limiter while the shared store is down); the data file's
+format in file.py.
+
+One module past 400 lines: the directory and the accounting share one
+data-file snapshot; it splits by concern when the accounting part leaves
+the store for the records database.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,27 +29,20 @@ from typing import TypeVar
 import msgspec
 import structlog
 
-from . import gcra
-from .base import (
+from ..base import (
     AUDIT_MAX_ENTRIES,
-    SLOT_RETRY,
     AccountRecord,
     AdminTokenRecord,
     AuditRecord,
-    BanEntry,
     BillingRecord,
     KeyRecord,
-    Limit,
-    Slot,
-    SlotState,
     SpendDelta,
     Store,
     UsageDelta,
     UsageEvent,
     UsageRow,
-    Verdict,
 )
-from .memory_file import (
+from .file import (
     EventDay,
     Snapshot,
     SpendEntry,
@@ -53,6 +50,7 @@ from .memory_file import (
     read_snapshot,
     write_snapshot,
 )
+from .limits import MemoryLimits
 
 __all__ = ["MemoryStore"]
 
@@ -63,8 +61,6 @@ _Callback = Callable[[str], Awaitable[None]]
 # (day, key_id, model) -> requests, input, output, cached input, cost
 _Usage = dict[tuple[str, str, str], list[int]]
 
-# Counter writes between sweeps of drained counters and ended bans.
-_SWEEP_EVERY = 10_000
 # Seconds between sweeps of expired usage events and spend counters.
 _EXPIRE_EVERY = 60.0
 
@@ -74,7 +70,7 @@ def _clone(record: _R) -> _R:
     return msgspec.json.decode(msgspec.json.encode(record), type=type(record))
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryLimits, Store):
     def __init__(
         self,
         path: str | None = None,
@@ -82,15 +78,10 @@ class MemoryStore(Store):
         clock: Callable[[], float] = time.time,
         flush_interval: float = 1.0,
     ) -> None:
+        MemoryLimits.__init__(self, clock)
         self._path = path
-        self._clock = clock
         self._flush_interval = flush_interval
-        # (tag, key) -> level, stamp, and when it will have drained to empty
-        self._counters: dict[tuple[str, str], tuple[float, float, float]] = {}
-        self._bans: dict[tuple[str, str], float] = {}  # until
         self._cooldowns: dict[str, float] = {}  # subject -> until
-        self._offences: dict[tuple[str, str], tuple[int, float]] = {}  # count, last
-        self._slots: dict[tuple[str, str], dict[str, float]] = {}  # lease -> until
         self._keys: dict[str, KeyRecord] = {}
         self._key_ids_by_hash: dict[str, str] = {}
         self._accounts: dict[str, AccountRecord] = {}
@@ -110,7 +101,6 @@ class MemoryStore(Store):
         self._save_lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
         self._dirty = False
-        self._touched_since_sweep = 0
         self._next_expiry = 0.0  # when _expire runs next
         if path is not None:
             self._load(read_snapshot(path))
@@ -118,156 +108,6 @@ class MemoryStore(Store):
     @property
     def path(self) -> str | None:
         return self._path
-
-    # -- limits ---------------------------------------------------------------
-    async def hit(
-        self,
-        tag: str,
-        limits: Sequence[Limit],
-        bans: Sequence[str] = (),
-        slots: Sequence[Slot] = (),
-        lease: str = "",
-    ) -> Verdict:
-        now = self._clock()
-        banned = max((self._bans.get((tag, s), now) - now for s in bans), default=0.0)
-        levels: list[float] = []
-        fits: list[bool] = []
-        retry_after = 0.0
-        for limit in limits:
-            gcra.validate(limit)
-            level, stamp, _ = self._counters.get((tag, limit.key), (0.0, now, now))
-            levels.append(gcra.drained(level, stamp, limit, now))
-            wait = gcra.wait(levels[-1], limit.cost, limit)
-            fits.append(wait == 0.0)
-            if not limit.shadow:
-                retry_after = max(retry_after, wait)
-        held = [len(self._leases(tag, slot.key, now)) for slot in slots]
-        for slot, n in zip(slots, held, strict=True):
-            if not slot.shadow and n >= slot.limit:
-                retry_after = max(retry_after, SLOT_RETRY)
-        allowed = retry_after == 0.0 and banned <= 0.0
-        if allowed:
-            for i, limit in enumerate(limits):
-                if limit.cost and fits[i]:
-                    levels[i] += limit.cost
-                    self._set_counter(tag, limit, levels[i], now)
-            for slot, n in zip(slots, held, strict=True):
-                if n < slot.limit:
-                    self._slots.setdefault((tag, slot.key), {})[lease] = now + slot.ttl
-        return Verdict(
-            allowed=allowed,
-            retry_after=0.0 if allowed else max(retry_after, banned),
-            states=[
-                gcra.state(level, limit, fit)
-                for limit, level, fit in zip(limits, levels, fits, strict=True)
-            ],
-            banned=max(banned, 0.0),
-            slots=[SlotState(n, n < slot.limit) for slot, n in zip(slots, held, strict=True)],
-        )
-
-    def _leases(self, tag: str, key: str, now: float) -> dict[str, float]:
-        leases = self._slots.get((tag, key))
-        if leases is None:
-            return {}
-        for lease in [lease for lease, until in leases.items() if until <= now]:
-            del leases[lease]
-        if not leases:
-            del self._slots[(tag, key)]
-        return leases
-
-    async def adjust(self, tag: str, limit: Limit) -> None:
-        self._adjust(tag, limit)
-
-    def _adjust(self, tag: str, limit: Limit) -> None:
-        gcra.validate(limit)
-        now = self._clock()
-        level, stamp, _ = self._counters.get((tag, limit.key), (0.0, now, now))
-        self._set_counter(tag, limit, gcra.drained(level, stamp, limit, now) + limit.cost, now)
-
-    async def settle(
-        self, tag: str, charges: Sequence[Limit], slots: Sequence[str] = (), lease: str = ""
-    ) -> None:
-        self._settle(tag, charges, slots, lease)
-
-    def settle_behind(
-        self,
-        tag: str,
-        charges: Sequence[Limit],
-        slots: Sequence[str],
-        lease: str,
-        done: Callable[[BaseException | None], None],
-    ) -> None:
-        # Nothing to wait for in memory: settled before this returns.
-        self._settle(tag, charges, slots, lease)
-        done(None)
-
-    def _settle(self, tag: str, charges: Sequence[Limit], slots: Sequence[str], lease: str) -> None:
-        for charge in charges:
-            self._adjust(tag, charge)
-        for key in slots:
-            leases = self._slots.get((tag, key))
-            if leases is not None:
-                leases.pop(lease, None)
-                if not leases:
-                    del self._slots[(tag, key)]
-
-    async def renew(self, tag: str, slots: Sequence[Slot], lease: str) -> None:
-        now = self._clock()
-        for slot in slots:
-            leases = self._leases(tag, slot.key, now)
-            if lease in leases:
-                leases[lease] = now + slot.ttl
-
-    async def ban(self, tag: str, subject: str, seconds: float) -> None:
-        until = self._clock() + seconds
-        if until > self._bans.get((tag, subject), 0.0):
-            self._bans[(tag, subject)] = until
-
-    async def bans(self, tag_prefix: str) -> list[BanEntry]:
-        now = self._clock()
-        return [
-            BanEntry(tag, subject, until - now)
-            for (tag, subject), until in sorted(self._bans.items())
-            if tag.startswith(tag_prefix) and until > now
-        ]
-
-    async def lift_ban(self, tag: str, subject: str, counters: Sequence[str] = ()) -> bool:
-        until = self._bans.pop((tag, subject), 0.0)
-        self._offences.pop((tag, subject), None)
-        for key in counters:
-            self._counters.pop((tag, key), None)
-        return until > self._clock()
-
-    async def offend(
-        self, tag: str, subject: str, first: float, longest: float, memory: float
-    ) -> float:
-        now = self._clock()
-        count, last = self._offences.get((tag, subject), (0, now))
-        count = count + 1 if now - last < memory else 1
-        self._offences[(tag, subject)] = (count, now)
-        seconds = min(longest, first * 2.0 ** min(count - 1, 62))
-        await self.ban(tag, subject, seconds)
-        return seconds
-
-    def _set_counter(self, tag: str, limit: Limit, level: float, now: float) -> None:
-        if level > 0.0:
-            empty = now + gcra.state(level, limit).reset if limit.limit > 0 else math.inf
-            self._counters[(tag, limit.key)] = (level, now, empty)
-        else:
-            self._counters.pop((tag, limit.key), None)
-        self._touched_since_sweep += 1
-        if self._touched_since_sweep >= _SWEEP_EVERY:
-            self._sweep(now)
-
-    def _sweep(self, now: float) -> None:
-        # What Redis does with expiring keys: drop counters back to full and
-        # bans that are over, so idle tags do not pile up.
-        self._touched_since_sweep = 0
-        self._bans = {k: until for k, until in self._bans.items() if until > now}
-        self._offences = {k: v for k, v in self._offences.items() if now - v[1] < 86_400}
-        for tag, key in list(self._slots):
-            self._leases(tag, key, now)
-        self._counters = {k: v for k, v in self._counters.items() if v[2] > now}
 
     # -- keys -----------------------------------------------------------------
     async def key_by_hash(self, key_hash: str) -> KeyRecord | None:

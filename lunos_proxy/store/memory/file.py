@@ -12,7 +12,7 @@ import tempfile
 
 import msgspec
 
-from .base import (
+from ..base import (
     AccountRecord,
     AdminTokenRecord,
     AuditRecord,
