@@ -16,6 +16,7 @@ from aiohttp import web
 
 from .app import Gateway
 from .config import Config, ConfigError, load_config
+from .http_errors import JsonErrorsRunner
 from .logs import configure_logging
 
 log = structlog.get_logger("lunos.proxy")
@@ -108,7 +109,7 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     if s.tls is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(s.tls.cert_file, s.tls.key_file)
-    public = web.AppRunner(
+    public = JsonErrorsRunner(
         gateway.public_app(),
         access_log=None,
         handler_cancellation=True,
