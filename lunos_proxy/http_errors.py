@@ -39,10 +39,11 @@ class _JsonErrorsHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        if request.writer.output_size > 0:
-            # Part of an answer is out: nothing else can be sent, and aiohttp
-            # drops the connection on this error (as its own handler does).
-            raise ConnectionError("an answer was already being sent")
+        if request.writer.output_size > 0 or isinstance(exc, ConnectionError):
+            # Part of an answer is out, or the client is gone: nothing else
+            # can be sent, and aiohttp drops the connection on this error
+            # (its own handler does the same for the first case).
+            raise ConnectionError("no answer can be sent")
         err: GatewayError
         if status == 500:
             err = InternalError()

@@ -298,3 +298,21 @@ async def test_the_admin_listener_does_not_repeat_an_unknown_path(gw: Running) -
             status, raw = r.status, await r.read()
     assert status == 404
     assert CANARY not in raw.decode()
+
+
+async def test_a_failure_after_a_stream_began_closes_the_connection_and_is_still_counted(
+    explode_plugin: None, captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory,
+) -> None:
+    pipeline = [{"name": "request_id"}, {"name": "explode", "settings": {"when": "after"}}]
+    gw = await make_gateway(basic_config(provider.base_url, pipeline=pipeline))
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/chat/completions", json={**CHAT, "stream": True}) as r:
+            status, raw = r.status, await r.read()
+    # The stream went out whole; nothing (no second answer) was glued after it.
+    assert status == 200
+    assert raw.rstrip().endswith(b"data: [DONE]")
+    assert gw.gateway.metrics.registry.get_sample_value("lunos_requests_total", {
+        "model": "gpt-test", "provider": "fake", "status_class": "5xx", "error_type": "gateway"}) == 1
+    [line] = [line for line in captured_logs.lines() if line.get("event") == "internal_error"]
+    assert line["exception"]["type"] == "KeyError"
+    assert CANARY not in captured_logs.text
