@@ -18,7 +18,6 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import msgspec
-import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import Histogram
@@ -36,7 +35,7 @@ from .errors import (
 )
 from .exchange import EXCHANGE, Exchange, exchange_of
 from .forward import Forwarder
-from .logs import safe_stack
+from .http_errors import log_internal_error
 from .metrics import Metrics, instrument_store
 from .parse import read_request
 from .plugin import Plugin, Services, find_plugin
@@ -45,8 +44,6 @@ from .store import open_store
 from .store.base import Store, StoreError
 
 __all__ = ["API_ROUTES", "Gateway", "Generation"]
-
-log = structlog.get_logger("lunos.proxy")
 
 # (method, path under /v1, client wire format, endpoint sent upstream)
 API_ROUTES: tuple[tuple[str, str, str, str], ...] = (
@@ -317,8 +314,7 @@ class Gateway:
                 exchange.status = exchange.status or CLIENT_CLOSED
                 raise
             if exchange.error_code != "internal_error":  # not already logged (logger plugin)
-                stack = safe_stack(exc)
-                log.error("internal_error", request_id=exchange.request_id, exception=stack)
+                log_internal_error(exc, request_id=exchange.request_id)
             exchange.status = 500
             exchange.error_type, exchange.error_code = "gateway", "internal_error"
             if request.writer.output_size:

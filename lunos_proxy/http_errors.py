@@ -24,9 +24,21 @@ from aiohttp.web_request import BaseRequest
 from .errors import BadRequest, GatewayError, InternalError, error_response, wire_for_path
 from .logs import safe_stack
 
-__all__ = ["JsonErrorsRunner"]
+__all__ = ["JsonErrorsRunner", "log_internal_error"]
 
 log = structlog.get_logger("lunos.proxy")
+
+
+def log_internal_error(exc: BaseException | None, **fields: object) -> None:
+    """The one `internal_error` line for an unexpected exception: its type
+    and stack frames, never its message (which can quote the request)."""
+    try:
+        log.error("internal_error", **fields, exception=safe_stack(exc) if exc else None)
+    except Exception:
+        # Logging not set up as `lunos-proxy serve` does (structlog's own
+        # console renderer refuses a dict here): losing the line must not
+        # lose the answer.
+        pass
 
 
 class _JsonErrorsHandler(RequestHandler):
@@ -47,7 +59,7 @@ class _JsonErrorsHandler(RequestHandler):
         err: GatewayError
         if status == 500:
             err = InternalError()
-            log.error("internal_error", exception=safe_stack(exc) if exc else None)
+            log_internal_error(exc)
         elif status >= 500:
             err = GatewayError("The request could not be completed in time.", status=status)
             log.warning("request_failed", status=status, error=type(exc).__name__ if exc else None)

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from lunos_proxy.exchange import exchange_of
 from lunos_proxy.plugin import Handler, Plugin
+from lunos_proxy.usage.estimate import count_input
 from tests.auth_support import STATIC_KEY, auth_config, static_entry
 from tests.conftest import ADMIN_HEADERS, GatewayFactory, Running, basic_config
 from tests.entry_points import register_plugins
@@ -34,6 +35,7 @@ from tests.fakes import FakeProvider
 from tests.limits.fakes import abuse_fakes  # noqa: F401 - fixture
 from tests.limits.helpers import abuse_config, plan
 from tests.logcapture import Captured
+from tests.meter_support import KEYS, meter_config
 
 CANARY = "canary-5e1d-client-secret"
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
@@ -120,6 +122,15 @@ async def test_a_failing_plugin_is_a_500_in_the_sdk_shape_counted_and_logged_onc
         assert any(frame.endswith(" in __call__") and "test_error_boundary.py" in frame
                    for frame in line["exception"]["stack"])
     assert CANARY not in captured_logs.text
+
+
+async def test_the_500_is_answered_when_logging_is_left_as_structlog_sets_it_up(
+    explode_plugin: None, provider: FakeProvider, make_gateway: GatewayFactory,
+) -> None:
+    """The gateway embedded in an app that never configured logging."""
+    gw = await make_gateway(basic_config(provider.base_url, pipeline=[{"name": "explode"}]))
+    status, _, body = await post(gw.v1 + "/chat/completions", json=CHAT)
+    assert (status, json.loads(body)) == (500, INTERNAL_OPENAI)
 
 
 async def test_a_failing_plugin_inside_the_logger_is_logged_by_it_alone(
@@ -316,3 +327,25 @@ async def test_a_failure_after_a_stream_began_closes_the_connection_and_is_still
     [line] = [line for line in captured_logs.lines() if line.get("event") == "internal_error"]
     assert line["exception"]["type"] == "KeyError"
     assert CANARY not in captured_logs.text
+
+
+async def test_a_key_that_is_not_utf8_is_a_400_through_the_meter_and_the_forwarder(
+    tmp_path: Path, provider: FakeProvider, make_gateway: GatewayFactory
+) -> None:
+    """A top-level key that is not UTF-8 (the head decoder skips it unread):
+    the meter, which rewrites a streamed body to ask for usage, leaves it as
+    is, and the forwarder, setting the provider's model name, refuses it."""
+    gw = await make_gateway(meter_config(provider.base_url, tmp_path))
+    key = next(iter(KEYS))
+    for stream in (b"true", b"false"):
+        body = b'{"model": "gpt-test", "stream": ' + stream + b', "\xff": 1, "messages": []}'
+        status, _, raw = await post(gw.v1 + "/chat/completions", body, headers={"Authorization": f"Bearer {key}"})
+        assert (status, json.loads(raw)) == (400, {"error": {
+            "message": "The request body is not valid UTF-8.",
+            "type": "invalid_request_error", "param": None, "code": None}})
+    assert provider.received == []
+
+
+def test_the_input_estimate_of_a_body_that_is_not_utf8_is_zero() -> None:
+    body = b'{"model": "gpt-test", "messages": [{"role": "user", "content": "\xff"}]}'
+    assert count_input("gpt-test", "chat/completions", body) == 0
