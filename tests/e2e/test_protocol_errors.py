@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from lunos_proxy.http_errors import JsonErrorsRunner
-from tests.conftest import GatewayFactory, basic_config, free_port
+from tests.conftest import GatewayFactory, Running, basic_config, free_port
 from tests.fakes import FakeProvider
 from tests.logcapture import Captured
 
@@ -102,3 +102,11 @@ async def test_an_exception_outside_the_pipeline_is_a_json_500_logged_without_it
     assert line["exception"]["type"] == "RuntimeError"
     assert any(frame.endswith(" in broken") for frame in line["exception"]["stack"])
     assert CANARY.decode() not in captured_logs.text
+
+
+async def test_the_runner_keeps_the_apps_header_limit(gw: Running) -> None:
+    """The public app allows 16 KiB header fields (aiohttp's default is 8 KiB):
+    the runner's own connections keep the app's handler settings."""
+    data = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"b" * 12_000 + b"\r\n\r\n"
+    status, _, body = split_response(await exchange_raw(gw.url, data))
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
