@@ -78,7 +78,13 @@ class _JsonErrorsServer(web.Server):
 
 
 class JsonErrorsRunner(web.AppRunner):
-    """`web.AppRunner` for the public listener (same arguments)."""
+    """`web.AppRunner` for the public listener (same arguments).
+
+    aiohttp has no documented hook for these answers, so this overrides
+    `RequestHandler.handle_error` and rebuilds the runner's `Server` with it
+    from that server's own settings (`_loop`, `_kwargs`: aiohttp 3.14 as
+    pinned in requirements.lock; tests/e2e/test_protocol_errors.py checks
+    both the answers and that the app's handler settings still apply)."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
