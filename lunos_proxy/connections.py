@@ -42,6 +42,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from .addresses import subject
 from .config import ConnectionsConfig, ServerConfig
+from .http_errors import JsonErrorsHandler
 
 __all__ = [
     "ConnectionGuard",
@@ -147,8 +148,9 @@ class ConnectionGuard:
             self._timer = self.loop.call_later(self.tick, self._sweep)
 
 
-class GuardedHandler(RequestHandler):
-    """aiohttp's connection protocol, with the clocks the guard reads."""
+class GuardedHandler(JsonErrorsHandler):
+    """aiohttp's connection protocol, with the clocks the guard reads (and
+    its own error answers in JSON, from `http_errors`)."""
 
     __slots__ = (
         "_admitted",
