@@ -71,7 +71,7 @@ async def export_document(store: Store, secrets: Secrets, account: AccountRecord
 
 
 def _spend_subjects(account_id: str, keys: list[KeyRecord]) -> list[str]:
-    """The meter's spend counters of an account and its keys (see usage/budgets.py)."""
+    """The meter's spend counters of an account and its keys (see plugins/meter/budgets.py)."""
     return [f"account:{account_id}", *(f"key:{k.id}" for k in keys)]
 
 
@@ -79,7 +79,7 @@ async def erase_account(store: Store, account_id: str) -> dict[str, Any]:
     """Erase `account_id` as described above; returns what went and what stayed, and why."""
     had_profile = await store.account(account_id) is not None
     # First, so that no instance writes behind what it still holds for the
-    # account once its data is gone (usage/ledger.py).
+    # account once its data is gone (plugins/meter/ledger.py).
     await store.publish(ERASED_CHANNEL, account_id)
     keys = await store.keys_of(account_id)
     for key in keys:
