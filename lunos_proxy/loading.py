@@ -67,7 +67,7 @@ def _check_files(cfg: Config, base: Path, problems: list[str]) -> list[str]:
     inside: list[str] = []
     resolve_files(cfg.server, "server", base, problems, inside)
     if cfg.store.url.startswith(("redis://", "rediss://", "redis+")):
-        from .store.redis_connect import RedisOptions  # loads redis-py: only for Redis
+        from .store.redis.connect import RedisOptions  # loads redis-py: only for Redis
 
         options = convert(cfg.store.options, RedisOptions, "store.options", problems)
         if options is not None:

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 from ..config import Config
 from ..crypto import Secrets
 from ..store.base import Store, StoreError
-from ..store.redis_connect import Connected, RedisOptions, connect
+from ..store.redis.connect import Connected, RedisOptions, connect
 
 __all__ = ["COOKIE", "RedisSessions", "end", "session_storage", "signed_in", "start"]
 

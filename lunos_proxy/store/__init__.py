@@ -2,7 +2,7 @@
 
     memory://                      in memory only, nothing kept
     memory:///var/lib/lunos.json   in memory, kept in that file (memory://rel/path too)
-    redis://  rediss://  redis+sentinel://  redis+cluster://   (see redis_connect)
+    redis://  rediss://  redis+sentinel://  redis+cluster://   (see redis/connect.py)
 
     store = open_store("redis://redis:6379/0", timeout=0.5)
     await store.start()

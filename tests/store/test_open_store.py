@@ -7,7 +7,7 @@ import pytest
 from lunos_proxy.store import open_store
 from lunos_proxy.store.memory import MemoryStore
 from lunos_proxy.store.redis import RedisStore
-from lunos_proxy.store.redis_connect import RedisOptions, _parse
+from lunos_proxy.store.redis.connect import RedisOptions, _parse
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from lunos_proxy.store.redis_lane import Lane, LaneAuth, ReplyError
+from lunos_proxy.store.redis.lane import Lane, LaneAuth, ReplyError
 from tests.redis_servers import RedisServer, free_port
 
 

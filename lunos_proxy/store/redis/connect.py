@@ -35,9 +35,9 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..bounds import AtLeastOne, Seconds, SecondsOrZero
-from ..config_files import ConfigFile
-from .redis_lane import Address, LaneAuth, fixed
+from ...bounds import AtLeastOne, Seconds, SecondsOrZero
+from ...config_files import ConfigFile
+from .lane import Address, LaneAuth, fixed
 
 __all__ = ["SCHEMES", "Client", "Connected", "RedisOptions", "connect"]
 
@@ -136,7 +136,7 @@ def _connection_kwargs(options: RedisOptions, tls: bool) -> dict[str, Any]:
 @dataclasses.dataclass
 class Connected:
     client: Client
-    # Where and as whom the store's pipelined lane (redis_lane) connects:
+    # Where and as whom the store's pipelined lane (lane.py) connects:
     # `master` says where the one writable server is now (None on a Cluster,
     # where each key's node comes from the client's slot map).
     auth: LaneAuth

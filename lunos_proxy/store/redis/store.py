@@ -1,4 +1,4 @@
-"""The shared store on Redis: standalone, Sentinel or Cluster (URLs in redis_connect).
+"""The shared store on Redis: standalone, Sentinel or Cluster (URLs in connect.py).
 
     store = RedisStore("redis+sentinel://10.0.0.5,10.0.0.6/lunos", timeout=0.5)
     await store.start()
@@ -42,8 +42,10 @@ Billing lives on one slot so re-keying an account is one atomic move.
 On a Cluster, `add_usage` is all or nothing per account (one script per
 account's slot); on one server or Sentinel the whole batch is one script.
 
-One module past 400 lines: one class implements the whole `Store`
-interface; it splits by concern when the interface does (see base.py).
+One module past 400 lines: the limit calls' batching over the pipelined
+lanes (most of it) and the accounting share the connection handling; the
+directory is in directory.py, and the accounting part leaves with usage
+events and billing for the records database.
 """
 
 from __future__ import annotations
@@ -62,9 +64,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import RedisSSLContext
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from . import gcra
-from .base import (
-    AUDIT_MAX_ENTRIES,
+from .. import gcra
+from ..base import (
     SLOT_RETRY,
     AccountRecord,
     AdminTokenRecord,
@@ -82,9 +83,10 @@ from .base import (
     UsageRow,
     Verdict,
 )
-from .redis_connect import Client, RedisOptions, connect
-from .redis_lane import Lane, ReplyError, fixed
-from .redis_pubsub import Subscriber
+from .connect import Client, RedisOptions, connect
+from .directory import RedisDirectory
+from .lane import Lane, ReplyError, fixed
+from .pubsub import Subscriber
 
 __all__ = ["RedisStore"]
 
@@ -170,8 +172,8 @@ class _Script:
             return await client.eval(self.source, len(keys), *keys, *args)
 
 
-class RedisStore(Store):
-    """`url` as in `redis_connect`; `options` are the fields of `RedisOptions`."""
+class RedisStore(RedisDirectory, Store):
+    """`url` as in `connect.py`; `options` are the fields of `RedisOptions`."""
 
     def __init__(self, url: str, **options: Any) -> None:
         self.options = msgspec.convert(options, RedisOptions)
@@ -188,7 +190,7 @@ class RedisStore(Store):
         self._stale = False  # a lane to a Cluster node failed: read the slot map again
         self._discovery = asyncio.Lock()
         self._subscriber = Subscriber(self._client.pubsub, self.options.timeout)
-        # The limit calls go over pipelined lanes (redis_lane): one per server.
+        # The limit calls go over pipelined lanes (lane.py): one per server.
         # Their TLS context is the one redis-py builds for its own connections.
         o = self.options
         self._tls = (
@@ -614,65 +616,6 @@ class RedisStore(Store):
         lifted: int = await self._run("lift_ban", keys, list(counters))
         return lifted > 0
 
-    # -- keys -----------------------------------------------------------------
-    async def key_by_hash(self, key_hash: str) -> KeyRecord | None:
-        return self._decode_key(
-            await self._do(lambda: self._client.get(f"{self._keys}hash:{key_hash}"))
-        )
-
-    async def key_by_id(self, key_id: str) -> KeyRecord | None:
-        return self._decode_key(
-            await self._do(lambda: self._client.get(f"{self._keys}id:{key_id}"))
-        )
-
-    def _decode_key(self, raw: bytes | str | None) -> KeyRecord | None:
-        return None if raw is None else self._key_decoder.decode(raw)
-
-    async def put_key(self, key: KeyRecord) -> None:
-        d = self._keys
-        keys = [f"{d}id:{key.id}", f"{d}hash:{key.hash}", f"{d}account:{key.account_id}"]
-        await self._run("put_key", keys, [msgspec.json.encode(key), key.id, d])
-
-    async def delete_key(self, key_id: str) -> None:
-        await self._run("delete_key", [f"{self._keys}id:{key_id}"], [key_id, self._keys])
-
-    async def keys_of(self, account_id: str) -> list[KeyRecord]:
-        raw = await self._run("keys_of", [f"{self._keys}account:{account_id}"], [self._keys])
-        return sorted((self._key_decoder.decode(r) for r in raw), key=lambda k: k.id)
-
-    # -- accounts -------------------------------------------------------------
-    async def account(self, account_id: str) -> AccountRecord | None:
-        raw = await self._do(lambda: self._client.get(f"{self._accounts}id:{account_id}"))
-        return None if raw is None else self._account_decoder.decode(raw)
-
-    async def account_by_index(self, email_index: str) -> AccountRecord | None:
-        entry = f"{self._accounts}index:{email_index}"
-        raw = await self._run("account_by_index", [entry], [self._accounts])
-        return None if raw is None else self._account_decoder.decode(raw)
-
-    async def put_account(self, account: AccountRecord) -> None:
-        await self._put_account(account, existing=False)
-
-    async def update_account(self, account: AccountRecord) -> bool:
-        return await self._put_account(account, existing=True)
-
-    async def _put_account(self, account: AccountRecord, *, existing: bool) -> bool:
-        d = self._accounts
-        written = await self._run(
-            "put_account",
-            [f"{d}id:{account.id}", f"{d}all"],
-            [msgspec.json.encode(account), account.id, d, account.email_index, int(existing)],
-        )
-        return bool(written)
-
-    async def delete_account(self, account_id: str) -> None:
-        d = self._accounts
-        await self._run("delete_account", [f"{d}id:{account_id}", f"{d}all"], [account_id, d])
-
-    async def accounts(self) -> list[AccountRecord]:
-        raw = await self._run("accounts", [f"{self._accounts}all"], [self._accounts])
-        return sorted((self._account_decoder.decode(r) for r in raw), key=lambda a: a.id)
-
     # -- usage and billing ----------------------------------------------------
     def _usage_base(self, account_id: str) -> str:
         return f"{self.options.prefix}{{usage:{account_id}}}:"
@@ -874,41 +817,6 @@ class RedisStore(Store):
         key = f"{self.options.prefix}{{claims}}:{name}"
         return bool(await self._do(lambda: self._client.set(key, b"1", nx=True, ex=max(1, ttl))))
 
-    # -- admin tokens and audit ----------------------------------------------
-    # Tokens are few (tens): one hash, searched whole; the admin API caches.
-    async def put_admin_token(self, token: AdminTokenRecord) -> None:
-        data = msgspec.json.encode(token)
-        await self._do(lambda: self._client.hset(self._admin_tokens, token.id, data))
-
-    async def admin_token_by_hash(self, token_hash: str) -> AdminTokenRecord | None:
-        for token in await self.admin_tokens():
-            if token.hash == token_hash:
-                return token
-        return None
-
-    async def admin_tokens(self) -> list[AdminTokenRecord]:
-        raw = await self._do(lambda: self._client.hvals(self._admin_tokens))
-        return sorted((self._token_decoder.decode(r) for r in raw), key=lambda t: t.id)
-
-    async def delete_admin_token(self, token_id: str) -> bool:
-        gone = await self._do(lambda: self._client.hdel(self._admin_tokens, token_id))
-        return bool(gone)
-
-    async def add_audit(self, record: AuditRecord) -> None:
-        data = msgspec.json.encode(record)
-        await self._run("audit_add", [self._audit_log], [data, AUDIT_MAX_ENTRIES])
-
-    async def audit(self, account_id: str | None = None, limit: int = 1000) -> list[AuditRecord]:
-        needle = "" if account_id is None else _account_needle(account_id)
-        raw = await self._run("audit_get", [self._audit_log], [needle, limit])
-        records = [self._audit_decoder.decode(r) for r in raw]
-        return [r for r in records if account_id is None or r.account_id == account_id]
-
-    async def rekey_audit(self, account_id: str, pseudonym: str) -> int:
-        needle = _account_needle(account_id)
-        n: int = await self._run("audit_rekey", [self._audit_log], [needle, account_id, pseudonym])
-        return n
-
     # -- invalidation ---------------------------------------------------------
     async def publish(self, channel: str, message: str) -> None:
         name = f"{self.options.prefix}{channel}"
@@ -1076,8 +984,3 @@ class _Known:
 # msgspec writes floats in their shortest exact form, which Lua's cjson reads back exactly.
 _json = msgspec.json.encode
 _FAMILIES = 4096  # LimitSet families whose encoded parts are kept
-
-
-def _account_needle(account_id: str) -> bytes:
-    # How msgspec writes the field, so Lua can skip other records by plain search.
-    return b'"account_id":' + msgspec.json.encode(account_id)

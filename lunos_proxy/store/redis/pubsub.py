@@ -15,8 +15,8 @@ import structlog
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisClusterException, RedisError
 
-from ..logs import error_name
-from .base import StoreError
+from ...logs import error_name
+from ..base import StoreError
 
 __all__ = ["Subscriber"]
 
