@@ -10,12 +10,9 @@ usage and billing are written behind, `flush_interval` seconds after the first
 change, and on `close`. Limit counters and bans live only in memory.
 
 Limits live in limits.py (`MemoryLimits`, which the abuse plugin also uses
-alone as its local limiter while the shared store is down); the data file's
-format in file.py.
-
-One module past 400 lines: the directory and the accounting share one
-data-file snapshot; it splits by concern when the accounting part leaves
-the store for the records database.
+alone as its local limiter while the shared store is down), keys, accounts,
+tokens and audit in directory.py, the data file's format in file.py; this
+module has the accounting, cooldowns, the bus and the data file's upkeep.
 """
 
 from __future__ import annotations
@@ -42,6 +39,7 @@ from ..base import (
     UsageEvent,
     UsageRow,
 )
+from .directory import MemoryDirectory
 from .file import (
     EventDay,
     Snapshot,
@@ -70,7 +68,7 @@ def _clone(record: _R) -> _R:
     return msgspec.json.decode(msgspec.json.encode(record), type=type(record))
 
 
-class MemoryStore(MemoryLimits, Store):
+class MemoryStore(MemoryLimits, MemoryDirectory, Store):
     def __init__(
         self,
         path: str | None = None,
@@ -108,74 +106,6 @@ class MemoryStore(MemoryLimits, Store):
     @property
     def path(self) -> str | None:
         return self._path
-
-    # -- keys -----------------------------------------------------------------
-    async def key_by_hash(self, key_hash: str) -> KeyRecord | None:
-        key_id = self._key_ids_by_hash.get(key_hash)
-        return None if key_id is None else _clone(self._keys[key_id])
-
-    async def key_by_id(self, key_id: str) -> KeyRecord | None:
-        key = self._keys.get(key_id)
-        return None if key is None else _clone(key)
-
-    async def put_key(self, key: KeyRecord) -> None:
-        self._drop_key(key.id)
-        self._keys[key.id] = _clone(key)
-        self._key_ids_by_hash[key.hash] = key.id
-        await self._save()
-
-    async def delete_key(self, key_id: str) -> None:
-        if self._drop_key(key_id):
-            await self._save()
-
-    def _drop_key(self, key_id: str) -> bool:
-        old = self._keys.pop(key_id, None)
-        if old is None:
-            return False
-        if self._key_ids_by_hash.get(old.hash) == key_id:
-            del self._key_ids_by_hash[old.hash]
-        return True
-
-    async def keys_of(self, account_id: str) -> list[KeyRecord]:
-        keys = [_clone(k) for k in self._keys.values() if k.account_id == account_id]
-        return sorted(keys, key=lambda k: k.id)
-
-    # -- accounts -------------------------------------------------------------
-    async def account(self, account_id: str) -> AccountRecord | None:
-        account = self._accounts.get(account_id)
-        return None if account is None else _clone(account)
-
-    async def account_by_index(self, email_index: str) -> AccountRecord | None:
-        account_id = self._account_ids_by_index.get(email_index)
-        return None if account_id is None else await self.account(account_id)
-
-    async def put_account(self, account: AccountRecord) -> None:
-        self._drop_account(account.id)
-        self._accounts[account.id] = _clone(account)
-        if account.email_index:
-            self._account_ids_by_index[account.email_index] = account.id
-        await self._save()
-
-    async def update_account(self, account: AccountRecord) -> bool:
-        if account.id not in self._accounts:
-            return False
-        await self.put_account(account)
-        return True
-
-    async def delete_account(self, account_id: str) -> None:
-        if self._drop_account(account_id):
-            await self._save()
-
-    def _drop_account(self, account_id: str) -> bool:
-        old = self._accounts.pop(account_id, None)
-        if old is None:
-            return False
-        if self._account_ids_by_index.get(old.email_index) == account_id:
-            del self._account_ids_by_index[old.email_index]
-        return True
-
-    async def accounts(self) -> list[AccountRecord]:
-        return [_clone(self._accounts[i]) for i in sorted(self._accounts)]
 
     # -- usage and billing ----------------------------------------------------
     async def add_usage(self, deltas: Sequence[UsageDelta], *, once: str = "") -> None:
@@ -337,51 +267,6 @@ class MemoryStore(MemoryLimits, Store):
             return False
         self._claims[name] = now + ttl
         return True
-
-    # -- admin tokens and audit ----------------------------------------------
-    async def put_admin_token(self, token: AdminTokenRecord) -> None:
-        self._admin_tokens[token.id] = _clone(token)
-        await self._save()
-
-    async def admin_token_by_hash(self, token_hash: str) -> AdminTokenRecord | None:
-        for token in self._admin_tokens.values():
-            if token.hash == token_hash:
-                return _clone(token)
-        return None
-
-    async def admin_tokens(self) -> list[AdminTokenRecord]:
-        return [_clone(self._admin_tokens[i]) for i in sorted(self._admin_tokens)]
-
-    async def delete_admin_token(self, token_id: str) -> bool:
-        if self._admin_tokens.pop(token_id, None) is None:
-            return False
-        await self._save()
-        return True
-
-    async def add_audit(self, record: AuditRecord) -> None:
-        self._audit.append(_clone(record))
-        self._save_soon()
-
-    async def audit(self, account_id: str | None = None, limit: int = 1000) -> list[AuditRecord]:
-        out: list[AuditRecord] = []
-        for record in reversed(self._audit):
-            if len(out) >= limit:
-                break
-            if account_id is None or record.account_id == account_id:
-                out.append(_clone(record))
-        return out
-
-    async def rekey_audit(self, account_id: str, pseudonym: str) -> int:
-        n = 0
-        for record in self._audit:
-            if record.account_id == account_id:
-                record.account_id = pseudonym
-                if record.target == account_id:
-                    record.target = pseudonym
-                n += 1
-        if n:
-            self._save_soon()
-        return n
 
     # -- invalidation ---------------------------------------------------------
     async def publish(self, channel: str, message: str) -> None:
