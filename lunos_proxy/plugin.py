@@ -119,6 +119,10 @@ class Plugin:
     Register it under the ``lunos_proxy.plugins`` entry-point group
     (``stamp = "my_package.stamp:Stamp"``) and name it in the pipeline.
     `start` and `stop` run once with the app, for connections or tasks.
+
+    What the admin API, the console or other plugins may read of a plugin
+    it publishes as a view (`services.views`, see lunos_proxy/views.py);
+    its metrics it declares itself and registers with `services.metrics.add`.
     """
 
     name: ClassVar[str] = ""
