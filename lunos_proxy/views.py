@@ -31,6 +31,7 @@ __all__ = [
     "BANS",
     "METER",
     "PRICES",
+    "REQUEST_LOG",
     "ROUTING",
     "AddressGuard",
     "Bans",
@@ -38,6 +39,7 @@ __all__ = [
     "Budgets",
     "MeterView",
     "PriceBook",
+    "RequestLogView",
     "RoutingView",
 ]
 
@@ -139,6 +141,8 @@ class MeterView(Protocol):
     def budgets(self) -> Budgets | None: ...  # None: no budgets configured
     @property
     def alerts_webhook(self) -> bool: ...  # budget alerts go to the operator's webhook
+    @property
+    def events_retention_days(self) -> int: ...  # per-request usage events are kept this long
 
 
 class Bans(Protocol):
@@ -150,6 +154,13 @@ class Bans(Protocol):
     async def lift(self, address: str) -> bool:
         """Lift the ban on `address` (its /64 for IPv6) on every instance;
         True if one was in force. Raises StoreError if the store is down."""
+
+
+class RequestLogView(Protocol):
+    """What the console's privacy page says of the request log (the logger)."""
+
+    @property
+    def address_mode(self) -> str: ...  # full | truncated | hashed | dropped
 
 
 class RoutingView(Protocol):
@@ -165,3 +176,4 @@ PRICES: ViewKey[PriceBook] = ViewKey("prices")
 METER: ViewKey[MeterView] = ViewKey("meter")
 ROUTING: ViewKey[RoutingView] = ViewKey("routing")
 BANS: ViewKey[Bans] = ViewKey("bans")
+REQUEST_LOG: ViewKey[RequestLogView] = ViewKey("request_log")

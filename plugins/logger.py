@@ -37,6 +37,7 @@ from lunos_proxy.errors import GatewayError, UpstreamStatus
 from lunos_proxy.exchange import Exchange, exchange_of
 from lunos_proxy.logs import safe_stack
 from lunos_proxy.plugin import Handler, Plugin, Services
+from lunos_proxy.views import REQUEST_LOG
 
 __all__ = ["ERROR_CODES", "Logger", "RequestRecord", "classify", "safe_token"]
 
@@ -186,6 +187,13 @@ class Logger(Plugin):
         # configured as logging is when the plugin is built.
         self.log = structlog.get_logger(settings.logger_name).bind()
         self.address = _address_writer(settings.address, settings.address_hash_key.encode())
+        services.views[REQUEST_LOG] = self
+
+    @property
+    def address_mode(self) -> str:
+        """`lunos_proxy.views.RequestLogView`: how client addresses are written."""
+        mode: str = self.settings.address
+        return mode
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = exchange_of(request)

@@ -57,6 +57,7 @@ class _Unmetered:
     timezone = "UTC"
     budgets: Budgets | None = None
     alerts_webhook = False
+    events_retention_days = 0
 
     def day(self, at: float) -> str:
         return time.strftime("%Y-%m-%d", time.gmtime(at))

@@ -16,6 +16,8 @@ from aiohttp import web
 from ..admin.accounts import correct, profile
 from ..admin.data_rights import RETAINED_WHY, erase_account, export_document
 from ..config import Config
+from ..plugin import Views
+from ..views import METER, REQUEST_LOG
 from .email_change import send_confirmation
 from .pages import (
     ACCOUNT,
@@ -26,6 +28,7 @@ from .pages import (
     current_account,
     flash,
     form,
+    gateway_of,
     public,
     render,
     secrets_of,
@@ -44,15 +47,10 @@ _ADDRESS_MODES = {
 }
 
 
-def _plugin(config: Config, name: str) -> Any:
-    for entry, settings in zip(config.pipeline, config.plugin_settings, strict=False):
-        if entry.name == name:
-            return settings
-    return None
-
-
-def data_kept(config: Config) -> list[tuple[str, str]]:
-    """What the service keeps, as (what, how) lines derived from `config`."""
+def data_kept(config: Config, views: Views) -> list[tuple[str, str]]:
+    """What the service keeps, as (what, how) lines derived from `config` and
+    from what the logger and the meter publish (nothing of theirs when they
+    are not in the pipeline)."""
     store = config.store.url.split("://")[0].split("+")[0]
     lines = [
         ("Your name and email", "encrypted at rest (AES-256-GCM); kept until you delete your "
@@ -67,13 +65,13 @@ def data_kept(config: Config) -> list[tuple[str, str]]:
         ("Where state lives", f"the {store} store" + (" (shared by every proxy instance)"
                                                       if store.startswith("redis") else "")),
     ]
-    logger = _plugin(config, "logger")
+    logger = views.get(REQUEST_LOG)
     if logger is not None:
-        mode = str(getattr(logger, "address", "full"))
+        mode = logger.address_mode
         lines.append(("Request log", "one metadata line per request (time, model, status, "
                       f"tokens; no content); your IP address is {_ADDRESS_MODES.get(mode, mode)}"))
-    meter = _plugin(config, "meter")
-    days = getattr(meter, "events_retention_days", None) if meter is not None else None
+    meter = views.get(METER)
+    days = meter.events_retention_days if meter is not None else None
     if days:
         lines.append(("Per-request usage events", f"metadata only; kept {days} days"))
     regions = sorted({d.region or config.providers[d.provider].region
@@ -98,7 +96,7 @@ async def privacy_page(request: web.Request, *, status: int = 200,
     me = profile(account, secrets_of(request))
     return await render(
         request, "privacy.html", status=status, me={**me, **(typed or {})},
-        kept=data_kept(config_of(request)), errors=errors or {},
+        kept=data_kept(config_of(request), gateway_of(request).views), errors=errors or {},
         regions=account.allowed_regions, current_email=me["email"] or "",
     )
 
@@ -106,7 +104,8 @@ async def privacy_page(request: web.Request, *, status: int = 200,
 @public
 async def what_we_keep(request: web.Request) -> web.Response:
     """The "what we keep" list for someone not signed in (the footer's link)."""
-    return await render(request, "what_we_keep.html", kept=data_kept(config_of(request)))
+    kept = data_kept(config_of(request), gateway_of(request).views)
+    return await render(request, "what_we_keep.html", kept=kept)
 
 
 async def show(request: web.Request) -> web.Response:

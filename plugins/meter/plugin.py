@@ -170,6 +170,10 @@ class Meter(Plugin):
     def alerts_webhook(self) -> bool:
         return self.settings.webhook is not None
 
+    @property
+    def events_retention_days(self) -> int:
+        return self.settings.events_retention_days
+
     @staticmethod
     def _load_prices(path: str) -> PriceTable:
         if not path:
