@@ -122,6 +122,18 @@ def test_the_contract_imports_neither_the_app_nor_the_forwarder() -> None:
         assert {"lunos_proxy.app", "lunos_proxy.forward"} & below == set(), module
 
 
+def test_only_the_loader_and_the_app_read_plugin_settings() -> None:
+    """The rest of the runtime reads a plugin through the views it publishes,
+    never its settings found by its name in the pipeline."""
+    readers = sorted(
+        module
+        for module, path in _modules("lunos_proxy").items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr == "plugin_settings"
+    )
+    assert set(readers) <= {"lunos_proxy.app", "lunos_proxy.loading"}
+
+
 def test_plugins_do_not_import_each_other() -> None:
     graph = import_graph("plugins")
 
