@@ -63,14 +63,15 @@ class Views:
     def __setitem__(self, key: ViewKey[T], value: T) -> None:
         self._items[key] = value
 
+    # Read per request (auth asks for the address guard): no cast() call.
     def __getitem__(self, key: ViewKey[T]) -> T:
-        return cast(T, self._items[key])
+        return self._items[key]  # type: ignore[return-value]
 
     def __contains__(self, key: ViewKey[Any]) -> bool:
         return key in self._items
 
     def get(self, key: ViewKey[T]) -> T | None:
-        return cast("T | None", self._items.get(key))
+        return self._items.get(key)  # type: ignore[return-value]
 
     def setdefault(self, key: ViewKey[T], value: T) -> T:
         return cast(T, self._items.setdefault(key, value))
