@@ -11,8 +11,9 @@ change, and on `close`. Limit counters and bans live only in memory.
 
 Limits live in limits.py (`MemoryLimits`, which the abuse plugin also uses
 alone as its local limiter while the shared store is down), keys, accounts,
-tokens and audit in directory.py, the data file's format in file.py; this
-module has the accounting, cooldowns, the bus and the data file's upkeep.
+tokens and audit in directory.py, publish and subscribe in bus.py, the data
+file's format in file.py; this module has the accounting, cooldowns and
+the data file's upkeep.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ..base import (
     UsageEvent,
     UsageRow,
 )
+from .bus import MemoryBus
 from .directory import MemoryDirectory
 from .file import (
     EventDay,
@@ -68,7 +70,7 @@ def _clone(record: _R) -> _R:
     return msgspec.json.decode(msgspec.json.encode(record), type=type(record))
 
 
-class MemoryStore(MemoryLimits, MemoryDirectory, Store):
+class MemoryStore(MemoryLimits, MemoryDirectory, MemoryBus, Store):
     def __init__(
         self,
         path: str | None = None,
@@ -267,18 +269,6 @@ class MemoryStore(MemoryLimits, MemoryDirectory, Store):
             return False
         self._claims[name] = now + ttl
         return True
-
-    # -- invalidation ---------------------------------------------------------
-    async def publish(self, channel: str, message: str) -> None:
-        for callback in list(self._channels.get(channel, ())):
-            try:
-                await callback(message)
-            except Exception:
-                # One bad subscriber must not stop the others hearing of a revocation.
-                log.exception("store_subscriber_failed", channel=channel)
-
-    async def subscribe(self, channel: str, callback: Callable[[str], Awaitable[None]]) -> None:
-        self._channels[channel].append(callback)
 
     # -- lifecycle ------------------------------------------------------------
     async def ping(self) -> None:

@@ -2,6 +2,7 @@
 
     store.py      `RedisStore`: every concern of `Store`, its keys and scripts
     directory.py  keys, accounts, admin tokens and audit (`RedisDirectory`)
+    bus.py        publish and subscribe (`RedisBus`)
     connect.py    URLs and options (`RedisOptions`), clients, Sentinel, Cluster
     lane.py       the pipelined connection the limit calls share
     pubsub.py     one subscription per store, resubscribed after a failover

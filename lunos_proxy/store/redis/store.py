@@ -83,6 +83,7 @@ from ..base import (
     UsageRow,
     Verdict,
 )
+from .bus import RedisBus
 from .connect import Client, RedisOptions, connect
 from .directory import RedisDirectory
 from .lane import Lane, ReplyError, fixed
@@ -172,7 +173,7 @@ class _Script:
             return await client.eval(self.source, len(keys), *keys, *args)
 
 
-class RedisStore(RedisDirectory, Store):
+class RedisStore(RedisDirectory, RedisBus, Store):
     """`url` as in `connect.py`; `options` are the fields of `RedisOptions`."""
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -816,14 +817,6 @@ class RedisStore(RedisDirectory, Store):
     async def claim(self, name: str, ttl: int) -> bool:
         key = f"{self.options.prefix}{{claims}}:{name}"
         return bool(await self._do(lambda: self._client.set(key, b"1", nx=True, ex=max(1, ttl))))
-
-    # -- invalidation ---------------------------------------------------------
-    async def publish(self, channel: str, message: str) -> None:
-        name = f"{self.options.prefix}{channel}"
-        await self._do(lambda: self._client.publish(name, message))
-
-    async def subscribe(self, channel: str, callback: Callable[[str], Awaitable[None]]) -> None:
-        await self._subscriber.subscribe(f"{self.options.prefix}{channel}", callback)
 
     # -- lifecycle ------------------------------------------------------------
     async def ping(self) -> None:
