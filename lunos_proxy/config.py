@@ -36,6 +36,7 @@ from .bounds import Amount, AtLeastOne, Port, SecondsOrZero
 from .config_files import ConfigFile, resolve_files, type_hints
 from .console.settings import ConsoleConfig
 from .open_relay import open_relay
+from .tracing.settings import TracingConfig
 from .yaml_strict import YamlError, load_yaml
 
 __all__ = [
@@ -227,6 +228,7 @@ class Config(_Strict):
     secrets: SecretsConfig = msgspec.field(default_factory=SecretsConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     # Filled after loading: the plugin settings structs, in pipeline order.
     plugin_settings: list[Any] = msgspec.field(default_factory=list)
     source: str = ""
@@ -422,6 +424,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
     from .routing.checks import check_routes
 
     problems += check_routes(cfg)
+    problems += cfg.tracing.problems()
     s = cfg.server
     if s.max_body_bytes < 1024:
         problems.append("server.max_body_bytes: must be at least 1024")
@@ -485,6 +488,7 @@ def parse_config(text: str, source: str) -> Config:
                 "secrets": SecretsConfig,
                 "admin": AdminConfig,
                 "console": ConsoleConfig,
+                "tracing": TracingConfig,
             }
             typ = sections.get(key)
             if typ is None:
