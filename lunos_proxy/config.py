@@ -454,7 +454,6 @@ def _check(cfg: Config, problems: list[str]) -> None:
     from .routing.checks import check_routes
 
     problems += check_routes(cfg)
-    problems += cfg.tracing.problems()
     s = cfg.server
     if s.max_body_bytes < 1024:
         problems.append("server.max_body_bytes: must be at least 1024")
@@ -559,6 +558,7 @@ def parse_config(text: str, source: str) -> Config:
                 parts[key] = section
     cfg = Config(**parts, source=source)
     _check(cfg, problems)
+    problems += cfg.tracing.problems()
     _plugin_settings(cfg, problems)
     relay = open_relay(cfg)
     if relay is not None and not cfg.server.allow_unauthenticated:

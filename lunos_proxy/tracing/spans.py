@@ -22,6 +22,7 @@ Attributes, all from what Lunos configured, decided or counted:
 - plugin span: ``lunos.plugin``, and ``error.type`` when it refused.
 - attempt span: ``gen_ai.operation.name``, ``gen_ai.provider.name``,
   ``gen_ai.request.model`` (the deployment's configured model),
+  ``server.address`` / ``server.port`` (the provider's configured URL),
   ``lunos.provider``, ``lunos.deployment``, ``lunos.model`` (the public
   model this attempt serves, a fallback's own), ``lunos.attempt``,
   ``lunos.fallback`` (fallback models passed so far), and at its end
@@ -56,6 +57,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from yarl import URL
 
 from ..config import Config, Timeouts
 from ..errors import GatewayError, UpstreamError, UpstreamStatus
@@ -281,6 +283,17 @@ class TracedForwarder(Forwarder):
     def __init__(self, config: Config, base_urls: dict[str, str], tracing: Tracing) -> None:
         super().__init__(config, base_urls)
         self.tracing = tracing
+        # What every attempt to a provider says about it, from its config.
+        self.about: dict[str, dict[str, Any]] = {}
+        for name, upstream in self.upstreams.items():
+            url = URL(upstream.adapter.base_url)
+            fmt = upstream.config.format
+            self.about[name] = {
+                "gen_ai.provider.name": _PROVIDERS.get(fmt, fmt),
+                "lunos.provider": name,
+                "server.address": url.host or "",
+                "server.port": url.port or 0,
+            }
 
     def request_headers(self, request: web.Request, upstream: Upstream) -> dict[str, str]:
         headers = super().request_headers(request, upstream)
@@ -301,7 +314,6 @@ class TracedForwarder(Forwarder):
         if rt is None:
             return await super().forward(request, exchange, provider, upstream_model, timeouts)
         operation = _operation(exchange)
-        upstream = self.upstreams[provider]
         # Unsampled, the span is a cheap non-recording one: its context still
         # carries the trace to the provider.
         span = self.tracing.tracer.start_span(
@@ -309,12 +321,9 @@ class TracedForwarder(Forwarder):
             context=trace.set_span_in_context(rt.current),
             kind=SpanKind.CLIENT,
             attributes={
+                **self.about[provider],
                 "gen_ai.operation.name": operation,
-                "gen_ai.provider.name": _PROVIDERS.get(
-                    upstream.config.format, upstream.config.format
-                ),
                 "gen_ai.request.model": upstream_model,
-                "lunos.provider": provider,
                 "lunos.deployment": exchange.deployment or f"{provider}/{upstream_model}",
                 "lunos.model": exchange.served_public or exchange.model,
                 "lunos.attempt": exchange.attempts + 1,
