@@ -89,6 +89,9 @@ _PROVIDERS = {
 _STREAM_ERRORS = frozenset(
     {"upstream_invalid", "client_disconnected", "stream_stalled", "stream_broken"}
 )
+# How a request ends when its client goes away (aiohttp cancels the handler,
+# or a write to the closed connection fails).
+_GONE = (asyncio.CancelledError, ConnectionResetError)
 _REASON = re.compile(r"[a-z_]{1,32}")
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 _MAX_REASONS = 8
@@ -266,9 +269,9 @@ class _Layer:
             return await self.plugin(request, handler)
         except BaseException as e:
             attrs: dict[str, Any] = {}
-            _error(exchange_of(request), e, attrs)
+            failed = _error(exchange_of(request), e, attrs)
             span.set_attributes(attrs)
-            if not isinstance(e, GatewayError) or e.status >= 500:
+            if failed and (not isinstance(e, GatewayError) or e.status >= 500):
                 span.set_status(Status(StatusCode.ERROR))
             raise
         finally:
@@ -366,6 +369,7 @@ class TracedForwarder(Forwarder):
             rt.facts = facts
             facts.put(attrs)
             _usage(exchange, attrs)
+        # A client span's 4xx is an error too (the HTTP client convention).
         if _error(exchange, error, attrs):
             span.set_status(Status(StatusCode.ERROR))
         span.set_attributes(attrs)
@@ -392,12 +396,14 @@ def _usage(exchange: Exchange, attrs: dict[str, Any]) -> None:
 
 def _error(exchange: Exchange, error: BaseException | None, attrs: dict[str, Any]) -> bool:
     """Set ``error.type`` (and ``lunos.error_class``) from our own names only;
-    True when the operation failed."""
-    if error is None:
+    True when the operation failed (a client going away is not a failure)."""
+    if error is None or isinstance(error, _GONE):
         if exchange.error_type and exchange.error_code in _STREAM_ERRORS:
             attrs["error.type"] = exchange.error_code
             attrs["lunos.error_class"] = exchange.error_type
             return exchange.error_type == "provider"
+        if error is not None:
+            attrs["error.type"] = "cancelled"
         return False
     if isinstance(error, GatewayError):
         # An UpstreamStatus's own code and type are the provider's words.
@@ -406,8 +412,6 @@ def _error(exchange: Exchange, error: BaseException | None, attrs: dict[str, Any
             code = type(error).code or "gateway_error"
         attrs["error.type"] = code
         attrs["lunos.error_class"] = error.error_class
-    elif isinstance(error, asyncio.CancelledError):
-        attrs["error.type"] = "cancelled"
     else:
         attrs["error.type"] = type(error).__qualname__
     return True

@@ -3,12 +3,15 @@ from the client through the gateway to the provider."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, Running
 from tests.fakes import COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
 from tests.tracing.conftest import (
     CLIENT_SPAN,
@@ -204,3 +207,93 @@ async def test_a_refused_request_ends_in_the_refusing_plugin_without_an_attempt(
     [root] = [s for s in spans if s.kind is SpanKind.SERVER]
     assert dict(root.attributes or {})["gen_ai.request.model"] == "unknown"
     assert provider.received == []
+
+
+async def stream(gw: Running, *, leave_early: bool) -> None:
+    """A streamed chat, read whole or left after its first line."""
+    async with aiohttp.ClientSession() as s, s.post(
+        gw.v1 + "/chat/completions", json={"model": "gpt-test", "stream": True, "messages": []}
+    ) as r:
+        assert r.status == 200
+        if leave_early:
+            await r.content.readline()
+            r.close()
+        else:
+            await r.read()
+
+
+async def test_a_stream_the_provider_breaks_after_its_200_is_an_error(
+    provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+) -> None:
+    gw = await make_gateway(traced_config(provider.base_url))
+    provider.behaviour.cut_after = 2
+    await stream(gw, leave_early=False)
+    spans = await finished(gw, exporter)
+    [root] = [s for s in spans if s.kind is SpanKind.SERVER]
+    [attempt] = [s for s in spans if s.kind is SpanKind.CLIENT]
+    for span in (root, attempt):
+        attrs = dict(span.attributes or {})
+        assert (attrs["http.response.status_code"], attrs["error.type"], attrs["lunos.error_class"]) == (
+            200, "stream_broken", "provider")
+        assert span.status.status_code is StatusCode.ERROR
+
+
+async def test_a_client_that_goes_away_mid_stream_is_recorded_but_not_an_error(
+    provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+) -> None:
+    gw = await make_gateway(traced_config(provider.base_url))
+    provider.behaviour.chunk_interval = 0.2
+    await stream(gw, leave_early=True)
+    for _ in range(50):  # the gateway notices at its next write
+        spans = await finished(gw, exporter)
+        if any(s.kind is SpanKind.SERVER for s in spans):
+            break
+        await asyncio.sleep(0.1)
+    assert len(spans) == 5
+    for span in spans:
+        attrs = dict(span.attributes or {})
+        assert attrs["error.type"] == "client_disconnected", span.name
+        assert span.status.status_code is StatusCode.UNSET, span.name
+
+
+@pytest.mark.parametrize(("path", "body", "operation"), [
+    ("/v1/chat/completions", {"model": "gpt-test", "messages": []}, "chat"),
+    ("/v1/completions", {"model": "gpt-test", "prompt": "x"}, "text_completion"),
+    ("/v1/embeddings", {"model": "gpt-test", "input": "x"}, "embeddings"),
+    ("/v1/responses", {"model": "gpt-test", "input": "x"}, "chat"),
+    ("/v1/messages", {"model": "claude-test", "max_tokens": 5, "messages": []}, "chat"),
+    ("/v1/messages/count_tokens", {"model": "claude-test", "messages": []}, "count_tokens"),
+])
+async def test_each_endpoint_names_its_genai_operation(
+    path: str, body: dict[str, object], operation: str,
+    provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter,
+) -> None:
+    gw = await make_gateway(traced_config(provider.base_url))
+    async with aiohttp.ClientSession() as s, s.post(gw.url + path, json=body) as r:
+        assert r.status == 200
+    spans = await finished(gw, exporter)
+    [root] = [s for s in spans if s.kind is SpanKind.SERVER]
+    [attempt] = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert root.name == f"POST {path}"
+    assert (root.attributes or {})["gen_ai.operation.name"] == operation
+    assert (attempt.attributes or {})["gen_ai.operation.name"] == operation
+    assert attempt.name.startswith(f"{operation} ")
+
+
+async def test_without_a_router_the_attempt_is_under_the_last_plugin(
+    provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+) -> None:
+    cfg = traced_config(provider.base_url)
+    cfg["pipeline"] = [{"name": "request_id"}]
+    gw = await make_gateway(cfg)
+    async with aiohttp.ClientSession() as s, s.post(
+        gw.v1 + "/chat/completions", json={"model": "gpt-alias", "messages": []}
+    ) as r:
+        assert r.status == 200
+    spans = await finished(gw, exporter)
+    [plugin] = [s for s in spans if s.name == "plugin request_id"]
+    [attempt] = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert parent_of(attempt) == hex_ids(plugin)[1]
+    attrs = dict(attempt.attributes or {})
+    assert (attrs["lunos.deployment"], attrs["lunos.model"], attrs["lunos.attempt"]) == (
+        "fake/gpt-upstream", "gpt-test", 1)
