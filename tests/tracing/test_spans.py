@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import anthropic
+import openai
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.conftest import GatewayFactory, Running
-from tests.fakes import COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
+from tests.fakes import CHUNKS, COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
 from tests.tracing.conftest import (
     CLIENT_SPAN,
     CLIENT_TRACE,
@@ -297,3 +299,27 @@ async def test_without_a_router_the_attempt_is_under_the_last_plugin(
     attrs = dict(attempt.attributes or {})
     assert (attrs["lunos.deployment"], attrs["lunos.model"], attrs["lunos.attempt"]) == (
         "fake/gpt-upstream", "gpt-test", 1)
+
+
+async def test_the_sdks_trace_context_runs_through_the_gateway_to_the_provider(
+    provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+) -> None:
+    gw = await make_gateway(traced_config(provider.base_url))
+    client = openai.AsyncOpenAI(base_url=gw.v1, api_key="lk-client-key", max_retries=0)
+    chunks = await client.chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True,
+        extra_headers={"traceparent": CLIENT_TRACEPARENT})
+    assert "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices]) == "".join(CHUNKS)
+    claude = anthropic.AsyncAnthropic(base_url=gw.url, api_key="lk-client-key", max_retries=0)
+    message = await claude.messages.create(
+        model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"traceparent": CLIENT_TRACEPARENT})
+    assert message.stop_reason == "end_turn"
+    spans = await finished(gw, exporter)
+    attempts = sorted((s for s in spans if s.kind is SpanKind.CLIENT), key=lambda s: s.start_time or 0)
+    assert [r.headers["traceparent"] for r in provider.received] == [
+        f"00-{CLIENT_TRACE}-{hex_ids(s)[1]}-01" for s in attempts]
+    roots = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert [parent_of(s) for s in roots] == [CLIENT_SPAN, CLIENT_SPAN]
+    assert [(s.attributes or {})["gen_ai.response.finish_reasons"] for s in attempts] == [
+        ("stop",), ("end_turn",)]
