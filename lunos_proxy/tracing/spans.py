@@ -108,13 +108,12 @@ def otlp_exporter(settings: TracingConfig) -> SpanExporter:
 
 
 class RequestTrace:
-    """One request's spans: the request span, the innermost layer's span
-    (the parent of whatever starts next) and the attempt in flight."""
+    """One request's spans: the innermost layer's (the parent of whatever
+    starts next; first the request span) and the attempt in flight."""
 
-    __slots__ = ("attempt", "current", "facts", "recording", "root")
+    __slots__ = ("attempt", "current", "facts", "recording")
 
     def __init__(self, root: Span) -> None:
-        self.root = root
         self.current = root
         self.recording = root.is_recording()
         self.attempt: Span | None = None

@@ -3,11 +3,14 @@ strictly when the config loads, and follows a reload."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import re
 import subprocess
 import sys
 import textwrap
+import weakref
 from typing import Any
 
 import aiohttp
@@ -144,12 +147,23 @@ async def test_a_reload_turns_tracing_on_and_off(
     await gw.gateway.swap(parse_config(yaml.safe_dump(traced), "test.yaml"))
     await chat(gw)
     assert len(await finished(gw, exporter)) == 5  # request, request_id, meter, router, attempt
+    traced_generation = gw.gateway.generation
+    assert traced_generation is not None and traced_generation.tracing is not None
+    replaced = weakref.ref(traced_generation.tracing.provider)  # type: ignore[arg-type]
+    del traced_generation
     traced["tracing"]["enabled"] = False
     await gw.gateway.swap(parse_config(yaml.safe_dump(traced), "test.yaml"))
     generation = gw.gateway.generation
     assert generation is not None and generation.tracing is None
     await chat(gw)
     assert provider.received[-1].headers.get("traceparent") is None
+    # The replaced generation closed its tracing, and nothing keeps it alive.
+    for _ in range(50):
+        gc.collect()
+        if replaced() is None:
+            break
+        await asyncio.sleep(0.05)
+    assert replaced() is None
 
 
 def problems(section: dict[str, Any]) -> list[str]:
