@@ -4,16 +4,20 @@ stalls never holds up a request (exports run on the processor's thread)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.conftest import GatewayFactory, Running, free_port
 from tests.fakes import FakeProvider
+from tests.serve_support import serve_process, until_ready
 from tests.tracing.conftest import traced_config
 
 
@@ -103,3 +107,33 @@ async def test_a_stalled_collector_does_not_slow_requests(
     assert slowest < 1.0
     await flushing
     assert len(collector.exports) >= 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_serve_exports_every_requests_spans_before_it_exits_on_sigterm(
+    workers: int, tmp_path: Path, provider: FakeProvider, collector: Collector
+) -> None:
+    cfg = traced_config(provider.base_url, endpoint=f"http://127.0.0.1:{collector.port}/otlp")
+    cfg["pipeline"] = [{"name": "request_id"}, {"name": "router"}]
+    path = tmp_path / "lunos.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    port, admin_port = free_port(), free_port()
+    proc = await serve_process(path, port, admin_port, *(["--workers", "2"] if workers > 1 else []))
+    try:
+        await until_ready(f"http://127.0.0.1:{port}", proc)
+        async with aiohttp.ClientSession() as s:
+            for _ in range(8):  # fresh connections: with two workers, both take some
+                async with s.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                                  json={"model": "gpt-test", "messages": []},
+                                  headers={"Connection": "close"}) as r:
+                    assert r.status == 200
+        # The batch processor would wait 5 s before exporting; SIGTERM must not lose them.
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    names = collector.span_names()
+    assert names.count("POST /v1/chat/completions") == 8
+    assert names.count("chat gpt-upstream") == 8 and names.count("plugin router") == 8
