@@ -201,6 +201,8 @@ class Tracing:
             raise
         except BaseException as e:
             error = e
+            if isinstance(e, Exception) and exchange.error_code != "client_disconnected":
+                status = 500  # what the gateway's error boundary answers
             raise
         finally:
             if rt.recording:
@@ -411,8 +413,9 @@ def _error(exchange: Exchange, error: BaseException | None, attrs: dict[str, Any
             code = type(error).code or "gateway_error"
         attrs["error.type"] = code
         attrs["lunos.error_class"] = error.error_class
-    else:
+    else:  # a bug: its class names it, its message may quote anything
         attrs["error.type"] = type(error).__qualname__
+        attrs["lunos.error_class"] = "gateway"
     return True
 
 

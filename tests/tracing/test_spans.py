@@ -4,16 +4,21 @@ from the client through the gateway to the provider."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiohttp
 import anthropic
 import openai
 import pytest
+from aiohttp import web
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from lunos_proxy.exchange import exchange_of
+from lunos_proxy.plugin import Handler, Plugin
 from tests.conftest import GatewayFactory, Running
+from tests.entry_points import register_plugins
 from tests.fakes import CHUNKS, COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
 from tests.tracing.conftest import (
     CLIENT_SPAN,
@@ -323,3 +328,37 @@ async def test_the_sdks_trace_context_runs_through_the_gateway_to_the_provider(
     assert [parent_of(s) for s in roots] == [CLIENT_SPAN, CLIENT_SPAN]
     assert [(s.attributes or {})["gen_ai.response.finish_reasons"] for s in attempts] == [
         ("stop",), ("end_turn",)]
+
+
+class Broken(Plugin):
+    """A plugin with a bug: its exception's message quotes the request."""
+
+    name = "broken"
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        raise RuntimeError(f"broke on {exchange_of(request).body.decode()}")
+
+
+async def test_a_bug_in_a_plugin_is_a_500_named_by_its_class_and_nothing_of_its_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter,
+) -> None:
+    register_plugins(tmp_path, "tracing-test-plugins", {"broken": f"{__name__}:Broken"}, monkeypatch)
+    cfg = traced_config(provider.base_url)
+    cfg["pipeline"].insert(1, {"name": "broken"})
+    gw = await make_gateway(cfg)
+    async with aiohttp.ClientSession() as s, s.post(
+        gw.v1 + "/chat/completions", json={"model": "gpt-test", "messages": [{"content": "CANARYbug"}]}
+    ) as r:
+        assert r.status == 500
+    spans = await finished(gw, exporter)
+    assert sorted(s.name for s in spans) == sorted(
+        ["POST /v1/chat/completions", "plugin request_id", "plugin broken"])
+    for span in spans:
+        attrs = dict(span.attributes or {})
+        assert (attrs["error.type"], attrs["lunos.error_class"]) == ("RuntimeError", "gateway")
+        assert span.status.status_code is StatusCode.ERROR and span.status.description is None
+        assert span.events == ()
+        assert "CANARY" not in span.to_json()
+    [root] = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert (root.attributes or {})["http.response.status_code"] == 500
