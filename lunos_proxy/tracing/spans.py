@@ -1,5 +1,9 @@
 """The spans of a traced request, and what each one holds.
 
+One module past 400 lines: the request, plugin and attempt wrappers share
+the request's trace and the rules for what an attribute may hold, and
+change together (what an answer says about itself is read in `facts`).
+
 Imported only when tracing is on (see the package docstring). A request
 gets, nested as the pipeline runs:
 
@@ -34,19 +38,15 @@ model name; a provider's can quote the prompt), a provider error's
 type/code/param, a client's tracestate, a request id (a client may choose
 it), an account, key or address. Exceptions are never recorded (their
 text is a message) and a status has no description. What a provider
-reports is kept only when it is a plain identifier: a finish reason that
-is not ``[a-z_]{1,32}`` becomes "other", a response model that is not an
-id is left out.
+reports is kept only when it is a plain identifier (see `facts`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import re
 from typing import Any
 
-import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import trace
@@ -63,7 +63,7 @@ from ..config import Config, Timeouts
 from ..errors import GatewayError, UpstreamError, UpstreamStatus
 from ..exchange import Exchange, exchange_of
 from ..forward import Forwarder, Upstream
-from ..sse import SSEParser
+from .facts import IDENTIFIER, ResponseFacts
 from .settings import TracingConfig
 
 __all__ = ["TRACE", "RequestTrace", "TracedForwarder", "Tracing", "otlp_exporter"]
@@ -92,9 +92,6 @@ _STREAM_ERRORS = frozenset(
 # How a request ends when its client goes away (aiohttp cancels the handler,
 # or a write to the closed connection fails).
 _GONE = (asyncio.CancelledError, ConnectionResetError)
-_REASON = re.compile(r"[a-z_]{1,32}")
-_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
-_MAX_REASONS = 8
 _propagator = TraceContextTextMapPropagator()
 
 
@@ -409,7 +406,7 @@ def _error(exchange: Exchange, error: BaseException | None, attrs: dict[str, Any
     if isinstance(error, GatewayError):
         # An UpstreamStatus's own code and type are the provider's words.
         code = type(error).code if isinstance(error, UpstreamStatus) else error.code
-        if code is None or _REASON.fullmatch(code) is None:
+        if code is None or IDENTIFIER.fullmatch(code) is None:
             code = type(error).code or "gateway_error"
         attrs["error.type"] = code
         attrs["lunos.error_class"] = error.error_class
@@ -417,88 +414,3 @@ def _error(exchange: Exchange, error: BaseException | None, attrs: dict[str, Any
         attrs["error.type"] = type(error).__qualname__
         attrs["lunos.error_class"] = "gateway"
     return True
-
-
-# -- what a response says about itself -------------------------------------
-class _Choice(msgspec.Struct):
-    finish_reason: str | None = None
-
-
-class _Message(msgspec.Struct):
-    model: str | None = None
-
-
-class _StopDelta(msgspec.Struct):
-    stop_reason: str | None = None
-
-
-class _Facts(msgspec.Struct):
-    """An answer or one stream event of either format: only the model and
-    why the answer ended (OpenAI choices, Anthropic stop_reason, wherever
-    each format puts it); everything else is skipped unread."""
-
-    model: str | None = None
-    choices: list[_Choice] | None = None
-    stop_reason: str | None = None
-    message: _Message | None = None  # Anthropic's message_start
-    delta: _StopDelta | None = None  # Anthropic's message_delta
-    response: _Message | None = None  # OpenAI Responses stream events
-
-
-_decode_facts = msgspec.json.Decoder(_Facts).decode
-
-
-class ResponseFacts:
-    """An observer keeping the answer's model and finish reasons (no text)."""
-
-    __slots__ = ("_body", "_parser", "model", "reasons")
-
-    def __init__(self) -> None:
-        self.model = ""
-        self.reasons: list[str] = []
-        self._body: list[bytes] | None = None
-        self._parser: SSEParser | None = None
-
-    def chunk(self, data: bytes) -> None:
-        if self._body is None and self._parser is None:
-            if data.lstrip()[:1] == b"{":
-                self._body = []
-            else:
-                self._parser = SSEParser()
-        if self._body is not None:
-            self._body.append(data)
-            return
-        assert self._parser is not None
-        for event in self._parser.feed(data):
-            self._read(event.data)
-
-    def end(self, aborted: bool) -> None:
-        if self._body is not None:
-            self._read(b"".join(self._body))
-            self._body = []
-
-    def _read(self, data: bytes) -> None:
-        if data[:1] != b"{":
-            return  # [DONE]
-        try:
-            facts = _decode_facts(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return  # an event of another shape (its delta a string, ...)
-        model = facts.model or (facts.message and facts.message.model) or (
-            facts.response and facts.response.model
-        )
-        if model:
-            self.model = model
-        for reason in (
-            *(c.finish_reason for c in facts.choices or ()),
-            facts.stop_reason,
-            facts.delta.stop_reason if facts.delta else None,
-        ):
-            if reason and len(self.reasons) < _MAX_REASONS:
-                self.reasons.append(reason if _REASON.fullmatch(reason) else "other")
-
-    def put(self, attrs: dict[str, Any]) -> None:
-        if self.model and _MODEL_ID.fullmatch(self.model):
-            attrs["gen_ai.response.model"] = self.model
-        if self.reasons:
-            attrs["gen_ai.response.finish_reasons"] = self.reasons
