@@ -128,6 +128,15 @@ def _bench_redis(scratch: Path) -> str:
     return url
 
 
+@case("traced", stream=False,
+      about="plain with tracing on: every request recorded (3 spans) and exported over "
+      "OTLP/HTTP to the upstream's sink (compare with plain)")
+def traced(upstream: str, scratch: Path) -> dict[str, Any]:
+    cfg = lunos_config(upstream, scratch)
+    cfg["tracing"] = {"enabled": True, "endpoint": upstream, "sample_ratio": 1.0}
+    return cfg
+
+
 @case("logger", stream=False, about="request_id + logger (one JSON line per request); compare with plain")
 def logger(upstream: str, scratch: Path) -> dict[str, Any]:
     return lunos_config(upstream, scratch, [{"name": "request_id"}, {"name": "logger"}])

@@ -107,10 +107,17 @@ async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
 
 
+async def traces(request: web.Request) -> web.Response:
+    """An OTLP/HTTP trace receiver that keeps nothing (the "traced" case exports here)."""
+    await request.read()
+    return web.Response(body=b"", content_type="application/x-protobuf")
+
+
 def make_app() -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/traces", traces)
     return app
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Histogram
 
 from .config import Config
@@ -42,6 +42,7 @@ from .plugin import Plugin, Services, find_plugin
 from .reload import Reloader, ReloadResult
 from .store import open_store
 from .store.base import Store, StoreError
+from .tracing import import_tracing, tracing_for
 
 __all__ = ["API_ROUTES", "Gateway", "Generation"]
 
@@ -91,7 +92,15 @@ class Generation:
         lasting: dict[str, Any] | None = None,
     ):
         self.config = config
-        self.forwarder = Forwarder(config, base_urls)
+        # None unless `tracing.enabled`: then the forwarder, each plugin and
+        # the pipeline are wrapped in spans; otherwise nothing on the request
+        # path knows tracing exists.
+        self.tracing = tracing_for(config)
+        self.forwarder = (
+            Forwarder(config, base_urls)
+            if self.tracing is None
+            else self.tracing.forwarder(config, base_urls)
+        )
         self.services = Services(
             config=config,
             store=store,
@@ -106,12 +115,15 @@ class Generation:
         handler: Handler = functools.partial(_clocked, self.core)
         for plugin in reversed(self.plugins):
             timer = metrics.plugin_duration.labels(plugin.name)
-            handler = functools.partial(_through, plugin, handler, timer)
-        self.pipeline = handler
+            layer = plugin if self.tracing is None else self.tracing.layer(plugin, plugin.name)
+            handler = functools.partial(_through, layer, handler, timer)
+        self.pipeline = handler if self.tracing is None else self.tracing.requests(handler)
         self.in_flight = 0  # requests running on this generation
         self.drained: asyncio.Event | None = None  # set when retired and idle
 
     async def start(self) -> None:
+        if self.tracing is not None:
+            self.tracing.start()
         await self.forwarder.start()
         for plugin in self.plugins:
             await plugin.start()
@@ -121,6 +133,8 @@ class Generation:
         for plugin in reversed(self.plugins):
             await plugin.stop()
         await self.forwarder.close()
+        if self.tracing is not None:
+            await self.tracing.close()
 
     async def core(self, request: web.Request) -> web.StreamResponse:
         """The innermost handler: pick the deployment (unless a router did) and forward."""
@@ -157,7 +171,7 @@ class Generation:
 
 
 async def _through(
-    plugin: Plugin, handler: Handler, timer: Histogram, request: web.Request
+    plugin: Middleware, handler: Handler, timer: Histogram, request: web.Request
 ) -> web.StreamResponse:
     """Run one plugin, observing the time spent in its own code: its total
     minus whatever the layers it awaited (however often) attributed."""
@@ -254,6 +268,7 @@ class Gateway:
         new: Generation | None = None
         try:
             await self._start_demo()
+            await import_tracing(config.tracing)
             new = Generation(config, self.store, self.metrics, self.base_urls, self.lasting)
             await new.start()
         except BaseException:

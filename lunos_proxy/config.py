@@ -36,6 +36,7 @@ from .bounds import Amount, AtLeastOne, Port, SecondsOrZero
 from .config_files import ConfigFile, resolve_files, type_hints
 from .console.settings import ConsoleConfig
 from .open_relay import open_relay
+from .tracing.settings import TracingConfig
 from .yaml_strict import YamlError, load_yaml
 
 __all__ = [
@@ -257,6 +258,7 @@ class Config(_Strict):
     secrets: SecretsConfig = msgspec.field(default_factory=SecretsConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     # Filled after loading: the plugin settings structs, in pipeline order.
     plugin_settings: list[Any] = msgspec.field(default_factory=list)
     source: str = ""
@@ -544,6 +546,7 @@ def parse_config(text: str, source: str) -> Config:
                 "secrets": SecretsConfig,
                 "admin": AdminConfig,
                 "console": ConsoleConfig,
+                "tracing": TracingConfig,
             }
             typ = sections.get(key)
             if typ is None:
@@ -555,6 +558,7 @@ def parse_config(text: str, source: str) -> Config:
                 parts[key] = section
     cfg = Config(**parts, source=source)
     _check(cfg, problems)
+    problems += cfg.tracing.problems()
     _plugin_settings(cfg, problems)
     relay = open_relay(cfg)
     if relay is not None and not cfg.server.allow_unauthenticated:
