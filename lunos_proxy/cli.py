@@ -288,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_admin import add_commands
 
     add_commands(sub)
+    from .records.cli import add_db_commands
+
+    add_db_commands(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ from lunos_proxy.app import Gateway
 from lunos_proxy.config import parse_config
 from tests.fakes import FakeProvider
 from tests.logcapture import captured_logs, fresh_logging  # noqa: F401  (fixtures)
+from tests.pg_servers import *  # noqa: F403  (fixtures)
 from tests.redis_servers import *  # noqa: F403  (fixtures)
 
 
