@@ -4,7 +4,7 @@ A `Generation` is everything built from one config: its plugins, composed
 around the core handler, and its forwarder. The `Gateway` holds the
 current generation and swaps it atomically on reload; a request keeps the
 generation it started with, so in-flight requests finish on the old routes.
-The store lives as long as the gateway.
+The store and the records database live as long as the gateway.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import Histogram
 
-from .config import Config
+from .config import Config, ConfigError
 from .demo import demo_app
 from .errors import GatewayError, ModelNotFound, NotFound, error_response
 from .exchange import EXCHANGE, Exchange, exchange_of
@@ -30,6 +30,7 @@ from .forward import Forwarder
 from .metrics import Metrics, instrument_store
 from .parse import read_request
 from .plugin import Plugin, Services, find_plugin
+from .records import Records, SchemaError, open_records
 from .reload import Reloader, ReloadResult
 from .store import open_store
 from .store.base import Store, StoreError
@@ -76,6 +77,7 @@ class Generation:
         metrics: Metrics,
         base_urls: dict[str, str],
         lasting: dict[str, Any] | None = None,
+        records: Records | None = None,
     ):
         self.config = config
         self.forwarder = Forwarder(config, base_urls)
@@ -84,6 +86,7 @@ class Generation:
             store=store,
             metrics=metrics,
             forwarder=self.forwarder,
+            records=records,
             lasting=lasting if lasting is not None else {},
         )
         self.plugins: list[Plugin] = [
@@ -182,6 +185,7 @@ class Gateway:
         self.store = instrument_store(
             open_store(config.store.url, **config.store.options), self.metrics
         )
+        self.records = open_records(config.records.url, **config.records.options())
         self.base_urls: dict[str, str] = {}
         self.generation: Generation | None = None
         self._demo_runner: web.AppRunner | None = None
@@ -196,9 +200,13 @@ class Gateway:
     async def start(self) -> None:
         self.metrics.start()
         await self.store.start()
+        try:
+            await self.records.start()
+        except SchemaError as e:
+            raise ConfigError([f"records: {e}"]) from None
         await self._start_demo()
         self.generation = Generation(
-            self.config, self.store, self.metrics, self.base_urls, self.lasting
+            self.config, self.store, self.metrics, self.base_urls, self.lasting, self.records
         )
         await self.generation.start()
         self.reloader.start()
@@ -216,6 +224,7 @@ class Gateway:
             await self.generation.close()
         if self._demo_runner is not None:
             await self._demo_runner.cleanup()
+        await self.records.close()
         await self.store.close()
         self.metrics.stop()
 
@@ -244,7 +253,9 @@ class Gateway:
         new: Generation | None = None
         try:
             await self._start_demo()
-            new = Generation(config, self.store, self.metrics, self.base_urls, self.lasting)
+            new = Generation(
+                config, self.store, self.metrics, self.base_urls, self.lasting, self.records
+            )
             await new.start()
         except BaseException:
             self.config = previous

@@ -393,6 +393,18 @@ class Metrics:
             ("what",),
             registry=r,
         )
+        # -- usage records (lunos_proxy/records/writer.py)
+        self.records_backlog = Gauge(
+            "lunos_records_backlog",
+            "Usage events and ledger lines waiting to be written to the records database.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.records_write_failures = Counter(
+            "lunos_records_write_failures",
+            "Failed attempts to write usage records (retried).",
+            registry=r,
+        )
         self.webhook_failures = Counter(
             "lunos_webhook_failures",
             "Budget notifications given up on after every retry.",
