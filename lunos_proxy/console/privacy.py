@@ -16,6 +16,7 @@ from aiohttp import web
 from ..admin.accounts import correct, profile
 from ..admin.data_rights import RETAINED_WHY, erase_account, export_document
 from ..config import Config
+from ..records import Records
 from .pages import (
     ACCOUNT,
     account_gone,
@@ -24,6 +25,7 @@ from .pages import (
     config_of,
     current_account,
     form,
+    gateway_of,
     render,
     secrets_of,
     store_of,
@@ -33,6 +35,10 @@ from .session import COOKIE, end
 __all__ = ["CONFIRMATION", "data_kept", "routes"]
 
 CONFIRMATION = "delete my account"
+
+
+def records_of(request: web.Request) -> Records:
+    return gateway_of(request).records
 _ADDRESS_MODES = {
     "full": "written in full",
     "truncated": "truncated to its network (/24 for IPv4, /48 for IPv6)",
@@ -117,7 +123,8 @@ async def update_profile(request: web.Request) -> web.Response:
 
 async def export(request: web.Request) -> web.Response:
     account = await current_account(request)
-    document = await export_document(store_of(request), secrets_of(request), account)
+    document = await export_document(store_of(request), records_of(request), secrets_of(request),
+                                     account)
     await audit(request, "accounts.export", account.id)
     day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     return web.Response(
@@ -132,7 +139,7 @@ async def _deletion_page(request: web.Request, *, status: int = 200,
     store, me = store_of(request), account_id(request)
     keys = await store.keys_of(me)
     usage = await store.usage(me, "0000-00-00", "9999-99-99")
-    billing = await store.billing(me)
+    billing = await records_of(request).billing(me)
     return await render(request, "delete.html", status=status, error=error, keys=len(keys),
                         usage_rows=len(usage), billing=len(billing), why=RETAINED_WHY,
                         confirmation=CONFIRMATION)
@@ -147,7 +154,7 @@ async def delete(request: web.Request) -> web.Response:
     if typed != CONFIRMATION:
         return await _deletion_page(request, status=400,
                                     error=f"Type “{CONFIRMATION}” to confirm.")
-    result = await erase_account(store_of(request), account_id(request))
+    result = await erase_account(store_of(request), records_of(request), account_id(request))
     # After the erasure, so that this record keeps the id: proof that it was erased.
     await audit(request, "accounts.delete", account_id(request))
     await end(request)
