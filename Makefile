@@ -21,13 +21,18 @@ run: setup
 
 # Tests start their own redis-server and PostgreSQL processes (initdb in a
 # temp dir, tests/pg_servers.py), check the dashboards with promtool and
-# drive Debian's chromium (the console's browser test); install them when missing.
+# drive Debian's chromium with axe-core (npm, pinned in
+# tests/console/package-lock.json) for the console's browser test;
+# install them when missing.
 test: setup
 	@command -v redis-server >/dev/null || scripts/install-system-packages.sh redis-server
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| scripts/install-system-packages.sh postgresql
 	@command -v promtool >/dev/null || scripts/install-system-packages.sh prometheus
 	@command -v chromium >/dev/null || scripts/install-system-packages.sh chromium
+	@command -v npm >/dev/null || scripts/install-system-packages.sh npm
+	@cmp -s tests/console/package-lock.json tests/console/node_modules/.installed-lock || \
+		(cd tests/console && npm ci --no-audit --no-fund --silent && cp package-lock.json node_modules/.installed-lock)
 	$(BIN)/ruff check lunos_proxy plugins tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q

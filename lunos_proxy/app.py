@@ -295,7 +295,9 @@ class Gateway:
         )
         exchange.wire = wire
         exchange.endpoint = endpoint
-        exchange.body_limit = generation.config.server.max_body_bytes
+        server = generation.config.server
+        exchange.body_limit = server.max_body_bytes
+        exchange.decompress = server.request_decompression
         request[EXCHANGE] = exchange
         metrics = self.metrics
         metrics.in_flight.inc()

@@ -50,6 +50,7 @@ ERROR_CODES: dict[str, frozenset[str]] = {
             "model_not_found",
             "not_found",
             "request_too_large",
+            "unsupported_content_encoding",
             "client_disconnected",
             "other",
         }

@@ -72,11 +72,14 @@ _H = TypeVar("_H", bound=Callable[..., Awaitable[web.StreamResponse]])
 _T = TypeVar("_T")
 
 # The path parameters /admin/ routes may have, and the id each must be.
-PATH_IDS: dict[str, IdKind] = {"account_id": "account", "key_id": "key", "token_id": "token"}
+PATH_IDS: dict[str, IdKind] = {
+    "account_id": "account", "key_id": "key", "token_id": "token", "address": "address",
+}
 _FORMS: dict[IdKind, str] = {
     "account": "an account id: 1 to 64 letters, digits, '_', '.' or '-'",
     "key": "a key id: key_ and 16 hex digits",
     "token": "an admin token id: tok_ and 16 hex digits",
+    "address": "an IPv4 or IPv6 address, or an IPv6 /64 network",
 }
 
 
