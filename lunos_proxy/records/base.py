@@ -57,24 +57,31 @@ class SchemaError(RecordsError):
 
 class EventQuery(msgspec.Struct, kw_only=True, frozen=True):
     """Which events to read: one account's, for days in [first_day,
-    last_day], optionally of one key and one model; `after` is the `next`
-    of the previous page ("" for the first)."""
+    last_day], optionally of one key, one model and statuses in
+    [status_from, status_to); oldest first (by time, then arrival) or
+    `newest_first`. `after` is a cursor (a page's `next` or `first`):
+    only events past it in this order are read."""
 
     account_id: str
     first_day: str = "0000-01-01"
     last_day: str = "9999-12-31"
     key_id: str | None = None
     model: str | None = None
+    status_from: int = 0
+    status_to: int = 1000
+    newest_first: bool = False
     after: str = ""
     limit: int = 1000
 
 
 class EventPage(msgspec.Struct, kw_only=True):
-    """Events oldest first (by time, then by arrival); `next` reads the
-    page after this one, "" when there is none."""
+    """Events in the query's order; `next` reads the page after this one
+    ("" when there is none); `first` is the position of the first event
+    (the same query, reversed, with `after=first` reads the page before)."""
 
     events: list[UsageEvent]
     next: str = ""
+    first: str = ""
 
 
 def cursor(time: float, seq: int) -> str:
@@ -114,6 +121,10 @@ class Records(abc.ABC):
     @abc.abstractmethod
     async def events(self, query: EventQuery) -> EventPage:
         """One page of the events `query` selects (at most `MAX_PAGE`)."""
+
+    @abc.abstractmethod
+    async def count(self, query: EventQuery) -> int:
+        """How many events `query` selects in all (its `after` and `limit` aside)."""
 
     async def all_events(self, query: EventQuery) -> AsyncIterator[UsageEvent]:
         """Every event `query` selects, page after page (an export)."""

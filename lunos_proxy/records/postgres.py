@@ -48,7 +48,7 @@ from .base import (
     UsageEvent,
     UsageRow,
 )
-from .sql import EVENT_COLUMNS, event_row, event_select, page, summary_select, summed
+from .sql import EVENT_COLUMNS, count_select, event_row, event_select, page, summary_select, summed
 
 __all__ = ["PostgresRecords"]
 
@@ -273,6 +273,10 @@ class PostgresRecords(Records):
     async def events(self, query: EventQuery) -> EventPage:
         sql, args = event_select("lunos_events", query, _n)
         return page(query, await self._with(lambda conn: conn.fetch(sql, *args)))
+
+    async def count(self, query: EventQuery) -> int:
+        sql, args = count_select("lunos_events", query, _n)
+        return int(await self._with(lambda conn: conn.fetchval(sql, *args)))
 
     async def summary(self, account_id: str, first_day: str, last_day: str) -> list[UsageRow]:
         sql = summary_select("lunos_events", _n)

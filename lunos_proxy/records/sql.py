@@ -11,7 +11,15 @@ from typing import Any
 
 from .base import EventPage, EventQuery, UsageEvent, UsageRow, cursor, page_size, parse_cursor
 
-__all__ = ["EVENT_COLUMNS", "event_row", "event_select", "page", "summary_select", "summed"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "count_select",
+    "event_row",
+    "event_select",
+    "page",
+    "summary_select",
+    "summed",
+]
 
 EVENT_COLUMNS = (
     "day", "time", "request_id", "account_id", "key_id", "model", "provider", "status", "stream",
@@ -32,18 +40,36 @@ def event_select(
 ) -> tuple[str, list[Any]]:
     """The SELECT of one page of `query` (one row more than the page, to
     tell whether another follows), and its arguments."""
+    where, args = _conditions(query, mark)
+    if query.after:
+        args += parse_cursor(query.after)
+        past = "<" if query.newest_first else ">"
+        where += f" AND (time, seq) {past} ({mark(len(args) - 1)}, {mark(len(args))})"
+    order = "time DESC, seq DESC" if query.newest_first else "time, seq"
+    sql = (f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM {table} WHERE {where} "
+           f"ORDER BY {order} LIMIT {page_size(query) + 1}")
+    return sql, args
+
+
+def count_select(
+    table: str, query: EventQuery, mark: Callable[[int], str]
+) -> tuple[str, list[Any]]:
+    """The SELECT count(*) of `query` (its `after` and `limit` aside), and its arguments."""
+    where, args = _conditions(query, mark)
+    return f"SELECT count(*) FROM {table} WHERE {where}", args
+
+
+def _conditions(query: EventQuery, mark: Callable[[int], str]) -> tuple[str, list[Any]]:
     args: list[Any] = [query.account_id, query.first_day, query.last_day]
     where = [f"account_id = {mark(1)}", f"day >= {mark(2)}", f"day <= {mark(3)}"]
     for column, value in (("key_id", query.key_id), ("model", query.model)):
         if value is not None:
             args.append(value)
             where.append(f"{column} = {mark(len(args))}")
-    if query.after:
-        args += parse_cursor(query.after)
-        where.append(f"(time, seq) > ({mark(len(args) - 1)}, {mark(len(args))})")
-    sql = (f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM {table} WHERE {' AND '.join(where)} "
-           f"ORDER BY time, seq LIMIT {page_size(query) + 1}")
-    return sql, args
+    if query.status_from > 0 or query.status_to < 1000:
+        args += (query.status_from, query.status_to)
+        where.append(f"status >= {mark(len(args) - 1)} AND status < {mark(len(args))}")
+    return " AND ".join(where), args
 
 
 def page(query: EventQuery, rows: Sequence[Mapping[str, Any]]) -> EventPage:
@@ -53,6 +79,7 @@ def page(query: EventQuery, rows: Sequence[Mapping[str, Any]]) -> EventPage:
     return EventPage(
         events=[_event(r) for r in shown],
         next=cursor(shown[-1]["time"], shown[-1]["seq"]) if len(rows) > size else "",
+        first=cursor(shown[0]["time"], shown[0]["seq"]) if shown else "",
     )
 
 

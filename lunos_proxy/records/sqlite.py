@@ -32,7 +32,7 @@ from .base import (
     UsageEvent,
     UsageRow,
 )
-from .sql import EVENT_COLUMNS, event_row, event_select, page, summary_select, summed
+from .sql import EVENT_COLUMNS, count_select, event_row, event_select, page, summary_select, summed
 
 __all__ = ["SqliteRecords"]
 
@@ -198,6 +198,10 @@ class SqliteRecords(Records):
     async def events(self, query: EventQuery) -> EventPage:
         sql, args = event_select("events", query, _q)
         return page(query, await self._call(lambda db: db.execute(sql, args).fetchall()))
+
+    async def count(self, query: EventQuery) -> int:
+        sql, args = count_select("events", query, _q)
+        return int(await self._call(lambda db: db.execute(sql, args).fetchone()[0]))
 
     async def summary(self, account_id: str, first_day: str, last_day: str) -> list[UsageRow]:
         sql = summary_select("events", _q)

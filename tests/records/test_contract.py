@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from lunos_proxy.records import EventQuery, Records
@@ -156,3 +157,29 @@ async def test_retention_drops_days_before_the_cut(records: Records) -> None:
 async def test_migrating_a_current_schema_changes_nothing(records: Records) -> None:
     assert await records.migrate() == []
     await records.ping()
+
+
+async def test_newest_first_pages_walk_back_and_first_walks_forward_again(records: Records) -> None:
+    await records.add("b", [event(n, time=1_764_547_200.0 + n // 3) for n in range(10)], [])
+    newest = EventQuery(account_id="acct_a", newest_first=True, limit=4)
+    one = await records.events(newest)
+    assert [e.request_id for e in one.events] == ["req-9", "req-8", "req-7", "req-6"]
+    two = await records.events(EventQuery(account_id="acct_a", newest_first=True, limit=4,
+                                          after=one.next))
+    assert [e.request_id for e in two.events] == ["req-5", "req-4", "req-3", "req-2"]
+    # Back from page two: the same query oldest first, past page two's first event.
+    back = await records.events(EventQuery(account_id="acct_a", limit=4, after=two.first))
+    assert [e.request_id for e in back.events] == ["req-6", "req-7", "req-8", "req-9"]
+    assert back.next == ""
+
+
+async def test_count_and_status_ranges_select_the_same_events(records: Records) -> None:
+    statuses = [200, 200, 429, 401, 502, 200]
+    await records.add("b", [msgspec.structs.replace(event(n), status=s)
+                            for n, s in enumerate(statuses)], [])
+    client = EventQuery(account_id="acct_a", status_from=400, status_to=500)
+    assert [e.status for e in (await records.events(client)).events] == [429, 401]
+    assert await records.count(client) == 2
+    assert await records.count(EventQuery(account_id="acct_a", after="x", limit=1)) == 6
+    assert await records.count(EventQuery(account_id="acct_a", status_from=500)) == 1
+    assert await records.count(EventQuery(account_id="acct_b")) == 0
