@@ -13,17 +13,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from . import RecordsError, open_records
+from .settings import RecordsConfig
 
 __all__ = ["add_db_commands"]
 
 NOT_READY = 1
 
+# Reads the --config a command names: the records section, or the exit
+# status after the config's problems were reported (the CLI's own loader).
+Loader = Callable[[argparse.Namespace], "RecordsConfig | int"]
 
-def add_db_commands(sub: Any) -> None:
+
+def add_db_commands(sub: Any, load: Loader) -> None:
     """Add `db migrate` and `db check` to the top-level subparsers `sub`."""
     group = sub.add_parser("db", help="the usage-records database").add_subparsers(
         dest="action", required=True
@@ -34,25 +41,16 @@ def add_db_commands(sub: Any) -> None:
     ):
         p = group.add_parser(name, help=helptext)
         p.add_argument("--config", help="YAML file (default $LUNOS_CONFIG or config/lunos.yaml)")
-        p.set_defaults(func=func)
+        p.set_defaults(func=functools.partial(func, load))
 
 
-def _records_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | int:
-    from ..cli import CONFIG_PROBLEM, _config_path, _load_or_report
-
-    config = _load_or_report(_config_path(args))
-    if config is None:
-        return CONFIG_PROBLEM
-    return config.records.url, config.records.options()
-
-
-def _migrate(args: argparse.Namespace) -> int:
-    where = _records_of(args)
-    if isinstance(where, int):
-        return where
+def _migrate(load: Loader, args: argparse.Namespace) -> int:
+    config = load(args)
+    if isinstance(config, int):
+        return config
 
     async def run() -> list[str]:
-        records = open_records(where[0], **where[1])
+        records = open_records(config.url, **config.options())
         try:
             return await records.migrate()
         finally:
@@ -69,17 +67,16 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(args: argparse.Namespace) -> int:
-    where = _records_of(args)
-    if isinstance(where, int):
-        return where
-    url, options = where
-    if url.startswith("sqlite:"):
+def _check(load: Loader, args: argparse.Namespace) -> int:
+    config = load(args)
+    if isinstance(config, int):
+        return config
+    if config.url.startswith("sqlite:"):
         print("records on sqlite: migrated at start")
         return 0
 
     async def run() -> None:
-        records = open_records(url, **options)
+        records = open_records(config.url, **config.options())
         try:
             await records.ping()
             await records.start()
