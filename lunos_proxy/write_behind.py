@@ -2,7 +2,6 @@
 backend fails, write what is left at shutdown.
 
     class Ledger(WriteBehind[Batch]):
-        lost_event = "usage_lost_at_shutdown"
         def _cut(self) -> Batch | None: ...          # what accumulated, as one batch
         async def _write(self, b: Batch) -> bool: ...  # False if the backend failed
         def _gauge(self) -> None: ...                 # publish `backlog`
@@ -12,7 +11,8 @@ backend fails, write what is left at shutdown.
 `flush` writes the batch a failed write left, then cuts and writes new
 ones until nothing is left: a batch is retried as it was (same id), so a
 backend that applied it but whose answer was lost can ignore the repeat.
-`failed` and `recovered` log an outage once, not once per retry.
+`failed` and `recovered` say when to log an outage (once, not per retry);
+`drain` (for a subclass's `stop`) says how much could not be written.
 
 The meter's ledger (counters to the store) and the records writer (events
 and the billing ledger to the database) are two such queues.
@@ -24,22 +24,14 @@ import abc
 import asyncio
 from typing import Generic, TypeVar
 
-import structlog
-
-from .logs import error_name
 from .metrics import Metrics
 
 __all__ = ["WriteBehind"]
-
-log = structlog.get_logger("lunos.meter")
 
 B = TypeVar("B")
 
 
 class WriteBehind(abc.ABC, Generic[B]):
-    # The log event when usage could not be written before shutdown.
-    lost_event = "usage_lost_at_shutdown"
-
     def __init__(self, metrics: Metrics, flush_interval: float) -> None:
         self.metrics = metrics
         self.flush_interval = flush_interval
@@ -75,17 +67,15 @@ class WriteBehind(abc.ABC, Generic[B]):
                 self._batch = None
                 self._gauge()
 
-    def failed(self, event: str, error: BaseException) -> None:
-        """A write failed: logged as `event` once per outage."""
-        if not self._failing:
-            log.warning(event, error=error_name(error), backlog=self.backlog)
-        self._failing = True
+    def failed(self) -> bool:
+        """A write failed; True if it is the first since the last success."""
+        first, self._failing = not self._failing, True
+        return first
 
-    def recovered(self, event: str) -> None:
-        """A write succeeded: `event` is logged if the last one had failed."""
-        if self._failing:
-            log.warning(event)
-        self._failing = False
+    def recovered(self) -> bool:
+        """A write succeeded; True if the one before had failed."""
+        was, self._failing = self._failing, False
+        return was
 
     @property
     @abc.abstractmethod
@@ -118,7 +108,9 @@ class WriteBehind(abc.ABC, Generic[B]):
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def stop(self, attempts: int = 3) -> None:
+    async def drain(self, attempts: int = 3) -> int:
+        """Stop the loop and write what is left: how much could not be
+        (counted in `lunos_meter_dropped{what="shutdown"}`)."""
         # Not cancelled: a write cut off halfway could be applied and then
         # written again. The loop finishes its current flush and exits.
         self._stopping = True
@@ -128,8 +120,8 @@ class WriteBehind(abc.ABC, Generic[B]):
             await asyncio.gather(task, return_exceptions=True)
         for i in range(attempts):
             if await self.flush():
-                return
+                return 0
             await asyncio.sleep(0.2 * (i + 1))
         lost = self.backlog
         self.metrics.meter_dropped.labels("shutdown").inc(lost)
-        log.error(self.lost_event, rows=lost)
+        return lost

@@ -54,8 +54,6 @@ class _Batch:
 
 
 class RecordsWriter(WriteBehind[_Batch]):
-    lost_event = "records_lost_at_shutdown"
-
     def __init__(
         self,
         records: Records,
@@ -134,9 +132,11 @@ class RecordsWriter(WriteBehind[_Batch]):
                 await self.records.add(b.id, b.events, b.billing)
         except RecordsError as e:
             self.metrics.records_write_failures.inc()
-            self.failed("records_write_failed", e)
+            if self.failed():
+                log.warning("records_write_failed", error=error_name(e), backlog=self.backlog)
             return False
-        self.recovered("records_write_recovered")
+        if self.recovered():
+            log.warning("records_write_recovered")
         return True
 
     async def expire(self) -> None:
@@ -160,3 +160,8 @@ class RecordsWriter(WriteBehind[_Batch]):
     async def _written(self) -> None:
         if self.clock() - self._expired_at >= RETENTION_EVERY:
             await self.expire()
+
+    async def stop(self, attempts: int = 3) -> None:
+        lost = await self.drain(attempts)
+        if lost:
+            log.error("records_lost_at_shutdown", rows=lost)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from ..logs import error_name
 from ..metrics import Metrics
 from ..records.writer import RecordsWriter
 from ..store.base import SpendDelta, Store, StoreError, UsageDelta, UsageEvent
@@ -219,20 +220,27 @@ class Ledger(WriteBehind[_Batch]):
                     await steps[b.done]()
                 except StoreError as e:
                     self.metrics.meter_write_failures.inc()
-                    self.failed("usage_write_failed", e)
+                    if self.failed():
+                        log.warning("usage_write_failed", error=error_name(e), backlog=self.backlog)
                     return False
             b.done += 1
             if b.done == 2:
                 subjects = {d.subject for d in b.spend}
                 for callback in self.on_written:
                     callback(subjects)
-        self.recovered("usage_write_recovered")
+        if self.recovered():
+            log.warning("usage_write_recovered")
         return True
 
     async def start(self) -> None:
         if self._task is None:
             await self._listen()
             await super().start()
+
+    async def stop(self, attempts: int = 3) -> None:
+        lost = await self.drain(attempts)
+        if lost:
+            log.error("usage_lost_at_shutdown", rows=lost)
 
 
 # The ledgers that hear erasures: one subscription per store, shared by the
