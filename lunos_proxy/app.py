@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import Histogram
 
-from .config import Config, ConfigError
+from .config import Config
 from .demo import demo_app
 from .errors import GatewayError, ModelNotFound, NotFound, error_response
 from .exchange import EXCHANGE, Exchange, exchange_of
@@ -30,7 +30,7 @@ from .forward import Forwarder
 from .metrics import Metrics, instrument_store
 from .parse import read_request
 from .plugin import Plugin, Services, find_plugin
-from .records import Records, SchemaError, open_records
+from .records import Records, RecordsError, open_records
 from .reload import Reloader, ReloadResult
 from .store import open_store
 from .store.base import Store, StoreError
@@ -201,9 +201,12 @@ class Gateway:
         self.metrics.start()
         await self.store.start()
         try:
+            # A database that does not answer yet is no error here (usage
+            # waits for it); an old schema, or an SQLite file that cannot be
+            # opened, is.
             await self.records.start()
-        except SchemaError as e:
-            raise ConfigError([f"records: {e}"]) from None
+        except RecordsError as e:
+            raise ValueError(f"records: {e}") from None  # `serve` names the config file
         await self._start_demo()
         self.generation = Generation(
             self.config, self.store, self.metrics, self.base_urls, self.lasting, self.records

@@ -36,3 +36,14 @@ def test_db_migrate_says_when_the_database_does_not_answer(
     config = config_for(tmp_path, f"postgresql://postgres@127.0.0.1:{free_port()}/none")
     assert main(["db", "migrate", "--config", config]) == 1
     assert capsys.readouterr().err.startswith("db migrate: postgresql: ")
+
+
+def test_serve_refuses_a_database_without_the_schema_naming_the_fix(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "lunos.yaml"
+    config.write_text(f"records:\n  url: {pg_url}\nstore:\n  url: memory://\n"
+                      "server: {port: 0, admin_port: 0}\n")
+    assert main(["serve", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "lunos.yaml: records: no records schema: run `lunos-proxy db migrate`")
