@@ -139,10 +139,13 @@ class PostgresRecords(Records):
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
+        self._closed = False
         self._partitions: set[str] = set()  # days known to have a partition
 
     # -- connections ------------------------------------------------------------
     async def _connected(self) -> asyncpg.Pool:
+        if self._closed:
+            raise RecordsError("postgresql: the records store is closed")
         if self._pool is None:
             # No connection is opened here (min_size=0): a database that is
             # down at start only fails the calls made while it is.
@@ -186,6 +189,7 @@ class PostgresRecords(Records):
             )
 
     async def close(self) -> None:
+        self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()

@@ -112,7 +112,10 @@ class SqliteRecords(Records):
             except sqlite3.Error as e:
                 raise RecordsError(f"sqlite: {e}") from e
 
-        return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+        except RuntimeError as e:  # the thread was shut down: closed
+            raise RecordsError("sqlite: the records store is closed") from e
 
     async def _transaction(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """`fn` in one write transaction, on the records thread."""

@@ -183,3 +183,12 @@ async def test_count_and_status_ranges_select_the_same_events(records: Records) 
     assert await records.count(EventQuery(account_id="acct_a", after="x", limit=1)) == 6
     assert await records.count(EventQuery(account_id="acct_a", status_from=500)) == 1
     assert await records.count(EventQuery(account_id="acct_b")) == 0
+
+
+async def test_a_closed_store_says_so_as_a_records_error(records: Records) -> None:
+    from lunos_proxy.records import RecordsError
+
+    await records.close()
+    with pytest.raises(RecordsError):
+        await records.add("b", [event(1)], [])
+    await records.close()  # closing twice is harmless
