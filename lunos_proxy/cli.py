@@ -20,7 +20,6 @@ from .config import Config, ConfigError, load_config
 from .connections import open_files_warning, public_runner
 from .logs import configure_logging
 from .open_relay import open_relay
-from .records.settings import RecordsConfig
 from .worker_control import this_worker
 
 log = structlog.get_logger("lunos.proxy")
@@ -292,14 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     from .records.cli import add_db_commands
 
-    add_db_commands(sub, _records_config)
+    add_db_commands(sub, _config_or_status)
     return parser
 
 
-def _records_config(args: argparse.Namespace) -> RecordsConfig | int:
-    """The records section of the config `args` name, or the exit status."""
+def _config_or_status(args: argparse.Namespace) -> Config | int:
+    """The config `args` name, or the exit status after reporting its problems."""
     config = _load_or_report(_config_path(args))
-    return CONFIG_PROBLEM if config is None else config.records
+    return CONFIG_PROBLEM if config is None else config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

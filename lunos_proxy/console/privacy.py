@@ -60,6 +60,8 @@ def _plugin(config: Config, name: str) -> Any:
 def data_kept(config: Config) -> list[tuple[str, str]]:
     """What the service keeps, as (what, how) lines derived from `config`."""
     store = config.store.url.split("://")[0].split("+")[0]
+    records = "PostgreSQL" if config.records.url.startswith("postgres") else "SQLite"
+    billing = config.records.billing_retention_days
     lines = [
         ("Your name and email", "encrypted at rest (AES-256-GCM); kept until you delete your "
          "account"),
@@ -68,10 +70,12 @@ def data_kept(config: Config) -> list[tuple[str, str]]:
          "provider and the answer passed back"),
         ("Usage counters", "requests, tokens and cost per key, model and day, and spend "
          "against budgets; erased when you delete your account"),
-        ("Billing records", "kept for accounting and legal obligations, re-keyed to a "
-         "pseudonym when you delete your account"),
+        ("Billing records", "kept for accounting and legal obligations"
+         + (f" ({billing} days)" if billing else "")
+         + ", re-keyed to a pseudonym when you delete your account"),
         ("Where state lives", f"the {store} store" + (" (shared by every proxy instance)"
-                                                      if store.startswith("redis") else "")),
+                                                      if store.startswith("redis") else "")
+         + f"; usage events and billing records in a {records} database"),
     ]
     logger = _plugin(config, "logger")
     if logger is not None:

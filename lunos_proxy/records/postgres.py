@@ -48,7 +48,16 @@ from .base import (
     UsageEvent,
     UsageRow,
 )
-from .sql import EVENT_COLUMNS, count_select, event_row, event_select, page, summary_select, summed
+from .sql import (
+    EVENT_COLUMNS,
+    billing_rows,
+    count_select,
+    event_row,
+    event_select,
+    page,
+    summary_select,
+    summed,
+)
 
 __all__ = ["PostgresRecords"]
 
@@ -240,13 +249,8 @@ class PostgresRecords(Records):
         await self._ensure_partitions({e.day for e in events})
         rows = [event_row(e) for e in events]
         columns: list[list[Any]] = [[] for _ in range(9)]
-        for b in billing:
-            for column, value in zip(
-                columns,
-                (b.account_id, b.period, b.model, b.id, b.requests, b.input_tokens,
-                 b.output_tokens, b.cost_micros, b.created),
-                strict=True,
-            ):
+        for line in billing_rows(billing):
+            for column, value in zip(columns, line, strict=True):
                 column.append(value)
 
         async def run(conn: asyncpg.Connection) -> bool:

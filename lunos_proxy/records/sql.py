@@ -9,10 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .base import EventPage, EventQuery, UsageEvent, UsageRow, cursor, page_size, parse_cursor
+from .base import (
+    BillingRecord,
+    EventPage,
+    EventQuery,
+    UsageEvent,
+    UsageRow,
+    cursor,
+    page_size,
+    parse_cursor,
+)
 
 __all__ = [
     "EVENT_COLUMNS",
+    "billing_rows",
     "count_select",
     "event_row",
     "event_select",
@@ -26,6 +36,26 @@ EVENT_COLUMNS = (
     "input_tokens", "output_tokens", "cached_input_tokens", "cache_creation_tokens",
     "reasoning_tokens", "cost_micros", "usage_source",
 )
+
+
+def billing_rows(billing: Sequence[BillingRecord]) -> list[tuple[object, ...]]:
+    """One row per (account_id, period, model), summed (an upsert may touch a
+    line once per statement), with the first line's id and time; in
+    (account_id, period, model, id, requests, input_tokens, output_tokens,
+    cost_micros, created) order."""
+    rows: dict[tuple[str, str, str], list[Any]] = {}
+    for b in billing:
+        row = rows.get((b.account_id, b.period, b.model))
+        if row is None:
+            rows[(b.account_id, b.period, b.model)] = [
+                b.account_id, b.period, b.model, b.id, b.requests, b.input_tokens,
+                b.output_tokens, b.cost_micros, b.created]
+        else:
+            row[4] += b.requests
+            row[5] += b.input_tokens
+            row[6] += b.output_tokens
+            row[7] += b.cost_micros
+    return [tuple(r) for r in rows.values()]
 
 
 def event_row(e: UsageEvent) -> tuple[object, ...]:

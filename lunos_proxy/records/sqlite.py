@@ -32,7 +32,16 @@ from .base import (
     UsageEvent,
     UsageRow,
 )
-from .sql import EVENT_COLUMNS, count_select, event_row, event_select, page, summary_select, summed
+from .sql import (
+    EVENT_COLUMNS,
+    billing_rows,
+    count_select,
+    event_row,
+    event_select,
+    page,
+    summary_select,
+    summed,
+)
 
 __all__ = ["SqliteRecords"]
 
@@ -178,8 +187,7 @@ class SqliteRecords(Records):
         self, batch: str, events: Sequence[UsageEvent], billing: Sequence[BillingRecord]
     ) -> bool:
         rows = [event_row(e) for e in events]
-        lines = [(b.account_id, b.period, b.model, b.id, b.requests, b.input_tokens,
-                  b.output_tokens, b.cost_micros, b.created) for b in billing]
+        lines = billing_rows(billing)
         now = time.time()
 
         def run(db: sqlite3.Connection) -> bool:

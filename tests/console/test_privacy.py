@@ -38,6 +38,7 @@ async def test_data_kept_page_is_derived_from_the_running_config(
     kept_text = kept.group(1)
     assert "your IP address is not written at all" in kept_text
     assert "in the regions eu-west" in kept_text and "the memory store" in kept_text
+    assert "usage events and billing records in a SQLite database" in kept_text
     assert "ending 15 minutes after your last visit" in kept_text
     assert "no analytics" in text
 

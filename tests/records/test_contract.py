@@ -192,3 +192,10 @@ async def test_a_closed_store_says_so_as_a_records_error(records: Records) -> No
     with pytest.raises(RecordsError):
         await records.add("b", [event(1)], [])
     await records.close()  # closing twice is harmless
+
+
+async def test_lines_of_one_account_day_and_model_in_one_batch_are_summed(records: Records) -> None:
+    await records.add("b", [], [line(requests=1, cost=10, id="a", created=1.0),
+                                line(requests=2, cost=20, id="b", created=2.0)])
+    [only] = await records.billing("acct_a")
+    assert (only.id, only.requests, only.cost_micros, only.created) == ("a", 3, 30, 1.0)
