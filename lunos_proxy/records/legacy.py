@@ -42,19 +42,6 @@ class Imported(msgspec.Struct, kw_only=True):
     keys_removed: int = 0
 
 
-class _Line(msgspec.Struct, kw_only=True):
-    """A ledger line as the Redis store kept it (the account is the list's key)."""
-
-    id: str
-    period: str
-    model: str
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    cost_micros: int
-    created: float
-
-
 def _batch_id(events: Sequence[UsageEvent], billing: Sequence[BillingRecord]) -> str:
     digest = hashlib.sha256(msgspec.json.encode([list(events), list(billing)])).hexdigest()
     return f"import:{digest[:40]}"
@@ -105,14 +92,14 @@ async def _from_redis(url: str, options: dict[str, Any], records: Records, done:
 
     opts = msgspec.convert(options, RedisOptions)
     client = connect(url, opts).client
-    line_decoder = msgspec.json.Decoder(_Line)
     event_decoder = msgspec.json.Decoder(UsageEvent)
     try:
         billing_prefix = f"{opts.prefix}{{billing}}:account:"
         async for key, raw in _lists(client, f"{opts.prefix}{{billing}}:account:*"):
             account = key[len(billing_prefix):]
-            lines = [BillingRecord(account_id=account, **msgspec.structs.asdict(
-                line_decoder.decode(r))) for r in raw]
+            # A line as the Redis store kept it: the account is the list's key.
+            lines = [msgspec.convert({**msgspec.json.decode(r), "account_id": account},
+                                     BillingRecord) for r in raw]
             await _write(records, [], lines, done)
             if remove:
                 done.keys_removed += await client.delete(key)
