@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from lunos_proxy.records import EventQuery, RecordsError, SchemaError, open_records
+from tests.auth_support import admin
+from tests.conftest import GatewayFactory
+from tests.fakes import FakeProvider
+from tests.meter_support import meter_config
 from tests.pg_servers import PgServer
 from tests.records.test_contract import event
 
@@ -68,3 +73,21 @@ async def test_a_database_down_at_start_is_written_to_once_it_answers(
         assert len((await records.events(EventQuery(account_id="acct_a"))).events) == 1
     finally:
         await records.close()
+
+
+async def test_admin_and_console_readers_answer_503_while_the_database_is_down(
+    pg_server: PgServer, provider: FakeProvider, make_gateway: GatewayFactory, tmp_path: Path,
+) -> None:
+    url = pg_server.create_database()
+    first = open_records(url)
+    await first.migrate()
+    await first.close()
+    config = meter_config(provider.base_url, tmp_path,
+                          records={"url": url, "connect_timeout_seconds": 0.5})
+    gw = await make_gateway(config)
+    await asyncio.to_thread(pg_server.stop)
+    status, body = await admin(gw, "GET", "/admin/usage/acct-a/events")
+    assert (status, body["error"]["message"]) == (503, "the records database is unreachable; retry")
+    await asyncio.to_thread(pg_server.start)
+    status, body = await admin(gw, "GET", "/admin/usage/acct-a/events")
+    assert (status, body["events"]) == (200, [])
