@@ -405,6 +405,13 @@ class Metrics:
             "Failed attempts to write usage records (retried).",
             registry=r,
         )
+        self.records_dropped = Counter(
+            "lunos_records_dropped",
+            "Usage records that could not be kept: events over the backlog bound, "
+            "events and ledger lines lost at shutdown.",
+            ("what",),
+            registry=r,
+        )
         self.webhook_failures = Counter(
             "lunos_webhook_failures",
             "Budget notifications given up on after every retry.",
@@ -417,6 +424,7 @@ class Metrics:
             self.config_reloads.labels(result)
         for what in DROPPED:
             self.meter_dropped.labels(what)
+            self.records_dropped.labels(what)
         for operation in TIMED_FROM_START:
             self.store_duration.labels(operation)
             self.store_errors.labels(operation)

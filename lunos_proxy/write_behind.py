@@ -24,16 +24,13 @@ import abc
 import asyncio
 from typing import Generic, TypeVar
 
-from .metrics import Metrics
-
 __all__ = ["WriteBehind"]
 
 B = TypeVar("B")
 
 
 class WriteBehind(abc.ABC, Generic[B]):
-    def __init__(self, metrics: Metrics, flush_interval: float) -> None:
-        self.metrics = metrics
+    def __init__(self, flush_interval: float) -> None:
         self.flush_interval = flush_interval
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -109,8 +106,7 @@ class WriteBehind(abc.ABC, Generic[B]):
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def drain(self, attempts: int = 3) -> int:
-        """Stop the loop and write what is left: how much could not be
-        (counted in `lunos_meter_dropped{what="shutdown"}`)."""
+        """Stop the loop and write what is left; returns how much could not be."""
         # Not cancelled: a write cut off halfway could be applied and then
         # written again. The loop finishes its current flush and exits.
         self._stopping = True
@@ -122,6 +118,4 @@ class WriteBehind(abc.ABC, Generic[B]):
             if await self.flush():
                 return 0
             await asyncio.sleep(0.2 * (i + 1))
-        lost = self.backlog
-        self.metrics.meter_dropped.labels("shutdown").inc(lost)
-        return lost
+        return self.backlog

@@ -14,7 +14,7 @@ recognised by its id and not applied twice. Meanwhile new usage keeps
 accumulating: ledger lines sum per (account, day, model), so they grow with
 distinct rows, never with requests, and are never dropped; events grow with
 requests, and past `max_pending_events` the oldest are dropped and counted
-in `lunos_meter_dropped{what="events"}`. What waits is
+in `lunos_records_dropped{what="events"}`. What waits is
 `lunos_records_backlog`.
 
 Retention runs here too, every `RETENTION_EVERY` seconds on each instance
@@ -65,8 +65,9 @@ class RecordsWriter(WriteBehind[_Batch]):
         billing_retention_days: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(metrics, flush_interval)
+        super().__init__(flush_interval)
         self.records = records
+        self.metrics = metrics
         self.max_pending_events = max_pending_events
         self.events_retention_days = events_retention_days
         self.billing_retention_days = billing_retention_days
@@ -86,7 +87,7 @@ class RecordsWriter(WriteBehind[_Batch]):
         line[3] += e.cost_micros
         if len(self._events) >= self.max_pending_events:
             del self._events[0]
-            self.metrics.meter_dropped.labels("events").inc()
+            self.metrics.records_dropped.labels("events").inc()
         self._events.append(e)
         self._gauge()
 
@@ -164,4 +165,5 @@ class RecordsWriter(WriteBehind[_Batch]):
     async def stop(self, attempts: int = 3) -> None:
         lost = await self.drain(attempts)
         if lost:
+            self.metrics.records_dropped.labels("shutdown").inc(lost)
             log.error("records_lost_at_shutdown", rows=lost)

@@ -92,8 +92,9 @@ class Ledger(WriteBehind[_Batch]):
         records: RecordsWriter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(metrics, flush_interval)
+        super().__init__(flush_interval)
         self.store = store
+        self.metrics = metrics
         self.records = records
         self.clock = clock
         self._usage: dict[_Row, list[int]] = {}
@@ -240,6 +241,7 @@ class Ledger(WriteBehind[_Batch]):
     async def stop(self, attempts: int = 3) -> None:
         lost = await self.drain(attempts)
         if lost:
+            self.metrics.meter_dropped.labels("shutdown").inc(lost)
             log.error("usage_lost_at_shutdown", rows=lost)
 
 
