@@ -186,11 +186,12 @@ class SqliteRecords(Records):
     async def add(
         self, batch: str, events: Sequence[UsageEvent], billing: Sequence[BillingRecord]
     ) -> bool:
-        rows = [event_row(e) for e in events]
-        lines = billing_rows(billing)
         now = time.time()
 
         def run(db: sqlite3.Connection) -> bool:
+            # Rows are made here, on the records thread, not on the event loop.
+            rows = [event_row(e) for e in events]
+            lines = billing_rows(billing)
             fresh = db.execute(
                 "INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT DO NOTHING", (batch, now)
             ).rowcount

@@ -40,7 +40,9 @@ __all__ = ["MAX_BATCH_EVENTS", "RETENTION_EVERY", "RecordsWriter"]
 
 log = structlog.get_logger("lunos.records")
 
-MAX_BATCH_EVENTS = 10_000
+# Events per batch: PostgreSQL's rows are encoded on the event loop (about a
+# microsecond each), so a batch stays near a millisecond of it.
+MAX_BATCH_EVENTS = 2_000
 RETENTION_EVERY = 3600.0
 
 _Line = tuple[str, str, str]  # account, day, model
