@@ -412,6 +412,8 @@ class Metrics:
             ("what",),
             registry=r,
         )
+        for what in ("events", "shutdown"):  # from 0
+            self.records_dropped.labels(what)
         self.webhook_failures = Counter(
             "lunos_webhook_failures",
             "Budget notifications given up on after every retry.",
@@ -424,7 +426,6 @@ class Metrics:
             self.config_reloads.labels(result)
         for what in DROPPED:
             self.meter_dropped.labels(what)
-            self.records_dropped.labels(what)
         for operation in TIMED_FROM_START:
             self.store_duration.labels(operation)
             self.store_errors.labels(operation)
