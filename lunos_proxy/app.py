@@ -4,7 +4,7 @@ A `Generation` is everything built from one config: its plugins, composed
 around the core handler, and its forwarder. The `Gateway` holds the
 current generation and swaps it atomically on reload; a request keeps the
 generation it started with, so in-flight requests finish on the old routes.
-The store lives as long as the gateway.
+The store and the records database live as long as the gateway.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from .http_errors import log_internal_error
 from .metrics import Metrics, instrument_store
 from .parse import read_request
 from .plugin import Plugin, Services, find_plugin
+from .records import Records, RecordsError, open_records
 from .reload import Reloader, ReloadResult
 from .store import open_store
 from .store.base import Store, StoreError
@@ -90,6 +91,7 @@ class Generation:
         metrics: Metrics,
         base_urls: dict[str, str],
         lasting: dict[str, Any] | None = None,
+        records: Records | None = None,
     ):
         self.config = config
         # None unless `tracing.enabled`: then the forwarder, each plugin and
@@ -106,6 +108,7 @@ class Generation:
             store=store,
             metrics=metrics,
             forwarder=self.forwarder,
+            records=records,
             lasting=lasting if lasting is not None else {},
         )
         self.plugins: list[Plugin] = [
@@ -206,6 +209,7 @@ class Gateway:
         self.store = instrument_store(
             open_store(config.store.url, **config.store.options), self.metrics
         )
+        self.records = open_records(config.records.url, **config.records.options())
         self.base_urls: dict[str, str] = {}
         self.generation: Generation | None = None
         self._demo_runner: web.AppRunner | None = None
@@ -220,9 +224,16 @@ class Gateway:
     async def start(self) -> None:
         self.metrics.start()
         await self.store.start()
+        try:
+            # A database that does not answer yet is no error here (usage
+            # waits for it); an old schema, or an SQLite file that cannot be
+            # opened, is.
+            await self.records.start()
+        except RecordsError as e:
+            raise ValueError(f"records: {e}") from None  # `serve` names the config file
         await self._start_demo()
         self.generation = Generation(
-            self.config, self.store, self.metrics, self.base_urls, self.lasting
+            self.config, self.store, self.metrics, self.base_urls, self.lasting, self.records
         )
         await self.generation.start()
         self.reloader.start()
@@ -240,6 +251,7 @@ class Gateway:
             await self.generation.close()
         if self._demo_runner is not None:
             await self._demo_runner.cleanup()
+        await self.records.close()
         await self.store.close()
         self.metrics.stop()
 
@@ -269,7 +281,9 @@ class Gateway:
         try:
             await self._start_demo()
             await import_tracing(config.tracing)
-            new = Generation(config, self.store, self.metrics, self.base_urls, self.lasting)
+            new = Generation(
+                config, self.store, self.metrics, self.base_urls, self.lasting, self.records
+            )
             await new.start()
         except BaseException:
             self.config = previous

@@ -289,7 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_admin import add_commands
 
     add_commands(sub)
+    from .records.cli import add_db_commands
+
+    add_db_commands(sub, _config_or_status)
     return parser
+
+
+def _config_or_status(args: argparse.Namespace) -> Config | int:
+    """The config `args` name, or the exit status after reporting its problems."""
+    config = _load_or_report(_config_path(args))
+    return CONFIG_PROBLEM if config is None else config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

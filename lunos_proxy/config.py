@@ -36,6 +36,7 @@ from .bounds import Amount, AtLeastOne, Port, SecondsOrZero
 from .config_files import ConfigFile, resolve_files, type_hints
 from .console.settings import ConsoleConfig
 from .open_relay import open_relay
+from .records.settings import RecordsConfig
 from .tracing.settings import TracingConfig
 from .yaml_strict import YamlError, load_yaml
 
@@ -252,6 +253,8 @@ class PipelineEntry(_Strict):
 class Config(_Strict):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    # Usage events and the billing ledger (lunos_proxy/records/settings.py).
+    records: RecordsConfig = msgspec.field(default_factory=RecordsConfig)
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
     pipeline: list[PipelineEntry] = msgspec.field(default_factory=list)
@@ -547,6 +550,7 @@ def parse_config(text: str, source: str) -> Config:
                 "admin": AdminConfig,
                 "console": ConsoleConfig,
                 "tracing": TracingConfig,
+                "records": RecordsConfig,
             }
             typ = sections.get(key)
             if typ is None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .forward import Forwarder
     from .metrics import Metrics
+    from .records.base import Records
     from .store.base import Store
 
 __all__ = ["ENTRY_POINT_GROUP", "Handler", "Plugin", "PluginError", "Services", "find_plugin"]
@@ -35,6 +36,9 @@ class Services:
     store: Store
     metrics: Metrics
     forwarder: Forwarder
+    # Usage events and the billing ledger (lunos_proxy/records/); None only
+    # for a plugin built outside a gateway (a test), which then keeps none.
+    records: Records | None = None
     # Objects one plugin offers others (e.g. a key cache), by name.
     shared: dict[str, Any] = field(default_factory=dict)
     # Objects that outlive a config reload (the gateway's lifetime), by

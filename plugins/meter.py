@@ -39,6 +39,7 @@ from lunos_proxy.config_files import checked_file
 from lunos_proxy.exchange import Exchange, exchange_of
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
+from lunos_proxy.records.writer import RecordsWriter
 from lunos_proxy.store.base import UsageEvent
 from lunos_proxy.usage.budgets import BudgetSettings, Calendar, Guard, Limit, Rules
 from lunos_proxy.usage.estimate import encoding_for, tokenizer
@@ -110,12 +111,25 @@ class Meter(Plugin):
         self.settings: MeterSettings = settings
         self.prices = self._load_prices(settings.pricing)
         self.calendar = Calendar(settings.timezone)
+        # Events and ledger lines go to the records database (if the gateway
+        # has one), counters and spend to the store.
+        self.records = (
+            None
+            if services.records is None
+            else RecordsWriter(
+                services.records,
+                services.metrics,
+                flush_interval=settings.flush_interval_seconds,
+                max_pending_events=settings.max_pending_events,
+                events_retention_days=settings.events_retention_days,
+                billing_retention_days=services.config.records.billing_retention_days,
+            )
+        )
         self.ledger = Ledger(
             services.store,
             services.metrics,
             flush_interval=settings.flush_interval_seconds,
-            retention=settings.events_retention_days * 86_400,
-            max_pending_events=settings.max_pending_events,
+            records=self.records,
         )
         self.rules = Rules(settings.budgets)
         hook = settings.webhook
@@ -153,12 +167,16 @@ class Meter(Plugin):
 
     async def start(self) -> None:
         await self.ledger.start()
+        if self.records is not None:
+            await self.records.start()
         if self.settings.estimate and self.settings.preload_tokenizer:
             # The tokenizer's tables take about a second to load: not on a request.
             threading.Thread(target=_load_tokenizer, name="tokenizer-load", daemon=True).start()
 
     async def stop(self) -> None:
         await self.ledger.stop()
+        if self.records is not None:
+            await self.records.stop()
         await self.guard.settled()  # thresholds still being judged may notify
         if self.notifier is not None:
             await self.notifier.close()

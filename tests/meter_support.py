@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from lunos_proxy.app import Gateway
-from lunos_proxy.store.base import UsageRow
+from lunos_proxy.records import EventQuery
+from lunos_proxy.store.base import BillingRecord, UsageEvent, UsageRow
 from plugins.meter import Meter
 from tests.auth_support import auth_config, static_entry
 
@@ -64,3 +65,20 @@ async def flushed_usage(gateway: Gateway, account: str, day_from: str = "2000-01
                         day_to: str = "2999-12-31") -> list[UsageRow]:
     assert await meter_of(gateway).ledger.flush()
     return await gateway.store.usage(account, day_from, day_to)
+
+
+async def flushed_records(gateway: Gateway) -> None:
+    """Write what the meter holds: counters to the store, events and ledger to the records."""
+    meter = meter_of(gateway)
+    assert await meter.ledger.flush()
+    assert meter.records is not None and await meter.records.flush()
+
+
+async def recorded_events(gateway: Gateway, account: str) -> list[UsageEvent]:
+    await flushed_records(gateway)
+    return [e async for e in gateway.records.all_events(EventQuery(account_id=account))]
+
+
+async def recorded_billing(gateway: Gateway, account: str) -> list[BillingRecord]:
+    await flushed_records(gateway)
+    return await gateway.records.billing(account)
