@@ -34,14 +34,14 @@ import msgspec
 from aiohttp import web
 
 from lunos_proxy.bounds import AtLeastOne, Seconds, SecondsOrZero
-from lunos_proxy.config import ConfigError
+from lunos_proxy.config import Config, ConfigError
 from lunos_proxy.config_files import checked_file
 from lunos_proxy.exchange import Exchange, exchange_of
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
 from lunos_proxy.store.base import UsageEvent
 from lunos_proxy.usage.budgets import BudgetSettings, Calendar, Guard, Limit, Rules
-from lunos_proxy.usage.estimate import encoding_for, tokenizer
+from lunos_proxy.usage.estimate import encoding_for, preload
 from lunos_proxy.usage.include_usage import (
     STREAM_USAGE_ENDPOINTS,
     UsageChunkFilter,
@@ -140,6 +140,7 @@ class Meter(Plugin):
             currency=self.prices.currency,
             fail_closed=services.config.store.on_failure == "fail_closed",
         )
+        self._counting: set[asyncio.Future[None]] = set()
         services.shared["meter"] = self
 
     @staticmethod
@@ -151,13 +152,23 @@ class Meter(Plugin):
         except PricingError as e:
             raise ConfigError(e.problems) from None
 
+    @classmethod
+    def prepare(cls, settings: MeterSettings, config: Config) -> None:
+        # Before --workers forks: one copy of the tables, shared by every worker.
+        if settings.estimate:
+            preload(_encodings(config))
+
     async def start(self) -> None:
         await self.ledger.start()
         if self.settings.estimate and self.settings.preload_tokenizer:
             # The tokenizer's tables take about a second to load: not on a request.
-            threading.Thread(target=_load_tokenizer, name="tokenizer-load", daemon=True).start()
+            encodings = _encodings(self.services.config)
+            threading.Thread(
+                target=preload, args=(encodings,), name="tokenizer-load", daemon=True
+            ).start()
 
     async def stop(self) -> None:
+        await self.settled()
         await self.ledger.stop()
         await self.guard.settled()  # thresholds still being judged may notify
         if self.notifier is not None:
@@ -203,7 +214,25 @@ class Meter(Plugin):
             raise
         finally:
             if watcher.ended:
+                if watcher.counting:
+                    await self._counted(watcher)
                 self._settle(exchange, account, key, at, limits)
+
+    async def _counted(self, watcher: UsageWatcher) -> None:
+        # A count (off the loop) ends after the client saw the whole answer:
+        # `settled()` lets a reader of the ledger wait for it.
+        done = asyncio.get_running_loop().create_future()
+        self._counting.add(done)
+        try:
+            await watcher.counted()
+        finally:
+            self._counting.discard(done)
+            done.set_result(None)
+
+    async def settled(self) -> None:
+        """Return once the usage being counted now is settled into the ledger."""
+        if self._counting:
+            await asyncio.wait(list(self._counting))
 
     def cost(self, exchange: Exchange, at: float) -> int:
         model = _served(exchange)
@@ -266,5 +295,8 @@ def _served(exchange: Exchange) -> str:
     return exchange.served_public or exchange.model
 
 
-def _load_tokenizer() -> None:
-    tokenizer(encoding_for(""))
+def _encodings(config: Config) -> list[str]:
+    """The tokenizer tables the models of `config` count with."""
+    names = {encoding_for(d.model) for m in config.models.values() for d in m.deployments}
+    names.update(encoding_for(public) for public in config.models)
+    return sorted(names)

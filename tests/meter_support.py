@@ -62,5 +62,6 @@ def meter_of(gateway: Gateway) -> Meter:
 
 async def flushed_usage(gateway: Gateway, account: str, day_from: str = "2000-01-01",
                         day_to: str = "2999-12-31") -> list[UsageRow]:
+    await meter_of(gateway).settled()  # a count runs after the client has its answer
     assert await meter_of(gateway).ledger.flush()
     return await gateway.store.usage(account, day_from, day_to)

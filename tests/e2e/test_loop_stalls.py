@@ -1,0 +1,90 @@
+"""Nothing on the request path keeps the event loop busy for long.
+
+Every path that counts tokens (a provider that reports no usage, a client
+that leaves mid-stream or before the answer begins) and a config reload
+run under `tests.loop_watch.watch_loop`, which fails on any callback that
+used more than 50 ms of the loop thread's CPU (CPU, not wall time, so that
+a busy machine preempting the test does not fail it; see that module).
+The tokenizer's tables are dropped first, so the first count loads them
+(about a second of CPU) as in a fresh process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from lunos_proxy.usage import estimate
+from tests.conftest import ADMIN_HEADERS, GatewayFactory
+from tests.fakes import FakeProvider
+from tests.loop_watch import watch_loop
+from tests.meter_support import KEY_B1, flushed_usage, meter_config, meter_of
+
+AUTH = {"Authorization": f"Bearer {KEY_B1}"}
+# 1.2 million characters: past what the tokenizer takes in one call (a
+# million characters, 200,000 tokens), so it is counted in pieces.
+LONG = "hello " * 200_000
+LONG_TOKENS = 200_001  # "hello", 199,999 x " hello", the last " "
+FRAMING = 3 + 3 + 1  # reply priming, the message's framing, its role "user"
+
+
+@pytest.fixture
+def fresh_tokenizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(estimate, "_loaded", {})
+
+
+async def _until_ledger_has(gw_meter: object, count: int) -> None:
+    for _ in range(200):
+        if getattr(gw_meter, "ledger").backlog >= count:  # noqa: B009
+            return
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.usefixtures("fresh_tokenizer")
+async def test_counting_tokens_and_reloading_keep_the_loop_free(
+    provider: FakeProvider, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    config = meter_config(provider.base_url, tmp_path)
+    config.setdefault("server", {})["max_body_bytes"] = 4_000_000
+    gw = await make_gateway(config)
+    path = tmp_path / "lunos.yaml"
+    path.write_text(yaml.safe_dump(config))
+    gw.gateway.reloader.path = str(path)
+    provider.behaviour.report_usage = False
+    chat = gw.v1 + "/chat/completions"
+    async with aiohttp.ClientSession() as s:
+        with watch_loop(0.05) as work:
+            # 1. An answer without usage, to a long prompt: the tables load
+            #    (on the tokenizer's thread) and 1.2 MB of text is counted.
+            long = {"model": "gpt-test", "messages": [{"role": "user", "content": LONG}]}
+            async with s.post(chat, json=long, headers=AUTH) as r:
+                assert r.status == 200
+            # 2. A client that leaves mid-stream.
+            provider.behaviour.chunk_interval = 0.1
+            stream = {"model": "gpt-test", "stream": True,
+                      "messages": [{"role": "user", "content": LONG}]}
+            async with s.post(chat, json=stream, headers=AUTH) as r:
+                assert (await r.content.readuntil(b"\n\n")).startswith(b"data: {")
+            provider.behaviour.chunk_interval = 0.0
+            # 3. A client that leaves before the answer begins.
+            provider.behaviour.delay_headers = 0.5
+            with pytest.raises(TimeoutError):
+                await s.post(chat, json=long, headers=AUTH,
+                             timeout=aiohttp.ClientTimeout(total=0.2))
+            meter = meter_of(gw.gateway)
+            await _until_ledger_has(meter, 3)
+            await meter.settled()
+            provider.behaviour.delay_headers = 0.0
+            # 4. A reload: the file read and checked, a new generation built.
+            async with s.post(gw.admin_url + "/admin/reload", headers=ADMIN_HEADERS) as r:
+                assert (r.status, (await r.json())["result"]) == (200, "applied")
+    assert work.slow == [], work.report()
+    assert work.callbacks > 100  # the watch saw the requests go through
+    rows = await flushed_usage(gw.gateway, "acct-b")
+    assert [(r.requests, r.input_tokens) for r in rows] == [(3, 3 * (FRAMING + LONG_TOKENS))]
+    events = await gw.gateway.store.usage_events("acct-b", "2000-01-01", "2999-12-31")
+    assert [e.usage_source for e in events] == ["estimated"] * 3
