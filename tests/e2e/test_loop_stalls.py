@@ -12,13 +12,17 @@ The tokenizer's tables are dropped first, so the first count loads them
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
 
+from lunos_proxy.config import parse_config
 from lunos_proxy.usage import estimate
+from lunos_proxy.workers import prepare_plugins
+from plugins.meter import Meter
 from tests.conftest import ADMIN_HEADERS, GatewayFactory
 from tests.fakes import FakeProvider
 from tests.loop_watch import watch_loop
@@ -37,9 +41,9 @@ def fresh_tokenizer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(estimate, "_loaded", {})
 
 
-async def _until_ledger_has(gw_meter: object, count: int) -> None:
+async def _until_ledger_has(meter: Meter, count: int) -> None:
     for _ in range(200):
-        if getattr(gw_meter, "ledger").backlog >= count:  # noqa: B009
+        if meter.ledger.backlog >= count:
             return
         await asyncio.sleep(0.02)
 
@@ -88,3 +92,21 @@ async def test_counting_tokens_and_reloading_keep_the_loop_free(
     assert [(r.requests, r.input_tokens) for r in rows] == [(3, 3 * (FRAMING + LONG_TOKENS))]
     events = await gw.gateway.store.usage_events("acct-b", "2000-01-01", "2999-12-31")
     assert [e.usage_source for e in events] == ["estimated"] * 3
+
+
+@pytest.mark.usefixtures("fresh_tokenizer")
+def test_workers_share_the_tables_their_models_count_with(tmp_path: Path) -> None:
+    """`serve --workers N` loads them in the parent, before it forks."""
+    config = meter_config("http://127.0.0.1:9/v1", tmp_path)
+    config["models"]["gpt-4-old"] = {"deployments": [{"provider": "fake", "model": "gpt-4-0613"}]}
+    try:
+        prepare_plugins(parse_config(yaml.safe_dump(config), "test.yaml"))
+        assert sorted(estimate._loaded) == ["cl100k_base", "o200k_base"]
+        assert gc.get_freeze_count() > 0  # kept off the workers' collections
+    finally:
+        gc.unfreeze()
+    config["pipeline"][-1]["settings"]["estimate"] = False
+    estimate._loaded.clear()
+    prepare_plugins(parse_config(yaml.safe_dump(config), "test.yaml"))
+    gc.unfreeze()
+    assert estimate._loaded == {}
