@@ -21,6 +21,13 @@ share the first (the upstream gets a third core when there is one). The
 "direct" target is a second fake provider placed like any server under
 test, so all three targets are measured on the same core.
 
+After each round of Lunos, clients hang up mid-request (hangups.py) and
+Lunos is measured again at once, without warmup: the "lunos after
+hang-ups" row (`--hang-ups 0` leaves it out). Every Lunos row must keep
+p99 within 3 x p50. On a case whose store is the bench's Redis, the notes
+give what Redis did per request (commands, script calls, bytes each way,
+from INFO: counts, meaningful on a busy machine too).
+
 Exit status: 0 when every measurement ran cleanly; 1 when a server failed to
 start or answer, or wrk reported socket errors or non-2xx responses; 2 for a
 usage error; 3 with --strict when Lunos missed a target (req/s below the
@@ -38,6 +45,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +54,7 @@ from typing import Any
 
 import yaml
 from cases import CASES, Case
+from hangups import hang_up, per_request, redis_counts
 from loadgen import Load, run_wrk, write_script
 from servers import (
     BENCH,
@@ -68,6 +77,11 @@ from servers import (
 )
 
 TARGETS = ("direct", "floor", "lunos")
+AFTER_HANG_UPS = "lunos after hang-ups"
+MAX_TAIL = 3.0  # p99 / p50 of every Lunos row
+# After a round, time for the usage written behind (the meter's ledger,
+# flushed every second) to reach Redis, so that it counts in that round.
+LEDGER_SECONDS = 1.5
 MAX_RSS_MB = 100.0
 # A round in which the server spent this share of the time waiting for its
 # core is left out of the medians when a calmer round exists.
@@ -102,7 +116,8 @@ def start_lunos(
     core: int | None,
     timeout: float,
     src: Path,
-) -> Server:
+) -> tuple[Server, str | None]:
+    """Lunos started with the case's config; and its store's URL when that is Redis."""
     port, admin_port = free_port(), free_port()
     cfg = deep_merge(case.lunos_config(upstream.url, OUT), extra)
     cfg = deep_merge(cfg, {"server": {"host": HOST, "port": port, "admin_port": admin_port}})
@@ -113,7 +128,9 @@ def start_lunos(
     (OUT / "lunos-store.json").unlink(missing_ok=True)
     cmd = pinned(lunos_command(config, port, admin_port), core)
     # `python -m` imports lunos_proxy and plugins from the working directory first.
-    return start(f"lunos-{slug(case.name)}", cmd, port, case.stream, timeout, cwd=src)
+    server = start(f"lunos-{slug(case.name)}", cmd, port, case.stream, timeout, cwd=src)
+    url = str(cfg["store"]["url"])
+    return server, url if url.startswith("redis://") else None
 
 
 def start_fake(name: str, core: int | None) -> Server:
@@ -136,6 +153,7 @@ class Sample:
     rss_mb: float
     cpu_percent: float
     wait_percent: float
+    redis: dict[str, float] | None = None  # per request, from INFO (hangups.redis_counts)
 
     @property
     def cpu_us(self) -> float:
@@ -177,22 +195,28 @@ def measure(
     script: Path,
     load: Load,
     profile: Path | None = None,
+    redis_url: str | None = None,
 ) -> Sample:
+    redis = None
     try:
         if load.warmup > 0:
             run_wrk(server.url, script, load.warmup, load)
+        before = redis_counts(redis_url) if redis_url else {}
         with (
             Watch(server.pid) as watch,
             py_spy(server.pid, profile, load.duration, load.core),
         ):
             result = run_wrk(server.url, script, load.duration, load)
+        if redis_url:
+            time.sleep(LEDGER_SECONDS)
+            redis = per_request(before, redis_counts(redis_url), result.requests)
     except Failure as e:
         problem = answer_problem(*probe(server.url, case.stream), case.stream)
         hint = f"\none request now: {problem}" if problem else ""
         raise Failure(
             f"{target} ({case.name}): {e}{hint}\n{server.name} output:\n{server.tail()}"
         ) from None
-    (OUT / f"{slug(case.name)}-{target}.wrk.txt").write_text(result.raw)
+    (OUT / f"{slug(case.name)}-{slug(target)}.wrk.txt").write_text(result.raw)
     return Sample(
         result.rps,
         result.p50_ms,
@@ -200,6 +224,7 @@ def measure(
         watch.peak_mb,
         watch.cpu_percent,
         watch.wait_percent,
+        redis,
     )
 
 
@@ -292,6 +317,34 @@ class Report:
             rss = max(s.rss_mb for s in got)
             text = f"{case}: Lunos peak RSS {rss:.1f} MB (target < {MAX_RSS_MB:.0f} MB)"
             out.append((text, rss < MAX_RSS_MB))
+        for (case, target), got in self.samples.items():
+            if not target.startswith("lunos"):
+                continue
+            worst = max(got, key=lambda s: s.p99_ms / s.p50_ms if s.p50_ms else 0.0)
+            tail = worst.p99_ms / worst.p50_ms if worst.p50_ms else 0.0
+            text = (f"{case} / {target}: p99 {worst.p99_ms:.2f} ms = {tail:.1f} x p50 in its "
+                    f"worst round (target <= {MAX_TAIL:g} x)")
+            out.append((text, tail <= MAX_TAIL))
+        return out
+
+    def redis_notes(self) -> list[str]:
+        """What Redis did per Lunos request (median over the rounds), by case."""
+        out = []
+        for (case, target), got in self.samples.items():
+            rounds = [s.redis for s in got if s.redis]
+            if target != "lunos" or not rounds:
+                continue
+            names = sorted({n for r in rounds for n in r})
+            median = {n: statistics.median(r.get(n, 0.0) for r in rounds) for n in names}
+            commands = ", ".join(
+                f"{n} {v:.2f}" for n, v in median.items()
+                if n not in ("scripts", "bytes_in", "bytes_out")
+            )
+            out.append(
+                f"{case}: per request, Redis got {median.get('scripts', 0.0):.2f} script calls "
+                f"and {median.get('bytes_in', 0.0):.0f} bytes, sent {median.get('bytes_out', 0.0):.0f}"
+                f" bytes; commands (scripts' own included): {commands}"
+            )
         return out
 
 
@@ -322,15 +375,17 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
         for case in cases:
             script = write_script(case.stream)
             under_test = dict(fixed)
-            lunos = None
+            lunos, redis_url = None, None
             if "lunos" in targets:
                 try:
-                    lunos = start_lunos(
+                    lunos, redis_url = start_lunos(
                         case, upstream, extra, cores.server, args.lunos_timeout, args.lunos_src
                     )
                     under_test["lunos"] = lunos
                 except Failure as e:
                     report.fail(str(e))
+            # Right after the hang-ups: no warmup, that is the point.
+            after = Load(load.duration, 0.0, load.connections, load.threads, load.core)
             try:
                 for n in range(1, args.rounds + 1):
                     for target, server in list(under_test.items()):
@@ -338,12 +393,16 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
                               file=sys.stderr, flush=True)  # fmt: skip
                         profile = profile_path(args.profile, case, target, n)
                         try:
-                            sample = measure(server, case, target, script, load, profile)
+                            store = redis_url if target == "lunos" else None
+                            sample = measure(server, case, target, script, load, profile, store)
+                            report.add(case.name, target, sample)
+                            if target == "lunos" and args.hang_ups:
+                                hang_up(server.url, args.hang_ups, case.stream)
+                                sample = measure(server, case, AFTER_HANG_UPS, script, after)
+                                report.add(case.name, AFTER_HANG_UPS, sample)
                         except Failure as e:
                             report.fail(str(e))
                             del under_test[target]
-                        else:
-                            report.add(case.name, target, sample)
             finally:
                 if lunos is not None:
                     lunos.stop()
@@ -407,6 +466,7 @@ def markdown(report: Report, args: argparse.Namespace, cores: Cores) -> str:
     if verdicts:
         lines += [f"- {'PASS' if ok else 'MISS'} {text}" for text, ok in verdicts]
         lines += [f"- {text}" for text in report.notes()] + [""]
+    lines += [f"- {text}" for text in report.redis_notes()]
     if report.failures:
         lines += ["## Failures", ""]
         lines += [f"```\n{f}\n```" for f in report.failures] + [""]
@@ -471,6 +531,14 @@ def parse_args() -> argparse.Namespace:
         default=ROOT,
         metavar="DIR",
         help="run Lunos from this checkout (e.g. a git worktree of a branch to compare)",
+    )
+    p.add_argument(
+        "--hang-ups",
+        type=int,
+        default=16,
+        metavar="N",
+        help="after each round of Lunos, N clients hang up mid-request and Lunos is "
+        "measured again at once (default 16; 0: no such round)",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument(
