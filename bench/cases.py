@@ -290,25 +290,20 @@ def _full_config(upstream: str, scratch: Path) -> dict[str, Any]:
     return cfg
 
 
-@case(
+# The same config twice: answered as JSON, and streamed.
+case(
     "full pipeline",
     stream=False,
     about="config/lunos.yaml's pipeline (request_id, logger, auth, abuse, meter, router) "
     "on Redis; the provider reports usage",
     min_ratio=0.60,
-)
-def full_pipeline(upstream: str, scratch: Path) -> dict[str, Any]:
-    return _full_config(upstream, scratch)
-
-
-@case(
+)(_full_config)
+case(
     "full pipeline streamed",
     stream=True,
     about="the same, SSE stream of 8 events with its usage chunk",
     min_ratio=0.60,
-)
-def full_pipeline_streamed(upstream: str, scratch: Path) -> dict[str, Any]:
-    return _full_config(upstream, scratch)
+)(_full_config)
 
 
 @case(
