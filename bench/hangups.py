@@ -49,19 +49,23 @@ def hang_up(url: str, count: int, stream: bool) -> None:
 
 def redis_counts(url: str) -> dict[str, int]:
     """Calls per command (scripts' own commands included, as Redis counts
-    them), `scripts` (EVALSHA, EVAL, FCALL calls) and bytes in and out."""
+    them), `scripts` (EVALSHA, EVAL, FCALL calls), bytes in and out, and
+    the server's CPU time (`cpu_us`: a time, so inflated on a busy machine)."""
     import redis
 
     client = redis.Redis.from_url(url)
     try:
         stats = client.info("commandstats")
         net = client.info("stats")
+        cpu = client.info("cpu")
     finally:
         client.close()
     counts = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
     counts["scripts"] = sum(counts.get(c, 0) for c in ("evalsha", "eval", "evalsha_ro", "fcall"))
     counts["bytes_in"] = int(net["total_net_input_bytes"])
     counts["bytes_out"] = int(net["total_net_output_bytes"])
+    # The server's own CPU time (main thread and the rest), in microseconds.
+    counts["cpu_us"] = round((float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1e6)
     return counts
 
 

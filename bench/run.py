@@ -90,9 +90,10 @@ NOISY_PERCENT = 5.0
 BUSY_PERCENT = 90.0
 
 
-def lunos_command(config: Path, port: int, admin_port: int) -> list[str]:
+def lunos_command(config: Path, port: int, admin_port: int, workers: int = 1) -> list[str]:
     return [python(), "-m", "lunos_proxy", "serve", "--config", str(config),
-            "--host", HOST, "--port", str(port), "--admin-port", str(admin_port)]  # fmt: skip
+            "--host", HOST, "--port", str(port), "--admin-port", str(admin_port),
+            *(["--workers", str(workers)] if workers > 1 else [])]  # fmt: skip
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +117,7 @@ def start_lunos(
     core: int | None,
     timeout: float,
     src: Path,
+    workers: int = 1,
 ) -> tuple[Server, str | None]:
     """Lunos started with the case's config; and its store's URL when that is Redis."""
     port, admin_port = free_port(), free_port()
@@ -126,7 +128,9 @@ def start_lunos(
     # Every start begins with an empty embedded store: what an earlier case
     # kept there (the meter's usage events) would be loaded and measured too.
     (OUT / "lunos-store.json").unlink(missing_ok=True)
-    cmd = pinned(lunos_command(config, port, admin_port), core)
+    # Several workers get the machine's cores, not the one core of the server under test.
+    command = lunos_command(config, port, admin_port, workers)
+    cmd = pinned(command, core) if workers == 1 else command
     # `python -m` imports lunos_proxy and plugins from the working directory first.
     server = start(f"lunos-{slug(case.name)}", cmd, port, case.stream, timeout, cwd=src)
     url = str(cfg["store"]["url"])
@@ -338,12 +342,13 @@ class Report:
             median = {n: statistics.median(r.get(n, 0.0) for r in rounds) for n in names}
             commands = ", ".join(
                 f"{n} {v:.2f}" for n, v in median.items()
-                if n not in ("scripts", "bytes_in", "bytes_out")
+                if n not in ("scripts", "bytes_in", "bytes_out", "cpu_us")
             )
             out.append(
                 f"{case}: per request, Redis got {median.get('scripts', 0.0):.2f} script calls "
                 f"and {median.get('bytes_in', 0.0):.0f} bytes, sent {median.get('bytes_out', 0.0):.0f}"
-                f" bytes; commands (scripts' own included): {commands}"
+                f" bytes, used {median.get('cpu_us', 0.0):.1f} us of CPU; commands (scripts' own "
+                f"included): {commands}"
             )
         return out
 
@@ -379,7 +384,8 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
             if "lunos" in targets:
                 try:
                     lunos, redis_url = start_lunos(
-                        case, upstream, extra, cores.server, args.lunos_timeout, args.lunos_src
+                        case, upstream, extra, cores.server, args.lunos_timeout, args.lunos_src,
+                        args.lunos_workers,
                     )
                     under_test["lunos"] = lunos
                 except Failure as e:
@@ -539,6 +545,14 @@ def parse_args() -> argparse.Namespace:
         metavar="N",
         help="after each round of Lunos, N clients hang up mid-request and Lunos is "
         "measured again at once (default 16; 0: no such round)",
+    )
+    p.add_argument(
+        "--lunos-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run Lunos as `serve --workers N`, unpinned (a case on Redis; see "
+        "docs/capacity.md for the method)",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument(
