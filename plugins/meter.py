@@ -55,6 +55,7 @@ from lunos_proxy.usage.webhooks import Notifier
 # Endpoints that consume tokens; /v1/models and count_tokens are not billed.
 METERED = frozenset({"chat/completions", "completions", "embeddings", "responses", "messages"})
 ANONYMOUS = "anonymous"
+_SPEND_REMEMBERED = 10_000  # (account, key, day) entries kept
 
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -141,6 +142,7 @@ class Meter(Plugin):
             fail_closed=services.config.store.on_failure == "fail_closed",
         )
         self._counting: set[asyncio.Future[None]] = set()
+        self._spend: dict[tuple[str, str, str], list[tuple[str, str, int]]] = {}
         services.shared["meter"] = self
 
     @staticmethod
@@ -219,12 +221,26 @@ class Meter(Plugin):
                 self._settle(exchange, account, key, at, limits)
 
     async def _counted(self, watcher: UsageWatcher) -> None:
-        # A count (off the loop) ends after the client saw the whole answer:
-        # `settled()` lets a reader of the ledger wait for it.
+        """Count the usage off the loop, to its end even if cancelled meanwhile.
+
+        The count ends after the client saw the whole answer, and a client
+        that closes its connection then (as SDKs do) cancels the request:
+        that cancellation waits for the count, so that what is settled here,
+        by abuse and in the log line is the counted usage, and the request
+        is not reported as cut short. The count takes milliseconds (a second
+        the first time, while the tables load). `settled()` lets a reader of
+        the ledger wait for it."""
         done = asyncio.get_running_loop().create_future()
         self._counting.add(done)
+        count = asyncio.ensure_future(watcher.counted())
+        task = asyncio.current_task()
         try:
-            await watcher.counted()
+            while not count.done():
+                try:
+                    await asyncio.shield(count)
+                except asyncio.CancelledError:
+                    if task is not None:
+                        task.uncancel()
         finally:
             self._counting.discard(done)
             done.set_result(None)
@@ -261,7 +277,7 @@ class Meter(Plugin):
                 output_tokens=u.output_tokens,
                 cached_input_tokens=u.cached_input_tokens,
                 cost_micros=ex.cost_micros,
-                spend=self.rules.spend_periods(account, key, at),
+                spend=self._spend_periods(account, key, at),
                 event=UsageEvent(
                     request_id=ex.request_id,
                     account_id=account,
@@ -282,12 +298,22 @@ class Meter(Plugin):
                 ),
             )
         )
-        m = self.services.metrics
-        model, provider = self._label(served), ex.provider or "none"
         if u.source == "estimated":
-            m.usage_estimated.labels(model, provider).inc()
+            labels = self._label(served), ex.provider or "none"
+            self.services.metrics.usage_estimated.labels(*labels).inc()
         if limits:
             self.guard.after(limits, at)
+
+    def _spend_periods(self, account: str, key: str, at: float) -> list[tuple[str, str, int]]:
+        # The same few counters for every request of a key on a day: made once
+        # (the list is only read).
+        day = self.rules.calendar.day(at)
+        found = self._spend.get((account, key, day))
+        if found is None:
+            if len(self._spend) >= _SPEND_REMEMBERED:
+                self._spend.clear()
+            found = self._spend[(account, key, day)] = self.rules.spend_periods(account, key, at)
+        return found
 
 
 def _served(exchange: Exchange) -> str:

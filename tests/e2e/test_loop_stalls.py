@@ -16,6 +16,7 @@ import gc
 from pathlib import Path
 
 import aiohttp
+import openai
 import pytest
 import yaml
 
@@ -25,8 +26,11 @@ from lunos_proxy.workers import prepare_plugins
 from plugins.meter import Meter
 from tests.conftest import ADMIN_HEADERS, GatewayFactory
 from tests.fakes import FakeProvider
+from tests.logcapture import Captured
 from tests.loop_watch import watch_loop
 from tests.meter_support import KEY_B1, flushed_usage, meter_config, meter_of
+
+MESSAGES = [{"role": "user", "content": "hi"}]
 
 AUTH = {"Authorization": f"Bearer {KEY_B1}"}
 # 1.2 million characters: past what the tokenizer takes in one call (a
@@ -110,3 +114,26 @@ def test_workers_share_the_tables_their_models_count_with(tmp_path: Path) -> Non
     prepare_plugins(parse_config(yaml.safe_dump(config), "test.yaml"))
     gc.unfreeze()
     assert estimate._loaded == {}
+
+
+@pytest.mark.usefixtures("fresh_tokenizer")
+async def test_a_stream_counted_while_its_client_hangs_up_is_settled_with_the_count(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory,
+    tmp_path: Path,
+) -> None:
+    """The count ends after the client has the whole stream, and the SDK
+    closes its connection then, which cancels the request: the count is
+    still the usage settled, billed and logged, and the request a success."""
+    provider.behaviour.report_usage = False
+    config = meter_config(provider.base_url, tmp_path)
+    config["pipeline"].insert(1, {"name": "logger"})
+    gw = await make_gateway(config)
+    async with openai.AsyncOpenAI(base_url=gw.v1, api_key=KEY_B1, max_retries=0) as client:
+        stream = await client.chat.completions.create(model="gpt-test", messages=MESSAGES,
+                                                      stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "Hello, world!"
+    [row] = await flushed_usage(gw.gateway, "acct-b")
+    assert (row.input_tokens, row.output_tokens) == (FRAMING + 1, 4)  # "hi"; "Hello, world!"
+    [line] = captured_logs.requests()
+    assert (line["status"], line["usage_source"], line["output_tokens"]) == (200, "estimated", 4)
