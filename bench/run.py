@@ -55,7 +55,7 @@ from typing import Any
 import yaml
 from cases import CASES, Case
 from hangups import hang_up, per_request, redis_counts
-from loadgen import Load, run_wrk, write_script
+from loadgen import Load, run_wrk, write_hostile_script, write_script
 from servers import (
     BENCH,
     HOST,
@@ -379,6 +379,9 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
         servers += fixed.values()
         for case in cases:
             script = write_script(case.stream)
+            scripts = dict.fromkeys(TARGETS, script)
+            if case.hostile:
+                scripts["lunos"] = write_hostile_script()
             under_test = dict(fixed)
             lunos, redis_url = None, None
             if "lunos" in targets:
@@ -400,11 +403,15 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
                         profile = profile_path(args.profile, case, target, n)
                         try:
                             store = redis_url if target == "lunos" else None
-                            sample = measure(server, case, target, script, load, profile, store)
+                            sample = measure(
+                                server, case, target, scripts[target], load, profile, store
+                            )
                             report.add(case.name, target, sample)
                             if target == "lunos" and args.hang_ups:
                                 hang_up(server.url, args.hang_ups, case.stream)
-                                sample = measure(server, case, AFTER_HANG_UPS, script, after)
+                                sample = measure(
+                                    server, case, AFTER_HANG_UPS, scripts[target], after
+                                )
                                 report.add(case.name, AFTER_HANG_UPS, sample)
                         except Failure as e:
                             report.fail(str(e))

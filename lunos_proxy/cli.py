@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .app import Gateway
 from .config import Config, ConfigError, load_config
+from .connections import open_files_warning, public_runner
 from .logs import configure_logging
 from .open_relay import open_relay
 from .worker_control import this_worker
@@ -156,16 +157,16 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     if unauthenticated:
         log.warning("unauthenticated_listener", detail=unauthenticated)
     s = config.server
+    files = open_files_warning(s.connections)
+    if files is not None:
+        log.warning("open_files_limit", detail=files)
     ssl_context = None
     if s.tls is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(s.tls.cert_file, s.tls.key_file)
-    public = web.AppRunner(
-        gateway.public_app(),
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=s.shutdown_grace_seconds,
-    )
+    # Header, body and idle timeouts, connection caps, bodies never inflated
+    # by aiohttp (see connections.py).
+    public = public_runner(gateway.public_app(), s, shutdown_timeout=s.shutdown_grace_seconds)
     admin = web.AppRunner(gateway.admin_app(), access_log=None, shutdown_timeout=1.0)
     await public.setup()
     await admin.setup()

@@ -43,6 +43,7 @@ __all__ = [
     "Capacity",
     "Config",
     "ConfigError",
+    "ConnectionsConfig",
     "ConsoleConfig",
     "Deployment",
     "DeploymentTimeouts",
@@ -69,13 +70,42 @@ class TLSConfig(_Strict):
     key_file: ConfigFile
 
 
+class ConnectionsConfig(_Strict):
+    """How long a client may take, and how many connections it may hold.
+
+    Enforced by the public listener (lunos_proxy/connections.py); read at
+    startup, so a change takes a restart. A connection that runs out of time
+    is closed without an answer, as a server closes a connection that never
+    finished its request."""
+
+    # The request line and headers must be complete this long after the
+    # connection opened (first request) or after their first byte (later ones).
+    header_timeout_seconds: float = 10.0
+    # A request body gets this long, plus 1 s for every `body_min_rate`
+    # bytes that arrived: a client keeping at least that rate is never cut off.
+    body_timeout_seconds: float = 20.0
+    body_min_rate: int = 1024  # bytes per second; 0: the body must be in within the timeout
+    # A keep-alive connection with no request is closed after this long.
+    idle_timeout_seconds: float = 75.0
+    # Open connections per process, and per client address (an IPv6 client
+    # by its /64); a connection over either cap is closed at once. 0: no cap
+    # per address (behind a load balancer every connection has its address).
+    max_open: int = 4096
+    max_per_address: int = 256
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: Port = 8080
     admin_host: str = "127.0.0.1"
     admin_port: Port = 9090
-    # Request bodies above this are refused with 413 before being read.
+    # Request bodies above this are refused with 413 before being read
+    # (compressed bodies: counted decompressed, as they are decoded).
     max_body_bytes: int = 16 * 1024 * 1024
+    # Accept request bodies compressed with gzip or deflate (Content-Encoding),
+    # decoded after the key is checked and sent on uncompressed. false: 415.
+    request_decompression: bool = False
+    connections: ConnectionsConfig = msgspec.field(default_factory=ConnectionsConfig)
     # On SIGTERM, in-flight requests get this long to finish.
     shutdown_grace_seconds: SecondsOrZero = 30.0
     # On SIGTERM, first drain this long: /readyz answers 503 (load balancers
@@ -425,10 +455,39 @@ def _check(cfg: Config, problems: list[str]) -> None:
     s = cfg.server
     if s.max_body_bytes < 1024:
         problems.append("server.max_body_bytes: must be at least 1024")
+    _check_connections(s.connections, problems)
     if not cfg.store.url.startswith(("memory:", "redis://", "rediss://", "redis+")):
         problems.append(
             "store.url: expected memory://, redis://, rediss://, redis+sentinel:// or redis+cluster://"
         )
+
+
+# (field, lowest, highest): a timeout of 0 would close every connection at
+# once, and one of hours would keep a stalled client's connection for hours.
+_CONNECTION_BOUNDS: tuple[tuple[str, float, float], ...] = (
+    ("header_timeout_seconds", 0.1, 300.0),
+    ("body_timeout_seconds", 0.1, 3600.0),
+    ("body_min_rate", 0, 1 << 30),
+    ("idle_timeout_seconds", 0.1, 3600.0),
+    ("max_open", 1, 1_000_000),
+    ("max_per_address", 0, 1_000_000),
+)
+
+
+def _check_connections(c: ConnectionsConfig, problems: list[str]) -> None:
+    found = len(problems)
+    for field, low, high in _CONNECTION_BOUNDS:
+        value = getattr(c, field)
+        if not (math.isfinite(value) and low <= value <= high):
+            problems.append(
+                f"server.connections.{field}: must be from {_number(low)} to {_number(high)}"
+            )
+    if len(problems) == found and c.max_per_address > c.max_open:
+        problems.append("server.connections.max_per_address: must not exceed max_open")
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
 def _plugin_settings(cfg: Config, problems: list[str]) -> None:

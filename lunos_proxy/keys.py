@@ -57,13 +57,15 @@ def new_id(kind: str) -> str:
     return f"{kind}_{secrets.token_hex(8)}"
 
 
-IdKind = Literal["account", "key", "token"]
+IdKind = Literal["account", "key", "token", "address"]
 # Every generated account id (acc_ + 16 hex digits) has this form too.
 ACCOUNT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z"
 _FORMATS: dict[IdKind, re.Pattern[str]] = {
     "account": re.compile(ACCOUNT_NAME),
     "key": re.compile(r"^key_[0-9a-f]{16}\Z"),
     "token": re.compile(r"^tok_[0-9a-f]{16}\Z"),
+    # A banned client (admin/bans.py parses it strictly): IPv4, IPv6, or an IPv6 /64.
+    "address": re.compile(r"^[0-9A-Fa-f:.]{2,45}(/64)?\Z"),
 }
 
 

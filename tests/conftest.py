@@ -21,6 +21,7 @@ from aiohttp import web
 
 from lunos_proxy.app import Gateway
 from lunos_proxy.config import parse_config
+from lunos_proxy.connections import public_runner
 from tests.fakes import FakeProvider
 from tests.logcapture import captured_logs, fresh_logging  # noqa: F401  (fixtures)
 from tests.redis_servers import *  # noqa: F403  (fixtures)
@@ -93,9 +94,8 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
         cfg = parse_config(textwrap.dedent(text), "test.yaml")
         gateway = Gateway(cfg)
         await gateway.start()
-        public = web.AppRunner(
-            gateway.public_app(), access_log=None, handler_cancellation=True, shutdown_timeout=grace
-        )
+        # The listener `lunos-proxy serve` runs (connection rules, no auto-decompression).
+        public = public_runner(gateway.public_app(), cfg.server, shutdown_timeout=grace)
         admin = web.AppRunner(gateway.admin_app(), access_log=None)
         await public.setup()
         await admin.setup()

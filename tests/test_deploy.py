@@ -168,7 +168,17 @@ class Root:
         for place in writable:
             q = shlex.quote(place)
             script += [f"mount --bind {q} {q}", f"mount -o remount,bind,rw {q}"]
+        # The emptyDir over /tmp would hide a checkout under /tmp (CI may clone
+        # there): hold it aside and bind it back inside the new /tmp.
+        kept = [p for p in {str(REPO), os.path.realpath(sys.executable)} if p.startswith("/tmp/")]
+        for i, place in enumerate(sorted(kept)):
+            hold = self.base / f".tmp-hold-{i}"
+            hold.mkdir(exist_ok=True)
+            script.append(f"mount --bind {shlex.quote(place)} {hold}")
         script.append(f"mount --bind {shlex.quote(self.host('/tmp'))} /tmp")  # an emptyDir
+        for i, place in enumerate(sorted(kept)):
+            q = shlex.quote(place)
+            script += [f"mkdir -p {q}", f"mount --bind {self.base / f'.tmp-hold-{i}'} {q}"]
         script.append(f"cd {shlex.quote(self.host(self.image.workdir))}")
         uid = int(self.image.user)
         drop = (f"setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all "

@@ -47,6 +47,9 @@ class ConsoleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sign_in: SignInLimits = msgspec.field(default_factory=SignInLimits)
     # Redeem a rotated key's predecessor for this long (the admin API's default).
     rotation_grace_seconds: SecondsOrZero = 86_400.0
+    # The service's API documentation for account holders, linked from the
+    # console's first steps (empty: no link).
+    docs_url: str = ""
 
     def __post_init__(self) -> None:
         if self.delivery == "webhook" and not (self.webhook_url and self.public_url):

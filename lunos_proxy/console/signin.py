@@ -31,6 +31,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from ..abuse_hooks import ADDRESS_GUARD, AddressGuard
+from ..admin.accounts import profile
 from ..exchange import exchange_of
 from ..store.base import Limit
 from .delivery import Delivery, DeliveryError, SignInMessage, delivery_for
@@ -235,9 +236,12 @@ async def enter_code(request: web.Request) -> web.Response:
 @public
 async def link_page(request: web.Request) -> web.Response:
     token = request.query.get("t", "")
-    if _read_link(request, token) is None:
+    link = _read_link(request, token)
+    if link is None:
         return await _failed(request, "This sign-in link is invalid or has expired.")
-    return await render(request, "sign_in_link.html", token=token)
+    account = await store_of(request).account(link.account_id)
+    email = profile(account, secrets_of(request))["email"] if account is not None else None
+    return await render(request, "sign_in_link.html", token=token, email=email or "")
 
 
 @public

@@ -29,6 +29,7 @@ EXPECTED = {
                   "'_', '.' or '-'",
     "key_id": "the key_id in the path is not a key id: key_ and 16 hex digits",
     "token_id": "the token_id in the path is not an admin token id: tok_ and 16 hex digits",
+    "address": "the address in the path is not an IPv4 or IPv6 address, or an IPv6 /64 network",
 }
 
 
@@ -57,8 +58,8 @@ async def test_malformed_ids_in_admin_paths_are_400_quoting_nothing_and_never_au
 ) -> None:
     gw = await make_gateway(auth_config(provider.base_url))
     routes = _routes_with_ids(gw)
-    # Accounts, keys, data rights, usage and tokens are all covered.
-    assert {p.split("/")[2] for _, p, _ in routes} == {"accounts", "keys", "tokens", "usage"}
+    # Accounts, bans, keys, data rights, usage and tokens are all covered.
+    assert {p.split("/")[2] for _, p, _ in routes} == {"accounts", "bans", "keys", "tokens", "usage"}
     assert len(routes) >= 14
     for method, pattern, name in routes:
         for sent in HOSTILE.values():
@@ -103,7 +104,7 @@ async def test_an_unknown_admin_path_is_not_echoed(
 ) -> None:
     gw = await make_gateway(auth_config(provider.base_url))
     status, body = await admin(gw, "GET", "/admin/PATHCANARY")
-    assert (status, body) == (404, {"error": {"message": "not found: no such admin route",
+    assert (status, body) == (404, {"error": {"message": "not found",
                                               "status": 404}})
 
 
