@@ -85,9 +85,10 @@ class MeterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     request_stream_usage: bool = True
     # Count tokens ourselves when a provider reports none (usage_source: estimated).
     estimate: bool = True
-    # Load the tokenizer's tables (~1 s of CPU, ~100 MB) in the background at
+    # Load the tokenizer's tables (~1 s of CPU, ~135 MB) in the background at
     # start, rather than on the first response that needs an estimate (which
-    # then waits for them).
+    # then waits for them; other requests do not). `serve --workers N` loads
+    # them before it forks in any case (`prepare`), so that workers share them.
     preload_tokenizer: bool = False
     flush_interval_seconds: Seconds = 1.0
     max_pending_events: AtLeastOne = 100_000
