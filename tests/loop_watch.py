@@ -14,12 +14,18 @@ test by themselves.
 Every callback of the loop is a `Handle` (a task's step included), so
 wrapping `Handle._run` sees all of them on the pure-Python loop the tests
 run (not under uvloop).
+
+The cycle collector is paused while the block runs (after one collection):
+a collection's pause depends on everything the test process holds, the
+whole suite's leftovers included, not on the code under test, and `serve`
+keeps it off its startup heap (`cli.freeze_startup_heap`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Iterator
@@ -79,9 +85,14 @@ def watch_loop(threshold: float = 0.05) -> Iterator[LoopWork]:
     loop.set_debug(True)
     loop.slow_callback_duration = threshold
     asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
     try:
         yield work
     finally:
+        if collecting:
+            gc.enable()
         asyncio.events.Handle._run = original  # type: ignore[method-assign]
         loop.set_debug(debug)
         loop.slow_callback_duration = slow
