@@ -31,7 +31,7 @@ from tests.conftest import GatewayFactory, Running
 from tests.fakes import FakeProvider
 from tests.limits.fakes import abuse_fakes  # noqa: F401 - fixture
 from tests.limits.helpers import abuse_config, metric, plan, post
-from tests.redis_servers import RedisCluster, RedisServer
+from tests.redis_servers import RedisCluster, SlotMove
 
 pytestmark = pytest.mark.usefixtures("abuse_fakes")
 
@@ -39,35 +39,6 @@ INSTANCES = 8
 PER_DAY = 500
 # Requests per state (after one that makes the account's keys): 2,000 in all.
 WAVES = (100, 300, 400, 1_199)
-
-
-class SlotMove:
-    """Moving one slot from the node that holds its keys to another."""
-
-    def __init__(self, cluster: RedisCluster, slot: int) -> None:
-        self.cluster, self.slot = cluster, str(slot)
-        self.owner = next(n for n in cluster.nodes if _count_keys(n, slot) > 0)
-        self.target = next(n for n in cluster.nodes if n is not self.owner)
-        self.ids = {n.port: _node_id(n) for n in cluster.nodes}
-
-    def begin(self) -> None:
-        self.target.command("CLUSTER", "SETSLOT", self.slot, "IMPORTING", self.ids[self.owner.port])
-        self.owner.command("CLUSTER", "SETSLOT", self.slot, "MIGRATING", self.ids[self.target.port])
-
-    def move_keys(self) -> None:
-        while True:
-            reply = self.owner.command("CLUSTER", "GETKEYSINSLOT", self.slot, "10")
-            keys = [k.decode() for k in reply.split(b"\r\n")[2::2] if k]
-            if not keys:
-                return
-            moved = self.owner.command("MIGRATE", "127.0.0.1", str(self.target.port), "", "0",
-                                       "5000", "KEYS", *keys)
-            assert moved == b"+OK\r\n", moved
-
-    def finish(self) -> None:
-        others = [n for n in self.cluster.nodes if n not in (self.owner, self.target)]
-        for node in (self.target, self.owner, *others):
-            node.command("CLUSTER", "SETSLOT", self.slot, "NODE", self.ids[self.target.port])
 
 
 async def test_eight_instances_admit_exactly_the_daily_limit_while_its_slot_migrates(
@@ -111,14 +82,6 @@ async def test_eight_instances_admit_exactly_the_daily_limit_while_its_slot_migr
     assert redirects["ASK"] > 0 and redirects["MOVED"] > 0  # the waves met each state
     for gw in gateways:  # never served by the fail-open local limiter
         assert metric(gw, "lunos_limits_store_degraded") == 0
-
-
-def _node_id(node: RedisServer) -> str:
-    return node.command("CLUSTER", "MYID").decode().strip().strip("$").split()[-1]
-
-
-def _count_keys(node: RedisServer, slot: int) -> int:
-    return int(node.command("CLUSTER", "COUNTKEYSINSLOT", str(slot)).strip(b":\r\n"))
 
 
 def _errors(cluster: RedisCluster) -> Counter[str]:
