@@ -9,6 +9,7 @@ Fixtures (import them into a conftest with ``from tests.redis_servers import *``
     redis_url           session   URL of a standalone server shared by all tests
     redis_server        function  a RedisServer of the test's own: .stop(), .start(),
                                   .restart() (same port), .url
+    redis_cluster       function  a RedisCluster of the test's own (see SlotMove)
     redis_tls           session   TlsRedis: .url (rediss://), .ca_file
     redis_sentinel_url  session   redis+sentinel://127.0.0.1:<port>/mymaster
     redis_cluster_url   session   redis+cluster://127.0.0.1:<port> (3 masters)
@@ -43,6 +44,7 @@ __all__ = [
     "RedisServer",
     "SlotMove",
     "TlsRedis",
+    "redis_cluster",
     "redis_cluster_url",
     "redis_sentinel_url",
     "redis_server",
@@ -446,6 +448,16 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-node Cluster of the test's own (one that moves slots, say)."""
+    cluster = RedisCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

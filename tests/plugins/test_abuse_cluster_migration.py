@@ -42,38 +42,35 @@ WAVES = (100, 300, 400, 1_199)
 
 
 async def test_eight_instances_admit_exactly_the_daily_limit_while_its_slot_migrates(
-    provider: FakeProvider, make_gateway: GatewayFactory
+    redis_cluster: RedisCluster, provider: FakeProvider, make_gateway: GatewayFactory
 ) -> None:
-    cluster = RedisCluster().start()
-    try:
-        prefix = f"t{uuid.uuid4().hex[:10]}:"
-        cfg = abuse_config(provider.base_url, plan(account={"requests_per_day": PER_DAY}),
-                           store=cluster.url, prefix=prefix, timeout=30, connect_timeout=30)
-        gateways: list[Running] = [await make_gateway(cfg) for _ in range(INSTANCES)]
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+    cluster = redis_cluster
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    cfg = abuse_config(provider.base_url, plan(account={"requests_per_day": PER_DAY}),
+                       store=cluster.url, prefix=prefix, timeout=30, connect_timeout=30)
+    gateways: list[Running] = [await make_gateway(cfg) for _ in range(INSTANCES)]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
 
-            async def one(i: int) -> int:
-                # Spread out a little, so that an instance's calls are not
-                # all batched into one script call.
-                await asyncio.sleep(i * 0.0005)
-                return (await post(s, gateways[i % INSTANCES]))[0]
+        async def one(i: int) -> int:
+            # Spread out a little, so that an instance's calls are not
+            # all batched into one script call.
+            await asyncio.sleep(i * 0.0005)
+            return (await post(s, gateways[i % INSTANCES]))[0]
 
-            async def wave(size: int) -> Counter[int]:
-                return Counter(await asyncio.gather(*(one(i) for i in range(size))))
+        async def wave(size: int) -> Counter[int]:
+            return Counter(await asyncio.gather(*(one(i) for i in range(size))))
 
-            # Every instance makes a call first: its lane then points at the owner.
-            assert [(await post(s, gw))[0] for gw in gateways] == [200] * INSTANCES
-            move = SlotMove(cluster, _slot_of(cluster, prefix))
-            move.begin()
-            migrating = await wave(WAVES[0])
-            move.move_keys()
-            asked = await wave(WAVES[1])
-            move.finish()
-            moved = await wave(WAVES[2])
-            after = await wave(WAVES[3])
-        redirects = _errors(cluster)
-    finally:
-        cluster.stop()
+        # Every instance makes a call first: its lane then points at the owner.
+        assert [(await post(s, gw))[0] for gw in gateways] == [200] * INSTANCES
+        move = SlotMove(cluster, _slot_of(cluster, prefix))
+        move.begin()
+        migrating = await wave(WAVES[0])
+        move.move_keys()
+        asked = await wave(WAVES[1])
+        move.finish()
+        moved = await wave(WAVES[2])
+        after = await wave(WAVES[3])
+    redirects = _errors(cluster)
     left = PER_DAY - INSTANCES - WAVES[0] - WAVES[1]
     assert (migrating, asked) == ({200: WAVES[0]}, {200: WAVES[1]})
     assert moved == {200: left, 429: WAVES[2] - left}

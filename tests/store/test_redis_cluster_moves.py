@@ -6,9 +6,7 @@ eight instances of the proxy doing the same)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
 from redis.crc import key_slot
 
 from lunos_proxy.store import Limit
@@ -16,18 +14,10 @@ from lunos_proxy.store.redis import RedisStore
 from tests.redis_servers import RedisCluster, SlotMove
 
 
-@pytest.fixture
-def cluster() -> Iterator[RedisCluster]:
-    c = RedisCluster().start()
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
 async def test_a_call_whose_keys_a_move_splits_waits_for_the_move_and_counts_once(
-    cluster: RedisCluster,
+    redis_cluster: RedisCluster,
 ) -> None:
+    cluster = redis_cluster
     store = RedisStore(cluster.url, timeout=10, connect_timeout=10)
     limit, peek = Limit("rpd", 10, 86_400), Limit("rpd", 10, 86_400, cost=0)
     try:
