@@ -61,7 +61,10 @@ def redis_counts(url: str) -> dict[str, int]:
     finally:
         client.close()
     counts = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-    counts["scripts"] = sum(counts.get(c, 0) for c in ("evalsha", "eval", "evalsha_ro", "fcall"))
+    scripts = ("evalsha", "eval", "evalsha_ro", "fcall")
+    counts["scripts"] = sum(counts.get(c, 0) for c in scripts)
+    # Time Redis spent running scripts (their commands included), microseconds.
+    counts["scripts_us"] = sum(int(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in scripts)
     counts["bytes_in"] = int(net["total_net_input_bytes"])
     counts["bytes_out"] = int(net["total_net_output_bytes"])
     # The server's own CPU time (main thread and the rest), in microseconds.

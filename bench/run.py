@@ -342,13 +342,15 @@ class Report:
             median = {n: statistics.median(r.get(n, 0.0) for r in rounds) for n in names}
             commands = ", ".join(
                 f"{n} {v:.2f}" for n, v in median.items()
-                if n not in ("scripts", "bytes_in", "bytes_out", "cpu_us")
+                if n not in ("scripts", "scripts_us", "bytes_in", "bytes_out", "cpu_us")
             )
+            per_call = median.get("scripts_us", 0.0) / (median.get("scripts") or 1.0)
             out.append(
                 f"{case}: per request, Redis got {median.get('scripts', 0.0):.2f} script calls "
                 f"and {median.get('bytes_in', 0.0):.0f} bytes, sent {median.get('bytes_out', 0.0):.0f}"
-                f" bytes, used {median.get('cpu_us', 0.0):.1f} us of CPU; commands (scripts' own "
-                f"included): {commands}"
+                f" bytes, used {median.get('cpu_us', 0.0):.1f} us of CPU, of which "
+                f"{median.get('scripts_us', 0.0):.1f} us running scripts ({per_call:.1f} us a call); "
+                f"commands (scripts' own included): {commands}"
             )
         return out
 
