@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from pathlib import Path
 
 import aiohttp
@@ -28,7 +29,7 @@ from tests.conftest import ADMIN_HEADERS, GatewayFactory
 from tests.fakes import FakeProvider
 from tests.logcapture import Captured
 from tests.loop_watch import watch_loop
-from tests.meter_support import KEY_B1, flushed_usage, meter_config, meter_of
+from tests.meter_support import KEY_B1, PRICING, flushed_usage, meter_config, meter_of
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -137,3 +138,28 @@ async def test_a_stream_counted_while_its_client_hangs_up_is_settled_with_the_co
     assert (row.input_tokens, row.output_tokens) == (FRAMING + 1, 4)  # "hi"; "Hello, world!"
     [line] = captured_logs.requests()
     assert (line["status"], line["usage_source"], line["output_tokens"]) == (200, "estimated", 4)
+
+
+async def test_a_reload_with_a_long_pricing_file_keeps_the_loop_free(
+    provider: FakeProvider, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """The file is read and checked in a thread; the meter then finds the
+    table made there, rather than parsing the file again on the loop (a
+    pricing file of 500 models takes over 100 ms to parse)."""
+    prices = tmp_path / "long-pricing.yaml"
+    prices.write_text(PRICING + "".join(
+        f"  model-{i}:\n    - {{from: 2020-01-01, input: 2.5, output: 10}}\n" for i in range(500)
+    ))
+    config = meter_config(provider.base_url, tmp_path, meter={"pricing": str(prices)})
+    gw = await make_gateway(config)
+    path = tmp_path / "lunos.yaml"
+    path.write_text(yaml.safe_dump(config))
+    gw.gateway.reloader.path = str(path)
+    with prices.open("a") as f:  # a new price: the file must be read again
+        f.write("  model-new:\n    - {from: 2020-01-01, input: 1, output: 2}\n")
+    async with aiohttp.ClientSession() as s:
+        with watch_loop(0.05) as work:
+            async with s.post(gw.admin_url + "/admin/reload", headers=ADMIN_HEADERS) as r:
+                assert (r.status, (await r.json())["result"]) == (200, "applied")
+    assert work.slow == [], work.report()
+    assert meter_of(gw.gateway).prices.price(("model-new",), time.time()) is not None
