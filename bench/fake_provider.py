@@ -5,6 +5,10 @@ field, or, when the body asks for `"stream": true`, a short SSE stream: a few
 content chunks, a usage chunk, then `data: [DONE]`. Responses are prebuilt
 bytes; the only parsing is msgspec reading the `stream` flag.
 
+The model `bench-slow` answers after `SLOW_SECONDS`: the bench's clients
+that hang up mid-request ask for it, so that the proxy's attempt is in
+flight when they leave (see run.py, "after hang-ups").
+
     python bench/fake_provider.py --port 9101
 """
 
@@ -21,6 +25,8 @@ import msgspec
 from aiohttp import web
 
 MODEL = "bench-model"
+SLOW_MODEL = b'"bench-slow"'
+SLOW_SECONDS = 0.5
 CREATED = 1_700_000_000
 USAGE = {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}
 
@@ -93,6 +99,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             b'"param":null,"code":null}}',
             headers=JSON_HEADERS,
         )
+    if SLOW_MODEL in body:
+        await asyncio.sleep(SLOW_SECONDS)
     if not stream:
         return web.Response(body=COMPLETION, headers=JSON_HEADERS)
     response = web.StreamResponse(headers=SSE_HEADERS)

@@ -114,7 +114,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from .workers import run_workers
+    from .workers import prepare_plugins, run_workers
+
+    prepare_plugins(config)
 
     def serve_one() -> int:
         return _serve_reporting(config, path, reuse_port=True)

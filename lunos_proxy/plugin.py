@@ -93,6 +93,15 @@ class Plugin:
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
 
+    @classmethod
+    def prepare(cls, settings: Any, config: Config) -> None:
+        """Load read-only tables that requests will need, before serving.
+
+        ``lunos-proxy serve --workers N`` calls it once in the parent,
+        before it forks, so that the workers share the pages instead of
+        each loading a copy on a request. No event loop runs yet."""
+        return None
+
     async def start(self) -> None:
         return None
 

@@ -35,7 +35,7 @@ from aiohttp import web
 
 from lunos_proxy.errors import GatewayError, UpstreamStatus
 from lunos_proxy.exchange import Exchange, exchange_of
-from lunos_proxy.logs import safe_stack
+from lunos_proxy.logs import RecordWriter, safe_stack
 from lunos_proxy.plugin import Handler, Plugin, Services
 
 __all__ = ["ERROR_CODES", "Logger", "RequestRecord", "classify", "safe_token"]
@@ -154,8 +154,6 @@ class RequestRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     exception: dict[str, Any] | None = None
 
 
-_to_builtins = msgspec.to_builtins
-
 AddressMode = Literal["full", "truncated", "hashed", "dropped"]
 
 
@@ -185,6 +183,7 @@ class Logger(Plugin):
         # A concrete logger (not the lazy proxy, which rebuilds one per call),
         # configured as logging is when the plugin is built.
         self.log = structlog.get_logger(settings.logger_name).bind()
+        self.lines = RecordWriter(self.log)
         self.address = _address_writer(settings.address, settings.address_hash_key.encode())
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -232,7 +231,7 @@ class Logger(Plugin):
 
     def write(self, record: RequestRecord, level: str) -> None:
         try:
-            getattr(self.log, level)("request", **_to_builtins(record))
+            self.lines.log_record("request", level, record)
         except Exception:
             # stdout gone (a closed pipe), a renderer that failed: losing a
             # log line must not fail the request.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,17 @@ def meter_config(provider_url: str, tmp_path: Path, *, store_url: str = "memory:
     return config
 
 
+async def requests_settled(gateway: Gateway) -> None:
+    """Wait (up to 5 s) for the requests still running to end: a token count
+    runs off the loop, after the client has its whole answer, and the
+    request's usage reaches the ledger only then."""
+    for _ in range(500):
+        if gateway.generation is None or not gateway.generation.in_flight:
+            break
+        await asyncio.sleep(0.01)
+    await meter_of(gateway).settled()
+
+
 def key_id(key: str) -> str:
     return "static:" + key[:20]
 
@@ -63,6 +75,7 @@ def meter_of(gateway: Gateway) -> Meter:
 
 async def flushed_usage(gateway: Gateway, account: str, day_from: str = "2000-01-01",
                         day_to: str = "2999-12-31") -> list[UsageRow]:
+    await requests_settled(gateway)
     assert await meter_of(gateway).ledger.flush()
     return await gateway.store.usage(account, day_from, day_to)
 

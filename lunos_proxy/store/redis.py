@@ -131,6 +131,20 @@ _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 _ONCE_ABLE = ("usage_add", "spend_add")
 
 
+def _redirected(reply: Any) -> bool:
+    return isinstance(reply, ReplyError) and str(reply).startswith(_REDIRECTS)
+
+
+async def _eval(
+    call: Callable[..., Awaitable[Any]], run: _Script, keys: Sequence[str], args: Sequence[Any]
+) -> Any:
+    """A script by SHA over a lane; by its source where the server lacks it."""
+    reply = await call("EVALSHA", run.sha, len(keys), *keys, *args)
+    if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+        reply = await call("EVAL", run.source, len(keys), *keys, *args)
+    return reply
+
+
 def _glob(text: str) -> str:
     """`text` matched literally by a SCAN pattern."""
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
@@ -228,9 +242,9 @@ class RedisStore(Store):
             if not self._discovered or self._stale:
                 await self._discover()
             lane = self._lane(keys[0])
-            reply = await lane.call("EVALSHA", run.sha, len(keys), *keys, *args)
-            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-                reply = await lane.call("EVAL", run.source, len(keys), *keys, *args)
+            reply = await _eval(lane.call, run, keys, args)
+            if self._cluster and _redirected(reply):
+                lane, reply = await self._follow(run, keys, args, reply)
         except _ERRORS as e:
             # A node that fails may have failed over: read the slot map again
             # before the next call (redis-py does the same for its own calls).
@@ -238,11 +252,38 @@ class RedisStore(Store):
             raise _store_error(e) from e
         if not isinstance(reply, ReplyError):
             return reply
-        if self._cluster and str(reply).startswith(_REDIRECTS):
-            # Not run: redis-py follows the redirect and refreshes its slot
-            # map, which the next call's lane is chosen from.
-            return await self._run(script, keys, args)
         raise self._failed(reply, lane)
+
+    async def _follow(
+        self, run: _Script, keys: Sequence[str], args: Sequence[Any], reply: ReplyError
+    ) -> tuple[Lane, Any]:
+        """Send again a call a Cluster did not run, where its slot is now.
+
+        Followed here, on the lanes, not by redis-py: while a slot migrates
+        redis-py reads the slot map again and closes the connections of
+        calls in flight, which then fail or, retried on a broken connection,
+        run twice (a `hit` charged twice). MOVED: the slot's new owner (and
+        the slot map is read again before the next call); ASK: the node
+        importing the slot, this once, after ASKING; TRYAGAIN (the call's
+        keys are split between the two nodes mid-migration) and CLUSTERDOWN:
+        the owner again, shortly. Up to the store's `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.timeout
+        while True:
+            kind, _, rest = str(reply).partition(" ")
+            if kind in ("MOVED", "ASK"):
+                host, _, port = rest.rpartition(" ")[2].rpartition(":")
+                lane = self._lane_at((host, int(port)))
+                self._stale = self._stale or kind == "MOVED"
+            else:
+                await asyncio.sleep(0.01)
+                lane = self._lane(keys[0])
+            reply = await _eval(lane.call_asking if kind == "ASK" else lane.call, run, keys, args)
+            if not _redirected(reply):
+                return lane, reply
+            if loop.time() >= deadline:
+                waited = self.options.timeout
+                raise StoreError(f"redis: the slot was still moving after {waited:g} s")
 
     def _failed(self, reply: ReplyError, lane: Lane) -> StoreError:
         error = str(reply)
@@ -262,15 +303,18 @@ class RedisStore(Store):
 
     def _lane(self, key: str) -> Lane:
         where: tuple[str, int] | None = None
-        master = self._connected.master
-        if master is None:  # Cluster: the node that serves the key's slot now
+        if self._connected.master is None:  # Cluster: the node that serves the key's slot now
             assert isinstance(self._client, RedisCluster)
             node = self._client.get_node_from_key(key)
             if node is None:
                 raise RedisClusterException(f"no node serves the slot of {key!r}")
             where = (str(node.host), int(node.port))
+        return self._lane_at(where)
+
+    def _lane_at(self, where: tuple[str, int] | None) -> Lane:
         lane = self._lanes.get(where)
         if lane is None:
+            master = self._connected.master
             address = master if where is None else fixed(*where)
             assert address is not None
             lane = self._lanes[where] = Lane(
