@@ -1,0 +1,214 @@
+"""Translation between wire formats: the contract and the table of pairs.
+
+A client speaks one format (`Exchange.wire`: "openai" Chat Completions or
+"anthropic" Messages); a provider speaks its own (`Adapter.speaks`). When
+they match, nothing here runs and the bytes pass untouched. When they do
+not, the forwarder asks `translation_for(client, provider, endpoint)` for a
+`Translation`, which
+
+- turns the client's request body into the provider's (`request`), or
+  raises `Untranslatable` naming the parameter the provider has no
+  equivalent for: a 400, never a parameter silently dropped;
+- turns a provider's JSON answer into the client's (`response`);
+- makes a `StreamTranslator` that turns the provider's stream into the
+  client's event by event, as it arrives (`stream`).
+
+Each pair lives in its own module (openai_anthropic.py, anthropic_openai.py,
+openai_gemini.py); a pair without a module of its own goes through OpenAI
+Chat Completions, the richest format, in both directions (the Anthropic
+client to a Gemini provider is the two steps chained).
+
+Translations work on decoded JSON (plain dicts): the request is decoded
+once and encoded once, and a stream event is decoded, rewritten and
+encoded as it passes. Content is only ever carried, never kept: nothing
+here logs, counts or stores a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import msgspec
+
+from ..errors import BadRequest
+from ..sse import SSEParser
+
+__all__ = [
+    "DONE",
+    "Event",
+    "StreamTranslator",
+    "Translation",
+    "Untranslatable",
+    "decode_object",
+    "translation_for",
+]
+
+# The client endpoints a translation serves, by client wire format.
+TRANSLATED_ENDPOINTS = {"openai": "chat/completions", "anthropic": "messages"}
+
+# An output event: (SSE event name or None, payload); payload DONE is
+# OpenAI's closing "[DONE]".
+DONE: dict[str, Any] = {}
+Event = tuple[str | None, dict[str, Any]]
+
+_encode = msgspec.json.encode
+
+
+class Untranslatable(BadRequest):
+    """A request parameter the provider's format cannot express.
+
+    The message names the parameter (one of our own fixed names, never a
+    value the client sent) and the format that lacks it."""
+
+    code = "unsupported_parameter"
+
+    def __init__(self, param: str, provider: str, why: str = "") -> None:
+        detail = f" ({why})" if why else ""
+        super().__init__(
+            f"The parameter '{param}' cannot be translated to the {provider} format "
+            f"this model is served in{detail}.",
+            param=param,
+        )
+
+
+def decode_object(data: bytes, what: str = "request body") -> dict[str, Any]:
+    try:
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        raise BadRequest(f"The {what} is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"The {what} must be a JSON object.")
+    return value
+
+
+class EventTranslator(Protocol):
+    """One direction of a stream, one decoded event at a time.
+
+    `event` gets the SSE event name ("message" when unnamed) and its decoded
+    data, or `DONE` for OpenAI's ``[DONE]``; `end` is called once when the
+    provider's stream ends. Both return the client's events to send now."""
+
+    def event(self, name: str, data: dict[str, Any]) -> list[Event]: ...
+
+    def end(self) -> list[Event]: ...
+
+
+class Chain:
+    """Two event translators one after the other (provider -> middle -> client)."""
+
+    def __init__(self, first: EventTranslator, second: EventTranslator) -> None:
+        self.first, self.second = first, second
+
+    def _through(self, events: list[Event]) -> list[Event]:
+        out: list[Event] = []
+        for name, data in events:
+            out += self.second.event(name or "message", data)
+        return out
+
+    def event(self, name: str, data: dict[str, Any]) -> list[Event]:
+        return self._through(self.first.event(name, data))
+
+    def end(self) -> list[Event]:
+        return self._through(self.first.end()) + self.second.end()
+
+
+def encode_events(events: list[Event]) -> bytes:
+    out = []
+    for name, data in events:
+        body = b"[DONE]" if data is DONE else _encode(data)
+        head = f"event: {name}\n".encode() if name else b""
+        out.append(head + b"data: " + body + b"\n\n")
+    return b"".join(out)
+
+
+class StreamTranslator:
+    """The forwarder's side of a translated stream: provider bytes in (any
+    split), client bytes out. Every event is translated as soon as it is
+    whole; nothing but the unfinished event is held."""
+
+    def __init__(self, events: EventTranslator) -> None:
+        self.parser = SSEParser()
+        self.events = events
+        self.ended = False
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[Event] = []
+        for ev in self.parser.feed(data):
+            if ev.data == b"[DONE]":
+                out += self.events.event(ev.event, DONE)
+                continue
+            try:
+                value = msgspec.json.decode(ev.data)
+            except msgspec.DecodeError:
+                continue  # the forwarder checks every event before it gets here
+            if isinstance(value, dict):
+                out += self.events.event(ev.event, value)
+            elif isinstance(value, list):  # Gemini without alt=sse sends an array
+                for item in value:
+                    if isinstance(item, dict):
+                        out += self.events.event(ev.event, item)
+        return encode_events(out)
+
+    def flush(self) -> bytes:
+        if self.ended:
+            return b""
+        self.ended = True
+        return encode_events(self.events.end())
+
+
+class Translation(Protocol):
+    """One client format served by one provider format."""
+
+    provider: str  # the provider's wire format
+
+    def request(self, body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]]:
+        """(the provider's endpoint, the provider's body) for a client body."""
+        ...
+
+    def response(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def stream(self) -> EventTranslator: ...
+
+
+def translation_for(client: str, provider: str, endpoint: str) -> Translation | None:
+    """How a `client`-format request to `endpoint` reaches a `provider`-format
+    API, or None when it cannot (the endpoint has no counterpart there)."""
+    if TRANSLATED_ENDPOINTS.get(client) != endpoint:
+        return None
+    from .anthropic_openai import AnthropicToOpenAI
+    from .openai_anthropic import OpenAIToAnthropic
+
+    if client == "openai" and provider == "anthropic":
+        return OpenAIToAnthropic()
+    if client == "anthropic" and provider == "openai":
+        return AnthropicToOpenAI()
+    return None
+
+
+class Chained:
+    """A client format reaching a provider through OpenAI Chat Completions."""
+
+    def __init__(self, outer: Translation, inner: Translation) -> None:
+        self.outer, self.inner = outer, inner
+        self.provider = inner.provider
+
+    def request(self, body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]]:
+        _, middle = self.outer.request(body, model)
+        return self.inner.request(middle, model)
+
+    def response(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.outer.response(self.inner.response(body))
+
+    def stream(self) -> EventTranslator:
+        return Chain(self.inner.stream(), self.outer.stream())
+
+
+def iter_blocks(content: Any) -> Iterator[dict[str, Any]]:
+    """Content as a list of blocks: a bare string is one text block."""
+    if isinstance(content, str):
+        yield {"type": "text", "text": content}
+    elif isinstance(content, list):
+        for block in content:
+            if isinstance(block, dict):
+                yield block
