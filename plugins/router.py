@@ -45,12 +45,14 @@ from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
 from lunos_proxy.routing.breaker import BreakerSettings, BreakerState
 from lunos_proxy.routing.routes import (
+    ROUTE_KEYS,
     Route,
     build_routes,
     candidates_for,
     find_prices,
     model_allowed,
     qualifies,
+    route_key,
 )
 from lunos_proxy.routing.state import Candidate, Registry
 from lunos_proxy.store.base import Limit, StoreError
@@ -121,14 +123,13 @@ class Router(Plugin):
             find_prices(services.shared),
         )
         services.shared[self.name] = registry
-        # Per model and client wire format, the plan of a caller with no
-        # restrictions: its deployments, then its fallbacks'.
+        # Per model and client wire format (see route_key), the plan of a
+        # caller with no restrictions: its deployments, then its fallbacks'.
         self.plans: dict[str, dict[str, list[tuple[Route, Sequence[Candidate]]]]] = {}
         for public, route in self.routes.items():
             chain = [route] + [self.routes[name] for name in route.fallbacks]
             self.plans[public] = {
-                wire: [(r, r.by_wire[wire]) for r in chain if wire in r.by_wire]
-                for wire in ("openai", "anthropic")
+                key: [(r, r.by_wire[key]) for r in chain if key in r.by_wire] for key in ROUTE_KEYS
             }
         self.served_by: dict[str, list[tuple[str, str]]] = {}
         m = services.metrics
@@ -166,7 +167,8 @@ class Router(Plugin):
             and principal.allowed_regions is None
             and principal.allowed_providers is None
         ):
-            plan = self.plans[public].get(exchange.wire)  # built once per config
+            # built once per config
+            plan = self.plans[public].get(route_key(exchange.wire, exchange.endpoint))
         else:
             plan = self._plan_for(public, exchange)
         if not plan:
@@ -183,14 +185,16 @@ class Router(Plugin):
         for name in (public, *self.routes[public].fallbacks):
             if name == public or model_allowed(patterns, name):
                 route = self.routes[name]
-                found = candidates_for(route, exchange.wire, principal)
+                found = candidates_for(
+                    route, route_key(exchange.wire, exchange.endpoint), principal
+                )
                 if found:
                     plan.append((route, found))
         return plan
 
     def _nothing_qualifies(self, exchange: Exchange, public: str) -> Exception:
         route = self.routes[public]
-        if exchange.wire not in route.by_wire:
+        if route_key(exchange.wire, exchange.endpoint) not in route.by_wire:
             return BadRequest(
                 f"The model '{public}' is not served over the {exchange.wire} API.", param="model"
             )

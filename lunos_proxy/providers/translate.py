@@ -63,7 +63,7 @@ class Untranslatable(BadRequest):
 
     code = "unsupported_parameter"
 
-    def __init__(self, param: str, provider: str, why: str = "") -> None:
+    def __init__(self, param: str, provider: str = "provider's", why: str = "") -> None:
         detail = f" ({why})" if why else ""
         super().__init__(
             f"The parameter '{param}' cannot be translated to the {provider} format "
@@ -212,3 +212,18 @@ def iter_blocks(content: Any) -> Iterator[dict[str, Any]]:
         for block in content:
             if isinstance(block, dict):
                 yield block
+
+
+def translate_request(
+    translation: Translation, body: bytes, model: str, model_in_body: bool
+) -> tuple[str, bytes]:
+    """(the provider's endpoint, its body) for a client's request body."""
+    endpoint, out = translation.request(decode_object(body), model)
+    if not model_in_body:
+        out.pop("model", None)  # Azure: the deployment is in the path
+    return endpoint, _encode(out)
+
+
+def translate_response(translation: Translation, body: bytes) -> bytes:
+    """A provider's JSON answer (already checked to be an object) in the client's format."""
+    return _encode(translation.response(decode_object(body, "provider's answer")))
