@@ -496,4 +496,7 @@ def demo_app() -> web.Application:
     app.router.add_post("/v1/responses", responses)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    from .demo_gemini import add_gemini_routes  # it builds on this module's helpers
+
+    add_gemini_routes(app)
     return app

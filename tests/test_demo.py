@@ -13,6 +13,8 @@ import anthropic
 import openai
 import pytest
 from aiohttp import web
+from google import genai
+from google.genai import types as genai_types
 
 from lunos_proxy.demo import ANSWER, demo_app
 
@@ -183,3 +185,46 @@ async def test_chat_structured_output_follows_the_schema(demo_url: str) -> None:
         model="demo", messages=[{"role": "user", "content": "Weather?"}], response_format=fmt
     )
     assert json.loads(done.choices[0].message.content or "") == WEATHER_ARGS
+
+
+def gemini(url: str) -> genai.Client:
+    options = genai_types.HttpOptions(base_url=url, api_version="v1beta")
+    return genai.Client(api_key="unused", http_options=options)
+
+
+async def test_gemini_generate_content_plain_and_streamed(demo_url: str) -> None:
+    client = gemini(demo_url).aio
+    done = await client.models.generate_content(model="gemini-demo", contents="one two three")
+    assert done.text == ANSWER
+    assert done.usage_metadata is not None and done.usage_metadata.prompt_token_count == 3
+    assert done.candidates is not None and done.candidates[0].finish_reason == "STOP"
+    pieces = [
+        chunk.text
+        async for chunk in await client.models.generate_content_stream(
+            model="gemini-demo", contents="one two three"
+        )
+    ]
+    assert "".join(p or "" for p in pieces) == ANSWER
+    assert len(pieces) == len(ANSWER.split())
+
+
+async def test_gemini_calls_a_function_and_follows_a_schema(demo_url: str) -> None:
+    client = gemini(demo_url).aio
+    weather = genai_types.FunctionDeclaration(
+        name="weather", parameters_json_schema=WEATHER, description="Weather"
+    )
+    config = genai_types.GenerateContentConfig(tools=[genai_types.Tool(function_declarations=[weather])])
+    done = await client.models.generate_content(
+        model="gemini-demo", contents="Weather?", config=config
+    )
+    assert done.function_calls is not None
+    assert (done.function_calls[0].name, done.function_calls[0].args) == ("weather", WEATHER_ARGS)
+    shaped = await client.models.generate_content(
+        model="gemini-demo",
+        contents="Weather?",
+        config=genai_types.GenerateContentConfig(
+            response_mime_type="application/json",
+            response_schema={"type": "OBJECT", "properties": {"city": {"type": "STRING"}}},
+        ),
+    )
+    assert json.loads(shaped.text or "") == {"city": "demo"}

@@ -21,7 +21,17 @@ from typing import Any
 
 import msgspec
 
-from .translate import DONE, Event, Untranslatable, iter_blocks
+from .translate import (
+    DONE,
+    OPENAI_STREAM_ERROR,
+    Event,
+    Untranslatable,
+    add_turn,
+    check_params,
+    iter_blocks,
+    split_data_url,
+    tool_arguments,
+)
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -91,9 +101,9 @@ _HANDLED = frozenset(
 
 
 def _image(url: str) -> dict[str, Any]:
-    if url.startswith("data:"):
-        head, _, data = url.partition(",")
-        media = head[5:].split(";")[0] or "image/png"
+    inline = split_data_url(url)
+    if inline is not None:
+        media, data = inline
         return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
     return {"type": "image", "source": {"type": "url", "url": url}}
 
@@ -118,30 +128,13 @@ def _text(content: Any) -> str:
     return "".join(p.get("text", "") for p in iter_blocks(content) if p.get("type") == "text")
 
 
-def _arguments(raw: Any) -> Any:
-    if not isinstance(raw, str):
-        return raw or {}
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise Untranslatable(
-            "messages[].tool_calls[].function.arguments", PROVIDER, "not a JSON object"
-        ) from None
-    return value if isinstance(value, dict) else {}
-
-
 def _messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, Anthropic messages), consecutive turns of one role merged."""
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
 
     def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if out and out[-1]["role"] == role:
-            out[-1]["content"] += blocks
-        else:
-            out.append({"role": role, "content": blocks})
+        add_turn(out, role, "content", blocks)
 
     for m in messages if isinstance(messages, list) else ():
         role = m.get("role")
@@ -158,7 +151,7 @@ def _messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
                         "type": "tool_use",
                         "id": call.get("id", ""),
                         "name": fn.get("name", ""),
-                        "input": _arguments(fn.get("arguments")),
+                        "input": tool_arguments(fn.get("arguments"), PROVIDER),
                     }
                 )
             add("assistant", blocks)
@@ -234,11 +227,7 @@ class OpenAIToAnthropic:
         self.structured = False
 
     def request(self, body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]]:
-        for key, value in body.items():
-            if key in _HANDLED:
-                continue
-            if key not in _NEUTRAL or value not in _NEUTRAL[key]:
-                raise Untranslatable(key, PROVIDER)
+        check_params(body, _HANDLED, _NEUTRAL, PROVIDER)
         system, messages = _messages(body.get("messages"))
         out: dict[str, Any] = {"model": model, "messages": messages}
         if system:
@@ -431,13 +420,7 @@ class AnthropicStreamToOpenAI:
             return self.end()
         if kind == "error":
             self.done = True
-            err = {
-                "message": "The provider reported an error mid-stream.",
-                "type": "server_error",
-                "param": None,
-                "code": "upstream_error",
-            }
-            return [(None, {"error": err})]
+            return [(None, OPENAI_STREAM_ERROR)]
         return []  # ping
 
     def end(self) -> list[Event]:

@@ -178,11 +178,18 @@ def translation_for(client: str, provider: str, endpoint: str) -> Translation | 
         return None
     from .anthropic_openai import AnthropicToOpenAI
     from .openai_anthropic import OpenAIToAnthropic
+    from .openai_gemini import OpenAIToGemini
 
-    if client == "openai" and provider == "anthropic":
-        return OpenAIToAnthropic()
-    if client == "anthropic" and provider == "openai":
-        return AnthropicToOpenAI()
+    if client == "openai":
+        if provider == "anthropic":
+            return OpenAIToAnthropic()
+        if provider == "gemini":
+            return OpenAIToGemini()
+    elif client == "anthropic":
+        if provider == "openai":
+            return AnthropicToOpenAI()
+        if provider == "gemini":
+            return Chained(AnthropicToOpenAI(), OpenAIToGemini())
     return None
 
 
@@ -227,3 +234,64 @@ def translate_request(
 def translate_response(translation: Translation, body: bytes) -> bytes:
     """A provider's JSON answer (already checked to be an object) in the client's format."""
     return _encode(translation.response(decode_object(body, "provider's answer")))
+
+
+# -- helpers the OpenAI-client translations share ----------------------------------
+
+# The error event a translated OpenAI stream ends with when the provider
+# reports one mid-stream (its text, which may quote the prompt, is dropped).
+OPENAI_STREAM_ERROR: dict[str, Any] = {
+    "error": {
+        "message": "The provider reported an error mid-stream.",
+        "type": "server_error",
+        "param": None,
+        "code": "upstream_error",
+    }
+}
+
+
+def check_params(
+    body: dict[str, Any],
+    handled: frozenset[str],
+    neutral: dict[str, tuple[Any, ...]],
+    provider: str,
+) -> None:
+    """Refuse every parameter that is neither translated (`handled`) nor
+    set to a value meaning "not used" (`neutral`)."""
+    for key, value in body.items():
+        if key in handled:
+            continue
+        if key not in neutral or value not in neutral[key]:
+            raise Untranslatable(key, provider)
+
+
+def split_data_url(url: str) -> tuple[str, str] | None:
+    """(media type, base64 data) of a data URL, or None for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    head, _, data = url.partition(",")
+    return head[5:].split(";")[0] or "image/png", data
+
+
+def tool_arguments(raw: Any, provider: str) -> Any:
+    """An OpenAI tool call's arguments (a JSON string) as an object."""
+    if not isinstance(raw, str):
+        return raw or {}
+    try:
+        value = msgspec.json.decode(raw or "{}")
+    except msgspec.DecodeError:
+        raise Untranslatable(
+            "messages[].tool_calls[].function.arguments", provider, "not a JSON object"
+        ) from None
+    return value if isinstance(value, dict) else {}
+
+
+def add_turn(turns: list[dict[str, Any]], role: str, key: str, items: list[Any]) -> None:
+    """Append a turn, merged into the last one when it has the same role
+    (both Anthropic and Gemini want turns to alternate)."""
+    if not items:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key] += items
+    else:
+        turns.append({"role": role, key: items})

@@ -43,11 +43,14 @@ class Demo:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, Any]]] = []
+        self.gemini_keys: list[str | None] = []
         self.url = ""
 
     @web.middleware
     async def record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        self.received.append((request.path, json.loads(await request.read())))
+        self.received.append((request.path_qs, json.loads(await request.read())))
+        if request.path.startswith("/v1beta/"):
+            self.gemini_keys.append(request.headers.get("x-goog-api-key"))
         return await handler(request)
 
 
@@ -72,10 +75,16 @@ def config(demo: Demo, failing: FakeProvider, tmp_path: Path) -> dict[str, Any]:
         "claude": {"format": "anthropic", "base_url": demo.url, "api_key": "sk-ant-x"},
         "oai": {"format": "openai", "base_url": demo.url, "api_key": "sk-x"},
         "broken": {"format": "openai", "base_url": failing.base_url, "api_key": "sk-y"},
+        "google": {
+            "format": "gemini",
+            "base_url": demo.url.removesuffix("/v1") + "/v1beta",
+            "api_key": "goog-key",
+        },
     }
     cfg["models"] = {
         "claude-test": {"deployments": [{"provider": "claude", "model": "claude-upstream"}]},
         "gpt-test": {"deployments": [{"provider": "oai", "model": "gpt-upstream"}]},
+        "gemini-test": {"deployments": [{"provider": "google", "model": "gemini-upstream"}]},
         "gpt-same": {
             "fallbacks": ["claude-test"],
             "deployments": [{"provider": "broken", "model": "gpt-broken"}],
@@ -107,6 +116,29 @@ def oai(gw: Running) -> openai.AsyncOpenAI:
 
 def claude(gw: Running) -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(base_url=gw.url, api_key=KEY_A1, max_retries=0)
+
+
+async def openai_tool_round_trip(client: openai.AsyncOpenAI, model: str) -> str:
+    """A tool call (plain and streamed), then its result sent back under the
+    call's id and answered in text; the call's id."""
+    tools: Any = [{"type": "function", "function": {"name": "weather", "parameters": WEATHER}}]
+    done = await client.chat.completions.create(model=model, messages=ASK, tools=tools)
+    assert done.choices[0].finish_reason == "tool_calls"
+    call = done.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.type == "function"
+    assert (call.function.name, json.loads(call.function.arguments)) == ("weather", WEATHER_ARGS)
+    async with client.chat.completions.stream(model=model, messages=ASK, tools=tools) as stream:
+        final = await stream.get_final_completion()
+    streamed = final.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert json.loads(streamed.function.arguments) == WEATHER_ARGS  # type: ignore[union-attr]
+    answered: Any = [
+        *ASK,
+        {"role": "assistant", "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    after = await client.chat.completions.create(model=model, messages=answered, tools=tools)
+    assert after.choices[0].message.content == ANSWER
+    return call.id
 
 
 # -- the OpenAI SDK against an Anthropic-format provider -----------------------------
@@ -156,29 +188,7 @@ async def test_openai_sdk_stream_without_include_usage_gets_no_usage_chunk(gw: R
 
 
 async def test_openai_sdk_tools_plain_and_streamed_from_claude(gw: Running, demo: Demo) -> None:
-    tools: Any = [{"type": "function", "function": {"name": "weather", "parameters": WEATHER}}]
-    client = oai(gw)
-    done = await client.chat.completions.create(model="claude-test", messages=ASK, tools=tools)
-    assert done.choices[0].finish_reason == "tool_calls"
-    call = done.choices[0].message.tool_calls[0]  # type: ignore[index]
-    assert call.id == "toolu_demo" and call.type == "function"
-    assert (call.function.name, json.loads(call.function.arguments)) == ("weather", WEATHER_ARGS)
-    async with client.chat.completions.stream(
-        model="claude-test", messages=ASK, tools=tools
-    ) as stream:
-        final = await stream.get_final_completion()
-    streamed = final.choices[0].message.tool_calls[0]  # type: ignore[index]
-    assert json.loads(streamed.function.arguments) == WEATHER_ARGS  # type: ignore[union-attr]
-    # The tool's result goes back with the call's id and the answer is text.
-    answered: Any = [
-        *ASK,
-        {"role": "assistant", "tool_calls": [call.model_dump()]},
-        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
-    ]
-    after = await client.chat.completions.create(
-        model="claude-test", messages=answered, tools=tools
-    )
-    assert after.choices[0].message.content == ANSWER
+    assert await openai_tool_round_trip(oai(gw), "claude-test") == "toolu_demo"
     _, sent = demo.received[-1]
     assert sent["messages"][-1] == {
         "role": "user",
@@ -325,3 +335,79 @@ async def test_translated_exchange_is_metered_and_logged_with_both_formats(
         ("openai", "anthropic", "reported")
     ] * 2
     assert ANSWER not in captured_logs.text
+
+
+# -- both SDKs against a Gemini-format provider --------------------------------------
+
+
+async def test_openai_sdk_plain_stream_tools_and_schema_from_gemini(
+    gw: Running, demo: Demo
+) -> None:
+    client = oai(gw)
+    done = await client.chat.completions.create(model="gemini-test", messages=ASK)
+    assert done.choices[0].message.content == ANSWER
+    assert done.usage is not None and done.usage.prompt_tokens == 6
+    path, sent = demo.received[-1]
+    assert path == "/v1beta/models/gemini-upstream:generateContent"
+    assert sent == {"contents": [{"role": "user", "parts": [{"text": ASK[0]["content"]}]}]}
+    assert demo.gemini_keys[-1] == "goog-key"
+    stream = await client.chat.completions.create(
+        model="gemini-test", messages=ASK, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [c async for c in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ANSWER
+    assert [c.usage.prompt_tokens for c in chunks if c.usage] == [6]
+    assert demo.received[-1][0] == "/v1beta/models/gemini-upstream:streamGenerateContent?alt=sse"
+    call_id = await openai_tool_round_trip(client, "gemini-test")
+    assert demo.received[-1][1]["contents"][-1] == {
+        "role": "user",
+        "parts": [
+            {"functionResponse": {"id": call_id, "name": "weather", "response": {"result": "sunny"}}}
+        ],
+    }
+    parsed = await client.chat.completions.parse(
+        model="gemini-test", messages=ASK, response_format=Weather
+    )
+    assert parsed.choices[0].message.parsed == Weather(city="demo", days=1)
+
+
+async def test_openai_sdk_images_reach_gemini_as_parts(gw: Running, demo: Demo) -> None:
+    content: Any = [
+        {"type": "text", "text": "Two images"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+    ]
+    done = await oai(gw).chat.completions.create(
+        model="gemini-test", messages=[{"role": "user", "content": content}]
+    )
+    assert done.choices[0].message.content == ANSWER
+    assert demo.received[-1][1]["contents"][0]["parts"][1:] == [
+        {"fileData": {"mimeType": "image/png", "fileUri": "https://example.com/a.png"}},
+        {"inlineData": {"mimeType": "image/png", "data": PNG}},
+    ]
+
+
+async def test_logprobs_to_gemini_is_a_400_naming_it(gw: Running, demo: Demo) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await oai(gw).chat.completions.create(model="gemini-test", messages=ASK, logprobs=True)
+    assert caught.value.param == "logprobs"
+    assert demo.received == []
+
+
+async def test_anthropic_sdk_plain_stream_and_tools_from_gemini(gw: Running) -> None:
+    client = claude(gw)
+    msg = await client.messages.create(model="gemini-test", max_tokens=100, messages=ASK)
+    assert msg.content[0].type == "text" and msg.content[0].text == ANSWER
+    assert (msg.usage.input_tokens, msg.stop_reason) == (6, "end_turn")
+    async with client.messages.stream(model="gemini-test", max_tokens=100, messages=ASK) as s:
+        text = "".join([t async for t in s.text_stream])
+        final = await s.get_final_message()
+    assert text == ANSWER and final.usage.input_tokens == 6
+    tools: Any = [{"name": "weather", "description": "Weather", "input_schema": WEATHER}]
+    async with client.messages.stream(
+        model="gemini-test", max_tokens=100, messages=ASK, tools=tools
+    ) as s:
+        called = await s.get_final_message()
+    block = called.content[0]
+    assert called.stop_reason == "tool_use"
+    assert block.type == "tool_use" and block.input == WEATHER_ARGS
