@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated
 
 import msgspec
@@ -43,6 +43,7 @@ from lunos_proxy.errors import (
 from lunos_proxy.exchange import Exchange
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
+from lunos_proxy.providers.listing import model_list
 from lunos_proxy.routing.breaker import BreakerSettings, BreakerState
 from lunos_proxy.routing.routes import (
     ROUTE_KEYS,
@@ -56,21 +57,6 @@ from lunos_proxy.routing.routes import (
 )
 from lunos_proxy.routing.state import Candidate, Registry
 from lunos_proxy.store.base import Limit, StoreError
-
-
-class _Model(msgspec.Struct):
-    id: str
-    object: str = "model"
-    created: int = 0
-    owned_by: str = "lunos"
-
-
-class _Models(msgspec.Struct):
-    data: list[_Model]
-    object: str = "list"
-
-
-_encode = msgspec.json.Encoder().encode
 
 
 def _outcome(e: UpstreamError) -> str:
@@ -153,7 +139,7 @@ class Router(Plugin):
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = await read_request(request)
         if exchange.endpoint == "models":
-            return self.list_models(exchange)
+            return self.list_models(exchange, request.query)
         public = self.names.get(exchange.model)
         if public is None:
             raise ModelNotFound(
@@ -428,18 +414,18 @@ class Router(Plugin):
         except StoreError:
             pass  # the estimate stands; the counter drains within a minute
 
-    def list_models(self, exchange: Exchange) -> web.Response:
-        """The models the caller may use, in OpenAI's list shape."""
+    def list_models(self, exchange: Exchange, query: Mapping[str, str]) -> web.Response:
+        """The models the caller may use, in the listing shape of its SDK."""
         principal = exchange.principal
         patterns = principal.allowed_models if principal else None
-        data = [
-            _Model(public)
+        names = [
+            public
             for public, route in self.routes.items()
             if model_allowed(patterns, public)
             and any(qualifies(c, principal) for c in route.candidates)
         ]
         return web.Response(
-            body=_encode(_Models(data)),
+            body=model_list(names, exchange.wire, query),
             content_type="application/json",
             headers=exchange.response_headers,
         )

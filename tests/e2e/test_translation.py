@@ -411,3 +411,25 @@ async def test_anthropic_sdk_plain_stream_and_tools_from_gemini(gw: Running) -> 
     block = called.content[0]
     assert called.stop_reason == "tool_use"
     assert block.type == "tool_use" and block.input == WEATHER_ARGS
+
+
+# -- /v1/models ----------------------------------------------------------------------
+
+
+async def test_models_are_listed_to_both_sdks_in_their_shapes(gw: Running) -> None:
+    # In the config file's order (the test writes its YAML with sorted keys).
+    everything = ["claude-test", "gemini-test", "gpt-mixed", "gpt-same", "gpt-test"]
+    listed = [m async for m in oai(gw).models.list()]
+    assert [(m.id, m.object, m.owned_by) for m in listed] == [
+        (name, "model", "lunos") for name in everything
+    ]
+    page = await claude(gw).models.list(limit=2)
+    assert [(m.id, m.type, m.display_name) for m in page.data] == [
+        ("claude-test", "model", "claude-test"),
+        ("gemini-test", "model", "gemini-test"),
+    ]
+    assert page.has_more and page.last_id == "gemini-test"
+    every = [m.id async for m in claude(gw).models.list(limit=2)]  # the SDK follows the pages
+    assert every == everything
+    one = await claude(gw).models.list(limit=1, after_id="gpt-mixed")
+    assert [m.id for m in one.data] == ["gpt-same"]
