@@ -240,3 +240,15 @@ def meter_streamed(upstream: str, scratch: Path) -> dict[str, Any]:
         {"name": "meter", "settings": {"pricing": str(pricing.resolve()),
                                        "request_stream_usage": False}},
     ])
+
+
+@case(
+    "translated",
+    stream=False,
+    about="request_id only; an OpenAI client, an Anthropic-format provider: the request "
+    "and the answer translated (compare with plain)",
+)
+def translated(upstream: str, scratch: Path) -> dict[str, Any]:
+    cfg = lunos_config(upstream, scratch)
+    cfg["providers"]["fake"]["format"] = "anthropic"
+    return cfg
