@@ -58,18 +58,60 @@ _encode = msgspec.json.encode
 class Untranslatable(BadRequest):
     """A request parameter the provider's format cannot express.
 
-    The message names the parameter (one of our own fixed names, never a
-    value the client sent) and the format that lacks it."""
+    The message names the parameter when it is one of the names the client
+    formats document (`known`): a name the client made up is part of its
+    request, which an error never echoes, so that one goes unnamed."""
 
     code = "unsupported_parameter"
 
     def __init__(self, param: str, provider: str = "provider's", why: str = "") -> None:
         detail = f" ({why})" if why else ""
+        named = param if known(param) else None
+        what = f"The parameter '{named}'" if named else "A parameter of this request"
         super().__init__(
-            f"The parameter '{param}' cannot be translated to the {provider} format "
+            f"{what} cannot be translated to the {provider} format "
             f"this model is served in{detail}.",
-            param=param,
+            param=named,
         )
+
+
+# Documented names of the client formats (request parameters, content part
+# types, roles): the only names an error message repeats.
+_KNOWN_NAMES = frozenset(
+    {
+        # OpenAI Chat Completions
+        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+        "max_completion_tokens", "max_tokens", "messages", "metadata", "modalities", "model", "n",
+        "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
+        "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier",
+        "stop", "store", "stream", "stream_options", "temperature", "tool_choice", "tools",
+        "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+        # Anthropic Messages
+        "container", "context_management", "mcp_servers", "stop_sequences", "system",
+        "thinking", "top_k", "output_format",
+        # content part types and roles
+        "text", "image_url", "input_audio", "file", "refusal", "image", "document",
+        "search_result", "redacted_thinking", "tool_use", "tool_result", "server_tool_use",
+        "web_search_tool_result", "container_upload", "developer", "assistant", "tool",
+    }
+)  # fmt: skip
+
+
+def known(param: str) -> bool:
+    """Whether every name in a parameter path ("messages[].content[].file")
+    is a documented one (or one of our own path words)."""
+    if not param:
+        return False
+    for name in param.replace("[]", "").replace("=", ".").split("."):
+        if name not in _KNOWN_NAMES and name not in _PATH_WORDS:
+            return False
+    return True
+
+
+_PATH_WORDS = frozenset(
+    {"content", "role", "type", "function", "arguments", "tool_calls", "source", "json_schema",
+     "schema", "disable_parallel_tool_use"}
+)  # fmt: skip
 
 
 def decode_object(data: bytes, what: str = "request body") -> dict[str, Any]:

@@ -151,7 +151,7 @@ def test_anthropic_requires_max_tokens_so_a_documented_default_is_sent() -> None
 @pytest.mark.parametrize(
     ("param", "value"),
     [("n", 2), ("logprobs", True), ("presence_penalty", 0.5), ("logit_bias", {"50256": -100}),
-     ("seed", 7), ("temperature", 1.5), ("audio", {"voice": "alloy"}), ("future_parameter", 1)],
+     ("seed", 7), ("temperature", 1.5), ("audio", {"voice": "alloy"})],
 )
 def test_what_anthropic_cannot_do_is_a_400_naming_the_parameter(param: str, value: Any) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], param: value}
@@ -469,3 +469,22 @@ def test_a_provider_error_event_mid_stream_never_carries_its_text() -> None:
     assert b"secret prompt" not in out
     assert parse(out)[-1] == ("error", {"type": "error", "error": {
         "type": "api_error", "message": "The provider reported an error mid-stream."}})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"canary_7f3a_param": 1},
+        {"messages": [{"role": "user", "content": [{"type": "canary_7f3a_part"}]}]},
+        {"messages": [{"role": "canary_7f3a_role", "content": "x"}]},
+    ],
+)
+def test_a_name_the_client_made_up_is_refused_without_being_echoed(body: dict[str, Any]) -> None:
+    with pytest.raises(Untranslatable) as caught:
+        OpenAIToAnthropic().request({"model": "m", "messages": [], **body}, "c")
+    err = caught.value
+    assert "canary" not in err.message and err.param is None
+    assert err.message == (
+        "A parameter of this request cannot be translated to the Anthropic Messages format "
+        "this model is served in."
+    )
