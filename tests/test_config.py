@@ -103,7 +103,7 @@ def test_yaml_syntax_error_names_the_line() -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_config_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT",
-                 "GROQ_API_KEY", "LUNOS_KEY_SECRET", "LUNOS_ENCRYPTION_KEY"):
+                 "GROQ_API_KEY", "GEMINI_API_KEY", "LUNOS_KEY_SECRET", "LUNOS_ENCRYPTION_KEY"):
         monkeypatch.setenv(name, "test-value-for-" + name.lower())
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://example.openai.azure.com")
     config = load_config(path)

@@ -8,6 +8,7 @@ keeps what each received; a failing OpenAI-format provider is the fake.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -433,3 +434,25 @@ async def test_models_are_listed_to_both_sdks_in_their_shapes(gw: Running) -> No
     assert every == everything
     one = await claude(gw).models.list(limit=1, after_id="gpt-mixed")
     assert [m.id for m in one.data] == ["gpt-same"]
+
+
+async def test_a_translated_stream_reaches_the_client_as_it_arrives(
+    make_gateway: GatewayFactory, provider: FakeProvider, demo: Demo, tmp_path: Path
+) -> None:
+    # The Anthropic-format fake pauses after its first event: the client
+    # has its first chunk while the provider is still waiting.
+    cfg = config(demo, provider, tmp_path)
+    cfg["providers"]["broken"]["format"] = "anthropic"
+    cfg["models"]["slow"] = {"deployments": [{"provider": "broken", "model": "claude-x"}]}
+    running = await make_gateway(cfg)
+    provider.behaviour.pause_after_first = 1.5
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stream = await oai(running).chat.completions.create(model="slow", messages=ASK, stream=True)
+    first = await stream.__anext__()
+    first_at = loop.time() - started
+    rest = [c async for c in stream]
+    done_at = loop.time() - started
+    assert first.choices[0].delta.role == "assistant"
+    assert first_at < 1.0 <= done_at
+    assert "".join(c.choices[0].delta.content or "" for c in rest if c.choices) == "Hello, world!"
