@@ -456,3 +456,27 @@ async def test_a_translated_stream_reaches_the_client_as_it_arrives(
     assert first.choices[0].delta.role == "assistant"
     assert first_at < 1.0 <= done_at
     assert "".join(c.choices[0].delta.content or "" for c in rest if c.choices) == "Hello, world!"
+
+
+async def test_anthropic_overload_is_a_retryable_503_for_the_openai_sdk(
+    make_gateway: GatewayFactory, provider: FakeProvider, demo: Demo, tmp_path: Path
+) -> None:
+    cfg = config(demo, provider, tmp_path)
+    cfg["providers"]["broken"]["format"] = "anthropic"
+    cfg["models"]["busy"] = {"deployments": [{"provider": "broken", "model": "claude-x"}]}
+    cfg["models"]["busy-or-gemini"] = {
+        "deployments": [
+            {"provider": "broken", "model": "claude-x", "priority": 1},
+            {"provider": "google", "model": "gemini-upstream", "priority": 2},
+        ]
+    }
+    running = await make_gateway(cfg)
+    provider.behaviour.status = 529
+    provider.behaviour.error_body = b'{"type":"error","error":{"type":"overloaded_error","message":"x"}}'
+    with pytest.raises(openai.InternalServerError) as caught:
+        await oai(running).chat.completions.create(model="busy", messages=ASK)
+    assert caught.value.status_code == 503
+    assert caught.value.body["type"] == "server_error"  # type: ignore[index]
+    # Retryable: the next deployment (another format again) answers.
+    done = await oai(running).chat.completions.create(model="busy-or-gemini", messages=ASK)
+    assert done.choices[0].message.content == ANSWER
