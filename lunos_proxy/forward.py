@@ -14,6 +14,14 @@ a stream is copied whole events at a time and each event's data must be a
 JSON object (or OpenAI's `[DONE]`); a plain answer must be one JSON object.
 Only the syntax is checked (msgspec skips the members), and good bytes pass
 untouched.
+
+A client whose wire format is not the provider's is served through a
+translation (providers/translate.py): the request body is translated
+before it is sent, a plain answer after it is checked, and a stream event
+by event after each is checked and before observers and filters see it,
+so that the meter and the logger see what the client gets. Provider
+errors keep their status (Anthropic's 529 becomes 503), not the other
+format's error type.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from .errors import (
 from .exchange import Exchange
 from .providers import ADAPTERS, Adapter
 from .providers.translate import (
+    MalformedAnswer,
     StreamTranslator,
     Translation,
     translate_request,
@@ -349,7 +358,10 @@ class Forwarder:
         if not is_json_object(data):
             return self._invalid_body(exchange)
         if translation is not None:
-            data = translate_response(translation, data)
+            try:
+                data = translate_response(translation, data)
+            except MalformedAnswer:
+                return self._invalid_body(exchange)
         exchange.bytes_out = len(data)
         exchange.notify_chunk(data)
         exchange.notify_end(False)

@@ -37,6 +37,7 @@ from ..sse import SSEParser
 __all__ = [
     "DONE",
     "Event",
+    "MalformedAnswer",
     "StreamTranslator",
     "Translation",
     "Untranslatable",
@@ -184,12 +185,16 @@ class StreamTranslator:
                 value = msgspec.json.decode(ev.data)
             except msgspec.DecodeError:
                 continue  # the forwarder checks every event before it gets here
-            if isinstance(value, dict):
-                out += self.events.event(ev.event, value)
-            elif isinstance(value, list):  # Gemini without alt=sse sends an array
-                for item in value:
-                    if isinstance(item, dict):
-                        out += self.events.event(ev.event, item)
+            items = value if isinstance(value, list) else [value]  # Gemini may send an array
+            for item in items:
+                if not isinstance(item, dict):
+                    continue
+                try:
+                    out += self.events.event(ev.event, item)
+                except _SHAPE_ERRORS:
+                    # An event not in its format's shape carries nothing the
+                    # client could use: it is passed over, the stream goes on.
+                    continue
         return encode_events(out)
 
     def flush(self) -> bytes:
@@ -273,9 +278,22 @@ def translate_request(
     return endpoint, _encode(out)
 
 
+class MalformedAnswer(Exception):
+    """A provider's answer that is JSON but not in the shape its format documents."""
+
+
+# What reading a value of the wrong shape raises (a string where a list of
+# blocks belongs, a number where an object does).
+_SHAPE_ERRORS = (AttributeError, TypeError, KeyError, ValueError, IndexError)
+
+
 def translate_response(translation: Translation, body: bytes) -> bytes:
-    """A provider's JSON answer (already checked to be an object) in the client's format."""
-    return _encode(translation.response(decode_object(body, "provider's answer")))
+    """A provider's JSON answer (already checked to be an object) in the
+    client's format; `MalformedAnswer` when it is not in its format's shape."""
+    try:
+        return _encode(translation.response(decode_object(body, "provider's answer")))
+    except (*_SHAPE_ERRORS, BadRequest):
+        raise MalformedAnswer from None
 
 
 # -- helpers the OpenAI-client translations share ----------------------------------

@@ -20,7 +20,12 @@ from lunos_proxy.providers.openai_anthropic import (
     OUTPUT_TOOL,
     OpenAIToAnthropic,
 )
-from lunos_proxy.providers.translate import StreamTranslator, Untranslatable
+from lunos_proxy.providers.translate import (
+    MalformedAnswer,
+    StreamTranslator,
+    Untranslatable,
+    translate_response,
+)
 
 WEATHER_SCHEMA = {
     "type": "object",
@@ -488,3 +493,13 @@ def test_a_name_the_client_made_up_is_refused_without_being_echoed(body: dict[st
         "A parameter of this request cannot be translated to the Anthropic Messages format "
         "this model is served in."
     )
+
+
+def test_an_answer_of_the_wrong_shape_is_malformed_not_a_crash() -> None:
+    with pytest.raises(MalformedAnswer):
+        translate_response(OpenAIToAnthropic(), b'{"content": "not blocks", "usage": 5}')
+    stream = sse([("message_start", {"type": "message_start", "message": "not an object"}),
+                  ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                           "delta": {"type": "text_delta", "text": "ok"}})])
+    events = parse(run_stream(StreamTranslator(OpenAIToAnthropic().stream()), stream))
+    assert [d["choices"][0]["delta"] for _, d in events[:1]] == [{"content": "ok"}]
