@@ -20,12 +20,16 @@ run: setup
 	$(BIN)/lunos-proxy serve --config config/lunos.yaml
 
 # Tests start their own redis-server processes, check the dashboards with
-# promtool and drive Debian's chromium (the console's browser test);
+# promtool and drive Debian's chromium with axe-core (npm, pinned in
+# tests/console/package-lock.json) for the console's browser test;
 # install them when missing.
 test: setup
 	@command -v redis-server >/dev/null || scripts/install-system-packages.sh redis-server
 	@command -v promtool >/dev/null || scripts/install-system-packages.sh prometheus
 	@command -v chromium >/dev/null || scripts/install-system-packages.sh chromium
+	@command -v npm >/dev/null || scripts/install-system-packages.sh npm
+	@cmp -s tests/console/package-lock.json tests/console/node_modules/.installed-lock || \
+		(cd tests/console && npm ci --no-audit --no-fund --silent && cp package-lock.json node_modules/.installed-lock)
 	$(BIN)/ruff check lunos_proxy plugins tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q

@@ -37,18 +37,21 @@ class Case:
     about: str
     # The Lunos/floor req/s an issue asks of this case; None: recorded only.
     min_ratio: float | None = None
+    # Lunos gets the hostile load (hostile.py), refused with 401, while the
+    # floor and the fake provider serve the ordinary one.
+    hostile: bool = False
 
 
 CASES: dict[str, Case] = {}
 
 
 def case(
-    name: str, *, stream: bool, about: str, min_ratio: float | None = None
+    name: str, *, stream: bool, about: str, min_ratio: float | None = None, hostile: bool = False
 ) -> Callable[[ConfigFactory], ConfigFactory]:
     def register(factory: ConfigFactory) -> ConfigFactory:
         if name in CASES:
             raise ValueError(f"benchmark case {name!r} is defined twice")
-        CASES[name] = Case(name, stream, factory, about, min_ratio)
+        CASES[name] = Case(name, stream, factory, about, min_ratio, hostile)
         return factory
 
     return register
@@ -194,6 +197,25 @@ def redis_limits(upstream: str, scratch: Path) -> dict[str, Any]:
     cfg = lunos_config(upstream, scratch, pipeline=_limits_pipeline())
     cfg["store"] = {"url": _bench_redis(scratch)}
     cfg["secrets"] = _BENCH_SECRETS
+    return cfg
+
+
+@case(
+    "hostile",
+    stream=False,
+    about="request_id + auth, decompression on; Lunos refuses garbage without a key, with a "
+    "wrong key and a 2 MB gzip bomb (2 GiB inflated) while the floor serves plain requests",
+    hostile=True,
+)
+def hostile(upstream: str, scratch: Path) -> dict[str, Any]:
+    # Recorded, with no ratio target: a refused bomb's 2 MB are still received
+    # and dropped (so that the client reads its 401), which costs more than
+    # serving a small request; what must hold is that nothing is decoded, so
+    # a bomb costs what its bytes cost, and that garbage costs less than the
+    # floor's request (compare CPU us/req with the floor's).
+    cfg = lunos_config(upstream, scratch, pipeline=_auth_pipeline())
+    cfg["secrets"] = _BENCH_SECRETS
+    cfg["server"] = {"request_decompression": True}
     return cfg
 
 

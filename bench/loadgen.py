@@ -14,7 +14,23 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bomb import gzip_bomb
 from servers import OUT, PATH, SPAWN, Failure, pinned, prioritise, request_body
+
+# wrk's done() hook: one line with the counts; STATUS_ERRORS is what counts
+# as a wrong answer (wrk's own count of non-2xx, or the script's).
+DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,' ..
+    '"p50_us":%d,"p99_us":%d,"max_us":%d,' ..
+    '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(99), latency.max,
+    e.connect, e.read, e.write, STATUS_ERRORS, e.timeout))
+end
+"""
 
 WRK_SCRIPT = """\
 wrk.method = "POST"
@@ -22,23 +38,71 @@ wrk.path = "{path}"
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
+"""
 
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_RESULT {{"requests":%d,"duration_us":%d,"bytes":%d,' ..
-    '"p50_us":%d,"p99_us":%d,"max_us":%d,' ..
-    '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}}\\n',
-    summary.requests, summary.duration, summary.bytes,
-    latency:percentile(50), latency:percentile(99), latency.max,
-    e.connect, e.read, e.write, e.status, e.timeout))
+# The hostile load ("hostile" case): requests without a valid key, in turn
+# garbage with no key, garbage with a wrong key and a gzip bomb with no key
+# (2 MB that would inflate to 2 GiB). Every answer must be 401.
+HOSTILE_SCRIPT = """\
+local f = assert(io.open("{bomb}", "rb"))
+local bomb = f:read("*a")
+f:close()
+local garbage = "{garbage}"
+local threads = {{}}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  unexpected = 0
+  turn = 0
+  local json = {{["Content-Type"] = "application/json"}}
+  queue = {{
+    wrk.format("POST", "{path}", json, garbage),
+    wrk.format("POST", "{path}", {{["Content-Type"] = "application/json",
+                                  ["Authorization"] = "Bearer sk-not-a-lunos-key"}}, garbage),
+    wrk.format("POST", "{path}", {{["Content-Type"] = "application/json",
+                                  ["Content-Encoding"] = "gzip"}}, bomb),
+  }}
+end
+
+function request()
+  turn = turn % #queue + 1
+  return queue[turn]
+end
+
+function response(status, headers, body)
+  if status ~= 401 then
+    unexpected = unexpected + 1
+  end
+end
+
+function unexpected_statuses()
+  local n = 0
+  for _, t in ipairs(threads) do
+    n = n + t:get("unexpected")
+  end
+  return n
 end
 """
 
 
 def write_script(stream: bool) -> Path:
     path = OUT / ("wrk-stream.lua" if stream else "wrk-plain.lua")
-    path.write_text(WRK_SCRIPT.format(path=PATH, body=request_body(stream).decode()))
+    text = WRK_SCRIPT.format(path=PATH, body=request_body(stream).decode())
+    path.write_text(text + DONE.replace("STATUS_ERRORS", "e.status"))
+    return path
+
+
+def write_hostile_script() -> Path:
+    bomb = OUT / "bomb-2gib.gz"
+    if not bomb.exists():
+        bomb.write_bytes(gzip_bomb(2))
+    garbage = "\\x00\\xff{not json at all ]] " * 8  # with Lua's escapes
+    text = HOSTILE_SCRIPT.format(bomb=bomb.resolve(), path=PATH, garbage=garbage)
+    path = OUT / "wrk-hostile.lua"
+    path.write_text(text + DONE.replace("STATUS_ERRORS", "unexpected_statuses()"))
     return path
 
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 from cases import CASES, Case
-from loadgen import Load, run_wrk, write_script
+from loadgen import Load, run_wrk, write_hostile_script, write_script
 from servers import (
     BENCH,
     HOST,
@@ -321,6 +321,9 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
         servers += fixed.values()
         for case in cases:
             script = write_script(case.stream)
+            scripts = dict.fromkeys(TARGETS, script)
+            if case.hostile:
+                scripts["lunos"] = write_hostile_script()
             under_test = dict(fixed)
             lunos = None
             if "lunos" in targets:
@@ -338,7 +341,9 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
                               file=sys.stderr, flush=True)  # fmt: skip
                         profile = profile_path(args.profile, case, target, n)
                         try:
-                            sample = measure(server, case, target, script, load, profile)
+                            sample = measure(
+                                server, case, target, scripts[target], load, profile
+                            )
                         except Failure as e:
                             report.fail(str(e))
                             del under_test[target]

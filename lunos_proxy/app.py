@@ -90,6 +90,7 @@ class Generation:
         await self.forwarder.start()
         for plugin in self.plugins:
             await plugin.start()
+        self.services.metrics.prepare(self.config)  # this config's series, from 0
 
     async def close(self) -> None:
         for plugin in reversed(self.plugins):
@@ -181,6 +182,7 @@ class Gateway:
         self.draining = False
 
     async def start(self) -> None:
+        self.metrics.start()
         await self.store.start()
         await self._start_demo()
         self.generation = Generation(
@@ -203,6 +205,7 @@ class Gateway:
         if self._demo_runner is not None:
             await self._demo_runner.cleanup()
         await self.store.close()
+        self.metrics.stop()
 
     async def _start_demo(self) -> None:
         demo = [name for name, p in self.config.providers.items() if p.format == "demo"]
@@ -271,7 +274,9 @@ class Gateway:
             wire = listing_wire(request.headers)
         exchange.wire = wire
         exchange.endpoint = endpoint
-        exchange.body_limit = generation.config.server.max_body_bytes
+        server = generation.config.server
+        exchange.body_limit = server.max_body_bytes
+        exchange.decompress = server.request_decompression
         request[EXCHANGE] = exchange
         metrics = self.metrics
         metrics.in_flight.inc()
@@ -307,11 +312,9 @@ class Gateway:
         if self.draining:
             return web.json_response({"status": "draining"}, status=503)
         try:
-            await self.store.ping()
+            await self.store.ping()  # instrumented: sets lunos_store_up
         except StoreError:
-            self.metrics.store_up.set(0)
             return web.json_response({"status": "store unreachable"}, status=503)
-        self.metrics.store_up.set(1)
         return web.json_response({"status": "ready"})
 
     # -- the admin app -----------------------------------------------------

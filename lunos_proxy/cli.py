@@ -17,12 +17,18 @@ from aiohttp import web
 
 from .app import Gateway
 from .config import Config, ConfigError, load_config
+from .connections import open_files_warning, public_runner
 from .logs import configure_logging
+from .open_relay import open_relay
 from .worker_control import this_worker
 
 log = structlog.get_logger("lunos.proxy")
 
 DEFAULT_CONFIG = "config/lunos.yaml"
+
+# The exit status for a config that cannot be used (argparse uses it for a
+# bad command line too).
+CONFIG_PROBLEM = 2
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -33,23 +39,39 @@ def _load_or_report(path: str) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as e:
-        for line in e.problems:
-            print(line, file=sys.stderr)
+        _report(e)
         return None
+
+
+def _report(e: ConfigError) -> None:
+    for line in e.problems:
+        print(line, file=sys.stderr)
+
+
+def _unauthenticated_warning(config: Config) -> str | None:
+    s = config.server
+    if s.allow_unauthenticated and open_relay(config) is not None:
+        return (f"server.allow_unauthenticated: requests to {s.host or '(every address)'}:"
+                f"{s.port} are forwarded to providers without an API key")
+    return None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     path = _config_path(args)
     config = _load_or_report(path)
     if config is None:
-        return 1
+        return CONFIG_PROBLEM
     print(
         f"{os.path.basename(path)}: ok ({len(config.providers)} providers, "
         f"{len(config.models)} models, {len(config.pipeline)} plugins)"
     )
     from .crypto import secret_warnings
 
-    for warning in secret_warnings(config.secrets):
+    warnings = secret_warnings(config.secrets)
+    unauthenticated = _unauthenticated_warning(config)
+    if unauthenticated:
+        warnings.append(unauthenticated)
+    for warning in warnings:
         print(f"{os.path.basename(path)}: warning: {warning}", file=sys.stderr)
     return 0
 
@@ -58,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = _config_path(args)
     config = _load_or_report(path)
     if config is None:
-        return 1
+        return CONFIG_PROBLEM
     server = config.server
     if args.host:
         server.host = args.host
@@ -68,6 +90,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.admin_host = args.admin_host
     if args.admin_port is not None:
         server.admin_port = args.admin_port
+    # Asked again: --host may have moved a loopback config onto the network.
+    relay = open_relay(config)
+    if relay is not None and not server.allow_unauthenticated:
+        print(f"{os.path.basename(path)}: {relay} (--host {server.host})", file=sys.stderr)
+        return CONFIG_PROBLEM
     try:
         import uvloop
 
@@ -79,8 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("--workers: must be at least 1", file=sys.stderr)
         return 2
     if workers == 1:
-        asyncio.run(serve(config, path))
-        return 0
+        return _serve_reporting(config, path)
     if config.store.url.startswith("memory:") and config.store.url.rstrip("/") != "memory:":
         print(
             "--workers: the embedded store's data file belongs to one process; "
@@ -91,38 +117,77 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .workers import run_workers
 
     def serve_one() -> int:
-        asyncio.run(serve(config, path, reuse_port=True))
-        return 0
+        return _serve_reporting(config, path, reuse_port=True)
 
     return run_workers(workers, serve_one)
 
 
+def _serve_reporting(config: Config, path: str, *, reuse_port: bool = False) -> int:
+    """`serve`, ending on a config problem (a plugin refusing its settings,
+    a port in use) with its ``FILE: where: what`` lines, not a traceback."""
+    try:
+        asyncio.run(serve(config, path, reuse_port=reuse_port))
+    except ConfigError as e:
+        _report(e)
+        return CONFIG_PROBLEM
+    return 0
+
+
 async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
-    gateway = Gateway(config)
-    await gateway.start()
+    label = os.path.basename(path)
+    try:
+        gateway = Gateway(config)
+    except ValueError as e:  # the store refused its URL or options
+        raise ConfigError([f"{label}: store: {e}"]) from None
+    try:
+        await gateway.start()
+    except BaseException as e:
+        await gateway.close()
+        if isinstance(e, ValueError):  # a plugin refused its settings or secrets
+            raise ConfigError([f"{label}: {e}"]) from None
+        raise
     from .crypto import load_secrets
 
     for warning in load_secrets(config.secrets).warnings:
         log.warning("development_default", detail=warning)
+    unauthenticated = _unauthenticated_warning(config)
+    if unauthenticated:
+        log.warning("unauthenticated_listener", detail=unauthenticated)
     s = config.server
+    files = open_files_warning(s.connections)
+    if files is not None:
+        log.warning("open_files_limit", detail=files)
     ssl_context = None
     if s.tls is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(s.tls.cert_file, s.tls.key_file)
-    public = web.AppRunner(
-        gateway.public_app(),
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=s.shutdown_grace_seconds,
-    )
+    # Header, body and idle timeouts, connection caps, bodies never inflated
+    # by aiohttp (see connections.py).
+    public = public_runner(gateway.public_app(), s, shutdown_timeout=s.shutdown_grace_seconds)
     admin = web.AppRunner(gateway.admin_app(), access_log=None, shutdown_timeout=1.0)
     await public.setup()
     await admin.setup()
     # With several workers every process binds the same ports (SO_REUSEPORT).
     reuse = reuse_port or None
-    await web.TCPSite(public, s.host, s.port, ssl_context=ssl_context, reuse_port=reuse).start()
-    await web.TCPSite(admin, s.admin_host, s.admin_port, reuse_port=reuse).start()
+    try:
+        for runner, host, port, where, context in (
+            (public, s.host, s.port, "server.port", ssl_context),
+            (admin, s.admin_host, s.admin_port, "server.admin_port", None),
+        ):
+            site = web.TCPSite(runner, host, port, ssl_context=context, reuse_port=reuse)
+            try:
+                await site.start()
+            except OSError as e:
+                reason = os.strerror(e.errno) if e.errno else str(e)
+                raise ConfigError(
+                    [f"{label}: {where}: cannot listen on {host}:{port}: {reason}"]
+                ) from None
+    except ConfigError:
+        await public.cleanup()
+        await admin.cleanup()
+        await gateway.close()
+        raise
     log.info(
         "listening",
         host=s.host,

@@ -5,9 +5,17 @@ The schema is a tree of msgspec Structs with defaults beside each field;
 never stops at the first problem: every section is checked and every
 problem is reported as ``FILE: where: what``, e.g.
 ``lunos.yaml: providers.openai.base_url: expected an http(s) URL``.
-Unknown keys are errors. ``${NAME}`` (or ``${NAME:-default}``) in any
-string is replaced from the environment; a missing variable is an error
-naming it.
+Unknown keys are errors, and so is a key given twice (`yaml_strict`).
+``${NAME}`` (or ``${NAME:-default}``) in any string is replaced from the
+environment; a missing variable is an error naming it. Numbers carry
+their ranges in their types (`bounds`); files the config reads are found
+relative to its folder and checked (`config_files`); and a public
+listener that forwards to providers without authentication is refused
+(`open_relay`).
+
+One module past 400 lines: the schema and the pass that reports its
+problems change together (a new field and its check), and the rules
+with a life of their own already live beside it in those modules.
 """
 
 from __future__ import annotations
@@ -15,20 +23,27 @@ from __future__ import annotations
 import math
 import os
 import re
+import ssl
+import types
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import msgspec
-import yaml
 
+from .bounds import Amount, AtLeastOne, Port, SecondsOrZero
+from .config_files import ConfigFile, resolve_files, type_hints
 from .console.settings import ConsoleConfig
+from .open_relay import open_relay
+from .yaml_strict import YamlError, load_yaml
 
 __all__ = [
     "AdminConfig",
     "Capacity",
     "Config",
     "ConfigError",
+    "ConnectionsConfig",
     "ConsoleConfig",
     "Deployment",
     "DeploymentTimeouts",
@@ -50,27 +65,60 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class TLSConfig(_Strict):
-    cert_file: str
-    key_file: str
+    # Relative paths are found beside the config file (`config_files`).
+    cert_file: ConfigFile
+    key_file: ConfigFile
+
+
+class ConnectionsConfig(_Strict):
+    """How long a client may take, and how many connections it may hold.
+
+    Enforced by the public listener (lunos_proxy/connections.py); read at
+    startup, so a change takes a restart. A connection that runs out of time
+    is closed without an answer, as a server closes a connection that never
+    finished its request."""
+
+    # The request line and headers must be complete this long after the
+    # connection opened (first request) or after their first byte (later ones).
+    header_timeout_seconds: float = 10.0
+    # A request body gets this long, plus 1 s for every `body_min_rate`
+    # bytes that arrived: a client keeping at least that rate is never cut off.
+    body_timeout_seconds: float = 20.0
+    body_min_rate: int = 1024  # bytes per second; 0: the body must be in within the timeout
+    # A keep-alive connection with no request is closed after this long.
+    idle_timeout_seconds: float = 75.0
+    # Open connections per process, and per client address (an IPv6 client
+    # by its /64); a connection over either cap is closed at once. 0: no cap
+    # per address (behind a load balancer every connection has its address).
+    max_open: int = 4096
+    max_per_address: int = 256
 
 
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Port = 8080
     admin_host: str = "127.0.0.1"
-    admin_port: int = 9090
-    # Request bodies above this are refused with 413 before being read.
+    admin_port: Port = 9090
+    # Request bodies above this are refused with 413 before being read
+    # (compressed bodies: counted decompressed, as they are decoded).
     max_body_bytes: int = 16 * 1024 * 1024
+    # Accept request bodies compressed with gzip or deflate (Content-Encoding),
+    # decoded after the key is checked and sent on uncompressed. false: 415.
+    request_decompression: bool = False
+    connections: ConnectionsConfig = msgspec.field(default_factory=ConnectionsConfig)
     # On SIGTERM, in-flight requests get this long to finish.
-    shutdown_grace_seconds: float = 30.0
+    shutdown_grace_seconds: SecondsOrZero = 30.0
     # On SIGTERM, first drain this long: /readyz answers 503 (load balancers
     # take the instance out) while requests are still served; then stop
     # accepting and give in-flight requests `shutdown_grace_seconds`.
-    drain_seconds: float = 0.0
+    drain_seconds: SecondsOrZero = 0.0
     tls: TLSConfig | None = None
     # Reload the config file when it changes, checking this often (0: only
     # on SIGHUP or POST /admin/reload).
-    watch_config_seconds: float = 0.0
+    watch_config_seconds: SecondsOrZero = 0.0
+    # Forward requests with no API key check while `host` is not loopback.
+    # Refused unless set (see `open_relay`), and warned about at every start.
+    allow_unauthenticated: bool = False
 
 
 class StoreConfig(_Strict):
@@ -170,13 +218,13 @@ class Deployment(_Strict):
     name: str = ""
     weight: float = 1.0
     # Tier: 2 is used only while every tier-1 deployment is unavailable.
-    priority: int = 1
+    priority: AtLeastOne = 1
     region: str = ""  # defaults to the provider's region
     capacity: Capacity | None = None
     timeouts: DeploymentTimeouts | None = None
     # Relative price (e.g. USD per million tokens) for the lowest_price
     # strategy, when the pricing table does not list this deployment.
-    price: float | None = None
+    price: Amount | None = None
 
     @property
     def id(self) -> str:
@@ -263,22 +311,79 @@ def _convert(data: Any, typ: type[T], where: str, problems: list[str]) -> T | No
     try:
         return msgspec.convert(data, typ)
     except msgspec.ValidationError as e:
-        problems.append(_describe(e, where))
+        problems.append(_describe(e, where, data, typ))
         return None
 
 
-def _describe(e: msgspec.ValidationError, where: str) -> str:
+def _describe(e: msgspec.ValidationError, where: str, data: Any, typ: Any) -> str:
     text = str(e)
     m = _MSGSPEC_PATH.search(text)
     suffix = ""
     if m:
         text = text[: m.start()]
-        suffix = m.group(1)
+        suffix = _name_keys(m.group(1), data, typ)
     path = where + suffix
     if path.startswith("."):
         path = path[1:]
     text = text.replace("`", "")
     return f"{path or '(top)'}: {text[:1].lower()}{text[1:]}"
+
+
+_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
+
+
+def _name_keys(suffix: str, data: Any, typ: Any) -> str:
+    """msgspec's error path with the mapping keys it leaves out filled in:
+    ``.plans[...].key`` becomes ``.plans.free.key`` (the entry that fails)."""
+    out: list[str] = []
+    for m in _SEGMENT.finditer(suffix):
+        typ = _bare(typ)
+        field, index = m.group(1), m.group(2)
+        if field is not None:
+            out.append(m.group(0))
+            hints = type_hints(typ) if isinstance(typ, type) else {}
+            typ = hints.get(field)
+            data = data.get(field) if isinstance(data, dict) else None
+        elif index is not None:
+            out.append(m.group(0))
+            args = typing.get_args(typ)
+            typ = args[0] if args else None
+            data = data[int(index)] if isinstance(data, list) and int(index) < len(data) else None
+        else:
+            args = typing.get_args(typ)
+            typ = args[1] if len(args) == 2 else None
+            key = next(
+                (k for k, v in (data.items() if isinstance(data, dict) else ())
+                 if typ is not None and not _converts(v, typ)),
+                None,
+            )
+            if key is None:
+                return suffix  # lost the way: msgspec's own path, as is
+            out.append(f".{key}")
+            data = data[key]
+    return "".join(out)
+
+
+def _bare(typ: Any) -> Any:
+    """`typ` without Annotated and without a None alternative."""
+    while True:
+        if typing.get_origin(typ) is typing.Annotated:
+            typ = typing.get_args(typ)[0]
+            continue
+        if typing.get_origin(typ) in (typing.Union, types.UnionType):
+            rest = [a for a in typing.get_args(typ) if a is not type(None)]
+            if len(rest) == 1:
+                typ = rest[0]
+                continue
+        return typ
+
+
+def _converts(data: Any, typ: Any) -> bool:
+    try:
+        msgspec.convert(data, typ)
+    except (msgspec.ValidationError, TypeError):
+        return False
+    return True
 
 
 def _sections(raw: dict[str, Any], problems: list[str]) -> Iterator[tuple[str, Any]]:
@@ -301,6 +406,13 @@ def positive(v: float) -> bool:
 def _check(cfg: Config, problems: list[str]) -> None:
     if cfg.secrets.hash_secret and len(cfg.secrets.hash_secret) < MIN_HASH_SECRET:
         problems.append(f"secrets.hash_secret: must be at least {MIN_HASH_SECRET} characters")
+    if cfg.secrets.encryption_keys:
+        from .crypto import parse_encryption_keys
+
+        try:
+            parse_encryption_keys(cfg.secrets.encryption_keys)
+        except ValueError as e:
+            problems.append(f"secrets.encryption_keys: {e}")
     for name, p in cfg.providers.items():
         where = f"providers.{name}"
         if p.format == "demo":
@@ -343,10 +455,39 @@ def _check(cfg: Config, problems: list[str]) -> None:
     s = cfg.server
     if s.max_body_bytes < 1024:
         problems.append("server.max_body_bytes: must be at least 1024")
+    _check_connections(s.connections, problems)
     if not cfg.store.url.startswith(("memory:", "redis://", "rediss://", "redis+")):
         problems.append(
             "store.url: expected memory://, redis://, rediss://, redis+sentinel:// or redis+cluster://"
         )
+
+
+# (field, lowest, highest): a timeout of 0 would close every connection at
+# once, and one of hours would keep a stalled client's connection for hours.
+_CONNECTION_BOUNDS: tuple[tuple[str, float, float], ...] = (
+    ("header_timeout_seconds", 0.1, 300.0),
+    ("body_timeout_seconds", 0.1, 3600.0),
+    ("body_min_rate", 0, 1 << 30),
+    ("idle_timeout_seconds", 0.1, 3600.0),
+    ("max_open", 1, 1_000_000),
+    ("max_per_address", 0, 1_000_000),
+)
+
+
+def _check_connections(c: ConnectionsConfig, problems: list[str]) -> None:
+    found = len(problems)
+    for field, low, high in _CONNECTION_BOUNDS:
+        value = getattr(c, field)
+        if not (math.isfinite(value) and low <= value <= high):
+            problems.append(
+                f"server.connections.{field}: must be from {_number(low)} to {_number(high)}"
+            )
+    if len(problems) == found and c.max_per_address > c.max_open:
+        problems.append("server.connections.max_per_address: must not exceed max_open")
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
 def _plugin_settings(cfg: Config, problems: list[str]) -> None:
@@ -373,12 +514,9 @@ def parse_config(text: str, source: str) -> Config:
     label = Path(source).name or source
     problems: list[str] = []
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"line {mark.line + 1}" if mark is not None else "(top)"
-        reason = getattr(e, "problem", None) or "not valid YAML"
-        raise ConfigError([f"{label}: {at}: {reason}"]) from None
+        raw = load_yaml(text, label)
+    except YamlError as e:
+        raise ConfigError(e.problems) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -418,9 +556,39 @@ def parse_config(text: str, source: str) -> Config:
     cfg = Config(**parts, source=source)
     _check(cfg, problems)
     _plugin_settings(cfg, problems)
-    if problems:
-        raise ConfigError([f"{label}: {p}" for p in problems])
+    relay = open_relay(cfg)
+    if relay is not None and not cfg.server.allow_unauthenticated:
+        problems.append(relay)
+    file_problems = _check_files(cfg, Path(source).absolute().parent, problems)
+    if problems or file_problems:
+        raise ConfigError([f"{label}: {p}" for p in problems] + file_problems)
     return cfg
+
+
+def _check_files(cfg: Config, base: Path, problems: list[str]) -> list[str]:
+    """Resolve and check the files the config names (see `config_files`);
+    returns the problems found inside them, as whole lines."""
+    inside: list[str] = []
+    resolve_files(cfg.server, "server", base, problems, inside)
+    if cfg.store.url.startswith(("redis://", "rediss://", "redis+")):
+        from .store.redis_connect import RedisOptions  # loads redis-py: only for Redis
+
+        options = _convert(cfg.store.options, RedisOptions, "store.options", problems)
+        if options is not None:
+            resolve_files(options, "store.options", base, problems, inside)
+            for name in cfg.store.options:  # the store gets the resolved paths
+                cfg.store.options[name] = getattr(options, name)
+    for i, settings in enumerate(cfg.plugin_settings):
+        resolve_files(settings, f"pipeline[{i}].settings", base, problems, inside)
+    tls = cfg.server.tls
+    if tls is not None and not any(p.startswith("server.tls.") for p in problems):
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                tls.cert_file, tls.key_file
+            )
+        except (ssl.SSLError, OSError) as e:
+            problems.append(f"server.tls: cannot use the certificate and key: {e}")
+    return inside
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

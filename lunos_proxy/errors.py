@@ -7,6 +7,7 @@
     ├── ModelNotFound       404       unknown model
     ├── NotFound            404       unknown path
     ├── BodyTooLarge        413
+    ├── UnsupportedEncoding 415       a compressed body where none is accepted
     ├── RateLimited         429       with Retry-After
     ├── QuotaExceeded       429       insufficient_quota (out of budget)
     └── UpstreamError       502/503/504 and provider statuses
@@ -33,6 +34,7 @@ _ANTHROPIC_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
+    415: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",
@@ -108,6 +110,13 @@ class BodyTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+    error_class = "caller"
+
+
+class UnsupportedEncoding(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_content_encoding"
     error_class = "caller"
 
 

@@ -116,6 +116,7 @@ class Exchange:
         "bytes_out",
         "client_addr",
         "cost_micros",
+        "decompress",
         "deployment",
         "deployments_tried",
         "endpoint",
@@ -155,6 +156,7 @@ class Exchange:
         self.body = b""
         self.body_limit = 16 * 1024 * 1024
         self.parsed = False  # body read and its head fields decoded (see parse.py)
+        self.decompress = False  # accept gzip/deflate bodies (server.request_decompression)
         self.model = ""  # the public model name the client asked for
         self.stream = False
         self.max_tokens: int | None = None

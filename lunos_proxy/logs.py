@@ -6,20 +6,33 @@ the same processors, so every line on stdout has one shape:
 
     {"event": "request", "level": "info", "timestamp": "2026-...Z", ...}
 
+Our own code logs only through structlog, with an event name and fields
+(``log.warning("limits_store_down", policy=..., error=error_name(e))``);
+docs/logging.md is the catalogue of every event name, its level and its
+fields, and tests/test_log_catalogue.py holds it to the code.
+
 Two rules keep request and response text out of every line, including
 lines written by libraries we do not control:
 
 - An exception is written as its type and a stack of ``file:line in
   function`` frames (`SafeException`): never its message, never local
   variables. Exception messages routinely quote the value that failed to
-  parse, which may be a prompt.
-- A standard-library record keeps only its message *template* (``record.msg``,
-  not the interpolated arguments), cut to its first line and before the
-  first ``(`` or ``<`` (asyncio builds templates that embed reprs of tasks
-  and their arguments). The logger name and level are kept.
-
-aiohttp's access log is never enabled: the `logger` plugin writes the one
-line per request.
+  parse, which may be a prompt. A field naming an error holds its type
+  (`error_name`).
+- A standard-library record becomes one ``library_log`` event: the logger's
+  name, the level and a ``message`` (`_LibraryRecord`). The message is
+  rendered from its template with only plain arguments (text, numbers);
+  an exception or any other object among them is written as its type name,
+  and the text of the record's own exception is cut out. Loggers that
+  handle client traffic (``aiohttp.server``, ``aiohttp.web``,
+  ``aiohttp.internal``, ``aiohttp.websocket``) and ``asyncio`` (whose
+  templates embed reprs of tasks, their arguments and exceptions) keep only
+  their template's head, without arguments: their arguments are the client's
+  address, cookie names, handler results. Only the first line is kept, up to
+  300 characters. Library records below ``info`` are never written (they
+  dump protocol data: redis prints pub/sub payloads at debug), and
+  ``aiohttp.access`` (paths, queries, user agents) is dropped whatever its
+  level: the `logger` plugin writes the one line per request.
 """
 
 from __future__ import annotations
@@ -27,18 +40,37 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
 import msgspec
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["LogFormat", "SafeException", "configure_logging", "safe_stack"]
+__all__ = [
+    "LIBRARY_EVENT",
+    "LogFormat",
+    "SafeException",
+    "configure_logging",
+    "error_name",
+    "safe_stack",
+]
 
 LogFormat = Literal["json", "console"]
 
+LIBRARY_EVENT = "library_log"
 _MAX_FRAMES = 30
+_MAX_MESSAGE = 300
+# Loggers whose arguments come from client traffic, and asyncio's reprs.
+_TEMPLATE_ONLY = ("aiohttp.server", "aiohttp.web", "aiohttp.internal", "aiohttp.websocket",
+                  "asyncio")
+_DROPPED = "aiohttp.access"
+
+
+def error_name(exc: BaseException) -> str:
+    """The type of the error behind `exc` (its cause's, for a wrapper such as
+    `StoreError`), for a log field: never its message."""
+    return type(exc.__cause__ or exc).__qualname__
 
 
 def safe_stack(exc: BaseException) -> dict[str, Any]:
@@ -68,29 +100,73 @@ class SafeException:
         return event_dict
 
 
-class _ForeignRecord:
-    """Reduces a standard-library record to its template's safe head."""
+class _LibraryRecord:
+    """Turns a standard-library record into one `LIBRARY_EVENT` (see the module docstring)."""
 
     __slots__ = ()
 
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         record = event_dict.get("_record")
-        if isinstance(record, logging.LogRecord):
-            event_dict["event"] = _template_head(record.msg)
-            event_dict["logger"] = record.name
-            if record.exc_info and "exc_info" not in event_dict:
-                event_dict["exc_info"] = record.exc_info
+        if not isinstance(record, logging.LogRecord) or event_dict.get("_from_structlog"):
+            return event_dict
+        args = event_dict.pop("positional_args", ())
+        event_dict.pop("stack_info", None)
+        event_dict["event"] = LIBRARY_EVENT
+        event_dict["logger"] = record.name
+        if _is(record.name, _TEMPLATE_ONLY):
+            event_dict["message"] = _template_head(record.msg)
+        else:
+            exc_info = event_dict.get("exc_info")
+            exc = exc_info[1] if isinstance(exc_info, tuple) else None
+            event_dict["message"] = _rendered(record.msg, args, exc)
         return event_dict
 
 
+class _LibraryFilter(logging.Filter):
+    """Drops aiohttp's access log and libraries' debug records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _is(record.name, (_DROPPED,)):
+            return False
+        return record.levelno >= logging.INFO
+
+
+def _is(name: str, loggers: tuple[str, ...]) -> bool:
+    return any(name == x or name.startswith(x + ".") for x in loggers)
+
+
+def _plain(arg: object) -> object:
+    if isinstance(arg, str | int | float) or arg is None:
+        return arg
+    return type(arg).__qualname__  # an exception's or object's repr may hold anything
+
+
+def _rendered(msg: object, args: object, exc: BaseException | None) -> str:
+    template = msg if isinstance(msg, str) else type(msg).__qualname__
+    try:
+        if isinstance(args, Mapping):
+            text = template % {k: _plain(v) for k, v in args.items()}
+        elif isinstance(args, tuple) and args:
+            text = template % tuple(_plain(a) for a in args)
+        else:
+            text = template
+    except (TypeError, ValueError, KeyError):
+        text = _template_head(template)
+    if exc is not None:  # a message that quotes its own exception (f"failed: {e}")
+        for said in (repr(exc), str(exc)):
+            if said:
+                text = text.replace(said, type(exc).__qualname__)
+    return text.split("\n", 1)[0].strip()[:_MAX_MESSAGE]
+
+
 def _template_head(msg: object) -> str:
-    text = msg if isinstance(msg, str) else type(msg).__name__
+    text = msg if isinstance(msg, str) else type(msg).__qualname__
     text = text.split("\n", 1)[0]
     for stop in ("(", "<"):
         cut = text.find(stop)
         if cut != -1:
             text = text[:cut]
-    return text.strip()[:200]
+    return text.strip()[:_MAX_MESSAGE]
 
 
 def _exception_as_text(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
@@ -155,8 +231,9 @@ def configure_logging(
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
+        pass_foreign_args=True,
         processors=[
-            _ForeignRecord(),
+            _LibraryRecord(),
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *safe,
             renderer,
@@ -164,6 +241,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    handler.addFilter(_LibraryFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_lunos", False):
@@ -171,5 +249,6 @@ def configure_logging(
     handler._lunos = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(numeric)
-    # The logger plugin writes the one line per request.
-    logging.getLogger("aiohttp.access").disabled = True
+    # The logger plugin writes the one line per request (and _LibraryFilter
+    # drops these records should anyone enable aiohttp's access log).
+    logging.getLogger(_DROPPED).disabled = True

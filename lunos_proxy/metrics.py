@@ -1,5 +1,10 @@
 """Metric definitions and the /metrics handler: the one place metrics are defined.
 
+One module past 400 lines on purpose: every name, label set and bucket list
+in one file is what deploy/alerts, deploy/grafana and their tests are
+checked against; the store timing (`instrument_store`, `StoreHealth`) and
+the loop timer (`LoopLag`) are here because they exist only to feed them.
+
 Labels are bounded by config: public model names, provider and deployment
 names, plugin names, store operations, a status class, an error class from
 the fixed taxonomy (caller | policy | provider | gateway), a limit scope
@@ -16,10 +21,25 @@ directory named by ``PROMETHEUS_MULTIPROC_DIR``: each process writes its
 values to memory-mapped files there, and /metrics on any worker reads all of
 them, so counters and histograms are sums over workers, the in-flight gauge
 is the live sum, and `store_up` / breaker gauges the live maximum.
+
+Every series a rule or a dashboard panel reads exists from start: the
+unlabelled ones by construction, the labelled ones for every label value
+the config or the code fixes (`Metrics.prepare`, run for each config in
+force). So `rate()` and `increase()` see a series' first event, a breaker
+that never opened reads 0 rather than nothing, and a rule over an absent
+series is not blind. Label values a plugin invents at run time (an abuse
+rule's name) still appear with their first event.
+
+Gauges follow their state continuously: `lunos_store_up` from every store
+call's own outcome (`StoreHealth`), with a ping when the store has been idle
+for `STORE_PROBE_SECONDS`; `lunos_event_loop_lag_seconds` from a timer that
+measures how late it runs (`LoopLag`), so a blocked loop shows without any
+per-request cost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import time
@@ -38,6 +58,8 @@ from prometheus_client import (
     values,
 )
 
+from .store.base import StoreError
+
 if TYPE_CHECKING:
     from .config import Config
     from .exchange import Exchange
@@ -48,7 +70,9 @@ __all__ = [
     "LIMIT_SCOPES",
     "MULTIPROC_ENV",
     "TTFT_BUCKETS",
+    "LoopLag",
     "Metrics",
+    "StoreHealth",
     "instrument_store",
 ]
 
@@ -65,6 +89,15 @@ PLUGIN_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
 )  # fmt: skip
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+LOOP_LAG_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+# How often the event-loop timer runs (and so the finest stall it can see).
+LOOP_LAG_SECONDS = 0.5
+# A store with no call answered for this long is pinged (and the ping waits
+# at most this long) so that `lunos_store_up` follows an idle store too.
+STORE_PROBE_SECONDS = 2.0
 
 # What a limit refusal may be attributed to. A plugin that refuses a request
 # with 429 puts one of these in ``exchange.extra["limit_scope"]``; anything
@@ -73,6 +106,21 @@ LIMIT_SCOPES = frozenset(
     {"key", "account", "address", "model", "global", "concurrency", "budget", "ban", "other"}
 )
 TOKEN_TYPES = ("input", "output", "cached_input", "cache_creation", "reasoning")
+# The (status class, error type) pairs a request of a configured model is
+# counted under, made at 0 for every model and provider (and provider
+# "none": refused or failed before any provider answered).
+REQUEST_CLASSES = (
+    ("2xx", "none"), ("4xx", "caller"), ("4xx", "policy"), ("5xx", "provider"), ("5xx", "gateway"),
+)  # fmt: skip
+ATTEMPT_OUTCOMES = (
+    "ok", "unreachable", "timeout", "rate_limited", "server_error", "client_error", "stream_broken",
+)  # fmt: skip
+SKIP_REASONS = ("cooldown", "breaker", "capacity")
+RELOAD_RESULTS = ("applied", "rejected")
+DROPPED = ("events", "shutdown")
+# The store operations whose latency is made at 0: the limit calls every
+# request makes (the store-latency rule reads them) and the idle probe.
+TIMED_FROM_START = ("hit", "settle", "ping")
 
 
 def _multiproc_dir() -> str | None:
@@ -227,10 +275,11 @@ class Metrics:
         )
         self.store_up = Gauge(
             "lunos_store_up",
-            "1 while the state store answers, 0 while it does not.",
+            "1 while the state store answers, 0 while it does not (its last call or idle probe).",
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.store_health = StoreHealth(self.store_up)
         self.store_errors = Counter(
             "lunos_store_errors",
             "Store operations that failed, by operation.",
@@ -244,6 +293,14 @@ class Metrics:
             buckets=STORE_BUCKETS,
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "lunos_event_loop_lag_seconds",
+            f"How late a timer due every {LOOP_LAG_SECONDS} s ran: the event loop's stalls.",
+            (),
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self._loop_lag = LoopLag(self.loop_lag)
         self.breaker_open = Gauge(
             "lunos_breaker_open",
             "1 while a deployment's circuit breaker is open, else 0 (set by the router).",
@@ -342,6 +399,67 @@ class Metrics:
             registry=r,
         )
 
+        for scope in LIMIT_SCOPES:
+            self.limit_refusals.labels(scope)
+        for result in RELOAD_RESULTS:
+            self.config_reloads.labels(result)
+        for what in DROPPED:
+            self.meter_dropped.labels(what)
+        for operation in TIMED_FROM_START:
+            self.store_duration.labels(operation)
+            self.store_errors.labels(operation)
+
+    def start(self) -> None:
+        """Start the event-loop timer (on the running loop)."""
+        self._loop_lag.start()
+
+    def stop(self) -> None:
+        self._loop_lag.stop()
+
+    def prepare(self, config: Config) -> None:
+        """Make, at 0, every series whose labels `config` fixes: per public
+        model its providers' request, token, cost and latency series, and per
+        deployment its breaker, attempt and skip series. A series that exists
+        keeps its value (a breaker open across a reload stays open); breaker
+        series of deployments `config` no longer has are dropped, so one left
+        at 0 cannot hide that every deployment of a model is down."""
+        breakers: set[tuple[str, str, str]] = set()
+        for public, model in config.models.items():
+            deployments = [(d.id, d.provider) for d in model.deployments]
+            providers = sorted({provider for _, provider in deployments})
+            for provider in (*providers, "none"):
+                for status_class, error_type in REQUEST_CLASSES:
+                    self.requests.labels(public, provider, status_class, error_type)
+            for provider in providers:
+                names = (public, provider)
+                for kind in TOKEN_TYPES:
+                    self.tokens.labels(public, provider, kind)
+                for metric in (
+                    self.cost, self.usage_estimated,
+                    self.request_duration, self.upstream_duration, self.time_to_first_byte,
+                ):  # fmt: skip
+                    metric.labels(*names)
+            self.meter_unpriced.labels(public)
+            self.route_retries.labels(public)
+            for fallback in model.fallbacks:
+                self.route_fallbacks.labels(public, fallback)
+            for deployment, provider in deployments:
+                breakers.add((public, deployment, provider))
+                self.breaker_open.labels(public, deployment, provider)
+                self.deployment_ttfb.labels(deployment)
+                for outcome in ATTEMPT_OUTCOMES:
+                    self.deployment_attempts.labels(public, deployment, outcome)
+                for reason in SKIP_REASONS:
+                    self.route_skips.labels(deployment, reason)
+        for public in ("none", "unknown"):  # no model asked for; one not configured
+            for status_class, error_type in REQUEST_CLASSES:
+                self.requests.labels(public, "none", status_class, error_type)
+        if self.multiprocess_dir is None:
+            # (Several workers: a worker's value stays in its file until the
+            # set restarts; prometheus_client cannot drop one there.)
+            for labels in set(self.breaker_open._metrics) - breakers:
+                self.breaker_open.remove(*labels)
+
     def status_class(self, status: int) -> str:
         return f"{status // 100}xx" if status else "none"
 
@@ -420,12 +538,106 @@ def _scope(exchange: Exchange) -> str:
     return scope if isinstance(scope, str) and scope in LIMIT_SCOPES else "other"
 
 
+class StoreHealth:
+    """`lunos_store_up` from the store's own answers: 1 after a call that
+    succeeded, 0 after one that raised `StoreError` (the instrumented store
+    reports every call, the limits' settlements sent behind report theirs).
+    The gauge is written on a change only, so a call costs a comparison."""
+
+    __slots__ = ("_gauge", "last", "up")
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self.up: bool | None = None  # unknown until the first answer
+        self.last = 0.0  # perf_counter() when a call last ended
+
+    def ok(self) -> None:
+        if self.up is not True:
+            self.up = True
+            self._gauge.set(1)
+
+    def failed(self) -> None:
+        if self.up is not False:
+            self.up = False
+            self._gauge.set(0)
+
+
+class LoopLag:
+    """A timer due every `interval` seconds observing how late it ran. A
+    loop blocked for a second shows as a one-second observation; the cost is
+    one timer callback per interval, nothing per request."""
+
+    def __init__(self, histogram: Histogram, interval: float = LOOP_LAG_SECONDS) -> None:
+        self._histogram = histogram
+        self.interval = interval
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+
+    def start(self) -> None:
+        if self._handle is None:
+            self._loop = asyncio.get_running_loop()
+            self._schedule()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        self._due = time.perf_counter() + self.interval
+        self._handle = self._loop.call_later(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        # A timer may fire up to a clock tick early (libuv counts in ms).
+        self._histogram.observe(max(0.0, time.perf_counter() - self._due))
+        self._schedule()
+
+
 class _TimedStore:
-    """Delegates to a store, timing every coroutine method and counting failures."""
+    """Delegates to a store, timing every coroutine method, counting failures
+    and keeping `lunos_store_up` to the calls' outcomes. Between `start` and
+    `close` it pings a store that has answered nothing for
+    `STORE_PROBE_SECONDS` (a timed-out ping counts as a failure)."""
 
     def __init__(self, inner: Store, metrics: Metrics) -> None:
         self._inner = inner
         self._metrics = metrics
+        self._probe: asyncio.Task[None] | None = None
+        self.probe_seconds = STORE_PROBE_SECONDS
+
+    async def start(self) -> None:
+        health = self._metrics.store_health
+        try:
+            await self._inner.start()
+        except StoreError:
+            health.failed()
+            raise
+        health.ok()
+        health.last = time.perf_counter()
+        if self._probe is None:
+            self._probe = asyncio.get_running_loop().create_task(self._probe_when_idle())
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
+            self._probe = None
+        await self._inner.close()
+
+    async def _probe_when_idle(self) -> None:
+        health = self._metrics.store_health
+        while True:
+            await asyncio.sleep(self.probe_seconds)
+            if time.perf_counter() - health.last < self.probe_seconds:
+                continue
+            try:
+                await asyncio.wait_for(self.ping(), self.probe_seconds)
+            except StoreError:
+                pass  # counted and shown by the timed call
+            except TimeoutError:
+                health.failed()
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
@@ -443,28 +655,37 @@ def _is_coroutine_method(attr: Any) -> bool:
 
 
 def _timed(method: Callable[..., Any], name: str, metrics: Metrics) -> Callable[..., Any]:
-    from .store.base import StoreError
-
     duration = metrics.store_duration.labels(name)
     errors = metrics.store_errors.labels(name)
+    health = metrics.store_health
 
     async def call(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
-            return await method(*args, **kwargs)
+            result = await method(*args, **kwargs)
         except StoreError:
             errors.inc()
+            health.failed()
             raise
         finally:
-            duration.observe(time.perf_counter() - started)
+            health.last = ended = time.perf_counter()
+            duration.observe(ended - started)
+        if not health.up:
+            health.ok()
+        return result
 
     call.__name__ = name
     return call
 
 
 def instrument_store(store: Store, metrics: Metrics) -> Store:
-    """`store` with every operation timed (`lunos_store_operation_seconds`) and
-    every `StoreError` counted (`lunos_store_errors_total`). The original is
-    at ``._inner``; everything else behaves as the original."""
+    """`store` with every operation timed (`lunos_store_operation_seconds`),
+    every `StoreError` counted (`lunos_store_errors_total`, each operation
+    from 0) and `lunos_store_up` following the outcomes. The original is at
+    ``._inner``; everything else behaves as the original."""
+    for name in dir(type(store)):
+        if not name.startswith("_") and name not in ("start", "close"):
+            if inspect.iscoroutinefunction(getattr(type(store), name)):
+                metrics.store_errors.labels(name)
     timed: Any = _TimedStore(store, metrics)
     return timed  # type: ignore[no-any-return]

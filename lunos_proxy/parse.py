@@ -4,17 +4,28 @@ Plugins that need the model or the token budget call `read_request`; the
 first call reads the body (refusing one over the size limit) and decodes
 a small struct, skipping everything else without building objects. So a
 request refused by auth is never read, and the body is read only once.
+
+A compressed body (`Content-Encoding` other than identity) is refused with
+415 unless `server.request_decompression` is on; then gzip and deflate are
+decoded here, after auth, a bounded slice at a time, and the size limit
+counts the decoded bytes: a small body that inflates past it gets 413 as
+soon as it does, without the rest being read. Brotli and zstd get 415 (no
+decoder for them is among the pinned dependencies). The forwarder sends the
+decoded body on, without `Content-Encoding`. aiohttp's own decompression
+is off on the public listener (connections.py), since it would run as the
+body arrives, before the key is checked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from typing import Annotated
 
 import msgspec
-from aiohttp import web
+from aiohttp import StreamReader, web
 
-from .errors import BadRequest, BodyTooLarge
+from .errors import BadRequest, BodyTooLarge, UnsupportedEncoding
 from .exchange import Exchange, exchange_of
 
 __all__ = ["read_request"]
@@ -45,10 +56,15 @@ async def read_request(request: web.Request) -> Exchange:
     if request.method != "POST":
         return exchange
     limit = exchange.body_limit
+    coding = request.headers.get("Content-Encoding")
+    if coding is not None:
+        coding = _coding(coding, exchange.decompress)
     length = request.content_length
     if length is not None and length > limit:
-        raise BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-    if length is not None:
+        raise _too_large(limit)
+    if coding is not None:
+        body = await _read_inflated(request.content, coding, limit)
+    elif length is not None:
         try:
             # Usually the whole body came with the headers: take what is
             # buffered without a round through the event loop.
@@ -83,9 +99,69 @@ async def _read_chunked(request: web.Request, limit: int) -> bytes:
     async for chunk in request.content.iter_any():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+            raise _too_large(limit)
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+
+
+def _coding(header: str, allowed: bool) -> str | None:
+    """The one content coding to undo ("gzip" or "deflate"), None for identity."""
+    codings = [c for c in (part.strip().lower() for part in header.split(",")) if c]
+    codings = [c for c in codings if c != "identity"]
+    if not codings:
+        return None
+    if not allowed:
+        raise UnsupportedEncoding(
+            "Compressed request bodies are not accepted; send the body uncompressed."
+        )
+    if len(codings) > 1 or codings[0] not in _CODINGS:
+        raise UnsupportedEncoding("Only gzip and deflate request bodies are accepted.")
+    return _CODINGS[codings[0]]
+
+
+_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+# Decoded bytes per step: about a millisecond of zlib at most, then other
+# requests get the event loop before the next step.
+_STEP = 256 * 1024
+
+
+async def _read_inflated(content: StreamReader, coding: str, limit: int) -> bytes:
+    """Read and decode a gzip (one or more members) or deflate body, stopping
+    as soon as the decoded size passes `limit`."""
+    out: list[bytes] = []
+    size = 0
+    inflate = zlib.decompressobj(31) if coding == "gzip" else None
+    while data := await content.readany():
+        if inflate is None:
+            # "deflate" is the zlib format (RFC 9110 8.4.1.2); some clients
+            # send raw deflate, told apart by the first byte, as aiohttp does.
+            inflate = zlib.decompressobj(15 if data[0] & 0x0F == 8 else -15)
+        while True:
+            if inflate.eof and data:
+                if coding != "gzip":
+                    raise BadRequest(f"The request body is not valid {coding} data.")
+                inflate = zlib.decompressobj(31)  # the next gzip member
+            step = min(_STEP, limit - size + 1)
+            try:
+                piece = inflate.decompress(data, step)
+            except zlib.error:
+                raise BadRequest(f"The request body is not valid {coding} data.") from None
+            size += len(piece)
+            if size > limit:
+                raise _too_large(limit)
+            if piece:
+                out.append(piece)
+            data = inflate.unconsumed_tail or inflate.unused_data
+            if not data and len(piece) < step:
+                break  # input used up, and no output held back by the step's bound
+            await asyncio.sleep(0)
+    if inflate is None or not inflate.eof:
+        raise BadRequest(f"The request body is not valid {coding} data.")
+    return b"".join(out)
 
 
 def _field_problem(e: msgspec.ValidationError) -> str:

@@ -75,6 +75,10 @@ class Plugin:
 
     name: ClassVar[str] = ""
     Settings: ClassVar[type[msgspec.Struct]] = NoSettings
+    # True for a plugin that refuses every request without a valid credential:
+    # a public listener forwarding to providers needs one in its pipeline
+    # (`lunos_proxy.config.open_relay`).
+    authenticates: ClassVar[bool] = False
     # aiohttp treats objects carrying this as new-style middlewares.
     __middleware_version__: ClassVar[int] = 1
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .config import Config, ConfigError, load_config
+from .open_relay import open_relay
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -82,6 +83,12 @@ class Reloader:
             old = self.gateway.config.server
             config.server.host, config.server.port = old.host, old.port
             config.server.admin_host, config.server.admin_port = old.admin_host, old.admin_port
+            relay = open_relay(config)
+            if relay is not None and not config.server.allow_unauthenticated:
+                problems = [f"{os.path.basename(path)}: {relay} (running on {old.host})"]
+                metrics.config_reloads.labels("rejected").inc()
+                log.error("config_rejected", problem=problems[0])
+                return ReloadResult(False, problems)
             try:
                 await self.gateway.swap(config)
             except Exception as e:  # a plugin refused its settings (a missing file, ...)

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import math
 import os
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+import structlog
 from aiohttp import web
 
 from lunos_proxy.abuse_hooks import ADDRESS_GUARD
+from lunos_proxy.bounds import MAX_SECONDS, Count, Seconds, Share
 from lunos_proxy.errors import BadRequest, BodyTooLarge
 from lunos_proxy.exchange import Exchange, exchange_of
 from lunos_proxy.limits.addresses import AddressRules, subject
@@ -44,7 +45,7 @@ from lunos_proxy.store import Slot, Store, StoreError, Verdict
 
 __all__ = ["Abuse"]
 
-log = logging.getLogger("lunos.abuse")
+log = structlog.get_logger("lunos.abuse")
 
 # Shapes (limits of one key, model and stream flag) kept before starting over.
 _SHAPES = 10_000
@@ -57,10 +58,10 @@ _NO_OUTPUT = frozenset({"embeddings", "messages/count_tokens", "models"})
 
 
 class Sizes(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    max_body_bytes: int | None = None  # below server.max_body_bytes, for API requests
-    max_headers: int | None = 100
-    max_header_bytes: int | None = 32_768  # names and values of all headers
-    max_messages: int | None = None  # entries of `messages`
+    max_body_bytes: Count | None = None  # below server.max_body_bytes, for API requests
+    max_headers: Count | None = 100
+    max_header_bytes: Count | None = 32_768  # names and values of all headers
+    max_messages: Count | None = None  # entries of `messages`
     shadow: bool = False
 
 
@@ -80,25 +81,19 @@ class Abuse(Plugin):
         address: ScopeLimits = msgspec.field(default_factory=ScopeLimits)  # no principal
         tokens: Tokens = msgspec.field(default_factory=Tokens)
         # A concurrency lease not renewed for this long is freed (crashed instance).
-        concurrency_ttl: float = 60.0
+        concurrency_ttl: Annotated[float, msgspec.Meta(ge=3, le=MAX_SECONDS)] = 60.0
         auth_failures: AuthFailureRules = msgspec.field(default_factory=AuthFailureRules)
         addresses: AddressRules = msgspec.field(default_factory=AddressRules)
         sizes: Sizes = msgspec.field(default_factory=Sizes)
         anomaly: AnomalyRules = msgspec.field(default_factory=AnomalyRules)
         # While the store is unreachable; None: the store section's on_failure.
         on_store_failure: Literal["fail_open", "fail_closed"] | None = None
-        local_share: float = 1.0  # of each limit, per process, when failing open
-        retry_store_after: float = 1.0  # seconds between tries while it is down
+        local_share: Share = 1.0  # of each limit, per process, when failing open
+        retry_store_after: Seconds = 1.0  # seconds between tries while it is down
 
         def __post_init__(self) -> None:
             if self.default_plan is not None and self.default_plan not in self.plans:
                 raise ValueError(f"default_plan {self.default_plan!r} is not in plans")
-            if not 0 < self.local_share <= 1:
-                raise ValueError("local_share must be in (0, 1]")
-            if self.concurrency_ttl < 3:
-                raise ValueError("concurrency_ttl must be at least 3 seconds")
-            if self.tokens.bytes_per_token <= 0:
-                raise ValueError("tokens.bytes_per_token must be greater than 0")
 
     settings: Settings
 
@@ -124,8 +119,7 @@ class Abuse(Plugin):
         try:
             await self.bans.listen(self.services.store)
         except StoreError:
-            log.warning("cannot hear bans from other instances yet",
-                        extra={"event": "ban_listen_failed"})
+            log.warning("ban_listen_failed")
 
     async def stop(self) -> None:
         await self.leases.close()
@@ -327,10 +321,7 @@ class Abuse(Plugin):
         if principal is not None and used and self.settings.anomaly.enabled:
             if self.anomaly.observe(principal.account_id, used):
                 self.services.metrics.abuse_anomalies.inc()
-                log.warning(
-                    "account token rate far above its baseline",
-                    extra={"event": "anomaly_flagged", "account_id": principal.account_id},
-                )
+                log.warning("anomaly_flagged", account_id=principal.account_id)
 
 
 def _used(exchange: Exchange, reserved: int) -> int:

@@ -35,10 +35,11 @@ import structlog
 from aiohttp import web
 
 from lunos_proxy.abuse_hooks import ADDRESS_GUARD, AddressGuard
+from lunos_proxy.bounds import Count, SecondsOrZero
 from lunos_proxy.crypto import Secrets, load_secrets
 from lunos_proxy.errors import Forbidden, ServiceUnavailable, Unauthorized
 from lunos_proxy.exchange import Principal, exchange_of
-from lunos_proxy.keys import INVALIDATE_CHANNEL, key_from_headers
+from lunos_proxy.keys import ACCOUNT_NAME, INVALIDATE_CHANNEL, key_from_headers
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
 from lunos_proxy.store.base import KeyRecord, StoreError
@@ -57,20 +58,22 @@ _EXPIRED = "The API key has expired."
 _REVOKED = "The API key has been revoked."
 
 HexHash = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+# The admin API and the console reach an account only by an id of this form.
+AccountName = Annotated[str, msgspec.Meta(pattern=ACCOUNT_NAME)]
 
 
 class StaticKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A key configured in YAML, by its hash (never the key itself)."""
 
     hash: HexHash
-    account: str
+    account: AccountName
     prefix: str = ""
     name: str = ""
     plan: str | None = None
     allowed_models: list[str] | None = None
     allowed_regions: list[str] | None = None
     allowed_providers: list[str] | None = None
-    expires: float | None = None  # Unix time
+    expires: Annotated[float, msgspec.Meta(ge=0, le=1e11)] | None = None  # Unix time
 
 
 class _Entry:
@@ -89,16 +92,17 @@ class _Entry:
 
 class Auth(Plugin):
     name = "auth"
+    authenticates = True
 
     class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         static_keys: list[StaticKey] = []
         # Seconds a looked-up key stays cached; revocations are pushed, so
         # this only bounds staleness when a pub/sub message is lost.
-        cache_ttl: float = 10.0
+        cache_ttl: SecondsOrZero = 10.0
         # Unknown hashes are remembered this long, so guessing costs no store
         # round trip; a key created meanwhile is announced and dropped.
-        negative_ttl: float = 2.0
-        cache_size: int = 50_000
+        negative_ttl: SecondsOrZero = 2.0
+        cache_size: Count = 50_000
 
     settings: Settings
 

@@ -51,6 +51,7 @@ ERROR_CODES: dict[str, frozenset[str]] = {
             "not_found",
             "request_too_large",
             "unsupported_parameter",
+            "unsupported_content_encoding",
             "client_disconnected",
             "other",
         }

@@ -3,7 +3,7 @@
     pipeline:
       - name: meter
         settings:
-          pricing: config/pricing.yaml # relative to the working directory, like store.url;
+          pricing: pricing.yaml        # relative to the config file's folder;
                                        # "" (the default) = no prices, everything costs 0
           timezone: UTC                # the billing day (ledger rows, usage events)
           budgets: {accounts: {acct_1: {monthly: 100}}}
@@ -24,16 +24,18 @@ goes to the ledger (counters, billing line, spend, usage event) and metrics.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 import zoneinfo
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
+from lunos_proxy.bounds import AtLeastOne, Seconds, SecondsOrZero
 from lunos_proxy.config import ConfigError
+from lunos_proxy.config_files import checked_file
 from lunos_proxy.exchange import Exchange, exchange_of
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
@@ -50,8 +52,6 @@ from lunos_proxy.usage.pricing import PriceTable, PricingError, load_pricing
 from lunos_proxy.usage.watch import UsageWatcher
 from lunos_proxy.usage.webhooks import Notifier
 
-log = logging.getLogger(__name__)
-
 # Endpoints that consume tokens; /v1/models and count_tokens are not billed.
 METERED = frozenset({"chat/completions", "completions", "embeddings", "responses", "messages"})
 ANONYMOUS = "anonymous"
@@ -60,13 +60,25 @@ ANONYMOUS = "anonymous"
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str
     secret: str
-    max_attempts: int = 5
-    backoff_seconds: float = 1.0
-    timeout_seconds: float = 5.0
+    max_attempts: AtLeastOne = 5
+    backoff_seconds: SecondsOrZero = 1.0
+    timeout_seconds: Seconds = 5.0
+
+
+def _pricing_problems(path: Path) -> list[str]:
+    try:
+        load_pricing(path)
+    except PricingError as e:
+        return e.problems
+    return []
+
+
+# Checked (and found beside the config file) when the config loads.
+PricingFile = Annotated[str, checked_file(_pricing_problems)]
 
 
 class MeterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pricing: str = ""
+    pricing: PricingFile = ""
     timezone: str = "UTC"
     # Ask OpenAI-style streams for usage when the client did not (hidden from it).
     request_stream_usage: bool = True
@@ -76,9 +88,9 @@ class MeterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # start, rather than on the first response that needs an estimate (which
     # then waits for them).
     preload_tokenizer: bool = False
-    flush_interval_seconds: float = 1.0
-    max_pending_events: int = 100_000
-    events_retention_days: int = 400
+    flush_interval_seconds: Seconds = 1.0
+    max_pending_events: AtLeastOne = 100_000
+    events_retention_days: Annotated[int, msgspec.Meta(ge=1, le=36_500)] = 400
     budgets: BudgetSettings = msgspec.field(default_factory=BudgetSettings)
     webhook: WebhookSettings | None = None
 
@@ -87,8 +99,6 @@ class MeterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             Calendar(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {self.timezone!r}") from None
-        if self.flush_interval_seconds <= 0:
-            raise ValueError("flush_interval_seconds must be greater than 0")
 
 
 class Meter(Plugin):

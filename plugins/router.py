@@ -25,11 +25,11 @@ import math
 import random
 import time
 from collections.abc import Mapping, Sequence
-from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
+from lunos_proxy.bounds import AtLeastOne, Fraction, Seconds, SecondsOrZero, Share
 from lunos_proxy.config import Timeouts
 from lunos_proxy.errors import (
     BadRequest,
@@ -74,19 +74,19 @@ class Router(Plugin):
 
     class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         # Upstream attempts per request, across deployments and fallbacks.
-        max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 3
+        max_attempts: AtLeastOne = 3
         # No attempt starts after this, and an attempt's first-byte wait is
         # cut to what is left of it.
-        deadline_seconds: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+        deadline_seconds: Seconds = 120.0
         # A provider's Retry-After is honoured up to this long.
-        max_cooldown_seconds: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+        max_cooldown_seconds: SecondsOrZero = 300.0
         breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
         # Weight of the newest time-to-first-byte sample in lowest_latency's average.
-        latency_alpha: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.3
+        latency_alpha: Share = 0.3
         # How often lowest_latency picks at random to re-measure the others.
-        explore: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.05
+        explore: Fraction = 0.05
         # Longest a local copy of the shared cooldowns may go unrefreshed.
-        sync_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+        sync_seconds: Seconds = 2.0
         # Seed for the random choices (tests, benchmarks); None: from the OS.
         seed: int | None = None
 

@@ -12,6 +12,7 @@ import socket
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from lunos_proxy.app import Gateway
 from lunos_proxy.config import parse_config
+from lunos_proxy.connections import public_runner
 from tests.fakes import FakeProvider
 from tests.logcapture import captured_logs, fresh_logging  # noqa: F401  (fixtures)
 from tests.redis_servers import *  # noqa: F403  (fixtures)
@@ -92,15 +94,18 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
         cfg = parse_config(textwrap.dedent(text), "test.yaml")
         gateway = Gateway(cfg)
         await gateway.start()
-        public = web.AppRunner(
-            gateway.public_app(), access_log=None, handler_cancellation=True, shutdown_timeout=grace
-        )
+        # The listener `lunos-proxy serve` runs (connection rules, no auto-decompression).
+        public = public_runner(gateway.public_app(), cfg.server, shutdown_timeout=grace)
         admin = web.AppRunner(gateway.admin_app(), access_log=None)
         await public.setup()
         await admin.setup()
         port, admin_port = free_port(), free_port()
         await web.TCPSite(public, "127.0.0.1", port).start()
         await web.TCPSite(admin, "127.0.0.1", admin_port).start()
+        # The config names the listeners, as `lunos-proxy serve` makes it do.
+        server = gateway.config.server
+        server.host = server.admin_host = "127.0.0.1"
+        server.port, server.admin_port = port, admin_port
         started.append((gateway, public, admin))
         return Running(gateway, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
 
@@ -115,3 +120,18 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
 async def gw(provider: FakeProvider, make_gateway: GatewayFactory) -> Running:
     """The common case: a gateway in front of the fake provider."""
     return await make_gateway(basic_config(provider.base_url))
+
+
+def shipped_config() -> dict[str, Any]:
+    """config/lunos.yaml as a dict for `make_gateway`: on a store of its own,
+    the test admin token, no files in data/, and its pricing table found
+    where the file's folder puts it."""
+    folder = Path(__file__).resolve().parent.parent / "config"
+    config: dict[str, Any] = yaml.safe_load((folder / "lunos.yaml").read_text())
+    config["store"]["url"] = "memory://"
+    config["admin"] = {"token": ADMIN_TOKEN}
+    config["secrets"]["key_file"] = ""  # encryption key random for the test, not in data/
+    for entry in config["pipeline"]:
+        if entry["name"] == "meter":
+            entry["settings"]["pricing"] = str(folder / entry["settings"]["pricing"])
+    return config

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lunos_proxy.config import ConfigError, load_config, parse_config
+from lunos_proxy.crypto import generate_encryption_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted([ROOT / "config" / "lunos.yaml", *(ROOT / "config" / "examples").glob("*.yaml")])
@@ -100,12 +101,19 @@ def test_yaml_syntax_error_names_the_line() -> None:
     assert problems("server:\n  port: [8080\n") == ["lunos.yaml: line 3: expected ',' or ']', but got '<stream end>'"]
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_every_shipped_config_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT",
-                 "GROQ_API_KEY", "GEMINI_API_KEY", "LUNOS_KEY_SECRET", "LUNOS_ENCRYPTION_KEY"):
+def shipped_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment the shipped configs reference, with usable values."""
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "GROQ_API_KEY", "GEMINI_API_KEY",
+                 "LUNOS_ADMIN_TOKEN"):
         monkeypatch.setenv(name, "test-value-for-" + name.lower())
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://example.openai.azure.com")
+    monkeypatch.setenv("LUNOS_HASH_SECRET", "shipped-config-test-hash-secret-0123456789")
+    monkeypatch.setenv("LUNOS_ENCRYPTION_KEYS", generate_encryption_key())
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped_env(monkeypatch)
     config = load_config(path)
     assert config.models, f"{path.name} defines no models"
 
@@ -119,7 +127,7 @@ def test_check_command_exit_codes_and_output(tmp_path: Path) -> None:
     bad.write_text("providers:\n  openai: {format: openai, base_url: nope}\n")
     res = subprocess.run([sys.executable, "-m", "lunos_proxy", "check", "--config", str(bad)],
                          capture_output=True, text=True)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr == "broken.yaml: providers.openai.base_url: expected an http(s) URL\n"
 
 

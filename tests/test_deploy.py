@@ -219,7 +219,7 @@ def test_image_config_is_refused_without_its_secrets(image_root: Root) -> None:
     """No development default: an image started without secrets stops at once."""
     env = image_root.env()
     done = run_in(image_root, ["lunos-proxy", "check"], env)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "environment variable LUNOS_HASH_SECRET is not set" in done.stderr
 
 
@@ -286,11 +286,17 @@ async def test_image_layout_checks_serves_and_answers_on_a_read_only_root(
 # -- compose -------------------------------------------------------------------
 
 
+ENCRYPTION_KEYS = "k1:" + "A" * 43  # one key id and 32 bytes, base64url
+
+
 def _lunos_config(text: str, name: str, monkeypatch: pytest.MonkeyPatch) -> Config:
     for var in ("LUNOS_HASH_SECRET", "LUNOS_ENCRYPTION_KEYS", "LUNOS_ADMIN_TOKEN",
                 "LUNOS_REDIS_URL", "OPENAI_API_KEY"):
         monkeypatch.setenv(var, "x" * 40)
     monkeypatch.setenv("LUNOS_REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("LUNOS_ENCRYPTION_KEYS", ENCRYPTION_KEYS)
+    # The image ships this file (the layout test runs it); here the wiring is read.
+    text = text.replace("/etc/lunos/pricing.yaml", str(REPO / "config" / "pricing.yaml"))
     return parse_config(text, name)
 
 
@@ -384,7 +390,7 @@ def test_k8s_wires_secrets_drains_and_is_locked_down(monkeypatch: pytest.MonkeyP
         assert f"${{{var}}}" in text, var
         assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "lunos-secrets", "key": var}
     assert config.secrets.hash_secret == "x" * 40 and config.admin.token == "x" * 40
-    assert config.secrets.encryption_keys == "x" * 40
+    assert config.secrets.encryption_keys == ENCRYPTION_KEYS
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert env["LUNOS_CONFIG"]["value"] == mounts["config"] + "/lunos.yaml"
     assert mounts["work"] == read_dockerfile(DEPLOY / "Dockerfile").workdir
@@ -420,7 +426,6 @@ def test_every_shipped_deploy_config_authenticates(monkeypatch: pytest.MonkeyPat
         "k8s": next(d for d in _k8s() if d["kind"] == "ConfigMap")["data"]["lunos.yaml"],
     }
     for name, text in texts.items():
-        text = text.replace("/etc/lunos/pricing.yaml", str(REPO / "config" / "pricing.yaml"))
         config = _lunos_config(text, f"{name}.yaml", monkeypatch)
         names = [p.name for p in config.pipeline]
         assert "auth" in names and names.index("auth") < names.index("router"), name

@@ -16,7 +16,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from tests.conftest import basic_config, free_port
 from tests.fakes import FakeProvider
-from tests.test_metrics import value
+from tests.test_metrics import samples, value
 
 REQUESTS = 40
 SERIES = dict(model="gpt-test", provider="fake", status_class="2xx", error_type="none")
@@ -78,6 +78,11 @@ async def test_two_workers_share_the_port_and_metrics_sum_across_them(
             assert value(text, "lunos_request_duration_seconds_count", model="gpt-test", provider="fake") == REQUESTS
             assert value(text, "lunos_plugin_duration_seconds_count", plugin="logger") == REQUESTS
             assert value(text, "lunos_requests_in_flight") == 0
+            # Each worker's store answered (no /readyz was asked); a series
+            # no event touched is there from start, at 0.
+            assert value(text, "lunos_store_up") == 1
+            assert samples(text)[("lunos_config_reloads_total", frozenset({("result", "applied")}))] == 0
+            assert ("lunos_event_loop_lag_seconds_count", frozenset()) in samples(text)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), timeout=20)

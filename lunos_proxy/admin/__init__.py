@@ -15,7 +15,9 @@ decorate its handler with `auth.requires(scope, action)`. Scopes are
 checks the caller's admin token, refuses a missing scope with 403, and
 appends an audit record for every authenticated call; name what the call
 acted on with `auth.audit_about` (path parameters ``account_id``, ``key_id``
-and ``token_id`` are recorded by themselves)::
+and ``token_id`` are checked against their id formats, 400 otherwise, and
+recorded by themselves; a route needs no other parameter, see
+`auth.PATH_IDS`)::
 
     from aiohttp import web
 

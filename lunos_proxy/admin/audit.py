@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .auth import GATEWAY, admin_error, requires, send
+from .auth import GATEWAY, admin_error, checked_id, requires, send
 
 if TYPE_CHECKING:
     from ..app import Gateway
@@ -26,6 +26,8 @@ async def read_audit(request: web.Request) -> web.Response:
     if not 1 <= limit <= _MAX:
         raise admin_error(400, f"limit must be between 1 and {_MAX}")
     account_id = request.query.get("account_id") or None
+    if account_id is not None:
+        checked_id("account", account_id, "the account_id parameter")
     records = await request.app[GATEWAY].store.audit(account_id, limit)
     return send({"entries": records})
 

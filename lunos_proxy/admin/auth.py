@@ -16,6 +16,14 @@ the store as hashes). Every authenticated call, refused or not, appends
 one content-free `AuditRecord`: actor (token id), action, target, account,
 status, result. Calls without a valid token are answered 401 and logged,
 not audited, so that nobody can flood the audit log from outside.
+
+Ids in paths are checked before anything uses them, audit records
+included: every path parameter of an /admin/ route is named in `PATH_IDS`
+with the id format it must have (`keys.valid_id`). A value of another form
+is answered 400 with a message naming the parameter, never quoting it, and
+its audit record has no target; a route with a parameter not in `PATH_IDS`
+is refused (500) to everyone. (400, not 404: a malformed id is the caller's
+mistake, told apart from an id that is well formed but unknown.)
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..crypto import Secrets, load_secrets
-from ..keys import ADMIN_TOKEN_PREFIX, new_id, new_key
+from ..keys import ADMIN_TOKEN_PREFIX, IdKind, new_id, new_key, valid_id
 from ..store.base import AuditRecord, StoreError
 
 if TYPE_CHECKING:
@@ -42,12 +50,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GATEWAY",
+    "PATH_IDS",
     "SCOPES",
     "AdminError",
     "Caller",
     "admin_error",
     "audit_about",
     "caller_of",
+    "checked_id",
     "read_body",
     "requires",
     "secrets_of",
@@ -60,6 +70,17 @@ SCOPES = ("read", "operator", "full")
 _RANK = {scope: i for i, scope in enumerate(SCOPES)}
 _H = TypeVar("_H", bound=Callable[..., Awaitable[web.StreamResponse]])
 _T = TypeVar("_T")
+
+# The path parameters /admin/ routes may have, and the id each must be.
+PATH_IDS: dict[str, IdKind] = {
+    "account_id": "account", "key_id": "key", "token_id": "token", "address": "address",
+}
+_FORMS: dict[IdKind, str] = {
+    "account": "an account id: 1 to 64 letters, digits, '_', '.' or '-'",
+    "key": "a key id: key_ and 16 hex digits",
+    "token": "an admin token id: tok_ and 16 hex digits",
+    "address": "an IPv4 or IPv6 address, or an IPv6 /64 network",
+}
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,31 @@ def audit_about(request: web.Request, *, target: str = "", account_id: str = "")
         about["target"] = target
     if account_id:
         about["account_id"] = account_id
+
+
+def checked_id(kind: IdKind, value: str, where: str) -> str:
+    """`value` if it is a `kind` id; else a 400 naming `where` (never the value)."""
+    if not valid_id(kind, value):
+        raise admin_error(400, f"{where} is not {_FORMS[kind]}")
+    return value
+
+
+def _path_ids(request: web.Request) -> AdminError | None:
+    """Record the path's ids for the audit once checked; the refusal for a bad one."""
+    refusal = None
+    for name, value in request.match_info.items():
+        kind = PATH_IDS.get(name)
+        if kind is None:
+            return admin_error(500, "this admin route has a path parameter of no known format")
+        try:
+            checked_id(kind, value, f"the {name} in the path")
+        except AdminError as e:
+            refusal = refusal or e
+            continue
+        audit_about(request, target=value)
+        if kind == "account":
+            audit_about(request, account_id=value)
+    return refusal
 
 
 def caller_of(request: web.Request) -> Caller:
@@ -170,22 +216,20 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route
     scope: str | None = getattr(route.handler, "lunos_scope", None)
     action = getattr(route.handler, "lunos_action", "") or _pattern(request)
-    for name in ("account_id", "key_id", "token_id"):
-        if name in request.match_info:
-            audit_about(request, target=request.match_info[name])
-    if "account_id" in request.match_info:
-        audit_about(request, account_id=request.match_info["account_id"])
+    bad_id = _path_ids(request)
     status = 500
     try:
         missing = request.match_info.http_exception
         if missing is not None:  # no such route, or not with this method
-            raise AdminError(missing.status, f"{missing.reason.lower()}: {request.path}")
+            raise AdminError(missing.status, f"{missing.reason.lower()}: no such admin route")
         if scope is None:
             raise admin_error(403, "this admin route declares no scope, so it is closed")
         if _RANK[caller.scope] < _RANK[scope]:
             raise admin_error(
                 403, f"this call needs the {scope!r} scope; the token has {caller.scope!r}"
             )
+        if bad_id is not None:
+            raise bad_id
         response = await handler(request)
         status = response.status
         return response

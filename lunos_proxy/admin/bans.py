@@ -49,7 +49,9 @@ def parse_address(text: str) -> str:
                 return subject(str(ipaddress.ip_address(text)))
         except ValueError:
             pass
-    raise admin_error(400, "address must be an IPv4 or IPv6 address, or an IPv6 /64 network")
+    raise admin_error(
+        400, "the address in the path is not an IPv4 or IPv6 address, or an IPv6 /64 network"
+    )
 
 
 @requires("read", "bans.list")

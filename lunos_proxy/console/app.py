@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp_session import session_middleware
 
 from ..crypto import load_secrets
-from . import budgets, keys, privacy, signin, usage
+from . import budgets, email_change, keys, privacy, requests, signin, usage
 from .guard import guard
 from .pages import GATEWAY, public
 from .session import RedisSessions, session_storage
@@ -47,7 +47,7 @@ def console_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     app.router.add_get("/", home)
     app.router.add_get("/static/{name}", static)
-    for module in (signin, usage, keys, budgets, privacy):
+    for module in (signin, usage, requests, keys, budgets, privacy, email_change):
         module.routes(app)
 
     async def announce(app: web.Application) -> None:

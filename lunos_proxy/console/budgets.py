@@ -4,102 +4,164 @@ Limits are the meter's (`lunos_proxy.usage.budgets`), read from the running
 config's meter settings: the account's own rule or its plan's, its keys'
 rules, prepaid credit. Spend is read from the same store counters the meter
 checks (`Store.spend`), in the budgets' time zone, so the page shows what
-enforcement sees. Alert thresholds (soft) come from the operator's YAML
-unless the account holder sets the account's own here; the meter reads them
-from the key's principal (auth loads them with the account).
+enforcement sees: a limit whose spend reached it is *exhausted* (the meter
+refuses requests under it until the period resets; prepaid credit until it
+is topped up), and every page that shows budgets says so in a banner
+(`statuses`, used by the overview too).
+
+Alert thresholds (soft) come from the operator's YAML unless the account
+holder sets the account's own here, as whole percentages from 1 to 100 of
+the account's limits. Alerts go to the meter's webhook (the operator's),
+not to the holder directly; the page says which. The meter reads them from
+the key's principal (auth loads them with the account).
 """
 
 from __future__ import annotations
 
+import math
 import time
-from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
 from ..config import Config
 from ..keys import INVALIDATE_CHANNEL
+from ..store.base import AccountRecord
 from ..usage.budgets import BudgetSettings, Limit, Rules
-from .pages import account_gone, audit, config_of, current_account, form, render, store_of
+from .numbers import Money
+from .pages import (
+    account_gone,
+    audit,
+    config_of,
+    current_account,
+    flash,
+    form,
+    money_of,
+    render,
+    store_of,
+)
+from .spend import today_and_month
 
-__all__ = ["budget_settings", "routes"]
+__all__ = ["budget_settings", "parse_percentages", "routes", "statuses"]
 
 _KINDS = {"daily": "Daily", "monthly": "Monthly", "prepaid": "Prepaid credit"}
+_MAX_THRESHOLDS = 10
+
+
+def _meter(config: Config) -> Any:
+    for entry, settings in zip(config.pipeline, config.plugin_settings, strict=False):
+        if entry.name == "meter":
+            return settings
+    return None
 
 
 def budget_settings(config: Config) -> BudgetSettings | None:
     """The meter's budgets, if the meter is in the pipeline."""
-    for entry, settings in zip(config.pipeline, config.plugin_settings, strict=False):
-        if entry.name == "meter":
-            found = getattr(settings, "budgets", None)
-            return found if isinstance(found, BudgetSettings) else None
-    return None
+    found = getattr(_meter(config), "budgets", None)
+    return found if isinstance(found, BudgetSettings) else None
 
 
-def _money(micros: int) -> str:
-    return f"{Decimal(micros) / 1_000_000:.4f}"
-
-
-async def _row(request: web.Request, limit: Limit, what: str) -> dict[str, Any]:
-    store = store_of(request)
+async def _status(store: Any, rules: Rules, money: Money, limit: Limit, what: str,
+                  now: float) -> dict[str, Any]:
     if limit.kind == "prepaid":
-        spent, credit = await store.spend(limit.subject, ["total", "credit"])
-        return {"what": what, "kind": _KINDS[limit.kind], "limit": _money(credit),
-                "spent": _money(spent), "used": f"{spent / credit:.0%}" if credit else "—",
-                "soft": "", "period": ""}
-    [spent] = await store.spend(limit.subject, [limit.period])
-    return {"what": what, "kind": _KINDS[limit.kind], "limit": _money(limit.micros),
-            "spent": _money(spent), "used": f"{spent / limit.micros:.0%}" if limit.micros else "—",
-            "soft": ", ".join(f"{f:.0%}" for f in limit.soft), "period": limit.period[2:]}
+        spent, amount = await store.spend(limit.subject, ["total", "credit"])
+        resets = "when credit is added"
+    else:
+        [spent] = await store.spend(limit.subject, [limit.period])
+        amount = limit.micros
+        # Periods end on a whole minute; seconds_left drops the fraction.
+        ends = math.ceil((now + rules.calendar.seconds_left(now, limit.period[0])) / 60) * 60
+        resets = f"{money.time(ends)} {money.timezone}"
+    fraction = spent / amount if amount else (1.0 if spent or limit.kind == "prepaid" else 0.0)
+    return {
+        "what": what, "kind": _KINDS[limit.kind], "period": limit.period[2:],
+        "limit": money(amount), "spent": money(spent), "left": money(max(0, amount - spent)),
+        "percent": min(100, round(fraction * 100)),
+        "used": "under 1%" if 0 < fraction < 0.005 else f"{fraction:.0%}",
+        "exhausted": spent >= amount, "resets": resets,
+        "soft": ", ".join(f"{f:.0%}" for f in limit.soft),
+    }
 
 
-async def show(request: web.Request, *, status: int = 200, error: str = "") -> web.Response:
-    account = await current_account(request)
+async def statuses(request: web.Request, account: AccountRecord) -> list[dict[str, Any]]:
+    """Every budget limit on the account and its live keys, with spend now."""
     settings = budget_settings(config_of(request))
-    rows: list[dict[str, Any]] = []
-    timezone = "UTC"
-    if settings is not None:
-        rules, now, timezone = Rules(settings), time.time(), settings.timezone
-        for limit in rules.limits(account.id, "", account.plan, now, account.alert_thresholds):
-            if limit.subject.startswith("account:"):
-                rows.append(await _row(request, limit, "Your account"))
-        for key in await store_of(request).keys_of(account.id):
-            if key.revoked or key.id not in settings.keys:
-                continue
-            for limit in rules.limits(account.id, key.id, None, now):
-                if limit.subject == f"key:{key.id}":
-                    rows.append(await _row(request, limit, f"Key {key.prefix}…"))
+    if settings is None:
+        return []
+    store, money = store_of(request), money_of(request)
+    rules, now = Rules(settings), time.time()
+    out: list[dict[str, Any]] = []
+    for limit in rules.limits(account.id, "", account.plan, now, account.alert_thresholds):
+        if limit.subject.startswith("account:"):
+            out.append(await _status(store, rules, money, limit, "Your account", now))
+    for key in await store.keys_of(account.id):
+        if key.revoked or key.id not in settings.keys:
+            continue
+        for limit in rules.limits(account.id, key.id, None, now):
+            if limit.subject == f"key:{key.id}":
+                label = f"Key {key.name} ({key.prefix}…)" if key.name else f"Key {key.prefix}…"
+                out.append(await _status(store, rules, money, limit, label, now))
+    return out
+
+
+def _webhook(config: Config) -> bool:
+    return getattr(_meter(config), "webhook", None) is not None
+
+
+async def show(request: web.Request, *, status: int = 200, error: str = "",
+               typed: str | None = None) -> web.Response:
+    account = await current_account(request)
+    config = config_of(request)
+    settings = budget_settings(config)
     own = account.alert_thresholds
-    return await render(request, "budgets.html", status=status, rows=rows, timezone=timezone,
-                        metered=settings is not None, error=error,
-                        saved=request.query.get("saved") == "1",
-                        own=", ".join(f"{f * 100:g}" for f in own) if own else "")
+    money = money_of(request)
+    today = money.today()
+    rows = await store_of(request).usage(account.id, today.replace(day=1).isoformat(),
+                                         today.isoformat())
+    spent_today, spent_month = today_and_month(rows, today)
+    return await render(
+        request, "budgets.html", status=status, rows=await statuses(request, account),
+        timezone=money.timezone, metered=_meter(config) is not None, money=money,
+        today=spent_today, month=spent_month, month_name=f"{today:%B %Y}",
+        limited=settings is not None, error=error,
+        webhook=_webhook(config),
+        own=typed if typed is not None else (", ".join(f"{f * 100:g}" for f in own)
+                                             if own else ""),
+    )
 
 
 def parse_percentages(text: str) -> list[float] | None:
     """"50, 80, 100" → [0.5, 0.8, 1.0]; blank → None (the operator's thresholds).
-    Raises ValueError for anything else."""
-    parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
+
+    Whole or decimal percentages from 1 to 100 (a trailing % is allowed);
+    raises ValueError with a message for the holder for anything else,
+    fractions such as 0.5 included (they would mean half a percent)."""
+    parts = [p.strip().rstrip("%").strip() for p in text.replace(";", ",").split(",")]
+    parts = [p for p in parts if p]
     if not parts:
         return None
-    if len(parts) > 10:
-        raise ValueError("at most 10 thresholds")
-    values = sorted({float(p.strip().rstrip("%")) for p in parts})
-    if any(not 0 < v <= 1000 for v in values):
-        raise ValueError("thresholds are percentages above 0 and at most 1000")
-    return [v / 100 for v in values]
+    if len(parts) > _MAX_THRESHOLDS:
+        raise ValueError(f"Enter at most {_MAX_THRESHOLDS} percentages.")
+    values: set[float] = set()
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            raise ValueError(f"“{p[:20]}” is not a number: enter percentages such as "
+                             "50, 80, 100.") from None
+        if not 1 <= v <= 100:
+            raise ValueError(f"{p[:20]} is outside 1 to 100: thresholds are percentages of the "
+                             "budget (80 means 80 %, not 0.8).")
+        values.add(v)
+    return [v / 100 for v in sorted(values)]
 
 
 async def set_alerts(request: web.Request) -> web.Response:
-    data = await form(request)
+    typed = (await form(request)).get("thresholds", "")
     try:
-        thresholds = parse_percentages(data.get("thresholds", ""))
-    except ValueError:
-        return await show(
-            request,
-            status=400,
-            error="Enter up to 10 percentages between 0 and 1000, separated by commas.",
-        )
+        thresholds = parse_percentages(typed)
+    except ValueError as e:
+        return await show(request, status=400, error=str(e), typed=typed[:80])
     account = await current_account(request)
     account.alert_thresholds = thresholds
     account.updated = time.time()
@@ -109,7 +171,9 @@ async def set_alerts(request: web.Request) -> web.Response:
     # Auth caches the account with each key: every instance reloads it.
     await store.publish(INVALIDATE_CHANNEL, f"account:{account.id}")
     await audit(request, "budgets.alerts", account.id)
-    raise web.HTTPSeeOther("/console/budgets?saved=1")
+    await flash(request, "Saved: alerts at " + ", ".join(f"{f * 100:g} %" for f in thresholds)
+                if thresholds else "Saved: the service's alert thresholds apply.")
+    raise web.HTTPSeeOther("/console/budgets")
 
 
 def routes(app: web.Application) -> None:

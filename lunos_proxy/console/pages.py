@@ -22,11 +22,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import jinja2
 from aiohttp import web
+from aiohttp_session import get_session
 
+from ..admin.usage import _meter_settings
 from ..config import Config
 from ..crypto import Secrets, load_secrets
-from ..keys import new_id
+from ..keys import new_id, valid_id
 from ..store.base import AccountRecord, AuditRecord, KeyRecord, Store
+from .numbers import Money, count, plural
 from .session import csrf_token
 
 if TYPE_CHECKING:
@@ -39,7 +42,9 @@ __all__ = [
     "account_id",
     "audit",
     "current_account",
+    "flash",
     "form",
+    "money_of",
     "owned_key",
     "public",
     "render",
@@ -56,6 +61,8 @@ _templates = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+_templates.filters.update(count=count, plural=plural)
+_FLASH = "flash"
 
 
 class ConsoleError(Exception):
@@ -88,6 +95,18 @@ def secrets_of(request: web.Request) -> Secrets:
     return load_secrets(request.app[GATEWAY].config.secrets)
 
 
+def money_of(request: web.Request) -> Money:
+    """The meter's currency and billing time zone (USD and UTC without a meter)."""
+    currency, timezone = _meter_settings(request.app[GATEWAY])
+    return Money(currency, timezone)
+
+
+async def flash(request: web.Request, message: str) -> None:
+    """A result message for the next page rendered (after a POST's redirect):
+    shown once, in the page's status region."""
+    (await get_session(request))[_FLASH] = message
+
+
 def account_id(request: web.Request) -> str:
     return request[ACCOUNT]
 
@@ -104,10 +123,12 @@ def account_gone() -> ConsoleError:
     return ConsoleError(404, "This account no longer exists.")
 
 
-async def owned_key(request: web.Request) -> KeyRecord:
-    """The key named in the path, if the signed-in account owns it; another
-    account's key and no key at all get the same 404."""
-    key = await store_of(request).key_by_id(request.match_info["key_id"])
+async def owned_key(request: web.Request, key_id: str | None = None) -> KeyRecord:
+    """The key named in the path (or `key_id`), if the signed-in account owns
+    it; another account's key and no key at all get the same 404 (so does a
+    malformed id, which never reaches the store)."""
+    wanted = request.match_info["key_id"] if key_id is None else key_id
+    key = await store_of(request).key_by_id(wanted) if valid_id("key", wanted) else None
     if key is None or key.account_id != account_id(request):
         raise ConsoleError(404, "No such key.")
     return key
@@ -137,10 +158,14 @@ async def audit(request: web.Request, action: str, target: str = "", status: int
 async def render(
     request: web.Request, template: str, *, status: int = 200, **context: Any
 ) -> web.Response:
+    session = await get_session(request)
+    message = session.pop(_FLASH, "") if status < 300 else ""
     text = _templates.get_template(template).render(
         csrf=await csrf_token(request),
         signed_in=ACCOUNT in request,
         page=template.removesuffix(".html"),
+        flash=message if isinstance(message, str) else "",
+        docs_url=config_of(request).console.docs_url,
         **context,
     )
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")

@@ -16,6 +16,7 @@ from aiohttp import web
 from ..admin.accounts import correct, profile
 from ..admin.data_rights import RETAINED_WHY, erase_account, export_document
 from ..config import Config
+from .email_change import send_confirmation
 from .pages import (
     ACCOUNT,
     account_gone,
@@ -23,7 +24,9 @@ from .pages import (
     audit,
     config_of,
     current_account,
+    flash,
     form,
+    public,
     render,
     secrets_of,
     store_of,
@@ -88,31 +91,76 @@ def data_kept(config: Config) -> list[tuple[str, str]]:
     return lines
 
 
-async def privacy_page(request: web.Request, *, status: int = 200, error: str = "",
-                       notice: str = "") -> web.Response:
+async def privacy_page(request: web.Request, *, status: int = 200,
+                       errors: dict[str, str] | None = None,
+                       typed: dict[str, str] | None = None) -> web.Response:
     account = await current_account(request)
     me = profile(account, secrets_of(request))
     return await render(
-        request, "privacy.html", status=status, me=me, kept=data_kept(config_of(request)),
-        error=error, notice=notice, regions=account.allowed_regions,
+        request, "privacy.html", status=status, me={**me, **(typed or {})},
+        kept=data_kept(config_of(request)), errors=errors or {},
+        regions=account.allowed_regions, current_email=me["email"] or "",
     )
 
 
+@public
+async def what_we_keep(request: web.Request) -> web.Response:
+    """The "what we keep" list for someone not signed in (the footer's link)."""
+    return await render(request, "what_we_keep.html", kept=data_kept(config_of(request)))
+
+
 async def show(request: web.Request) -> web.Response:
-    notice = "Saved." if request.query.get("saved") else ""
-    return await privacy_page(request, notice=notice)
+    return await privacy_page(request)
 
 
 async def update_profile(request: web.Request) -> web.Response:
+    """The name is saved at once; a new email only once the new address
+    confirms it (`email_change`). An empty email field changes nothing."""
     data = await form(request)
     name, email = data.get("name", "").strip(), data.get("email", "").strip()
-    if len(name) > 200 or (email and (len(email) > 320 or "@" not in email or " " in email)):
-        return await privacy_page(request, status=400, error="Enter a name and a valid email.")
+    errors: dict[str, str] = {}
+    if len(name) > 200:
+        errors["name"] = "A name has at most 200 characters."
+    if email and (len(email) > 320 or "@" not in email.strip("@") or " " in email):
+        errors["email"] = "Enter an email address such as ada@example.com."
     account = await current_account(request)
-    if not await correct(store_of(request), secrets_of(request), account, name, email or None):
-        raise account_gone()
-    await audit(request, "accounts.correct", account.id)
-    raise web.HTTPSeeOther("/console/privacy?saved=1")
+    secrets, store = secrets_of(request), store_of(request)
+    current = profile(account, secrets)
+    change = bool(email) and email != current["email"]
+    if change and not errors:
+        other = await store.account_by_index(secrets.blind_index(email))
+        if other is not None and other.id != account.id:
+            errors["email"] = "Another account already has this email."
+    if errors:
+        return await privacy_page(request, status=400, errors=errors,
+                                  typed={"name": name[:200], "email": email[:320]})
+    if name != current["name"]:
+        if not await correct(store, secrets, account, name, current["email"]):
+            raise account_gone()
+        await audit(request, "accounts.correct", account.id)
+    if change:
+        await send_confirmation(request, account.id, email)
+        await audit(request, "accounts.email_change_requested", account.id)
+        await flash(request, f"We sent a confirmation link to {email}. Your email changes when "
+                    f"you open it; until then it stays {current['email'] or 'unset'}.")
+    else:
+        await flash(request, "Saved.")
+    raise web.HTTPSeeOther("/console/privacy")
+
+
+_TIMES = {"exported_at", "time", "created", "updated", "expires"}
+
+
+def _readable(value: Any) -> Any:
+    """The export with its epoch times (fields named in `_TIMES`) as ISO 8601
+    UTC strings, for a person reading the file; everything else unchanged."""
+    if isinstance(value, dict):
+        return {k: (dt.datetime.fromtimestamp(v, dt.UTC).isoformat(timespec="seconds")
+                    if k in _TIMES and isinstance(v, int | float) and not isinstance(v, bool)
+                    else _readable(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_readable(v) for v in value]
+    return value
 
 
 async def export(request: web.Request) -> web.Response:
@@ -120,8 +168,9 @@ async def export(request: web.Request) -> web.Response:
     document = await export_document(store_of(request), secrets_of(request), account)
     await audit(request, "accounts.export", account.id)
     day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    readable = msgspec.json.encode(_readable(msgspec.to_builtins(document)))
     return web.Response(
-        body=msgspec.json.encode(document),
+        body=msgspec.json.format(readable, indent=2) + b"\n",
         content_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="lunos-export-{day}.json"'},
     )
@@ -157,6 +206,7 @@ async def delete(request: web.Request) -> web.Response:
 
 def routes(app: web.Application) -> None:
     app.router.add_get("/privacy", show)
+    app.router.add_get("/what-we-keep", what_we_keep)
     app.router.add_post("/privacy/profile", update_profile)
     app.router.add_get("/privacy/export", export)
     app.router.add_get("/privacy/delete", confirm_delete)

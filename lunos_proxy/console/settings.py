@@ -6,6 +6,8 @@ from typing import Literal
 
 import msgspec
 
+from ..bounds import AtLeastOne, Seconds, SecondsOrZero
+
 __all__ = ["ConsoleConfig", "SignInLimits"]
 
 
@@ -16,9 +18,9 @@ class SignInLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     attempts are also reported to the abuse plugin, whose auth-failure rules
     ban the address (on every instance) past its own threshold."""
 
-    per_address: int = 20
-    per_account: int = 5  # codes sent, and codes tried, per account
-    window_seconds: float = 600.0
+    per_address: AtLeastOne = 20
+    per_account: AtLeastOne = 5  # codes sent, and codes tried, per account
+    window_seconds: Seconds = 600.0
 
 
 class ConsoleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -35,20 +37,20 @@ class ConsoleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     delivery: Literal["log", "webhook"] = "log"
     webhook_url: str = ""
     webhook_secret: str = ""
-    code_ttl_seconds: float = 600.0  # a sign-in link or code works once, this long
-    idle_timeout_seconds: float = 1800.0  # signed out after this long without a request
-    absolute_timeout_seconds: float = 43_200.0  # and this long after signing in, at most
+    code_ttl_seconds: Seconds = 600.0  # a sign-in link or code works once, this long
+    idle_timeout_seconds: Seconds = 1800.0  # signed out after this long without a request
+    absolute_timeout_seconds: Seconds = 43_200.0  # and this long after signing in, at most
     same_site: Literal["Lax", "Strict"] = "Lax"
     # The session cookie's Secure flag; None: set when server.tls is. Set it
     # true behind a TLS-terminating load balancer.
     secure_cookie: bool | None = None
     sign_in: SignInLimits = msgspec.field(default_factory=SignInLimits)
     # Redeem a rotated key's predecessor for this long (the admin API's default).
-    rotation_grace_seconds: float = 86_400.0
+    rotation_grace_seconds: SecondsOrZero = 86_400.0
+    # The service's API documentation for account holders, linked from the
+    # console's first steps (empty: no link).
+    docs_url: str = ""
 
     def __post_init__(self) -> None:
         if self.delivery == "webhook" and not (self.webhook_url and self.public_url):
             raise ValueError("delivery webhook needs webhook_url and public_url")
-        for name in ("code_ttl_seconds", "idle_timeout_seconds", "absolute_timeout_seconds"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be greater than 0")

@@ -31,6 +31,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from ..abuse_hooks import ADDRESS_GUARD, AddressGuard
+from ..admin.accounts import profile
 from ..exchange import exchange_of
 from ..store.base import Limit
 from .delivery import Delivery, DeliveryError, SignInMessage, delivery_for
@@ -124,9 +125,24 @@ def _code_hash(request: web.Request, nonce: str, code: str) -> str:
     return secrets_of(request).key_hash(f"console-code:{nonce}:{code}")
 
 
+# A wildcard listener address names no host a browser can open.
+_WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
 def _base_url(request: web.Request) -> str:
-    configured = config_of(request).console.public_url.rstrip("/")
-    return configured or f"{request.scheme}://{request.host}"
+    """Where sign-in links point: `console.public_url`, else the public
+    listener's configured address (`server.host`/`port`, as `serve` binds
+    it). Never the request's Host or X-Forwarded-Host: a client chooses those,
+    and would have a victim's link aim at its own server."""
+    config = config_of(request)
+    configured = config.console.public_url.rstrip("/")
+    if configured:
+        return configured
+    server = config.server
+    host = _WILDCARDS.get(server.host, server.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if server.tls is not None else 'http'}://{host}:{server.port}"
 
 
 async def _signed_in(
@@ -220,9 +236,12 @@ async def enter_code(request: web.Request) -> web.Response:
 @public
 async def link_page(request: web.Request) -> web.Response:
     token = request.query.get("t", "")
-    if _read_link(request, token) is None:
+    link = _read_link(request, token)
+    if link is None:
         return await _failed(request, "This sign-in link is invalid or has expired.")
-    return await render(request, "sign_in_link.html", token=token)
+    account = await store_of(request).account(link.account_id)
+    email = profile(account, secrets_of(request))["email"] if account is not None else None
+    return await render(request, "sign_in_link.html", token=token, email=email or "")
 
 
 @public

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import msgspec
 
+from ..bounds import Count, PositiveNumber, Share
+
 __all__ = ["AnomalyDetector", "AnomalyRules"]
 
 _BUCKET = 60.0
@@ -25,12 +27,12 @@ _MAX_ACCOUNTS = 100_000
 
 class AnomalyRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
-    factor: float = 10.0
-    min_tokens_per_minute: int = 10_000
+    factor: PositiveNumber = 10.0
+    min_tokens_per_minute: Count = 10_000
     # Weight of the newest minute in the baseline (0.05: ~20-minute memory).
-    alpha: float = 0.05
-    warmup_minutes: int = 5
-    flag_minutes: float = 10.0
+    alpha: Share = 0.05
+    warmup_minutes: Count = 5
+    flag_minutes: PositiveNumber = 10.0
     # Hold a flagged account to its plan's safe_tokens_per_minute.
     throttle: bool = False
     shadow: bool = False  # throttling counted, not enforced

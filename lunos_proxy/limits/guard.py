@@ -17,15 +17,16 @@ from every instance's table (and local limiter) as soon as it is heard.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 import weakref
 from collections.abc import Callable
 
 import msgspec
+import structlog
 from aiohttp import web
 
+from ..bounds import Count, Seconds
 from ..errors import Forbidden, GatewayError, RateLimited
 from ..exchange import exchange_of
 from ..metrics import Metrics
@@ -44,7 +45,7 @@ __all__ = [
     "too_many",
 ]
 
-log = logging.getLogger("lunos.abuse")
+log = structlog.get_logger("lunos.abuse")
 
 CHANNEL = "abuse:bans"
 _LIFT = "lift"  # "lift <subject>" on CHANNEL; a ban is "<seconds> <subject>"
@@ -56,11 +57,11 @@ _CHECKED = "abuse.checked"
 
 
 class AuthFailureRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    limit: int = 10  # failures per window allowed before a ban
-    window: float = 300.0
-    ban_seconds: float = 60.0  # the first ban; doubled for each repeat offence
-    longest_ban_seconds: float = 86_400.0
-    memory_seconds: float = 86_400.0  # offences are forgotten this long after the last
+    limit: Count = 10  # failures per window allowed before a ban
+    window: Seconds = 300.0
+    ban_seconds: Seconds = 60.0  # the first ban; doubled for each repeat offence
+    longest_ban_seconds: Seconds = 86_400.0
+    memory_seconds: Seconds = 86_400.0  # offences are forgotten this long after the last
     shadow: bool = False
 
 
@@ -131,7 +132,7 @@ class BanTable:
         try:
             self.add(address, float(seconds))
         except ValueError:
-            log.warning("malformed ban message ignored", extra={"event": "ban_message_bad"})
+            log.warning("ban_message_bad")
 
 
 _tables: weakref.WeakKeyDictionary[Store, BanTable] = weakref.WeakKeyDictionary()
@@ -231,10 +232,7 @@ class AddressGuardImpl:
             seconds = rules.ban_seconds  # the store went away just now: ban here at least
         self.bans.add(counted, seconds)
         self.metrics.abuse_bans.inc()
-        log.warning(
-            "address banned after repeated auth failures",
-            extra={"event": "address_banned", "client_addr": addr, "seconds": seconds},
-        )
+        log.warning("address_banned", client_addr=addr, banned=counted, seconds=seconds)
         refuse(self.metrics, "auth_failures",
                too_many("Too many failed authentication attempts; try again later.", seconds),
                False, request)

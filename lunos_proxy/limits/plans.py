@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from ..bounds import Count, PositiveNumber
 from ..store import Limit, LimitSet, LimitState, Slot
 from .headers import enforced
 
@@ -44,13 +45,13 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ScopeLimits(_Strict):
     """Limits of one scope; None means unlimited. `shadow`: counted, not enforced."""
 
-    requests_per_second: int | None = None
-    requests_per_minute: int | None = None
-    requests_per_day: int | None = None
-    tokens_per_minute: int | None = None
-    tokens_per_day: int | None = None
-    concurrent: int | None = None
-    concurrent_streams: int | None = None
+    requests_per_second: Count | None = None
+    requests_per_minute: Count | None = None
+    requests_per_day: Count | None = None
+    tokens_per_minute: Count | None = None
+    tokens_per_day: Count | None = None
+    concurrent: Count | None = None
+    concurrent_streams: Count | None = None
     shadow: bool = False
 
 
@@ -60,17 +61,17 @@ class Plan(_Strict):
     account_model: ScopeLimits = msgspec.field(default_factory=ScopeLimits)
     # Tokens per minute an account flagged as anomalous is held to (when
     # the anomaly rule throttles); None: flag only.
-    safe_tokens_per_minute: int | None = None
+    safe_tokens_per_minute: Count | None = None
 
 
 class Tokens(_Strict):
     """How a request's tokens are reserved before the answer is known."""
 
     # Reserved for the output when the request names no max_tokens.
-    default_max_tokens: int = 4096
+    default_max_tokens: Count = 4096
     # Prompt estimate: body bytes per token. 1 never under-reserves text
     # (a token is at least a byte); 4 is typical for English.
-    bytes_per_token: float = 4.0
+    bytes_per_token: PositiveNumber = 4.0
 
 
 class Shape:

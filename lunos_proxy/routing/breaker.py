@@ -20,21 +20,22 @@ from typing import Annotated
 
 import msgspec
 
+from ..bounds import Seconds
+
 __all__ = ["Breaker", "BreakerSettings", "BreakerState"]
 
 BUCKETS = 10
 
 
-_Seconds = Annotated[float, msgspec.Meta(gt=0)]  # NaN fails `gt` too
 
 
 class BreakerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    window_seconds: _Seconds = 30.0
+    window_seconds: Seconds = 30.0
     # Opens when failures / requests in the window reach this...
     failure_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     # ...and the window holds at least this many requests.
     min_requests: Annotated[int, msgspec.Meta(ge=1)] = 10
-    open_seconds: _Seconds = 30.0
+    open_seconds: Seconds = 30.0
     # Requests let through at once while half-open (0 would never let one).
     probes: Annotated[int, msgspec.Meta(ge=1)] = 1
 

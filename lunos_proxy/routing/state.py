@@ -25,13 +25,14 @@ never as wall-clock instants, so clock skew between hosts does not matter.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import structlog
 
+from ..logs import error_name
 from .breaker import Breaker, BreakerSettings, BreakerState
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CHANNEL", "Candidate", "Cooldowns", "DeploymentState", "Registry"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("lunos.router")
 
 CHANNEL = "routing:cooldown"
 
@@ -159,7 +160,7 @@ class Cooldowns:
             await self.store.subscribe(CHANNEL, self._heard)
         except StoreError as e:
             # Serving goes on with local cooldowns; the periodic sync catches up.
-            log.warning("subscribing to cooldowns failed: %s", e)
+            log.warning("cooldown_subscribe_failed", error=error_name(e))
         await self._sync()
 
     async def drain(self) -> None:
@@ -210,7 +211,7 @@ class Cooldowns:
                 CHANNEL, _encode(_CooldownMessage(deployment_id, left)).decode()
             )
         except StoreError as e:
-            log.warning("sharing a cooldown failed: %s", e)
+            log.warning("cooldown_share_failed", error=error_name(e))
 
     async def _sync(self) -> None:
         from ..store.base import StoreError
@@ -219,7 +220,7 @@ class Cooldowns:
             current = await self.store.cooldowns()
         except StoreError as e:
             if not self._failing:
-                log.warning("reading cooldowns failed, using the local copy: %s", e)
+                log.warning("cooldown_read_failed", error=error_name(e))
             self._failing = True
             return
         self._failing = False

@@ -13,7 +13,6 @@ change, and on `close`. Limit counters and bans live only in memory.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections import defaultdict, deque
@@ -21,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import msgspec
+import structlog
 
 from . import gcra
 from .base import (
@@ -53,7 +53,7 @@ from .memory_file import (
 
 __all__ = ["MemoryStore"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("lunos.store")
 
 _R = TypeVar("_R", KeyRecord, AccountRecord, BillingRecord, AdminTokenRecord, AuditRecord)
 _Callback = Callable[[str], Awaitable[None]]
@@ -547,7 +547,7 @@ class MemoryStore(Store):
                 await callback(message)
             except Exception:
                 # One bad subscriber must not stop the others hearing of a revocation.
-                log.exception("store subscriber for %r failed", channel)
+                log.exception("store_subscriber_failed", channel=channel)
 
     async def subscribe(self, channel: str, callback: Callable[[str], Awaitable[None]]) -> None:
         self._channels[channel].append(callback)
@@ -579,7 +579,7 @@ class MemoryStore(Store):
             await self._save()
         except Exception:
             # Kept dirty: the next change or `close` tries again.
-            log.exception("writing the store file failed")
+            log.exception("store_file_write_failed")
 
     async def _save(self) -> None:
         path = self._path

@@ -35,6 +35,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..bounds import AtLeastOne, Seconds, SecondsOrZero
+from ..config_files import ConfigFile
 from .redis_lane import Address, LaneAuth, fixed
 
 __all__ = ["SCHEMES", "Client", "Connected", "RedisOptions", "connect"]
@@ -53,15 +55,16 @@ Client = Redis | RedisCluster
 
 class RedisOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prefix: str = "lunos:"  # of every key and channel; several deployments can share a server
-    connect_timeout: float = 1.0  # seconds
-    timeout: float = 1.0  # seconds for one operation
-    max_connections: int = 16  # operations in flight at once, per store
-    health_check_interval: float = 10.0  # seconds between PINGs on the pub/sub connection
-    ssl_ca_certs: str | None = None  # CA file; None: the system's trust store
+    connect_timeout: Seconds = 1.0  # seconds
+    timeout: Seconds = 1.0  # seconds for one operation
+    max_connections: AtLeastOne = 16  # operations in flight at once, per store
+    health_check_interval: SecondsOrZero = 10.0  # seconds between PINGs on the pub/sub connection
+    # Files: relative to the config file's folder, checked when it loads.
+    ssl_ca_certs: ConfigFile | None = None  # CA file; None: the system's trust store
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     ssl_check_hostname: bool = True
-    ssl_certfile: str | None = None  # client certificate, for servers that ask for one
-    ssl_keyfile: str | None = None
+    ssl_certfile: ConfigFile | None = None  # client certificate, for servers that ask for one
+    ssl_keyfile: ConfigFile | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = None
 

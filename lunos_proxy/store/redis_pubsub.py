@@ -8,18 +8,19 @@ the caches they address expire on their own within seconds.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisClusterException, RedisError
 
+from ..logs import error_name
 from .base import StoreError
 
 __all__ = ["Subscriber"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("lunos.store")
 
 Callback = Callable[[str], Awaitable[None]]
 
@@ -101,7 +102,7 @@ class Subscriber:
                     if message is not None:
                         await self._dispatch(message)
             except (RedisError, RedisClusterException, OSError) as e:
-                log.warning("pub/sub connection lost (%s); reconnecting", type(e).__name__)
+                log.warning("store_subscription_lost", error=error_name(e))
             finally:
                 pubsub, self._pubsub = self._pubsub, None
                 if pubsub is not None:
@@ -122,7 +123,7 @@ class Subscriber:
                     await callback(data)
                 except Exception:
                     # One bad subscriber must not stop the others hearing of a revocation.
-                    log.exception("store subscriber for %r failed", channel)
+                    log.exception("store_subscriber_failed", channel=channel)
 
 
 def _text(value: bytes | str) -> str:

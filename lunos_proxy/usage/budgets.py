@@ -34,6 +34,7 @@ from decimal import Decimal
 
 import msgspec
 
+from ..bounds import SecondsOrZero
 from ..errors import QuotaExceeded, ServiceUnavailable
 from ..store.base import Store, StoreError
 from .ledger import Ledger
@@ -56,7 +57,7 @@ class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     accounts: dict[str, BudgetRule] = msgspec.field(default_factory=dict)
     keys: dict[str, BudgetRule] = msgspec.field(default_factory=dict)
     prepaid: list[str] = msgspec.field(default_factory=list)
-    refresh_seconds: float = 1.0
+    refresh_seconds: SecondsOrZero = 1.0  # 0: read the shared spend every time
 
     def __post_init__(self) -> None:
         try:

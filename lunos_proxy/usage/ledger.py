@@ -30,19 +30,21 @@ erased), so no write recreates what the erasure removed.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import structlog
+
+from ..logs import error_name
 from ..metrics import Metrics
 from ..store.base import BillingRecord, SpendDelta, Store, StoreError, UsageDelta, UsageEvent
 from ..store.fanout import Fanout
 
 __all__ = ["ERASED_CHANNEL", "FORGET_SECONDS", "Entry", "Ledger"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("lunos.meter")
 
 ERASED_CHANNEL = "accounts:erased"  # message: the account id
 FORGET_SECONDS = 3600.0
@@ -170,7 +172,7 @@ class Ledger:
 
     async def _listen(self) -> None:
         if not await _ERASURES.join(self.store, self):
-            log.warning("cannot hear account erasures yet")  # the store keeps trying
+            log.warning("erasure_listen_failed")  # the store keeps trying
 
     def unwritten_spend(self, subject: str, period: str) -> int:
         """Spend recorded here that the store does not hold yet."""
@@ -273,7 +275,7 @@ class Ledger:
                 except StoreError as e:
                     self.metrics.meter_write_failures.inc()
                     if not self._failing:
-                        log.warning("usage write failed; kept for retry: %s", type(e).__name__)
+                        log.warning("usage_write_failed", error=error_name(e), backlog=self.backlog)
                     self._failing = True
                     return False
             b.done += 1
@@ -282,7 +284,7 @@ class Ledger:
                 for callback in self.on_written:
                     callback(subjects)
         if self._failing:
-            log.warning("usage writes recovered")
+            log.warning("usage_write_recovered")
         self._failing = False
         return True
 
@@ -322,7 +324,7 @@ class Ledger:
             await asyncio.sleep(0.2 * (i + 1))
         lost = self.backlog
         self.metrics.meter_dropped.labels("shutdown").inc(lost)
-        log.error("usage not written at shutdown: %d rows lost (store unreachable)", lost)
+        log.error("usage_lost_at_shutdown", rows=lost)
 
 
 # The ledgers that hear erasures: one subscription per store, shared by the

@@ -30,9 +30,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..exchange import Usage
+from ..yaml_strict import YamlError, load_yaml
 
 __all__ = ["Price", "PriceTable", "PricingError", "load_pricing", "to_micros"]
 
@@ -187,7 +186,7 @@ def load_pricing(path: str | Path) -> PriceTable:
     except OSError as e:
         raise PricingError([f"{p.name}: (file): cannot read: {e.strerror}"]) from None
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise PricingError([f"{p.name}: (file): not valid YAML"]) from None
+        raw = load_yaml(text, p.name)
+    except YamlError as e:
+        raise PricingError(e.problems) from None
     return parse_pricing(raw, p.name)

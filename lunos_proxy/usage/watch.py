@@ -9,8 +9,9 @@ any middleware outside the meter (abuse settles its reservation from them).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
+
+import structlog
 
 from ..exchange import Exchange, Usage
 from ..sse import SSEParser
@@ -19,7 +20,7 @@ from .extract import StreamUsage, TextPieces, usage_from_body
 
 __all__ = ["UsageWatcher"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("lunos.meter")
 
 
 class UsageWatcher:
@@ -62,7 +63,7 @@ class UsageWatcher:
             ex.cost_micros = self._cost(ex)
         except Exception:
             # An observer must not raise into the copy loop.
-            log.exception("usage could not be settled")
+            log.exception("usage_settle_failed")
 
     def _final(self) -> Usage:
         ex = self.exchange

@@ -19,19 +19,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import logging
 import time
 from typing import Any
 
 import aiohttp
 import msgspec
+import structlog
 
 from ..metrics import Metrics
 from ..store.base import Store, StoreError
 
 __all__ = ["Notifier", "sign"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("lunos.meter")
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -96,7 +96,7 @@ class Notifier:
             if attempt + 1 < self.max_attempts:
                 await asyncio.sleep(self.backoff * 2**attempt)
         self.metrics.webhook_failures.inc()
-        log.warning("budget webhook not delivered after %d attempts", self.max_attempts)
+        log.warning("budget_webhook_failed", attempts=self.max_attempts)
 
     async def close(self) -> None:
         # Give pending notifications a moment; they are best effort past that.

@@ -88,7 +88,7 @@ async def test_lifting_checks_the_address_strictly_and_needs_the_operator_scope(
             status, body = await admin(s, gw, "DELETE", f"/admin/bans/{bad}")
             assert status == 400, bad
             assert body["error"]["message"] == (
-                "address must be an IPv4 or IPv6 address, or an IPv6 /64 network")
+                "the address in the path is not an IPv4 or IPv6 address, or an IPv6 /64 network")
         async with s.post(gw.admin_url + "/admin/tokens", json={"name": "ro", "scope": "read"},
                           headers=ADMIN_HEADERS) as r:
             read_token = (await r.json())["token"]

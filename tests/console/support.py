@@ -23,6 +23,17 @@ def console_config(provider_url: str, *, console: dict[str, Any] | None = None,
     return auth_config(provider_url, console=settings, **extra)
 
 
+WEBHOOK_SECRET = "webhook-secret-0123456789"
+PUBLIC_URL = "https://console.example.test"
+
+
+def mail_config(provider_url: str, mailbox: Mailbox, **console: Any) -> dict[str, Any]:
+    """The console with its messages sent to `mailbox`, links on `PUBLIC_URL`."""
+    return console_config(provider_url, console={
+        "delivery": "webhook", "webhook_url": mailbox.url, "webhook_secret": WEBHOOK_SECRET,
+        "public_url": PUBLIC_URL, **console})
+
+
 class Browser:
     """Keeps cookies like a browser and sends the last page's CSRF token with forms."""
 
@@ -66,7 +77,7 @@ class Browser:
 
     async def sign_in_with_key(self, key: str) -> None:
         status, text = await self.post("/console/sign-in/key", {"key": key})
-        assert status == 200 and "<h1>Usage</h1>" in text, (status, text[:500])
+        assert status == 200 and "<h1>Overview</h1>" in text, (status, text[:500])
 
 
 async def new_account(gw: Running, name: str = "Ada Lovelace",

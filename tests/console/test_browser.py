@@ -1,11 +1,25 @@
 """The console in a real browser: headless Chromium (Debian's package) driven by Playwright.
 
-One journey: sign in with an emailed code, create a key and copy it, use it
-with the `openai` SDK, see the usage, download the export, delete the
-account. Screenshots of each step go to test-artifacts/console/ (ignored by
-git); with LUNOS_UPDATE_SCREENSHOTS=1 the usage page is also written to
-docs/console-usage.png, the README's picture. Playwright never downloads a
-browser here: it launches /usr/bin/chromium, which `make test` installs.
+One journey, as an account holder would take it: sign in with an emailed
+code, create a key (shown once, copied, a reload makes no second key), call
+the API with it through the `openai` SDK, see the overview, the request log
+(the request, never its content), rotate and revoke the key (each after a
+confirmation page, each with a result message, each reload-safe), set alert
+thresholds, change the email through its confirmation link, download the
+export, delete the account.
+
+Every page on the way is checked at 1280 px and at 390 px wide: the
+document is never wider than the window (no sideways scrolling), axe-core
+finds no serious or critical accessibility violation, and a full-page
+screenshot is kept in test-artifacts/console/ (ignored by git) as
+``<step>-<width>.png``; with LUNOS_UPDATE_SCREENSHOTS=1 the overview at
+1280 px is also written to docs/console-usage.png, the README's picture.
+
+axe-core is the npm package pinned in tests/console/package.json
+(`make test` runs ``npm ci`` there); its axe.min.js is injected into each
+page (the context bypasses the console's CSP for that script only in this
+test). Playwright never downloads a browser here: it launches
+/usr/bin/chromium, which `make test` installs.
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,34 +35,48 @@ from typing import Any
 import openai
 from playwright.async_api import async_playwright
 
+from tests.auth_support import admin
 from tests.conftest import GatewayFactory
-from tests.console.support import Mailbox, console_config, new_account
+from tests.console.support import Mailbox, console_config
 from tests.fakes import FakeProvider
+from tests.meter_support import PRICING
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
-README_SHOT = Path(__file__).resolve().parents[2] / "docs" / "console-usage.png"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "console"
+README_SHOT = ROOT / "docs" / "console-usage.png"
+AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
+WIDTHS = ((1280, 800), (390, 844))
+NARROWEST = 360  # checked for sideways scrolling only
+PROMPT = "browser-canary-41c9 what is in my drawer"
 
 
-def journey_config(provider: FakeProvider, mailbox: Mailbox) -> dict[str, Any]:
+def journey_config(provider: FakeProvider, mailbox: Mailbox, pricing: Path) -> dict[str, Any]:
     config = console_config(provider.base_url, console={
         "delivery": "webhook", "webhook_url": mailbox.url, "webhook_secret": "s" * 16,
-        "public_url": "http://placeholder.invalid"})
-    config["pipeline"].append({"name": "meter", "settings": {"flush_interval_seconds": 0.2}})
+        "public_url": "http://placeholder.invalid", "docs_url": "https://docs.example.test/api"})
+    config["pipeline"].append({"name": "meter", "settings": {
+        "flush_interval_seconds": 0.2, "pricing": str(pricing),
+        "budgets": {"accounts": {}, "plans": {"pro": {"monthly": "5", "daily": "1"}}}}})
     return config
 
 
 async def test_account_holder_journey_in_chromium(
-    provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox
+    provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, tmp_path: Path
 ) -> None:
     assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing: scripts/install-system-packages.sh chromium"
+    assert AXE.is_file(), f"{AXE} is missing: cd tests/console && npm ci"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    gw = await make_gateway(journey_config(provider, mailbox))
-    account = await new_account(gw)
+    (tmp_path / "pricing.yaml").write_text(PRICING)
+    gw = await make_gateway(journey_config(provider, mailbox, tmp_path / "pricing.yaml"))
+    status, made = await admin(gw, "POST", "/admin/accounts", {"name": "Ada", "email": "ada@example.com", "plan": "pro"})
+    assert status == 201
+    account = str(made["id"])
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                           args=["--no-sandbox", "--disable-gpu"])
-        context = await browser.new_context(accept_downloads=True, viewport={"width": 1000, "height": 760})
+        context = await browser.new_context(accept_downloads=True, viewport=dict(zip(("width", "height"), WIDTHS[0], strict=True)),
+                                            bypass_csp=True)
         await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gw.url)
         page = await context.new_page()
         try:
@@ -59,36 +88,80 @@ async def test_account_holder_journey_in_chromium(
             await browser.close()
 
 
+async def check(page: Any, name: str) -> None:
+    """At each width: no sideways scrolling, no serious or critical axe
+    violation, a screenshot; at `NARROWEST`, no sideways scrolling either.
+    The page is left at the first width."""
+    axe = await asyncio.to_thread(AXE.read_text)
+    await page.set_viewport_size({"width": NARROWEST, "height": 740})
+    size = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert size[0] <= size[1], f"{name} at {NARROWEST} px: the document is {size[0]} px wide"
+    for width, height in WIDTHS:
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.wait_for_timeout(50)
+        size = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert size[0] <= size[1], f"{name} at {width} px: the document is {size[0]} px wide"
+        await page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+        if not await page.evaluate("typeof window.axe !== 'undefined'"):
+            await page.add_script_tag(content=axe)
+        result = await page.evaluate(
+            "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations"
+            ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+            ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)})))")
+        assert result == [], f"{name} at {width} px: {json.dumps(result, indent=1)}"
+    await page.set_viewport_size(dict(zip(("width", "height"), WIDTHS[0], strict=True)))
+
+
+async def flash(page: Any) -> str:
+    return (await page.text_content("#flash") or "").strip()
+
+
 async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
-    shot = lambda name: page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # noqa: E731
+    # Signed out: the sign-in page, and what is kept without signing in.
+    await page.goto(gw.url + "/console/")
+    await check(page, "01-sign-in")
+    await page.click("text=What we keep")
+    assert page.url == gw.url + "/console/what-we-keep"
+    await check(page, "02-what-we-keep")
 
     # Sign in with the emailed code.
-    await page.goto(gw.url + "/console/")
+    await page.goto(gw.url + "/console/sign-in")
     await page.fill("#email", "ada@example.com")
     await page.click("#send-link")
     await page.wait_for_selector("#code")
     await page.fill("#code", (await mailbox.received())[-1]["code"])
-    await shot("1-code")
+    await check(page, "03-code")
     await page.click("#enter-code")
-    await page.wait_for_selector("#usage-chart")
+    await page.wait_for_selector("#spend-today")
     assert page.url == gw.url + "/console/usage"
+    assert await page.is_visible("#onboarding")  # no key yet: how to start
+    assert await page.get_attribute("#onboarding a[href^=https]", "href") == "https://docs.example.test/api"
+    await check(page, "04-overview-new")
 
-    # Create a key; it is shown once, and the copy button copies it.
-    await page.click("text=Keys")
+    # Keys: none yet, then create one; it is shown once, with a request to copy.
+    await page.click("nav >> text=Keys")
+    assert await page.is_visible("#no-keys")
+    await check(page, "05-keys-empty")
     await page.fill("#key-name", "laptop")
     await page.click("#create-key")
     key = (await page.text_content("#new-key") or "").strip()
     assert key.startswith("lk-") and len(key) == 46
+    assert page.url == gw.url + "/console/keys"  # redirected after the POST
+    assert f"Bearer {key}" in (await page.text_content("#first-request") or "")
     await page.click("#copy-key")
     assert await page.evaluate("navigator.clipboard.readText()") == key
-    await shot("2-key-created")
+    await check(page, "06-key-created")
+    await page.reload()  # neither a second key nor the secret again
+    assert await page.locator("#keys tbody tr").count() == 1
+    assert await page.locator("#new-key").count() == 0 and key not in await page.content()
 
     # Use it with the SDK; the meter counts the usage and writes it behind.
     client = openai.AsyncOpenAI(base_url=gw.v1, api_key=key, max_retries=0)
     for _ in range(3):
-        reply = await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+        reply = await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": PROMPT}])
         assert reply.usage is not None
     await client.close()
+    answer = reply.choices[0].message.content or ""
     await page.goto(gw.url + "/console/usage")
     for _ in range(40):
         totals = await page.text_content("#totals") or ""
@@ -96,30 +169,99 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
             break
         await page.wait_for_timeout(250)
         await page.reload()
-    assert totals.startswith(f"3 requests · {3 * reply.usage.prompt_tokens} input tokens · "
-                             f"{3 * reply.usage.completion_tokens} output tokens"), totals
-    assert await page.locator("#usage-chart rect[fill]").count() >= 1
-    await shot("3-usage")
+    assert totals.startswith(f"3 requests · {3 * reply.usage.prompt_tokens:,} input tokens · "
+                             f"{3 * reply.usage.completion_tokens:,} output tokens"), totals
+    assert await page.locator("#usage-chart rect[fill]:not(.day)").count() >= 1
+    assert await page.locator("#usage-chart text").count() >= 3  # y and date ticks
+    assert re.fullmatch(r"\$0\.000\d+", (await page.text_content("#spend-today") or "").strip())
+    assert await page.locator("progress").count() == 2  # the daily and monthly budgets
+    await check(page, "07-overview")
     if os.environ.get("LUNOS_UPDATE_SCREENSHOTS"):
         README_SHOT.parent.mkdir(exist_ok=True)
-        shutil.copy(ARTIFACTS / "3-usage.png", README_SHOT)
+        shutil.copy(ARTIFACTS / "07-overview-1280.png", README_SHOT)
+    await page.click("text=Last 7 days")
+    assert "range=7d" in page.url and "3 requests" in (await page.text_content("#totals") or "")
 
-    # Download the export.
-    await page.click("text=Privacy")
+    # The request log: the three requests, never what they said.
+    await page.click("nav >> text=Requests")
+    for _ in range(40):
+        if await page.locator("#requests tbody tr").count() == 3:
+            break
+        await page.wait_for_timeout(250)
+        await page.reload()
+    assert await page.locator("#requests tbody tr").count() == 3
+    content = await page.content()
+    assert key[:9] in content and PROMPT not in content and answer not in content
+    await check(page, "08-requests")
+
+    # Rotate: a confirmation saying until when the old key works, then the new key once.
+    await page.click("nav >> text=Keys")
+    assert await page.get_by_role("link", name=f"Rotate laptop ({key[:9]}…)").count() == 1
+    await page.get_by_role("link", name=f"Rotate laptop ({key[:9]}…)").click()
+    assert "The old key keeps working until" in (await page.text_content("main") or "")
+    await check(page, "09-confirm-rotate")
+    await page.click("#confirm-rotate")
+    successor = (await page.text_content("#new-key") or "").strip()
+    assert successor.startswith("lk-") and successor != key
+    await page.reload()
+    assert await page.locator("#keys tbody tr").count() == 2
+    names = await page.locator("#keys tbody td[data-label=Name]").all_text_contents()
+    assert sorted(names) == ["laptop", "laptop (rotated)"]
+    await check(page, "10-keys-rotated")
+
+    # Revoke the old one: a confirmation stating the consequence, a result message.
+    await page.get_by_role("link", name=f"Revoke laptop (rotated) ({key[:9]}…)").click()
+    assert "refuses this key within a second" in (await page.text_content("main") or "")
+    await check(page, "11-confirm-revoke")
+    await page.click("#confirm-revoke")
+    assert (await flash(page)).startswith(f"Revoked laptop (rotated) ({key[:9]}…)")
+    await page.reload()
+    assert await page.locator("#flash").count() == 0
+    assert await page.locator("#keys td.state-revoked").count() == 1
+
+    # Budgets: an out-of-range threshold is explained next to the field and kept.
+    await page.click("nav >> text=Budgets")
+    await page.fill("#alert-thresholds", "150")
+    await page.click("#save-alerts")
+    assert await page.input_value("#alert-thresholds") == "150"
+    assert "outside 1 to 100" in (await page.text_content("#thresholds-error") or "")
+    await check(page, "12-budgets-error")
+    await page.fill("#alert-thresholds", "50, 90")
+    await page.click("#save-alerts")
+    assert await flash(page) == "Saved: alerts at 50 %, 90 %"
+    await page.reload()
+    assert await page.locator("#flash").count() == 0
+
+    # Privacy: a new email takes effect once its link is opened.
+    await page.click("nav >> text=Privacy")
+    await page.fill("#profile-email", "ada@new.example")
+    await page.click("#save-profile")
+    assert "We sent a confirmation link to ada@new.example" in await flash(page)
+    await check(page, "13-privacy")
+    link = (await mailbox.received(2))[-1]["link"]
+    await page.goto(link.replace("http://placeholder.invalid", gw.url))
+    await check(page, "14-confirm-email")
+    await page.click("#confirm-email")
+    assert "is now ada@new.example" in (await page.text_content("#email-changed") or "")
+    await page.goto(gw.url + "/console/privacy")
+    assert await page.input_value("#profile-email") == "ada@new.example"
+
+    # Download the export: readable, with dates.
     async with page.expect_download() as info:
         await page.click("#export")
     download = await info.value
-    exported = json.loads(await asyncio.to_thread(Path(await download.path()).read_text))
-    assert exported["account"]["id"] == account and len(exported["keys"]) == 1
-    await shot("4-privacy")
+    text = await asyncio.to_thread(Path(await download.path()).read_text)
+    exported = json.loads(text)
+    assert exported["account"]["id"] == account and len(exported["keys"]) == 2
+    assert text.startswith('{\n  "') and "T" in exported["exported_at"]
 
     # Delete the account with the typed confirmation.
     await page.click("#delete-account")
     await page.fill("#confirm", "delete my account")
-    await shot("5-confirm-delete")
+    await check(page, "15-confirm-delete")
     await page.click("#confirm-delete")
     await page.wait_for_selector("#deleted")
-    await shot("6-deleted")
+    await check(page, "16-deleted")
     assert await gw.gateway.store.account(account) is None
     await page.goto(gw.url + "/console/keys")
     assert page.url == gw.url + "/console/sign-in"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -12,20 +13,23 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 import aiohttp
+from cryptography.fernet import Fernet
 
+from lunos_proxy.crypto import load_secrets
 from tests.auth_support import admin
 from tests.conftest import GatewayFactory, Running
-from tests.console.support import Browser, Mailbox, console_config, new_account, new_key, signed_in
+from tests.console.support import (
+    WEBHOOK_SECRET,
+    Browser,
+    Mailbox,
+    console_config,
+    mail_config,
+    new_account,
+    new_key,
+    signed_in,
+)
 from tests.fakes import FakeProvider
 from tests.logcapture import Captured
-
-WEBHOOK_SECRET = "webhook-secret-0123456789"
-
-
-def mail_config(provider: FakeProvider, mailbox: Mailbox, **console: Any) -> dict[str, Any]:
-    return console_config(provider.base_url, console={
-        "delivery": "webhook", "webhook_url": mailbox.url, "webhook_secret": WEBHOOK_SECRET,
-        "public_url": "https://console.example.test", **console})
 
 
 def local_link(gw: Running, link: str) -> str:
@@ -76,7 +80,7 @@ async def test_console_is_absent_unless_enabled(provider: FakeProvider, make_gat
 async def test_email_link_signs_in_once_on_a_new_session(
     provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
 ) -> None:
-    gw = await make_gateway(mail_config(provider, mailbox))
+    gw = await make_gateway(mail_config(provider.base_url, mailbox))
     await new_account(gw)
     browser: Browser = browsers(gw)
     status, text = await browser.post("/console/sign-in/email", {"email": "Ada@Example.com"})
@@ -89,7 +93,7 @@ async def test_email_link_signs_in_once_on_a_new_session(
     token = re.search(r'name="t" value="([^"]+)"', text)
     assert token is not None
     status, text = await browser.post("/console/sign-in/link", {"t": token.group(1)})
-    assert status == 200 and "<h1>Usage</h1>" in text
+    assert status == 200 and "<h1>Overview</h1>" in text
     assert browser.cookie() not in ("", before)  # a new session, not the one from before
 
     other: Browser = browsers(gw)
@@ -100,7 +104,7 @@ async def test_email_link_signs_in_once_on_a_new_session(
 async def test_webhook_message_is_signed_with_the_configured_secret(
     provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
 ) -> None:
-    gw = await make_gateway(mail_config(provider, mailbox))
+    gw = await make_gateway(mail_config(provider.base_url, mailbox))
     await new_account(gw)
     await browsers(gw).post("/console/sign-in/email", {"email": "ada@example.com"})
     await mailbox.received()
@@ -112,7 +116,7 @@ async def test_webhook_message_is_signed_with_the_configured_secret(
 async def test_email_code_signs_in_and_a_wrong_code_does_not(
     provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
 ) -> None:
-    gw = await make_gateway(mail_config(provider, mailbox))
+    gw = await make_gateway(mail_config(provider.base_url, mailbox))
     await new_account(gw)
     browser: Browser = browsers(gw)
     await browser.post("/console/sign-in/email", {"email": "ada@example.com"})
@@ -121,15 +125,36 @@ async def test_email_code_signs_in_and_a_wrong_code_does_not(
     status, text = await browser.post("/console/sign-in/code", {"code": wrong})
     assert status == 401 and "wrong or has expired" in text
     status, text = await browser.post("/console/sign-in/code", {"code": code})
-    assert status == 200 and "<h1>Usage</h1>" in text
+    assert status == 200 and "<h1>Overview</h1>" in text
     status, text = await browser.get("/console/keys")
     assert status == 200 and "<h1>API keys</h1>" in text
+
+
+async def test_an_email_code_signs_in_once_even_from_a_copy_of_the_session_it_was_sent_to(
+    provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
+) -> None:
+    gw = await make_gateway(mail_config(provider.base_url, mailbox))
+    await new_account(gw)
+    browser: Browser = browsers(gw)
+    await browser.post("/console/sign-in/email", {"email": "ada@example.com"})
+    code = (await mailbox.received())[0]["code"]
+    # The memory store keeps the session (the pending code with it) in the
+    # cookie: a copy taken before signing in still holds the pending code.
+    copy: Browser = browsers(gw)
+    copy.jar.update_cookies({"lunos_console": browser.cookie()}, aiohttp.client.URL(gw.url))
+    copy.csrf = browser.csrf
+    status, text = await browser.post("/console/sign-in/code", {"code": code})
+    assert status == 200 and "<h1>Overview</h1>" in text
+    status, text = await copy.post("/console/sign-in/code", {"code": code})
+    assert status == 401 and "wrong or has expired" in text
+    status, text = await copy.get("/console/keys")
+    assert status == 200 and "<h1>Sign in</h1>" in text
 
 
 async def test_unknown_email_gets_the_same_answer_and_no_message(
     provider: FakeProvider, make_gateway: GatewayFactory, mailbox: Mailbox, browsers: Any
 ) -> None:
-    gw = await make_gateway(mail_config(provider, mailbox))
+    gw = await make_gateway(mail_config(provider.base_url, mailbox))
     await new_account(gw)
     browser: Browser = browsers(gw)
     mailbox.delay = 0.5  # a slow mail service must not show which emails have an account
@@ -158,6 +183,23 @@ async def test_development_delivery_logs_the_link_and_never_the_code_or_email(
     assert "ada@example.com" not in captured_logs.text
     status, text = await browser.get(line["link"].removeprefix(gw.url))
     assert status == 200 and 'id="confirm-sign-in"' in text
+    code = _pending_code(gw, browser.cookie())
+    assert code not in captured_logs.text.replace(line["link"], "")
+    assert set(line) <= {"event", "account_id", "link", "note", "level", "timestamp", "logger"}
+
+
+def _pending_code(gw: Running, cookie: str) -> str:
+    """The code a session waits for, recovered from its cookie (the memory
+    store's encrypted session) and the server's secret: only its keyed hash
+    is kept, so every six-digit code is tried against it."""
+    secrets = load_secrets(gw.gateway.config.secrets)
+    fernet = Fernet(base64.urlsafe_b64encode(bytes.fromhex(secrets.key_hash("lunos console session v1"))))
+    pending = json.loads(fernet.decrypt(cookie.encode()))["session"]["pending"]
+    for n in range(1_000_000):
+        code = f"{n:06d}"
+        if secrets.key_hash(f"console-code:{pending['nonce']}:{code}") == pending["code"]:
+            return code
+    raise AssertionError("no six-digit code matches the pending hash")
 
 
 async def test_api_key_signs_in_and_revoked_or_unknown_keys_do_not(

@@ -29,13 +29,21 @@ async def test_usage_by_day_and_model_as_chart_table_and_csv(
     await browser.sign_in_with_key(a["key"])
     status, text = await browser.get("/console/usage?from=2026-11-01&to=2026-11-03")
     assert status == 200
-    rows = re.findall(r"<tr><td>([\d-]+)</td><td>([\w-]+)</td><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td><td>([\d.]+)</td></tr>", text)
-    assert rows == [("2026-11-02", "gpt-test", "2", "11", "6", "0.0020"),
-                    ("2026-11-03", "claude-test", "1", "7", "3", "0.0000")]
-    assert "3 requests · 18 input tokens · 9 output tokens · cost 0.0020" in text
+    rows = re.findall(r'<tr><td data-label="Day">([\d-]+)</td><td data-label="Model">([\w-]+)</td>'
+                      r'<td data-label="Requests" class="num">([\d,]+)</td><td data-label="Input tokens" class="num">([\d,]+)</td>'
+                      r'<td data-label="Output tokens" class="num">([\d,]+)</td><td data-label="Cost" class="num">([^<]+)</td></tr>', text)
+    assert rows == [("2026-11-02", "gpt-test", "2", "11", "6", "$0.002"),
+                    ("2026-11-03", "claude-test", "1", "7", "3", "$0.00")]
+    assert "3 requests · 18 input tokens · 9 output tokens · $0.002" in text
+    assert '<td data-label="Output tokens" class="num">9</td><td data-label="Cost" class="num">$0.002</td></tr></tfoot>' in text
     assert len(re.findall(r"<rect x=", text)) == 2
+    # A y-axis at round values, a date tick per day, tooltips with formatted values.
+    assert re.findall(r'<text x="2" y="[\d.]+" font-size="12" fill="#374151">([^<]+)</text>', text) == ["5", "10", "15", "20"]
+    assert re.findall(r'text-anchor="(?:start|middle)">([^<]+)</text>', text) == ["Nov 1", "Nov 2", "Nov 3"]
+    assert "<title>2026-11-02, gpt-test: 17</title>" in text and "<title>2026-11-02: 17</title>" in text
     status, text = await browser.get("/console/usage?from=2026-11-01&to=2026-11-03&metric=cost")
     assert len(re.findall(r"<rect x=", text)) == 1  # claude-test cost nothing
+    assert "<title>2026-11-02, gpt-test: $0.002</title>" in text
 
     async with browser.http.get(gw.url + "/console/usage.csv?from=2026-11-01&to=2026-11-03") as r:
         assert r.status == 200 and r.content_type == "text/csv"
@@ -54,8 +62,14 @@ async def test_usage_period_must_be_valid_dates(
 ) -> None:
     gw = await make_gateway(console_config(provider.base_url))
     _, _made, browser = await signed_in(gw, browsers)
-    assert (await browser.get("/console/usage?from=yesterday"))[0] == 400
-    assert (await browser.get("/console/usage?from=2026-11-03&to=2026-11-01"))[0] == 400
+    # A wrong date keeps what was typed, says what is wrong next to the field
+    # and still shows the page (the last 30 days).
+    status, text = await browser.get("/console/usage?from=yesterday&to=2026-11-03")
+    assert status == 400 and 'id="from" value="yesterday"' in text and 'aria-invalid="true"' in text
+    assert '<span class="error" id="from-error">From: Write the date as YYYY-MM-DD' in text
+    assert 'id="to" value="2026-11-03"' in text and 'id="spend-today"' in text and 'id="no-usage"' in text
+    status, text = await browser.get("/console/usage?from=2026-11-03&to=2026-11-01")
+    assert status == 400 and "The last day must not be before the first." in text
     status, text = await browser.get("/console/usage")
     assert status == 200 and "No usage in this period." in text
 
@@ -83,18 +97,45 @@ async def test_budgets_page_shows_the_meters_limits_spend_and_alert_thresholds(
     await browser.sign_in_with_key(made["key"])
     status, text = await browser.get("/console/budgets")
     assert status == 200
-    rows = re.findall(r"<tr><td>Your account</td><td>(\w+)</td><td>([\d-]+)</td><td>([\d.]+)</td><td>([\d.]+)</td><td>(\d+%)</td><td>([^<]*)</td></tr>", text)
-    assert rows == [("Daily", today.isoformat(), "2.0000", "1.5000", "75%", "50%, 90%"),
-                    ("Monthly", today.isoformat()[:7], "40.0000", "4.0000", "10%", "50%, 90%")]
+    rows = re.findall(r'<tr><td data-label="Applies to">Your account</td><td data-label="Limit">(\w+)</td>'
+                      r'<td data-label="Period">([\d-]+)</td><td data-label="Amount" class="num">([^<]+)</td>'
+                      r'<td data-label="Spent" class="num">([^<]+)</td><td data-label="Used" class="num">(\d+%)</td>'
+                      r'<td data-label="Alerts at">([^<]*)</td></tr>', text)
+    assert rows == [("Daily", today.isoformat(), "$2.00", "$1.50", "75%", "50%, 90%"),
+                    ("Monthly", today.isoformat()[:7], "$40.00", "$4.00", "10%", "50%, 90%")]
+    assert '<progress max="100" value="75" aria-label="Your account daily budget used: 75%">' in text
+    assert 'id="budget-exhausted"' not in text
+    # The overview shows the same budgets; once the daily one is spent, both say
+    # requests are refused and when that ends.
+    status, text = await browser.get("/console/usage")
+    assert '<progress max="100" value="10" aria-label="Your account monthly budget used: 10%">' in text
+    await gw.gateway.store.add_spend([SpendDelta(subject=subject, period=f"d:{today.isoformat()}", micros=500_000)])
+    tomorrow = (today + dt.timedelta(days=1)).isoformat()
+    for page in ("/console/usage", "/console/budgets"):
+        status, text = await browser.get(page)
+        assert ('<div class="banner exhausted" role="alert" id="budget-exhausted">Your account: the daily budget '
+                f'of $2.00 is spent ($2.00). Requests with any of your keys are refused until it resets on {tomorrow} 00:00 UTC.</div>') in text
 
 
 async def test_budgets_page_without_a_meter_says_nothing_is_limited(
     provider: FakeProvider, make_gateway: GatewayFactory, browsers: Any
 ) -> None:
+    import datetime as dt
+
     gw = await make_gateway(console_config(provider.base_url))
-    _, _made, browser = await signed_in(gw, browsers)
+    account, made, browser = await signed_in(gw, browsers)
+    today = dt.datetime.now(dt.UTC).date()
+    await gw.gateway.store.add_usage([
+        UsageDelta(account_id=account, key_id=made["id"], model="gpt-test", day=today.isoformat(),
+                   requests=1200, input_tokens=1_000_000, output_tokens=234_567, cost_micros=12_345_678),
+        UsageDelta(account_id=account, key_id=made["id"], model="gpt-test", day=(today - dt.timedelta(days=40)).isoformat(),
+                   cost_micros=99_000_000)])
     status, text = await browser.get("/console/budgets")
     assert status == 200 and "No budget limits your account (spend is not metered" in text
+    # Spend is shown without a budget too: today's and this month's (not the older day's).
+    assert '<span class="big" id="spend-today">$12.35</span><span class="small">1,200 requests · 1,234,567 tokens</span>' in text
+    month = '<span class="big" id="spend-month">$12.35</span>'
+    assert month in text
 
 
 async def test_account_holder_sets_own_alert_thresholds_and_the_meter_notifies_at_them(
@@ -129,15 +170,19 @@ async def test_account_holder_sets_own_alert_thresholds_and_the_meter_notifies_a
         await browser.sign_in_with_key(made["key"])
         await browser.get("/console/budgets")
 
-        status, text = await browser.post("/console/budgets/alerts", {"thresholds": "101, 0"})
-        assert status == 400 and "Enter up to 10 percentages" in text
+        for typed, why in (("150", "150 is outside 1 to 100"), ("0.5, 0.8", "0.5 is outside 1 to 100"),
+                           ("50, lots", "“lots” is not a number")):
+            status, text = await browser.post("/console/budgets/alerts", {"thresholds": typed})
+            assert status == 400 and f'<span class="error" id="thresholds-error">{why}' in text
+            assert f'id="alert-thresholds" value="{typed}"' in text  # what was typed stays
         assert (await gw.gateway.store.account(account["id"])).alert_thresholds is None  # type: ignore[union-attr]
+        assert "Alerts go to the service operator's budget-alert hook" in text
 
         status, text = await browser.post("/console/budgets/alerts", {"thresholds": "75%, 30"})
-        assert status == 200 and "Saved." in text
+        assert status == 200 and "Saved: alerts at 30 %, 75 %" in text
         assert (await gw.gateway.store.account(account["id"])).alert_thresholds == [0.3, 0.75]  # type: ignore[union-attr]
         assert (await gw.gateway.store.account(other)).alert_thresholds is None  # type: ignore[union-attr]
-        row = re.search(r"<tr><td>Your account</td><td>Daily</td>.*?<td>([^<]*)</td></tr>", text)
+        row = re.search(r'<tr><td data-label="Applies to">Your account</td><td data-label="Limit">Daily</td>.*?<td data-label="Alerts at">([^<]*)</td></tr>', text)
         assert row is not None and row.group(1) == "30%, 75%"
 
         # One request spends 88 of 200 (44 %): past the holder's 30 %, short of the plan's 50 %.

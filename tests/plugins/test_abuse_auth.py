@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
-
 import aiohttp
 import openai
-import yaml
 
 from tests.auth_support import STATIC_KEY, auth_config, put_key
-from tests.conftest import ADMIN_TOKEN, GatewayFactory
+from tests.conftest import GatewayFactory, shipped_config
 from tests.fakes import FakeProvider
 from tests.limits.helpers import post
 
@@ -93,15 +89,8 @@ async def test_openai_sdk_sees_rate_limit_headers_with_a_real_key(
     assert int(raw.headers["x-ratelimit-remaining-tokens"]) < 5000 - 50
 
 
-SHIPPED = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "lunos.yaml").read_text())
-
-
 async def test_the_shipped_config_limits_the_demo_key(make_gateway: GatewayFactory) -> None:
-    config = copy.deepcopy(SHIPPED)
-    config["store"]["url"] = "memory://"
-    config["admin"] = {"token": ADMIN_TOKEN}
-    config["secrets"]["key_file"] = ""
-    gw = await make_gateway(config)
+    gw = await make_gateway(shipped_config())
     demo_key = "lk-6btyxEq06JC8MobCcJ1UovhbLZcHGE1yVhtZfe_HgmY"  # the README's
     body = {"model": "demo-chat", "messages": [{"role": "user", "content": "hi"}]}
     async with aiohttp.ClientSession() as s:

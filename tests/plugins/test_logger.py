@@ -296,11 +296,11 @@ def test_library_log_lines_keep_only_the_template_and_a_safe_stack(captured_logs
         logging.getLogger("aiohttp.server").exception("Error handling request from %s", "LIB-SECRET")
     logging.getLogger("asyncio").error("Task exception was never retrieved\nfuture: <Task LIB-SECRET>")
     first, second = captured_logs.lines()
-    assert first["event"] == "Error handling request from %s"
+    assert (first["event"], first["message"]) == ("library_log", "Error handling request from %s")
     assert first["logger"] == "aiohttp.server"
     assert first["level"] == "error"
     assert first["exception"]["type"] == "KeyError"
-    assert second["event"] == "Task exception was never retrieved"
+    assert second["message"] == "Task exception was never retrieved"
     assert "LIB-SECRET" not in captured_logs.text
 
 

@@ -110,7 +110,7 @@ def test_check_command_prints_route_problems(tmp_path: Path) -> None:
     bad.write_text(PROVIDERS + "models:\n  a: {fallbacks: [a], deployments: [{provider: oa, model: x, weight: 0}]}\n")
     res = subprocess.run([sys.executable, "-m", "lunos_proxy", "check", "--config", str(bad)],
                          capture_output=True, text=True)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr == (
         "lunos.yaml: models.a.deployments[0].weight: must be greater than 0\n"
         "lunos.yaml: models.a.fallbacks: fallback cycle a -> a\n"

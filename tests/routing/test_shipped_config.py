@@ -5,20 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
-from tests.conftest import ADMIN_TOKEN, GatewayFactory
+from tests.conftest import GatewayFactory, shipped_config
 from tests.routing.conftest import admin_json, chat
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_shipped_config_serves_demo_chat_through_the_router(make_gateway: GatewayFactory) -> None:
-    config = yaml.safe_load((ROOT / "config" / "lunos.yaml").read_text())
-    config["store"]["url"] = "memory://"
-    config["admin"] = {"token": ADMIN_TOKEN}  # not the token file in data/
-    config["secrets"]["key_file"] = ""  # encryption key random for this test, not in data/
-    gw = await make_gateway(config)
+    gw = await make_gateway(shipped_config())
     demo_key = "lk-6btyxEq06JC8MobCcJ1UovhbLZcHGE1yVhtZfe_HgmY"  # the README's
     status, _, body = await chat(gw.url, "gpt-4o-mini", headers={"Authorization": f"Bearer {demo_key}"})
     assert status == 200

@@ -1,4 +1,5 @@
-// The console's only script: copy buttons (no inline script, so the CSP forbids all others).
+// The console's only script (no inline script: the CSP forbids it): copy buttons, and
+// a form's buttons disabled once it is sent, so a double click does not act twice.
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("button[data-copy]");
   if (!button) return;
@@ -14,4 +15,11 @@ document.addEventListener("click", async (event) => {
     selection.addRange(range);
     button.textContent = "Press Ctrl+C";
   }
+});
+
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (form.method !== "post") return;
+  // After this submit has been taken: a disabled button's own click would not send.
+  setTimeout(() => form.querySelectorAll("button[type=submit]").forEach((b) => { b.disabled = true; }), 0);
 });
