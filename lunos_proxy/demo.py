@@ -53,6 +53,7 @@ def _text_of(node: Any) -> Iterator[str]:
             "messages",
             "contents",
             "parts",
+            "systemInstruction",
         ):
             if key in node:
                 yield from _text_of(node[key])

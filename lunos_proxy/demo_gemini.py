@@ -1,5 +1,6 @@
-"""The demo provider's Google Gemini API: generateContent and
-streamGenerateContent (``?alt=sse``), at ``/v1beta/models/MODEL:METHOD``.
+"""The demo provider's Google Gemini API: generateContent,
+streamGenerateContent (``?alt=sse``) and countTokens, at
+``/v1beta/models/MODEL:METHOD``.
 
 Answers as demo.py's other formats do: the fixed text, a functionCall
 when tools are offered and the last turn is not a functionResponse, JSON
@@ -42,9 +43,12 @@ def _call(body: dict[str, Any]) -> dict[str, Any] | None:
 
 async def generate(request: web.Request) -> web.StreamResponse:
     model, _, method = request.match_info["target"].rpartition(":")
-    if method not in ("generateContent", "streamGenerateContent"):
+    if method not in ("generateContent", "streamGenerateContent", "countTokens"):
         raise web.HTTPNotFound(text='{"error":{"code":404,"message":"unknown method"}}')
     body = await read_json(request)
+    if method == "countTokens":
+        counted = body.get("generateContentRequest") or body
+        return web.json_response({"totalTokens": prompt_tokens(counted)})
     config = body.get("generationConfig") or {}
     call = _call(body)
     text = ANSWER

@@ -40,7 +40,13 @@ from .translate import (
     tool_arguments,
 )
 
-__all__ = ["FINISH_REASONS", "THINKING_BUDGET", "OpenAIToGemini", "gemini_usage_to_openai"]
+__all__ = [
+    "FINISH_REASONS",
+    "THINKING_BUDGET",
+    "CountTokensToGemini",
+    "OpenAIToGemini",
+    "gemini_usage_to_openai",
+]
 
 PROVIDER = "Google Gemini"
 THINKING_BUDGET = {"none": 0, "minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
@@ -461,3 +467,25 @@ class GeminiStreamToOpenAI:
             out.append((None, last))
         out.append((None, DONE))
         return out
+
+
+class CountTokensToGemini:
+    """Anthropic's count_tokens served by Gemini's countTokens: the request
+    is translated as a Messages request would be (through Chat Completions)
+    and sent as the `generateContentRequest` to count; `totalTokens` comes
+    back as `input_tokens`."""
+
+    provider = "gemini"
+
+    def request(self, body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]]:
+        from .anthropic_openai import AnthropicToOpenAI
+
+        _, middle = AnthropicToOpenAI().request(body, model)
+        _, content = OpenAIToGemini().request(middle, model)
+        return "countTokens", {"generateContentRequest": {"model": f"models/{model}", **content}}
+
+    def response(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"input_tokens": body.get("totalTokens") or 0}
+
+    def stream(self) -> GeminiStreamToOpenAI:
+        raise NotImplementedError("countTokens answers are never streamed")

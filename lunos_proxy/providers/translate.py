@@ -45,8 +45,13 @@ __all__ = [
     "translation_for",
 ]
 
-# The client endpoints a translation serves, by client wire format.
-TRANSLATED_ENDPOINTS = {"openai": "chat/completions", "anthropic": "messages"}
+# The client endpoints a translation may serve, by client wire format (the
+# chat endpoint first); `translation_for` says which provider formats each
+# reaches.
+TRANSLATED_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "openai": ("chat/completions",),
+    "anthropic": ("messages", "messages/count_tokens"),
+}
 
 # An output event: (SSE event name or None, payload); payload DONE is
 # OpenAI's closing "[DONE]".
@@ -221,11 +226,15 @@ class Translation(Protocol):
 def translation_for(client: str, provider: str, endpoint: str) -> Translation | None:
     """How a `client`-format request to `endpoint` reaches a `provider`-format
     API, or None when it cannot (the endpoint has no counterpart there)."""
-    if TRANSLATED_ENDPOINTS.get(client) != endpoint:
+    if endpoint not in TRANSLATED_ENDPOINTS.get(client, ()):
         return None
     from .anthropic_openai import AnthropicToOpenAI
     from .openai_anthropic import OpenAIToAnthropic
-    from .openai_gemini import OpenAIToGemini
+    from .openai_gemini import CountTokensToGemini, OpenAIToGemini
+
+    if endpoint == "messages/count_tokens":
+        # OpenAI has no token-counting endpoint: only Gemini's countTokens.
+        return CountTokensToGemini() if provider == "gemini" else None
 
     if client == "openai":
         if provider == "anthropic":

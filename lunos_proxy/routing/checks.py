@@ -39,8 +39,8 @@ def model_wires(cfg: Config, model: ModelConfig) -> frozenset[str]:
 def served_wires(cfg: Config, model: ModelConfig) -> frozenset[str]:
     """The client wire formats every deployment of `model` serves, as is or
     through a translation of its chat endpoint."""
-    from ..providers import ADAPTERS
-    from ..providers.translate import TRANSLATED_ENDPOINTS, translation_for
+    from lunos_proxy.providers import ADAPTERS
+    from lunos_proxy.providers.translate import TRANSLATED_ENDPOINTS, translation_for
 
     wires: frozenset[str] | None = None
     for d in model.deployments:
@@ -50,8 +50,8 @@ def served_wires(cfg: Config, model: ModelConfig) -> frozenset[str]:
         adapter = ADAPTERS[provider.format]
         served = frozenset(
             wire
-            for wire, endpoint in TRANSLATED_ENDPOINTS.items()
-            if wire in adapter.wires or translation_for(wire, adapter.speaks, endpoint)
+            for wire, endpoints in TRANSLATED_ENDPOINTS.items()
+            if wire in adapter.wires or translation_for(wire, adapter.speaks, endpoints[0])
         )
         wires = served if wires is None else wires & served
     return wires if wires is not None else frozenset()
@@ -59,7 +59,7 @@ def served_wires(cfg: Config, model: ModelConfig) -> frozenset[str]:
 
 def _native(cfg: Config, model: ModelConfig) -> frozenset[str]:
     """The client wire formats some deployment of `model` serves as is."""
-    from ..providers import ADAPTERS
+    from lunos_proxy.providers import ADAPTERS
 
     out: frozenset[str] = frozenset()
     for d in model.deployments:

@@ -3,8 +3,8 @@ strategy and fallbacks, and the access rules that narrow them per caller.
 
 Built once per config generation, so a request does no config lookups:
 candidates are pre-split by the client's wire format (`route_key`: the
-deployments that serve it as is, and for the endpoints a translation
-serves, every deployment that serves it as is or through a translation),
+deployments that serve it as is, and for each endpoint a translation may
+serve, every deployment that serves it as is or through a translation),
 and only a caller with region or provider restrictions costs a filtering
 pass.
 """
@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from lunos_proxy.providers import ADAPTERS
+from lunos_proxy.providers.translate import TRANSLATED_ENDPOINTS, translation_for
+
 from ..config import Timeouts
-from ..providers import ADAPTERS
-from ..providers.translate import TRANSLATED_ENDPOINTS, translation_for
 from ..usage.pricing import PriceTable
 from .state import Candidate, Registry
 from .strategies import Strategy, make_strategy
@@ -40,27 +41,30 @@ __all__ = [
     "route_key",
 ]
 
-# The keys of `Route.by_wire`: a client wire format, alone for the
-# candidates serving it as is, with TRANSLATED for those serving it at all.
-TRANSLATED = "+translated"
-ROUTE_KEYS = ("openai", "anthropic", "openai" + TRANSLATED, "anthropic" + TRANSLATED)
+# The keys of `Route.by_wire`: a client wire format alone for the
+# candidates serving it as is, "wire+endpoint" for an endpoint a
+# translation may serve (the candidates serving it as is or translated).
+ROUTE_KEYS = (
+    "openai",
+    "anthropic",
+    *(f"{wire}+{endpoint}" for wire, ends in TRANSLATED_ENDPOINTS.items() for endpoint in ends),
+)
 
 
 def route_key(wire: str, endpoint: str) -> str:
-    """The `Route.by_wire` key for a request: translated endpoints may use
-    deployments of any format."""
-    return wire + TRANSLATED if TRANSLATED_ENDPOINTS.get(wire) == endpoint else wire
+    """The `Route.by_wire` key for a request."""
+    return f"{wire}+{endpoint}" if endpoint in TRANSLATED_ENDPOINTS.get(wire, ()) else wire
 
 
 def _by_wire(config: Config, candidates: list[Candidate]) -> dict[str, list[Candidate]]:
     out: dict[str, list[Candidate]] = {}
     for key in ROUTE_KEYS:
-        wire = key.removesuffix(TRANSLATED)
+        wire, _, endpoint = key.partition("+")
         found = []
         for c in candidates:
             adapter = ADAPTERS[config.providers[c.provider].format]
             if wire in adapter.wires or (
-                key != wire and translation_for(wire, adapter.speaks, TRANSLATED_ENDPOINTS[wire])
+                endpoint and translation_for(wire, adapter.speaks, endpoint)
             ):
                 found.append(c)
         if found:

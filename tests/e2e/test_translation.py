@@ -480,3 +480,24 @@ async def test_anthropic_overload_is_a_retryable_503_for_the_openai_sdk(
     # Retryable: the next deployment (another format again) answers.
     done = await oai(running).chat.completions.create(model="busy-or-gemini", messages=ASK)
     assert done.choices[0].message.content == ANSWER
+
+
+async def test_anthropic_count_tokens_reaches_gemini_but_not_openai(gw: Running, demo: Demo) -> None:
+    counted = await claude(gw).messages.count_tokens(
+        model="gemini-test", system="Be brief.", messages=ASK
+    )
+    assert counted.input_tokens == 8
+    path, sent = demo.received[-1]
+    assert path == "/v1beta/models/gemini-upstream:countTokens"
+    assert sent == {
+        "generateContentRequest": {
+            "model": "models/gemini-upstream",
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "contents": [{"role": "user", "parts": [{"text": ASK[0]["content"]}]}],
+        }
+    }
+    # OpenAI has no token-counting endpoint.
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        await claude(gw).messages.count_tokens(model="gpt-test", messages=ASK)
+    assert caught.value.status_code == 400
+    assert demo.received[-1][0] == "/v1beta/models/gemini-upstream:countTokens"
