@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pydantic
@@ -501,3 +502,30 @@ async def test_anthropic_count_tokens_reaches_gemini_but_not_openai(gw: Running,
         await claude(gw).messages.count_tokens(model="gpt-test", messages=ASK)
     assert caught.value.status_code == 400
     assert demo.received[-1][0] == "/v1beta/models/gemini-upstream:countTokens"
+
+
+async def test_matching_formats_still_pass_the_bytes_untouched(
+    make_gateway: GatewayFactory, provider: FakeProvider, demo: Demo, tmp_path: Path
+) -> None:
+    # A model mixing formats: the OpenAI client's request to its OpenAI-format
+    # deployment is the client's bytes, not a re-encoding.
+    cfg = config(demo, provider, tmp_path)
+    cfg["models"]["mixed"] = {
+        "deployments": [
+            {"provider": "broken", "model": "mixed", "priority": 1},
+            {"provider": "claude", "model": "claude-upstream", "priority": 2},
+        ]
+    }
+    running = await make_gateway(cfg)
+    raw = b'{"model":"mixed",  "messages":[{"role":"user","content":"hi"}], "n": 3, "x_extra": [1, 2]}'
+    async with aiohttp.ClientSession() as s, s.post(
+        running.v1 + "/chat/completions",
+        data=raw,
+        headers={"Authorization": f"Bearer {KEY_A1}", "Content-Type": "application/json"},
+    ) as r:
+        assert r.status == 200
+        answer = await r.read()
+    assert provider.received[-1].path == "/v1/chat/completions"
+    assert provider.received[-1].body == raw
+    assert json.loads(answer)["id"] == "chatcmpl-fake"
+    assert demo.received == []
