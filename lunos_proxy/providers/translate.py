@@ -280,8 +280,17 @@ def iter_blocks(content: Any) -> Iterator[dict[str, Any]]:
 def translate_request(
     translation: Translation, body: bytes, model: str, model_in_body: bool
 ) -> tuple[str, bytes]:
-    """(the provider's endpoint, its body) for a client's request body."""
-    endpoint, out = translation.request(decode_object(body), model)
+    """(the provider's endpoint, its body) for a client's request body; a
+    body not in its format's shape (a string where a list of messages
+    belongs) is a 400 that names no value."""
+    request = decode_object(body)
+    try:
+        endpoint, out = translation.request(request, model)
+    except _SHAPE_ERRORS:
+        raise BadRequest(
+            "The request body does not have the shape its API documents, so it cannot be "
+            "translated for this model's provider."
+        ) from None
     if not model_in_body:
         out.pop("model", None)  # Azure: the deployment is in the path
     return endpoint, _encode(out)

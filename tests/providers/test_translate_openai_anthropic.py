@@ -20,10 +20,12 @@ from lunos_proxy.providers.openai_anthropic import (
     OUTPUT_TOOL,
     OpenAIToAnthropic,
 )
+from lunos_proxy.providers.openai_gemini import OpenAIToGemini
 from lunos_proxy.providers.translate import (
     MalformedAnswer,
     StreamTranslator,
     Untranslatable,
+    translate_request,
     translate_response,
 )
 
@@ -503,3 +505,19 @@ def test_an_answer_of_the_wrong_shape_is_malformed_not_a_crash() -> None:
                                            "delta": {"type": "text_delta", "text": "ok"}})])
     events = parse(run_stream(StreamTranslator(OpenAIToAnthropic().stream()), stream))
     assert [d["choices"][0]["delta"] for _, d in events[:1]] == [{"content": "ok"}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "m", "messages": ["canary-not-a-message"]},
+        {"model": "m", "messages": [], "tools": {"canary": 1}},
+        {"model": "m", "messages": [{"role": "user", "content": [5]}], "stop": 7},
+        {"model": "m", "messages": [{"role": "assistant", "tool_calls": "canary"}]},
+    ],
+)
+def test_a_body_of_the_wrong_shape_is_a_400_not_a_crash(body: dict[str, Any]) -> None:
+    for translation in (OpenAIToAnthropic(), OpenAIToGemini()):
+        with pytest.raises(BadRequest) as caught:
+            translate_request(translation, json.dumps(body).encode(), "c", True)
+        assert caught.value.status == 400 and "canary" not in caught.value.message
