@@ -293,6 +293,14 @@ async def test_cross_format_fallback_answers_in_openai_shape(
             text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
             assert text == ANSWER
     assert provider.received  # the OpenAI-format deployment was tried, and failed
+    # Billed at the public model that answered: gpt-same's answers came from
+    # its fallback claude-test; gpt-mixed's from its own second tier.
+    rows = {r.model: r for r in await flushed_usage(gw.gateway, "acct-a")}
+    assert sorted(rows) == ["claude-test", "gpt-mixed"]
+    words = len(ANSWER.split())
+    for model in rows:
+        assert (rows[model].input_tokens, rows[model].output_tokens) == (6 * 6, 6 * words)
+    assert rows["claude-test"].cost_micros == 6 * cost("claude-test", 6, words)
 
 
 async def test_provider_429_stays_429_with_retry_after_in_the_client_shape(
