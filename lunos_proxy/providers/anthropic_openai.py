@@ -283,7 +283,9 @@ class OpenAIStreamToAnthropic:
     deltas become input_json_delta); a finish_reason closes the open block.
     OpenAI reports usage after the finish, so message_delta (stop reason
     and full usage) and message_stop are sent at ``[DONE]`` or when the
-    stream ends."""
+    stream ends. Anthropic blocks cannot interleave: parallel tool calls
+    are streamed one after the other, as OpenAI sends them; an argument
+    delta for a call whose block was already closed has nowhere to go."""
 
     def __init__(self) -> None:
         self.started = False

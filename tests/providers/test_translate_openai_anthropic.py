@@ -521,3 +521,10 @@ def test_a_body_of_the_wrong_shape_is_a_400_not_a_crash(body: dict[str, Any]) ->
         with pytest.raises(BadRequest) as caught:
             translate_request(translation, json.dumps(body).encode(), "c", True)
         assert caught.value.status == 400 and "canary" not in caught.value.message
+
+
+def test_azure_gets_no_model_in_the_body_its_path_names_the_deployment() -> None:
+    body = json.dumps({"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]})
+    endpoint, sent = translate_request(AnthropicToOpenAI(), body.encode(), "prod-4o", False)
+    assert endpoint == "chat/completions"
+    assert json.loads(sent) == {"messages": [{"role": "user", "content": "Hi"}], "max_completion_tokens": 5}
