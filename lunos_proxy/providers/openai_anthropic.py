@@ -12,6 +12,10 @@ the answer (`OUTPUT_TOOL`), read back as the message's content;
 What Anthropic cannot do is refused by name (`Untranslatable`): n > 1,
 logprobs, penalties, logit_bias, seed, audio, predicted outputs, and any
 parameter not listed here.
+
+One module past 400 lines on purpose: it is one pair of formats, request,
+answer and stream, and all three read the same tables (finish reasons,
+usage, the structured-output and thinking mappings).
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ calls of the answer); thought parts are left out (Chat Completions has no
 field for them) but counted in `reasoning_tokens`; Gemini's stream has no
 end marker, so the finish, the usage chunk (when asked) and ``[DONE]``
 follow the provider's last event.
+
+One module past 400 lines on purpose: it is one pair of formats, request,
+answer and stream, and all three read the same tables (finish reasons,
+usage, the structured-output and thinking mappings).
 """
 
 from __future__ import annotations
