@@ -23,9 +23,18 @@ from prometheus_client import Histogram
 
 from .config import Config
 from .demo import demo_app
-from .errors import GatewayError, ModelNotFound, NotFound, error_response
+from .errors import (
+    GatewayError,
+    InternalError,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+    error_response,
+    wire_for_path,
+)
 from .exchange import EXCHANGE, Exchange, exchange_of
 from .forward import Forwarder
+from .http_errors import log_internal_error
 from .metrics import Metrics, instrument_store
 from .parse import read_request
 from .plugin import Plugin, Services, find_plugin
@@ -46,6 +55,10 @@ API_ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("POST", "/v1/messages", "anthropic", "messages"),
     ("POST", "/v1/messages/count_tokens", "anthropic", "messages/count_tokens"),
 )
+
+
+# Status a request is counted with when its client went away (nginx's convention).
+CLIENT_CLOSED = 499
 
 
 def _allowed(name: str, patterns: list[str] | None) -> bool:
@@ -105,10 +118,7 @@ class Generation:
         if not exchange.provider:
             found = self.config.resolve_model(exchange.model)
             if found is None:
-                raise ModelNotFound(
-                    f"The model '{exchange.model}' does not exist or you do not have access to it.",
-                    param="model",
-                )
+                raise ModelNotFound()  # never names it: the name is the client's
             public, model = found
             deployment = model.deployments[0]
             exchange.model = public
@@ -290,7 +300,23 @@ class Gateway:
             exchange.status = err.status
             if not exchange.error_type:
                 exchange.error_type, exchange.error_code = err.error_class, err.code or err.type
+            if request.writer.output_size:
+                raise  # a streamed answer already began: aiohttp drops the connection
             return error_response(wire, err, exchange.response_headers)
+        except Exception as exc:
+            # The error boundary sits outside every plugin: whatever any of
+            # them, the handler or the forwarder raised ends here. The try
+            # costs nothing while nothing is raised.
+            if exchange.error_code == "client_disconnected":  # set by the forwarder
+                exchange.status = exchange.status or CLIENT_CLOSED
+                raise
+            if exchange.error_code != "internal_error":  # not already logged (logger plugin)
+                log_internal_error(exc, request_id=exchange.request_id)
+            exchange.status = 500
+            exchange.error_type, exchange.error_code = "gateway", "internal_error"
+            if request.writer.output_size:
+                raise
+            return error_response(wire, InternalError(), exchange.response_headers)
         finally:
             metrics.in_flight.dec()
             generation.in_flight -= 1
@@ -299,8 +325,11 @@ class Gateway:
             self.metrics.record(exchange, generation.config)
 
     async def not_found(self, request: web.Request) -> web.Response:
-        wire = "anthropic" if request.path.startswith("/v1/messages") else "openai"
-        err = NotFound(f"Unknown request URL: {request.method} {request.path}.")
+        """An unknown path (404), or a known one asked with another method
+        (405 with `Allow`). Neither message repeats the path or method."""
+        wire = wire_for_path(request.path)
+        allowed = await allowed_methods(request)
+        err = MethodNotAllowed(allowed) if allowed else NotFound("Unknown request URL.")
         return error_response(wire, err, {})
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -322,6 +351,20 @@ class Gateway:
         from .admin import admin_app
 
         return admin_app(self)
+
+
+async def allowed_methods(request: web.Request) -> set[str]:
+    """The methods the other routes matching this request's path accept,
+    asked from the catch-all route that answers for every path and method."""
+    allowed: set[str] = set()
+    catch_all = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is catch_all:
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    return allowed
 
 
 async def _to_console(request: web.Request) -> web.Response:

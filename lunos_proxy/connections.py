@@ -41,6 +41,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from .config import ConnectionsConfig, ServerConfig
+from .http_errors import JsonErrorsHandler
 from .limits.addresses import subject
 
 __all__ = [
@@ -147,8 +148,9 @@ class ConnectionGuard:
             self._timer = self.loop.call_later(self.tick, self._sweep)
 
 
-class GuardedHandler(RequestHandler):
-    """aiohttp's connection protocol, with the clocks the guard reads."""
+class GuardedHandler(JsonErrorsHandler):
+    """aiohttp's connection protocol, with the clocks the guard reads (and
+    its own error answers in JSON, from `http_errors`)."""
 
     __slots__ = (
         "_admitted",

@@ -6,10 +6,12 @@
     ├── Forbidden           403       model, region or provider not allowed
     ├── ModelNotFound       404       unknown model
     ├── NotFound            404       unknown path
+    ├── MethodNotAllowed    405       known path, other method (with Allow)
     ├── BodyTooLarge        413
     ├── UnsupportedEncoding 415       a compressed body where none is accepted
     ├── RateLimited         429       with Retry-After
     ├── QuotaExceeded       429       insufficient_quota (out of budget)
+    ├── InternalError       500       any unexpected exception (ours)
     └── UpstreamError       502/503/504 and provider statuses
         ├── UpstreamUnreachable   502
         ├── UpstreamTimeout       504
@@ -17,10 +19,17 @@
 
 Plugins raise these; the app's error boundary turns them into the response
 the client's SDK expects. A message is written by us and never echoes the
-request body or a provider's error text (which often quotes the prompt).
+request body or a provider's error text (which often quotes the prompt),
+nor the model name, path, method or a header the client sent: a `param`
+names the offending field, never its value. An exception that is not a
+GatewayError ends as `InternalError` at the same boundary (see
+`Gateway.handle`); aiohttp's own errors on the public listener go through
+`lunos_proxy.http_errors`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import msgspec
 from aiohttp import web
@@ -33,6 +42,7 @@ _ANTHROPIC_TYPES = {
     402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     413: "request_too_large",
     415: "invalid_request_error",
     429: "rate_limit_error",
@@ -48,11 +58,13 @@ class GatewayError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    param: str | None = None
     error_class = "gateway"  # caller | policy | provider | gateway (the log taxonomy)
+    default_message = "The request could not be completed."
 
     def __init__(
         self,
-        message: str,
+        message: str | None = None,
         *,
         status: int | None = None,
         type: str | None = None,
@@ -60,6 +72,7 @@ class GatewayError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        message = message or self.default_message
         super().__init__(message)
         self.message = message
         if status is not None:
@@ -68,7 +81,8 @@ class GatewayError(Exception):
             self.type = type
         if code is not None:
             self.code = code
-        self.param = param
+        if param is not None:
+            self.param = param
         self.headers = headers or {}
 
 
@@ -93,10 +107,15 @@ class Forbidden(GatewayError):
 
 
 class ModelNotFound(GatewayError):
+    """The model asked for is unknown (or not the caller's): the message
+    never names it, since the name is the client's string."""
+
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+    param = "model"
     error_class = "caller"
+    default_message = "The requested model does not exist or you do not have access to it."
 
 
 class NotFound(GatewayError):
@@ -104,6 +123,21 @@ class NotFound(GatewayError):
     type = "invalid_request_error"
     code = "not_found"
     error_class = "caller"
+
+
+class MethodNotAllowed(GatewayError):
+    """A known path asked with another method; `allowed` goes to `Allow`."""
+
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+    error_class = "caller"
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        super().__init__(
+            "This URL does not accept the request's method; see the Allow header.",
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
 
 
 class BodyTooLarge(GatewayError):
@@ -132,6 +166,18 @@ class QuotaExceeded(GatewayError):
     type = "insufficient_quota"
     code = "insufficient_quota"
     error_class = "policy"
+
+
+class InternalError(GatewayError):
+    """Something failed on our side (an exception nobody turned into a
+    GatewayError). Its message is fixed: the exception's own text can quote
+    the request, so it is neither sent nor logged."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+    error_class = "gateway"
+    default_message = "The server had an error while processing your request."
 
 
 class ServiceUnavailable(GatewayError):
@@ -200,6 +246,13 @@ class _AnthropicError(msgspec.Struct):
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+def wire_for_path(path: str) -> str:
+    """The error shape for a request known only by its path (an unknown
+    route, a request aiohttp refused): Anthropic's under /v1/messages,
+    OpenAI's everywhere else."""
+    return "anthropic" if path.startswith("/v1/messages") else "openai"
 
 
 def error_body(wire: str, err: GatewayError) -> bytes:

@@ -142,7 +142,10 @@ def _stream_error_event(wire: str, message: str, code: str) -> bytes:
 
 def replace_model(body: bytes, model: str) -> bytes:
     """Set the top-level "model" of a JSON object, carrying the rest raw."""
-    fields = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    try:
+        fields = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    except UnicodeDecodeError:  # a key that is not UTF-8 (parse.py skips unknown keys unread)
+        raise BadRequest("The request body is not valid UTF-8.") from None
     fields["model"] = msgspec.Raw(msgspec.json.encode(model))
     return msgspec.json.encode(fields)
 

@@ -33,8 +33,10 @@ __all__ = ["read_request"]
 
 # An output budget below 1 is refused here, as the providers refuse it: the
 # token reservation (abuse plugin) and a deployment's capacity (router) are
-# counted from it, and a negative one would give tokens back.
-_Budget = Annotated[int, msgspec.Meta(ge=1)]
+# counted from it, and a negative one would give tokens back. One above the
+# largest int32 (no model comes near) is refused too: a 300-digit budget
+# overflowed the limiter's float arithmetic.
+_Budget = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 
 
 class _Head(msgspec.Struct):
@@ -82,9 +84,13 @@ async def read_request(request: web.Request) -> Exchange:
     try:
         head = _decode_head(body)
     except msgspec.ValidationError as e:
-        raise BadRequest(f"Invalid request: {_field_problem(e)}") from None
+        raise BadRequest(f"Invalid request: {_field_problem(e)}", param=_param(e)) from None
     except msgspec.DecodeError:
         raise BadRequest("The request body is not valid JSON.") from None
+    except RecursionError:  # arrays or objects nested past the interpreter's depth
+        raise BadRequest("The request body is nested too deeply.") from None
+    except UnicodeDecodeError:  # only `model` is decoded as text; skipped fields are not
+        raise BadRequest("The model parameter is not valid UTF-8.", param="model") from None
     if not head.model:
         raise BadRequest("You must provide a model parameter.", param="model")
     exchange.model = head.model
@@ -162,6 +168,12 @@ async def _read_inflated(content: StreamReader, coding: str, limit: int) -> byte
     if inflate is None or not inflate.eof:
         raise BadRequest(f"The request body is not valid {coding} data.")
     return b"".join(out)
+
+
+def _param(e: msgspec.ValidationError) -> str | None:
+    """The top-level field msgspec's message points at (`... - at `$.name``)."""
+    _, at, where = str(e).rpartition(" - at `$.")
+    return where.rstrip("`").split("[", 1)[0].split(".", 1)[0] or None if at else None
 
 
 def _field_problem(e: msgspec.ValidationError) -> str:

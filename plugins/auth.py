@@ -164,8 +164,9 @@ class Auth(Plugin):
         if found is not None:
             names.append(found[0])
         if not any(fnmatchcase(n, p) for n in names for p in patterns):
+            # The name is the client's string: the message does not repeat it.
             raise Forbidden(
-                f"This API key is not allowed to use the model '{model}'.", param="model"
+                "This API key is not allowed to use the requested model.", param="model"
             )
 
     async def _principal(self, key_hash: str) -> tuple[Principal | None, str]:

@@ -49,6 +49,7 @@ ERROR_CODES: dict[str, frozenset[str]] = {
             "invalid_api_key",
             "model_not_found",
             "not_found",
+            "method_not_allowed",
             "request_too_large",
             "unsupported_parameter",
             "unsupported_content_encoding",
@@ -212,9 +213,16 @@ class Logger(Plugin):
             self.write(record, "info")
             raise
         except Exception as exc:
+            if exchange.error_code == "client_disconnected":  # a write to a client gone
+                record = self.record(exchange, CLIENT_CLOSED, "caller", "client_disconnected")
+                self.write(record, "info")
+                raise
             record = self.record(exchange, 500, "gateway", "internal_error")
             record.exception = safe_stack(exc)
             self.write(record, "error")
+            # Marked as logged: the gateway's error boundary, which turns
+            # the exception into a 500 in the client's shape, logs it no more.
+            exchange.error_type, exchange.error_code = "gateway", "internal_error"
             raise
         status = exchange.status or response.status
         if exchange.error_type:

@@ -142,10 +142,7 @@ class Router(Plugin):
             return self.list_models(exchange, request.query)
         public = self.names.get(exchange.model)
         if public is None:
-            raise ModelNotFound(
-                f"The model '{exchange.model}' does not exist or you do not have access to it.",
-                param="model",
-            )
+            raise ModelNotFound()  # never names it: the name is the client's
         exchange.model = public
         principal = exchange.principal
         if principal is None or (

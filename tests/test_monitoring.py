@@ -95,7 +95,7 @@ def test_alert_rules_are_valid_and_cover_the_issue_list() -> None:
     groups = yaml.safe_load(RULES.read_text())["groups"]
     alerts = {rule["alert"] for group in groups for rule in group["rules"] if "alert" in rule}
     assert alerts == {
-        "LunosErrorRate", "LunosModelAllDeploymentsDown", "LunosBreakerOpen",
+        "LunosErrorRate", "LunosGatewayErrorRate", "LunosModelAllDeploymentsDown", "LunosBreakerOpen",
         "LunosBudgetExhaustion", "LunosStoreErrors", "LunosStoreDown", "LunosStoreSlow",
         "LunosEventLoopLag", "LunosOverheadHigh", "LunosNoTraffic", "LunosDown",
     }

@@ -76,7 +76,7 @@ def profile(account: AccountRecord, secrets: Secrets) -> dict[str, Any]:
 async def account_or_404(store: Store, account_id: str) -> AccountRecord:
     account = await store.account(account_id)
     if account is None:
-        raise admin_error(404, f"no account {account_id}")
+        raise admin_error(404, "no such account")
     return account
 
 

@@ -154,13 +154,26 @@ def secrets_of(request: web.Request) -> Secrets:
 class AdminError(Exception):
     """Refuses an admin call; answered as JSON ``{"error": {"message", "status"}}``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
     def response(self) -> web.Response:
-        return send({"error": {"message": self.message, "status": self.status}}, self.status)
+        response = send({"error": {"message": self.message, "status": self.status}}, self.status)
+        if self.headers:
+            response.headers.update(self.headers)
+        return response
+
+
+def _no_route(missing: web.HTTPException) -> AdminError:
+    """No such route (404), or not with this method (405 with `Allow`); the
+    message never repeats the path or method the caller sent."""
+    if isinstance(missing, web.HTTPMethodNotAllowed):
+        allow = ", ".join(sorted(missing.allowed_methods))
+        return AdminError(405, "method not allowed; see the Allow header", {"Allow": allow})
+    return AdminError(missing.status, missing.reason.lower())
 
 
 def admin_error(status: int, message: str) -> AdminError:
@@ -204,6 +217,9 @@ async def _authenticate(request: web.Request) -> Caller | None:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/admin/"):
+        missing = request.match_info.http_exception
+        if missing is not None:  # /metrics with another method, an unknown path
+            return _no_route(missing).response()
         return await handler(request)
     try:
         caller = await _authenticate(request)
@@ -221,7 +237,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         missing = request.match_info.http_exception
         if missing is not None:  # no such route, or not with this method
-            raise AdminError(missing.status, f"{missing.reason.lower()}: no such admin route")
+            raise _no_route(missing)
         if scope is None:
             raise admin_error(403, "this admin route declares no scope, so it is closed")
         if _RANK[caller.scope] < _RANK[scope]:

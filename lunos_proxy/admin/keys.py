@@ -65,7 +65,7 @@ async def _key_or_404(store: Store, request: web.Request) -> KeyRecord:
     key_id = request.match_info["key_id"]
     key = await store.key_by_id(key_id)
     if key is None:
-        raise admin_error(404, f"no key {key_id}")
+        raise admin_error(404, "no such key")
     audit_about(request, account_id=key.account_id)
     return key
 

@@ -56,7 +56,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def revoke_token(request: web.Request) -> web.Response:
     token_id = request.match_info["token_id"]
     if not await request.app[GATEWAY].store.delete_admin_token(token_id):
-        raise admin_error(404, f"no admin token {token_id}")
+        raise admin_error(404, "no such admin token")
     return send({"id": token_id, "revoked": True})
 
 

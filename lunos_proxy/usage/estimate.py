@@ -93,7 +93,7 @@ def count_input(model: str, endpoint: str, body: bytes) -> int:
     encoding = encoding_for(model)
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # text that is not UTF-8
         return 0
     if not isinstance(doc, dict):
         return 0

@@ -28,8 +28,12 @@ class _StreamOptions(msgspec.Struct):
 
 
 def ask_for_usage(body: bytes) -> bytes | None:
-    """The body with include_usage set, or None when the client already asked."""
-    fields = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    """The body with include_usage set, or None when the client already asked
+    (or when the body cannot be read as such: it goes to the provider as is)."""
+    try:
+        fields = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        return None  # e.g. a key that is not UTF-8: the provider answers it
     raw = fields.get("stream_options")
     options: dict[str, msgspec.Raw] = {}
     if raw is not None and bytes(raw) != b"null":

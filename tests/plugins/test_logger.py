@@ -195,6 +195,35 @@ async def test_internal_error_logs_type_and_stack_but_not_message(captured_logs:
     assert "LOCAL-PROMPT-TEXT" not in captured_logs.text
 
 
+async def test_internal_error_is_marked_on_the_exchange_so_it_is_logged_once(captured_logs: Captured) -> None:
+    logger = Logger(Logger.Settings(), _services())
+
+    async def broken(request: web.Request) -> web.StreamResponse:
+        raise ValueError("x")
+
+    request = make_mocked_request("POST", "/v1/chat/completions")
+    with pytest.raises(ValueError):
+        await logger(request, broken)
+    exchange = exchange_of(request)
+    assert (exchange.error_type, exchange.error_code) == ("gateway", "internal_error")
+
+
+async def test_a_write_to_a_client_gone_is_logged_as_499_without_a_stack(captured_logs: Captured) -> None:
+    """The forwarder marks the Exchange before the reset propagates."""
+    logger = Logger(Logger.Settings(), _services())
+
+    async def hung_up(request: web.Request) -> web.StreamResponse:
+        exchange_of(request).error_type, exchange_of(request).error_code = "caller", "client_disconnected"
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    request = make_mocked_request("POST", "/v1/chat/completions")
+    with pytest.raises(ConnectionResetError):
+        await logger(request, hung_up)
+    [line] = captured_logs.requests()
+    assert (line["status"], line["error_type"], line["error_code"]) == (499, "caller", "client_disconnected")
+    assert "exception" not in line
+
+
 async def test_refusal_by_an_inner_plugin_is_logged_with_the_principal(captured_logs: Captured) -> None:
     logger = Logger(Logger.Settings(address="dropped"), _services())
 

@@ -4,7 +4,6 @@ and a config builder with the router in the pipeline."""
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN
+from tests.entry_points import register_plugins
 from tests.fakes import FakeProvider
 
 ProviderFactory = Callable[[int], Awaitable[list[FakeProvider]]]
@@ -22,14 +22,8 @@ ProviderFactory = Callable[[int], Awaitable[list[FakeProvider]]]
 def principal_plugin(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Register tests/routing/principal.py under the plugin entry point."""
     where = tmp_path_factory.mktemp("entry-points")
-    dist = where / "lunos_test_principal-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lunos-test-principal\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
-        [lunos_proxy.plugins]
-        test_principal = tests.routing.principal:PrincipalFromHeaders
-    """))
-    monkeypatch.syspath_prepend(str(where))
+    plugins = {"test_principal": "tests.routing.principal:PrincipalFromHeaders"}
+    register_plugins(where, "lunos-test-principal", plugins, monkeypatch)
     yield
 
 
