@@ -191,3 +191,23 @@ def test_anthropic_client_reaches_gemini_through_chat_completions() -> None:
     assert events[8][1] == {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
                             "usage": {"input_tokens": 9, "output_tokens": 7, "cache_read_input_tokens": 0,
                                       "cache_creation_input_tokens": 0}}
+
+
+def test_two_candidates_stream_as_two_choices() -> None:
+    translation = OpenAIToGemini()
+    _, out = translation.request({"model": "m", "messages": [], "n": 2, "stream": True}, "g")
+    assert out["generationConfig"] == {"candidateCount": 2}
+    stream = sse([
+        (None, {"candidates": [{"content": {"parts": [{"text": "A"}]}, "index": 0},
+                               {"content": {"parts": [{"text": "B"}]}, "index": 1}], "responseId": "r"}),
+        (None, {"candidates": [{"content": {"parts": [{"text": "a"}]}, "finishReason": "STOP", "index": 0},
+                               {"content": {"parts": [{"text": "b"}]}, "finishReason": "MAX_TOKENS", "index": 1}],
+                "responseId": "r"}),
+    ])
+    events = parse(run_stream(StreamTranslator(translation.stream()), stream, 3))
+    by_choice: dict[int, list[Any]] = {0: [], 1: []}
+    for _, data in events[:-1]:
+        choice = data["choices"][0]
+        by_choice[choice["index"]].append(choice["delta"].get("content") or choice["finish_reason"])
+    assert by_choice == {0: [None, "A", "a", "stop"], 1: [None, "B", "b", "length"]}
+    assert events[-1] == (None, "[DONE]")
