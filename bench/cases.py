@@ -349,3 +349,15 @@ def full_pipeline_tokenizer(upstream: str, scratch: Path) -> dict[str, Any]:
         if entry["name"] == "meter":
             entry["settings"]["preload_tokenizer"] = True
     return cfg
+
+
+@case(
+    "translated",
+    stream=False,
+    about="request_id only; an OpenAI client, an Anthropic-format provider: the request "
+    "and the answer translated (compare with plain)",
+)
+def translated(upstream: str, scratch: Path) -> dict[str, Any]:
+    cfg = lunos_config(upstream, scratch)
+    cfg["providers"]["fake"]["format"] = "anthropic"
+    return cfg

@@ -13,11 +13,10 @@ import asyncio
 import functools
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
-import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Histogram
@@ -39,6 +38,7 @@ from .http_errors import log_internal_error
 from .metrics import Metrics, instrument_store
 from .parse import read_request
 from .plugin import Plugin, Services, find_plugin
+from .providers.listing import listing_wire, model_list
 from .records import Records, RecordsError, open_records
 from .reload import Reloader, ReloadResult
 from .store import open_store
@@ -61,18 +61,6 @@ API_ROUTES: tuple[tuple[str, str, str, str], ...] = (
 
 # Status a request is counted with when its client went away (nginx's convention).
 CLIENT_CLOSED = 499
-
-
-class _ModelEntry(msgspec.Struct):
-    id: str
-    object: str = "model"
-    created: int = 0
-    owned_by: str = "lunos"
-
-
-class _ModelList(msgspec.Struct):
-    data: list[_ModelEntry]
-    object: str = "list"
 
 
 def _allowed(name: str, patterns: list[str] | None) -> bool:
@@ -143,7 +131,7 @@ class Generation:
         """The innermost handler: pick the deployment (unless a router did) and forward."""
         exchange = await read_request(request)
         if exchange.endpoint == "models":
-            return self.list_models(exchange)
+            return self.list_models(exchange, request.query)
         if not exchange.provider:
             found = self.config.resolve_model(exchange.model)
             if found is None:
@@ -162,12 +150,12 @@ class Generation:
             exchange.upstream_timeouts,
         )
 
-    def list_models(self, exchange: Exchange) -> web.Response:
+    def list_models(self, exchange: Exchange, query: Mapping[str, str]) -> web.Response:
         principal = exchange.principal
         patterns = principal.allowed_models if principal else None
-        entries = [_ModelEntry(name) for name in self.config.models if _allowed(name, patterns)]
+        names = [name for name in self.config.models if _allowed(name, patterns)]
         return web.Response(
-            body=msgspec.json.encode(_ModelList(entries)),
+            body=model_list(names, exchange.wire, query),
             content_type="application/json",
             headers=exchange.response_headers,
         )
@@ -321,6 +309,8 @@ class Gateway:
             client_addr=request.remote or "",
             user_agent=request.headers.get("User-Agent", "")[:200],
         )
+        if endpoint == "models":  # one path for both SDKs
+            wire = listing_wire(request.headers)
         exchange.wire = wire
         exchange.endpoint = endpoint
         server = generation.config.server

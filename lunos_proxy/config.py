@@ -59,7 +59,7 @@ __all__ = [
     "load_config",
 ]
 
-WireFormat = Literal["openai", "anthropic", "azure", "demo"]
+WireFormat = Literal["openai", "anthropic", "azure", "gemini", "demo"]
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -132,6 +132,7 @@ class Exchange:
         "plugin_clock",
         "principal",
         "provider",
+        "provider_wire",
         "region",
         "request_id",
         "response_headers",
@@ -162,6 +163,9 @@ class Exchange:
         self.principal: Principal | None = None
         self.deployment = ""
         self.provider = ""
+        # The wire format the provider speaks, set by the forwarder: another
+        # than `wire` when the exchange is translated.
+        self.provider_wire = ""
         self.region = ""
         self.upstream_model = ""
         # This attempt's limits, set by the router (a deployment's own

@@ -51,6 +51,7 @@ ERROR_CODES: dict[str, frozenset[str]] = {
             "not_found",
             "method_not_allowed",
             "request_too_large",
+            "unsupported_parameter",
             "unsupported_content_encoding",
             "client_disconnected",
             "other",
@@ -121,6 +122,8 @@ class RequestRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     key_id: str | None = None
     key_prefix: str | None = None
     endpoint: str = ""
+    wire: str | None = None  # the client's wire format
+    provider_wire: str | None = None  # the provider's; another one when translated
     stream: bool = False
     model: str | None = None  # public name from the config; "unknown" otherwise
     model_served: str | None = None
@@ -262,6 +265,8 @@ class Logger(Plugin):
             key_id=p.key_id if p else None,
             key_prefix=(p.key_prefix or None) if p else None,
             endpoint=ex.endpoint,
+            wire=ex.wire or None,
+            provider_wire=ex.provider_wire or None,
             stream=ex.stream,
             model=model,
             model_served=safe_token(ex.served_model, 100) or ex.upstream_model or None,

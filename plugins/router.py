@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 from aiohttp import web
@@ -43,32 +43,20 @@ from lunos_proxy.errors import (
 from lunos_proxy.exchange import Exchange
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
+from lunos_proxy.providers.listing import model_list
 from lunos_proxy.routing.breaker import BreakerSettings, BreakerState
 from lunos_proxy.routing.routes import (
+    ROUTE_KEYS,
     Route,
     build_routes,
     candidates_for,
     find_prices,
     model_allowed,
     qualifies,
+    route_key,
 )
 from lunos_proxy.routing.state import Candidate, Registry
 from lunos_proxy.store.base import Limit, StoreError
-
-
-class _Model(msgspec.Struct):
-    id: str
-    object: str = "model"
-    created: int = 0
-    owned_by: str = "lunos"
-
-
-class _Models(msgspec.Struct):
-    data: list[_Model]
-    object: str = "list"
-
-
-_encode = msgspec.json.Encoder().encode
 
 
 def _outcome(e: UpstreamError) -> str:
@@ -121,14 +109,13 @@ class Router(Plugin):
             find_prices(services.shared),
         )
         services.shared[self.name] = registry
-        # Per model and client wire format, the plan of a caller with no
-        # restrictions: its deployments, then its fallbacks'.
+        # Per model and client wire format (see route_key), the plan of a
+        # caller with no restrictions: its deployments, then its fallbacks'.
         self.plans: dict[str, dict[str, list[tuple[Route, Sequence[Candidate]]]]] = {}
         for public, route in self.routes.items():
             chain = [route] + [self.routes[name] for name in route.fallbacks]
             self.plans[public] = {
-                wire: [(r, r.by_wire[wire]) for r in chain if wire in r.by_wire]
-                for wire in ("openai", "anthropic")
+                key: [(r, r.by_wire[key]) for r in chain if key in r.by_wire] for key in ROUTE_KEYS
             }
         self.served_by: dict[str, list[tuple[str, str]]] = {}
         m = services.metrics
@@ -152,7 +139,7 @@ class Router(Plugin):
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = await read_request(request)
         if exchange.endpoint == "models":
-            return self.list_models(exchange)
+            return self.list_models(exchange, request.query)
         public = self.names.get(exchange.model)
         if public is None:
             raise ModelNotFound()  # never names it: the name is the client's
@@ -163,7 +150,8 @@ class Router(Plugin):
             and principal.allowed_regions is None
             and principal.allowed_providers is None
         ):
-            plan = self.plans[public].get(exchange.wire)  # built once per config
+            # built once per config
+            plan = self.plans[public].get(route_key(exchange.wire, exchange.endpoint))
         else:
             plan = self._plan_for(public, exchange)
         if not plan:
@@ -180,14 +168,16 @@ class Router(Plugin):
         for name in (public, *self.routes[public].fallbacks):
             if name == public or model_allowed(patterns, name):
                 route = self.routes[name]
-                found = candidates_for(route, exchange.wire, principal)
+                found = candidates_for(
+                    route, route_key(exchange.wire, exchange.endpoint), principal
+                )
                 if found:
                     plan.append((route, found))
         return plan
 
     def _nothing_qualifies(self, exchange: Exchange, public: str) -> Exception:
         route = self.routes[public]
-        if exchange.wire not in route.by_wire:
+        if route_key(exchange.wire, exchange.endpoint) not in route.by_wire:
             return BadRequest(
                 f"The model '{public}' is not served over the {exchange.wire} API.", param="model"
             )
@@ -421,18 +411,18 @@ class Router(Plugin):
         except StoreError:
             pass  # the estimate stands; the counter drains within a minute
 
-    def list_models(self, exchange: Exchange) -> web.Response:
-        """The models the caller may use, in OpenAI's list shape."""
+    def list_models(self, exchange: Exchange, query: Mapping[str, str]) -> web.Response:
+        """The models the caller may use, in the listing shape of its SDK."""
         principal = exchange.principal
         patterns = principal.allowed_models if principal else None
-        data = [
-            _Model(public)
+        names = [
+            public
             for public, route in self.routes.items()
             if model_allowed(patterns, public)
             and any(qualifies(c, principal) for c in route.candidates)
         ]
         return web.Response(
-            body=_encode(_Models(data)),
+            body=model_list(names, exchange.wire, query),
             content_type="application/json",
             headers=exchange.response_headers,
         )
