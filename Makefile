@@ -19,12 +19,15 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/lunos-proxy serve --config config/lunos.yaml
 
-# Tests start their own redis-server processes, check the dashboards with
-# promtool and drive Debian's chromium with axe-core (npm, pinned in
+# Tests start their own redis-server and PostgreSQL processes (initdb in a
+# temp dir, tests/pg_servers.py), check the dashboards with promtool and
+# drive Debian's chromium with axe-core (npm, pinned in
 # tests/console/package-lock.json) for the console's browser test;
 # install them when missing.
 test: setup
 	@command -v redis-server >/dev/null || scripts/install-system-packages.sh redis-server
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| scripts/install-system-packages.sh postgresql
 	@command -v promtool >/dev/null || scripts/install-system-packages.sh prometheus
 	@command -v chromium >/dev/null || scripts/install-system-packages.sh chromium
 	@command -v npm >/dev/null || scripts/install-system-packages.sh npm

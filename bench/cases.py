@@ -27,6 +27,8 @@ from typing import Any
 ConfigFactory = Callable[[str, Path], dict[str, Any]]
 
 MODEL = "bench-model"
+# Answered slowly by the fake provider: what the clients that hang up ask for.
+SLOW_MODEL = "bench-slow"
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,10 @@ def lunos_config(
         "providers": {
             "fake": {"format": "openai", "base_url": f"{upstream}/v1", "api_key": "sk-fake"}
         },
-        "models": {MODEL: {"deployments": [{"provider": "fake", "model": MODEL}]}},
+        "models": {
+            MODEL: {"deployments": [{"provider": "fake", "model": MODEL}]},
+            SLOW_MODEL: {"deployments": [{"provider": "fake", "model": SLOW_MODEL}]},
+        },
         "pipeline": pipeline if pipeline is not None else [{"name": "request_id"}],
     }
 
@@ -126,6 +131,15 @@ def _bench_redis(scratch: Path) -> str:
     url = f"redis://127.0.0.1:{port}/0"
     _redis.append(url)
     return url
+
+
+@case("traced", stream=False,
+      about="plain with tracing on: every request recorded (3 spans) and exported over "
+      "OTLP/HTTP to the upstream's sink (compare with plain)")
+def traced(upstream: str, scratch: Path) -> dict[str, Any]:
+    cfg = lunos_config(upstream, scratch)
+    cfg["tracing"] = {"enabled": True, "endpoint": upstream, "sample_ratio": 1.0}
+    return cfg
 
 
 @case("logger", stream=False, about="request_id + logger (one JSON line per request); compare with plain")
@@ -262,3 +276,88 @@ def meter_streamed(upstream: str, scratch: Path) -> dict[str, Any]:
         {"name": "meter", "settings": {"pricing": str(pricing.resolve()),
                                        "request_stream_usage": False}},
     ])
+
+
+# -- the whole default pipeline ------------------------------------------------
+
+
+def _full_pipeline(scratch: Path) -> list[dict[str, Any]]:
+    """config/lunos.yaml's pipeline, as shipped, with three changes for the
+    bench: the bench's key instead of the demo key, limits that none of the
+    load reaches (the same limits, each checked and charged), and a price
+    for the bench's models."""
+    import yaml
+
+    shipped = Path(__file__).resolve().parent.parent / "config" / "lunos.yaml"
+    pipeline: list[dict[str, Any]] = yaml.safe_load(shipped.read_text())["pipeline"]
+    bench_auth = _auth_pipeline()[1]["settings"]
+    pricing = scratch / "bench-pricing.yaml"
+    pricing.write_text(
+        "currency: USD\nmodels:\n"
+        + "".join(f"  {m}:\n    - {{from: 2020-01-01, input: 2.5, output: 10}}\n"
+                  for m in (MODEL, SLOW_MODEL))
+    )
+    for entry in pipeline:
+        settings = entry.setdefault("settings", {})
+        if entry["name"] == "auth":
+            settings["static_keys"] = bench_auth["static_keys"]
+        elif entry["name"] == "abuse":
+            for plan in settings["plans"].values():
+                for scope in plan.values():
+                    for limit in scope:
+                        scope[limit] = 10_000 if limit == "concurrent" else 1_000_000_000_000
+        elif entry["name"] == "meter":
+            settings["pricing"] = str(pricing.resolve())
+            # The bench provider sends its usage chunk unasked (unlike OpenAI),
+            # and the load generator checks the client sees it.
+            settings["request_stream_usage"] = False
+    return pipeline
+
+
+def _full_config(upstream: str, scratch: Path) -> dict[str, Any]:
+    cfg = lunos_config(upstream, scratch, pipeline=_full_pipeline(scratch))
+    cfg["store"] = {"url": _bench_redis(scratch)}
+    cfg["secrets"] = _BENCH_SECRETS
+    return cfg
+
+
+# The same config twice: answered as JSON, and streamed.
+case(
+    "full pipeline",
+    stream=False,
+    about="config/lunos.yaml's pipeline (request_id, logger, auth, abuse, meter, router) "
+    "on Redis; the provider reports usage",
+    min_ratio=0.60,
+)(_full_config)
+case(
+    "full pipeline streamed",
+    stream=True,
+    about="the same, SSE stream of 8 events with its usage chunk",
+    min_ratio=0.60,
+)(_full_config)
+
+
+@case(
+    "full pipeline tokenizer",
+    stream=False,
+    about="'full pipeline' with the tokenizer's tables loaded at start "
+    "(preload_tokenizer): its RSS against the row without",
+)
+def full_pipeline_tokenizer(upstream: str, scratch: Path) -> dict[str, Any]:
+    cfg = _full_config(upstream, scratch)
+    for entry in cfg["pipeline"]:
+        if entry["name"] == "meter":
+            entry["settings"]["preload_tokenizer"] = True
+    return cfg
+
+
+@case(
+    "translated",
+    stream=False,
+    about="request_id only; an OpenAI client, an Anthropic-format provider: the request "
+    "and the answer translated (compare with plain)",
+)
+def translated(upstream: str, scratch: Path) -> dict[str, Any]:
+    cfg = lunos_config(upstream, scratch)
+    cfg["providers"]["fake"]["format"] = "anthropic"
+    return cfg

@@ -117,6 +117,7 @@ class Load:
 
 @dataclass(frozen=True)
 class WrkResult:
+    requests: int
     rps: float
     p50_ms: float
     p99_ms: float
@@ -164,6 +165,7 @@ def run_wrk(url: str, script: Path, seconds: float, load: Load) -> WrkResult:
             f"socket errors: {socket_errors or 'none'}\n" + "\n".join(said)
         )
     return WrkResult(
+        requests=r["requests"],
         rps=r["requests"] / (r["duration_us"] / 1e6),
         p50_ms=r["p50_us"] / 1000,
         p99_ms=r["p99_us"] / 1000,

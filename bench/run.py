@@ -21,6 +21,13 @@ share the first (the upstream gets a third core when there is one). The
 "direct" target is a second fake provider placed like any server under
 test, so all three targets are measured on the same core.
 
+After each round of Lunos, clients hang up mid-request (hangups.py) and
+Lunos is measured again at once, without warmup: the "lunos after
+hang-ups" row (`--hang-ups 0` leaves it out). Every Lunos row must keep
+p99 within 3 x p50. On a case whose store is the bench's Redis, the notes
+give what Redis did per request (commands, script calls, bytes each way,
+from INFO: counts, meaningful on a busy machine too).
+
 Exit status: 0 when every measurement ran cleanly; 1 when a server failed to
 start or answer, or wrk reported socket errors or non-2xx responses; 2 for a
 usage error; 3 with --strict when Lunos missed a target (req/s below the
@@ -38,6 +45,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +54,7 @@ from typing import Any
 
 import yaml
 from cases import CASES, Case
+from hangups import hang_up, per_request, redis_counts
 from loadgen import Load, run_wrk, write_hostile_script, write_script
 from servers import (
     BENCH,
@@ -68,6 +77,11 @@ from servers import (
 )
 
 TARGETS = ("direct", "floor", "lunos")
+AFTER_HANG_UPS = "lunos after hang-ups"
+MAX_TAIL = 3.0  # p99 / p50 of every Lunos row
+# After a round, time for the usage written behind (the meter's ledger,
+# flushed every second) to reach Redis, so that it counts in that round.
+LEDGER_SECONDS = 1.5
 MAX_RSS_MB = 100.0
 # A round in which the server spent this share of the time waiting for its
 # core is left out of the medians when a calmer round exists.
@@ -76,9 +90,10 @@ NOISY_PERCENT = 5.0
 BUSY_PERCENT = 90.0
 
 
-def lunos_command(config: Path, port: int, admin_port: int) -> list[str]:
+def lunos_command(config: Path, port: int, admin_port: int, workers: int = 1) -> list[str]:
     return [python(), "-m", "lunos_proxy", "serve", "--config", str(config),
-            "--host", HOST, "--port", str(port), "--admin-port", str(admin_port)]  # fmt: skip
+            "--host", HOST, "--port", str(port), "--admin-port", str(admin_port),
+            *(["--workers", str(workers)] if workers > 1 else [])]  # fmt: skip
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +117,9 @@ def start_lunos(
     core: int | None,
     timeout: float,
     src: Path,
-) -> Server:
+    workers: int = 1,
+) -> tuple[Server, str | None]:
+    """Lunos started with the case's config; and its store's URL when that is Redis."""
     port, admin_port = free_port(), free_port()
     cfg = deep_merge(case.lunos_config(upstream.url, OUT), extra)
     cfg = deep_merge(cfg, {"server": {"host": HOST, "port": port, "admin_port": admin_port}})
@@ -111,9 +128,13 @@ def start_lunos(
     # Every start begins with an empty embedded store: what an earlier case
     # kept there (the meter's usage events) would be loaded and measured too.
     (OUT / "lunos-store.json").unlink(missing_ok=True)
-    cmd = pinned(lunos_command(config, port, admin_port), core)
+    # Several workers get the machine's cores, not the one core of the server under test.
+    command = lunos_command(config, port, admin_port, workers)
+    cmd = pinned(command, core) if workers == 1 else command
     # `python -m` imports lunos_proxy and plugins from the working directory first.
-    return start(f"lunos-{slug(case.name)}", cmd, port, case.stream, timeout, cwd=src)
+    server = start(f"lunos-{slug(case.name)}", cmd, port, case.stream, timeout, cwd=src)
+    url = str(cfg["store"]["url"])
+    return server, url if url.startswith("redis://") else None
 
 
 def start_fake(name: str, core: int | None) -> Server:
@@ -136,6 +157,7 @@ class Sample:
     rss_mb: float
     cpu_percent: float
     wait_percent: float
+    redis: dict[str, float] | None = None  # per request, from INFO (hangups.redis_counts)
 
     @property
     def cpu_us(self) -> float:
@@ -177,22 +199,28 @@ def measure(
     script: Path,
     load: Load,
     profile: Path | None = None,
+    redis_url: str | None = None,
 ) -> Sample:
+    redis = None
     try:
         if load.warmup > 0:
             run_wrk(server.url, script, load.warmup, load)
+        before = redis_counts(redis_url) if redis_url else {}
         with (
             Watch(server.pid) as watch,
             py_spy(server.pid, profile, load.duration, load.core),
         ):
             result = run_wrk(server.url, script, load.duration, load)
+        if redis_url:
+            time.sleep(LEDGER_SECONDS)
+            redis = per_request(before, redis_counts(redis_url), result.requests)
     except Failure as e:
         problem = answer_problem(*probe(server.url, case.stream), case.stream)
         hint = f"\none request now: {problem}" if problem else ""
         raise Failure(
             f"{target} ({case.name}): {e}{hint}\n{server.name} output:\n{server.tail()}"
         ) from None
-    (OUT / f"{slug(case.name)}-{target}.wrk.txt").write_text(result.raw)
+    (OUT / f"{slug(case.name)}-{slug(target)}.wrk.txt").write_text(result.raw)
     return Sample(
         result.rps,
         result.p50_ms,
@@ -200,6 +228,7 @@ def measure(
         watch.peak_mb,
         watch.cpu_percent,
         watch.wait_percent,
+        redis,
     )
 
 
@@ -292,6 +321,37 @@ class Report:
             rss = max(s.rss_mb for s in got)
             text = f"{case}: Lunos peak RSS {rss:.1f} MB (target < {MAX_RSS_MB:.0f} MB)"
             out.append((text, rss < MAX_RSS_MB))
+        for (case, target), got in self.samples.items():
+            if not target.startswith("lunos"):
+                continue
+            worst = max(got, key=lambda s: s.p99_ms / s.p50_ms if s.p50_ms else 0.0)
+            tail = worst.p99_ms / worst.p50_ms if worst.p50_ms else 0.0
+            text = (f"{case} / {target}: p99 {worst.p99_ms:.2f} ms = {tail:.1f} x p50 in its "
+                    f"worst round (target <= {MAX_TAIL:g} x)")
+            out.append((text, tail <= MAX_TAIL))
+        return out
+
+    def redis_notes(self) -> list[str]:
+        """What Redis did per Lunos request (median over the rounds), by case."""
+        out = []
+        for (case, target), got in self.samples.items():
+            rounds = [s.redis for s in got if s.redis]
+            if target != "lunos" or not rounds:
+                continue
+            names = sorted({n for r in rounds for n in r})
+            median = {n: statistics.median(r.get(n, 0.0) for r in rounds) for n in names}
+            commands = ", ".join(
+                f"{n} {v:.2f}" for n, v in median.items()
+                if n not in ("scripts", "scripts_us", "bytes_in", "bytes_out", "cpu_us")
+            )
+            per_call = median.get("scripts_us", 0.0) / (median.get("scripts") or 1.0)
+            out.append(
+                f"{case}: per request, Redis got {median.get('scripts', 0.0):.2f} script calls "
+                f"and {median.get('bytes_in', 0.0):.0f} bytes, sent {median.get('bytes_out', 0.0):.0f}"
+                f" bytes, used {median.get('cpu_us', 0.0):.1f} us of CPU, of which "
+                f"{median.get('scripts_us', 0.0):.1f} us running scripts ({per_call:.1f} us a call); "
+                f"commands (scripts' own included): {commands}"
+            )
         return out
 
 
@@ -325,15 +385,18 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
             if case.hostile:
                 scripts["lunos"] = write_hostile_script()
             under_test = dict(fixed)
-            lunos = None
+            lunos, redis_url = None, None
             if "lunos" in targets:
                 try:
-                    lunos = start_lunos(
-                        case, upstream, extra, cores.server, args.lunos_timeout, args.lunos_src
+                    lunos, redis_url = start_lunos(
+                        case, upstream, extra, cores.server, args.lunos_timeout, args.lunos_src,
+                        args.lunos_workers,
                     )
                     under_test["lunos"] = lunos
                 except Failure as e:
                     report.fail(str(e))
+            # Right after the hang-ups: no warmup, that is the point.
+            after = Load(load.duration, 0.0, load.connections, load.threads, load.core)
             try:
                 for n in range(1, args.rounds + 1):
                     for target, server in list(under_test.items()):
@@ -341,14 +404,20 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
                               file=sys.stderr, flush=True)  # fmt: skip
                         profile = profile_path(args.profile, case, target, n)
                         try:
+                            store = redis_url if target == "lunos" else None
                             sample = measure(
-                                server, case, target, scripts[target], load, profile
+                                server, case, target, scripts[target], load, profile, store
                             )
+                            report.add(case.name, target, sample)
+                            if target == "lunos" and args.hang_ups:
+                                hang_up(server.url, args.hang_ups, case.stream)
+                                sample = measure(
+                                    server, case, AFTER_HANG_UPS, scripts[target], after
+                                )
+                                report.add(case.name, AFTER_HANG_UPS, sample)
                         except Failure as e:
                             report.fail(str(e))
                             del under_test[target]
-                        else:
-                            report.add(case.name, target, sample)
             finally:
                 if lunos is not None:
                     lunos.stop()
@@ -412,6 +481,7 @@ def markdown(report: Report, args: argparse.Namespace, cores: Cores) -> str:
     if verdicts:
         lines += [f"- {'PASS' if ok else 'MISS'} {text}" for text, ok in verdicts]
         lines += [f"- {text}" for text in report.notes()] + [""]
+    lines += [f"- {text}" for text in report.redis_notes()]
     if report.failures:
         lines += ["## Failures", ""]
         lines += [f"```\n{f}\n```" for f in report.failures] + [""]
@@ -476,6 +546,22 @@ def parse_args() -> argparse.Namespace:
         default=ROOT,
         metavar="DIR",
         help="run Lunos from this checkout (e.g. a git worktree of a branch to compare)",
+    )
+    p.add_argument(
+        "--hang-ups",
+        type=int,
+        default=16,
+        metavar="N",
+        help="after each round of Lunos, N clients hang up mid-request and Lunos is "
+        "measured again at once (default 16; 0: no such round)",
+    )
+    p.add_argument(
+        "--lunos-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run Lunos as `serve --workers N`, unpinned (a case on Redis; see "
+        "docs/capacity.md for the method)",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument(

@@ -4,7 +4,12 @@ A `Generation` is everything built from one config: its plugins, composed
 around the core handler, and its forwarder. The `Gateway` holds the
 current generation and swaps it atomically on reload; a request keeps the
 generation it started with, so in-flight requests finish on the old routes.
-The store lives as long as the gateway.
+The store and the records database live as long as the gateway.
+
+One module past 400 lines: a generation's pipeline, the gateway that swaps
+generations and the public app's handlers share the request's Exchange and
+the generation it runs on; the admin and console apps, reload and the
+store are modules of their own.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import asyncio
 import functools
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Histogram
 
 from .config import Config
@@ -30,15 +35,18 @@ from .errors import (
     error_response,
     wire_for_path,
 )
-from .exchange import EXCHANGE, Exchange, exchange_of, model_list
+from .exchange import EXCHANGE, Exchange, exchange_of
 from .forward import Forwarder
 from .http_errors import log_internal_error
 from .metrics import Metrics, instrument_store
 from .parse import read_request
 from .plugin import Plugin, Services, Views, find_plugin
+from .providers.listing import listing_wire, models_response
+from .records import Records, RecordsError, open_records
 from .reload import Reloader, ReloadResult
 from .store import open_store
 from .store.base import Store, StoreError
+from .tracing import import_tracing, tracing_for
 
 __all__ = ["API_ROUTES", "Gateway", "Generation"]
 
@@ -70,13 +78,23 @@ class Generation:
         metrics: Metrics,
         base_urls: dict[str, str],
         lasting: Views | None = None,
+        records: Records | None = None,
     ):
         self.config = config
-        self.forwarder = Forwarder(config, base_urls)
+        # None unless `tracing.enabled`: then the forwarder, each plugin and
+        # the pipeline are wrapped in spans; otherwise nothing on the request
+        # path knows tracing exists.
+        self.tracing = tracing_for(config)
+        self.forwarder = (
+            Forwarder(config, base_urls)
+            if self.tracing is None
+            else self.tracing.forwarder(config, base_urls)
+        )
         self.services = Services(
             config=config,
             store=store,
             metrics=metrics,
+            records=records,
             lasting=lasting if lasting is not None else Views(),
         )
         self.plugins: list[Plugin] = [
@@ -86,12 +104,15 @@ class Generation:
         handler: Handler = functools.partial(_clocked, self.core)
         for plugin in reversed(self.plugins):
             timer = metrics.plugin_duration.labels(plugin.name)
-            handler = functools.partial(_through, plugin, handler, timer)
-        self.pipeline = handler
+            layer = plugin if self.tracing is None else self.tracing.layer(plugin, plugin.name)
+            handler = functools.partial(_through, layer, handler, timer)
+        self.pipeline = handler if self.tracing is None else self.tracing.requests(handler)
         self.in_flight = 0  # requests running on this generation
         self.drained: asyncio.Event | None = None  # set when retired and idle
 
     async def start(self) -> None:
+        if self.tracing is not None:
+            self.tracing.start()
         await self.forwarder.start()
         for plugin in self.plugins:
             await plugin.start()
@@ -101,12 +122,14 @@ class Generation:
         for plugin in reversed(self.plugins):
             await plugin.stop()
         await self.forwarder.close()
+        if self.tracing is not None:
+            await self.tracing.close()
 
     async def core(self, request: web.Request) -> web.StreamResponse:
         """The innermost handler: pick the deployment (unless a router did) and forward."""
         exchange = await read_request(request)
         if exchange.endpoint == "models":
-            return self.list_models(exchange)
+            return self.list_models(exchange, request.query)
         if not exchange.provider:
             found = self.config.resolve_model(exchange.model)
             if found is None:
@@ -125,12 +148,12 @@ class Generation:
             exchange.upstream_timeouts,
         )
 
-    def list_models(self, exchange: Exchange) -> web.Response:
-        return model_list(exchange, self.config.models)
+    def list_models(self, exchange: Exchange, query: Mapping[str, str]) -> web.Response:
+        return models_response(exchange, self.config.models, query)
 
 
 async def _through(
-    plugin: Plugin, handler: Handler, timer: Histogram, request: web.Request
+    plugin: Middleware, handler: Handler, timer: Histogram, request: web.Request
 ) -> web.StreamResponse:
     """Run one plugin, observing the time spent in its own code: its total
     minus whatever the layers it awaited (however often) attributed."""
@@ -165,6 +188,7 @@ class Gateway:
         self.store = instrument_store(
             open_store(config.store.url, **config.store.options), self.metrics
         )
+        self.records = open_records(config.records.url, **config.records.options())
         self.base_urls: dict[str, str] = {}
         self.generation: Generation | None = None
         self._demo_runner: web.AppRunner | None = None
@@ -179,9 +203,16 @@ class Gateway:
     async def start(self) -> None:
         self.metrics.start()
         await self.store.start()
+        try:
+            # A database that does not answer yet is no error here (usage
+            # waits for it); an old schema, or an SQLite file that cannot be
+            # opened, is.
+            await self.records.start()
+        except RecordsError as e:
+            raise ValueError(f"records: {e}") from None  # `serve` names the config file
         await self._start_demo()
         self.generation = Generation(
-            self.config, self.store, self.metrics, self.base_urls, self.lasting
+            self.config, self.store, self.metrics, self.base_urls, self.lasting, self.records
         )
         await self.generation.start()
         self.reloader.start()
@@ -204,6 +235,7 @@ class Gateway:
             await self.generation.close()
         if self._demo_runner is not None:
             await self._demo_runner.cleanup()
+        await self.records.close()
         await self.store.close()
         self.metrics.stop()
 
@@ -232,7 +264,10 @@ class Gateway:
         new: Generation | None = None
         try:
             await self._start_demo()
-            new = Generation(config, self.store, self.metrics, self.base_urls, self.lasting)
+            await import_tracing(config.tracing)
+            new = Generation(
+                config, self.store, self.metrics, self.base_urls, self.lasting, self.records
+            )
             await new.start()
         except BaseException:
             self.config = previous
@@ -270,6 +305,8 @@ class Gateway:
             client_addr=request.remote or "",
             user_agent=request.headers.get("User-Agent", "")[:200],
         )
+        if endpoint == "models":  # one path for both SDKs
+            wire = listing_wire(request.headers)
         exchange.wire = wire
         exchange.endpoint = endpoint
         server = generation.config.server

@@ -115,7 +115,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from .workers import run_workers
+    from .workers import prepare_plugins, run_workers
+
+    prepare_plugins(config)
 
     def serve_one() -> int:
         return _serve_reporting(config, path, reuse_port=True)
@@ -290,7 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_admin import add_commands
 
     add_commands(sub)
+    from .records.cli import add_db_commands
+
+    add_db_commands(sub, _config_or_status)
     return parser
+
+
+def _config_or_status(args: argparse.Namespace) -> Config | int:
+    """The config `args` name, or the exit status after reporting its problems."""
+    config = _load_or_report(_config_path(args))
+    return CONFIG_PROBLEM if config is None else config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,6 +36,8 @@ import msgspec
 from .bounds import Amount, AtLeastOne, Port, SecondsOrZero
 from .config_files import ConfigFile, type_hints
 from .console.settings import ConsoleConfig
+from .records.settings import RecordsConfig
+from .tracing.settings import TracingConfig
 from .yaml_strict import YamlError, load_yaml
 
 __all__ = [
@@ -60,7 +62,7 @@ __all__ = [
     "read_config_text",
 ]
 
-WireFormat = Literal["openai", "anthropic", "azure", "demo"]
+WireFormat = Literal["openai", "anthropic", "azure", "gemini", "demo"]
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -254,12 +256,15 @@ class PipelineEntry(_Strict):
 class Config(_Strict):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    # Usage events and the billing ledger (lunos_proxy/records/settings.py).
+    records: RecordsConfig = msgspec.field(default_factory=RecordsConfig)
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
     pipeline: list[PipelineEntry] = msgspec.field(default_factory=list)
     secrets: SecretsConfig = msgspec.field(default_factory=SecretsConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     # Filled after loading: the plugin settings structs, in pipeline order.
     plugin_settings: list[Any] = msgspec.field(default_factory=list)
     source: str = ""
@@ -549,6 +554,8 @@ def parse_schema(text: str, source: str, problems: list[str]) -> Config:
                 "secrets": SecretsConfig,
                 "admin": AdminConfig,
                 "console": ConsoleConfig,
+                "tracing": TracingConfig,
+                "records": RecordsConfig,
             }
             typ = sections.get(key)
             if typ is None:
@@ -560,6 +567,7 @@ def parse_schema(text: str, source: str, problems: list[str]) -> Config:
                 parts[key] = section
     cfg = Config(**parts, source=source)
     _check(cfg, problems)
+    problems += cfg.tracing.problems()
     return cfg
 
 

@@ -13,7 +13,6 @@ the store or a metric.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,7 +32,6 @@ __all__ = [
     "Usage",
     "exchange_of",
     "model_allowed",
-    "model_list",
 ]
 
 
@@ -59,32 +57,6 @@ def model_allowed(principal: Principal | None, *names: str) -> bool:
     if patterns is None:
         return True
     return any(fnmatchcase(name, p) for p in patterns for name in names)
-
-
-class _ModelEntry(msgspec.Struct):
-    id: str
-    object: str = "model"
-    created: int = 0
-    owned_by: str = "lunos"
-
-
-class _ModelList(msgspec.Struct):
-    data: list[_ModelEntry]
-    object: str = "list"
-
-
-_encode_models = msgspec.json.Encoder().encode
-
-
-def model_list(exchange: Exchange, names: Iterable[str]) -> web.Response:
-    """GET /v1/models in OpenAI's list shape: the `names` this caller may use."""
-    principal = exchange.principal
-    entries = [_ModelEntry(name) for name in names if model_allowed(principal, name)]
-    return web.Response(
-        body=_encode_models(_ModelList(entries)),
-        content_type="application/json",
-        headers=exchange.response_headers,
-    )
 
 
 class Usage(msgspec.Struct, kw_only=True):
@@ -174,6 +146,7 @@ class Exchange:
         "plugin_clock",
         "principal",
         "provider",
+        "provider_wire",
         "region",
         "request_id",
         "response_headers",
@@ -205,6 +178,9 @@ class Exchange:
         self.principal: Principal | None = None
         self.deployment = ""
         self.provider = ""
+        # The wire format the provider speaks, set by the forwarder: another
+        # than `wire` when the exchange is translated.
+        self.provider_wire = ""
         self.region = ""
         self.upstream_model = ""
         # This attempt's limits, set by the router (a deployment's own

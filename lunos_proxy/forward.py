@@ -15,6 +15,14 @@ JSON object (or OpenAI's `[DONE]`); a plain answer must be one JSON object.
 Only the syntax is checked (msgspec skips the members), and good bytes pass
 untouched.
 
+A client whose wire format is not the provider's is served through a
+translation (providers/translate.py): the request body is translated
+before it is sent, a plain answer after it is checked, and a stream event
+by event after each is checked and before observers and filters see it,
+so that the meter and the logger see what the client gets. Provider
+errors keep their status (Anthropic's 529 becomes 503), not the other
+format's error type.
+
 One module past 400 lines: sessions, header hygiene and the copy loop are
 one attempt's life, and each raises the errors the router's retry decision
 reads; provider addressing lives in providers/.
@@ -41,6 +49,14 @@ from .errors import (
 )
 from .exchange import Exchange
 from .providers import ADAPTERS, Adapter
+from .providers.translate import (
+    MalformedAnswer,
+    StreamTranslator,
+    Translation,
+    translate_request,
+    translate_response,
+)
+from .providers.translations import translation_for
 from .sse import EVENT_BOUNDARY, EVENT_ENDS, first_invalid_event, is_json_object
 
 __all__ = ["Forwarder", "Upstream"]
@@ -233,9 +249,24 @@ class Forwarder:
         else:
             timeout = client_timeout(timeouts)
         body = exchange.body
-        if adapter.model_in_body and upstream_model != exchange.model:
+        endpoint = exchange.endpoint
+        translation: Translation | None = None
+        exchange.provider_wire = exchange.wire
+        if exchange.wire not in adapter.wires:
+            exchange.provider_wire = adapter.speaks
+            # Another wire format: translated both ways (providers/translate.py).
+            translation = translation_for(exchange.wire, adapter.speaks, endpoint)
+            if translation is None:
+                raise BadRequest(
+                    f"This endpoint is not available for this model: its provider speaks the "
+                    f"{adapter.speaks} format.",
+                )
+            endpoint, body = translate_request(
+                translation, body, upstream_model, adapter.model_in_body
+            )
+        elif adapter.model_in_body and upstream_model != exchange.model:
             body = replace_model(body, upstream_model)
-        url = adapter.url(exchange.endpoint, upstream_model)
+        url = adapter.url(endpoint, upstream_model)
         headers = self.request_headers(request, upstream)
         assert upstream.session is not None, "Forwarder.start() was not awaited"
 
@@ -272,27 +303,35 @@ class Forwarder:
             connection.protocol.start_timeout()  # restart the timer at the new limit
         try:
             if resp.status >= 400:
-                await self._raise_status(resp)
+                await self._raise_status(resp, translated=translation is not None)
             exchange.status = resp.status
             # A prefix test: aiohttp's content_type parses the header fully.
             if resp.headers.get("Content-Type", "").startswith("text/event-stream"):
-                return await self._copy_stream(request, exchange, resp, timeouts.idle)
-            return await self._copy_body(exchange, resp, timeouts.idle)
+                translator = None if translation is None else StreamTranslator(translation.stream())
+                return await self._copy_stream(request, exchange, resp, timeouts.idle, translator)
+            return await self._copy_body(exchange, resp, timeouts.idle, translation)
         finally:
             resp.release()
 
-    async def _raise_status(self, resp: aiohttp.ClientResponse) -> None:
+    async def _raise_status(self, resp: aiohttp.ClientResponse, translated: bool = False) -> None:
         try:
             raw = await resp.content.read(_ERROR_BODY_LIMIT)
         except (TimeoutError, aiohttp.ClientError):
             raw = b""
         fields = _provider_error_fields(raw)
-        retryable = resp.status == 429 or resp.status >= 500
+        status = resp.status
+        if translated:
+            # Another format's error type and code mean nothing to this
+            # client's SDK: the status alone is mapped (Anthropic's 529
+            # overload is the 503 other SDKs retry).
+            status = 503 if status == 529 else status
+            fields = _ErrorFields("rate_limit_exceeded" if status == 429 else None)
+        retryable = status == 429 or status >= 500
         detail = fields.type or "error"
         raise UpstreamStatus(
             f"The provider returned HTTP {resp.status} ({detail}).",
-            status=resp.status,
-            type=fields.type or ("server_error" if resp.status >= 500 else "invalid_request_error"),
+            status=status,
+            type=fields.type or ("server_error" if status >= 500 else "invalid_request_error"),
             code=None if fields.code is None else str(fields.code),
             param=fields.param,
             retry_after=_retry_after(resp.headers),
@@ -309,7 +348,11 @@ class Forwarder:
         return headers
 
     async def _copy_body(
-        self, exchange: Exchange, resp: aiohttp.ClientResponse, idle: float
+        self,
+        exchange: Exchange,
+        resp: aiohttp.ClientResponse,
+        idle: float,
+        translation: Translation | None = None,
     ) -> web.Response:
         try:
             data = await resp.read()
@@ -321,6 +364,11 @@ class Forwarder:
         exchange.timings.first_byte = exchange.timings.last_byte = now
         if not is_json_object(data):
             return self._invalid_body(exchange)
+        if translation is not None:
+            try:
+                data = translate_response(translation, data)
+            except MalformedAnswer:
+                return self._invalid_body(exchange)
         exchange.bytes_out = len(data)
         exchange.notify_chunk(data)
         exchange.notify_end(False)
@@ -350,6 +398,7 @@ class Forwarder:
         exchange: Exchange,
         resp: aiohttp.ClientResponse,
         idle: float,
+        translator: StreamTranslator | None = None,
     ) -> web.StreamResponse:
         content = resp.content
         timings = exchange.timings
@@ -387,6 +436,9 @@ class Forwarder:
                     bad = first_invalid_event(chunk)
                     if bad >= 0:
                         chunk, broken = chunk[:bad], True
+                    if chunk and translator is not None:
+                        # Observers and filters see what the client gets.
+                        chunk = translator.feed(chunk)
                     if chunk:
                         exchange.notify_chunk(chunk)
                         for f in filters:
@@ -402,6 +454,8 @@ class Forwarder:
                 # it is checked like the others.
                 if first_invalid_event(held + b"\n\n") >= 0:
                     broken = True
+                elif translator is not None:
+                    held = b""  # a translation sends whole events only
                 else:
                     exchange.notify_chunk(held)
                     for f in filters:
@@ -412,6 +466,12 @@ class Forwarder:
                     out, exchange, "The provider sent a malformed event.", "upstream_invalid"
                 )
                 return out
+            if translator is not None and not broken:
+                held = translator.flush()  # the client's own end of stream
+                if held:
+                    exchange.notify_chunk(held)
+                    for f in filters:
+                        held = f.feed(held)
             tail = held + b"".join(f.flush() for f in filters)
             if tail:
                 await out.write(tail)

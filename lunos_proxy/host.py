@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .metrics import Metrics
     from .plugin import Views
+    from .records import Records
     from .reload import ReloadResult
     from .store.base import Store
 
@@ -23,6 +24,7 @@ __all__ = ["Host"]
 class Host(Protocol):
     config: Config  # the running config (swapped on reload)
     store: Store
+    records: Records  # usage events and the billing ledger
     metrics: Metrics
 
     @property

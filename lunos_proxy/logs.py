@@ -37,8 +37,10 @@ lines written by libraries we do not control:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal, TextIO
@@ -50,6 +52,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 __all__ = [
     "LIBRARY_EVENT",
     "LogFormat",
+    "RecordWriter",
     "SafeException",
     "configure_logging",
     "error_name",
@@ -223,8 +226,12 @@ def configure_logging(
     safe: list[Processor] = [SafeException()]
     if fmt != "json":
         safe.append(_exception_as_text)
+    global _direct
+    processors = [*shared, *safe, own_renderer]
+    # What RecordWriter writes straight to the stream: a JSON line to bytes.
+    _direct = (processors, own_renderer, numeric) if binary is not None else None
     structlog.configure(
-        processors=[*shared, *safe, own_renderer],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=factory,
         cache_logger_on_first_use=False,
@@ -252,3 +259,75 @@ def configure_logging(
     # The logger plugin writes the one line per request (and _LibraryFilter
     # drops these records should anyone enable aiohttp's access log).
     logging.getLogger(_DROPPED).disabled = True
+
+
+# Set by configure_logging when lines go to a binary stream as JSON: the
+# processors it configured, their renderer and the lowest level written.
+_direct: tuple[list[Processor], Processor, int] | None = None
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_CONTEXT_PREFIX = "structlog_"
+_encode = msgspec.json.encode
+
+
+class RecordWriter:
+    """Writes a record (a msgspec Struct of plain fields) as one log line.
+
+    `log_record("request", "info", record)` puts out the line that
+    ``log.info("request", **msgspec.to_builtins(record))`` would, byte for
+    byte but the instant in `timestamp`: the record's fields, ``event``,
+    the context variables, ``level`` and ``timestamp``, in that order. When
+    logging is as `configure_logging` set it up for JSON to a binary stream
+    (stdout), the line is put together from the record's msgspec encoding
+    and written to the stream without structlog's processor chain (about a
+    tenth of the proxy's CPU under load, for the `logger` plugin's one line
+    per request). Otherwise, and whenever the processors have been changed
+    since (structlog's `capture_logs` in a test), it goes through `log`.
+    """
+
+    __slots__ = ("_log", "_sink")
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        sink = getattr(log, "_logger", None)
+        direct = _direct
+        ours = direct is not None and getattr(log, "_processors", None) is direct[0]
+        self._sink = sink if ours and isinstance(sink, structlog.BytesLogger) else None
+
+    def log_record(self, event: str, level: str, record: msgspec.Struct) -> None:
+        direct, sink = _direct, self._sink
+        if sink is None or direct is None or direct[0][-1] is not direct[1]:
+            getattr(self._log, level)(event, **msgspec.to_builtins(record))
+            return
+        if _LEVELS[level] < direct[2]:
+            return
+        fields = _encode(record)
+        names = record.__struct_fields__
+        parts = [fields[:-1] + b"," if len(fields) > 2 else b"{", b'"event":', _encode(event)]
+        ctx = contextvars.copy_context()
+        for var in ctx:
+            name = var.name
+            if name.startswith(_CONTEXT_PREFIX) and ctx[var] is not Ellipsis:
+                key = name[len(_CONTEXT_PREFIX):]
+                if key in names:  # structlog's rule for the clash needs the dict: its path
+                    getattr(self._log, level)(event, **msgspec.to_builtins(record))
+                    return
+                if key != "event":
+                    parts += (b",", _encode(key), b":", _encode(ctx[var]))
+        parts += (b',"level":"', level.encode(), b'","timestamp":"', _timestamp(), b'"}')
+        sink.msg(b"".join(parts))
+
+
+_second: tuple[int, bytes] = (-1, b"")
+
+
+def _timestamp() -> bytes:
+    """Now as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it
+    (``2026-12-07T13:09:41.123456Z``, no fraction on a whole second), with
+    the date and time of day made once a second."""
+    global _second
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode())
+    micros = int((now - second) * 1_000_000)
+    return _second[1] + (b".%06dZ" % micros if micros else b"Z")

@@ -305,6 +305,27 @@ class Metrics:
             registry=r,
         )
         self._loop_lag = LoopLag(self.loop_lag)
+        # -- usage records (lunos_proxy/records/writer.py)
+        self.records_backlog = Gauge(
+            "lunos_records_backlog",
+            "Usage events and ledger lines waiting to be written to the records database.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.records_write_failures = Counter(
+            "lunos_records_write_failures",
+            "Failed attempts to write usage records (retried).",
+            registry=r,
+        )
+        self.records_dropped = Counter(
+            "lunos_records_dropped",
+            "Usage records that could not be kept: events over the backlog bound, "
+            "events and ledger lines lost at shutdown.",
+            ("what",),
+            registry=r,
+        )
+        for what in ("events", "shutdown"):  # from 0
+            self.records_dropped.labels(what)
         for scope in LIMIT_SCOPES:
             self.limit_refusals.labels(scope)
         for result in RELOAD_RESULTS:

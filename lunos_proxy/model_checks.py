@@ -5,7 +5,10 @@ whether or not the router is in the pipeline.
 The basic ones (unknown provider, empty deployment list, weight <= 0,
 duplicate aliases) sit with the rest of the schema checks in config.py;
 these are the ones that need the whole routing graph: deployment names,
-capacity and timeouts, fallbacks (unknown, cyclic, or across wire formats).
+capacity and timeouts, fallbacks (unknown or cyclic), and wire formats: a
+model may mix deployments of any formats, and fall back to a model of
+another format, wherever a translation joins them (providers/translate.py);
+a combination without one is refused.
 Each problem is a ``where: what`` line; the loader prefixes the file name.
 """
 
@@ -18,7 +21,7 @@ from .config import positive
 if TYPE_CHECKING:
     from .config import Config, ModelConfig
 
-__all__ = ["check_routes", "model_wires"]
+__all__ = ["check_routes", "model_wires", "served_wires"]
 
 
 def model_wires(cfg: Config, model: ModelConfig) -> frozenset[str]:
@@ -33,6 +36,40 @@ def model_wires(cfg: Config, model: ModelConfig) -> frozenset[str]:
         served = ADAPTERS[provider.format].wires
         wires = served if wires is None else wires & served
     return wires if wires is not None else frozenset()
+
+
+def served_wires(cfg: Config, model: ModelConfig) -> frozenset[str]:
+    """The client wire formats every deployment of `model` serves, as is or
+    through a translation of its chat endpoint."""
+    from lunos_proxy.providers import ADAPTERS
+    from lunos_proxy.providers.translate import TRANSLATED_ENDPOINTS
+    from lunos_proxy.providers.translations import translation_for
+
+    wires: frozenset[str] | None = None
+    for d in model.deployments:
+        provider = cfg.providers.get(d.provider)
+        if provider is None:
+            continue
+        adapter = ADAPTERS[provider.format]
+        served = frozenset(
+            wire
+            for wire, endpoints in TRANSLATED_ENDPOINTS.items()
+            if wire in adapter.wires or translation_for(wire, adapter.speaks, endpoints[0])
+        )
+        wires = served if wires is None else wires & served
+    return wires if wires is not None else frozenset()
+
+
+def _native(cfg: Config, model: ModelConfig) -> frozenset[str]:
+    """The client wire formats some deployment of `model` serves as is."""
+    from lunos_proxy.providers import ADAPTERS
+
+    out: frozenset[str] = frozenset()
+    for d in model.deployments:
+        provider = cfg.providers.get(d.provider)
+        if provider is not None:
+            out |= ADAPTERS[provider.format].wires
+    return out
 
 
 def check_routes(cfg: Config) -> list[str]:
@@ -59,10 +96,11 @@ def check_routes(cfg: Config) -> list[str]:
             and m.deployments
             and all(d.provider in cfg.providers for d in m.deployments)
         ):
-            if not model_wires(cfg, m):
+            missing = _native(cfg, m) - served_wires(cfg, m)
+            if missing:
                 problems.append(
-                    f"{where}.deployments: the deployments speak different wire formats; "
-                    "one model is served in one format"
+                    f"{where}.deployments: some deployments serve the {_fmt(missing)} format "
+                    "and others cannot, even through a translation"
                 )
     problems += _check_fallbacks(cfg)
     return problems
@@ -90,7 +128,7 @@ def _check_fallbacks(cfg: Config) -> list[str]:
     graph: dict[str, list[str]] = {}
     for public, m in cfg.models.items():
         graph[public] = []
-        mine = model_wires(cfg, m)
+        mine = _native(cfg, m)
         for i, name in enumerate(m.fallbacks):
             at = f"models.{public}.fallbacks[{i}]"
             target = names.get(name)
@@ -98,12 +136,11 @@ def _check_fallbacks(cfg: Config) -> list[str]:
                 problems.append(f"{at}: unknown model {name!r}")
                 continue
             graph[public].append(target)
-            theirs = model_wires(cfg, cfg.models[target])
+            theirs = served_wires(cfg, cfg.models[target])
             if mine and theirs and not mine <= theirs:
                 problems.append(
-                    f"{at}: {name!r} is served in the {_fmt(theirs)} format and {public!r} in "
-                    f"{_fmt(mine)}; a fallback across wire formats needs translation, "
-                    "which Lunos does not do"
+                    f"{at}: {name!r} cannot serve {public!r}'s {_fmt(mine - theirs)} clients, "
+                    "not even through a translation"
                 )
     for cycle in _cycles(graph):
         problems.append(f"models.{cycle[0]}.fallbacks: fallback cycle {' -> '.join(cycle)}")

@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler
 if TYPE_CHECKING:
     from .config import Config
     from .metrics import Metrics
+    from .records.base import Records
     from .store.base import Store
 
 __all__ = [
@@ -84,6 +85,9 @@ class Services:
     config: Config
     store: Store
     metrics: Metrics
+    # Usage events and the billing ledger (lunos_proxy/records/); None only
+    # for a plugin built outside a gateway (a test), which then keeps none.
+    records: Records | None = None
     # What plugins publish for the runtime and each other (lunos_proxy/views.py).
     views: Views = field(default_factory=Views)
     # Objects that outlive a config reload (the gateway's lifetime), under
@@ -141,6 +145,15 @@ class Plugin:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
+
+    @classmethod
+    def prepare(cls, settings: Any, config: Config) -> None:
+        """Load read-only tables that requests will need, before serving.
+
+        ``lunos-proxy serve --workers N`` calls it once in the parent,
+        before it forks, so that the workers share the pages instead of
+        each loading a copy on a request. No event loop runs yet."""
+        return None
 
     async def start(self) -> None:
         return None

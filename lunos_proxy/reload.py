@@ -81,7 +81,9 @@ class Reloader:
                 metrics.config_reloads.labels("rejected").inc()
                 return ReloadResult(False, ["(none): the config was not loaded from a file"])
             try:
-                config = load_config(path)
+                # Reading and checking a config (and the files it names) takes
+                # tens of milliseconds of CPU: not on the event loop.
+                config = await asyncio.to_thread(load_config, path)
             except ConfigError as e:
                 metrics.config_reloads.labels("rejected").inc()
                 for line in e.problems:

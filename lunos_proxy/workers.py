@@ -22,6 +22,7 @@ whole set with a clean directory.
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import shutil
@@ -33,10 +34,12 @@ from types import FrameType
 import structlog
 from prometheus_client import multiprocess
 
+from .config import Config
 from .metrics import MULTIPROC_ENV
+from .plugin import find_plugin
 from .worker_control import CONTROL_ENV, WORKER_ENV
 
-__all__ = ["prepare_metrics_dir", "run_workers"]
+__all__ = ["prepare_metrics_dir", "prepare_plugins", "run_workers"]
 
 log = structlog.get_logger("lunos.proxy")
 
@@ -51,6 +54,16 @@ def prepare_metrics_dir() -> tuple[str, bool]:
     made = tempfile.mkdtemp(prefix="lunos-metrics-")
     os.environ[MULTIPROC_ENV] = made
     return made, True
+
+
+def prepare_plugins(config: Config) -> None:
+    """Let each plugin load its shared tables (`Plugin.prepare`) before the
+    fork, and keep the collector off them: frozen objects are never walked,
+    so a worker's collections do not write to (and un-share) their pages."""
+    for entry, settings in zip(config.pipeline, config.plugin_settings, strict=True):
+        find_plugin(entry.name).prepare(settings, config)
+    gc.collect()
+    gc.freeze()
 
 
 def _clean(directory: str) -> None:

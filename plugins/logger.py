@@ -35,7 +35,7 @@ from aiohttp import web
 
 from lunos_proxy.errors import GatewayError, UpstreamStatus
 from lunos_proxy.exchange import Exchange, exchange_of
-from lunos_proxy.logs import safe_stack
+from lunos_proxy.logs import RecordWriter, safe_stack
 from lunos_proxy.plugin import Handler, Plugin, Services
 from lunos_proxy.views import REQUEST_LOG
 
@@ -52,6 +52,7 @@ ERROR_CODES: dict[str, frozenset[str]] = {
             "not_found",
             "method_not_allowed",
             "request_too_large",
+            "unsupported_parameter",
             "unsupported_content_encoding",
             "client_disconnected",
             "other",
@@ -122,6 +123,8 @@ class RequestRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     key_id: str | None = None
     key_prefix: str | None = None
     endpoint: str = ""
+    wire: str | None = None  # the client's wire format
+    provider_wire: str | None = None  # the provider's; another one when translated
     stream: bool = False
     model: str | None = None  # public name from the config; "unknown" otherwise
     model_served: str | None = None
@@ -155,8 +158,6 @@ class RequestRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     exception: dict[str, Any] | None = None
 
 
-_to_builtins = msgspec.to_builtins
-
 AddressMode = Literal["full", "truncated", "hashed", "dropped"]
 
 
@@ -186,6 +187,7 @@ class Logger(Plugin):
         # A concrete logger (not the lazy proxy, which rebuilds one per call),
         # configured as logging is when the plugin is built.
         self.log = structlog.get_logger(settings.logger_name).bind()
+        self.lines = RecordWriter(self.log)
         self.address = _address_writer(settings.address, settings.address_hash_key.encode())
         services.views[REQUEST_LOG] = self
 
@@ -240,7 +242,7 @@ class Logger(Plugin):
 
     def write(self, record: RequestRecord, level: str) -> None:
         try:
-            getattr(self.log, level)("request", **_to_builtins(record))
+            self.lines.log_record("request", level, record)
         except Exception:
             # stdout gone (a closed pipe), a renderer that failed: losing a
             # log line must not fail the request.
@@ -268,6 +270,8 @@ class Logger(Plugin):
             key_id=p.key_id if p else None,
             key_prefix=(p.key_prefix or None) if p else None,
             endpoint=ex.endpoint,
+            wire=ex.wire or None,
+            provider_wire=ex.provider_wire or None,
             stream=ex.stream,
             model=model,
             model_served=safe_token(ex.served_model, 100) or ex.upstream_model or None,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Debian packages the tests or the benchmark need (redis-server, prometheus for promtool, wrk).
+# Install Debian packages the tests or the benchmark need (redis-server, postgresql, prometheus for promtool, wrk).
 set -euo pipefail
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi

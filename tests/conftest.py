@@ -24,6 +24,7 @@ from lunos_proxy.connections import public_runner
 from lunos_proxy.loading import parse_config
 from tests.fakes import FakeProvider
 from tests.logcapture import captured_logs, fresh_logging  # noqa: F401  (fixtures)
+from tests.pg_servers import *  # noqa: F403  (fixtures)
 from tests.redis_servers import *  # noqa: F403  (fixtures)
 
 
@@ -53,6 +54,7 @@ def basic_config(provider_url: str, *, fmt: str = "openai", **extra: Any) -> dic
     """A config with one fake provider serving `gpt-test` and `claude-test`."""
     config: dict[str, Any] = {
         "store": {"url": "memory://"},
+        "records": {"url": "sqlite://"},  # in memory: nothing left behind
         "providers": {
             "fake": {"format": fmt, "base_url": provider_url, "api_key": "sk-provider-secret"},
             "fake-anthropic": {
@@ -129,6 +131,7 @@ def shipped_config() -> dict[str, Any]:
     folder = Path(__file__).resolve().parent.parent / "config"
     config: dict[str, Any] = yaml.safe_load((folder / "lunos.yaml").read_text())
     config["store"]["url"] = "memory://"
+    config["records"]["url"] = "sqlite://"
     config["admin"] = {"token": ADMIN_TOKEN}
     config["secrets"]["key_file"] = ""  # encryption key random for the test, not in data/
     for entry in config["pipeline"]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from lunos_proxy.app import Gateway
-from lunos_proxy.store.base import UsageRow
+from lunos_proxy.records import EventQuery
+from lunos_proxy.store.base import BillingRecord, UsageEvent, UsageRow
 from plugins.meter import Meter
 from tests.auth_support import auth_config, static_entry
 
@@ -49,6 +51,17 @@ def meter_config(provider_url: str, tmp_path: Path, *, store_url: str = "memory:
     return config
 
 
+async def requests_settled(gateway: Gateway) -> None:
+    """Wait (up to 5 s) for the requests still running to end: a token count
+    runs off the loop, after the client has its whole answer, and the
+    request's usage reaches the ledger only then."""
+    for _ in range(500):
+        if gateway.generation is None or not gateway.generation.in_flight:
+            break
+        await asyncio.sleep(0.01)
+    await meter_of(gateway).settled()
+
+
 def key_id(key: str) -> str:
     return "static:" + key[:20]
 
@@ -61,5 +74,23 @@ def meter_of(gateway: Gateway) -> Meter:
 
 async def flushed_usage(gateway: Gateway, account: str, day_from: str = "2000-01-01",
                         day_to: str = "2999-12-31") -> list[UsageRow]:
+    await requests_settled(gateway)
     assert await meter_of(gateway).ledger.flush()
     return await gateway.store.usage(account, day_from, day_to)
+
+
+async def flushed_records(gateway: Gateway) -> None:
+    """Write what the meter holds: counters to the store, events and ledger to the records."""
+    meter = meter_of(gateway)
+    assert await meter.ledger.flush()
+    assert meter.records is not None and await meter.records.flush()
+
+
+async def recorded_events(gateway: Gateway, account: str) -> list[UsageEvent]:
+    await flushed_records(gateway)
+    return [e async for e in gateway.records.all_events(EventQuery(account_id=account))]
+
+
+async def recorded_billing(gateway: Gateway, account: str) -> list[BillingRecord]:
+    await flushed_records(gateway)
+    return await gateway.records.billing(account)

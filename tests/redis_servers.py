@@ -9,6 +9,7 @@ Fixtures (import them into a conftest with ``from tests.redis_servers import *``
     redis_url           session   URL of a standalone server shared by all tests
     redis_server        function  a RedisServer of the test's own: .stop(), .start(),
                                   .restart() (same port), .url
+    redis_cluster       function  a RedisCluster of the test's own (see SlotMove)
     redis_tls           session   TlsRedis: .url (rediss://), .ca_file
     redis_sentinel_url  session   redis+sentinel://127.0.0.1:<port>/mymaster
     redis_cluster_url   session   redis+cluster://127.0.0.1:<port> (3 masters)
@@ -41,7 +42,9 @@ __all__ = [
     "RedisCluster",
     "RedisSentinel",
     "RedisServer",
+    "SlotMove",
     "TlsRedis",
+    "redis_cluster",
     "redis_cluster_url",
     "redis_sentinel_url",
     "redis_server",
@@ -364,6 +367,46 @@ class RedisCluster:
             node.remove()
 
 
+class SlotMove:
+    """Moving one slot of a `RedisCluster` from the node that holds its keys
+    to another, in the steps of `redis-cli --cluster reshard`: `begin`
+    (IMPORTING on the target, MIGRATING on the owner), `move_keys` (MIGRATE),
+    `finish` (SETSLOT NODE on every node, the target first)."""
+
+    def __init__(self, cluster: RedisCluster, slot: int) -> None:
+        self.cluster, self.slot = cluster, str(slot)
+        self.owner = next(n for n in cluster.nodes if _keys_in_slot(n, slot) > 0)
+        self.target = next(n for n in cluster.nodes if n is not self.owner)
+        self.ids = {n.port: _node_id(n) for n in cluster.nodes}
+
+    def begin(self) -> None:
+        self.target.command("CLUSTER", "SETSLOT", self.slot, "IMPORTING", self.ids[self.owner.port])
+        self.owner.command("CLUSTER", "SETSLOT", self.slot, "MIGRATING", self.ids[self.target.port])
+
+    def move_keys(self) -> None:
+        while True:
+            reply = self.owner.command("CLUSTER", "GETKEYSINSLOT", self.slot, "10")
+            keys = [k.decode() for k in reply.split(b"\r\n")[2::2] if k]
+            if not keys:
+                return
+            moved = self.owner.command("MIGRATE", "127.0.0.1", str(self.target.port), "", "0",
+                                       "5000", "KEYS", *keys)
+            assert moved == b"+OK\r\n", moved
+
+    def finish(self) -> None:
+        others = [n for n in self.cluster.nodes if n not in (self.owner, self.target)]
+        for node in (self.target, self.owner, *others):
+            node.command("CLUSTER", "SETSLOT", self.slot, "NODE", self.ids[self.target.port])
+
+
+def _node_id(node: RedisServer) -> str:
+    return node.command("CLUSTER", "MYID").decode().strip().strip("$").split()[-1]
+
+
+def _keys_in_slot(node: RedisServer, slot: int) -> int:
+    return int(node.command("CLUSTER", "COUNTKEYSINSLOT", str(slot)).strip(b":\r\n"))
+
+
 # -- fixtures -------------------------------------------------------------------
 
 # Servers are shared per process, not per fixture definition, so a conftest
@@ -405,6 +448,16 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-node Cluster of the test's own (one that moves slots, say)."""
+    cluster = RedisCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

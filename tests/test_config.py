@@ -104,7 +104,7 @@ def test_yaml_syntax_error_names_the_line() -> None:
 
 def shipped_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The environment the shipped configs reference, with usable values."""
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "GROQ_API_KEY",
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "GROQ_API_KEY", "GEMINI_API_KEY",
                  "LUNOS_ADMIN_TOKEN"):
         monkeypatch.setenv(name, "test-value-for-" + name.lower())
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://example.openai.azure.com")

@@ -169,7 +169,17 @@ class Root:
         for place in writable:
             q = shlex.quote(place)
             script += [f"mount --bind {q} {q}", f"mount -o remount,bind,rw {q}"]
+        # The emptyDir over /tmp would hide a checkout under /tmp (CI may clone
+        # there): hold it aside and bind it back inside the new /tmp.
+        kept = [p for p in {str(REPO), os.path.realpath(sys.executable)} if p.startswith("/tmp/")]
+        for i, place in enumerate(sorted(kept)):
+            hold = self.base / f".tmp-hold-{i}"
+            hold.mkdir(exist_ok=True)
+            script.append(f"mount --bind {shlex.quote(place)} {hold}")
         script.append(f"mount --bind {shlex.quote(self.host('/tmp'))} /tmp")  # an emptyDir
+        for i, place in enumerate(sorted(kept)):
+            q = shlex.quote(place)
+            script += [f"mkdir -p {q}", f"mount --bind {self.base / f'.tmp-hold-{i}'} {q}"]
         script.append(f"cd {shlex.quote(self.host(self.image.workdir))}")
         uid = int(self.image.user)
         drop = (f"setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all "
@@ -292,8 +302,9 @@ ENCRYPTION_KEYS = "k1:" + "A" * 43  # one key id and 32 bytes, base64url
 
 def _lunos_config(text: str, name: str, monkeypatch: pytest.MonkeyPatch) -> Config:
     for var in ("LUNOS_HASH_SECRET", "LUNOS_ENCRYPTION_KEYS", "LUNOS_ADMIN_TOKEN",
-                "LUNOS_REDIS_URL", "OPENAI_API_KEY"):
+                "LUNOS_REDIS_URL", "OPENAI_API_KEY", "LUNOS_DB_PASSWORD"):
         monkeypatch.setenv(var, "x" * 40)
+    monkeypatch.setenv("LUNOS_RECORDS_URL", "postgresql://lunos:pw@postgres.example:5432/lunos")
     monkeypatch.setenv("LUNOS_REDIS_URL", "redis://redis:6379/0")
     monkeypatch.setenv("LUNOS_ENCRYPTION_KEYS", ENCRYPTION_KEYS)
     # The image ships this file (the layout test runs it); here the wiring is read.
@@ -312,16 +323,19 @@ def _seconds(value: str) -> float:
     return int(m[1]) * (60 if m[2] == "m" else 1)
 
 
-def test_compose_runs_two_lunos_redis_prometheus_and_grafana(
+def test_compose_runs_two_lunos_redis_postgres_prometheus_and_grafana(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"redis", "lunos-a", "lunos-b", "prometheus", "grafana"}
+    assert set(services) == {"redis", "postgres", "lunos-migrate", "lunos-a", "lunos-b",
+                             "prometheus", "grafana"}
     for name, service in services.items():
         assert "healthcheck" in service, name
         image = service.get("image", "")
-        assert re.search(r":v?\d+\.\d+\.\d+", image), f"{name}: {image} is not an exact release"
+        # PostgreSQL numbers its releases major.minor.
+        exact = r":v?\d+\.\d+\.\d+" if name != "postgres" else r":\d+\.\d+-"
+        assert re.search(exact, image), f"{name}: {image} is not an exact release"
     redis = services["redis"]
     assert "--appendonly" in redis["command"] and redis["volumes"] == ["redis-data:/data"]
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
@@ -329,12 +343,20 @@ def test_compose_runs_two_lunos_redis_prometheus_and_grafana(
     config = _lunos_config((DEPLOY / "lunos.compose.yaml").read_text(), "lunos.compose.yaml",
                            monkeypatch)
     assert config.store.url == "redis://redis:6379/0"
+    assert config.records.url == f"postgresql://lunos:{'x' * 40}@postgres:5432/lunos"
+    postgres = services["postgres"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${LUNOS_DB_PASSWORD:?")
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    migrate = services["lunos-migrate"]
+    assert migrate["command"] == ["lunos-proxy", "db", "migrate"] and migrate["restart"] == "no"
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     needed = config.server.drain_seconds + config.server.shutdown_grace_seconds
     assert config.server.drain_seconds > 0
     for name in ("lunos-a", "lunos-b"):
         lunos = services[name]
         assert _seconds(lunos["stop_grace_period"]) > needed, name
-        assert lunos["depends_on"] == {"redis": {"condition": "service_healthy"}}
+        assert lunos["depends_on"] == {"redis": {"condition": "service_healthy"},
+                                       "lunos-migrate": {"condition": "service_completed_successfully"}}
         assert lunos["read_only"] is True and lunos["cap_drop"] == ["ALL"]
         for var in ("LUNOS_HASH_SECRET", "LUNOS_ENCRYPTION_KEYS", "LUNOS_ADMIN_TOKEN"):
             assert lunos["environment"][var].startswith(f"${{{var}:?"), var  # required
@@ -387,9 +409,16 @@ def test_k8s_wires_secrets_drains_and_is_locked_down(monkeypatch: pytest.MonkeyP
     env = {e["name"]: e for e in container["env"]}
     # Every secret the config reads comes from the Secret, by reference.
     for var in ("LUNOS_HASH_SECRET", "LUNOS_ENCRYPTION_KEYS", "LUNOS_ADMIN_TOKEN",
-                "LUNOS_REDIS_URL", "OPENAI_API_KEY"):
+                "LUNOS_REDIS_URL", "LUNOS_RECORDS_URL", "OPENAI_API_KEY"):
         assert f"${{{var}}}" in text, var
         assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "lunos-secrets", "key": var}
+    assert config.records.url.startswith("postgresql://")
+    # The records schema is migrated before the server starts, with the server's config.
+    [migrate] = pod["initContainers"]
+    assert migrate["args"] == ["lunos-proxy", "db", "migrate"]
+    assert migrate["image"] == container["image"] and migrate["env"] == container["env"]
+    assert migrate["volumeMounts"] == container["volumeMounts"]
+    assert migrate["securityContext"] == container["securityContext"]
     assert config.secrets.hash_secret == "x" * 40 and config.admin.token == "x" * 40
     assert config.secrets.encryption_keys == ENCRYPTION_KEYS
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}

@@ -124,14 +124,15 @@ def test_the_contract_imports_neither_the_app_nor_the_forwarder() -> None:
 
 def test_only_the_loader_and_the_app_read_plugin_settings() -> None:
     """The rest of the runtime reads a plugin through the views it publishes,
-    never its settings found by its name in the pipeline."""
+    never its settings found by its name in the pipeline. (The workers'
+    parent hands each plugin its settings to preload before forking.)"""
     readers = sorted(
         module
         for module, path in _modules("lunos_proxy").items()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if isinstance(node, ast.Attribute) and node.attr == "plugin_settings"
     )
-    assert set(readers) <= {"lunos_proxy.app", "lunos_proxy.loading"}
+    assert set(readers) <= {"lunos_proxy.app", "lunos_proxy.loading", "lunos_proxy.workers"}
 
 
 def test_plugins_do_not_import_each_other() -> None:

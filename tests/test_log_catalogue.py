@@ -25,11 +25,14 @@ class Event:
 
 def _level(call: ast.Call) -> str | None:
     """The level of a logging call (`log.warning("event", ...)`), "" for
-    `getattr(log, level)("event", ...)`, None for any other call."""
+    `getattr(log, level)("event", ...)` and `lines.log_record("event", level, record)`,
+    None for any other call."""
     func = call.func
     if isinstance(func, ast.Attribute) and func.attr in _LEVELS:
         return "error" if func.attr == "exception" else func.attr
     if isinstance(func, ast.Call) and isinstance(func.func, ast.Name) and func.func.id == "getattr":
+        return ""
+    if isinstance(func, ast.Attribute) and func.attr == "log_record":  # RecordWriter
         return ""
     return None
 

@@ -10,6 +10,7 @@ import pytest
 
 from lunos_proxy.config import ConfigError
 from lunos_proxy.loading import parse_config
+from lunos_proxy.providers.anthropic import AnthropicAdapter
 
 PROVIDERS = """
 providers:
@@ -62,24 +63,30 @@ def test_fallback_cycles_and_unknown_fallbacks_are_named() -> None:
     ]
 
 
-def test_fallback_across_wire_formats_is_rejected() -> None:
-    assert problems("""
+def test_fallbacks_and_deployments_across_wire_formats_are_accepted() -> None:
+    config = parse_config(PROVIDERS + """models:
   gpt-4o: {fallbacks: [claude-sonnet, azure-4o, demo-any], deployments: [{provider: oa, model: gpt-4o}]}
-  claude-sonnet: {fallbacks: [demo-any], deployments: [{provider: an, model: claude}]}
-  azure-4o: {deployments: [{provider: az, model: prod-4o}]}
+  claude-sonnet: {fallbacks: [gpt-4o-alias], deployments: [{provider: an, model: claude}]}
+  azure-4o: {aliases: [gpt-4o-alias], deployments: [{provider: az, model: prod-4o}]}
   demo-any: {deployments: [{provider: demo, model: demo-chat}]}
-""") == [
-        "routes.yaml: models.gpt-4o.fallbacks[0]: 'claude-sonnet' is served in the anthropic format "
-        "and 'gpt-4o' in openai; a fallback across wire formats needs translation, which Lunos does not do",
-    ]
+  mixed: {deployments: [{provider: oa, model: x}, {provider: an, model: y}, {provider: az, model: z}]}
+""", "/etc/lunos/routes.yaml")
+    assert config.models["mixed"].deployments[1].provider == "an"
 
 
-def test_one_model_cannot_mix_wire_formats() -> None:
+def test_a_format_no_translation_reaches_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A provider format with no translation to the others (as a third-party
+    # adapter's own format would be): no model may mix it with them.
+    monkeypatch.setattr(AnthropicAdapter, "speaks", "acme")
     assert problems("""
+  gpt-4o: {fallbacks: [claude-sonnet], deployments: [{provider: oa, model: gpt-4o}]}
+  claude-sonnet: {deployments: [{provider: an, model: claude}]}
   mixed: {deployments: [{provider: oa, model: x}, {provider: an, model: y}]}
 """) == [
-        "routes.yaml: models.mixed.deployments: the deployments speak different wire formats; "
-        "one model is served in one format",
+        "routes.yaml: models.mixed.deployments: some deployments serve the openai format "
+        "and others cannot, even through a translation",
+        "routes.yaml: models.gpt-4o.fallbacks[0]: 'claude-sonnet' cannot serve 'gpt-4o''s openai "
+        "clients, not even through a translation",
     ]
 
 

@@ -104,6 +104,7 @@ def test_alert_rules_are_valid_and_cover_the_issue_list() -> None:
         "LunosErrorRate", "LunosGatewayErrorRate", "LunosModelAllDeploymentsDown", "LunosBreakerOpen",
         "LunosBudgetExhaustion", "LunosStoreErrors", "LunosStoreDown", "LunosStoreSlow",
         "LunosEventLoopLag", "LunosOverheadHigh", "LunosNoTraffic", "LunosDown",
+        "LunosRecordsBacklog",
     }
 
 

@@ -43,6 +43,7 @@ from aiohttp.typedefs import Handler
 
 from ..crypto import Secrets, load_secrets
 from ..keys import ADMIN_TOKEN_PREFIX, IdKind, new_id, new_key, valid_id
+from ..records import RecordsError
 from ..store.base import AuditRecord, StoreError
 
 if TYPE_CHECKING:
@@ -258,6 +259,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except StoreError:
         status = 503
         return AdminError(503, "the store is unreachable; retry").response()
+    except RecordsError:
+        status = 503
+        return AdminError(503, "the records database is unreachable; retry").response()
     finally:
         await _record(request, caller, action, status)
 

@@ -4,9 +4,10 @@
     DELETE /admin/accounts/{account_id}          full       idempotent
 
 Export holds the decrypted profile, the keys' metadata (never a hash), every
-usage row and usage event (per-request metadata, no content), the spend
-counters of the account and its keys (budgets, prepaid credit), the billing
-records and the audit entries about the account.
+usage row and usage event (per-request metadata, no content; events and
+billing records come from the records database, lunos_proxy/records/), the
+spend counters of the account and its keys (budgets, prepaid credit), the
+billing records and the audit entries about the account.
 
 Delete first tells every instance's meter to drop what it has not written
 for the account (and to ignore its requests still in flight), then erases
@@ -32,6 +33,7 @@ from aiohttp import web
 
 from ..crypto import Secrets
 from ..keys import ERASED_CHANNEL, INVALIDATE_CHANNEL
+from ..records import EventQuery, Records
 from ..store.base import AccountRecord, KeyRecord, Store
 from .accounts import account_or_404, profile
 from .auth import GATEWAY, requires, secrets_of, send
@@ -51,16 +53,19 @@ RETAINED_WHY = {
 }
 
 
-async def export_document(store: Store, secrets: Secrets, account: AccountRecord) -> dict[str, Any]:
+async def export_document(
+    store: Store, records: Records, secrets: Secrets, account: AccountRecord
+) -> dict[str, Any]:
     """Everything kept about `account`, as one JSON-ready document."""
     keys = await store.keys_of(account.id)
+    events = [e async for e in records.all_events(EventQuery(account_id=account.id))]
     return {
         "exported_at": time.time(),
         "account": profile(account, secrets),
         "keys": [key_view(k) for k in keys],
         "usage": await store.usage(account.id, *_ALL_DAYS),
-        "billing": await store.billing(account.id),
-        "usage_events": await store.usage_events(account.id),
+        "billing": await records.billing(account.id),
+        "usage_events": events,
         # Budget and prepaid-credit counters (micro-units), by subject and period.
         "spend": {
             subject: await store.spend_counters(subject)
@@ -75,7 +80,7 @@ def _spend_subjects(account_id: str, keys: list[KeyRecord]) -> list[str]:
     return [f"account:{account_id}", *(f"key:{k.id}" for k in keys)]
 
 
-async def erase_account(store: Store, account_id: str) -> dict[str, Any]:
+async def erase_account(store: Store, records: Records, account_id: str) -> dict[str, Any]:
     """Erase `account_id` as described above; returns what went and what stayed, and why."""
     had_profile = await store.account(account_id) is not None
     # First, so that no instance writes behind what it still holds for the
@@ -86,12 +91,12 @@ async def erase_account(store: Store, account_id: str) -> dict[str, Any]:
         await store.delete_key(key.id)
         await store.publish(INVALIDATE_CHANNEL, f"key:{key.hash}")
     usage_rows = await store.delete_usage(account_id)
-    usage_events = await store.delete_usage_events(account_id)
     spend_counters = 0
     for subject in _spend_subjects(account_id, keys):
         spend_counters += await store.delete_spend(subject)
     pseudonym = "anon_" + random.token_hex(12)
-    billing = await store.rekey_billing(account_id, pseudonym)
+    # Events go and ledger lines move to the pseudonym in one transaction.
+    usage_events, billing = await records.erase(account_id, pseudonym)
     # The profile goes last, so a profile still there means this is the first
     # (or an interrupted) deletion; afterwards only the records of the
     # deletion and of calls since remain, and they keep the id on purpose.
@@ -118,15 +123,16 @@ async def erase_account(store: Store, account_id: str) -> dict[str, Any]:
 
 @requires("operator", "accounts.export")
 async def export_account(request: web.Request) -> web.Response:
-    store = request.app[GATEWAY].store
-    account = await account_or_404(store, request.match_info["account_id"])
-    return send(await export_document(store, secrets_of(request), account))
+    gateway = request.app[GATEWAY]
+    account = await account_or_404(gateway.store, request.match_info["account_id"])
+    return send(await export_document(gateway.store, gateway.records, secrets_of(request), account))
 
 
 @requires("full", "accounts.delete")
 async def delete_account(request: web.Request) -> web.Response:
-    store = request.app[GATEWAY].store
-    return send(await erase_account(store, request.match_info["account_id"]))
+    gateway = request.app[GATEWAY]
+    account_id = request.match_info["account_id"]
+    return send(await erase_account(gateway.store, gateway.records, account_id))
 
 
 def setup(app: web.Application, gateway: Host) -> None:

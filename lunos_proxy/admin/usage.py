@@ -5,8 +5,11 @@
           "rows": [{"day", "model", ["key_id",] "requests", "input_tokens",
                     "output_tokens", "cached_input_tokens", "cost_micros"}],
           "totals": {"requests", ..., "cost_micros"}}
-    GET  /admin/usage/{account_id}/events?from=..&to=..[&format=csv]
-         per-request usage events (metadata only), oldest first
+    GET  /admin/usage/{account_id}/events?from=..&to=..[&key=..][&model=..][&format=csv]
+         per-request usage events (metadata only), oldest first, from the
+         records database. JSON is paged: at most `limit` events (default
+         1000, at most 10000) and "next", the `after` of the next page ("" at
+         the end). CSV is every event of the range, streamed.
     GET  /admin/usage/{account_id}/balance
          spend today and this month (billing time zone), all-time spend and
          prepaid credit: {"day", "month", "spent_day_micros", ...}
@@ -16,8 +19,8 @@
 Without the meter in the pipeline the answers say so (``"metered": false``)
 and assume USD and days in UTC. Days default to the current month so far.
 Numbers are integers: tokens and micro-units of `currency` (1 USD =
-1,000,000). The data is what the store
-holds: usage reaches it within the meter's flush interval.
+1,000,000). The data is what the store (counters, balance) and the records
+database (events) hold: usage reaches them within the meter's flush interval.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import csv
 import datetime as dt
 import io
 import time
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +37,9 @@ import msgspec
 from aiohttp import web
 
 from ..money import to_micros
-from ..store.base import SpendDelta, UsageRow
+from ..records import EventQuery
+from ..records.base import MAX_PAGE, parse_cursor
+from ..store.base import SpendDelta, UsageEvent, UsageRow
 from ..views import METER, Budgets, MeterView
 from .auth import GATEWAY, admin_error, audit_about, read_body, requires, send
 
@@ -120,6 +126,38 @@ def _grouped(rows: list[UsageRow], by_key: bool) -> list[dict[str, Any]]:
     return [groups[g] for g in sorted(groups)]
 
 
+def _limit(request: web.Request) -> int:
+    text = request.query.get("limit", "1000")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise admin_error(400, f"'limit' must be a number from 1 to {MAX_PAGE}")
+    return int(text)
+
+
+async def _events_csv(
+    request: web.Request, events: AsyncIterator[UsageEvent]
+) -> web.StreamResponse:
+    """Every event, as CSV written while it is read (an export may be large)."""
+    response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(UsageEvent.__struct_fields__)
+    started = False
+    async for e in events:
+        writer.writerow(msgspec.structs.astuple(e))
+        if out.tell() > 65_536:
+            if not started:
+                await response.prepare(request)
+                started = True
+            await response.write(out.getvalue().encode())
+            out.seek(0)
+            out.truncate()
+    if not started:
+        await response.prepare(request)
+    await response.write(out.getvalue().encode())
+    await response.write_eof()
+    return response
+
+
 def setup(app: web.Application, gateway: Host) -> None:
     @requires("read", "usage.show")
     async def show_usage(request: web.Request) -> web.Response:
@@ -144,14 +182,26 @@ def setup(app: web.Application, gateway: Host) -> None:
         return _reply(request, doc, rows)
 
     @requires("read", "usage.events")
-    async def show_events(request: web.Request) -> web.Response:
+    async def show_events(request: web.Request) -> web.StreamResponse:
         gw = request.app[GATEWAY]
         account_id = request.match_info["account_id"]
         first, last = _range(request, meter_view(gw))
-        events = [
-            msgspec.structs.asdict(e) for e in await gw.store.usage_events(account_id, first, last)
-        ]
-        doc = {"account_id": account_id, "from": first, "to": last, "events": events}
+        query = EventQuery(
+            account_id=account_id, first_day=first, last_day=last,
+            key_id=request.query.get("key"), model=request.query.get("model"),
+            after=request.query.get("after", ""), limit=_limit(request),
+        )
+        if query.after:
+            try:
+                parse_cursor(query.after)
+            except ValueError:
+                raise admin_error(400, "'after' must be the 'next' of a previous page") from None
+        if request.query.get("format") == "csv":
+            return await _events_csv(request, gw.records.all_events(query))
+        page = await gw.records.events(query)
+        events = [msgspec.structs.asdict(e) for e in page.events]
+        doc = {"account_id": account_id, "from": first, "to": last, "events": events,
+               "next": page.next}
         return _reply(request, doc, events)
 
     @requires("read", "usage.balance")

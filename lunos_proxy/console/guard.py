@@ -22,6 +22,7 @@ from aiohttp_session import get_session
 from ..admin.auth import AdminError
 from ..errors import GatewayError
 from ..exchange import EXCHANGE, Exchange
+from ..records import RecordsError
 from ..store.base import StoreError
 from .pages import ACCOUNT, ConsoleError, config_of, render, store_of
 from .session import CSRF, signed_in
@@ -62,7 +63,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await _error_page(request, e.status, e.message, {})
     except GatewayError as e:  # the abuse plugin: banned or denied address
         response = await _error_page(request, e.status, e.message, e.headers)
-    except StoreError:
+    except (StoreError, RecordsError):
         resource = request.match_info.route.resource  # the pattern, not the client's path
         log.error("console_store_unreachable", route=resource.canonical if resource else "")
         response = await _error_page(request, 503, "The service is busy; try again shortly.", {})

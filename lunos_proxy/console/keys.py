@@ -32,6 +32,7 @@ from aiohttp_session import get_session
 
 from ..admin.keys import issue_key, revoke, rotate
 from ..crypto import DecryptError
+from ..records import EventQuery
 from ..store.base import KeyRecord
 from .pages import (
     account_id,
@@ -39,6 +40,7 @@ from .pages import (
     config_of,
     flash,
     form,
+    gateway_of,
     money_of,
     owned_key,
     render,
@@ -84,12 +86,14 @@ async def _use(request: web.Request) -> dict[str, dict[str, Any]]:
             u["cost"] += row.cost_micros
         if row.requests:
             u["last"] = max(u["last"], row.day)
-    latest: dict[str, float] = {}
-    for event in await store.usage_events(me, (today - dt.timedelta(days=7)).isoformat(),
-                                          today.isoformat()):
-        latest[event.key_id] = max(latest.get(event.key_id, 0.0), event.time)
-    for key_id, at in latest.items():
-        use[key_id]["last"] = money.time(at)
+    # The newest event of each key used in the last week gives the time of day.
+    records, week = gateway_of(request).records, (today - dt.timedelta(days=7)).isoformat()
+    for key_id in [k for k, u in use.items() if u["last"] >= week]:
+        newest = await records.events(EventQuery(
+            account_id=me, key_id=key_id, first_day=week, last_day=today.isoformat(),
+            newest_first=True, limit=1))
+        if newest.events:
+            use[key_id]["last"] = money.time(newest.events[0].time)
     return use
 
 

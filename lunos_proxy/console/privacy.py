@@ -17,6 +17,7 @@ from ..admin.accounts import correct, profile
 from ..admin.data_rights import RETAINED_WHY, erase_account, export_document
 from ..config import Config
 from ..plugin import Views
+from ..records import Records
 from ..views import METER, REQUEST_LOG
 from .email_change import send_confirmation
 from .pages import (
@@ -39,6 +40,10 @@ from .session import COOKIE, end
 __all__ = ["CONFIRMATION", "data_kept", "routes"]
 
 CONFIRMATION = "delete my account"
+
+
+def records_of(request: web.Request) -> Records:
+    return gateway_of(request).records
 _ADDRESS_MODES = {
     "full": "written in full",
     "truncated": "truncated to its network (/24 for IPv4, /48 for IPv6)",
@@ -52,6 +57,8 @@ def data_kept(config: Config, views: Views) -> list[tuple[str, str]]:
     from what the logger and the meter publish (nothing of theirs when they
     are not in the pipeline)."""
     store = config.store.url.split("://")[0].split("+")[0]
+    records = "PostgreSQL" if config.records.url.startswith("postgres") else "SQLite"
+    billing = config.records.billing_retention_days
     lines = [
         ("Your name and email", "encrypted at rest (AES-256-GCM); kept until you delete your "
          "account"),
@@ -60,10 +67,12 @@ def data_kept(config: Config, views: Views) -> list[tuple[str, str]]:
          "provider and the answer passed back"),
         ("Usage counters", "requests, tokens and cost per key, model and day, and spend "
          "against budgets; erased when you delete your account"),
-        ("Billing records", "kept for accounting and legal obligations, re-keyed to a "
-         "pseudonym when you delete your account"),
+        ("Billing records", "kept for accounting and legal obligations"
+         + (f" ({billing} days)" if billing else "")
+         + ", re-keyed to a pseudonym when you delete your account"),
         ("Where state lives", f"the {store} store" + (" (shared by every proxy instance)"
-                                                      if store.startswith("redis") else "")),
+                                                      if store.startswith("redis") else "")
+         + f"; usage events and billing records in a {records} database"),
     ]
     logger = views.get(REQUEST_LOG)
     if logger is not None:
@@ -164,7 +173,8 @@ def _readable(value: Any) -> Any:
 
 async def export(request: web.Request) -> web.Response:
     account = await current_account(request)
-    document = await export_document(store_of(request), secrets_of(request), account)
+    document = await export_document(store_of(request), records_of(request), secrets_of(request),
+                                     account)
     await audit(request, "accounts.export", account.id)
     day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     readable = msgspec.json.encode(_readable(msgspec.to_builtins(document)))
@@ -180,7 +190,7 @@ async def _deletion_page(request: web.Request, *, status: int = 200,
     store, me = store_of(request), account_id(request)
     keys = await store.keys_of(me)
     usage = await store.usage(me, "0000-00-00", "9999-99-99")
-    billing = await store.billing(me)
+    billing = await records_of(request).billing(me)
     return await render(request, "delete.html", status=status, error=error, keys=len(keys),
                         usage_rows=len(usage), billing=len(billing), why=RETAINED_WHY,
                         confirmation=CONFIRMATION)
@@ -195,7 +205,7 @@ async def delete(request: web.Request) -> web.Response:
     if typed != CONFIRMATION:
         return await _deletion_page(request, status=400,
                                     error=f"Type “{CONFIRMATION}” to confirm.")
-    result = await erase_account(store_of(request), account_id(request))
+    result = await erase_account(store_of(request), records_of(request), account_id(request))
     # After the erasure, so that this record keeps the id: proof that it was erased.
     await audit(request, "accounts.delete", account_id(request))
     await end(request)

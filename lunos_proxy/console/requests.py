@@ -1,12 +1,15 @@
 """The request log: the account's recent requests, metadata only, never content.
 
-Rows are the meter's per-request usage events (`Store.usage_events`, read
-like the admin API's ``/admin/usage/{account}/events``): when, which key
+Rows are the meter's per-request usage events, read from the records
+database (lunos_proxy/records/) like the admin API's
+``/admin/usage/{account}/events``: when, which key
 (its display prefix), model, provider, status, streamed or not, tokens and
 cost. The events hold no endpoint and no latency, so neither is shown; they
 hold no prompt or answer, so none can be. The log covers today, the last 7
 (the default) or 30 days in the billing time zone, newest first, 50 a page,
-filtered by key, model and status class.
+filtered by key, model and status class. The database does the filtering
+and paging: "Older" continues past the page's last event, "Newer" reads back
+from its first, so a page costs the same however long the log is.
 """
 
 from __future__ import annotations
@@ -15,17 +18,20 @@ import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
 from aiohttp import web
 
-from ..store.base import UsageEvent
+from ..records import EventQuery
+from ..records.base import parse_cursor
 from .keys import key_label
-from .pages import account_id, money_of, render, store_of
+from .pages import account_id, gateway_of, money_of, render, store_of
 
 __all__ = ["routes"]
 
 PAGE = 50
 _SPANS = {"today": ("Today", 0), "7d": ("Last 7 days", 6), "30d": ("Last 30 days", 29)}
 _STATUSES = {"ok": "Succeeded (2xx)", "client": "Refused (4xx)", "server": "Failed (5xx)"}
+_STATUS_RANGES = {"": (0, 1000), "ok": (0, 400), "client": (400, 500), "server": (500, 1000)}
 
 
 def _status_class(status: int) -> str:
@@ -38,25 +44,34 @@ async def show(request: web.Request) -> web.Response:
     money = money_of(request)
     today = money.today()
     first = today - dt.timedelta(days=_SPANS[span][1])
-    store, me = store_of(request), account_id(request)
+    store, records, me = store_of(request), gateway_of(request).records, account_id(request)
     keys = {k.id: k for k in await store.keys_of(me)}
-    events = await store.usage_events(me, first.isoformat(), today.isoformat())
-    models = sorted({e.model for e in events})
+    models = sorted({r.model for r in await store.usage(me, first.isoformat(), today.isoformat())})
     key, model, status = q.get("key", ""), q.get("model", ""), q.get("status", "")
-    picked: list[UsageEvent] = [
-        e for e in events
-        if (not key or e.key_id == key) and (not model or e.model == model)
-        and (not status or _status_class(e.status) == status)
-    ]
-    picked.sort(key=lambda e: e.time, reverse=True)
+    low, high = _STATUS_RANGES.get(status, (0, 1000))
+    query = EventQuery(account_id=me, first_day=first.isoformat(), last_day=today.isoformat(),
+                       key_id=key or None, model=model or None, status_from=low,
+                       status_to=high, newest_first=True, limit=PAGE)
+    total = await records.count(query)
+    pages = max(1, -(-total // PAGE))
     try:
-        page = max(1, int(q.get("page", "1")))
+        page = min(pages, max(1, int(q.get("page", "1"))))
     except ValueError:
         page = 1
-    pages = max(1, -(-len(picked) // PAGE))
-    page = min(page, pages)
+    after, before = _cursor(q.get("after", "")), _cursor(q.get("before", ""))
+    if before:  # "Newer": the page just newer than `before`, read oldest first
+        back = await records.events(msgspec.structs.replace(
+            query, newest_first=False, after=before))
+        shown = back.events[::-1]
+        older, newer = back.first, back.next
+    else:
+        found = await records.events(msgspec.structs.replace(query, after=after))
+        shown = found.events
+        older, newer = found.next, found.first if after else ""
+    if not after and not before:
+        page = 1
     rows: list[dict[str, Any]] = []
-    for e in picked[(page - 1) * PAGE: page * PAGE]:
+    for e in shown:
         k = keys.get(e.key_id)
         rows.append({
             "time": money.time(e.time, seconds=True), "key": f"{k.prefix}…" if k else "deleted key",
@@ -67,17 +82,27 @@ async def show(request: web.Request) -> web.Response:
         })
     filters = {"range": span, "key": key, "model": model, "status": status}
 
-    def link(n: int) -> str:
+    def link(n: int, **at: str) -> str:
         return "/console/requests?" + urlencode({**{k: v for k, v in filters.items() if v},
-                                                 "page": n})
+                                                 **at, "page": n})
 
     return await render(
-        request, "requests.html", rows=rows, total=len(picked), page_no=page, pages=pages,
-        prev=link(page - 1) if page > 1 else "", next=link(page + 1) if page < pages else "",
+        request, "requests.html", rows=rows, total=total, page_no=page, pages=pages,
+        prev=link(max(1, page - 1), before=newer) if newer else "",
+        next=link(min(pages, page + 1), after=older) if older else "",
         spans={k: v[0] for k, v in _SPANS.items()}, span=span, statuses=_STATUSES,
         keys=[(k.id, key_label(k)) for k in keys.values()], models=models, key=key,
         model=model, wanted_status=status, timezone=money.timezone, first=first.isoformat(),
     )
+
+
+def _cursor(text: str) -> str:
+    """`text` if it is a cursor; "" (the newest page) if not."""
+    try:
+        parse_cursor(text)
+    except ValueError:
+        return ""
+    return text
 
 
 def routes(app: web.Application) -> None:

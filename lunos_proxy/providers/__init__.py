@@ -5,6 +5,7 @@ from __future__ import annotations
 from .anthropic import AnthropicAdapter
 from .azure import AzureAdapter
 from .base import ANTHROPIC_HEADERS, OPENAI_HEADERS, Adapter
+from .gemini import GeminiAdapter
 from .openai import OpenAIAdapter
 
 
@@ -19,6 +20,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "openai": OpenAIAdapter,
     "anthropic": AnthropicAdapter,
     "azure": AzureAdapter,
+    "gemini": GeminiAdapter,
     "demo": DemoAdapter,
 }
 

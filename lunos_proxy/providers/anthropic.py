@@ -11,6 +11,7 @@ DEFAULT_VERSION = "2023-06-01"
 
 class AnthropicAdapter(Adapter):
     wires: ClassVar[frozenset[str]] = frozenset({"anthropic"})
+    speaks: ClassVar[str] = "anthropic"
     client_headers: ClassVar[frozenset[str]] = ANTHROPIC_HEADERS
 
     def auth_headers(self) -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 An adapter turns (endpoint, upstream model) into the provider's URL, adds
 the provider's credentials, says which client wire formats it can serve
-without translation, and which of the client's headers the provider may
-see. The forwarder does the rest, the same for all.
+without translation (and which format it speaks, for the others), and
+which of the client's headers the provider may see. The forwarder does
+the rest, the same for all.
 
     class Acme(Adapter):
         wires = frozenset({"openai"})
@@ -45,6 +46,9 @@ ANTHROPIC_HEADERS = CLIENT_HEADERS | {"anthropic-version", "anthropic-beta"}
 class Adapter:
     # Client wire formats ("openai", "anthropic") this provider serves as is.
     wires: ClassVar[frozenset[str]] = frozenset()
+    # The provider's own wire format: a client speaking another one is
+    # served through a translation to this one (providers/translate.py).
+    speaks: ClassVar[str] = "openai"
     # Whether the body's "model" field names the upstream model (Azure puts
     # the deployment in the path instead).
     model_in_body: ClassVar[bool] = True

@@ -111,8 +111,8 @@ class UsageRow(msgspec.Struct, kw_only=True):
 
 
 class BillingRecord(msgspec.Struct, kw_only=True):
-    """A line of the billing ledger, kept for accounting after account deletion
-    (then re-keyed to a pseudonym)."""
+    """A line of the billing ledger (lunos_proxy/records/), kept for accounting
+    after account deletion (then re-keyed to a pseudonym)."""
 
     id: str
     account_id: str
@@ -139,8 +139,9 @@ class SpendDelta(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class UsageEvent(msgspec.Struct, kw_only=True, frozen=True):
-    """One request's usage: metadata only, never content. Kept for the
-    configured retention (privacy policy: usage logs kept for accounting)."""
+    """One request's usage: metadata only, never content. Kept in the records
+    database (lunos_proxy/records/) for the configured retention (privacy
+    policy: usage logs kept for accounting)."""
 
     request_id: str
     account_id: str
@@ -171,8 +172,11 @@ class Store(Limits, Directory, Bus):
 
         With `once` (a unique id of this batch), repeating the call (a retry
         after a lost reply) changes nothing: the batch is applied at most once
-        (markers last a week). The same holds for `once` on `add_billing`,
-        `add_spend` and `add_usage_events`."""
+        (markers last a week). The same holds for `once` on `add_spend`.
+
+        Per-request usage events and the billing ledger are not the store's:
+        they grow with every request and live in the records database
+        (lunos_proxy/records/)."""
 
     @abc.abstractmethod
     async def usage(self, account_id: str, first_day: str, last_day: str) -> list[UsageRow]:
@@ -182,17 +186,6 @@ class Store(Limits, Directory, Bus):
     @abc.abstractmethod
     async def delete_usage(self, account_id: str) -> int:
         """Erase an account's usage counters; returns how many rows went."""
-
-    @abc.abstractmethod
-    async def add_billing(self, records: Sequence[BillingRecord], *, once: str = "") -> None: ...
-
-    @abc.abstractmethod
-    async def billing(self, account_id: str) -> list[BillingRecord]:
-        """Records of an account, oldest first."""
-
-    @abc.abstractmethod
-    async def rekey_billing(self, account_id: str, pseudonym: str) -> int:
-        """Move an account's billing records to `pseudonym`; returns how many."""
 
     # -- routing --------------------------------------------------------------
     @abc.abstractmethod
@@ -206,7 +199,7 @@ class Store(Limits, Directory, Bus):
         """Every subject cooling down now, with its seconds left; ended ones
         are forgotten."""
 
-    # -- metering: spend counters, usage events, once-only claims ------------
+    # -- metering: spend counters, once-only claims ---------------------------
     @abc.abstractmethod
     async def add_spend(self, deltas: Sequence[SpendDelta], *, once: str = "") -> None:
         """Add to spend counters (INCRBY semantics, a counter starts at 0), all or
@@ -223,23 +216,6 @@ class Store(Limits, Directory, Bus):
     @abc.abstractmethod
     async def delete_spend(self, subject: str) -> int:
         """Erase every counter of `subject`; returns how many live ones went."""
-
-    @abc.abstractmethod
-    async def add_usage_events(
-        self, events: Sequence[UsageEvent], retention: int, *, once: str = ""
-    ) -> None:
-        """Keep `events` for at least `retention` seconds (and at most a day more:
-        events expire together per account and day)."""
-
-    @abc.abstractmethod
-    async def usage_events(
-        self, account_id: str, first_day: str = "0000-01-01", last_day: str = "9999-12-31"
-    ) -> list[UsageEvent]:
-        """An account's events for days in [first_day, last_day], by (day, time)."""
-
-    @abc.abstractmethod
-    async def delete_usage_events(self, account_id: str) -> int:
-        """Erase every usage event of an account; returns how many went."""
 
     @abc.abstractmethod
     async def claim(self, name: str, ttl: int) -> bool:

@@ -11,22 +11,40 @@ o-series, cl100k_base for gpt-4, gpt-3.5 and text-embedding-*. Chat input
 adds OpenAI's documented framing (3 tokens a message, 1 for a name, 3 to
 prime the reply). Other providers' tokenizers are not public: their models
 are counted with o200k_base, a documented estimate (typically within 10-20%
-of Claude's counts). Loading the tables takes about a second, so the meter
-loads them on the first response that needs them (or, with
-`preload_tokenizer`, in a thread at start).
+of Claude's counts).
+
+Nothing here runs on the event loop: loading a table takes about a second
+of CPU and counting a long text many milliseconds, and a blocked loop
+stalls every request of the process. `counted` runs a count on the one
+tokenizer thread; the first count that needs a table loads it there, and
+only the requests waiting for a count wait for it. `preload` loads tables
+before serving (``preload_tokenizer``, and in the parent before
+``--workers`` forks, so that the workers share the pages).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 import warnings
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from .extract import TextPieces
 
-__all__ = ["Tokenizer", "count_input", "count_output", "encoding_for", "tokenizer"]
+__all__ = [
+    "Tokenizer",
+    "count_input",
+    "count_output",
+    "counted",
+    "encoding_for",
+    "preload",
+    "tokenizer",
+]
 
 _CL100K_PREFIXES = ("gpt-4-", "gpt-3.5", "gpt-35", "text-embedding-")
 
@@ -62,8 +80,52 @@ def tokenizer(encoding: str) -> Tokenizer:
         return _loaded[encoding]
 
 
+def preload(encodings: Iterable[str]) -> None:
+    """Load these tables now, on the calling thread (before serving)."""
+    for encoding in encodings:
+        tokenizer(encoding)
+
+
+T = TypeVar("T")
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+async def counted(count: Callable[[], T]) -> T:
+    """`count()` run on the tokenizer thread, awaited without blocking the loop.
+
+    One thread for the process: counts are rare (see the module's doc), and
+    a second thread would only contend for the same lock while a table
+    loads. Made on first use in each process, so a forked worker has its own.
+    """
+    global _pool
+    pid = os.getpid()
+    if _pool is None or _pool[0] != pid:
+        _pool = (pid, ThreadPoolExecutor(1, thread_name_prefix="lunos-tokenizer"))
+    return await asyncio.get_running_loop().run_in_executor(_pool[1], count)
+
+
+# The tokenizer refuses a text of a million characters or of 200,000 tokens,
+# and holds the GIL (the loop's too) for as long as one call runs: a long
+# text is counted in pieces of about this many characters (~0.3 ms each),
+# cut before a space so that no word is split.
+_PIECE = 16_384
+
+
 def _count(text: str, encoding: str) -> int:
-    return len(tokenizer(encoding).encode_ordinary(text)) if text else 0
+    if not text:
+        return 0
+    encode = tokenizer(encoding).encode_ordinary
+    if len(text) <= _PIECE:
+        return len(encode(text))
+    total, start, end = 0, 0, len(text)
+    while start < end:
+        stop = min(start + _PIECE, end)
+        if stop < end:
+            space = text.rfind(" ", start + _PIECE // 2, stop)
+            stop = space if space > start else stop
+        total += len(encode(text[start:stop]))
+        start = stop
+    return total
 
 
 def count_output(model: str, pieces: TextPieces) -> int:

@@ -1,19 +1,22 @@
 """The write-behind ledger: usage is summed in memory and written in batches.
 
-    ledger = Ledger(store, metrics, flush_interval=1.0, retention=400 * 86400)
+    ledger = Ledger(store, metrics, flush_interval=1.0, records=writer)
     await ledger.start()
     ledger.record(entry)        # on the hot path: a few dict updates, no I/O
     await ledger.stop()         # writes what is pending (graceful shutdown)
 
 Every `flush_interval` seconds what has accumulated is cut into one batch and
-written in four steps: usage counters (`add_usage`), billing lines
-(`add_billing`), spend counters (`add_spend`) and usage events
-(`add_usage_events`). A step that fails (the store is down) is retried, from
-that step on, until it succeeds; meanwhile new usage keeps summing into the
-next batch, so an outage costs memory in proportion to distinct
-(account, key, model, day) rows, not to requests. Events are the one part
-that grows with requests: past `max_pending_events` the oldest are dropped
-and counted in `lunos_meter_dropped{what="events"}`. Counters are never dropped.
+written to the store in two steps: daily usage counters (`add_usage`) and
+spend counters (`add_spend`). A step that fails (the store is down) is
+retried, from that step on, until it succeeds; meanwhile new usage keeps
+summing into the next batch, so an outage costs memory in proportion to
+distinct (account, key, model, day) rows, not to requests. Counters are
+never dropped.
+
+Each request's usage event and its share of the billing ledger go to the
+records database instead (`records`, a `lunos_proxy.records.writer.RecordsWriter`
+with a queue of its own): what grows with every request stays out of the
+store, and an outage of one does not hold up the other.
 
 Every step carries the batch's id (`once`): a write the store applied but
 whose answer was lost (the connection cut between the two, as when Redis is
@@ -29,7 +32,6 @@ erased), so no write recreates what the erasure removed.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -40,15 +42,10 @@ import structlog
 from lunos_proxy.keys import ERASED_CHANNEL
 from lunos_proxy.logs import error_name
 from lunos_proxy.metrics import Metrics
-from lunos_proxy.store.base import (
-    BillingRecord,
-    SpendDelta,
-    Store,
-    StoreError,
-    UsageDelta,
-    UsageEvent,
-)
+from lunos_proxy.records.writer import RecordsWriter
+from lunos_proxy.store.base import SpendDelta, Store, StoreError, UsageDelta, UsageEvent
 from lunos_proxy.store.fanout import Fanout
+from lunos_proxy.write_behind import WriteBehind
 
 from .metrics import MeterMetrics
 
@@ -81,40 +78,29 @@ class Entry:
 @dataclass
 class _Batch:
     usage: list[UsageDelta]
-    billing: list[BillingRecord]
     spend: list[SpendDelta]
-    events: list[UsageEvent]
     id: str = field(default_factory=lambda: uuid.uuid4().hex)  # makes retries idempotent
     done: int = 0  # steps written so far
     rows: int = field(default=0)
 
 
-class Ledger:
+class Ledger(WriteBehind[_Batch]):
     def __init__(
         self,
         store: Store,
         metrics: Metrics,
         *,
         flush_interval: float = 1.0,
-        retention: int = 400 * 86_400,
-        max_pending_events: int = 100_000,
+        records: RecordsWriter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(flush_interval)
         self.store = store
         self.metrics = metrics.add(MeterMetrics)
-        self.flush_interval = flush_interval
-        self.retention = retention
-        self.max_pending_events = max_pending_events
+        self.records = records
         self.clock = clock
         self._usage: dict[_Row, list[int]] = {}
         self._spend: dict[tuple[str, str], list[int]] = {}  # micros, ttl
-        self._events: list[UsageEvent] = []
-        self._batch: _Batch | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._failing = False
-        self._stopping = False
-        self._lock = asyncio.Lock()
         # Called with the subjects whose spend just reached the store.
         self.on_written: list[Callable[[set[str]], None]] = []
         self._erased: dict[str, float] = {}  # account id -> ignored until
@@ -137,11 +123,8 @@ class Ledger:
                 self._spend[(subject, period)] = [e.cost_micros, ttl]
             else:
                 s[0] += e.cost_micros
-        if e.event is not None:
-            if len(self._events) >= self.max_pending_events:
-                del self._events[0]
-                self.metrics.meter_dropped.labels("events").inc()
-            self._events.append(e.event)
+        if e.event is not None and self.records is not None:
+            self.records.add(e.event)
         self._gauge()
 
     # -- erasure ----------------------------------------------------------------
@@ -154,20 +137,17 @@ class Ledger:
         self._erased[account_id] = now + FORGET_SECONDS
         b = self._batch
         keys = {row[1] for row in self._usage if row[0] == account_id}
-        keys |= {e.key_id for e in self._events if e.account_id == account_id}
         if b is not None:
             keys |= {d.key_id for d in b.usage if d.account_id == account_id}
-            keys |= {e.key_id for e in b.events if e.account_id == account_id}
         subjects = {f"account:{account_id}", *(f"key:{k}" for k in keys)}
         self._usage = {row: c for row, c in self._usage.items() if row[0] != account_id}
         self._spend = {sp: v for sp, v in self._spend.items() if sp[0] not in subjects}
-        self._events = [e for e in self._events if e.account_id != account_id]
         if b is not None:
             b.usage = [d for d in b.usage if d.account_id != account_id]
-            b.billing = [r for r in b.billing if r.account_id != account_id]
             b.spend = [d for d in b.spend if d.subject not in subjects]
-            b.events = [e for e in b.events if e.account_id != account_id]
-            b.rows = len(b.usage) + len(b.spend) + len(b.events)
+            b.rows = len(b.usage) + len(b.spend)
+        if self.records is not None:
+            self.records.forget(account_id)
         self._gauge()
 
     def _was_erased(self, account_id: str) -> bool:
@@ -190,7 +170,7 @@ class Ledger:
         if s is not None:
             total += s[0]
         b = self._batch
-        if b is not None and b.done < 3:
+        if b is not None and b.done < 2:
             total += sum(d.micros for d in b.spend if d.subject == subject and d.period == period)
         return total
 
@@ -198,16 +178,15 @@ class Ledger:
     def backlog(self) -> int:
         b = self._batch
         in_batch = 0 if b is None else b.rows
-        return len(self._usage) + len(self._spend) + len(self._events) + in_batch
+        return len(self._usage) + len(self._spend) + in_batch
 
     def _gauge(self) -> None:
         self.metrics.meter_backlog.set(self.backlog)
 
     # -- writing ----------------------------------------------------------------
     def _cut(self) -> _Batch | None:
-        if not (self._usage or self._spend or self._events):
+        if not (self._usage or self._spend):
             return None
-        now = self.clock()
         usage = [
             UsageDelta(
                 account_id=a,
@@ -222,118 +201,50 @@ class Ledger:
             )
             for (a, k, m, d), c in self._usage.items()
         ]
-        lines: dict[tuple[str, str, str], list[int]] = {}
-        for (a, _k, m, d), c in self._usage.items():
-            line = lines.setdefault((a, m, d), [0, 0, 0, 0])
-            line[0] += c[0]
-            line[1] += c[1]
-            line[2] += c[2]
-            line[3] += c[4]
-        billing = [
-            BillingRecord(
-                id=uuid.uuid4().hex,
-                account_id=a,
-                period=d,
-                model=m,
-                requests=c[0],
-                input_tokens=c[1],
-                output_tokens=c[2],
-                cost_micros=c[3],
-                created=now,
-            )
-            for (a, m, d), c in lines.items()
-        ]
         spend = [
             SpendDelta(subject=s, period=p, micros=v[0], ttl=v[1])
             for (s, p), v in self._spend.items()
             if v[0]
         ]
-        batch = _Batch(usage, billing, spend, self._events)
-        batch.rows = len(usage) + len(spend) + len(self._events)
-        self._usage, self._spend, self._events = {}, {}, []
+        batch = _Batch(usage, spend)
+        batch.rows = len(usage) + len(spend)
+        self._usage, self._spend = {}, {}
         return batch
-
-    async def flush(self) -> bool:
-        """Write everything recorded so far; False if the store failed (kept for later)."""
-        async with self._lock:
-            return await self._flush()
-
-    async def _flush(self) -> bool:
-        while True:
-            if self._batch is None:
-                self._batch = self._cut()
-                if self._batch is None:
-                    return True
-            if not await self._write(self._batch):
-                return False
-            self._batch = None
-            self._gauge()
 
     async def _write(self, b: _Batch) -> bool:
         steps = (
             lambda: self.store.add_usage(b.usage, once=b.id),
-            lambda: self.store.add_billing(b.billing, once=b.id),
             lambda: self.store.add_spend(b.spend, once=b.id),
-            lambda: self.store.add_usage_events(b.events, self.retention, once=b.id),
         )
-        lists: tuple[Iterable[object], ...] = (b.usage, b.billing, b.spend, b.events)
+        lists: tuple[Iterable[object], ...] = (b.usage, b.spend)
         while b.done < len(steps):
             if lists[b.done]:
                 try:
                     await steps[b.done]()
                 except StoreError as e:
                     self.metrics.meter_write_failures.inc()
-                    if not self._failing:
+                    if self.failed():
                         log.warning("usage_write_failed", error=error_name(e), backlog=self.backlog)
-                    self._failing = True
                     return False
             b.done += 1
-            if b.done == 3:
+            if b.done == 2:
                 subjects = {d.subject for d in b.spend}
                 for callback in self.on_written:
                     callback(subjects)
-        if self._failing:
+        if self.recovered():
             log.warning("usage_write_recovered")
-        self._failing = False
         return True
-
-    async def _run(self) -> None:
-        delay = self.flush_interval
-        while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            ok = await self.flush()
-            # Back off while the store is down, but not for long: the
-            # backlog should drain soon after it returns.
-            delay = self.flush_interval if ok else min(delay * 2, 2.0)
-
-    def wake(self) -> None:
-        """Write now rather than at the next interval."""
-        self._wake.set()
 
     async def start(self) -> None:
         if self._task is None:
             await self._listen()
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            await super().start()
 
     async def stop(self, attempts: int = 3) -> None:
-        # Not cancelled: a write cut off halfway could be applied and then
-        # written again. The loop finishes its current flush and exits.
-        self._stopping = True
-        self._wake.set()
-        task, self._task = self._task, None
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
-        for i in range(attempts):
-            if await self.flush():
-                return
-            await asyncio.sleep(0.2 * (i + 1))
-        lost = self.backlog
-        self.metrics.meter_dropped.labels("shutdown").inc(lost)
-        log.error("usage_lost_at_shutdown", rows=lost)
+        lost = await self.drain(attempts)
+        if lost:
+            self.metrics.meter_dropped.labels("shutdown").inc(lost)
+            log.error("usage_lost_at_shutdown", rows=lost)
 
 
 # The ledgers that hear erasures: one subscription per store, shared by the

@@ -34,16 +34,17 @@ import msgspec
 from aiohttp import web
 
 from lunos_proxy.bounds import AtLeastOne, Seconds, SecondsOrZero
-from lunos_proxy.config import ConfigError
+from lunos_proxy.config import Config, ConfigError
 from lunos_proxy.config_files import checked_file
 from lunos_proxy.exchange import Exchange, exchange_of
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
+from lunos_proxy.records.writer import RecordsWriter
 from lunos_proxy.store.base import UsageEvent
 from lunos_proxy.views import METER, PRICES
 
 from .budgets import BudgetSettings, Calendar, Guard, Limit, Rules
-from .estimate import encoding_for, tokenizer
+from .estimate import encoding_for, preload
 from .include_usage import (
     STREAM_USAGE_ENDPOINTS,
     UsageChunkFilter,
@@ -58,6 +59,7 @@ from .webhooks import Notifier
 # Endpoints that consume tokens; /v1/models and count_tokens are not billed.
 METERED = frozenset({"chat/completions", "completions", "embeddings", "responses", "messages"})
 ANONYMOUS = "anonymous"
+_SPEND_REMEMBERED = 10_000  # (account, key, day) entries kept
 
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -87,9 +89,10 @@ class MeterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     request_stream_usage: bool = True
     # Count tokens ourselves when a provider reports none (usage_source: estimated).
     estimate: bool = True
-    # Load the tokenizer's tables (~1 s of CPU, ~100 MB) in the background at
+    # Load the tokenizer's tables (~1 s of CPU, ~135 MB) in the background at
     # start, rather than on the first response that needs an estimate (which
-    # then waits for them).
+    # then waits for them; other requests do not). `serve --workers N` loads
+    # them before it forks in any case (`prepare`), so that workers share them.
     preload_tokenizer: bool = False
     flush_interval_seconds: Seconds = 1.0
     max_pending_events: AtLeastOne = 100_000
@@ -114,12 +117,25 @@ class Meter(Plugin):
         self.prices = self._load_prices(settings.pricing)
         self.metrics = services.metrics.add(MeterMetrics)
         self.calendar = Calendar(settings.timezone)
+        # Events and ledger lines go to the records database (if the gateway
+        # has one), counters and spend to the store.
+        self.records = (
+            None
+            if services.records is None
+            else RecordsWriter(
+                services.records,
+                services.metrics,
+                flush_interval=settings.flush_interval_seconds,
+                max_pending_events=settings.max_pending_events,
+                events_retention_days=settings.events_retention_days,
+                billing_retention_days=services.config.records.billing_retention_days,
+            )
+        )
         self.ledger = Ledger(
             services.store,
             services.metrics,
             flush_interval=settings.flush_interval_seconds,
-            retention=settings.events_retention_days * 86_400,
-            max_pending_events=settings.max_pending_events,
+            records=self.records,
         )
         self.rules = Rules(settings.budgets)
         hook = settings.webhook
@@ -144,6 +160,8 @@ class Meter(Plugin):
             currency=self.prices.currency,
             fail_closed=services.config.store.on_failure == "fail_closed",
         )
+        self._counting: set[asyncio.Future[None]] = set()
+        self._spend: dict[tuple[str, str, str], list[tuple[str, str, int]]] = {}
         services.views[METER] = self
         services.views.setdefault(PRICES, TablePrices(self.prices))
 
@@ -183,15 +201,29 @@ class Meter(Plugin):
         except PricingError as e:
             raise ConfigError(e.problems) from None
 
+    @classmethod
+    def prepare(cls, settings: MeterSettings, config: Config) -> None:
+        # Before --workers forks: one copy of the tables, shared by every worker.
+        if settings.estimate:
+            preload(_encodings(config))
+
     async def start(self) -> None:
         self.metrics.prepare(self.services.config)
         await self.ledger.start()
+        if self.records is not None:
+            await self.records.start()
         if self.settings.estimate and self.settings.preload_tokenizer:
             # The tokenizer's tables take about a second to load: not on a request.
-            threading.Thread(target=_load_tokenizer, name="tokenizer-load", daemon=True).start()
+            encodings = _encodings(self.services.config)
+            threading.Thread(
+                target=preload, args=(encodings,), name="tokenizer-load", daemon=True
+            ).start()
 
     async def stop(self) -> None:
+        await self.settled()
         await self.ledger.stop()
+        if self.records is not None:
+            await self.records.stop()
         await self.guard.settled()  # thresholds still being judged may notify
         if self.notifier is not None:
             await self.notifier.close()
@@ -236,7 +268,39 @@ class Meter(Plugin):
             raise
         finally:
             if watcher.ended:
+                if watcher.counting:
+                    await self._counted(watcher)
                 self._settle(exchange, account, key, at, limits)
+
+    async def _counted(self, watcher: UsageWatcher) -> None:
+        """Count the usage off the loop, to its end even if cancelled meanwhile.
+
+        The count ends after the client saw the whole answer, and a client
+        that closes its connection then (as SDKs do) cancels the request:
+        that cancellation waits for the count, so that what is settled here,
+        by abuse and in the log line is the counted usage, and the request
+        is not reported as cut short. The count takes milliseconds (a second
+        the first time, while the tables load). `settled()` lets a reader of
+        the ledger wait for it."""
+        done = asyncio.get_running_loop().create_future()
+        self._counting.add(done)
+        count = asyncio.ensure_future(watcher.counted())
+        task = asyncio.current_task()
+        try:
+            while not count.done():
+                try:
+                    await asyncio.shield(count)
+                except asyncio.CancelledError:
+                    if task is not None:
+                        task.uncancel()
+        finally:
+            self._counting.discard(done)
+            done.set_result(None)
+
+    async def settled(self) -> None:
+        """Return once the usage being counted now is settled into the ledger."""
+        if self._counting:
+            await asyncio.wait(list(self._counting))
 
     def cost(self, exchange: Exchange, at: float) -> int:
         model = _served(exchange)
@@ -265,7 +329,7 @@ class Meter(Plugin):
                 output_tokens=u.output_tokens,
                 cached_input_tokens=u.cached_input_tokens,
                 cost_micros=ex.cost_micros,
-                spend=self.rules.spend_periods(account, key, at),
+                spend=self._spend_periods(account, key, at),
                 event=UsageEvent(
                     request_id=ex.request_id,
                     account_id=account,
@@ -286,11 +350,22 @@ class Meter(Plugin):
                 ),
             )
         )
-        model, provider = self._label(ex), ex.provider or "none"
         if u.source == "estimated":
-            self.metrics.usage_estimated.labels(model, provider).inc()
+            labels = self._label(ex), ex.provider or "none"
+            self.metrics.usage_estimated.labels(*labels).inc()
         if limits:
             self.guard.after(limits, at)
+
+    def _spend_periods(self, account: str, key: str, at: float) -> list[tuple[str, str, int]]:
+        # The same few counters for every request of a key on a day: made once
+        # (the list is only read).
+        day = self.rules.calendar.day(at)
+        found = self._spend.get((account, key, day))
+        if found is None:
+            if len(self._spend) >= _SPEND_REMEMBERED:
+                self._spend.clear()
+            found = self._spend[(account, key, day)] = self.rules.spend_periods(account, key, at)
+        return found
 
 
 def _served(exchange: Exchange) -> str:
@@ -298,5 +373,8 @@ def _served(exchange: Exchange) -> str:
     return exchange.served_public or exchange.model
 
 
-def _load_tokenizer() -> None:
-    tokenizer(encoding_for(""))
+def _encodings(config: Config) -> list[str]:
+    """The tokenizer tables the models of `config` count with."""
+    names = {encoding_for(d.model) for m in config.models.values() for d in m.deployments}
+    names.update(encoding_for(public) for public in config.models)
+    return sorted(names)

@@ -166,17 +166,32 @@ def parse_pricing(raw: Any, label: str) -> PriceTable:
     return PriceTable(currency, models)
 
 
+# The tables last read, by file and content. A reload reads and checks the
+# config's pricing file in a thread (lunos_proxy/reload.py), then the meter
+# and the router load it on the event loop: there, a lookup instead of a
+# parse (tens of milliseconds for a long file). A table is never changed.
+_read: dict[tuple[str, str], PriceTable] = {}
+_READ_KEPT = 8
+
+
 def load_pricing(path: str | Path) -> PriceTable:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise PricingError([f"{p.name}: (file): cannot read: {e.strerror}"]) from None
+    found = _read.get((str(p), text))
+    if found is not None:
+        return found
     try:
         raw = load_yaml(text, p.name)
     except YamlError as e:
         raise PricingError(e.problems) from None
-    return parse_pricing(raw, p.name)
+    table = parse_pricing(raw, p.name)
+    if len(_read) >= _READ_KEPT:
+        _read.clear()
+    _read[(str(p), text)] = table
+    return table
 
 
 class TablePrices:

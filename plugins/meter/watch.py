@@ -5,18 +5,25 @@ so it reads the usage chunk the meter asked for) and, when the response
 ends or is cut off, sets `exchange.usage` and `exchange.cost_micros`. That
 happens inside the forwarder, so both are final when `handler` returns to
 any middleware outside the meter (abuse settles its reservation from them).
+
+When the usage must be counted (none reported), `end` only takes note:
+counting runs on the tokenizer thread (`estimate.counted`), and the meter
+awaits `counted()` before it returns, so the loop never waits for a table
+load or a long text. Until then `exchange.usage` holds what was reported
+(a stream's partial usage) or nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
 import structlog
 
 from lunos_proxy.exchange import Exchange, Usage
 from lunos_proxy.sse import SSEParser
 
-from .estimate import count_input, count_output
+from .estimate import count_input, count_output, counted
 from .extract import StreamUsage, TextPieces, usage_from_body
 
 __all__ = ["UsageWatcher"]
@@ -25,7 +32,17 @@ log = structlog.get_logger("lunos.meter")
 
 
 class UsageWatcher:
-    __slots__ = ("_body", "_cost", "_estimate", "_parser", "_stream", "_text", "ended", "exchange")
+    __slots__ = (
+        "_body",
+        "_cost",
+        "_count",
+        "_estimate",
+        "_parser",
+        "_stream",
+        "_text",
+        "ended",
+        "exchange",
+    )
 
     def __init__(
         self, exchange: Exchange, cost: Callable[[Exchange], int], *, estimate: bool = True
@@ -38,6 +55,9 @@ class UsageWatcher:
         self._body: list[bytes] | None = None  # a JSON answer (one chunk from the forwarder)
         self._parser: SSEParser | None = None
         self._stream: StreamUsage | None = None
+        # What a count needs (model, endpoint, body, partial usage), set by
+        # `end` when no usage was reported.
+        self._count: tuple[str, str, bytes, Usage | None] | None = None
 
     def chunk(self, data: bytes) -> None:
         if self._body is None and self._parser is None:
@@ -61,10 +81,34 @@ class UsageWatcher:
         ex = self.exchange
         try:
             ex.usage = self._final()
-            ex.cost_micros = self._cost(ex)
+            if self._count is None:
+                ex.cost_micros = self._cost(ex)
         except Exception:
             # An observer must not raise into the copy loop.
             log.exception("usage_settle_failed")
+
+    @property
+    def counting(self) -> bool:
+        """True while the usage waits for `counted()`."""
+        return self._count is not None
+
+    async def counted(self) -> None:
+        """Count the usage no one reported, off the loop; then it is final."""
+        if self._count is None:
+            return
+        ex = self.exchange
+        try:
+            ex.usage = await counted(self._counted)
+        except Exception:
+            log.exception("usage_settle_failed")
+        finally:
+            # Also when cancelled again while counting (a shutdown): then
+            # what was reported, or nothing, is what gets settled.
+            self._count = None
+            try:
+                ex.cost_micros = self._cost(ex)
+            except Exception:
+                log.exception("usage_settle_failed")
 
     def _final(self) -> Usage:
         ex = self.exchange
@@ -80,13 +124,20 @@ class UsageWatcher:
                 partial = self._stream.usage("estimated")
         if not self._estimate:
             return partial or Usage(source="none")
-        model = ex.upstream_model or ex.model
+        self._count = (ex.upstream_model or ex.model, ex.endpoint, ex.body, partial)
+        return partial or Usage(source="none")
+
+    def _counted(self) -> Usage:
+        """The estimate; runs on the tokenizer thread (reads nothing the loop changes)."""
+        assert self._count is not None
+        model, endpoint, body, partial = self._count
         output = count_output(model, self._text)
         if partial is not None and partial.input_tokens:
-            partial.output_tokens = max(partial.output_tokens, output)
-            return partial
+            return msgspec.structs.replace(
+                partial, output_tokens=max(partial.output_tokens, output)
+            )
         return Usage(
-            input_tokens=count_input(model, ex.endpoint, ex.body),
+            input_tokens=count_input(model, endpoint, body),
             output_tokens=output,
             source="estimated",
         )

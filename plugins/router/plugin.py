@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 from aiohttp import web
@@ -44,19 +44,22 @@ from lunos_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from lunos_proxy.exchange import Exchange, model_allowed, model_list
+from lunos_proxy.exchange import Exchange, model_allowed
 from lunos_proxy.parse import read_request
 from lunos_proxy.plugin import Handler, Plugin, Services
+from lunos_proxy.providers.listing import models_response
 from lunos_proxy.store.base import Limit, StoreError
 from lunos_proxy.views import PRICES, ROUTING
 
 from .breaker import BreakerSettings, BreakerState
 from .metrics import RouterMetrics
 from .routes import (
+    ROUTE_KEYS,
     Route,
     build_routes,
     candidates_for,
     qualifies,
+    route_key,
 )
 from .state import REGISTRY, Candidate, Registry
 
@@ -111,14 +114,13 @@ class Router(Plugin):
             services.views.get(PRICES),
         )
         services.views[ROUTING] = registry
-        # Per model and client wire format, the plan of a caller with no
-        # restrictions: its deployments, then its fallbacks'.
+        # Per model and client wire format (see route_key), the plan of a
+        # caller with no restrictions: its deployments, then its fallbacks'.
         self.plans: dict[str, dict[str, list[tuple[Route, Sequence[Candidate]]]]] = {}
         for public, route in self.routes.items():
             chain = [route] + [self.routes[name] for name in route.fallbacks]
             self.plans[public] = {
-                wire: [(r, r.by_wire[wire]) for r in chain if wire in r.by_wire]
-                for wire in ("openai", "anthropic")
+                key: [(r, r.by_wire[key]) for r in chain if key in r.by_wire] for key in ROUTE_KEYS
             }
         self.served_by: dict[str, list[tuple[str, str]]] = {}
         m = self.metrics
@@ -144,7 +146,7 @@ class Router(Plugin):
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = await read_request(request)
         if exchange.endpoint == "models":
-            return self.list_models(exchange)
+            return self.list_models(exchange, request.query)
         public = self.names.get(exchange.model)
         if public is None:
             raise ModelNotFound()  # never names it: the name is the client's
@@ -155,7 +157,8 @@ class Router(Plugin):
             and principal.allowed_regions is None
             and principal.allowed_providers is None
         ):
-            plan = self.plans[public].get(exchange.wire)  # built once per config
+            # built once per config
+            plan = self.plans[public].get(route_key(exchange.wire, exchange.endpoint))
         else:
             plan = self._plan_for(public, exchange)
         if not plan:
@@ -171,14 +174,16 @@ class Router(Plugin):
         for name in (public, *self.routes[public].fallbacks):
             if name == public or model_allowed(principal, name):
                 route = self.routes[name]
-                found = candidates_for(route, exchange.wire, principal)
+                found = candidates_for(
+                    route, route_key(exchange.wire, exchange.endpoint), principal
+                )
                 if found:
                     plan.append((route, found))
         return plan
 
     def _nothing_qualifies(self, exchange: Exchange, public: str) -> Exception:
         route = self.routes[public]
-        if exchange.wire not in route.by_wire:
+        if route_key(exchange.wire, exchange.endpoint) not in route.by_wire:
             return BadRequest(
                 f"The model '{public}' is not served over the {exchange.wire} API.", param="model"
             )
@@ -412,14 +417,15 @@ class Router(Plugin):
         except StoreError:
             pass  # the estimate stands; the counter drains within a minute
 
-    def list_models(self, exchange: Exchange) -> web.Response:
-        """The models the caller may use: allowed, and with a deployment it qualifies for."""
+    def list_models(self, exchange: Exchange, query: Mapping[str, str]) -> web.Response:
+        """The models the caller may use, in the listing shape of its SDK."""
         principal = exchange.principal
-        return model_list(exchange, [
+        names = [
             public
             for public, route in self.routes.items()
             if any(qualifies(c, principal) for c in route.candidates)
-        ])
+        ]
+        return models_response(exchange, names, query)
 
 
 def _reset(exchange: Exchange) -> None:

@@ -2,8 +2,11 @@
 strategy and fallbacks, and the access rules that narrow them per caller.
 
 Built once per config generation, so a request does no config lookups:
-candidates are pre-split by the client's wire format, and only a caller
-with region or provider restrictions costs a filtering pass.
+candidates are pre-split by the client's wire format (`route_key`: the
+deployments that serve it as is, and for each endpoint a translation may
+serve, every deployment that serves it as is or through a translation),
+and only a caller with region or provider restrictions costs a filtering
+pass.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from lunos_proxy.config import Timeouts
-from lunos_proxy.model_checks import model_wires
+from lunos_proxy.providers import ADAPTERS
+from lunos_proxy.providers.translate import TRANSLATED_ENDPOINTS
+from lunos_proxy.providers.translations import translation_for
 
 from .state import Candidate, Registry
 from .strategies import Strategy, make_strategy
@@ -28,7 +33,39 @@ __all__ = [
     "build_routes",
     "candidates_for",
     "qualifies",
+    "route_key",
 ]
+
+# The keys of `Route.by_wire`: a client wire format alone for the
+# candidates serving it as is, "wire+endpoint" for an endpoint a
+# translation may serve (the candidates serving it as is or translated).
+ROUTE_KEYS = (
+    "openai",
+    "anthropic",
+    *(f"{wire}+{endpoint}" for wire, ends in TRANSLATED_ENDPOINTS.items() for endpoint in ends),
+)
+
+
+def route_key(wire: str, endpoint: str) -> str:
+    """The `Route.by_wire` key for a request."""
+    return f"{wire}+{endpoint}" if endpoint in TRANSLATED_ENDPOINTS.get(wire, ()) else wire
+
+
+def _by_wire(config: Config, candidates: list[Candidate]) -> dict[str, list[Candidate]]:
+    out: dict[str, list[Candidate]] = {}
+    for key in ROUTE_KEYS:
+        wire, _, endpoint = key.partition("+")
+        found = []
+        for c in candidates:
+            adapter = ADAPTERS[config.providers[c.provider].format]
+            if wire in adapter.wires or (
+                endpoint and translation_for(wire, adapter.speaks, endpoint)
+            ):
+                found.append(c)
+        if found:
+            # The same list when every one qualifies: the router's fast path.
+            out[key] = candidates if len(found) == len(candidates) else found
+    return out
 
 
 class Route:
@@ -48,13 +85,13 @@ class Route:
         public: str,
         candidates: list[Candidate],
         strategy: Strategy,
-        wires: frozenset[str],
+        by_wire: dict[str, list[Candidate]],
     ) -> None:
         self.public = public
         self.candidates = candidates
         self.strategy = strategy
         self.fallbacks: list[str] = []  # public names, transitive, in order
-        self.by_wire = {wire: candidates for wire in wires}
+        self.by_wire = by_wire  # see route_key
         self.tiered = len({c.priority for c in candidates}) > 1
         # The pool while nothing is impaired: the best tier as listed.
         top = min((c.priority for c in candidates), default=0)
@@ -111,7 +148,7 @@ def build_routes(
                 )
             )
         strategy = make_strategy(m.strategy, rng, explore)
-        routes[public] = Route(public, candidates, strategy, model_wires(config, m))
+        routes[public] = Route(public, candidates, strategy, _by_wire(config, candidates))
         names.setdefault(public, public)
         for alias in m.aliases:
             names.setdefault(alias, public)

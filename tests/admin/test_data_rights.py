@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
+from lunos_proxy.records import EventQuery
 from lunos_proxy.store.base import BillingRecord, SpendDelta, UsageDelta, UsageEvent
 from tests.auth_support import admin, auth_config, chat
 from tests.conftest import GatewayFactory, Running
@@ -68,16 +69,18 @@ async def make_everything(gw: Running) -> tuple[dict[str, Any], list[dict[str, A
         UsageDelta(account_id=account["id"], key_id=keys[1]["id"], model="gpt-test", day="2026-11-02",
                    input_tokens=5, output_tokens=1, cost_micros=300),
     ])
-    await store.add_billing([
-        BillingRecord(id=f"bill-{i}", account_id=account["id"], period="2026-11", model="gpt-test", requests=1,
-                      input_tokens=10 * i, output_tokens=i, cost_micros=1000 * i, created=1_790_000_000.0 + i)
-        for i in (1, 2, 3)
-    ])
-    await store.add_usage_events([
+    events = [
         UsageEvent(request_id=f"req-{i}", account_id=account["id"], key_id=keys[0]["id"], model="gpt-test",
                    time=1_790_000_000.0 + i, day="2026-11-01", status=200, input_tokens=11, output_tokens=6)
         for i in (1, 2)
-    ], 86_400)
+    ]
+    billing = [
+        BillingRecord(id=f"bill-{i}", account_id=account["id"], period=f"2026-11-0{i}", model="gpt-test",
+                      requests=1, input_tokens=10 * i, output_tokens=i, cost_micros=1000 * i,
+                      created=1_790_000_000.0 + i)
+        for i in (1, 2, 3)
+    ]
+    assert await gw.gateway.records.add("setup", events, billing)
     await store.add_spend([
         SpendDelta(subject=f"account:{account['id']}", period="total", micros=1000),
         SpendDelta(subject=f"account:{account['id']}", period="credit", micros=5000),
@@ -129,9 +132,10 @@ async def test_delete_erases_person_and_keys_keeps_billing_totals_and_is_idempot
     assert (status, body["error"]["message"]) == (401, "Incorrect API key provided.")
     assert (await admin(gw, "GET", f"/admin/accounts/{account['id']}"))[0] == 404
     assert (await admin(gw, "GET", f"/admin/accounts/{account['id']}/export"))[0] == 404
-    assert await store.billing(account["id"]) == []
+    records = gw.gateway.records
+    assert await records.billing(account["id"]) == []
     assert await store.usage(account["id"], "0000", "9999") == []
-    assert await store.usage_events(account["id"]) == []
+    assert (await records.events(EventQuery(account_id=account["id"]))).events == []
     assert await store.spend_counters(f"account:{account['id']}") == {}
     assert await store.spend_counters(f"key:{keys[1]['id']}") == {}
 
@@ -142,7 +146,7 @@ async def test_delete_erases_person_and_keys_keeps_billing_totals_and_is_idempot
     anon = {e.account_id for e in await store.audit() if e.account_id.startswith("anon_")}
     [pseudonym] = anon
     assert pseudonym not in json.dumps(report)
-    kept = await store.billing(pseudonym)
+    kept = await records.billing(pseudonym)
     assert [b.id for b in kept] == ["bill-1", "bill-2", "bill-3"]
     assert (sum(b.cost_micros for b in kept), sum(b.input_tokens for b in kept)) == (6000, 60)
 
@@ -183,7 +187,7 @@ async def test_export_and_delete_cover_what_the_meter_recorded_for_a_created_key
 ) -> None:
     import openai
 
-    from tests.meter_support import meter_config, meter_of
+    from tests.meter_support import flushed_records, meter_config
 
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     gw = await make_gateway(meter_config(provider.base_url, tmp_path, store_url=redis_url,
@@ -193,7 +197,7 @@ async def test_export_and_delete_cover_what_the_meter_recorded_for_a_created_key
     async with openai.AsyncOpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0) as client:
         for _ in range(3):
             await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-    assert await meter_of(gw.gateway).ledger.flush()
+    await flushed_records(gw.gateway)
 
     doc = (await admin(gw, "GET", f"/admin/accounts/{account['id']}/export"))[1]
     assert [(u["key_id"], u["requests"]) for u in doc["usage"]] == [(key["id"], 3)]
@@ -213,7 +217,7 @@ async def test_export_and_delete_cover_what_the_meter_recorded_for_a_created_key
     blob = await dump({"gw": gw, "backend": "redis", "url": redis_url, "prefix": prefix})
     assert traces(blob, NAME, EMAIL, "grace", "hopper", key["key"], key["prefix"]) == []
     [pseudonym] = {e.account_id for e in await gw.gateway.store.audit() if e.account_id.startswith("anon_")}
-    assert sum(b.cost_micros for b in await gw.gateway.store.billing(pseudonym)) == billed
+    assert sum(b.cost_micros for b in await gw.gateway.records.billing(pseudonym)) == billed
 
 
 async def test_usage_another_instance_holds_unwritten_is_not_written_after_the_erasure(
@@ -234,20 +238,27 @@ async def test_usage_another_instance_holds_unwritten_is_not_written_after_the_e
     async with openai.AsyncOpenAI(base_url=second.v1, api_key=key["key"], max_retries=0) as client:
         for _ in range(2):
             await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-    ledger = meter_of(second.gateway).ledger
-    assert ledger.backlog == 8  # one row, five spend counters, two events: none written yet
+    meter = meter_of(second.gateway)
+    ledger, writer = meter.ledger, meter.records
+    assert writer is not None
+    assert ledger.backlog == 6  # one row, five spend counters: none written yet
+    assert writer.backlog == 3  # two events, one ledger line
 
     report = (await admin(first, "DELETE", f"/admin/accounts/{account['id']}"))[1]
     assert report["deleted"]["usage_rows"] == 0  # nothing was written before the erasure
-    await eventually(lambda: ledger.backlog == 0)  # the second instance heard of it
+    await eventually(lambda: ledger.backlog == 0 and writer.backlog == 0)  # the second instance heard of it
     # A request that was in flight at the erasure finishes: its usage is not kept either.
     ledger.record(Entry(account_id=account["id"], key_id=key["id"], model="gpt-test", day="2026-11-30",
                         input_tokens=1, output_tokens=1, cached_input_tokens=0, cost_micros=5,
-                        spend=[(f"account:{account['id']}", "total", 0)]))
-    assert await ledger.flush()
-    store = second.gateway.store
+                        spend=[(f"account:{account['id']}", "total", 0)],
+                        event=UsageEvent(request_id="late", account_id=account["id"], key_id=key["id"],
+                                         model="gpt-test", time=1.0, day="2026-11-30", cost_micros=5)))
+    assert writer.backlog == 0
+    assert await ledger.flush() and await writer.flush()
+    store, records = second.gateway.store, second.gateway.records
     assert await store.usage(account["id"], "0000", "9999") == []
-    assert await store.usage_events(account["id"]) == [] and await store.billing(account["id"]) == []
+    assert (await records.events(EventQuery(account_id=account["id"]))).events == []
+    assert await records.billing(account["id"]) == []
     assert await store.spend_counters(f"account:{account['id']}") == {}
     assert await store.spend_counters(f"key:{key['id']}") == {}
 

@@ -11,7 +11,14 @@ import openai
 from tests.auth_support import ADMIN_TOKEN, admin
 from tests.conftest import GatewayFactory
 from tests.fakes import COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
-from tests.meter_support import KEY_A1, KEY_A2, cost, key_id, meter_config, meter_of
+from tests.meter_support import (
+    KEY_A1,
+    KEY_A2,
+    cost,
+    flushed_records,
+    key_id,
+    meter_config,
+)
 
 TODAY = time.strftime("%Y-%m-%d", time.gmtime())
 
@@ -25,7 +32,7 @@ async def test_usage_by_day_and_model_with_totals_in_json_and_csv(
         for client in (c1, c2, c2):
             await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
         await c1.chat.completions.create(model="gpt-same", messages=[{"role": "user", "content": "x"}])
-    assert await meter_of(gw.gateway).ledger.flush()
+    await flushed_records(gw.gateway)
     one = cost("gpt-test", PROMPT_TOKENS, COMPLETION_TOKENS)
     same = cost("gpt-same", PROMPT_TOKENS, COMPLETION_TOKENS)
 
@@ -63,6 +70,24 @@ async def test_usage_by_day_and_model_with_totals_in_json_and_csv(
     status, events = await admin(gw, "GET", f"/admin/usage/acct-a/events?from={TODAY}&to={TODAY}")
     assert [e["model"] for e in events["events"]] == ["gpt-test", "gpt-test", "gpt-test", "gpt-same"]
     assert all(e["usage_source"] == "reported" and e["request_id"] for e in events["events"])
+    assert events["next"] == ""
+
+    # Paged, and filtered by key and model: the pages join up with nothing lost or repeated.
+    url = f"/admin/usage/acct-a/events?from={TODAY}&to={TODAY}&limit=3"
+    status, first = await admin(gw, "GET", url)
+    assert status == 200 and len(first["events"]) == 3 and first["next"]
+    status, rest = await admin(gw, "GET", url + "&after=" + first["next"])
+    assert (len(rest["events"]), rest["next"]) == (1, "")
+    assert [e["request_id"] for e in first["events"] + rest["events"]] == [
+        e["request_id"] for e in events["events"]]
+    status, of_key = await admin(gw, "GET", f"/admin/usage/acct-a/events?from={TODAY}&key={key_id(KEY_A2)}")
+    assert [e["key_id"] for e in of_key["events"]] == [key_id(KEY_A2)] * 2
+    status, of_model = await admin(gw, "GET", f"/admin/usage/acct-a/events?from={TODAY}&model=gpt-same")
+    assert [e["model"] for e in of_model["events"]] == ["gpt-same"]
+    status, bad = await admin(gw, "GET", f"{url}&after=CANARY-cursor")
+    assert (status, bad["error"]["message"]) == (400, "'after' must be the 'next' of a previous page")
+    status, bad = await admin(gw, "GET", "/admin/usage/acct-a/events?limit=CANARY")
+    assert (status, bad["error"]["message"]) == (400, "'limit' must be a number from 1 to 10000")
 
 
 async def test_usage_api_needs_an_admin_token_and_valid_dates(

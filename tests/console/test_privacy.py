@@ -38,6 +38,7 @@ async def test_data_kept_page_is_derived_from_the_running_config(
     kept_text = kept.group(1)
     assert "your IP address is not written at all" in kept_text
     assert "in the regions eu-west" in kept_text and "the memory store" in kept_text
+    assert "usage events and billing records in a SQLite database" in kept_text
     assert "ending 15 minutes after your last visit" in kept_text
     assert "no analytics" in text
 
@@ -128,8 +129,9 @@ async def test_deletion_needs_the_typed_confirmation_then_erases_keeps_billing_a
     account = await new_account(gw)
     made = await new_key(gw, account)
     store = gw.gateway.store
-    await store.add_billing([BillingRecord(id="bill_1", account_id=account, period="2026-11", model="gpt-test",
-                                           requests=1, input_tokens=1, output_tokens=1, cost_micros=10, created=1.0)])
+    records = gw.gateway.records
+    await records.add("b1", [], [BillingRecord(id="bill_1", account_id=account, period="2026-11", model="gpt-test",
+                                               requests=1, input_tokens=1, output_tokens=1, cost_micros=10, created=1.0)])
     await store.add_spend([SpendDelta(subject=f"account:{account}", period="credit", micros=10)])
     browser: Browser = browsers(gw)
     await browser.sign_in_with_key(made["key"])
@@ -143,7 +145,7 @@ async def test_deletion_needs_the_typed_confirmation_then_erases_keeps_billing_a
     assert "and 1 spend counter." in text
     assert await store.account(account) is None and await store.keys_of(account) == []
     assert await store.spend_counters(f"account:{account}") == {}
-    assert await store.billing(account) == []  # re-keyed to a pseudonym
+    assert await records.billing(account) == []  # re-keyed to a pseudonym
     status, text = await browser.get("/console/keys")
     assert "<h1>Sign in</h1>" in text
     async with aiohttp.ClientSession() as http, http.get(gw.v1 + "/models", headers={"Authorization": f"Bearer {made['key']}"}) as r:

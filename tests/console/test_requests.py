@@ -12,7 +12,7 @@ from lunos_proxy.store.base import UsageEvent
 from tests.conftest import GatewayFactory
 from tests.console.support import Browser, console_config, new_account, new_key
 from tests.fakes import FakeProvider
-from tests.meter_support import PRICING, meter_of
+from tests.meter_support import PRICING, flushed_records
 
 ROW = re.compile(r'<tr><td data-label="Time">([^<]+)</td><td data-label="Key"><span><code>([^<]+)</code>')
 
@@ -36,7 +36,7 @@ async def test_request_log_shows_the_accounts_requests_and_never_their_content(
                 model="gpt-test", messages=[{"role": "user", "content": secret_prompt}])
     answer = reply.choices[0].message.content
     assert answer
-    assert await meter_of(gw.gateway).ledger.flush()
+    await flushed_records(gw.gateway)
 
     browser: Browser = browsers(gw)
     await browser.sign_in_with_key(signin["key"])
@@ -72,10 +72,10 @@ async def test_request_log_pages_newest_first(
     made = await new_key(gw, account)
     now = time.time()
     day = time.strftime("%Y-%m-%d", time.gmtime(now))
-    await gw.gateway.store.add_usage_events([
+    assert await gw.gateway.records.add("b", [
         UsageEvent(request_id=f"req_{i}", account_id=account, key_id=made["id"], model="gpt-test",
                    time=now - 1000 + i, day=day, status=200 if i % 10 else 429, input_tokens=1000 + i)
-        for i in range(60)], 86_400)
+        for i in range(60)], [])
     browser: Browser = browsers(gw)
     await browser.sign_in_with_key(made["key"])
     status, text = await browser.get("/console/requests")
@@ -86,5 +86,11 @@ async def test_request_log_pages_newest_first(
     assert nxt is not None
     status, text = await browser.get(nxt.group(1).replace("&amp;", "&"))
     assert status == 200 and len(ROW.findall(text)) == 10 and "Page 2 of 2" in text and 'id="next-page"' not in text
+    assert re.findall(r'data-label="Input tokens" class="num">([\d,]+)<', text)[0] == "1,009"
+    back = re.search(r'<a href="([^"]+)" rel="prev" id="prev-page">', text)
+    assert back is not None
+    status, text = await browser.get(back.group(1).replace("&amp;", "&"))
+    assert status == 200 and "Page 1 of 2" in text
+    assert re.findall(r'data-label="Input tokens" class="num">([\d,]+)<', text) == first_tokens
     _, text = await browser.get("/console/requests?status=client")
     assert len(ROW.findall(text)) == 6 and "6 requests since" in text

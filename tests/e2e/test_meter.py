@@ -23,6 +23,8 @@ from tests.meter_support import (
     key_id,
     meter_config,
     meter_of,
+    recorded_billing,
+    recorded_events,
 )
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -124,7 +126,7 @@ async def test_client_that_disconnects_mid_stream_is_billed_for_what_it_received
     # ("Hello, " is 2 tokens). The prompt is counted with OpenAI's chat framing.
     assert row.output_tokens in (1, 2)
     assert row.input_tokens == 3 + (3 + 1 + 1) + 0  # priming 3 + message (3 + "user" + "hi")
-    [event] = await gw.gateway.store.usage_events("acct-b", "2000-01-01", "2999-12-31")
+    [event] = await recorded_events(gw.gateway, "acct-b")
     assert event.usage_source == "estimated"
     assert gw.gateway.metrics.add(MeterMetrics).usage_estimated.labels("gpt-test", "fake")._value.get() == 1
 
@@ -147,7 +149,7 @@ async def test_client_that_leaves_before_the_answer_begins_is_billed_an_estimate
     assert len(provider.received) == 1
     [row] = await flushed_usage(gw.gateway, "acct-b")
     assert (row.requests, row.input_tokens, row.output_tokens) == (1, 3 + (3 + 1 + 1), 0)
-    [event] = await gw.gateway.store.usage_events("acct-b", "2000-01-01", "2999-12-31")
+    [event] = await recorded_events(gw.gateway, "acct-b")
     assert event.usage_source == "estimated"
 
 
@@ -179,7 +181,7 @@ async def test_provider_that_reports_no_usage_is_metered_by_counting_tokens(
     assert text == "Hello, world!"
     [row] = await flushed_usage(gw.gateway, "acct-b")
     assert (row.input_tokens, row.output_tokens) == (3 + 3 + 1 + 1, 4)  # "Hello, world!" is 4 tokens
-    [event] = await gw.gateway.store.usage_events("acct-b", "2000-01-01", "2999-12-31")
+    [event] = await recorded_events(gw.gateway, "acct-b")
     assert (event.usage_source, event.model, event.key_id) == ("estimated", "gpt-test", key_id(KEY_B1))
 
 
@@ -191,10 +193,10 @@ async def test_usage_events_hold_metadata_only(
     async with openai.AsyncOpenAI(base_url=gw.v1, api_key=KEY_A1, max_retries=0) as client:
         await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": canary}])
     await meter_of(gw.gateway).ledger.flush()
-    [event] = await gw.gateway.store.usage_events("acct-a", "2000-01-01", "2999-12-31")
+    [event] = await recorded_events(gw.gateway, "acct-a")
     assert (event.input_tokens, event.output_tokens, event.usage_source) == (PROMPT_TOKENS, COMPLETION_TOKENS, "reported")
     assert event.cost_micros == cost("gpt-test", PROMPT_TOKENS, COMPLETION_TOKENS)
-    billing = await gw.gateway.store.billing("acct-a")
+    billing = await recorded_billing(gw.gateway, "acct-a")
     dumped = msgspec.json.encode([event, billing]).decode()
     assert billing[0].input_tokens == PROMPT_TOKENS
     assert canary not in dumped and "Hello" not in dumped
@@ -213,11 +215,13 @@ def _row(rows: list[UsageRow], model: str) -> UsageRow:
 async def test_usage_waiting_to_be_written_is_flushed_on_shutdown(
     provider: FakeProvider, make_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
+    from lunos_proxy.records import EventQuery, open_records
     from lunos_proxy.store.memory import MemoryStore
 
     path = tmp_path / "store.json"
     gw = await make_gateway(meter_config(provider.base_url, tmp_path, store_url=f"memory://{path}",
-                                         meter={"flush_interval_seconds": 3600}))
+                                         meter={"flush_interval_seconds": 3600},
+                                         records={"url": f"sqlite://{tmp_path}/records.db"}))
     async with openai.AsyncOpenAI(base_url=gw.v1, api_key=KEY_B1, max_retries=0) as client:
         for _ in range(3):
             await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
@@ -227,4 +231,8 @@ async def test_usage_waiting_to_be_written_is_flushed_on_shutdown(
     [row] = await reopened.usage("acct-b", "2000-01-01", "2999-12-31")
     assert (row.requests, row.input_tokens, row.cost_micros) == (
         3, 3 * PROMPT_TOKENS, 3 * cost("gpt-test", PROMPT_TOKENS, COMPLETION_TOKENS))
-    assert len(await reopened.usage_events("acct-b")) == 3
+    records = open_records(f"sqlite://{tmp_path}/records.db")
+    await records.start()
+    assert len((await records.events(EventQuery(account_id="acct-b"))).events) == 3
+    assert [b.requests for b in await records.billing("acct-b")] == [3]
+    await records.close()

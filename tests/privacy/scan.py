@@ -45,6 +45,32 @@ async def redis_contents(url: str) -> bytes:
 _PARAM = re.compile(r"\{([a-z_]+)\}")
 
 
+async def migrated(url: str) -> None:
+    """The records schema in the database at `url` (what `lunos-proxy db migrate` does)."""
+    from lunos_proxy.records import open_records
+
+    records = open_records(url)
+    await records.migrate()
+    await records.close()
+
+
+async def postgres_contents(url: str) -> bytes:
+    """Every row of every table in the database at `url`, as text."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+        out = []
+        for t in tables:
+            rows = await conn.fetch(f'SELECT row_to_json(x)::text AS j FROM "{t[0]}" x')
+            out += [r["j"].encode() for r in rows]
+        return b"\n".join(out)
+    finally:
+        await conn.close()
+
+
 def admin_get_paths(gw: Running, ids: dict[str, str]) -> list[str]:
     """Every GET route of the admin listener, path parameters filled from `ids`.
 

@@ -4,7 +4,9 @@ Every case of `cases.CASES` is sent with a fresh canary in every place a
 client's content goes, and the fake provider puts the canary in its answers
 and its error messages. Then everything the proxy wrote or shows is read:
 every log line (the proxy's and its libraries'), every key and value in
-Redis or the embedded store's data file, the /metrics exposition, every page
+Redis or the embedded store's data file, every row of the records database
+(PostgreSQL beside Redis, the SQLite file beside the embedded store), the
+/metrics exposition, every page
 of the account console (signed in with the key), and the
 output of every GET route of the admin API. The canary must be in none of
 them; it must be in what the provider received and in answers the client
@@ -27,13 +29,21 @@ from tests.conftest import GatewayFactory, Running
 from tests.fakes import Behaviour, FakeProvider
 from tests.logcapture import Captured
 from tests.privacy.cases import CASES, Case, behaviour_for
-from tests.privacy.scan import admin_outputs, console_outputs, findings, redis_contents
+from tests.privacy.scan import (
+    admin_outputs,
+    console_outputs,
+    findings,
+    migrated,
+    postgres_contents,
+    redis_contents,
+)
 
 PROVIDER_SECRETS = {"openai provider key": "sk-provider-secret", "anthropic provider key": "sk-ant-provider-secret"}
 
 
-def config(provider_url: str, store_url: str) -> dict[str, Any]:
+def config(provider_url: str, store_url: str, records_url: str) -> dict[str, Any]:
     cfg = auth_config(provider_url, store_url=store_url, static=[static_entry()])  # account static-acc
+    cfg["records"] = {"url": records_url}
     cfg["server"] = {"max_body_bytes": 65536}
     cfg["console"] = {"enabled": True}
     cfg["pipeline"] = [
@@ -97,7 +107,11 @@ async def test_canary_appears_only_in_what_the_client_receives(
 ) -> None:
     data_file = tmp_path / "lunos.json"
     store_url = request.getfixturevalue("redis_server").url if store == "redis" else f"memory://{data_file}"
-    gw = await make_gateway(config(provider.base_url, store_url))
+    records_file = tmp_path / "records.db"
+    records_url = request.getfixturevalue("pg_url") if store == "redis" else f"sqlite://{records_file}"
+    if store == "redis":
+        await migrated(records_url)
+    gw = await make_gateway(config(provider.base_url, store_url, records_url))
     pii = f"pii{uuid.uuid4().hex[:12]}"
 
     # Admin calls: the accounts and keys the requests use.
@@ -142,6 +156,9 @@ async def test_canary_appears_only_in_what_the_client_receives(
         await gw.gateway.store.close()  # writes the data file now
         stored = data_file.read_bytes()
     assert account["id"].encode() in stored and created["prefix"].encode() in stored  # it is the store
+    await gw.gateway.records.close()  # SQLite: the write-ahead log goes into the file
+    records = await postgres_contents(records_url) if store == "redis" else records_file.read_bytes()
+    assert account["id"].encode() in records  # it is the records database
 
     secrets = {
         **PROVIDER_SECRETS,
@@ -149,7 +166,8 @@ async def test_canary_appears_only_in_what_the_client_receives(
         "new admin token": token["token"], "hash secret": HASH_SECRET, "static key": STATIC_KEY,
     }
     content = {f"canary of {name!r}": c for name, c in canaries.items()}
-    kept = {"logs": captured_logs.text.encode(), "store": stored, "/metrics": metrics}
+    kept = {"logs": captured_logs.text.encode(), "store": stored, "records": records,
+            "/metrics": metrics}
     assert findings(kept, {**content, **secrets, "account name/email": pii}) == []
     shown = {f"GET {p}": b for p, b in {**admin, **console}.items()}
     assert findings(shown, {**content, **secrets}) == []

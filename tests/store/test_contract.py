@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lunos_proxy.store import Limit
 from tests.store.backends import Backend
-from tests.store.samples import delta, ledger, make_key, row
+from tests.store.samples import delta, make_key, row
 
 # -- usage and billing --------------------------------------------------------
 
@@ -60,25 +60,6 @@ async def test_deleting_usage_counts_rows_and_spares_other_accounts(backend: Bac
     assert await s.usage("a-1", "2000-01-01", "2999-12-31") == []
     assert await s.delete_usage("a-1") == 0
     assert len(await s.usage("a-2", "2000-01-01", "2999-12-31")) == 1
-
-
-async def test_billing_lists_oldest_first_and_rekeys_to_a_pseudonym(backend: Backend):
-    s = backend.store
-    b1, b2, b3 = ledger("b-1", "a-1", 10.5), ledger("b-2", "a-2", 11.0), ledger("b-3", "a-1", 12.0)
-    earlier = ledger("b-0", "anon-1", 11.5)
-    await s.add_billing([b3, b2])
-    await s.add_billing([b1, earlier])
-    assert await s.billing("a-1") == [b1, b3]
-    assert await s.rekey_billing("a-1", "anon-1") == 2
-    assert await s.billing("a-1") == []
-    assert [(r.id, r.account_id) for r in await s.billing("anon-1")] == [
-        ("b-1", "anon-1"),
-        ("b-0", "anon-1"),
-        ("b-3", "anon-1"),
-    ]
-    assert (await s.billing("anon-1"))[0].cost_micros == 2**55 + 3
-    assert await s.rekey_billing("a-1", "anon-1") == 0
-    assert await s.billing("a-2") == [b2]
 
 
 # -- lifecycle ----------------------------------------------------------------

@@ -56,18 +56,6 @@ async def test_rekeying_audit_moves_an_accounts_records_to_a_pseudonym(backend: 
     assert await s.rekey_audit("acc-a", "anon-9") == 0
 
 
-async def test_deleting_usage_events_erases_every_day_and_spares_other_accounts(backend: Backend):
-    from tests.store.test_contract_meter import event
-
-    s = backend.store
-    await s.add_usage_events([event("r1", "2026-11-01", 1.0), event("r2", "2026-11-03", 2.0),
-                              event("r3", "2026-11-03", 3.0), event("r4", "2026-11-01", 4.0, account="a-2")], 3600)
-    assert await s.delete_usage_events("a-1") == 3
-    assert await s.usage_events("a-1") == []
-    assert [e.request_id for e in await s.usage_events("a-2")] == ["r4"]
-    assert await s.delete_usage_events("a-1") == 0
-
-
 # -- keys ---------------------------------------------------------------------
 
 

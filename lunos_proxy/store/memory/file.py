@@ -1,8 +1,10 @@
 """The embedded store's data file: one msgspec-JSON snapshot, replaced atomically.
 
-Only what must outlive a restart goes in: accounts, keys, usage counters and
-the billing ledger. Limit counters and bans are rebuilt from nothing, which at
-worst lets a client burst once more after a restart.
+Only what must outlive a restart goes in: accounts, keys, usage counters,
+spend counters, admin tokens and the audit log. Limit counters and bans are
+rebuilt from nothing, which at worst lets a client burst once more after a
+restart. `billing` and `events` are what versions before the records
+database (lunos_proxy/records/) kept here: read and written back as they are.
 """
 
 from __future__ import annotations

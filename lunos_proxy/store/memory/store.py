@@ -6,14 +6,17 @@
     await store.close()                                # writes what is pending
 
 Accounts and keys are written to the data file before their call returns;
-usage and billing are written behind, `flush_interval` seconds after the first
-change, and on `close`. Limit counters and bans live only in memory.
+usage counters and spend are written behind, `flush_interval` seconds after
+the first change, and on `close`. Limit counters and bans live only in memory.
+Usage events and the billing ledger are not kept here but in the records
+database (lunos_proxy/records/); a data file from before keeps what it held
+of them (`Snapshot.billing`, `.events`) as it was.
 
 Limits live in limits.py (`MemoryLimits`, which the abuse plugin also uses
 alone as its local limiter while the shared store is down), keys, accounts,
 tokens and audit in directory.py, publish and subscribe in bus.py, the data
-file's format in file.py; this module has the accounting, cooldowns and
-the data file's upkeep.
+file's format in file.py; this module has the usage counters, spend,
+cooldowns and the data file's upkeep.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from ..base import (
     SpendDelta,
     Store,
     UsageDelta,
-    UsageEvent,
     UsageRow,
 )
 from .bus import MemoryBus
@@ -87,15 +89,13 @@ class MemoryStore(MemoryLimits, MemoryDirectory, MemoryBus, Store):
         self._accounts: dict[str, AccountRecord] = {}
         self._account_ids_by_index: dict[str, str] = {}
         self._usage: defaultdict[str, _Usage] = defaultdict(dict)
-        self._billing: defaultdict[str, list[BillingRecord]] = defaultdict(list)
         self._admin_tokens: dict[str, AdminTokenRecord] = {}
         self._audit: deque[AuditRecord] = deque(maxlen=AUDIT_MAX_ENTRIES)  # oldest first
         self._channels: defaultdict[str, list[_Callback]] = defaultdict(list)
         self._spend: dict[tuple[str, str], tuple[int, float]] = {}  # micros, expires (0: never)
-        # account -> day -> (events, expires)
-        self._events: defaultdict[str, dict[str, tuple[list[UsageEvent], float]]] = defaultdict(
-            dict
-        )
+        # What a data file from before the records database held: kept as is.
+        self._legacy_billing: list[BillingRecord] = []
+        self._legacy_events: list[EventDay] = []
         self._claims: dict[str, float] = {}  # name -> expires
         self._once: dict[tuple[str, str], float] = {}  # (operation, once id) -> expires
         self._save_lock = asyncio.Lock()
@@ -144,27 +144,6 @@ class MemoryStore(MemoryLimits, MemoryDirectory, MemoryBus, Store):
         if rows:
             self._save_soon()
         return len(rows)
-
-    async def add_billing(self, records: Sequence[BillingRecord], *, once: str = "") -> None:
-        if not self._first_time("billing", once):
-            return
-        for r in records:
-            self._billing[r.account_id].append(_clone(r))
-        self._save_soon()
-
-    async def billing(self, account_id: str) -> list[BillingRecord]:
-        records = self._billing.get(account_id, [])
-        return [_clone(r) for r in sorted(records, key=lambda r: (r.created, r.id))]
-
-    async def rekey_billing(self, account_id: str, pseudonym: str) -> int:
-        moved = self._billing.pop(account_id, [])
-        if not moved:
-            return 0
-        for r in moved:
-            r.account_id = pseudonym
-        self._billing[pseudonym].extend(moved)
-        self._save_soon()
-        return len(moved)
 
     # -- routing --------------------------------------------------------------
     async def cool_down(self, subject: str, seconds: float) -> float:
@@ -226,42 +205,6 @@ class MemoryStore(MemoryLimits, MemoryDirectory, MemoryBus, Store):
         self._spend = {k: v for k, v in self._spend.items() if k[0] != subject}
         self._save_soon()
         return len(live)
-
-    async def add_usage_events(
-        self, events: Sequence[UsageEvent], retention: int, *, once: str = ""
-    ) -> None:
-        if not self._first_time("events", once):
-            return
-        now = self._expire_due()
-        expires = now + retention
-        for e in events:
-            days = self._events[e.account_id]
-            kept, until = days.get(e.day, ([], 0.0))
-            if until <= now:  # a day whose events expired starts afresh
-                kept = []
-            kept.append(e)
-            days[e.day] = (kept, expires)
-        self._save_soon()
-
-    async def usage_events(
-        self, account_id: str, first_day: str = "0000-01-01", last_day: str = "9999-12-31"
-    ) -> list[UsageEvent]:
-        now = self._clock()
-        days = self._events.get(account_id, {})
-        out = [
-            e
-            for day, (events, expires) in sorted(days.items())
-            if first_day <= day <= last_day and expires > now
-            for e in events
-        ]
-        return sorted(out, key=lambda e: (e.day, e.time))
-
-    async def delete_usage_events(self, account_id: str) -> int:
-        now = self._clock()
-        days = self._events.pop(account_id, {})
-        if days:
-            self._save_soon()
-        return sum(len(events) for events, expires in days.values() if expires > now)
 
     async def claim(self, name: str, ttl: int) -> bool:
         now = self._expire_due()
@@ -327,15 +270,11 @@ class MemoryStore(MemoryLimits, MemoryDirectory, MemoryBus, Store):
         return now
 
     def _expire(self, now: float) -> None:
-        """Drop the usage-event days, spend counters and claims whose time is
-        up, as Redis drops their keys: neither memory nor the data file keeps
-        them past it (by more than `_EXPIRE_EVERY` in memory)."""
+        """Drop the spend counters and claims whose time is up, as Redis drops
+        their keys: neither memory nor the data file keeps them past it (by
+        more than `_EXPIRE_EVERY` in memory)."""
         self._next_expiry = now + _EXPIRE_EVERY
-        for account, days in list(self._events.items()):
-            for day in [day for day, (_, until) in days.items() if until <= now]:
-                del days[day]
-            if not days:
-                del self._events[account]
+        self._legacy_events = [d for d in self._legacy_events if d.expires > now]
         self._spend = {k: v for k, v in self._spend.items() if not v[1] or v[1] > now}
         self._claims = {name: until for name, until in self._claims.items() if until > now}
 
@@ -349,18 +288,14 @@ class MemoryStore(MemoryLimits, MemoryDirectory, MemoryBus, Store):
                 for a, rows in self._usage.items()
                 for (day, k, m), c in rows.items()
             ],
-            billing=[r for records in self._billing.values() for r in records],
+            billing=self._legacy_billing,
             admin_tokens=list(self._admin_tokens.values()),
             audit=list(self._audit),
             spend=[
                 SpendEntry(subject=s, period=p, micros=v, expires=x)
                 for (s, p), (v, x) in self._spend.items()
             ],
-            events=[
-                EventDay(account_id=a, day=day, expires=x, events=events)
-                for a, days in self._events.items()
-                for day, (events, x) in days.items()
-            ],
+            events=self._legacy_events,
         )
 
     def _load(self, snapshot: Snapshot) -> None:
@@ -373,12 +308,10 @@ class MemoryStore(MemoryLimits, MemoryDirectory, MemoryBus, Store):
             self._key_ids_by_hash[key.hash] = key.id
         for u in snapshot.usage:
             self._usage[u.account_id][(u.day, u.key_id, u.model)] = list(u.counters)
-        for r in snapshot.billing:
-            self._billing[r.account_id].append(r)
+        self._legacy_billing = snapshot.billing
         for t in snapshot.admin_tokens:
             self._admin_tokens[t.id] = t
         self._audit.extend(snapshot.audit)
         for entry in snapshot.spend:
             self._spend[(entry.subject, entry.period)] = (entry.micros, entry.expires)
-        for ed in snapshot.events:
-            self._events[ed.account_id][ed.day] = (ed.events, ed.expires)
+        self._legacy_events = snapshot.events

@@ -147,6 +147,16 @@ class Lane:
             conn = await self._connected()
         return await conn.send(hiredis.pack_command(args))
 
+    async def call_asking(self, *args: Any) -> Any:
+        """`call` right after ASKING on the same connection, nothing sent
+        between them (a Cluster's ASK redirect: ASKING holds for one command)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connected()
+        asking = conn.send(b"*1\r\n$6\r\nASKING\r\n")
+        _, reply = await asyncio.gather(asking, conn.send(hiredis.pack_command(args)))
+        return reply  # ASKING cannot fail; if it did, the command got MOVED
+
     @property
     def connected(self) -> bool:
         return self._conn is not None and not self._conn.closed

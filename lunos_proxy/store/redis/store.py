@@ -22,22 +22,32 @@ over) gets the source once with EVAL. The keys one script touches share a
     lunos:{accounts}:all               set of account ids
     lunos:{usage:<account>}:days       sorted set of days with usage
     lunos:{usage:<account>}:day:<day>  hash "<key id>|<model>|<metric>" -> count
-    lunos:{billing}:account:<account>  list of ledger lines (JSON)
     lunos:{routing}:cooldown           hash deployment -> until (ms, server clock)
     lunos:{spend:<subject>}:<period>   spend counter (micros), expiring   add_spend, spend
     lunos:{spend:<subject>}:periods    set of the subject's periods       delete_spend
-    lunos:{events:<account>}:days      sorted set of days with events   add_usage_events
-    lunos:{events:<account>}:day:<day> list of usage events (JSON), expiring with retention
     lunos:{claims}:<name>              "1" while a once-only claim holds
+    lunos:{usage:<account>}:once:<id>  a batch's marker (Cluster: per tag), a week
+    lunos:{spend:<subject>}:once:<id>    (add_usage, add_spend with `once`)
+    lunos:{once}:<script>:once:<id>    a batch's marker on one server or Sentinel, a week
 
 The counters of a tag share one hash, so that a call with many limits
 reads them with one HMGET and writes them with one HSET; an empty counter
 is removed, and the hash expires when its fullest counter would be empty
 (a counter no call touches again stays until then).
 
-The key and account directories each live on one slot so that an index
-always follows its record atomically; reads of them are cached in-process.
-Billing lives on one slot so re-keying an account is one atomic move.
+Everything here is bounded: it grows with accounts, keys, limits and days,
+never with requests. Per-request usage events and the billing ledger live
+in the records database (lunos_proxy/records/), not here.
+
+The keys that put every account on one Cluster slot, and why each is bounded:
+the key and account directories ({keys}, {accounts}: one record per key or
+account, so an index always follows its record atomically; reads are cached
+in-process), {routing}:cooldown (one field per deployment in the config),
+{admin}:tokens (tens of tokens), {audit}:log (capped at AUDIT_MAX_ENTRIES)
+and {claims} (webhook notices, expiring). {once} holds a batch's marker
+only on one server or Sentinel, where there are no slots: one marker per
+flush interval and instance, expiring after a week. On a Cluster a batch's
+markers live under each account's or subject's own tag.
 
 On a Cluster, `add_usage` is all or nothing per account (one script per
 account's slot); on one server or Sentinel the whole batch is one script.
@@ -71,7 +81,6 @@ from ..base import (
     AdminTokenRecord,
     AuditRecord,
     BanEntry,
-    BillingRecord,
     KeyRecord,
     Limit,
     Slot,
@@ -79,7 +88,6 @@ from ..base import (
     Store,
     StoreError,
     UsageDelta,
-    UsageEvent,
     UsageRow,
     Verdict,
 )
@@ -113,8 +121,6 @@ _SCRIPTS = {
     "usage_add": (),
     "usage_get": (),
     "usage_delete": (),
-    "billing_add": (),
-    "billing_rekey": (),
     "cool_down": (),
     "cooldowns": (),
     "audit_add": (),
@@ -124,34 +130,30 @@ _SCRIPTS = {
     "spend_get": (),
     "spend_all": (),
     "spend_delete": (),
-    "events_add": (),
-    "events_get": (),
-    "events_delete": (),
 }
 # Error replies of a command that did not run, on a Cluster whose slots moved.
 _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
-_BATCH = 1000  # ledger lines per RPUSH; Lua's unpack() has a bounded stack
 # Writes that take a `once` id run as "<name>_once": once.lua, then the script.
-_ONCE_ABLE = ("usage_add", "billing_add", "spend_add", "events_add")
+_ONCE_ABLE = ("usage_add", "spend_add")
+
+
+def _redirected(reply: Any) -> bool:
+    return isinstance(reply, ReplyError) and str(reply).startswith(_REDIRECTS)
+
+
+async def _eval(
+    call: Callable[..., Awaitable[Any]], run: _Script, keys: Sequence[str], args: Sequence[Any]
+) -> Any:
+    """A script by SHA over a lane; by its source where the server lacks it."""
+    reply = await call("EVALSHA", run.sha, len(keys), *keys, *args)
+    if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+        reply = await call("EVAL", run.source, len(keys), *keys, *args)
+    return reply
 
 
 def _glob(text: str) -> str:
     """`text` matched literally by a SCAN pattern."""
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
-
-
-class _Ledger(msgspec.Struct, kw_only=True):
-    """A billing line as stored: the account is the list it is in, so that
-    re-keying moves lines without rewriting them."""
-
-    id: str
-    period: str
-    model: str
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    cost_micros: int
-    created: float
 
 
 class _Script:
@@ -203,18 +205,12 @@ class RedisStore(RedisDirectory, RedisBus, Store):
         )
         self._lanes: dict[tuple[str, int] | None, Lane] = {}
         p = self.options.prefix
-        self._keys, self._accounts, self._billing = (
-            f"{p}{{keys}}:",
-            f"{p}{{accounts}}:",
-            f"{p}{{billing}}:",
-        )
+        self._keys, self._accounts = f"{p}{{keys}}:", f"{p}{{accounts}}:"
         self._admin_tokens, self._audit_log = f"{p}{{admin}}:tokens", f"{p}{{audit}}:log"
         self._token_decoder = msgspec.json.Decoder(AdminTokenRecord)
         self._audit_decoder = msgspec.json.Decoder(AuditRecord)
         self._key_decoder = msgspec.json.Decoder(KeyRecord)
         self._account_decoder = msgspec.json.Decoder(AccountRecord)
-        self._ledger_decoder = msgspec.json.Decoder(_Ledger)
-        self._event_decoder = msgspec.json.Decoder(UsageEvent)
         self._verdicts = msgspec.msgpack.Decoder(list[Verdict]).decode
         self._families: dict[object, _Known] = {}  # LimitSet.family -> what it shares
         # Limit calls and settlements waiting for the loop's turn to end.
@@ -252,9 +248,9 @@ class RedisStore(RedisDirectory, RedisBus, Store):
             if not self._discovered or self._stale:
                 await self._discover()
             lane = self._lane(keys[0])
-            reply = await lane.call("EVALSHA", run.sha, len(keys), *keys, *args)
-            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-                reply = await lane.call("EVAL", run.source, len(keys), *keys, *args)
+            reply = await _eval(lane.call, run, keys, args)
+            if self._cluster and _redirected(reply):
+                lane, reply = await self._follow(run, keys, args, reply)
         except _ERRORS as e:
             # A node that fails may have failed over: read the slot map again
             # before the next call (redis-py does the same for its own calls).
@@ -262,11 +258,38 @@ class RedisStore(RedisDirectory, RedisBus, Store):
             raise _store_error(e) from e
         if not isinstance(reply, ReplyError):
             return reply
-        if self._cluster and str(reply).startswith(_REDIRECTS):
-            # Not run: redis-py follows the redirect and refreshes its slot
-            # map, which the next call's lane is chosen from.
-            return await self._run(script, keys, args)
         raise self._failed(reply, lane)
+
+    async def _follow(
+        self, run: _Script, keys: Sequence[str], args: Sequence[Any], reply: ReplyError
+    ) -> tuple[Lane, Any]:
+        """Send again a call a Cluster did not run, where its slot is now.
+
+        Followed here, on the lanes, not by redis-py: while a slot migrates
+        redis-py reads the slot map again and closes the connections of
+        calls in flight, which then fail or, retried on a broken connection,
+        run twice (a `hit` charged twice). MOVED: the slot's new owner (and
+        the slot map is read again before the next call); ASK: the node
+        importing the slot, this once, after ASKING; TRYAGAIN (the call's
+        keys are split between the two nodes mid-migration) and CLUSTERDOWN:
+        the owner again, shortly. Up to the store's `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.timeout
+        while True:
+            kind, _, rest = str(reply).partition(" ")
+            if kind in ("MOVED", "ASK"):
+                host, _, port = rest.rpartition(" ")[2].rpartition(":")
+                lane = self._lane_at((host, int(port)))
+                self._stale = self._stale or kind == "MOVED"
+            else:
+                await asyncio.sleep(0.01)
+                lane = self._lane(keys[0])
+            reply = await _eval(lane.call_asking if kind == "ASK" else lane.call, run, keys, args)
+            if not _redirected(reply):
+                return lane, reply
+            if loop.time() >= deadline:
+                waited = self.options.timeout
+                raise StoreError(f"redis: the slot was still moving after {waited:g} s")
 
     def _failed(self, reply: ReplyError, lane: Lane) -> StoreError:
         error = str(reply)
@@ -286,15 +309,18 @@ class RedisStore(RedisDirectory, RedisBus, Store):
 
     def _lane(self, key: str) -> Lane:
         where: tuple[str, int] | None = None
-        master = self._connected.master
-        if master is None:  # Cluster: the node that serves the key's slot now
+        if self._connected.master is None:  # Cluster: the node that serves the key's slot now
             assert isinstance(self._client, RedisCluster)
             node = self._client.get_node_from_key(key)
             if node is None:
                 raise RedisClusterException(f"no node serves the slot of {key!r}")
             where = (str(node.host), int(node.port))
+        return self._lane_at(where)
+
+    def _lane_at(self, where: tuple[str, int] | None) -> Lane:
         lane = self._lanes.get(where)
         if lane is None:
+            master = self._connected.master
             address = master if where is None else fixed(*where)
             assert address is not None
             lane = self._lanes[where] = Lane(
@@ -670,47 +696,6 @@ class RedisStore(RedisDirectory, RedisBus, Store):
         rows: int = await self._run("usage_delete", [f"{base}days"], [f"{base}day:", len(_METRICS)])
         return rows
 
-    async def add_billing(self, records: Sequence[BillingRecord], *, once: str = "") -> None:
-        keys: list[str] = []
-        args: list[Any] = []
-        by_account: defaultdict[str, list[bytes]] = defaultdict(list)
-        for r in records:
-            line = _Ledger(
-                id=r.id,
-                period=r.period,
-                model=r.model,
-                requests=r.requests,
-                input_tokens=r.input_tokens,
-                output_tokens=r.output_tokens,
-                cost_micros=r.cost_micros,
-                created=r.created,
-            )
-            by_account[r.account_id].append(msgspec.json.encode(line))
-        for account_id, lines in by_account.items():
-            for first in range(0, len(lines), _BATCH):
-                batch = lines[first : first + _BATCH]
-                keys.append(f"{self._billing}account:{account_id}")
-                args += (len(batch), *batch)
-        if keys:
-            await self._write("billing_add", keys, args, once, self._billing)
-
-    async def billing(self, account_id: str) -> list[BillingRecord]:
-        key = f"{self._billing}account:{account_id}"
-        raw = await self._do(lambda: self._client.lrange(key, 0, -1))
-        records = [
-            BillingRecord(
-                account_id=account_id, **msgspec.structs.asdict(self._ledger_decoder.decode(r))
-            )
-            for r in raw
-        ]
-        return sorted(records, key=lambda r: (r.created, r.id))
-
-    async def rekey_billing(self, account_id: str, pseudonym: str) -> int:
-        b = self._billing
-        keys = [f"{b}account:{account_id}", f"{b}account:{pseudonym}"]
-        moved: int = await self._run("billing_rekey", keys)
-        return moved
-
     # -- routing --------------------------------------------------------------
     def _cooldown_key(self) -> str:
         return f"{self.options.prefix}{{routing}}:cooldown"
@@ -780,40 +765,6 @@ class RedisStore(RedisDirectory, RedisBus, Store):
         n: int = await self._run("spend_delete", [f"{base}periods"], [base])
         return n
 
-    def _events_base(self, account_id: str) -> str:
-        return f"{self.options.prefix}{{events:{account_id}}}:"
-
-    async def add_usage_events(
-        self, events: Sequence[UsageEvent], retention: int, *, once: str = ""
-    ) -> None:
-        by_list: defaultdict[tuple[str, str], list[bytes]] = defaultdict(list)
-        for e in events:
-            by_list[(e.account_id, e.day)].append(msgspec.json.encode(e))
-        calls: dict[str, tuple[list[str], list[Any]]] = {}
-        for (account_id, day), lines in by_list.items():
-            base = self._events_base(account_id)
-            for first in range(0, len(lines), _BATCH):
-                batch = lines[first : first + _BATCH]
-                keys, args = calls.setdefault(account_id, ([], []))
-                keys += (f"{base}days", f"{base}day:{day}")
-                args += (day, len(batch), *batch)
-        await self._per_tag(
-            "events_add", calls, self._events_base, once, head=(max(1, retention),)
-        )
-
-    async def usage_events(
-        self, account_id: str, first_day: str = "0000-01-01", last_day: str = "9999-12-31"
-    ) -> list[UsageEvent]:
-        base = self._events_base(account_id)
-        out = await self._run("events_get", [f"{base}days"], [first_day, last_day, f"{base}day:"])
-        events = [self._event_decoder.decode(line) for line in out]
-        return sorted(events, key=lambda e: (e.day, e.time))
-
-
-    async def delete_usage_events(self, account_id: str) -> int:
-        base = self._events_base(account_id)
-        n: int = await self._run("events_delete", [f"{base}days"], [f"{base}day:"])
-        return n
     async def claim(self, name: str, ttl: int) -> bool:
         key = f"{self.options.prefix}{{claims}}:{name}"
         return bool(await self._do(lambda: self._client.set(key, b"1", nx=True, ex=max(1, ttl))))

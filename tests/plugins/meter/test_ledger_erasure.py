@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from lunos_proxy.metrics import Metrics
+from lunos_proxy.records import EventQuery, open_records
+from lunos_proxy.records.writer import RecordsWriter
 from lunos_proxy.store import open_store
 from lunos_proxy.store.base import UsageEvent
 from plugins.meter.ledger import Entry, Ledger
@@ -11,7 +13,8 @@ from tests.redis_servers import RedisServer
 
 def entry(account: str, key: str) -> Entry:
     event = UsageEvent(request_id=f"req-{account}", account_id=account, key_id=key, model="m",
-                       time=1.0, day="2026-11-30", status=200, input_tokens=3, output_tokens=4)
+                       time=1.0, day="2026-11-30", status=200, input_tokens=3, output_tokens=4,
+                       cost_micros=70)
     return Entry(account_id=account, key_id=key, model="m", day="2026-11-30", input_tokens=3,
                  output_tokens=4, cached_input_tokens=0, cost_micros=70,
                  spend=[(f"account:{account}", "total", 0), (f"key:{key}", "m:2026-11", 3600)],
@@ -23,7 +26,10 @@ async def test_a_batch_left_by_a_failed_write_loses_the_erased_account_and_keeps
 ) -> None:
     store = open_store(redis_server.url, timeout=0.3)
     await store.start()
-    ledger = Ledger(store, Metrics(), flush_interval=3600)
+    records = open_records("sqlite://")
+    await records.start()
+    writer = RecordsWriter(records, Metrics(), flush_interval=3600)
+    ledger = Ledger(store, Metrics(), flush_interval=3600, records=writer)
     await ledger.start()
     ledger.record(entry("gone", "k-gone"))
     ledger.record(entry("kept", "k-kept"))
@@ -31,18 +37,21 @@ async def test_a_batch_left_by_a_failed_write_loses_the_erased_account_and_keeps
     assert not await ledger.flush()  # the batch is cut and waits for the store
     redis_server.restart()
     ledger.forget("gone")  # what hearing the erasure does (the e2e test has the message)
-    assert ledger.backlog == 4  # the kept account's row, two spend counters and event
+    assert ledger.backlog == 3  # the kept account's row and two spend counters
+    assert writer.backlog == 2  # its event and ledger line
     ledger.record(entry("gone", "k-gone"))  # a request in flight at the erasure: ignored
-    assert await ledger.flush()
-    assert await store.usage("gone", "0", "9") == [] and await store.billing("gone") == []
-    assert await store.usage_events("gone") == []
+    assert await ledger.flush() and await writer.flush()
+    assert await store.usage("gone", "0", "9") == [] and await records.billing("gone") == []
+    assert (await records.events(EventQuery(account_id="gone"))).events == []
     assert await store.spend_counters("account:gone") == {}
     assert await store.spend_counters("key:k-gone") == {}
     assert [(r.requests, r.cost_micros) for r in await store.usage("kept", "0", "9")] == [(1, 70)]
-    assert [b.cost_micros for b in await store.billing("kept")] == [70]
-    assert [e.request_id for e in await store.usage_events("kept")] == ["req-kept"]
+    assert [b.cost_micros for b in await records.billing("kept")] == [70]
+    kept = (await records.events(EventQuery(account_id="kept"))).events
+    assert [e.request_id for e in kept] == ["req-kept"]
     assert await store.spend_counters("key:k-kept") == {"m:2026-11": 70}
     await ledger.stop()
+    await records.close()
     await store.close()
 
 
@@ -58,5 +67,5 @@ async def test_an_erased_account_is_metered_again_after_the_forget_window(
     assert ledger.backlog == 0
     clock[0] += 3601  # an account id is never reused; the window only bounds the memory
     ledger.record(entry("acct", "k"))
-    assert ledger.backlog == 4  # a row, two spend counters, an event
+    assert ledger.backlog == 3  # a row, two spend counters
     await store.close()

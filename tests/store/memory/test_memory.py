@@ -6,13 +6,14 @@ import asyncio
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from lunos_proxy.store import Limit, SpendDelta, StoreError, UsageRow
 from lunos_proxy.store.memory import MemoryStore
+from tests.records.test_contract import event as records_event
 from tests.store.backends import FakeClock
 from tests.store.samples import delta, ledger, make_account, make_key, row
-from tests.store.test_contract_meter import event
 
 
 async def test_records_survive_close_and_reopen(tmp_path: Path) -> None:
@@ -22,7 +23,6 @@ async def test_records_survive_close_and_reopen(tmp_path: Path) -> None:
     await store.put_account(make_account("a-1", "ix-1"))
     await store.put_key(make_key("key-1", "h1", account_id="a-1"))
     await store.add_usage([delta("a-1", "key-1", "gpt-4o", "2025-03-01", 2)])
-    await store.add_billing([ledger("b-1", "a-1", 10.0)])
     await store.close()
 
     reopened = MemoryStore(path)
@@ -33,7 +33,6 @@ async def test_records_survive_close_and_reopen(tmp_path: Path) -> None:
     assert await reopened.usage("a-1", "2025-03-01", "2025-03-01") == [
         row("key-1", "gpt-4o", "2025-03-01", 2)
     ]
-    assert await reopened.billing("a-1") == [ledger("b-1", "a-1", 10.0)]
     await reopened.close()
 
 
@@ -50,18 +49,16 @@ async def test_keys_and_accounts_are_on_disk_when_put_returns(tmp_path: Path) ->
     assert await MemoryStore(path).key_by_id("key-1") is None
 
 
-async def test_usage_and_billing_are_written_behind(tmp_path: Path) -> None:
+async def test_usage_is_written_behind(tmp_path: Path) -> None:
     path = str(tmp_path / "store.json")
     store = MemoryStore(path, flush_interval=0.05)
     await store.add_usage([delta("a-1", "k-1", "m", "2025-03-01")])
-    await store.add_billing([ledger("b-1", "a-1", 1.0)])
     assert not (tmp_path / "store.json").exists()
     await asyncio.sleep(0.3)
     other = MemoryStore(path)
     assert await other.usage("a-1", "2025-03-01", "2025-03-01") == [
         row("k-1", "m", "2025-03-01", 1)
     ]
-    assert [r.id for r in await other.billing("a-1")] == ["b-1"]
     await store.close()
 
 
@@ -143,25 +140,44 @@ async def test_sweeping_drained_counters_keeps_the_ones_still_draining() -> None
     assert state.reset == 86_400 / 2 - 3_602
 
 
-async def test_expired_events_spend_and_claims_leave_memory_and_the_data_file(
-    tmp_path: Path,
-) -> None:
+async def test_expired_spend_and_claims_leave_memory_and_the_data_file(tmp_path: Path) -> None:
     clock = FakeClock()
     path = str(tmp_path / "store.json")
     store = MemoryStore(path, clock=clock, flush_interval=3600)
-    await store.add_usage_events([event("gone", "2025-03-01", 1.0, "a-1")], 100)
-    await store.add_usage_events([event("kept", "2025-03-01", 2.0, "a-2")], 10_000)
     await store.add_spend([SpendDelta(subject="key:k-1", period="d:2025-03-01", micros=5, ttl=100)])
     await store.add_spend([SpendDelta(subject="key:k-1", period="total", micros=7, ttl=0)])
     assert await store.claim("alert:a-1:d", 100) and await store.claim("alert:a-2:m", 10_000)
     clock.now += 101
     await store.add_spend([SpendDelta(subject="key:k-2", period="total", micros=1)])  # a sweep
-    assert list(store._events) == ["a-2"]
     assert list(store._spend) == [("key:k-1", "total"), ("key:k-2", "total")]
     assert list(store._claims) == ["alert:a-2:m"]
     await store.close()
     written = (tmp_path / "store.json").read_bytes()
-    assert b"kept" in written and b"gone" not in written and b"d:2025-03-01" not in written
+    assert b"d:2025-03-01" not in written
     other = MemoryStore(path, clock=clock)
-    assert [e.request_id for e in await other.usage_events("a-2")] == ["kept"]
     assert await other.spend("key:k-1", ["total"]) == [7]
+
+
+async def test_a_data_file_from_before_the_records_database_keeps_its_ledger_and_events(
+    tmp_path: Path,
+) -> None:
+    """Billing lines and events an older version kept in the file stay there
+    (events until their retention ends): an upgrade loses nothing."""
+    from lunos_proxy.store.memory.file import EventDay, Snapshot
+
+    clock = FakeClock()
+    path = tmp_path / "store.json"
+    old = Snapshot(billing=[ledger("b-1", "a-1", 10.0)], events=[
+        EventDay(account_id="a-1", day="2025-03-01", expires=clock.now + 100,
+                 events=[records_event(1, account="a-1", day="2025-03-01")]),
+        EventDay(account_id="a-2", day="2025-03-01", expires=clock.now + 10_000,
+                 events=[records_event(2, account="a-2", day="2025-03-01")]),
+    ])
+    path.write_bytes(msgspec.json.encode(old))
+    store = MemoryStore(str(path), clock=clock, flush_interval=3600)
+    clock.now += 101
+    await store.add_usage([delta("a-1", "k-1", "m", "2025-03-01")])
+    await store.close()
+    kept = msgspec.json.decode(path.read_bytes(), type=Snapshot)
+    assert kept.billing == [ledger("b-1", "a-1", 10.0)]
+    assert [e.request_id for day in kept.events for e in day.events] == ["req-2"]

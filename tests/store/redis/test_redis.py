@@ -103,8 +103,6 @@ async def test_every_operation_raises_store_error_while_redis_is_down(
         lambda: store.add_usage([UsageDelta(account_id="a", key_id="k", model="m", day="d")]),
         lambda: store.usage("a", "d", "d"),
         lambda: store.delete_usage("a"),
-        lambda: store.billing("a"),
-        lambda: store.rekey_billing("a", "p"),
         lambda: store.publish("keys", "x"),
     ]
     for call in calls:

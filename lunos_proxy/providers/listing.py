@@ -1,0 +1,99 @@
+"""`GET /v1/models` in the listing shape of the SDK that asks.
+
+Both SDKs call the same path; the Anthropic SDK always sends an
+`anthropic-version` header, so that header picks Anthropic's shape
+(``{"data": [{"type": "model", "id", "display_name", "created_at"}],
+"has_more", "first_id", "last_id"}``, paged by `limit`, `after_id` and
+`before_id`); every other caller gets OpenAI's
+(``{"object": "list", "data": [{"id", "object": "model", "created",
+"owned_by"}]}``). Every model is listed to both, whatever format its
+deployments speak: each is reachable from either SDK through translation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import msgspec
+from aiohttp import web
+
+from ..exchange import Exchange, model_allowed
+
+__all__ = ["listing_wire", "model_list", "models_response"]
+
+# Listed models carry no real creation date; Anthropic's shape needs one.
+_EPOCH = "1970-01-01T00:00:00Z"
+
+
+class _OpenAIModel(msgspec.Struct):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "lunos"
+
+
+class _OpenAIList(msgspec.Struct):
+    data: list[_OpenAIModel]
+    object: str = "list"
+
+
+class _AnthropicModel(msgspec.Struct):
+    id: str
+    display_name: str
+    type: str = "model"
+    created_at: str = _EPOCH
+
+
+class _AnthropicList(msgspec.Struct):
+    data: list[_AnthropicModel]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def listing_wire(headers: Mapping[str, str]) -> str:
+    """The wire format of a `GET /v1/models` caller."""
+    return "anthropic" if "anthropic-version" in headers else "openai"
+
+
+def _page(names: Sequence[str], query: Mapping[str, str]) -> tuple[list[str], bool]:
+    names = list(names)
+    after, before = query.get("after_id"), query.get("before_id")
+    if after in names:
+        names = names[names.index(after) + 1 :]
+    if before in names:
+        names = names[: names.index(before)]
+    try:
+        limit = min(max(int(query.get("limit", "20")), 1), 1000)
+    except ValueError:
+        limit = 20
+    if before is not None and after is None:
+        return names[-limit:], len(names) > limit
+    return names[:limit], len(names) > limit
+
+
+def model_list(names: Sequence[str], wire: str, query: Mapping[str, str]) -> bytes:
+    """The body listing `names` (public model names, in config order)."""
+    if wire != "anthropic":
+        return _encode(_OpenAIList([_OpenAIModel(n) for n in names]))
+    page, more = _page(names, query)
+    data = [_AnthropicModel(n, n) for n in page]
+    return _encode(
+        _AnthropicList(data, more, page[0] if page else None, page[-1] if page else None)
+    )
+
+
+def models_response(
+    exchange: Exchange, names: Iterable[str], query: Mapping[str, str]
+) -> web.Response:
+    """GET /v1/models: the `names` the caller's key may use (`model_allowed`),
+    in its SDK's listing shape. The one listing the app and the router share."""
+    allowed = [name for name in names if model_allowed(exchange.principal, name)]
+    return web.Response(
+        body=model_list(allowed, exchange.wire, query),
+        content_type="application/json",
+        headers=exchange.response_headers,
+    )
