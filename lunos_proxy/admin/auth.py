@@ -42,6 +42,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..crypto import Secrets, load_secrets
+from ..http_errors import log_internal_error
 from ..keys import ADMIN_TOKEN_PREFIX, IdKind, new_id, new_key, valid_id
 from ..store.base import AuditRecord, StoreError
 
@@ -277,6 +278,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except StoreError:
         status = 503
         return AdminError(503, "the store is unreachable; retry").response()
+    except Exception as exc:  # the admin listener's error boundary
+        log_internal_error(exc, route=_pattern(request))
+        return AdminError(500, "internal error; see the log").response()
     finally:
         await _record(request, caller, action, status)
 
