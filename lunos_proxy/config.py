@@ -162,6 +162,9 @@ class SecretsConfig(_Strict):
     create_key_file: bool = False
 
 
+MIN_ADMIN_TOKEN = 24  # characters of admin.token
+
+
 class AdminConfig(_Strict):
     """The admin API's bootstrap credentials (tokens made through it live in the store)."""
 
@@ -171,6 +174,16 @@ class AdminConfig(_Strict):
     # there on first start when missing, which is how `make run` gets a
     # working admin API and CLI without setup.
     token_file: str = ""
+
+    def __post_init__(self) -> None:
+        # The admin listener does not slow down guessing (a 401 is logged,
+        # never counted), so a full-scope token must be long enough not to be
+        # guessed: "changeme" or "admin" is refused.
+        if 0 < len(self.token) < MIN_ADMIN_TOKEN:
+            raise ValueError(
+                f"token is {len(self.token)} characters, too few to be safe: use at least "
+                f"{MIN_ADMIN_TOKEN} (e.g. lat- and the output of openssl rand -hex 24)"
+            )
 
 
 class ProviderConfig(_Strict):

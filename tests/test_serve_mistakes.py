@@ -82,6 +82,9 @@ MISTAKES: dict[str, tuple[Callable[[str, str], tuple[str, str]], list[str]]] = {
     "NaN budget": (_edit("        # accounts: {demo: {daily: 1.50", "        accounts: {demo: {daily: .nan}}\n"
                                                                    "        # x: {demo: {daily: 1.50"), [
         "lunos.yaml: pipeline[4].settings.budgets: budget amounts need at most 6 decimals and must be >= 0"]),
+    "guessable admin token": (_edit("token: ${LUNOS_ADMIN_TOKEN:-}", "token: changeme"), [
+        "lunos.yaml: admin: token is 8 characters, too few to be safe: use at least 24 "
+        "(e.g. lat- and the output of openssl rand -hex 24)"]),
     "webhook delivery without its URL": (_edit("  delivery: log", "  delivery: webhook"), [
         "lunos.yaml: console: delivery webhook needs webhook_url and public_url"]),
 }
