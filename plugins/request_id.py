@@ -16,6 +16,7 @@ from lunos_proxy.exchange import exchange_of
 from lunos_proxy.plugin import Handler, Plugin
 
 _SAFE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,64}")  # RFC 9110 token
 
 
 class RandomHex:
@@ -55,6 +56,15 @@ class RequestId(Plugin):
         header: str = "x-request-id"
         # Keep an id the client sent (when it looks safe), or always make one.
         trust_incoming: bool = True
+
+        def __post_init__(self) -> None:
+            # Written into every answer: a space or a line break here would
+            # break every response (or split it), so the name is refused at load.
+            if not _TOKEN.fullmatch(self.header):
+                raise ValueError(
+                    "header must be an HTTP header name such as x-request-id (no spaces, "
+                    f"colons or line breaks), not {self.header!r}"
+                )
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         header = self.settings.header

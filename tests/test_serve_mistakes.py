@@ -85,6 +85,10 @@ MISTAKES: dict[str, tuple[Callable[[str, str], tuple[str, str]], list[str]]] = {
     "guessable admin token": (_edit("token: ${LUNOS_ADMIN_TOKEN:-}", "token: changeme"), [
         "lunos.yaml: admin: token is 8 characters, too few to be safe: use at least 24 "
         "(e.g. lat- and the output of openssl rand -hex 24)"]),
+    "request id header that is no header name": (
+        _edit("      header: x-request-id", '      header: "X Request Id"'), [
+            "lunos.yaml: pipeline[0].settings: header must be an HTTP header name such as "
+            "x-request-id (no spaces, colons or line breaks), not 'X Request Id'"]),
     "webhook delivery without its URL": (_edit("  delivery: log", "  delivery: webhook"), [
         "lunos.yaml: console: delivery webhook needs webhook_url and public_url"]),
 }
