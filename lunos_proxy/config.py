@@ -203,6 +203,26 @@ class ProviderConfig(_Strict):
     verify_tls: bool = True
     region: str = ""
 
+    def __post_init__(self) -> None:
+        # These go into every request's headers: a line break (a key file
+        # or `echo` leaves one) would fail each request to this provider.
+        problems = [
+            f"{name} has a line break (a trailing newline from a file or echo?)"
+            for name in ("api_key", "api_version", "organization", "project")
+            if _BREAKS.search(getattr(self, name))
+        ]
+        for header, value in self.headers.items():
+            if not HEADER_NAME.fullmatch(header):
+                problems.append(f"headers: {header!r} is no HTTP header name")
+            elif _BREAKS.search(value):
+                problems.append(f"headers: {header} has a line break")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+_BREAKS = re.compile(r"[\r\n\x00]")
+HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")  # an RFC 9110 token
+
 
 class Capacity(_Strict):
     """What one deployment may take; a deployment at its limit is passed over.

@@ -89,6 +89,12 @@ MISTAKES: dict[str, tuple[Callable[[str, str], tuple[str, str]], list[str]]] = {
         _edit("      header: x-request-id", '      header: "X Request Id"'), [
             "lunos.yaml: pipeline[0].settings: header must be an HTTP header name such as "
             "x-request-id (no spaces, colons or line breaks), not 'X Request Id'"]),
+    "provider key with a trailing newline": (_edit(
+        "  demo:\n    format: demo",
+        "  demo:\n    format: demo\n  oai:\n    format: openai\n    base_url: https://api.openai.com/v1\n"
+        '    api_key: "sk-test-0123\\n"\n    headers: {"X Team": a}'), [
+        "lunos.yaml: providers.oai: api_key has a line break (a trailing newline from a file or "
+        "echo?); headers: 'X Team' is no HTTP header name"]),
     "webhook delivery without its URL": (_edit("  delivery: log", "  delivery: webhook"), [
         "lunos.yaml: console: delivery webhook needs webhook_url and public_url"]),
 }
