@@ -78,6 +78,8 @@ def _json_for(exc: web.HTTPException) -> GatewayError:
             "The Expect header asks for something this server does not do (only 100-continue).",
             status=417, code="expectation_failed",
         )
+    if exc.status == 413:  # a console form over aiohttp's 1 MiB
+        return BadRequest("The request body is too large.", status=413, code="request_too_large")
     if exc.status >= 500:
         return GatewayError(status=exc.status)
     return BadRequest("The request could not be served.", status=exc.status)

@@ -100,3 +100,15 @@ async def test_the_admin_listener_refuses_an_unknown_expectation_without_quoting
     assert "Expect" in body["error"]["message"]  # type: ignore[index]
     async with aiohttp.ClientSession() as s, s.get(gw_console.admin_url + "/metrics") as r:
         assert r.status == 200
+
+
+async def test_a_console_form_over_the_limit_is_a_json_413_quoting_nothing(gw_console: Running) -> None:
+    form = {"email": CANARY.decode() + "x" * 2_000_000}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw_console.url + "/console/sign-in/email", data=form) as r:
+            raw = await r.read()
+            assert CANARY not in raw
+            assert (r.status, json.loads(raw)) == (413, {"error": {
+                "message": "The request body is too large.", "type": "invalid_request_error",
+                "param": None, "code": "request_too_large"}})
+            assert r.headers["X-Frame-Options"] == "DENY"  # the console's headers stay
