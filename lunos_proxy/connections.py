@@ -42,7 +42,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from .addresses import subject
 from .config import ConnectionsConfig, ServerConfig
-from .http_errors import JsonErrorsHandler
+from .http_errors import JsonErrorsHandler, json_http_exceptions
 
 __all__ = [
     "ConnectionGuard",
@@ -258,7 +258,7 @@ class _GuardedRunner(web.AppRunner):
         plain = await super()._make_server()  # the app started, its handler args merged
         loop = asyncio.get_running_loop()
         return _GuardedServer(
-            plain.request_handler,
+            json_http_exceptions(plain.request_handler),
             guard=ConnectionGuard(self._settings, loop),
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
