@@ -1,4 +1,4 @@
-"""The README's plugin example, registered through a real entry point."""
+"""The plugin example of docs/plugins.md, registered through a real entry point."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from tests.conftest import GatewayFactory, basic_config
 from tests.fakes import FakeProvider
 
-# The example from the README, verbatim between the markers.
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-EXAMPLE = README.split("<!-- plugin-example -->\n```python\n")[1].split("```")[0]
+# The example from docs/plugins.md, verbatim between the markers.
+GUIDE = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+EXAMPLE = GUIDE.split("<!-- plugin-example -->\n```python\n")[1].split("```")[0]
 
 
 @pytest.fixture

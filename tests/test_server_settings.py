@@ -19,9 +19,9 @@ def test_the_shipped_config_documents_every_setting_at_its_default() -> None:
     shipped = yaml.safe_load((ROOT / "config" / "lunos.yaml").read_text())["server"]
     assert shipped["connections"] == msgspec.to_builtins(ConnectionsConfig())
     assert shipped["request_decompression"] is ServerConfig().request_decompression is False
-    readme = (ROOT / "README.md").read_text()
+    guide = (ROOT / "docs" / "operators.md").read_text()
     for field in ConnectionsConfig.__struct_fields__:
-        assert f"`{field}`" in readme
+        assert f"`{field}`" in guide
 
 
 @pytest.mark.parametrize(

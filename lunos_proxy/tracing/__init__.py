@@ -11,7 +11,7 @@ the last plugin's), exported over OTLP/HTTP by a batch processor on its
 own thread. The attributes follow the OpenTelemetry GenAI semantic
 conventions (``gen_ai.*``) plus the routing fields (``lunos.*``), and are
 chosen from what Lunos itself decided or counted, never from what a client
-or provider wrote: see `spans` for the full list and the README (ops) for
+or provider wrote: see `spans` for the full list and docs/ops.md for
 what a span never holds.
 
 Trace context: a client's W3C ``traceparent`` makes the request span its

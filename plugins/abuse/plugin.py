@@ -5,7 +5,7 @@ account x model; or the client address when there is no principal) is
 checked and charged in ONE store call (`Store.hit`: one Lua script on
 Redis). Tokens are reserved (prompt estimate + max_tokens) and settled
 with the real usage after the response, in one more call that also gives
-back the concurrency leases. See the README section "Rate limits" for the
+back the concurrency leases. See docs/operators.md, "Rate limits", for the
 algorithm and the worst-case overshoot.
 
 One module past 400 lines: checking, judging and settling one request's
