@@ -61,6 +61,12 @@ async def finished(gw: Running, exporter: InMemorySpanExporter) -> list[Readable
     """Every span ended so far, once the batch processor has handed them over."""
     generation = gw.gateway.generation
     assert generation is not None and generation.tracing is not None
+    # A request's spans end with it, which may be after the client has its
+    # whole answer (the meter counts tokens off the loop, then settles).
+    for _ in range(500):
+        if not generation.in_flight:
+            break
+        await asyncio.sleep(0.01)
     provider = generation.tracing.provider
     assert provider is not None
     await asyncio.to_thread(provider.force_flush)
