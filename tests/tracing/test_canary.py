@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 
 import aiohttp
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -38,9 +39,9 @@ def error_fields(canary: str) -> dict[str, object]:
 
 
 async def test_no_span_holds_the_canary_of_a_body_header_model_name_or_provider_error(
-    provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+    tmp_path: Path, provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter
 ) -> None:
-    cfg = config(provider.base_url, "memory://")
+    cfg = config(provider.base_url, "memory://", f"sqlite://{tmp_path / 'records.db'}")
     cfg["tracing"] = {"enabled": True}
     gw = await make_gateway(cfg)
     account = await admin_call(gw, "POST", "/admin/accounts", {"name": "Traced"})
