@@ -164,6 +164,9 @@ class SecretsConfig(_Strict):
     create_key_file: bool = False
 
 
+MIN_ADMIN_TOKEN = 24  # characters of admin.token
+
+
 class AdminConfig(_Strict):
     """The admin API's bootstrap credentials (tokens made through it live in the store)."""
 
@@ -173,6 +176,16 @@ class AdminConfig(_Strict):
     # there on first start when missing, which is how `make run` gets a
     # working admin API and CLI without setup.
     token_file: str = ""
+
+    def __post_init__(self) -> None:
+        # The admin listener does not slow down guessing (a 401 is logged,
+        # never counted), so a full-scope token must be long enough not to be
+        # guessed: "changeme" or "admin" is refused.
+        if 0 < len(self.token) < MIN_ADMIN_TOKEN:
+            raise ValueError(
+                f"token is {len(self.token)} characters, too few to be safe: use at least "
+                f"{MIN_ADMIN_TOKEN} (e.g. lat- and the output of openssl rand -hex 24)"
+            )
 
 
 class ProviderConfig(_Strict):
@@ -191,6 +204,26 @@ class ProviderConfig(_Strict):
     max_connections: int = 100
     verify_tls: bool = True
     region: str = ""
+
+    def __post_init__(self) -> None:
+        # These go into every request's headers: a line break (a key file
+        # or `echo` leaves one) would fail each request to this provider.
+        problems = [
+            f"{name} has a line break (a trailing newline from a file or echo?)"
+            for name in ("api_key", "api_version", "organization", "project")
+            if _BREAKS.search(getattr(self, name))
+        ]
+        for header, value in self.headers.items():
+            if not HEADER_NAME.fullmatch(header):
+                problems.append(f"headers: {header!r} is no HTTP header name")
+            elif _BREAKS.search(value):
+                problems.append(f"headers: {header} has a line break")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+_BREAKS = re.compile(r"[\r\n\x00]")
+HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")  # an RFC 9110 token
 
 
 class Capacity(_Strict):

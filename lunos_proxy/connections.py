@@ -41,7 +41,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from .config import ConnectionsConfig, ServerConfig
-from .http_errors import JsonErrorsHandler
+from .http_errors import JsonErrorsHandler, json_http_exceptions
 from .limits.addresses import subject
 
 __all__ = [
@@ -258,7 +258,7 @@ class _GuardedRunner(web.AppRunner):
         plain = await super()._make_server()  # the app started, its handler args merged
         loop = asyncio.get_running_loop()
         return _GuardedServer(
-            plain.request_handler,
+            json_http_exceptions(plain.request_handler),
             guard=ConnectionGuard(self._settings, loop),
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,

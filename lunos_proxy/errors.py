@@ -45,6 +45,7 @@ _ANTHROPIC_TYPES = {
     405: "invalid_request_error",
     413: "request_too_large",
     415: "invalid_request_error",
+    417: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",

@@ -108,9 +108,11 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    # NaN, negative and zero mean nothing; "inf" is as long as the router allows.
+    return seconds if seconds > 0 else None
 
 
 def _whole_events(data: bytes) -> tuple[bytes, bytes]:

@@ -14,19 +14,40 @@ as JSON in the OpenAI error shape (Anthropic's under /v1/messages; a
 request that could not be parsed has no path, so it gets OpenAI's), with a
 fixed message that quotes nothing. The log line says only the error's type
 (with its stack frames for a 5xx), never its message.
+
+Two more answers come from aiohttp before any middleware runs, as
+`HTTPException`s its connection writes in plain text: an `Expect` header
+other than 100-continue (417, quoting the header) and a request target no
+route can match because it is not a path (CONNECT's ``host:port``,
+``OPTIONS *``: 404). `json_http_exceptions` wraps a server's request
+handler so that these, and any other 4xx/5xx `HTTPException` that escapes
+an app, are answered in JSON with a fixed message (keeping the headers the
+server set on it, such as the console's security headers); redirects pass
+as they are.
+Both listeners use it (the admin listener's runner is a `JsonErrorsRunner`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from .errors import BadRequest, GatewayError, InternalError, error_response, wire_for_path
+from .errors import (
+    BadRequest,
+    GatewayError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    error_response,
+    wire_for_path,
+)
 from .logs import safe_stack
 
-__all__ = ["JsonErrorsHandler", "JsonErrorsRunner", "log_internal_error"]
+__all__ = ["JsonErrorsHandler", "JsonErrorsRunner", "json_http_exceptions", "log_internal_error"]
 
 log = structlog.get_logger("lunos.proxy")
 
@@ -41,6 +62,45 @@ def log_internal_error(exc: BaseException | None, **fields: object) -> None:
         # console renderer refuses a dict here): losing the line must not
         # lose the answer.
         pass
+
+
+_BODY_HEADERS = {"content-type", "content-length", "content-encoding", "transfer-encoding"}
+_RequestHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def _json_for(exc: web.HTTPException) -> GatewayError:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(exc.allowed_methods)
+    if exc.status == 404:
+        return NotFound("Unknown request URL.")
+    if exc.status == 417:
+        return BadRequest(
+            "The Expect header asks for something this server does not do (only 100-continue).",
+            status=417, code="expectation_failed",
+        )
+    if exc.status == 413:  # a console form over aiohttp's 1 MiB
+        return BadRequest("The request body is too large.", status=413, code="request_too_large")
+    if exc.status >= 500:
+        return GatewayError(status=exc.status)
+    return BadRequest("The request could not be served.", status=exc.status)
+
+
+def json_http_exceptions(handler: _RequestHandler) -> _RequestHandler:
+    """`handler` (a `web.Server`'s request handler), with the 4xx and 5xx
+    `HTTPException`s that escape it answered in JSON quoting nothing."""
+
+    async def answer(request: BaseRequest) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # Headers the server gave the exception stay (the console's
+            # security headers, Allow); the body is new, so its own do not.
+            kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
+            return error_response(wire_for_path(request.path), _json_for(exc), kept)
+
+    return answer
 
 
 class JsonErrorsHandler(RequestHandler):
@@ -91,7 +151,7 @@ class JsonErrorsRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         return _JsonErrorsServer(
-            server.request_handler,
+            json_http_exceptions(server.request_handler),
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,

@@ -12,6 +12,7 @@ import re
 import msgspec
 from aiohttp import web
 
+from lunos_proxy.config import HEADER_NAME
 from lunos_proxy.exchange import exchange_of
 from lunos_proxy.plugin import Handler, Plugin
 
@@ -55,6 +56,15 @@ class RequestId(Plugin):
         header: str = "x-request-id"
         # Keep an id the client sent (when it looks safe), or always make one.
         trust_incoming: bool = True
+
+        def __post_init__(self) -> None:
+            # Written into every answer: a space or a line break here would
+            # break every response (or split it), so the name is refused at load.
+            if len(self.header) > 64 or not HEADER_NAME.fullmatch(self.header):
+                raise ValueError(
+                    "header must be an HTTP header name such as x-request-id (no spaces, "
+                    f"colons or line breaks), not {self.header!r}"
+                )
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         header = self.settings.header

@@ -247,8 +247,10 @@ class Router(Plugin):
         if last is not None:
             if exchange.attempts > 1:
                 last.message = f"{last.message[:-1]}; {exchange.attempts} attempts failed."
-            if last.retry_after:
-                last.headers.setdefault("Retry-After", str(math.ceil(last.retry_after)))
+            if last.retry_after:  # the provider's, bounded as its cooldown is
+                seconds = min(last.retry_after, self.settings.max_cooldown_seconds)
+                if seconds > 0:
+                    last.headers.setdefault("Retry-After", str(math.ceil(seconds)))
             raise last
         if wait < math.inf:
             raise UpstreamError(

@@ -22,6 +22,7 @@ from aiohttp import web
 from lunos_proxy.app import Gateway
 from lunos_proxy.config import parse_config
 from lunos_proxy.connections import public_runner
+from lunos_proxy.http_errors import JsonErrorsRunner
 from tests.fakes import FakeProvider
 from tests.logcapture import captured_logs, fresh_logging  # noqa: F401  (fixtures)
 from tests.pg_servers import *  # noqa: F403  (fixtures)
@@ -98,7 +99,7 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
         await gateway.start()
         # The listener `lunos-proxy serve` runs (connection rules, no auto-decompression).
         public = public_runner(gateway.public_app(), cfg.server, shutdown_timeout=grace)
-        admin = web.AppRunner(gateway.admin_app(), access_log=None)
+        admin = JsonErrorsRunner(gateway.admin_app(), access_log=None)
         await public.setup()
         await admin.setup()
         port, admin_port = free_port(), free_port()

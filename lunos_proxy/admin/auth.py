@@ -42,6 +42,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..crypto import Secrets, load_secrets
+from ..http_errors import log_internal_error
 from ..keys import ADMIN_TOKEN_PREFIX, IdKind, new_id, new_key, valid_id
 from ..records import RecordsError
 from ..store.base import AuditRecord, StoreError
@@ -188,13 +189,32 @@ def send(value: Any, status: int = 200) -> web.Response:
     )
 
 
+# msgspec messages that quote what was sent (a field name, a value), and
+# what is said instead; the others name only our fields and types.
+_QUOTING = {
+    "Object contains unknown field": "Object contains an unknown field",
+    "Invalid enum value": "Invalid enum value",
+    "Invalid value": "Invalid value",
+}
+
+
+def _problem(e: msgspec.ValidationError) -> str:
+    """msgspec's message without anything the caller sent: what is wrong and
+    where (`$.field`: our names; a dict's keys show as ``[...]``)."""
+    message, at, where = str(e).partition(" - at ")
+    for quoting, instead in _QUOTING.items():
+        if message.startswith(quoting):
+            message = instead
+    return (message + at + where).replace("`", "")
+
+
 async def read_body(request: web.Request, typ: type[_T]) -> _T:
     """The JSON body as `typ`; 400 naming the field (never its value) otherwise."""
     raw = await request.read()
     try:
         return msgspec.json.decode(raw or b"{}", type=typ)
     except msgspec.ValidationError as e:
-        raise admin_error(400, f"invalid body: {str(e).replace('`', '')}") from None
+        raise admin_error(400, f"invalid body: {_problem(e)}") from None
     except msgspec.DecodeError:
         raise admin_error(400, "the body is not valid JSON") from None
 
@@ -262,6 +282,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except RecordsError:
         status = 503
         return AdminError(503, "the records database is unreachable; retry").response()
+    except Exception as exc:  # the admin listener's error boundary
+        log_internal_error(exc, route=_pattern(request))
+        return AdminError(500, "internal error; see the log").response()
     finally:
         await _record(request, caller, action, status)
 

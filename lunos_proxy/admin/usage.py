@@ -39,7 +39,7 @@ from ..records import EventQuery
 from ..records.base import MAX_PAGE, parse_cursor
 from ..store.base import SpendDelta, UsageEvent, UsageRow
 from ..usage.budgets import Calendar
-from ..usage.pricing import to_micros
+from ..usage.pricing import MAX_AMOUNT, to_micros
 from .auth import GATEWAY, admin_error, audit_about, read_body, requires, send
 
 if TYPE_CHECKING:
@@ -223,7 +223,9 @@ def setup(app: web.Application, gateway: Gateway) -> None:
         problems: list[str] = []
         micros = to_micros(body.amount, "amount", problems)
         if problems or micros <= 0:
-            raise admin_error(400, "'amount' must be positive, with at most 6 decimals")
+            raise admin_error(
+                400, f"'amount' must be positive, at most {MAX_AMOUNT}, with at most 6 decimals"
+            )
         subject = f"account:{account_id}"
         await gw.store.add_spend([SpendDelta(subject=subject, period="credit", micros=micros)])
         [credit, spent] = await gw.store.spend(subject, ["credit", "total"])

@@ -53,6 +53,15 @@ def _preset(name: str, today: dt.date) -> tuple[dt.date, dt.date]:
     return today - dt.timedelta(days=29), today
 
 
+def _typed(text: str) -> str:
+    """What a date field shows back after an error: the date it names, written
+    by us, or nothing; never the text itself (the page quotes no input)."""
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        return ""
+
+
 def _period(query: Any, today: dt.date) -> tuple[dt.date, dt.date, str, dict[str, str]]:
     """(first, last, preset or "", errors by field) for the query; with errors,
     the default period (30 days)."""
@@ -164,8 +173,8 @@ async def show(request: web.Request) -> web.Response:
     keys = await store.keys_of(me)
     return await render(
         request, "usage.html", status=400 if errors else 200,
-        first=request.query.get("from", first.isoformat()) if errors else first.isoformat(),
-        last=request.query.get("to", last.isoformat()) if errors else last.isoformat(),
+        first=_typed(request.query.get("from", "")) if errors else first.isoformat(),
+        last=_typed(request.query.get("to", "")) if errors else last.isoformat(),
         shown=(first.isoformat(), last.isoformat()), errors=errors, preset=preset,
         presets=PRESETS, metric=metric, metrics=_METRICS, table=table, total=total,
         chart=chart(days, models, cells, metric, fmt), money=money,

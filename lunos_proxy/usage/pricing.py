@@ -33,7 +33,7 @@ from typing import Any
 from ..exchange import Usage
 from ..yaml_strict import YamlError, load_yaml
 
-__all__ = ["Price", "PriceTable", "PricingError", "load_pricing", "to_micros"]
+__all__ = ["MAX_AMOUNT", "Price", "PriceTable", "PricingError", "load_pricing", "to_micros"]
 
 
 class PricingError(Exception):
@@ -44,12 +44,28 @@ class PricingError(Exception):
         self.problems = problems
 
 
+# The largest amount (of currency; of it per million tokens for a price):
+# in micro-units 1e15, so that a price times a request's tokens (at most
+# 2**31) stays within the 64-bit integers Redis counts spend in.
+MAX_AMOUNT = 1_000_000_000
+
+
 def to_micros(amount: Any, where: str, problems: list[str]) -> int:
-    """A decimal amount of currency as integer micro-units (at most 6 decimals)."""
+    """A decimal amount of currency as integer micro-units (at most 6
+    decimals, at most `MAX_AMOUNT`; NaN and infinities are refused)."""
+    if isinstance(amount, bool):
+        problems.append(f"{where}: expected a number, got {amount!r}")
+        return 0
     try:
         value = Decimal(str(amount))
     except InvalidOperation:
         problems.append(f"{where}: expected a number, got {amount!r}")
+        return 0
+    if not value.is_finite():
+        problems.append(f"{where}: expected a finite number")
+        return 0
+    if value > MAX_AMOUNT:
+        problems.append(f"{where}: expected at most {MAX_AMOUNT}")
         return 0
     micros = value * 1_000_000
     if value < 0 or micros != micros.to_integral_value():

@@ -104,8 +104,7 @@ async def test_an_unknown_admin_path_is_not_echoed(
 ) -> None:
     gw = await make_gateway(auth_config(provider.base_url))
     status, body = await admin(gw, "GET", "/admin/PATHCANARY")
-    assert (status, body) == (404, {"error": {"message": "not found",
-                                              "status": 404}})
+    assert (status, body) == (404, {"error": {"message": "not found", "status": 404}})
 
 
 async def test_every_admin_path_parameter_has_a_format(

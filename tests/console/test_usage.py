@@ -62,10 +62,12 @@ async def test_usage_period_must_be_valid_dates(
 ) -> None:
     gw = await make_gateway(console_config(provider.base_url))
     _, _made, browser = await signed_in(gw, browsers)
-    # A wrong date keeps what was typed, says what is wrong next to the field
-    # and still shows the page (the last 30 days).
+    # A wrong date is not shown back (the page quotes no input): its field is
+    # empty, what is wrong is said next to it, and the page still shows (the
+    # last 30 days). A valid date in the other field stays.
     status, text = await browser.get("/console/usage?from=yesterday&to=2026-11-03")
-    assert status == 400 and 'id="from" value="yesterday"' in text and 'aria-invalid="true"' in text
+    assert status == 400 and 'id="from" value=""' in text and 'aria-invalid="true"' in text
+    assert "yesterday" not in text
     assert '<span class="error" id="from-error">From: Write the date as YYYY-MM-DD' in text
     assert 'id="to" value="2026-11-03"' in text and 'id="spend-today"' in text and 'id="no-usage"' in text
     status, text = await browser.get("/console/usage?from=2026-11-03&to=2026-11-01")

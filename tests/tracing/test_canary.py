@@ -39,9 +39,10 @@ def error_fields(canary: str) -> dict[str, object]:
 
 
 async def test_no_span_holds_the_canary_of_a_body_header_model_name_or_provider_error(
-    tmp_path: Path, provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+    provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter,
+    tmp_path: Path,
 ) -> None:
-    cfg = config(provider.base_url, "memory://", f"sqlite://{tmp_path / 'records.db'}")
+    cfg = config(provider.base_url, "memory://", f"sqlite://{tmp_path}/records.db")
     cfg["tracing"] = {"enabled": True}
     gw = await make_gateway(cfg)
     account = await admin_call(gw, "POST", "/admin/accounts", {"name": "Traced"})
