@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from lunos_proxy.tracing import spans as tracing_spans
 from lunos_proxy.tracing.settings import TracingConfig
 from tests.conftest import Running, basic_config
+from tests.e2e.test_translation import demo  # noqa: F401 - the demo provider on loopback (fixture)
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
@@ -71,6 +73,17 @@ async def finished(gw: Running, exporter: InMemorySpanExporter) -> list[Readable
     assert provider is not None
     await asyncio.to_thread(provider.force_flush)
     return list(exporter.get_finished_spans())
+
+
+async def settled(gw: Running, exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    """`finished` once the request span has ended: a client can have read
+    the last byte (or left) before the gateway's handler returns."""
+    for _ in range(50):
+        spans = await finished(gw, exporter)
+        if any(s.kind is SpanKind.SERVER for s in spans):
+            return spans
+        await asyncio.sleep(0.1)
+    raise AssertionError("no request span ended")
 
 
 def hex_ids(span: ReadableSpan) -> tuple[str, str]:
