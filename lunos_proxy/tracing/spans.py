@@ -83,6 +83,7 @@ _PROVIDERS = {
     "openai": "openai",
     "anthropic": "anthropic",
     "azure": "azure.ai.openai",
+    "gemini": "gcp.gemini",
     "demo": "lunos.demo",
 }
 # Codes the forwarder sets on an answer that started and then failed.

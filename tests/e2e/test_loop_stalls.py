@@ -11,7 +11,6 @@ The tokenizer's tables are dropped first, so the first count loads them
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import yaml
 
 from lunos_proxy.loading import parse_config
 from lunos_proxy.workers import prepare_plugins
-from plugins.meter import Meter, estimate
+from plugins.meter import estimate
 from tests.conftest import ADMIN_HEADERS, GatewayFactory
 from tests.fakes import FakeProvider
 from tests.logcapture import Captured
@@ -35,6 +34,7 @@ from tests.meter_support import (
     meter_config,
     meter_of,
     recorded_events,
+    requests_settled,
 )
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -50,13 +50,6 @@ FRAMING = 3 + 3 + 1  # reply priming, the message's framing, its role "user"
 @pytest.fixture
 def fresh_tokenizer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(estimate, "_loaded", {})
-
-
-async def _until_ledger_has(meter: Meter, count: int) -> None:
-    for _ in range(200):
-        if meter.ledger.backlog >= count:
-            return
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.usefixtures("fresh_tokenizer")
@@ -90,24 +83,18 @@ async def test_counting_tokens_and_reloading_keep_the_loop_free(
             with pytest.raises(TimeoutError):
                 await s.post(chat, json=long, headers=AUTH,
                              timeout=aiohttp.ClientTimeout(total=0.2))
-            meter = meter_of(gw.gateway)
-            await _until_ledger_has(meter, 3)
-            await meter.settled()
-            provider.behaviour.delay_headers = 0.0
+            await requests_settled(gw.gateway)
+        provider.behaviour.delay_headers = 0.0
+        # (Read before the reload: a new generation has a meter of its own.)
+        rows = await flushed_usage(gw.gateway, "acct-b")
+        events = await recorded_events(gw.gateway, "acct-b")
+        with watch_loop(0.05) as reloading:
             # 4. A reload: the file read and checked, a new generation built.
             async with s.post(gw.admin_url + "/admin/reload", headers=ADMIN_HEADERS) as r:
                 assert (r.status, (await r.json())["result"]) == (200, "applied")
-    assert work.slow == [], work.report()
+    assert work.slow == reloading.slow == [], work.report() + reloading.report()
     assert work.callbacks > 100  # the watch saw the requests go through
-    rows = await flushed_usage(gw.gateway, "acct-b")
     assert [(r.requests, r.input_tokens) for r in rows] == [(3, 3 * (FRAMING + LONG_TOKENS))]
-    # The generation the reload replaced writes its records when its last
-    # request ends (the third was still waiting for its provider).
-    for _ in range(250):
-        events = await recorded_events(gw.gateway, "acct-b")
-        if len(events) >= 3:
-            break
-        await asyncio.sleep(0.02)
     assert [e.usage_source for e in events] == ["estimated"] * 3
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -38,20 +39,27 @@ async def served(provider: FakeProvider, tmp_path: Path) -> AsyncIterator[Served
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     s = Served(proc, port, admin_port)
+    ready = False
     async with aiohttp.ClientSession() as session:
-        for _ in range(200):
+        for _ in range(600):  # 30 s: a loaded two-core machine starts it slowly
+            if proc.returncode is not None:
+                break
             try:
                 async with session.get(s.url + "/healthz") as r:
                     if r.status == 200:
+                        ready = True
                         break
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.05)
-        else:
+    if not ready:
+        if proc.returncode is None:
             proc.kill()
-            raise AssertionError("lunos-proxy did not start: " + (await proc.stderr.read()).decode())  # type: ignore[union-attr]
+        await proc.wait()
+        raise AssertionError("lunos-proxy did not start: " + (await proc.stderr.read()).decode())  # type: ignore[union-attr]
     yield s
     if proc.returncode is None:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # it may end by itself meanwhile
+            proc.kill()
         await proc.wait()
 
 

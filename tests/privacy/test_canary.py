@@ -41,7 +41,7 @@ from tests.privacy.scan import (
 PROVIDER_SECRETS = {"openai provider key": "sk-provider-secret", "anthropic provider key": "sk-ant-provider-secret"}
 
 
-def config(provider_url: str, store_url: str, records_url: str) -> dict[str, Any]:
+def config(provider_url: str, store_url: str, records_url: str = "sqlite://") -> dict[str, Any]:
     cfg = auth_config(provider_url, store_url=store_url, static=[static_entry()])  # account static-acc
     cfg["records"] = {"url": records_url}
     cfg["server"] = {"max_body_bytes": 65536}

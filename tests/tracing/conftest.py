@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from lunos_proxy.tracing import spans as tracing_spans
 from lunos_proxy.tracing.settings import TracingConfig
 from tests.conftest import Running, basic_config
+from tests.e2e.test_translation import demo  # noqa: F401 - the demo provider on loopback (fixture)
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
@@ -61,10 +63,27 @@ async def finished(gw: Running, exporter: InMemorySpanExporter) -> list[Readable
     """Every span ended so far, once the batch processor has handed them over."""
     generation = gw.gateway.generation
     assert generation is not None and generation.tracing is not None
+    # A request's spans end with it, which may be after the client has its
+    # whole answer (the meter counts tokens off the loop, then settles).
+    for _ in range(500):
+        if not generation.in_flight:
+            break
+        await asyncio.sleep(0.01)
     provider = generation.tracing.provider
     assert provider is not None
     await asyncio.to_thread(provider.force_flush)
     return list(exporter.get_finished_spans())
+
+
+async def settled(gw: Running, exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    """`finished` once the request span has ended: a client can have read
+    the last byte (or left) before the gateway's handler returns."""
+    for _ in range(50):
+        spans = await finished(gw, exporter)
+        if any(s.kind is SpanKind.SERVER for s in spans):
+            return spans
+        await asyncio.sleep(0.1)
+    raise AssertionError("no request span ended")
 
 
 def hex_ids(span: ReadableSpan) -> tuple[str, str]:

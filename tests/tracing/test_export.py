@@ -119,8 +119,13 @@ async def test_serve_exports_every_requests_spans_before_it_exits_on_sigterm(
     path.write_text(yaml.safe_dump(cfg))
     port, admin_port = free_port(), free_port()
     proc = await serve_process(path, port, admin_port, *(["--workers", "2"] if workers > 1 else []))
+    started: list[bytes] = []
     try:
         await until_ready(f"http://127.0.0.1:{port}", proc)
+        # Every worker listening (one answering /readyz is not all of them).
+        assert proc.stdout is not None
+        while sum(b'"event":"listening"' in line for line in started) < workers:
+            started.append(await asyncio.wait_for(proc.stdout.readline(), 30))
         async with aiohttp.ClientSession() as s:
             for _ in range(8):  # fresh connections: with two workers, both take some
                 async with s.post(f"http://127.0.0.1:{port}/v1/chat/completions",
@@ -129,7 +134,8 @@ async def test_serve_exports_every_requests_spans_before_it_exits_on_sigterm(
                     assert r.status == 200
         # The batch processor would wait 5 s before exporting; SIGTERM must not lose them.
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, b"".join([*started, out, err]).decode()[-3000:]
     finally:
         if proc.returncode is None:
             proc.kill()

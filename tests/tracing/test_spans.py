@@ -3,7 +3,6 @@ from the client through the gateway to the provider."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from lunos_proxy.exchange import exchange_of
 from lunos_proxy.plugin import Handler, Plugin
 from tests.conftest import GatewayFactory, Running
+from tests.e2e.test_translation import Demo
 from tests.entry_points import register_plugins
 from tests.fakes import CHUNKS, COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
 from tests.tracing.conftest import (
@@ -27,6 +27,7 @@ from tests.tracing.conftest import (
     finished,
     hex_ids,
     parent_of,
+    settled,
     traced_config,
 )
 
@@ -235,7 +236,7 @@ async def test_a_stream_the_provider_breaks_after_its_200_is_an_error(
     gw = await make_gateway(traced_config(provider.base_url))
     provider.behaviour.cut_after = 2
     await stream(gw, leave_early=False)
-    spans = await finished(gw, exporter)
+    spans = await settled(gw, exporter)
     [root] = [s for s in spans if s.kind is SpanKind.SERVER]
     [attempt] = [s for s in spans if s.kind is SpanKind.CLIENT]
     for span in (root, attempt):
@@ -251,11 +252,7 @@ async def test_a_client_that_goes_away_mid_stream_is_recorded_but_not_an_error(
     gw = await make_gateway(traced_config(provider.base_url))
     provider.behaviour.chunk_interval = 0.2
     await stream(gw, leave_early=True)
-    for _ in range(50):  # the gateway notices at its next write
-        spans = await finished(gw, exporter)
-        if any(s.kind is SpanKind.SERVER for s in spans):
-            break
-        await asyncio.sleep(0.1)
+    spans = await settled(gw, exporter)  # the gateway notices at its next write
     assert len(spans) == 5
     for span in spans:
         attrs = dict(span.attributes or {})
@@ -362,3 +359,28 @@ async def test_a_bug_in_a_plugin_is_a_500_named_by_its_class_and_nothing_of_its_
         assert "CANARY" not in span.to_json()
     [root] = [s for s in spans if s.kind is SpanKind.SERVER]
     assert (root.attributes or {})["http.response.status_code"] == 500
+
+
+async def test_a_translated_answer_is_read_as_the_client_gets_it(
+    demo: Demo, provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+) -> None:
+    cfg = traced_config(provider.base_url)
+    cfg["providers"]["google"] = {"format": "gemini", "api_key": "goog-key",
+                                  "base_url": demo.url.removesuffix("/v1") + "/v1beta"}
+    cfg["models"]["gemini-test"] = {"deployments": [{"provider": "google", "model": "gemini-upstream"}]}
+    gw = await make_gateway(cfg)
+    client = openai.AsyncOpenAI(base_url=gw.v1, api_key="lk-client-key", max_retries=0)
+    chunks = await client.chat.completions.create(
+        model="gemini-test", messages=[{"role": "user", "content": "hi"}], stream=True)
+    assert [c async for c in chunks]
+    spans = await settled(gw, exporter)
+    [attempt] = [s for s in spans if s.kind is SpanKind.CLIENT]
+    attrs = dict(attempt.attributes or {})
+    assert attempt.name == "chat gemini-upstream"
+    assert {k: attrs[k] for k in ("gen_ai.provider.name", "gen_ai.request.model", "lunos.provider",
+                                  "gen_ai.response.finish_reasons", "http.response.status_code")} == {
+        "gen_ai.provider.name": "gcp.gemini", "gen_ai.request.model": "gemini-upstream",
+        "lunos.provider": "google", "gen_ai.response.finish_reasons": ("stop",),
+        "http.response.status_code": 200,
+    }
+    assert demo.received[-1][1]["contents"]  # the provider got Gemini's shape
