@@ -29,6 +29,7 @@ fatal: the meter's write-behind queue keeps usage until it does.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import time
@@ -201,7 +202,13 @@ class PostgresRecords(Records):
         self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            # A graceful close waits for every connection to be released; one
+            # left stuck by a database that went away would hold it forever.
+            # Cancelled by the timeout, asyncpg terminates the pool instead.
+            try:
+                await asyncio.wait_for(pool.close(), self.timeout)
+            except TimeoutError:
+                pass
 
     async def ping(self) -> None:
         await self._with(lambda conn: conn.fetchval("SELECT 1"))
