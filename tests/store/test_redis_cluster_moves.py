@@ -1,6 +1,6 @@
 """Limit calls while a Redis Cluster slot moves between nodes: a call the
 Cluster did not run (MOVED, ASK, TRYAGAIN) is sent again where the slot is,
-and counts exactly once (tests/plugins/test_abuse_cluster_migration.py has
+and counts exactly once (tests/plugins/abuse/test_cluster_migration.py has
 eight instances of the proxy doing the same)."""
 
 from __future__ import annotations
