@@ -28,6 +28,7 @@ import msgspec
 from .translate import (
     DONE,
     OPENAI_STREAM_ERROR,
+    OPENAI_UNUSED,
     Event,
     Untranslatable,
     add_turn,
@@ -65,6 +66,7 @@ PROVIDER = "Anthropic Messages"
 
 # Parameters taken as they are, or with a value that means "not used".
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
+    **OPENAI_UNUSED,
     "n": (1, None),
     "logprobs": (False, None),
     "top_logprobs": (0, None),
@@ -72,15 +74,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "frequency_penalty": (0, 0.0, None),
     "logit_bias": ({}, None),
     "seed": (None,),
-    "audio": (None,),
-    "modalities": (["text"], None),
-    "prediction": (None,),
-    "functions": (None,),
-    "function_call": (None,),
-    "web_search_options": (None,),
-    "store": (False, None),
-    "verbosity": (None,),
-    "service_tier": ("auto", "default", None),
 }
 _HANDLED = frozenset(
     {

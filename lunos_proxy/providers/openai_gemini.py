@@ -35,6 +35,7 @@ from .gemini import STREAM
 from .translate import (
     DONE,
     OPENAI_STREAM_ERROR,
+    OPENAI_UNUSED,
     Event,
     Untranslatable,
     add_turn,
@@ -90,18 +91,10 @@ _SCHEMA_KEYS = frozenset(
     }
 )
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
+    **OPENAI_UNUSED,
     "logprobs": (False, None),
     "top_logprobs": (0, None),
     "logit_bias": ({}, None),
-    "audio": (None,),
-    "modalities": (["text"], None),
-    "prediction": (None,),
-    "functions": (None,),
-    "function_call": (None,),
-    "web_search_options": (None,),
-    "store": (False, None),
-    "verbosity": (None,),
-    "service_tier": ("auto", "default", None),
     "parallel_tool_calls": (True, None),
     "user": (None,),
     "metadata": (None,),

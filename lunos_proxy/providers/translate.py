@@ -283,6 +283,21 @@ OPENAI_STREAM_ERROR: dict[str, Any] = {
 }
 
 
+# Chat Completions parameters that no other provider format has, taken only
+# with a value that means "not used"; each pair adds its own to these.
+OPENAI_UNUSED: dict[str, tuple[Any, ...]] = {
+    "audio": (None,),
+    "modalities": (["text"], None),
+    "prediction": (None,),
+    "functions": (None,),
+    "function_call": (None,),
+    "web_search_options": (None,),
+    "store": (False, None),
+    "verbosity": (None,),
+    "service_tier": ("auto", "default", None),
+}
+
+
 def check_params(
     body: dict[str, Any],
     handled: frozenset[str],
