@@ -27,12 +27,16 @@ from tests.fakes import FakeProvider
 from tests.logcapture import captured_logs, fresh_logging  # noqa: F401  (fixtures)
 from tests.pg_servers import *  # noqa: F403  (fixtures)
 from tests.redis_servers import *  # noqa: F403  (fixtures)
+from tests.redis_servers import free_port as free_port  # tests import it from here
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+async def start_site(runner: web.BaseRunner) -> int:
+    """Serve `runner` on a loopback socket bound before the site starts, so no
+    other process can take the port in between; returns the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -102,9 +106,7 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
         admin = JsonErrorsRunner(gateway.admin_app(), access_log=None)
         await public.setup()
         await admin.setup()
-        port, admin_port = free_port(), free_port()
-        await web.TCPSite(public, "127.0.0.1", port).start()
-        await web.TCPSite(admin, "127.0.0.1", admin_port).start()
+        port, admin_port = await start_site(public), await start_site(admin)
         # The config names the listeners, as `lunos-proxy serve` makes it do.
         server = gateway.config.server
         server.host = server.admin_host = "127.0.0.1"

@@ -24,6 +24,7 @@ import ctypes
 import datetime
 import ipaddress
 import os
+import random
 import shutil
 import signal
 import socket
@@ -64,19 +65,25 @@ def _binary(name: str) -> str:
 
 
 def free_port(*, with_bus: bool = False) -> int:
-    """A loopback port nothing listens on; with `with_bus`, port + 10000 too
-    (a cluster node's bus port)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if not with_bus:
+    """A loopback port nothing listens on, for a server another process will
+    bind; with `with_bus`, port + 10000 too (a cluster node's bus port).
+
+    Chosen below the kernel's ephemeral range (32768 and up on Linux): a port
+    from bind(("", 0)) is one the outgoing connections of parallel work can
+    take between this check and the server's bind. In-process servers bind
+    first and keep the socket instead (tests.conftest.start_site)."""
+    for _ in range(200):
+        port = random.randint(10000, 22000) if with_bus else random.randint(10000, 32000)
+        candidates = (port, port + 10000) if with_bus else (port,)
+        with contextlib.ExitStack() as stack:
+            try:
+                for candidate in candidates:
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
             return port
-        if port + 10000 < 65536:
-            with socket.socket() as s, contextlib.suppress(OSError):
-                s.bind(("127.0.0.1", port + 10000))
-                return port
-    raise RuntimeError("no free loopback port")
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def _command(port: int, *args: str, tls: ssl.SSLContext | None = None) -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tests.auth_support import ADMIN_TOKEN, admin, auth_config
-from tests.conftest import GatewayFactory, Running, free_port
+from tests.conftest import GatewayFactory, Running, start_site
 from tests.fakes import FakeProvider
 from tests.logcapture import Captured
 
@@ -95,8 +95,7 @@ async def test_a_route_that_declares_no_scope_is_closed_even_to_full_tokens(
     app.router.add_get("/admin/undeclared", undeclared)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    port = await start_site(runner)
     try:
         other = Running(gw.gateway, gw.url, f"http://127.0.0.1:{port}")
         status, body = await admin(other, "GET", "/admin/undeclared")

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from tests.auth_support import admin, auth_config
-from tests.conftest import Running, free_port
+from tests.conftest import Running, start_site
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -116,8 +116,7 @@ class Mailbox:
         app.router.add_post("/mail", receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        port = await start_site(self._runner)
         self.url = f"http://127.0.0.1:{port}/mail"
 
     async def received(self, count: int = 1) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from tests.auth_support import admin
-from tests.conftest import GatewayFactory, Running, free_port
+from tests.conftest import GatewayFactory, Running, start_site
 from tests.fakes import COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
 from tests.meter_support import KEY_A1, KEY_A2, KEY_B1, cost, meter_config, meter_of
 
@@ -42,8 +42,7 @@ class Receiver:
         app.router.add_post("/hook", self.handle)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        port = await start_site(self.runner)
         self.url = f"http://127.0.0.1:{port}/hook"
         return self
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from lunos_proxy.http_errors import JsonErrorsRunner
-from tests.conftest import GatewayFactory, Running, basic_config, free_port
+from tests.conftest import GatewayFactory, Running, basic_config, start_site
 from tests.fakes import FakeProvider
 from tests.logcapture import Captured
 
@@ -86,8 +86,7 @@ async def test_an_exception_outside_the_pipeline_is_a_json_500_logged_without_it
     app.router.add_get("/broken", broken)
     runner = JsonErrorsRunner(app, access_log=None)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    port = await start_site(runner)
     try:
         async with aiohttp.ClientSession() as s:
             async with s.get(f"http://127.0.0.1:{port}/broken") as r:
