@@ -361,3 +361,13 @@ def translated(upstream: str, scratch: Path) -> dict[str, Any]:
     cfg = lunos_config(upstream, scratch)
     cfg["providers"]["fake"]["format"] = "anthropic"
     return cfg
+
+
+@case(
+    "translated streamed",
+    stream=True,
+    about="request_id only; an OpenAI client streaming from an Anthropic-format provider: "
+    "each event translated as it arrives (compare with stream)",
+)
+def translated_streamed(upstream: str, scratch: Path) -> dict[str, Any]:
+    return translated(upstream, scratch)
