@@ -11,6 +11,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 import structlog
 from aiohttp import web
@@ -78,7 +79,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# A SIGHUP that comes while `serve` starts (reading the config, loading
+# tables, binding) would end the process with the default action; it is
+# remembered instead, and the config is reloaded once serving begins.
+_hangup_pending = False
+
+
+def _remember_hangup(signum: int, frame: FrameType | None) -> None:
+    global _hangup_pending
+    _hangup_pending = True
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGHUP, _remember_hangup)
     path = _config_path(args)
     config = _load_or_report(path)
     if config is None:
@@ -208,6 +221,10 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(gateway, path)))
+    global _hangup_pending
+    if _hangup_pending:  # a SIGHUP came while starting: the file may have changed since
+        _hangup_pending = False
+        os.kill(os.getpid(), signal.SIGHUP)  # handled now as any later one
     await stop.wait()
     await drain(gateway, stop)
     s = gateway.config.server  # a reload may have changed the grace

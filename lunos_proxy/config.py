@@ -610,3 +610,5 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
         return p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError([f"{p.name}: (file): cannot read: {e.strerror}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{p.name}: (file): not UTF-8 text (byte {e.start})"]) from None

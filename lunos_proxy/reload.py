@@ -89,6 +89,11 @@ class Reloader:
                 for line in e.problems:
                     log.error("config_rejected", problem=line)
                 return ReloadResult(False, e.problems)
+            except Exception as e:  # a check that failed in a way no one foresaw
+                metrics.config_reloads.labels("rejected").inc()
+                line = f"{os.path.basename(path)}: (file): cannot be checked ({type(e).__name__})"
+                log.exception("config_rejected", problem=line)
+                return ReloadResult(False, [line])
             if config.store != self.gateway.config.store:
                 log.warning("config_store_unchanged", reason="a new store takes a restart")
             # The listeners are already bound; moving them takes a restart.

@@ -8,6 +8,7 @@ import asyncio
 import copy
 import errno
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -443,3 +444,87 @@ def test_bad_encryption_keys_are_refused_by_check_and_serve(tmp_path: Path) -> N
     assert (res.returncode, res.stderr) == (2, line)
     res = run("serve", "--config", str(path), "--port", str(free_port()), "--admin-port", str(free_port()))
     assert (res.returncode, res.stderr) == (2, line)
+
+
+# -- files that are not UTF-8 ---------------------------------------------------------
+
+def test_a_config_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "lunos.yaml"
+    path.write_bytes(b"# Z\xfcrich office\n" + yaml.safe_dump(basic_config("http://127.0.0.1:9/v1")).encode())
+    for command in (["check"], ["serve", "--port", str(free_port()), "--admin-port", str(free_port())]):
+        res = run(*command, "--config", str(path))
+        assert (res.returncode, res.stderr) == (2, "lunos.yaml: (file): not UTF-8 text (byte 3)\n")
+        assert "Traceback" not in res.stdout
+
+
+def test_a_pricing_file_that_is_not_utf8_is_named_by_check(tmp_path: Path) -> None:
+    (tmp_path / "pricing.yaml").write_bytes(b"currency: EUR\n# \xe9t\xe9\n")
+    path = write(tmp_path / "lunos.yaml", basic_config("http://127.0.0.1:9/v1", pipeline=[
+        {"name": "meter", "settings": {"pricing": "pricing.yaml"}}]))
+    res = run("check", "--config", str(path))
+    assert (res.returncode, res.stderr) == (2, "pricing.yaml: (file): not UTF-8 text (byte 16)\n")
+
+
+async def test_a_reload_of_a_file_that_is_not_utf8_is_refused_and_counted(
+    provider: FakeProvider, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = await make_gateway(basic_config(provider.base_url))
+    before = gw.gateway.config
+    path = tmp_path / "lunos.yaml"
+    path.write_bytes(b"# \xff\n" + yaml.safe_dump(basic_config(provider.base_url)).encode())
+    gw.gateway.reloader.path = str(path)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.admin_url + "/admin/reload", headers=headers) as r:
+            assert r.status == 422
+            assert (await r.json())["problems"] == ["lunos.yaml: (file): not UTF-8 text (byte 2)"]
+    assert gw.gateway.config is before
+    rejected = gw.gateway.metrics.config_reloads.labels("rejected")._value.get()
+    assert rejected == 1
+
+
+def _catches_sighup(pid: int) -> bool:
+    """Whether the process has a handler for SIGHUP (its SigCgt mask in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    [mask] = [line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")]
+    return bool(int(mask, 16) & (1 << (signal.SIGHUP - 1)))
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_a_sighup_while_serve_starts_is_kept_for_after_it_listens(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
+    """SIGHUP's default action ends a process: one that comes while `serve`
+    reads its config and starts must neither end it nor be lost."""
+    port, admin_port = free_port(), free_port()
+    path = write(tmp_path / "lunos.yaml", basic_config(provider.base_url))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lunos_proxy", "serve", "--config", str(path), "--port", str(port),
+        "--admin-port", str(admin_port), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for _ in range(4000):
+            if _catches_sighup(proc.pid):
+                break
+            await asyncio.sleep(0.002)
+        # Caught from the start of `serve`, long before its listeners exist.
+        assert not _listening(port) and not _listening(admin_port)
+        proc.send_signal(signal.SIGHUP)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not any('"config_reloaded"' in line for line in lines):
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+            assert line, "serve ended: " + (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+            lines.append(line)
+        assert any('"listening"' in line for line in lines[:-1])  # reloaded once serving
+        assert proc.returncode is None
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
+                assert r.status == 200
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -180,6 +180,8 @@ def load_pricing(path: str | Path) -> PriceTable:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise PricingError([f"{p.name}: (file): cannot read: {e.strerror}"]) from None
+    except UnicodeDecodeError as e:
+        raise PricingError([f"{p.name}: (file): not UTF-8 text (byte {e.start})"]) from None
     found = _read.get((str(p), text))
     if found is not None:
         return found
