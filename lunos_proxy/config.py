@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
+import enum
 import math
 import os
 import re
@@ -322,12 +324,24 @@ class ConfigError(Exception):
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SHELL_REF = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*")
+_UNCLOSED_REF = re.compile(r"\$\{")
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field (\S+)")
 _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
 T = TypeVar("T")
 
 
 def _expand_env(node: Any, where: str, problems: list[str]) -> Any:
     if isinstance(node, str):
+        # What a shell would read as a variable is sent as is by a config
+        # file: a key of "$OPENAI_API_KEY" would reach the provider.
+        if _SHELL_REF.fullmatch(node):
+            name = node[1:]
+            problems.append(f"{where}: {node} is not read from the environment: write ${{{name}}}")
+            return node
+        if _UNCLOSED_REF.search(_ENV_REF.sub("", node)):
+            problems.append(f"{where}: a ${{...}} reference without its closing brace")
+            return node
 
         def sub(m: re.Match[str]) -> str:
             value = os.environ.get(m.group(1), m.group(2))
@@ -349,8 +363,10 @@ def _join(where: str, key: str) -> str:
 
 
 def _convert(data: Any, typ: type[T], where: str, problems: list[str]) -> T | None:
+    # Not strict: a number or true/false may be written as a string, which is
+    # what `port: ${LUNOS_PORT:-8080}` is once the environment is read in.
     try:
-        return msgspec.convert(data, typ)
+        return msgspec.convert(data, typ, strict=False)
     except msgspec.ValidationError as e:
         problems.append(_describe(e, where, data, typ))
         return None
@@ -367,20 +383,41 @@ def _describe(e: msgspec.ValidationError, where: str, data: Any, typ: Any) -> st
     suffix = ""
     if m:
         text = text[: m.start()]
-        suffix = _name_keys(m.group(1), data, typ)
+        suffix, typ = _name_keys(m.group(1), data, typ)
     path = where + suffix
     if path.startswith("."):
         path = path[1:]
     text = text.replace("`", "")
+    if text.startswith("Invalid enum value"):
+        choices = _choices(typ)
+        if choices:
+            text += f" (one of: {', '.join(choices)})"
+    unknown = _UNKNOWN_FIELD.fullmatch(text)
+    fields = getattr(_bare(typ), "__struct_fields__", ())
+    if unknown and fields:
+        close = difflib.get_close_matches(unknown.group(1), fields, n=1)
+        if close:
+            text += f" (did you mean {close[0]}?)"
     return f"{path or '(top)'}: {text[:1].lower()}{text[1:]}"
+
+
+def _choices(typ: Any) -> list[str]:
+    """The values a Literal or Enum field takes, as an operator writes them."""
+    typ = _bare(typ)
+    if typing.get_origin(typ) is typing.Literal:
+        return [str(v) for v in typing.get_args(typ)]
+    if isinstance(typ, type) and issubclass(typ, enum.Enum):
+        return [str(member.value) for member in typ]
+    return []
 
 
 _SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
 
 
-def _name_keys(suffix: str, data: Any, typ: Any) -> str:
+def _name_keys(suffix: str, data: Any, typ: Any) -> tuple[str, Any]:
     """msgspec's error path with the mapping keys it leaves out filled in:
-    ``.plans[...].key`` becomes ``.plans.free.key`` (the entry that fails)."""
+    ``.plans[...].key`` becomes ``.plans.free.key`` (the entry that fails);
+    and the type found there (None where the way was lost)."""
     out: list[str] = []
     for m in _SEGMENT.finditer(suffix):
         typ = _bare(typ)
@@ -404,10 +441,10 @@ def _name_keys(suffix: str, data: Any, typ: Any) -> str:
                 None,
             )
             if key is None:
-                return suffix  # lost the way: msgspec's own path, as is
+                return suffix, None  # lost the way: msgspec's own path, as is
             out.append(f".{key}")
             data = data[key]
-    return "".join(out)
+    return "".join(out), typ
 
 
 def _bare(typ: Any) -> Any:
@@ -426,16 +463,19 @@ def _bare(typ: Any) -> Any:
 
 def _converts(data: Any, typ: Any) -> bool:
     try:
-        msgspec.convert(data, typ)
+        msgspec.convert(data, typ, strict=False)
     except (msgspec.ValidationError, TypeError):
         return False
     return True
 
 
 def _sections(raw: dict[str, Any], problems: list[str]) -> Iterator[tuple[str, Any]]:
+    names = [f for f in Config.__struct_fields__ if f not in ("plugin_settings", "source")]
     for key in raw:
-        if key not in Config.__struct_fields__ or key in ("plugin_settings", "source"):
-            problems.append(f"(top): unknown key {key!r}")
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"(top): unknown key {key!r}{hint}")
         else:
             yield key, raw[key]
 
@@ -468,7 +508,7 @@ def positive(v: float) -> bool:
     return math.isfinite(v) and v > 0
 
 
-def _check(cfg: Config, problems: list[str]) -> None:
+def _check(cfg: Config, problems: list[str], broken: set[str]) -> None:
     if cfg.secrets.hash_secret and len(cfg.secrets.hash_secret) < MIN_HASH_SECRET:
         problems.append(f"secrets.hash_secret: must be at least {MIN_HASH_SECRET} characters")
     if cfg.secrets.encryption_keys:
@@ -502,7 +542,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
         if not m.deployments:
             problems.append(f"{where}.deployments: needs at least one deployment")
         for i, d in enumerate(m.deployments):
-            if d.provider not in cfg.providers:
+            if d.provider not in cfg.providers and d.provider not in broken:
                 problems.append(
                     f"{where}.deployments[{i}].provider: unknown provider {d.provider!r}"
                 )
@@ -566,6 +606,7 @@ def parse_schema(text: str, source: str, problems: list[str]) -> Config:
         raise ConfigError([f"{label}: (top): expected a mapping of sections"])
     raw = _expand_env(raw, "", problems)
     parts: dict[str, Any] = {}
+    broken: set[str] = set()
     for key, value in _sections(raw, problems):
         if key in ("providers", "models") and isinstance(value, dict):
             item_type = ProviderConfig if key == "providers" else ModelConfig
@@ -574,6 +615,8 @@ def parse_schema(text: str, source: str, problems: list[str]) -> Config:
                 converted = _convert(item, item_type, f"{key}.{name}", problems)
                 if converted is not None:
                     items[str(name)] = converted
+                elif key == "providers":
+                    broken.add(str(name))  # named once; its models do not repeat it
             parts[key] = items
         elif key == "pipeline" and isinstance(value, list):
             entries = [
@@ -599,7 +642,7 @@ def parse_schema(text: str, source: str, problems: list[str]) -> Config:
             if section is not None:
                 parts[key] = section
     cfg = Config(**parts, source=source)
-    _check(cfg, problems)
+    _check(cfg, problems, broken)
     problems += cfg.tracing.problems()
     return cfg
 

@@ -36,9 +36,56 @@ providers:
   p: {format: openai, base_url: "http://x", api_kee: k}
 """
     assert problems(text) == [
-        "lunos.yaml: (top): unknown key 'serverr'",
-        "lunos.yaml: server: object contains unknown field prot",
-        "lunos.yaml: providers.p: object contains unknown field api_kee",
+        "lunos.yaml: (top): unknown key 'serverr' (did you mean server?)",
+        "lunos.yaml: server: object contains unknown field prot (did you mean port?)",
+        "lunos.yaml: providers.p: object contains unknown field api_kee (did you mean api_key?)",
+    ]
+    assert problems("zzz: 1\nserver: {qqqq: 1}") == [
+        "lunos.yaml: (top): unknown key 'zzz'",
+        "lunos.yaml: server: object contains unknown field qqqq",
+    ]
+
+
+def test_numbers_and_switches_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LUNOS_TEST_PORT", "9001")
+    monkeypatch.delenv("LUNOS_TEST_UNSET", raising=False)
+    cfg = parse_config(
+        "server: {port: '${LUNOS_TEST_PORT}', admin_port: '${LUNOS_TEST_UNSET:-9002}',"
+        " shutdown_grace_seconds: '${LUNOS_TEST_UNSET:-2.5}', allow_unauthenticated: '${LUNOS_TEST_UNSET:-true}'}",
+        "x.yaml",
+    )
+    assert (cfg.server.port, cfg.server.admin_port) == (9001, 9002)
+    assert (cfg.server.shutdown_grace_seconds, cfg.server.allow_unauthenticated) == (2.5, True)
+    monkeypatch.setenv("LUNOS_TEST_PORT", "eighty")
+    assert problems("server: {port: '${LUNOS_TEST_PORT}'}") == [
+        "lunos.yaml: server.port: expected int, got str"]
+
+
+def test_shell_style_references_are_not_sent_as_they_are() -> None:
+    text = """
+providers:
+  a: {format: openai, base_url: "http://x", api_key: $OPENAI_API_KEY}
+  b: {format: openai, base_url: "http://x", api_key: "${OPENAI_API_KEY"}
+  c: {format: openai, base_url: "http://x", api_key: "sk-$ok-${LUNOS_TEST_UNSET:-x}"}
+"""
+    assert problems(text) == [
+        "lunos.yaml: providers.a.api_key: $OPENAI_API_KEY is not read from the environment: "
+        "write ${OPENAI_API_KEY}",
+        "lunos.yaml: providers.b.api_key: a ${...} reference without its closing brace",
+    ]
+
+
+def test_a_wrong_choice_lists_the_choices_and_is_named_once() -> None:
+    text = """
+providers: {demo: {format: demoo, base_url: "http://x"}}
+models: {m: {deployments: [{provider: demo, model: a}]}, n: {deployments: [{provider: demo, model: b}]}}
+pipeline: [{name: logger, settings: {address: truncate}}]
+"""
+    assert problems(text) == [
+        "lunos.yaml: providers.demo.format: invalid enum value 'demoo' "
+        "(one of: openai, anthropic, azure, gemini, demo)",
+        "lunos.yaml: pipeline[0].settings.address: invalid enum value 'truncate' "
+        "(one of: full, truncated, hashed, dropped)",
     ]
 
 
