@@ -18,7 +18,7 @@ import asyncio
 import functools
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -59,6 +59,7 @@ API_ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("POST", "/v1/embeddings", "openai", "embeddings"),
     ("POST", "/v1/responses", "openai", "responses"),
     ("GET", "/v1/models", "openai", "models"),
+    ("GET", "/v1/models/{model}", "openai", "models"),
     ("POST", "/v1/messages", "anthropic", "messages"),
     ("POST", "/v1/messages/count_tokens", "anthropic", "messages/count_tokens"),
 )
@@ -129,7 +130,7 @@ class Generation:
         """The innermost handler: pick the deployment (unless a router did) and forward."""
         exchange = await read_request(request)
         if exchange.endpoint == "models":
-            return self.list_models(exchange, request.query)
+            return self.list_models(exchange, request)
         if not exchange.provider:
             found = self.config.resolve_model(exchange.model)
             if found is None:
@@ -148,8 +149,8 @@ class Generation:
             exchange.upstream_timeouts,
         )
 
-    def list_models(self, exchange: Exchange, query: Mapping[str, str]) -> web.Response:
-        return models_response(exchange, self.config.models, query)
+    def list_models(self, exchange: Exchange, request: web.Request) -> web.Response:
+        return models_response(exchange, self.config.models, request)
 
 
 async def _through(
@@ -353,6 +354,8 @@ class Gateway:
         """An unknown path (404), or a known one asked with another method
         (405 with `Allow`). Neither message repeats the path or method."""
         wire = wire_for_path(request.path)
+        if request.path.startswith("/v1/models"):  # one path for both SDKs
+            wire = listing_wire(request.headers)
         allowed = await allowed_methods(request)
         err = MethodNotAllowed(allowed) if allowed else NotFound("Unknown request URL.")
         return error_response(wire, err, {})

@@ -39,9 +39,16 @@ __all__ = ["read_request"]
 _Budget = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 
 
+class _StreamOptions(msgspec.Struct):
+    # Read by the meter (include_usage.py) and by translation: an object,
+    # else a 400 here rather than a surprise at the provider.
+    include_usage: bool | None = None
+
+
 class _Head(msgspec.Struct):
     model: str | None = None
     stream: bool | None = None
+    stream_options: _StreamOptions | None = None
     max_tokens: _Budget | None = None
     max_completion_tokens: _Budget | None = None
     max_output_tokens: _Budget | None = None

@@ -39,9 +39,9 @@ MISTAKES: dict[str, tuple[Callable[[str, str], tuple[str, str]], list[str]]] = {
     "plugin name typo": (_edit("- name: meter", "- name: metre"), [
         "lunos.yaml: pipeline[4].name: unknown plugin 'metre' (installed: abuse, auth, logger, "
         "meter, request_id, router)"]),
-    "section name typo": (_edit("server:\n", "sever:\n"), ["lunos.yaml: (top): unknown key 'sever'"]),
+    "section name typo": (_edit("server:\n", "sever:\n"), ["lunos.yaml: (top): unknown key 'sever' (did you mean server?)"]),
     "plugin setting typo": (_edit("cache_ttl: 10", "cache_tll: 10"), [
-        "lunos.yaml: pipeline[2].settings: object contains unknown field cache_tll"]),
+        "lunos.yaml: pipeline[2].settings: object contains unknown field cache_tll (did you mean cache_ttl?)"]),
     "wrong type": (_edit("port: 8080", "port: eighty"), ["lunos.yaml: server.port: expected int, got str"]),
     "yes for a port": (_edit("admin_port: 9090", "admin_port: true"), [
         "lunos.yaml: server.admin_port: expected int, got bool"]),

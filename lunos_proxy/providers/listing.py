@@ -6,7 +6,8 @@ Both SDKs call the same path; the Anthropic SDK always sends an
 "has_more", "first_id", "last_id"}``, paged by `limit`, `after_id` and
 `before_id`); every other caller gets OpenAI's
 (``{"object": "list", "data": [{"id", "object": "model", "created",
-"owned_by"}]}``). Every model is listed to both, whatever format its
+"owned_by"}]}``). `GET /v1/models/{name}` answers one entry of the same
+shape. Every model is listed to both, whatever format its
 deployments speak: each is reachable from either SDK through translation.
 """
 
@@ -17,9 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 import msgspec
 from aiohttp import web
 
+from ..errors import ModelNotFound
 from ..exchange import Exchange, model_allowed
 
-__all__ = ["listing_wire", "model_list", "models_response"]
+__all__ = ["listing_wire", "model_entry", "model_list", "models_response"]
 
 # Listed models carry no real creation date; Anthropic's shape needs one.
 _EPOCH = "1970-01-01T00:00:00Z"
@@ -86,14 +88,28 @@ def model_list(names: Sequence[str], wire: str, query: Mapping[str, str]) -> byt
     )
 
 
+def model_entry(name: str, wire: str) -> bytes:
+    """The body of `GET /v1/models/{name}` (both SDKs' `models.retrieve`)."""
+    if wire != "anthropic":
+        return _encode(_OpenAIModel(name))
+    return _encode(_AnthropicModel(name, name))
+
+
 def models_response(
-    exchange: Exchange, names: Iterable[str], query: Mapping[str, str]
+    exchange: Exchange, names: Iterable[str], request: web.Request
 ) -> web.Response:
     """GET /v1/models: the `names` the caller's key may use (`model_allowed`),
-    in its SDK's listing shape. The one listing the app and the router share."""
+    in its SDK's listing shape; GET /v1/models/{name}: that one, or 404 (not
+    naming it) when it is not among them. The one listing the app and the
+    router share."""
     allowed = [name for name in names if model_allowed(exchange.principal, name)]
+    one = request.match_info.get("model")
+    if one is None:
+        body = model_list(allowed, exchange.wire, request.query)
+    elif one in allowed:
+        body = model_entry(one, exchange.wire)
+    else:
+        raise ModelNotFound()
     return web.Response(
-        body=model_list(allowed, exchange.wire, query),
-        content_type="application/json",
-        headers=exchange.response_headers,
+        body=body, content_type="application/json", headers=exchange.response_headers
     )

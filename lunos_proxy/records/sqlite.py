@@ -15,6 +15,8 @@ Retention deletes a day's rows (SQLite has no partitions); the index on
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -144,6 +146,11 @@ class SqliteRecords(Records):
     def _open(self) -> sqlite3.Connection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Made readable by its owner only, as every file in data/ is (SQLite
+            # gives its -wal and -shm files the database's mode); a file that
+            # exists keeps the mode its operator gave it.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                              check_same_thread=False)
         db.row_factory = sqlite3.Row

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import msgspec
 from aiohttp import web
@@ -146,7 +146,7 @@ class Router(Plugin):
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = await read_request(request)
         if exchange.endpoint == "models":
-            return self.list_models(exchange, request.query)
+            return self.list_models(exchange, request)
         public = self.names.get(exchange.model)
         if public is None:
             raise ModelNotFound()  # never names it: the name is the client's
@@ -419,7 +419,7 @@ class Router(Plugin):
         except StoreError:
             pass  # the estimate stands; the counter drains within a minute
 
-    def list_models(self, exchange: Exchange, query: Mapping[str, str]) -> web.Response:
+    def list_models(self, exchange: Exchange, request: web.Request) -> web.Response:
         """The models the caller may use, in the listing shape of its SDK."""
         principal = exchange.principal
         names = [
@@ -427,7 +427,7 @@ class Router(Plugin):
             for public, route in self.routes.items()
             if any(qualifies(c, principal) for c in route.candidates)
         ]
-        return models_response(exchange, names, query)
+        return models_response(exchange, names, request)
 
 
 def _reset(exchange: Exchange) -> None:

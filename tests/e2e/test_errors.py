@@ -48,6 +48,23 @@ async def test_wrong_type_field_is_400_without_the_value(gw: Running) -> None:
     assert CANARY not in json.dumps(body)
 
 
+@pytest.mark.parametrize("options, message", [
+    (CANARY, "Expected object | null, got str - at stream_options"),
+    ([CANARY], "Expected object | null, got array - at stream_options"),
+    ({"include_usage": CANARY}, "Expected bool | null, got str - at stream_options.include_usage"),
+])
+async def test_stream_options_that_are_not_an_object_are_400_naming_the_param(
+    gw: Running, provider: FakeProvider, options: Any, message: str
+) -> None:
+    status, _, body = await post(gw.v1 + "/chat/completions", json={
+        "model": "gpt-test", "messages": [], "stream": True, "stream_options": options})
+    assert status == 400
+    assert (body["error"]["message"], body["error"]["param"]) == (
+        "Invalid request: " + message, "stream_options")
+    assert CANARY not in json.dumps(body)
+    assert provider.received == []
+
+
 async def test_unknown_model_is_404(gw: Running, provider: FakeProvider) -> None:
     status, _, body = await post(gw.v1 + "/chat/completions", json={"model": "gpt-9", "messages": []})
     assert status == 404

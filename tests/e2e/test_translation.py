@@ -445,6 +445,30 @@ async def test_models_are_listed_to_both_sdks_in_their_shapes(gw: Running) -> No
     assert [m.id for m in one.data] == ["gpt-same"]
 
 
+async def test_one_model_is_retrieved_by_both_sdks_and_an_unknown_one_is_404_in_each_shape(
+    gw: Running,
+) -> None:
+    got = await oai(gw).models.retrieve("claude-test")
+    assert (got.id, got.object, got.owned_by) == ("claude-test", "model", "lunos")
+    info = await claude(gw).models.retrieve("gpt-test")
+    assert (info.id, info.type, info.display_name) == ("gpt-test", "model", "gpt-test")
+    with pytest.raises(openai.NotFoundError) as e:
+        await oai(gw).models.retrieve("<b>no-such-model</b>")
+    assert e.value.body == {"message": "The requested model does not exist or you do not have access to it.",
+                            "type": "invalid_request_error", "param": "model",
+                            "code": "model_not_found"}
+    with pytest.raises(anthropic.NotFoundError) as f:
+        await claude(gw).models.retrieve("<b>no-such-model</b>")
+    assert f.value.body == {"type": "error", "error": {
+        "type": "not_found_error",
+        "message": "The requested model does not exist or you do not have access to it."}}
+    # A method the path does not take: 405 in the caller's shape too.
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/models", headers={"anthropic-version": "2023-06-01"}) as r:
+            assert r.status == 405 and r.headers["Allow"] == "GET"
+            assert (await r.json())["type"] == "error"
+
+
 async def test_a_translated_stream_reaches_the_client_as_it_arrives(
     make_gateway: GatewayFactory, provider: FakeProvider, demo: Demo, tmp_path: Path
 ) -> None:

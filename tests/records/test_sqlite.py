@@ -1,8 +1,11 @@
-"""What only the SQLite backend promises: its work never holds up the event loop."""
+"""What only the SQLite backend promises: its work never holds up the event
+loop, and its files are its owner's alone."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -37,3 +40,20 @@ async def test_a_large_write_runs_beside_the_event_loop_not_on_it(tmp_path: Path
         assert await records.count(EventQuery(account_id="acct_a")) == 50_000
     finally:
         await records.close()
+
+
+async def test_a_new_database_and_its_journal_are_readable_by_their_owner_only(
+    tmp_path: Path,
+) -> None:
+    old = os.umask(0o022)  # the usual umask, which would leave it 0644
+    records = open_records(f"sqlite://{tmp_path}/data/records.db")
+    await records.start()
+    try:
+        await records.add("one", [event(1)], [])
+        made = sorted(p.name for p in (tmp_path / "data").iterdir())
+        assert made == ["records.db", "records.db-shm", "records.db-wal"]
+        for name in made:
+            assert stat.S_IMODE((tmp_path / "data" / name).stat().st_mode) == 0o600, name
+    finally:
+        await records.close()
+        os.umask(old)

@@ -177,7 +177,7 @@ def test_the_section_is_checked_strictly() -> None:
     assert problems({"enabled": True, "sample_ratio": 1.5}) == [
         "lunos.yaml: tracing.sample_ratio: expected float <= 1.0"]
     assert problems({"enabled": True, "endpiont": "http://c:4318"}) == [
-        "lunos.yaml: tracing: object contains unknown field endpiont"]
+        "lunos.yaml: tracing: object contains unknown field endpiont (did you mean endpoint?)"]
     assert problems({"export_timeout_seconds": 0}) == [
         "lunos.yaml: tracing.export_timeout_seconds: expected float > 0.0"]
     assert problems({"enabled": True, "endpoint": "collector:4318", "service_name": "lunos proxy",
