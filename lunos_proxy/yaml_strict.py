@@ -37,11 +37,33 @@ def load_yaml(text: str, label: str) -> Any:
         return loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        at = f"line {mark.line + 1}" if mark is not None else "(top)"
-        reason = getattr(e, "problem", None) or "not valid YAML"
-        raise YamlError([f"{label}: {at}: {reason}"]) from None
+        reason = _plain(getattr(e, "problem", None) or "")
+        if mark is None:
+            raise YamlError([f"{label}: (yaml): {reason}"]) from None
+        # The same FILE:LINE: form as a duplicate key's line.
+        raise YamlError(
+            [f"{label}:{mark.line + 1}: (yaml): {reason} (column {mark.column + 1})"]
+        ) from None
     finally:
         loader.dispose()
+
+
+# The parser's words for the mistakes operators make most, said plainly.
+_PLAIN = (
+    ("expected <block end>", "the indentation does not line up with the lines above"),
+    ("mapping values are not allowed here",
+     "a ':' where a value was expected (a key indented too far, or a value "
+     "holding ': ' that needs quotes)"),
+    ("could not find expected ':'", "a line that is not 'key: value' (or indented wrongly)"),
+    ("found character '\\t' that cannot start any token", "a tab: indent with spaces"),
+)
+
+
+def _plain(reason: str) -> str:
+    for start, plain in _PLAIN:
+        if reason.startswith(start):
+            return plain
+    return f"not valid YAML: {reason}" if reason else "not valid YAML"
 
 
 def _find_duplicates(node: yaml.Node, where: str, label: str, problems: list[str]) -> None:

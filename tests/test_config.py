@@ -146,7 +146,20 @@ pipeline:
 
 
 def test_yaml_syntax_error_names_the_line() -> None:
-    assert problems("server:\n  port: [8080\n") == ["lunos.yaml: line 3: expected ',' or ']', but got '<stream end>'"]
+    assert problems("server:\n  port: [8080\n") == [
+        "lunos.yaml:3: (yaml): not valid YAML: expected ',' or ']', but got '<stream end>' (column 1)"]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("server:\n  port: 1\n host: x\n",
+     "3: (yaml): the indentation does not line up with the lines above (column 2)"),
+    ("server:\n\tport: 1\n", "2: (yaml): a tab: indent with spaces (column 1)"),
+    ("server:\n  port: 1\n    host: x\n",
+     "3: (yaml): a ':' where a value was expected (a key indented too far, or a value "
+     "holding ': ' that needs quotes) (column 9)"),
+])
+def test_the_usual_yaml_mistakes_are_said_plainly(text: str, problem: str) -> None:
+    assert problems(text) == ["lunos.yaml:" + problem]
 
 
 def shipped_env(monkeypatch: pytest.MonkeyPatch) -> None:

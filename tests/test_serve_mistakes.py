@@ -50,7 +50,7 @@ MISTAKES: dict[str, tuple[Callable[[str, str], tuple[str, str]], list[str]]] = {
     "key given twice": (_edit("  port: 8080\n", "  port: 8080\n  port: 8081\n"), [
         "lunos.yaml:16: server.port: duplicate key (first given on line 15)"]),
     "broken YAML": (_edit("  port: 8080\n", "  port: [8080\n"), [
-        "lunos.yaml: line 16: expected ',' or ']', but got ':'"]),
+        "lunos.yaml:16: (yaml): not valid YAML: expected ',' or ']', but got ':' (column 13)"]),
     "environment variable unset": (_edit(
         "  demo:\n    format: demo",
         "  demo:\n    format: demo\n  oai:\n    format: openai\n    base_url: https://api.openai.com/v1\n"
