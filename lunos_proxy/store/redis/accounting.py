@@ -121,6 +121,7 @@ class RedisAccounting(Accounting):
         base = self._usage_base(account_id)
         rows: int = await self._run("usage_delete", [f"{base}days"], [f"{base}day:", len(_METRICS)])
         return rows
+
     # -- spend counters, once-only claims -------------------------------------
     async def _per_tag(
         self,

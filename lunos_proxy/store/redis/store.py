@@ -232,4 +232,3 @@ class RedisStore(RedisLimits, RedisDirectory, RedisAccounting, RedisBus, Store):
             await self._connected.aclose()
         except ERRORS:
             pass  # closing: a dead server has nothing left to release
-
