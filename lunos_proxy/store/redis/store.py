@@ -27,9 +27,9 @@ Everything is bounded: it grows with accounts, keys, limits and days,
 never with requests. Per-request usage events and the billing ledger live
 in the records database (lunos_proxy/records/), not here. The keys that
 put every account on one Cluster slot, each bounded (why: in its module):
-{keys} and {accounts} (directory.py), {admin}:tokens and {audit}:log
-(directory.py), {routing}:cooldown (bus.py), {claims} and, on one server
-or Sentinel only, {once} (accounting.py).
+{keys}, {accounts}, {admin}:tokens and {audit}:log (directory.py),
+{routing}:cooldown (bus.py), {claims} and, on one server or Sentinel
+only, {once} (accounting.py).
 """
 
 from __future__ import annotations
@@ -93,8 +93,9 @@ class RedisStore(RedisLimits, RedisDirectory, RedisAccounting, RedisBus, Store):
         self._audit_decoder = msgspec.json.Decoder(AuditRecord)
         self._key_decoder = msgspec.json.Decoder(KeyRecord)
         self._account_decoder = msgspec.json.Decoder(AccountRecord)
-        RedisLimits.__init__(self)
+        RedisLimits.__init__(self)  # the turn's waiting hits and settlements
 
+    # -- connections ----------------------------------------------------------
     async def _do(self, call: Callable[[], Awaitable[_T]]) -> _T:
         async with self._slots:
             try:
@@ -208,7 +209,6 @@ class RedisStore(RedisLimits, RedisDirectory, RedisAccounting, RedisBus, Store):
                 timeout=self.options.timeout,
             )
         return lane
-
 
     # -- lifecycle ------------------------------------------------------------
     async def ping(self) -> None:
