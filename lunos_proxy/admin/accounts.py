@@ -24,6 +24,7 @@ from aiohttp import web
 from ..crypto import DecryptError, Secrets
 from ..keys import INVALIDATE_CHANNEL, new_id
 from ..store.base import AccountRecord, Store
+from ..store.directory import Directory
 from .auth import GATEWAY, admin_error, audit_about, read_body, requires, secrets_of, send
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def profile(account: AccountRecord, secrets: Secrets) -> dict[str, Any]:
     }
 
 
-async def account_or_404(store: Store, account_id: str) -> AccountRecord:
+async def account_or_404(store: Directory, account_id: str) -> AccountRecord:
     account = await store.account(account_id)
     if account is None:
         raise admin_error(404, "no such account")
@@ -86,7 +87,9 @@ def _seal(account: AccountRecord, name: str, email: str | None, secrets: Secrets
     account.email_index = secrets.blind_index(email) if email else ""
 
 
-async def _check_email_free(store: Store, secrets: Secrets, email: str, account_id: str) -> None:
+async def _check_email_free(
+    store: Directory, secrets: Secrets, email: str, account_id: str
+) -> None:
     other = await store.account_by_index(secrets.blind_index(email))
     if other is not None and other.id != account_id:
         raise admin_error(409, "another account already has this email")

@@ -22,6 +22,7 @@ from aiohttp import web
 from ..crypto import Secrets
 from ..keys import INVALIDATE_CHANNEL, display_prefix, new_id, new_key
 from ..store.base import KeyRecord, Store
+from ..store.directory import Directory
 from .accounts import account_or_404
 from .auth import GATEWAY, admin_error, audit_about, read_body, requires, secrets_of, send
 
@@ -61,7 +62,7 @@ def key_view(k: KeyRecord) -> dict[str, Any]:
     }
 
 
-async def _key_or_404(store: Store, request: web.Request) -> KeyRecord:
+async def _key_or_404(store: Directory, request: web.Request) -> KeyRecord:
     key_id = request.match_info["key_id"]
     key = await store.key_by_id(key_id)
     if key is None:

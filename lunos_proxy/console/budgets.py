@@ -3,7 +3,7 @@
 Limits are the meter's, read through the view it publishes
 (`lunos_proxy.views.METER`), so they are the running config's: the
 account's own rule or its plan's, its keys' rules, prepaid credit. Spend
-is read from the same store counters the meter checks (`Store.spend`), in
+is read from the same store counters the meter checks (`Accounting.spend`), in
 the budgets' time zone, so the page shows what enforcement sees: a limit
 whose spend reached it is *exhausted* (the meter refuses requests under it
 until the period resets; prepaid credit until it is topped up), and every
@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from ..keys import INVALIDATE_CHANNEL
+from ..store.accounting import Accounting
 from ..store.base import AccountRecord
 from ..views import METER, BudgetLimit, Budgets, MeterView
 from .numbers import Money
@@ -54,7 +55,7 @@ def meter_of(request: web.Request) -> MeterView | None:
     return gateway_of(request).views.get(METER)
 
 
-async def _status(store: Any, rules: Budgets, money: Money, limit: BudgetLimit, what: str,
+async def _status(store: Accounting, rules: Budgets, money: Money, limit: BudgetLimit, what: str,
                   now: float) -> dict[str, Any]:
     if limit.kind == "prepaid":
         spent, amount = await store.spend(limit.subject, ["total", "credit"])

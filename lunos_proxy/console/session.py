@@ -34,7 +34,8 @@ from redis.exceptions import RedisError
 
 from ..config import Config
 from ..crypto import Secrets
-from ..store.base import Store, StoreError
+from ..store.directory import Directory
+from ..store.errors import StoreError
 from ..store.redis.connect import Connected, RedisOptions, connect
 
 __all__ = ["COOKIE", "RedisSessions", "end", "session_storage", "signed_in", "start"]
@@ -119,7 +120,7 @@ def session_storage(config: Config, secrets: Secrets) -> AbstractStorage:
     return EncryptedCookieStorage(key, **cookie)
 
 
-async def signed_in(request: web.Request, config: Config, store: Store) -> str | None:
+async def signed_in(request: web.Request, config: Config, store: Directory) -> str | None:
     """The session's account, or None (also when a timeout ended the session,
     or the API key it was signed in with was revoked, removed or expired)."""
     session = await get_session(request)

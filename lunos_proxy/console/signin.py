@@ -5,7 +5,7 @@ No password exists. Asking for a link stores, in the session, the account
 and sends a message with both the code (typed into this browser) and a link
 (opened anywhere: the link is self-contained and signed with the server's
 hash secret). Either works once: using one spends the nonce in the store
-(`Store.hit` with a limit of one per `code_ttl_seconds`, shared by every
+(`Limits.hit` with a limit of one per `code_ttl_seconds`, shared by every
 instance). Opening a link shows a button that signs in with a POST, so
 mail scanners that fetch links spend nothing.
 

@@ -2,7 +2,7 @@
 this month, budgets, then usage by day and model for a chosen period as a
 chart and a table; the same rows (per key too) as CSV.
 
-Spend and usage come from `Store.usage` (the meter's counters per key, model
+Spend and usage come from `Accounting.usage` (the meter's counters per key, model
 and day, days in the billing time zone); budgets from `budgets.statuses`.
 The period is a preset (today, 7 days, 30 days, this month) or two ISO
 dates; a wrong date keeps what was typed and says so next to the field,

@@ -33,6 +33,7 @@ import structlog
 
 from ..logs import error_name
 from ..metrics import Metrics
+from ..store.accounting import UsageCounts
 from ..write_behind import WriteBehind
 from .base import BillingRecord, Records, RecordsError, UsageEvent
 
@@ -75,18 +76,15 @@ class RecordsWriter(WriteBehind[_Batch]):
         self.billing_retention_days = billing_retention_days
         self.clock = clock
         self._events: list[UsageEvent] = []
-        self._lines: dict[_Line, list[int]] = {}  # requests, input, output, cost
+        self._lines: dict[_Line, UsageCounts] = {}
         self._expired_at = 0.0
 
     # -- the hot path ---------------------------------------------------------
     def add(self, e: UsageEvent) -> None:
         line = self._lines.get((e.account_id, e.day, e.model))
         if line is None:
-            line = self._lines[(e.account_id, e.day, e.model)] = [0, 0, 0, 0]
-        line[0] += 1
-        line[1] += e.input_tokens
-        line[2] += e.output_tokens
-        line[3] += e.cost_micros
+            line = self._lines[(e.account_id, e.day, e.model)] = UsageCounts()
+        line.add(e)
         if len(self._events) >= self.max_pending_events:
             del self._events[0]
             self.metrics.records_dropped.labels("events").inc()
@@ -122,8 +120,9 @@ class RecordsWriter(WriteBehind[_Batch]):
         events = self._events[:MAX_BATCH_EVENTS]
         del self._events[:MAX_BATCH_EVENTS]
         billing = [
-            BillingRecord(id=uuid.uuid4().hex, account_id=a, period=d, model=m, requests=c[0],
-                          input_tokens=c[1], output_tokens=c[2], cost_micros=c[3], created=now)
+            BillingRecord(id=uuid.uuid4().hex, account_id=a, period=d, model=m,
+                          requests=c.requests, input_tokens=c.input_tokens,
+                          output_tokens=c.output_tokens, cost_micros=c.cost_micros, created=now)
             for (a, d, m), c in self._lines.items()
         ]
         self._lines = {}

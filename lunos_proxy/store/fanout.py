@@ -18,7 +18,8 @@ import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from .base import Store, StoreError
+from .bus import Bus
+from .errors import StoreError
 
 __all__ = ["Fanout"]
 
@@ -29,11 +30,11 @@ class Fanout(Generic[L]):
     def __init__(self, channel: str, deliver: Callable[[L, str], None]) -> None:
         self.channel = channel
         self._deliver = deliver
-        self._listeners: weakref.WeakKeyDictionary[Store, weakref.WeakSet[L]] = (
+        self._listeners: weakref.WeakKeyDictionary[Bus, weakref.WeakSet[L]] = (
             weakref.WeakKeyDictionary()
         )
 
-    async def join(self, store: Store, listener: L) -> bool:
+    async def join(self, store: Bus, listener: L) -> bool:
         """Add `listener`; False if the store's subscription is not confirmed
         yet (its subscriber keeps trying on its own)."""
         listeners = self._listeners.get(store)
@@ -47,7 +48,7 @@ class Fanout(Generic[L]):
         listeners.add(listener)
         return confirmed
 
-    def leave(self, store: Store, listener: L) -> None:
+    def leave(self, store: Bus, listener: L) -> None:
         listeners = self._listeners.get(store)
         if listeners is not None:
             listeners.discard(listener)

@@ -37,7 +37,8 @@ import msgspec
 from lunos_proxy.bounds import SecondsOrZero
 from lunos_proxy.errors import QuotaExceeded, ServiceUnavailable
 from lunos_proxy.money import to_micros
-from lunos_proxy.store.base import Store, StoreError
+from lunos_proxy.store.accounting import Accounting
+from lunos_proxy.store.errors import StoreError
 
 from .ledger import Ledger
 from .webhooks import Notifier
@@ -190,7 +191,7 @@ class Guard:
     def __init__(
         self,
         rules: Rules,
-        store: Store,
+        store: Accounting,
         ledger: Ledger,
         notifier: Notifier | None,
         *,

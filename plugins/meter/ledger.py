@@ -43,7 +43,8 @@ from lunos_proxy.keys import ERASED_CHANNEL
 from lunos_proxy.logs import error_name
 from lunos_proxy.metrics import Metrics
 from lunos_proxy.records.writer import RecordsWriter
-from lunos_proxy.store.base import SpendDelta, Store, StoreError, UsageDelta, UsageEvent
+from lunos_proxy.store.accounting import SpendDelta, UsageCounts, UsageDelta
+from lunos_proxy.store.base import Store, StoreError, UsageEvent
 from lunos_proxy.store.fanout import Fanout
 from lunos_proxy.write_behind import WriteBehind
 
@@ -99,7 +100,7 @@ class Ledger(WriteBehind[_Batch]):
         self.metrics = metrics.add(MeterMetrics)
         self.records = records
         self.clock = clock
-        self._usage: dict[_Row, list[int]] = {}
+        self._usage: dict[_Row, UsageCounts] = {}
         self._spend: dict[tuple[str, str], list[int]] = {}  # micros, ttl
         # Called with the subjects whose spend just reached the store.
         self.on_written: list[Callable[[set[str]], None]] = []
@@ -111,12 +112,8 @@ class Ledger(WriteBehind[_Batch]):
             return
         row = self._usage.get((e.account_id, e.key_id, e.model, e.day))
         if row is None:
-            row = self._usage[(e.account_id, e.key_id, e.model, e.day)] = [0, 0, 0, 0, 0]
-        row[0] += 1
-        row[1] += e.input_tokens
-        row[2] += e.output_tokens
-        row[3] += e.cached_input_tokens
-        row[4] += e.cost_micros
+            row = self._usage[(e.account_id, e.key_id, e.model, e.day)] = UsageCounts()
+        row.add(e)
         for subject, period, ttl in e.spend:
             s = self._spend.get((subject, period))
             if s is None:
@@ -187,20 +184,7 @@ class Ledger(WriteBehind[_Batch]):
     def _cut(self) -> _Batch | None:
         if not (self._usage or self._spend):
             return None
-        usage = [
-            UsageDelta(
-                account_id=a,
-                key_id=k,
-                model=m,
-                day=d,
-                requests=c[0],
-                input_tokens=c[1],
-                output_tokens=c[2],
-                cached_input_tokens=c[3],
-                cost_micros=c[4],
-            )
-            for (a, k, m, d), c in self._usage.items()
-        ]
+        usage = [c.delta(a, k, m, d) for (a, k, m, d), c in self._usage.items()]
         spend = [
             SpendDelta(subject=s, period=p, micros=v[0], ttl=v[1])
             for (s, p), v in self._spend.items()

@@ -1,7 +1,7 @@
 """Budget notifications: a signed POST to the operator's webhook, sent once.
 
 Each notification has a name (subject, period, threshold). Before sending,
-the notifier claims the name in the store (`Store.claim`), so of all
+the notifier claims the name in the store (`Accounting.claim`), so of all
 instances exactly one sends it, once per period. Delivery is retried with
 exponential backoff (1 s, 2 s, 4 s, ...) up to `max_attempts`; a
 notification that still fails is counted in `lunos_webhook_failures` and not
@@ -27,7 +27,8 @@ import msgspec
 import structlog
 
 from lunos_proxy.metrics import Metrics
-from lunos_proxy.store.base import Store, StoreError
+from lunos_proxy.store.accounting import Accounting
+from lunos_proxy.store.errors import StoreError
 
 from .metrics import MeterMetrics
 
@@ -44,7 +45,7 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 class Notifier:
     def __init__(
         self,
-        store: Store,
+        store: Accounting,
         metrics: Metrics,
         url: str,
         secret: str,

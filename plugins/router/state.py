@@ -39,7 +39,8 @@ from .breaker import Breaker, BreakerSettings, BreakerState
 
 if TYPE_CHECKING:
     from lunos_proxy.config import Deployment, Timeouts
-    from lunos_proxy.store.base import Limit, Store
+    from lunos_proxy.store.base import Limit
+    from lunos_proxy.store.bus import Bus
 
 __all__ = ["CHANNEL", "REGISTRY", "Candidate", "Cooldowns", "DeploymentState", "Registry"]
 
@@ -142,7 +143,7 @@ class Cooldowns:
     """This instance's copy of the shared cooldowns (see the module docstring)."""
 
     def __init__(
-        self, store: Store, sync_seconds: float, clock: Callable[[], float] = time.monotonic
+        self, store: Bus, sync_seconds: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.store = store
         self.sync_seconds = sync_seconds
@@ -246,7 +247,7 @@ class Registry:
 
     def __init__(
         self,
-        store: Store,
+        store: Bus,
         breaker: BreakerSettings,
         sync_seconds: float,
         clock: Callable[[], float] = time.monotonic,

@@ -1,8 +1,9 @@
-"""Publish and subscribe within one process (`Bus`): every subscriber of a
-channel hears each message before `publish` returns.
+"""Publish and subscribe within one process, and cooldowns (`Bus`): every
+subscriber of a channel hears each message before `publish` returns.
 
 Mixed into `MemoryStore`, which holds the subscriptions (`_channels`) and
-drops them on `close`.
+drops them on `close`, and the cooldowns (`_cooldowns`, never in the data
+file: a restart forgets them, as every instance's copy would).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ log = structlog.get_logger("lunos.store")
 
 
 class MemoryBus(Bus):
+    _clock: Callable[[], float]
     _channels: defaultdict[str, list[Callable[[str], Awaitable[None]]]]
+    _cooldowns: dict[str, float]  # subject -> until
 
     async def publish(self, channel: str, message: str) -> None:
         for callback in list(self._channels.get(channel, ())):
@@ -32,3 +35,15 @@ class MemoryBus(Bus):
 
     async def subscribe(self, channel: str, callback: Callable[[str], Awaitable[None]]) -> None:
         self._channels[channel].append(callback)
+
+    # -- cooldowns ------------------------------------------------------------
+    async def cool_down(self, subject: str, seconds: float) -> float:
+        now = self._clock()
+        until = max(self._cooldowns.get(subject, 0.0), now + seconds)
+        self._cooldowns[subject] = until
+        return until - now
+
+    async def cooldowns(self) -> dict[str, float]:
+        now = self._clock()
+        self._cooldowns = {s: until for s, until in self._cooldowns.items() if until > now}
+        return {s: until - now for s, until in self._cooldowns.items()}

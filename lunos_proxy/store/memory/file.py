@@ -14,6 +14,7 @@ import tempfile
 
 import msgspec
 
+from ..accounting import UsageCounts
 from ..base import (
     AccountRecord,
     AdminTokenRecord,
@@ -32,7 +33,7 @@ class UsageEntry(msgspec.Struct, kw_only=True, array_like=True):
     day: str
     key_id: str
     model: str
-    counters: list[int]  # requests, input, output, cached input, cost (micros)
+    counters: UsageCounts  # an array: requests, input, output, cached input, cost (micros)
 
 
 class SpendEntry(msgspec.Struct, kw_only=True, array_like=True):

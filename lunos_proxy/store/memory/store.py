@@ -14,9 +14,10 @@ of them (`Snapshot.billing`, `.events`) as it was.
 
 Limits live in limits.py (`MemoryLimits`, which the abuse plugin also uses
 alone as its local limiter while the shared store is down), keys, accounts,
-tokens and audit in directory.py, publish and subscribe in bus.py, the data
-file's format in file.py; this module has the usage counters, spend,
-cooldowns and the data file's upkeep.
+tokens and audit in directory.py, usage and spend counters and claims in
+accounting.py, publish and subscribe and cooldowns in bus.py, the data
+file's format in file.py; this module composes them and keeps the data
+file up to date.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import structlog
@@ -37,11 +37,9 @@ from ..base import (
     AuditRecord,
     BillingRecord,
     KeyRecord,
-    SpendDelta,
     Store,
-    UsageDelta,
-    UsageRow,
 )
+from .accounting import MemoryAccounting, UsageTable
 from .bus import MemoryBus
 from .directory import MemoryDirectory
 from .file import (
@@ -58,21 +56,13 @@ __all__ = ["MemoryStore"]
 
 log = structlog.get_logger("lunos.store")
 
-_R = TypeVar("_R", KeyRecord, AccountRecord, BillingRecord, AdminTokenRecord, AuditRecord)
 _Callback = Callable[[str], Awaitable[None]]
-# (day, key_id, model) -> requests, input, output, cached input, cost
-_Usage = dict[tuple[str, str, str], list[int]]
 
 # Seconds between sweeps of expired usage events and spend counters.
 _EXPIRE_EVERY = 60.0
 
 
-def _clone(record: _R) -> _R:
-    # Callers may mutate what they get; the store's copy must not change with it.
-    return msgspec.json.decode(msgspec.json.encode(record), type=type(record))
-
-
-class MemoryStore(MemoryLimits, MemoryDirectory, MemoryBus, Store):
+class MemoryStore(MemoryLimits, MemoryDirectory, MemoryAccounting, MemoryBus, Store):
     def __init__(
         self,
         path: str | None = None,
@@ -88,7 +78,7 @@ class MemoryStore(MemoryLimits, MemoryDirectory, MemoryBus, Store):
         self._key_ids_by_hash: dict[str, str] = {}
         self._accounts: dict[str, AccountRecord] = {}
         self._account_ids_by_index: dict[str, str] = {}
-        self._usage: defaultdict[str, _Usage] = defaultdict(dict)
+        self._usage: UsageTable = defaultdict(dict)
         self._admin_tokens: dict[str, AdminTokenRecord] = {}
         self._audit: deque[AuditRecord] = deque(maxlen=AUDIT_MAX_ENTRIES)  # oldest first
         self._channels: defaultdict[str, list[_Callback]] = defaultdict(list)
@@ -108,110 +98,6 @@ class MemoryStore(MemoryLimits, MemoryDirectory, MemoryBus, Store):
     @property
     def path(self) -> str | None:
         return self._path
-
-    # -- usage and billing ----------------------------------------------------
-    async def add_usage(self, deltas: Sequence[UsageDelta], *, once: str = "") -> None:
-        if not self._first_time("usage", once):
-            return
-        for d in deltas:
-            row = self._usage[d.account_id].setdefault((d.day, d.key_id, d.model), [0] * 5)
-            row[0] += d.requests
-            row[1] += d.input_tokens
-            row[2] += d.output_tokens
-            row[3] += d.cached_input_tokens
-            row[4] += d.cost_micros
-        self._save_soon()
-
-    async def usage(self, account_id: str, first_day: str, last_day: str) -> list[UsageRow]:
-        rows = self._usage.get(account_id, {})
-        return [
-            UsageRow(
-                key_id=key_id,
-                model=model,
-                day=day,
-                requests=c[0],
-                input_tokens=c[1],
-                output_tokens=c[2],
-                cached_input_tokens=c[3],
-                cost_micros=c[4],
-            )
-            for (day, key_id, model), c in sorted(rows.items())
-            if first_day <= day <= last_day
-        ]
-
-    async def delete_usage(self, account_id: str) -> int:
-        rows = self._usage.pop(account_id, {})
-        if rows:
-            self._save_soon()
-        return len(rows)
-
-    # -- routing --------------------------------------------------------------
-    async def cool_down(self, subject: str, seconds: float) -> float:
-        now = self._clock()
-        until = max(self._cooldowns.get(subject, 0.0), now + seconds)
-        self._cooldowns[subject] = until
-        return until - now
-
-    async def cooldowns(self) -> dict[str, float]:
-        now = self._clock()
-        self._cooldowns = {s: until for s, until in self._cooldowns.items() if until > now}
-        return {s: until - now for s, until in self._cooldowns.items()}
-
-    # -- metering -------------------------------------------------------------
-    def _first_time(self, op: str, once: str) -> bool:
-        # Repeats of a write with a `once` id are ignored for a week.
-        if not once:
-            return True
-        now = self._clock()
-        if len(self._once) > 100_000:
-            self._once = {k: t for k, t in self._once.items() if t > now}
-        if self._once.get((op, once), 0.0) > now:
-            return False
-        self._once[(op, once)] = now + 604_800
-        return True
-
-    async def add_spend(self, deltas: Sequence[SpendDelta], *, once: str = "") -> None:
-        if not self._first_time("spend", once):
-            return
-        now = self._expire_due()
-        for d in deltas:
-            value, expires = self._spend.get((d.subject, d.period), (0, 0.0))
-            if expires and expires <= now:
-                value = 0
-            self._spend[(d.subject, d.period)] = (value + d.micros, now + d.ttl if d.ttl else 0.0)
-        self._save_soon()
-
-    async def spend(self, subject: str, periods: Sequence[str]) -> list[int]:
-        now = self._clock()
-        out = []
-        for period in periods:
-            value, expires = self._spend.get((subject, period), (0, 0.0))
-            out.append(0 if expires and expires <= now else value)
-        return out
-
-    def _live_spend(self, subject: str) -> dict[str, int]:
-        now = self._clock()
-        return {
-            period: value
-            for (s, period), (value, expires) in self._spend.items()
-            if s == subject and not (expires and expires <= now)
-        }
-
-    async def spend_counters(self, subject: str) -> dict[str, int]:
-        return self._live_spend(subject)
-
-    async def delete_spend(self, subject: str) -> int:
-        live = self._live_spend(subject)
-        self._spend = {k: v for k, v in self._spend.items() if k[0] != subject}
-        self._save_soon()
-        return len(live)
-
-    async def claim(self, name: str, ttl: int) -> bool:
-        now = self._expire_due()
-        if self._claims.get(name, 0.0) > now:
-            return False
-        self._claims[name] = now + ttl
-        return True
 
     # -- lifecycle ------------------------------------------------------------
     async def ping(self) -> None:
@@ -307,7 +193,7 @@ class MemoryStore(MemoryLimits, MemoryDirectory, MemoryBus, Store):
             self._keys[key.id] = key
             self._key_ids_by_hash[key.hash] = key.id
         for u in snapshot.usage:
-            self._usage[u.account_id][(u.day, u.key_id, u.model)] = list(u.counters)
+            self._usage[u.account_id][(u.day, u.key_id, u.model)] = u.counters
         self._legacy_billing = snapshot.billing
         for t in snapshot.admin_tokens:
             self._admin_tokens[t.id] = t

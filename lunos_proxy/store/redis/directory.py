@@ -2,8 +2,21 @@
 
 Mixed into `RedisStore`, which sets the attributes declared here (key
 prefixes, decoders) and runs the calls (`_do`: one command; `_run`: one Lua
-script from store/lua/). Keys and accounts each share one `{hash tag}`, so
-every script on them runs on one Cluster node.
+script from store/lua/). The keys:
+
+    lunos:{keys}:hash:<hash>           KeyRecord JSON (the hot path: one GET)
+    lunos:{keys}:id:<id>               KeyRecord JSON
+    lunos:{keys}:account:<account>     set of key ids
+    lunos:{accounts}:id:<id>           AccountRecord JSON
+    lunos:{accounts}:index:<index>     account id, by email blind index
+    lunos:{accounts}:all               set of account ids
+    lunos:{admin}:tokens               hash token id -> AdminTokenRecord JSON
+    lunos:{audit}:log                  list of AuditRecord JSON, newest first
+
+Keys and accounts each share one `{hash tag}`, so an index always follows
+its record atomically (every script on them runs on one Cluster node):
+one record per key or account, and reads are cached in-process. The
+tokens are tens, the audit log capped at AUDIT_MAX_ENTRIES.
 """
 
 from __future__ import annotations

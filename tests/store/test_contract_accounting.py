@@ -1,9 +1,59 @@
-"""The store contract for metering: spend counters, once-only claims."""
+"""The store contract for accounting (`store.accounting.Accounting`): usage
+counters per (account, key, model, day), spend counters, once-only claims."""
 
 from __future__ import annotations
 
 from lunos_proxy.store import SpendDelta, UsageDelta
 from tests.store.backends import Backend
+from tests.store.samples import delta, row
+
+
+async def test_usage_is_summed_per_key_model_and_day(backend: Backend):
+    s, odd_model = backend.store, "bedrock/anthropic.claude|v2:1"
+    await s.add_usage(
+        [
+            delta("a-1", "k-2", "gpt-4o", "2025-03-02"),
+            delta("a-1", "k-1", "gpt-4o", "2025-03-01", 2),
+            delta("a-2", "k-9", "gpt-4o", "2025-03-01"),
+        ]
+    )
+    await s.add_usage(
+        [
+            delta("a-1", "k-1", "gpt-4o", "2025-03-01", 3),
+            delta("a-1", "k-1", odd_model, "2025-03-01"),
+            delta("a-1", "k-1", "gpt-4o", "2025-03-03"),
+        ]
+    )
+    assert await s.usage("a-1", "2025-03-01", "2025-03-03") == [
+        row("k-1", "bedrock/anthropic.claude|v2:1", "2025-03-01", 1),
+        row("k-1", "gpt-4o", "2025-03-01", 5),
+        row("k-2", "gpt-4o", "2025-03-02", 1),
+        row("k-1", "gpt-4o", "2025-03-03", 1),
+    ]
+    assert await s.usage("a-1", "2025-03-02", "2025-03-02") == [
+        row("k-2", "gpt-4o", "2025-03-02", 1)
+    ]
+    assert await s.usage("a-1", "2025-04-01", "2025-04-30") == []
+    assert await s.usage("a-2", "2025-03-01", "2025-03-01") == [
+        row("k-9", "gpt-4o", "2025-03-01", 1)
+    ]
+
+
+async def test_deleting_usage_counts_rows_and_spares_other_accounts(backend: Backend):
+    s = backend.store
+    await s.add_usage(
+        [
+            delta("a-1", "k-1", "m-1", "2025-03-01"),
+            delta("a-1", "k-1", "m-2", "2025-03-01"),
+            delta("a-1", "k-1", "m-1", "2025-03-02"),
+            delta("a-2", "k-2", "m-1", "2025-03-01"),
+        ]
+    )
+    assert await s.delete_usage("a-1") == 3
+    assert await s.usage("a-1", "2000-01-01", "2999-12-31") == []
+    assert await s.delete_usage("a-1") == 0
+    assert len(await s.usage("a-2", "2000-01-01", "2999-12-31")) == 1
+
 
 
 async def test_spend_counters_add_per_subject_and_period(backend: Backend):
@@ -82,4 +132,3 @@ async def test_a_retried_batch_that_lost_some_rows_still_applies_once(backend: B
     await s.add_spend([spend(b)], once=once)
     assert [r.requests for r in await s.usage(b, "2026-11-30", "2026-11-30")] == [1]
     assert await s.spend(f"account:{b}", ["total"]) == [5]
-
