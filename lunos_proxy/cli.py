@@ -74,6 +74,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     unauthenticated = _unauthenticated_warning(config)
     if unauthenticated:
         warnings.append(unauthenticated)
+    if not config.models:
+        warnings.append("models: none configured: every API request would be answered 404")
     for warning in warnings:
         print(f"{os.path.basename(path)}: warning: {warning}", file=sys.stderr)
     return 0

@@ -480,6 +480,12 @@ def _sections(raw: dict[str, Any], problems: list[str]) -> Iterator[tuple[str, A
             yield key, raw[key]
 
 
+_ENDPOINT_SUFFIXES = (
+    "/chat/completions", "/completions", "/embeddings", "/responses", "/messages",
+    ":generateContent", ":streamGenerateContent",
+)
+
+
 def _is_http_url(url: str) -> bool:
     return re.fullmatch(r"https?://[^/\s:]+(:\d+)?(/\S*)?", url) is not None
 
@@ -523,6 +529,13 @@ def _check(cfg: Config, problems: list[str], broken: set[str]) -> None:
                 problems.append(f"{where}.base_url: the demo provider is built in; remove base_url")
         elif not _is_http_url(p.base_url):
             problems.append(f"{where}.base_url: expected an http(s) URL")
+        elif p.base_url.split("?", 1)[0].rstrip("/").endswith(_ENDPOINT_SUFFIXES):
+            # The endpoint is added to the base for each request: this one
+            # would be asked for .../chat/completions/chat/completions.
+            problems.append(
+                f"{where}.base_url: give the API's base (such as https://api.openai.com/v1), "
+                "not one of its endpoints"
+            )
         for field in ("connect", "first_byte", "idle"):
             if not positive(getattr(p.timeouts, field)):
                 problems.append(f"{where}.timeouts.{field}: must be greater than 0")

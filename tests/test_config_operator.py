@@ -528,3 +528,27 @@ async def test_a_sighup_while_serve_starts_is_kept_for_after_it_listens(
     finally:
         proc.terminate()
         await proc.wait()
+
+
+# -- a base URL that is an endpoint; a config with no models ---------------------------
+
+@pytest.mark.parametrize("url", [
+    "https://api.openai.com/v1/chat/completions",
+    "https://api.anthropic.com/v1/messages/",
+    "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent",
+])
+def test_a_base_url_that_names_an_endpoint_is_refused(url: str) -> None:
+    text = yaml.safe_dump({"providers": {"p": {"format": "openai", "base_url": url}}})
+    assert problems(text) == [
+        "lunos.yaml: providers.p.base_url: give the API's base (such as "
+        "https://api.openai.com/v1), not one of its endpoints"]
+
+
+def test_check_warns_when_no_model_is_configured(tmp_path: Path) -> None:
+    path = tmp_path / "lunos.yaml"
+    path.write_text("# nothing yet\n")
+    res = run("check", "--config", str(path))
+    assert res.returncode == 0
+    assert res.stdout == "lunos.yaml: ok (0 providers, 0 models, 0 plugins)\n"
+    assert res.stderr.endswith(
+        "lunos.yaml: warning: models: none configured: every API request would be answered 404\n")
