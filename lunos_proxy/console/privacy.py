@@ -82,7 +82,9 @@ def data_kept(config: Config, views: Views) -> list[tuple[str, str]]:
     meter = views.get(METER)
     days = meter.events_retention_days if meter is not None else None
     if days:
-        lines.append(("Per-request usage events", f"metadata only; kept {days} days"))
+        lines.append(("Per-request usage events", "metadata only (time, key, model, which API "
+                      "endpoint, status, tokens, cost, how long it took; no content, no "
+                      f"addresses); kept {days} days"))
     regions = sorted({d.region or config.providers[d.provider].region
                       for m in config.models.values() for d in m.deployments
                       if d.provider in config.providers} - {""})
