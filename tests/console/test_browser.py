@@ -261,6 +261,9 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     await check(page, "14-confirm-email")
     await page.click("#confirm-email")
     assert "is now ada@new.example" in (await page.text_content("#email-changed") or "")
+    assert page.url == gw.url + "/console/privacy/email/changed"  # redirected after the POST
+    await page.reload()
+    assert "is now ada@new.example" in (await page.text_content("#email-changed") or "")
     await page.goto(gw.url + "/console/privacy")
     assert await page.input_value("#profile-email") == "ada@new.example"
 
@@ -279,7 +282,10 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     await check(page, "15-confirm-delete")
     await page.click("#confirm-delete")
     await page.wait_for_selector("#deleted")
+    assert page.url == gw.url + "/console/deleted"  # redirected after the POST
     await check(page, "16-deleted")
+    await page.reload()
+    assert "Deleted: your profile, 2 keys" in (await page.text_content("#deleted") or "")
     assert await gw.gateway.store.account(account) is None
     await page.goto(gw.url + "/console/keys")
     assert page.url == gw.url + "/console/sign-in"
