@@ -218,3 +218,21 @@ async def test_account_holder_sets_own_alert_thresholds_and_the_meter_notifies_a
     status, text = await browser.post("/console/budgets/alerts", {"thresholds": ""})
     assert status == 200
     assert (await gw.gateway.store.account(account["id"])).alert_thresholds is None  # type: ignore[union-attr]
+
+
+def test_nearly_spent_banners_say_what_is_left_of_credit_and_of_a_keys_budget() -> None:
+    from lunos_proxy.console.pages import _templates
+
+    banners = _templates.get_template("_budget.html").make_module().banners
+    credit = {"what": "Your account", "kind": "Prepaid credit", "limit": "$10.00", "spent": "$8.50",
+              "used": "85%", "left": "$1.50", "resets": "when credit is added", "nearly": True, "exhausted": False}
+    key = {"what": "Key laptop (lk-AbC12x…)", "kind": "Monthly", "limit": "$5.00", "spent": "$4.50",
+           "used": "90%", "left": "$0.50", "resets": "2027-01-01 00:00 UTC", "nearly": True, "exhausted": False}
+    html = str(banners([credit, key]))
+    assert re.findall(r'<div class="banner near" role="status" id="([\w-]+)">([^<]+)</div>', html) == [
+        ("budget-nearly-spent", "Your account: the prepaid credit of $10.00 is nearly spent ($8.50, 85%). "
+         "$1.50 is left; past it, requests with any of your keys are refused until credit is added."),
+        ("budget-nearly-spent-2", "Key laptop (lk-AbC12x…): the monthly budget of $5.00 is nearly spent "
+         "($4.50, 90%). $0.50 is left until it resets on 2027-01-01 00:00 UTC; past it, requests with "
+         "this key are refused."),
+    ]
