@@ -132,8 +132,16 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     await page.fill("#email", "ada@example.com")
     await page.click("#send-link")
     await page.wait_for_selector("#code")
-    await page.fill("#code", (await mailbox.received())[-1]["code"])
+    sent = (await mailbox.received())[-1]
+    await page.fill("#code", sent["code"])
     await check(page, "03-code")
+    # The message's link opens a page naming the account (opening it changes nothing);
+    # this journey goes on with the code, in the page it left.
+    landing = await page.context.new_page()
+    await landing.goto(sent["link"].replace("http://placeholder.invalid", gw.url))
+    assert "ada@example.com" in (await landing.text_content("main") or "")
+    await check(landing, "03b-sign-in-link")
+    await landing.close()
     await page.click("#enter-code")
     await page.wait_for_selector("#spend-today")
     assert page.url == gw.url + "/console/usage"
@@ -264,6 +272,7 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     assert page.url == gw.url + "/console/privacy/email/changed"  # redirected after the POST
     await page.reload()
     assert "is now ada@new.example" in (await page.text_content("#email-changed") or "")
+    await check(page, "14b-email-changed")
     await page.goto(gw.url + "/console/privacy")
     assert await page.input_value("#profile-email") == "ada@new.example"
 
