@@ -42,6 +42,7 @@ def batch_of(n: int, start: int, now: float) -> tuple[list[UsageEvent], list[Bil
             provider="openai", time=now + i / 1000, day=day, status=200, stream=bool(i % 3),
             input_tokens=200 + i % 900, output_tokens=50 + i % 300, cached_input_tokens=i % 64,
             cost_micros=900 + i % 500, usage_source="reported",
+            endpoint=("chat/completions", "messages")[i % 2], latency_ms=300 + i % 4000,
         )
         for i in range(n)
     ]

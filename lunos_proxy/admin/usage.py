@@ -5,8 +5,11 @@
           "rows": [{"day", "model", ["key_id",] "requests", "input_tokens",
                     "output_tokens", "cached_input_tokens", "cost_micros"}],
           "totals": {"requests", ..., "cost_micros"}}
-    GET  /admin/usage/{account_id}/events?from=..&to=..[&key=..][&model=..][&format=csv]
-         per-request usage events (metadata only), oldest first, from the
+    GET  /admin/usage/{account_id}/events?from=..&to=..[&key=..][&model=..][&endpoint=..]
+                                         [&format=csv]
+         per-request usage events (metadata only: no content, no path or
+         header the client sent; `endpoint` is one of the gateway's API
+         routes, `latency_ms` the gateway's own measure), oldest first, from the
          records database. JSON is paged: at most `limit` events (default
          1000, at most 10000) and "next", the `after` of the next page ("" at
          the end). CSV is every event of the range, streamed.
@@ -189,7 +192,8 @@ def setup(app: web.Application, gateway: Host) -> None:
         query = EventQuery(
             account_id=account_id, first_day=first, last_day=last,
             key_id=request.query.get("key"), model=request.query.get("model"),
-            after=request.query.get("after", ""), limit=_limit(request),
+            endpoint=request.query.get("endpoint"), after=request.query.get("after", ""),
+            limit=_limit(request),
         )
         if query.after:
             try:

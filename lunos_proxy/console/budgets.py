@@ -8,7 +8,10 @@ the budgets' time zone, so the page shows what enforcement sees: a limit
 whose spend reached it is *exhausted* (the meter refuses requests under it
 until the period resets; prepaid credit until it is topped up), and every
 page that shows budgets says so in a banner (`statuses`, used by the
-overview too).
+overview too). Before that, a limit is *nearly spent* once its spend
+reaches the highest alert threshold below 100 % (80 % when there is
+none), and the banner warns with what is left and when it resets: the
+moment the holder's own alerts would fire, seen where the holder is.
 
 Alert thresholds (soft) come from the operator's YAML unless the account
 holder sets the account's own here, as whole percentages from 1 to 100 of
@@ -43,10 +46,11 @@ from .pages import (
 )
 from .spend import today_and_month
 
-__all__ = ["meter_of", "parse_percentages", "routes", "statuses"]
+__all__ = ["meter_of", "nearly_at", "parse_percentages", "routes", "statuses"]
 
 _KINDS = {"daily": "Daily", "monthly": "Monthly", "prepaid": "Prepaid credit"}
 _MAX_THRESHOLDS = 10
+_NEARLY = 0.8  # "nearly spent" without an alert threshold below 100 %
 
 
 def meter_of(request: web.Request) -> MeterView | None:
@@ -67,14 +71,22 @@ async def _status(store: Accounting, rules: Budgets, money: Money, limit: Budget
         ends = math.ceil((now + rules.seconds_left(now, limit.period[0])) / 60) * 60
         resets = f"{money.time(ends)} {money.timezone}"
     fraction = spent / amount if amount else (1.0 if spent or limit.kind == "prepaid" else 0.0)
+    exhausted = spent >= amount
     return {
         "what": what, "kind": _KINDS[limit.kind], "period": limit.period[2:],
         "limit": money(amount), "spent": money(spent), "left": money(max(0, amount - spent)),
         "percent": min(100, round(fraction * 100)),
         "used": "under 1%" if 0 < fraction < 0.005 else f"{fraction:.0%}",
-        "exhausted": spent >= amount, "resets": resets,
+        "exhausted": exhausted, "nearly": not exhausted and fraction >= nearly_at(limit.soft),
+        "resets": resets,
         "soft": ", ".join(f"{f:.0%}" for f in limit.soft),
     }
+
+
+def nearly_at(soft: tuple[float, ...]) -> float:
+    """The fraction of a limit from which it is shown as nearly spent: the
+    highest alert threshold below the whole limit, else `_NEARLY`."""
+    return max((f for f in soft if f < 1), default=_NEARLY)
 
 
 async def statuses(request: web.Request, account: AccountRecord) -> list[dict[str, Any]]:

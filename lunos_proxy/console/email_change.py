@@ -10,7 +10,10 @@ encryption key (never readable in the URL), a nonce and an expiry of
 links change nothing); pressing it spends the nonce (once, on every
 instance) and saves the email with the admin API's `correct`, which
 refuses an email another account took meanwhile. It works whether or not
-the browser is signed in: holding the link proves the address.
+the browser is signed in: holding the link proves the address. The press
+redirects to a page that says which email the account now has (the
+session remembers the account's id, not the email), so a reload repeats
+nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 
 import msgspec
 from aiohttp import web
+from aiohttp_session import get_session
 
 from ..admin.accounts import correct, profile
 from ..crypto import DecryptError
@@ -33,6 +37,7 @@ from .signin import _base_url, _deliver
 __all__ = ["routes", "send_confirmation"]
 
 _SEALED = "console-new-email"
+_CHANGED = "email_changed"  # session: the account whose email this browser just confirmed
 _MAC = "console-email-change:"
 
 
@@ -106,9 +111,21 @@ async def apply(request: web.Request) -> web.Response:
     if not await correct(store, secrets, account, profile(account, secrets)["name"], email):
         raise ConsoleError(404, "This account no longer exists.")
     await audit(request, "accounts.email_confirmed", account.id)
+    (await get_session(request))[_CHANGED] = account.id
+    raise web.HTTPSeeOther("/console/privacy/email/changed")
+
+
+@public
+async def changed(request: web.Request) -> web.Response:
+    account_id = (await get_session(request)).get(_CHANGED)
+    account = await store_of(request).account(account_id) if isinstance(account_id, str) else None
+    if account is None:  # nothing confirmed in this browser, or the account is gone
+        raise web.HTTPSeeOther("/console/sign-in")
+    email = profile(account, secrets_of(request))["email"]
     return await render(request, "email_confirmed.html", email=email)
 
 
 def routes(app: web.Application) -> None:
     app.router.add_get("/privacy/email", confirm_page)
     app.router.add_post("/privacy/email", apply)
+    app.router.add_get("/privacy/email/changed", changed)

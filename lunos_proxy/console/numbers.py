@@ -3,7 +3,8 @@
 Money is stored in micro-units of the pricing currency; pages show it with
 the currency (``$12.34``, ``12.34 CHF``): two decimals, or as many as a small
 amount needs to be seen at all (``$0.0028``, one request's ``$0.000012``).
-Counts get thousands separators. Times are shown in the billing time zone
+Counts get thousands separators; durations are ``340 ms`` below a second,
+``2.4 s`` above. Times are shown in the billing time zone
 as ``2026-12-07 14:05`` with the zone named once on the page; days are
 ISO dates everywhere (the date inputs use the same form).
 """
@@ -14,7 +15,7 @@ import datetime as dt
 import zoneinfo
 from decimal import Decimal
 
-__all__ = ["Money", "count", "local_time", "plural"]
+__all__ = ["Money", "count", "duration", "local_time", "plural"]
 
 _SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
 
@@ -46,6 +47,11 @@ class Money:
 
 def count(n: int | float) -> str:
     return f"{n:,.0f}" if isinstance(n, int) or float(n).is_integer() else f"{n:,.2f}"
+
+
+def duration(ms: int) -> str:
+    """``duration(340)`` → "340 ms"; ``duration(2412)`` → "2.4 s"."""
+    return f"{ms:,} ms" if ms < 1000 else f"{ms / 1000:,.1f} s"
 
 
 def plural(n: int, one: str, many: str = "") -> str:

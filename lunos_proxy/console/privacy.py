@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp_session import get_session
 
 from ..admin.accounts import correct, profile
 from ..admin.data_rights import RETAINED_WHY, erase_account, export_document
@@ -40,6 +41,7 @@ from .session import COOKIE, end
 __all__ = ["CONFIRMATION", "data_kept", "routes"]
 
 CONFIRMATION = "delete my account"
+_DELETED = "deleted"  # session, after the erasure: what the deleted page shows
 
 
 def records_of(request: web.Request) -> Records:
@@ -82,7 +84,9 @@ def data_kept(config: Config, views: Views) -> list[tuple[str, str]]:
     meter = views.get(METER)
     days = meter.events_retention_days if meter is not None else None
     if days:
-        lines.append(("Per-request usage events", f"metadata only; kept {days} days"))
+        lines.append(("Per-request usage events", "metadata only (time, key, model, which API "
+                      "endpoint, status, tokens, cost, how long it took; no content, no "
+                      f"addresses); kept {days} days"))
     regions = sorted({d.region or config.providers[d.provider].region
                       for m in config.models.values() for d in m.deployments
                       if d.provider in config.providers} - {""})
@@ -210,6 +214,21 @@ async def delete(request: web.Request) -> web.Response:
     await audit(request, "accounts.delete", account_id(request))
     await end(request)
     del request[ACCOUNT]
+    # What was erased and kept (counts, no ids) outlives the session for the
+    # page the redirect shows, so that a reload repeats nothing.
+    (await get_session(request))[_DELETED] = {
+        "deleted": result["deleted"],
+        "retained": [{"data": r["data"], "count": r["count"], "why": r["why"]}
+                     for r in result["retained"]],
+    }
+    raise web.HTTPSeeOther("/console/deleted")
+
+
+@public
+async def deleted(request: web.Request) -> web.Response:
+    result = (await get_session(request)).get(_DELETED)
+    if not isinstance(result, dict):
+        raise web.HTTPSeeOther("/console/sign-in")
     return await render(request, "deleted.html", result=result, why=RETAINED_WHY)
 
 
@@ -220,3 +239,4 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/privacy/export", export)
     app.router.add_get("/privacy/delete", confirm_delete)
     app.router.add_post("/privacy/delete", delete)
+    app.router.add_get("/deleted", deleted)

@@ -3,11 +3,14 @@
 Rows are the meter's per-request usage events, read from the records
 database (lunos_proxy/records/) like the admin API's
 ``/admin/usage/{account}/events``: when, which key
-(its display prefix), model, provider, status, streamed or not, tokens and
-cost. The events hold no endpoint and no latency, so neither is shown; they
-hold no prompt or answer, so none can be. The log covers today, the last 7
-(the default) or 30 days in the billing time zone, newest first, 50 a page,
-filtered by key, model and status class. The database does the filtering
+(its display prefix), model, provider, endpoint (which of the gateway's
+API routes: a value of `ENDPOINTS`, never a path the client sent), status,
+streamed or not, tokens, cost and latency (as the gateway measured it, to
+the answer's last byte). Events written before the records held endpoint
+and latency show neither ("—"). They hold no prompt or answer, so none can
+be shown. The log covers today, the last 7 (the default) or 30 days in the
+billing time zone, newest first, 50 a page, filtered by key, model,
+endpoint and status class. The database does the filtering
 and paging: "Older" continues past the page's last event, "Newer" reads back
 from its first, so a page costs the same however long the log is.
 """
@@ -24,14 +27,21 @@ from aiohttp import web
 from ..records import EventQuery
 from ..records.base import parse_cursor
 from .keys import key_label
+from .numbers import duration
 from .pages import account_id, gateway_of, money_of, render, store_of
 
-__all__ = ["routes"]
+__all__ = ["ENDPOINTS", "routes"]
 
 PAGE = 50
 _SPANS = {"today": ("Today", 0), "7d": ("Last 7 days", 6), "30d": ("Last 30 days", 29)}
 _STATUSES = {"ok": "Succeeded (2xx)", "client": "Refused (4xx)", "server": "Failed (5xx)"}
 _STATUS_RANGES = {"": (0, 1000), "ok": (0, 400), "client": (400, 500), "server": (500, 1000)}
+# The metered API routes (the meter's METERED; tests/console/test_requests.py
+# keeps the two equal), with what the filter calls them.
+ENDPOINTS = {
+    "chat/completions": "Chat Completions", "responses": "Responses",
+    "completions": "Completions", "embeddings": "Embeddings", "messages": "Messages (Anthropic)",
+}
 
 
 def _status_class(status: int) -> str:
@@ -48,10 +58,11 @@ async def show(request: web.Request) -> web.Response:
     keys = {k.id: k for k in await store.keys_of(me)}
     models = sorted({r.model for r in await store.usage(me, first.isoformat(), today.isoformat())})
     key, model, status = q.get("key", ""), q.get("model", ""), q.get("status", "")
+    endpoint = q.get("endpoint", "") if q.get("endpoint") in ENDPOINTS else ""
     low, high = _STATUS_RANGES.get(status, (0, 1000))
     query = EventQuery(account_id=me, first_day=first.isoformat(), last_day=today.isoformat(),
-                       key_id=key or None, model=model or None, status_from=low,
-                       status_to=high, newest_first=True, limit=PAGE)
+                       key_id=key or None, model=model or None, endpoint=endpoint or None,
+                       status_from=low, status_to=high, newest_first=True, limit=PAGE)
     total = await records.count(query)
     pages = max(1, -(-total // PAGE))
     try:
@@ -76,11 +87,12 @@ async def show(request: web.Request) -> web.Response:
         rows.append({
             "time": money.time(e.time, seconds=True), "key": f"{k.prefix}…" if k else "deleted key",
             "key_name": k.name if k else "", "model": e.model, "provider": e.provider,
-            "status": e.status, "class": _status_class(e.status),
+            "endpoint": e.endpoint, "status": e.status, "class": _status_class(e.status),
             "stream": "streamed" if e.stream else "", "input": e.input_tokens,
             "output": e.output_tokens, "cost": money(e.cost_micros),
+            "latency": duration(e.latency_ms) if e.endpoint else "—",
         })
-    filters = {"range": span, "key": key, "model": model, "status": status}
+    filters = {"range": span, "key": key, "model": model, "endpoint": endpoint, "status": status}
 
     def link(n: int, **at: str) -> str:
         return "/console/requests?" + urlencode({**{k: v for k, v in filters.items() if v},
@@ -92,7 +104,8 @@ async def show(request: web.Request) -> web.Response:
         next=link(min(pages, page + 1), after=older) if older else "",
         spans={k: v[0] for k, v in _SPANS.items()}, span=span, statuses=_STATUSES,
         keys=[(k.id, key_label(k)) for k in keys.values()], models=models, key=key,
-        model=model, wanted_status=status, timezone=money.timezone, first=first.isoformat(),
+        model=model, endpoints=ENDPOINTS, endpoint=endpoint, wanted_status=status,
+        timezone=money.timezone, first=first.isoformat(),
     )
 
 

@@ -57,7 +57,7 @@ class SchemaError(RecordsError):
 
 class EventQuery(msgspec.Struct, kw_only=True, frozen=True):
     """Which events to read: one account's, for days in [first_day,
-    last_day], optionally of one key, one model and statuses in
+    last_day], optionally of one key, one model, one endpoint and statuses in
     [status_from, status_to); oldest first (by time, then arrival) or
     `newest_first`. `after` is a cursor (a page's `next` or `first`):
     only events past it in this order are read."""
@@ -67,6 +67,7 @@ class EventQuery(msgspec.Struct, kw_only=True, frozen=True):
     last_day: str = "9999-12-31"
     key_id: str | None = None
     model: str | None = None
+    endpoint: str | None = None
     status_from: int = 0
     status_to: int = 1000
     newest_first: bool = False

@@ -112,6 +112,13 @@ _STEPS: tuple[str, ...] = (
     CREATE TABLE lunos_batches (id text PRIMARY KEY, at double precision NOT NULL);
     CREATE INDEX lunos_batches_at ON lunos_batches (at);
     """,
+    # 1 -> 2: the route and the latency of each request. A constant default
+    # is a catalogue change (no partition is rewritten); older rows read ""
+    # and 0.
+    """
+    ALTER TABLE lunos_events ADD COLUMN endpoint text NOT NULL DEFAULT '';
+    ALTER TABLE lunos_events ADD COLUMN latency_ms integer NOT NULL DEFAULT 0;
+    """,
 )
 
 _BILLING_UPSERT = """

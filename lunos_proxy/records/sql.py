@@ -34,7 +34,7 @@ __all__ = [
 EVENT_COLUMNS = (
     "day", "time", "request_id", "account_id", "key_id", "model", "provider", "status", "stream",
     "input_tokens", "output_tokens", "cached_input_tokens", "cache_creation_tokens",
-    "reasoning_tokens", "cost_micros", "usage_source",
+    "reasoning_tokens", "cost_micros", "usage_source", "endpoint", "latency_ms",
 )
 
 
@@ -62,7 +62,8 @@ def event_row(e: UsageEvent) -> tuple[object, ...]:
     """`e`'s values in `EVENT_COLUMNS` order."""
     return (e.day, e.time, e.request_id, e.account_id, e.key_id, e.model, e.provider,
             e.status, e.stream, e.input_tokens, e.output_tokens, e.cached_input_tokens,
-            e.cache_creation_tokens, e.reasoning_tokens, e.cost_micros, e.usage_source)
+            e.cache_creation_tokens, e.reasoning_tokens, e.cost_micros, e.usage_source,
+            e.endpoint, e.latency_ms)
 
 
 def event_select(
@@ -92,7 +93,8 @@ def count_select(
 def _conditions(query: EventQuery, mark: Callable[[int], str]) -> tuple[str, list[Any]]:
     args: list[Any] = [query.account_id, query.first_day, query.last_day]
     where = [f"account_id = {mark(1)}", f"day >= {mark(2)}", f"day <= {mark(3)}"]
-    for column, value in (("key_id", query.key_id), ("model", query.model)):
+    for column, value in (("key_id", query.key_id), ("model", query.model),
+                          ("endpoint", query.endpoint)):
         if value is not None:
             args.append(value)
             where.append(f"{column} = {mark(len(args))}")

@@ -93,9 +93,15 @@ _STEPS: tuple[str, ...] = (
     CREATE TABLE batches (id TEXT PRIMARY KEY, at REAL NOT NULL);
     CREATE INDEX batches_at ON batches (at);
     """,
+    # 1 -> 2: the route and the latency of each request (older rows: "" and 0).
+    """
+    ALTER TABLE events ADD COLUMN endpoint TEXT NOT NULL DEFAULT '';
+    ALTER TABLE events ADD COLUMN latency_ms INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
-_EVENT_COLUMNS = ", ".join(EVENT_COLUMNS)
+_EVENT_INSERT = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
+                 f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})")
 _BILLING_UPSERT = (
     "INSERT INTO billing (account_id, period, model, id, requests, input_tokens, "
     "output_tokens, cost_micros, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -203,11 +209,7 @@ class SqliteRecords(Records):
                 "INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT DO NOTHING", (batch, now)
             ).rowcount
             if fresh:
-                db.executemany(
-                    f"INSERT INTO events ({_EVENT_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                db.executemany(_EVENT_INSERT, rows)
                 db.executemany(_BILLING_UPSERT, lines)
             return bool(fresh)
 

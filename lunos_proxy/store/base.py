@@ -135,6 +135,13 @@ class UsageEvent(msgspec.Struct, kw_only=True, frozen=True):
     reasoning_tokens: int = 0
     cost_micros: int = 0
     usage_source: str = "none"  # reported | estimated | none
+    # The API route that served it ("chat/completions", "messages", ...):
+    # one of the gateway's own routes, never a path the client sent.
+    endpoint: str = ""
+    # Milliseconds from the request's arrival to the answer's last byte, as
+    # the gateway measured it. Events written before version 2 of the
+    # records schema have neither: "" and 0.
+    latency_ms: int = 0
 
 
 class Store(Limits, Directory, Accounting, Bus):

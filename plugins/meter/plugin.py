@@ -347,6 +347,8 @@ class Meter(Plugin):
                     reasoning_tokens=u.reasoning_tokens,
                     cost_micros=ex.cost_micros,
                     usage_source=u.source,
+                    endpoint=ex.endpoint,
+                    latency_ms=_latency_ms(ex),
                 ),
             )
         )
@@ -371,6 +373,14 @@ class Meter(Plugin):
 def _served(exchange: Exchange) -> str:
     """The public model that answered: a fallback's own, else the one asked for."""
     return exchange.served_public or exchange.model
+
+
+def _latency_ms(exchange: Exchange) -> int:
+    """Milliseconds from the request's arrival to the answer's last byte (the
+    log line's `duration_ms`, whole): a streamed answer is settled after its
+    last byte was written, a plain one once the provider's body was read."""
+    t = exchange.timings
+    return round(((t.last_byte or time.perf_counter()) - t.received) * 1000)
 
 
 def _encodings(config: Config) -> list[str]:

@@ -202,6 +202,9 @@ async def test_export_and_delete_cover_what_the_meter_recorded_for_a_created_key
     doc = (await admin(gw, "GET", f"/admin/accounts/{account['id']}/export"))[1]
     assert [(u["key_id"], u["requests"]) for u in doc["usage"]] == [(key["id"], 3)]
     assert [(e["key_id"], e["status"]) for e in doc["usage_events"]] == [(key["id"], 200)] * 3
+    recorded = [e async for e in gw.gateway.records.all_events(EventQuery(account_id=account["id"]))]
+    assert [(e["endpoint"], e["latency_ms"]) for e in doc["usage_events"]] == [
+        ("chat/completions", e.latency_ms) for e in recorded]
     billed = sum(b["cost_micros"] for b in doc["billing"])
     assert billed == sum(u["cost_micros"] for u in doc["usage"]) > 0
     spend = doc["spend"]

@@ -66,6 +66,7 @@ async def test_usage_by_day_and_model_with_totals_in_json_and_csv(
     ]
     lines = events_csv.splitlines()
     assert len(lines) == 5 and lines[0].startswith("request_id,account_id,key_id,model,provider,time,day")
+    assert lines[0].endswith(",usage_source,endpoint,latency_ms")
 
     status, events = await admin(gw, "GET", f"/admin/usage/acct-a/events?from={TODAY}&to={TODAY}")
     assert [e["model"] for e in events["events"]] == ["gpt-test", "gpt-test", "gpt-test", "gpt-same"]
@@ -84,6 +85,11 @@ async def test_usage_by_day_and_model_with_totals_in_json_and_csv(
     assert [e["key_id"] for e in of_key["events"]] == [key_id(KEY_A2)] * 2
     status, of_model = await admin(gw, "GET", f"/admin/usage/acct-a/events?from={TODAY}&model=gpt-same")
     assert [e["model"] for e in of_model["events"]] == ["gpt-same"]
+    status, of_route = await admin(gw, "GET", f"/admin/usage/acct-a/events?from={TODAY}&endpoint=chat/completions")
+    assert [e["endpoint"] for e in of_route["events"]] == ["chat/completions"] * 4
+    assert all(isinstance(e["latency_ms"], int) for e in of_route["events"])
+    status, none = await admin(gw, "GET", f"/admin/usage/acct-a/events?from={TODAY}&endpoint=embeddings")
+    assert none["events"] == []
     status, bad = await admin(gw, "GET", f"{url}&after=CANARY-cursor")
     assert (status, bad["error"]["message"]) == (400, "'after' must be the 'next' of a previous page")
     status, bad = await admin(gw, "GET", "/admin/usage/acct-a/events?limit=CANARY")

@@ -2,8 +2,9 @@
 
 One journey, as an account holder would take it: sign in with an emailed
 code, create a key (shown once, copied, a reload makes no second key), call
-the API with it through the `openai` SDK, see the overview, the request log
-(the request, never its content), rotate and revoke the key (each after a
+the API with it through the `openai` SDK, see the overview (and its warning
+once a budget is nearly spent), the request log (the requests with their
+endpoint and latency, never their content), rotate and revoke the key (each after a
 confirmation page, each with a result message, each reload-safe), set alert
 thresholds, change the email through its confirmation link, download the
 export, delete the account.
@@ -29,12 +30,14 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import openai
 from playwright.async_api import async_playwright
 
+from lunos_proxy.store.base import SpendDelta
 from tests.auth_support import admin
 from tests.conftest import GatewayFactory
 from tests.console.support import Mailbox, console_config
@@ -129,8 +132,16 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     await page.fill("#email", "ada@example.com")
     await page.click("#send-link")
     await page.wait_for_selector("#code")
-    await page.fill("#code", (await mailbox.received())[-1]["code"])
+    sent = (await mailbox.received())[-1]
+    await page.fill("#code", sent["code"])
     await check(page, "03-code")
+    # The message's link opens a page naming the account (opening it changes nothing);
+    # this journey goes on with the code, in the page it left.
+    landing = await page.context.new_page()
+    await landing.goto(sent["link"].replace("http://placeholder.invalid", gw.url))
+    assert "ada@example.com" in (await landing.text_content("main") or "")
+    await check(landing, "03b-sign-in-link")
+    await landing.close()
     await page.click("#enter-code")
     await page.wait_for_selector("#spend-today")
     assert page.url == gw.url + "/console/usage"
@@ -182,6 +193,17 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     await page.click("text=Last 7 days")
     assert "range=7d" in page.url and "3 requests" in (await page.text_content("#totals") or "")
 
+    # Spend near the daily budget ($1; alerts at 50, 80, 100 %): a warning, not yet a refusal.
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    await gw.gateway.store.add_spend([SpendDelta(subject=f"account:{account}", period=f"d:{day}", micros=850_000)])
+    await page.reload()
+    warning = (await page.text_content("#budget-nearly-spent") or "").strip()
+    assert re.fullmatch(r"Your account: the daily budget of \$1\.00 is nearly spent \(\$0\.85, 85%\)\. "
+                        r"\$0\.15 is left until it resets on \d{4}-\d\d-\d\d 00:00 UTC; past it, "
+                        r"requests with any of your keys are refused\.", warning), warning
+    assert await page.locator("#budget-exhausted").count() == 0
+    await check(page, "07b-overview-nearly-spent")
+
     # The request log: the three requests, never what they said.
     await page.click("nav >> text=Requests")
     for _ in range(40):
@@ -192,6 +214,10 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     assert await page.locator("#requests tbody tr").count() == 3
     content = await page.content()
     assert key[:9] in content and PROMPT not in content and answer not in content
+    endpoints = await page.locator("#requests td[data-label=Endpoint]").all_text_contents()
+    assert [e.strip() for e in endpoints] == ["chat/completions"] * 3
+    latencies = await page.locator("#requests td[data-label=Latency]").all_text_contents()
+    assert all(re.fullmatch(r"\d+ ms|[\d,]+\.\d s", t.strip()) for t in latencies), latencies
     await check(page, "08-requests")
 
     # Rotate: a confirmation saying until when the old key works, then the new key once.
@@ -243,6 +269,10 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     await check(page, "14-confirm-email")
     await page.click("#confirm-email")
     assert "is now ada@new.example" in (await page.text_content("#email-changed") or "")
+    assert page.url == gw.url + "/console/privacy/email/changed"  # redirected after the POST
+    await page.reload()
+    assert "is now ada@new.example" in (await page.text_content("#email-changed") or "")
+    await check(page, "14b-email-changed")
     await page.goto(gw.url + "/console/privacy")
     assert await page.input_value("#profile-email") == "ada@new.example"
 
@@ -261,7 +291,10 @@ async def journey(page: Any, gw: Any, mailbox: Mailbox, account: str) -> None:
     await check(page, "15-confirm-delete")
     await page.click("#confirm-delete")
     await page.wait_for_selector("#deleted")
+    assert page.url == gw.url + "/console/deleted"  # redirected after the POST
     await check(page, "16-deleted")
+    await page.reload()
+    assert "Deleted: your profile, 2 keys" in (await page.text_content("#deleted") or "")
     assert await gw.gateway.store.account(account) is None
     await page.goto(gw.url + "/console/keys")
     assert page.url == gw.url + "/console/sign-in"

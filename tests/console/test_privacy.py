@@ -64,8 +64,13 @@ async def test_name_is_saved_and_a_new_email_only_once_its_link_is_opened(
     assert (await admin(gw, "GET", f"/admin/accounts/{account}"))[1]["email"] == "ada@example.com"
     token = re.search(r'name="t" value="([^"]+)"', text)
     assert token is not None
-    status, text = await other.post("/console/privacy/email", {"t": token.group(1)})
+    async with other.http.post(other.base + "/console/privacy/email", allow_redirects=False,
+                               data={"t": token.group(1), "csrf": other.csrf}) as r:
+        assert (r.status, r.headers["Location"]) == (303, "/console/privacy/email/changed")
+    status, text = await other.get("/console/privacy/email/changed")  # and again on a reload
     assert status == 200 and "Your account's email is now ada@king.example." in text
+    status, text = await browsers(gw).get("/console/privacy/email/changed")  # nothing confirmed there
+    assert "<h1>Sign in</h1>" in text
     assert (await admin(gw, "GET", f"/admin/accounts/{account}"))[1]["email"] == "ada@king.example"
     status, text = await other.post("/console/privacy/email", {"t": token.group(1)})
     assert status == 400 and "invalid, used or expired" in text
@@ -143,6 +148,7 @@ async def test_deletion_needs_the_typed_confirmation_then_erases_keeps_billing_a
     status, text = await browser.post("/console/privacy/delete", {"confirm": "Delete my account"})
     assert status == 200 and "Your account is deleted" in text and "Kept: billing records (1)" in text
     assert "and 1 spend counter." in text
+    assert (await browser.get("/console/deleted")) == (status, text)  # a reload: the same page
     assert await store.account(account) is None and await store.keys_of(account) == []
     assert await store.spend_counters(f"account:{account}") == {}
     assert await records.billing(account) == []  # re-keyed to a pseudonym

@@ -8,7 +8,11 @@ from typing import Any
 
 import openai
 
+from lunos_proxy.console.numbers import duration
+from lunos_proxy.console.requests import ENDPOINTS
+from lunos_proxy.records import EventQuery
 from lunos_proxy.store.base import UsageEvent
+from plugins.meter.plugin import METERED
 from tests.conftest import GatewayFactory
 from tests.console.support import Browser, console_config, new_account, new_key
 from tests.fakes import FakeProvider
@@ -46,6 +50,18 @@ async def test_request_log_shows_the_accounts_requests_and_never_their_content(
     assert [prefix for _, prefix in rows] == [f"{laptop['prefix']}…"] * 2  # not Bob's
     assert "2 requests since" in text and "gpt-test" in text and ">200<" in text
     assert secret_prompt not in text and answer not in text
+    assert text.count('<td data-label="Endpoint"><code>chat/completions</code></td>') == 2
+    latencies = re.findall(r'<td data-label="Latency" class="num">([^<]+)</td>', text)
+    assert len(latencies) == 2 and all(re.fullmatch(r"\d+ ms|[\d,]+\.\d s", t) for t in latencies), latencies
+    events = [e async for e in gw.gateway.records.all_events(EventQuery(account_id=account))]
+    assert sorted(latencies) == sorted(duration(e.latency_ms) for e in events)
+    status, text = await browser.get("/console/requests?endpoint=messages")
+    assert ROW.findall(text) == [] and "No requests match these filters." in text
+    assert '<option value="messages" selected>Messages (Anthropic)</option>' in text
+    status, text = await browser.get("/console/requests?endpoint=chat%2Fcompletions")
+    assert len(ROW.findall(text)) == 2
+    status, text = await browser.get("/console/requests?endpoint=%2Fv1%2Fsecret")  # not a route
+    assert len(ROW.findall(text)) == 2 and "/v1/secret" not in text
 
     status, text = await browser.get(f"/console/requests?key={signin['id']}")
     assert ROW.findall(text) == [] and "No requests match these filters." in text
@@ -94,3 +110,15 @@ async def test_request_log_pages_newest_first(
     assert re.findall(r'data-label="Input tokens" class="num">([\d,]+)<', text) == first_tokens
     _, text = await browser.get("/console/requests?status=client")
     assert len(ROW.findall(text)) == 6 and "6 requests since" in text
+    # Events recorded before they held endpoint and latency show neither.
+    assert text.count('<td data-label="Endpoint">—</td>') == 6
+    assert text.count('<td data-label="Latency" class="num">—</td>') == 6
+
+
+def test_the_endpoint_filter_offers_every_metered_route() -> None:
+    assert set(ENDPOINTS) == METERED
+
+
+def test_durations_read_in_milliseconds_below_a_second() -> None:
+    assert [duration(ms) for ms in (0, 340, 999, 1000, 2412, 61_000)] == [
+        "0 ms", "340 ms", "999 ms", "1.0 s", "2.4 s", "61.0 s"]

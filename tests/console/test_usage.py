@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from lunos_proxy.console.budgets import nearly_at
 from lunos_proxy.store.base import UsageDelta
 from tests.conftest import GatewayFactory
 from tests.console.support import Browser, console_config, new_account, new_key, signed_in
@@ -107,16 +108,31 @@ async def test_budgets_page_shows_the_meters_limits_spend_and_alert_thresholds(
                     ("Monthly", today.isoformat()[:7], "$40.00", "$4.00", "10%", "50%, 90%")]
     assert '<progress max="100" value="75" aria-label="Your account daily budget used: 75%">' in text
     assert 'id="budget-exhausted"' not in text
-    # The overview shows the same budgets; once the daily one is spent, both say
+    assert 'id="budget-nearly-spent"' not in text  # 75 %: below the highest alert, 90 %
+    # The overview shows the same budgets; at 90 % of the daily one, both warn
+    # with what is left and when it resets; once it is spent, both say
     # requests are refused and when that ends.
     status, text = await browser.get("/console/usage")
     assert '<progress max="100" value="10" aria-label="Your account monthly budget used: 10%">' in text
-    await gw.gateway.store.add_spend([SpendDelta(subject=subject, period=f"d:{today.isoformat()}", micros=500_000)])
+    await gw.gateway.store.add_spend([SpendDelta(subject=subject, period=f"d:{today.isoformat()}", micros=300_000)])
     tomorrow = (today + dt.timedelta(days=1)).isoformat()
+    for page in ("/console/usage", "/console/budgets"):
+        status, text = await browser.get(page)
+        assert ('<div class="banner near" role="status" id="budget-nearly-spent">Your account: the daily budget '
+                f'of $2.00 is nearly spent ($1.80, 90%). $0.20 is left until it resets on {tomorrow} 00:00 UTC; '
+                'past it, requests with any of your keys are refused.</div>') in text
+        assert text.count('class="banner near"') == 1 and 'id="budget-exhausted"' not in text
+    await gw.gateway.store.add_spend([SpendDelta(subject=subject, period=f"d:{today.isoformat()}", micros=200_000)])
     for page in ("/console/usage", "/console/budgets"):
         status, text = await browser.get(page)
         assert ('<div class="banner exhausted" role="alert" id="budget-exhausted">Your account: the daily budget '
                 f'of $2.00 is spent ($2.00). Requests with any of your keys are refused until it resets on {tomorrow} 00:00 UTC.</div>') in text
+        assert 'class="banner near"' not in text
+
+
+def test_a_budget_is_nearly_spent_from_the_highest_alert_below_the_whole_limit() -> None:
+    assert [nearly_at(soft) for soft in ((0.5, 0.9), (0.5, 0.8, 1.0), (1.0, 1.5), (), (0.95,))] == [
+        0.9, 0.8, 0.8, 0.8, 0.95]
 
 
 async def test_budgets_page_without_a_meter_says_nothing_is_limited(
@@ -202,3 +218,21 @@ async def test_account_holder_sets_own_alert_thresholds_and_the_meter_notifies_a
     status, text = await browser.post("/console/budgets/alerts", {"thresholds": ""})
     assert status == 200
     assert (await gw.gateway.store.account(account["id"])).alert_thresholds is None  # type: ignore[union-attr]
+
+
+def test_nearly_spent_banners_say_what_is_left_of_credit_and_of_a_keys_budget() -> None:
+    from lunos_proxy.console.pages import _templates
+
+    banners = _templates.get_template("_budget.html").make_module().banners
+    credit = {"what": "Your account", "kind": "Prepaid credit", "limit": "$10.00", "spent": "$8.50",
+              "used": "85%", "left": "$1.50", "resets": "when credit is added", "nearly": True, "exhausted": False}
+    key = {"what": "Key laptop (lk-AbC12x…)", "kind": "Monthly", "limit": "$5.00", "spent": "$4.50",
+           "used": "90%", "left": "$0.50", "resets": "2027-01-01 00:00 UTC", "nearly": True, "exhausted": False}
+    html = str(banners([credit, key]))
+    assert re.findall(r'<div class="banner near" role="status" id="([\w-]+)">([^<]+)</div>', html) == [
+        ("budget-nearly-spent", "Your account: the prepaid credit of $10.00 is nearly spent ($8.50, 85%). "
+         "$1.50 is left; past it, requests with any of your keys are refused until credit is added."),
+        ("budget-nearly-spent-2", "Key laptop (lk-AbC12x…): the monthly budget of $5.00 is nearly spent "
+         "($4.50, 90%). $0.50 is left until it resets on 2027-01-01 00:00 UTC; past it, requests with "
+         "this key are refused."),
+    ]

@@ -22,7 +22,8 @@ def test_db_check_fails_until_db_migrate_has_run(
     assert main(["db", "check", "--config", config]) == 1
     assert "run `lunos-proxy db migrate`" in capsys.readouterr().err
     assert main(["db", "migrate", "--config", config]) == 0
-    assert capsys.readouterr().out == "applied schema 0 -> 1\nrecords schema is current\n"
+    assert capsys.readouterr().out == (
+        "applied schema 0 -> 1\napplied schema 1 -> 2\nrecords schema is current\n")
     assert main(["db", "migrate", "--config", config]) == 0
     assert capsys.readouterr().out == "records schema is current (nothing to do)\n"
     assert main(["db", "check", "--config", config]) == 0

@@ -10,12 +10,14 @@ from lunos_proxy.records.base import MAX_PAGE, BillingRecord, UsageEvent, UsageR
 
 
 def event(n: int, *, account: str = "acct_a", key: str = "key_1", model: str = "m1",
-          day: str = "2026-12-01", time: float | None = None, cost: int = 10) -> UsageEvent:
+          day: str = "2026-12-01", time: float | None = None, cost: int = 10,
+          endpoint: str = "chat/completions") -> UsageEvent:
     return UsageEvent(
         request_id=f"req-{n}", account_id=account, key_id=key, model=model, provider="p",
         time=time if time is not None else 1_764_547_200.0 + n, day=day, status=200,
         stream=bool(n % 2), input_tokens=n, output_tokens=2 * n, cached_input_tokens=n // 2,
         cache_creation_tokens=1, reasoning_tokens=3, cost_micros=cost, usage_source="reported",
+        endpoint=endpoint, latency_ms=1000 + n,
     )
 
 
@@ -61,10 +63,10 @@ async def test_ledger_lines_sum_per_account_day_and_model(records: Records) -> N
     assert [b.cost_micros for b in await records.billing("acct_b")] == [1]
 
 
-async def test_queries_select_by_days_key_and_model(records: Records) -> None:
+async def test_queries_select_by_days_key_model_and_endpoint(records: Records) -> None:
     await records.add("b", [
         event(1, day="2026-11-30"), event(2), event(3, key="key_2"), event(4, model="m2"),
-        event(5, day="2026-12-02"), event(6, account="acct_b"),
+        event(5, day="2026-12-02", endpoint="messages"), event(6, account="acct_b"),
     ], [])
     ids = lambda events: [e.request_id for e in events]  # noqa: E731
     assert ids(await everything(records)) == [f"req-{n}" for n in range(1, 6)]
@@ -74,6 +76,9 @@ async def test_queries_select_by_days_key_and_model(records: Records) -> None:
     assert ids(await everything(records, model="m2")) == ["req-4"]
     assert ids(await everything(records, key_id="key_1", model="m1",
                                 first_day="2026-12-01")) == ["req-2", "req-5"]
+    assert ids(await everything(records, endpoint="messages")) == ["req-5"]
+    assert ids(await everything(records, endpoint="embeddings")) == []
+    assert await records.count(EventQuery(account_id="acct_a", endpoint="chat/completions")) == 4
 
 
 async def test_pages_cover_every_event_once_in_order_even_at_equal_times(records: Records) -> None:

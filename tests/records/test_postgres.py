@@ -49,7 +49,7 @@ async def test_a_proxy_refuses_a_database_without_the_schema(pg_url: str) -> Non
     try:
         with pytest.raises(SchemaError, match="lunos-proxy db migrate"):
             await records.start()
-        assert await records.migrate() == ["schema 0 -> 1"]
+        assert await records.migrate() == ["schema 0 -> 1", "schema 1 -> 2"]
         await records.start()
     finally:
         await records.close()
