@@ -1,4 +1,4 @@
-"""The public listener: slow, idle and too many connections.
+"""The listeners: slow, idle and too many connections.
 
 aiohttp closes a keep-alive connection left idle (`keepalive_timeout`), but
 it gives a client all the time it wants to finish its headers or its body,
@@ -14,6 +14,10 @@ and lets one address open any number of connections. The listener adds:
 - keep-alive: aiohttp's own idle timer, set to `idle_timeout_seconds`;
 - caps on open connections per process and per client address (an IPv6
   client by its /64): a connection over either is closed as it opens.
+
+Both listeners have these rules (`public_runner`, `admin_runner`), from
+the one `server.connections` section, each with its own counts: an admin
+listener left open to a network is no easier to tie up than the public one.
 
 A connection out of time is closed without an answer.
 
@@ -58,6 +62,7 @@ __all__ = [
     "ConnectionGuard",
     "GuardedHandler",
     "address_key",
+    "admin_runner",
     "open_files_warning",
     "public_runner",
 ]
@@ -69,6 +74,17 @@ SPARE_FILES = 256
 
 def public_runner(app: web.Application, server: ServerConfig, **kwargs: Any) -> web.AppRunner:
     """The runner for the public app, with the `server.connections` rules."""
+    return _runner(app, server, **kwargs)
+
+
+def admin_runner(app: web.Application, server: ServerConfig, **kwargs: Any) -> web.AppRunner:
+    """The runner for the admin app: the same rules, counted apart. (Its
+    bodies are not inflated either: it reads them after the token check,
+    and aiohttp would inflate them as they arrive.)"""
+    return _runner(app, server, **kwargs)
+
+
+def _runner(app: web.Application, server: ServerConfig, **kwargs: Any) -> web.AppRunner:
     c = server.connections
     return _GuardedRunner(
         app,

@@ -24,7 +24,9 @@ handler so that these, and any other 4xx/5xx `HTTPException` that escapes
 an app, are answered in JSON with a fixed message (keeping the headers the
 server set on it, such as the console's security headers); redirects pass
 as they are.
-Both listeners use it (the admin listener's runner is a `JsonErrorsRunner`).
+Both listeners of `serve` use it, through connections.py's runners (whose
+connection protocol is a `JsonErrorsHandler`); `JsonErrorsRunner` is the
+same without the connection rules, for an app embedded elsewhere.
 """
 
 from __future__ import annotations
