@@ -191,6 +191,7 @@ class RequestRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     decision: it must be an id, a config name, a number or a fixed code."""
 
     request_id: str = ""
+    trace_id: str | None = None  # when tracing recorded the request
     account_id: str | None = None
     key_id: str | None = None
     key_prefix: str | None = None
@@ -345,6 +346,7 @@ class Logger(Plugin):
         u = ex.usage
         return RequestRecord(
             request_id=ex.request_id,
+            trace_id=ex.trace_id or None,
             account_id=p.account_id if p else None,
             key_id=p.key_id if p else None,
             key_prefix=(p.key_prefix or None) if p else None,

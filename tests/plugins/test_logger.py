@@ -371,7 +371,7 @@ def test_record_fields_are_an_explicit_allow_list() -> None:
     # A new field is a privacy decision: add it here only for an id, a config
     # name, a number or a fixed code.
     assert set(RequestRecord.__struct_fields__) == {
-        "request_id", "account_id", "key_id", "key_prefix", "endpoint", "wire", "provider_wire",
+        "request_id", "trace_id", "account_id", "key_id", "key_prefix", "endpoint", "wire", "provider_wire",
         "stream", "model",
         "model_served", "provider", "deployment", "region", "status", "error_type", "error_code",
         "upstream_status", "provider_error_type", "provider_error_code", "attempts", "fallbacks",
