@@ -6,6 +6,7 @@ Raw sockets where the test needs to control what is sent and when."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import gzip
 import json
@@ -102,7 +103,9 @@ async def test_gzip_bomb_without_a_key_is_refused_at_once_and_stalls_no_one(
     healthz = asyncio.ensure_future(healthz_seconds(gw))
     status, _, body = await read_response(reader, 10.0)
     refused_after = time.perf_counter() - started
-    await writer.drain()  # the whole bomb went out
+    with contextlib.suppress(ConnectionError):
+        # Whatever of the bomb the server took before closing after its 401.
+        await writer.drain()
     writer.close()
     assert status == 401
     assert json.loads(body)["error"]["code"] == "invalid_api_key"
