@@ -299,10 +299,11 @@ class _GuardedRunner(web.AppRunner):
 
 
 def _drop_buffered(body: StreamReader) -> None:
-    """Free what arrived of a body no one will read (up to aiohttp's high
-    water mark, 512 KiB) when its connection closes. The request that holds
-    it is left to the cycle collector, which the tuned thresholds (cli.py)
-    run seldom: under a flood of refused uploads, a megabyte each waited
-    there (1 GB of RSS in the hostile bench)."""
+    """Free what arrived of a body no one will read (what the reads before
+    aiohttp's flow control paused brought: a few hundred KB) when its
+    connection closes. The request that holds it is left to the cycle
+    collector, which the tuned thresholds (cli.py) run seldom: under a flood
+    of refused uploads those buffers piled up (a gigabyte of RSS within
+    seconds of the hostile bench)."""
     body._buffer.clear()
     body._size = 0
