@@ -149,20 +149,18 @@ PROVIDER_ERROR_CODES: dict[str, frozenset[str]] = {
     ),
     # Anthropic's errors have no code; Gemini's numeric one is the HTTP status.
 }
-# What the forwarder itself puts there: a translated exchange's error (the
-# other format's type means nothing to the client) or a body without one.
-_FORWARDER_TYPES = frozenset({"server_error", "invalid_request_error", "rate_limit_exceeded"})
 
 
 def provider_error_value(
     value: str | None, provider_wire: str, known: dict[str, frozenset[str]]
 ) -> str | None:
-    """`value` (a provider error's type or code) if `known` lists it for the
-    provider's format, or it is the forwarder's own or an HTTP status (Azure's
-    and Gemini's codes); None if there is none; "other" for anything else."""
+    """`value` (a provider error's type or code, as its body said it) if
+    `known` lists it for the provider's format or it is an HTTP status
+    (Azure's and Gemini's codes); None if there is none; "other" for
+    anything else."""
     if not value:
         return None
-    if value in known.get(provider_wire, ()) or value in _FORWARDER_TYPES:
+    if value in known.get(provider_wire, ()):
         return value
     if len(value) == 3 and value.isdigit() and value[0] in "12345":
         return value
@@ -280,13 +278,11 @@ class Logger(Plugin):
             if isinstance(err, UpstreamStatus):
                 record.upstream_status = err.status
                 wire = exchange.provider_wire
-                # Without a code of the provider's, the error keeps its class's own.
-                theirs = None if err.code == UpstreamStatus.code else err.code
                 record.provider_error_type = provider_error_value(
-                    err.type, wire, PROVIDER_ERROR_TYPES
+                    err.provider_type, wire, PROVIDER_ERROR_TYPES
                 )
                 record.provider_error_code = provider_error_value(
-                    theirs, wire, PROVIDER_ERROR_CODES
+                    err.provider_code, wire, PROVIDER_ERROR_CODES
                 )
             self.write(record, "warning" if error in ("provider", "gateway") else "info")
             raise

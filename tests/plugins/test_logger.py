@@ -161,11 +161,37 @@ async def test_provider_error_type_and_code_are_kept_only_from_their_formats_doc
     assert PROMPT_WORD not in captured_logs.text
 
 
-def test_a_provider_error_value_is_its_formats_the_forwarders_or_a_status() -> None:
+@pytest.mark.parametrize(
+    ("status", "logged"),
+    [("RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"), (PROMPT_WORD.upper(), "other")],
+    ids=["known", "prompt-word"],
+)
+async def test_a_translated_providers_own_error_status_is_logged_from_its_formats_values(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory, status: str, logged: str
+) -> None:
+    cfg = basic_config(provider.base_url)
+    cfg["providers"]["google"] = {"format": "gemini", "base_url": provider.root_url + "/v1beta", "api_key": "g"}
+    cfg["models"]["gemini-test"] = {"deployments": [{"provider": "google", "model": "gemini-upstream"}]}
+    cfg["pipeline"] = [{"name": "request_id"}, {"name": "logger"}]
+    gw = await make_gateway(cfg)
+    provider.behaviour.status = 429
+    provider.behaviour.error_body = b'{"error":{"code":429,"message":"m","status":"%s"}}' % status.encode()
+    body = {"model": "gemini-test", "messages": [{"role": "user", "content": f"about {PROMPT_WORD}"}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/chat/completions", json=body) as r:
+            answer = await r.json()
+    # The OpenAI client gets a type its SDK knows; the log, Gemini's own words.
+    assert (r.status, answer["error"]["type"]) == (429, "rate_limit_exceeded")
+    [line] = captured_logs.requests()
+    assert (line["provider_wire"], line["provider_error_type"], line["provider_error_code"]) == (
+        "gemini", logged, "429")
+    assert PROMPT_WORD.upper() not in captured_logs.text
+
+
+def test_a_provider_error_value_is_its_formats_or_a_status() -> None:
     assert provider_error_value("RESOURCE_EXHAUSTED", "gemini", PROVIDER_ERROR_TYPES) == "RESOURCE_EXHAUSTED"
     assert provider_error_value("RESOURCE_EXHAUSTED", "openai", PROVIDER_ERROR_TYPES) == "other"
-    # A translated exchange carries the forwarder's own type, whatever the provider's format.
-    assert provider_error_value("rate_limit_exceeded", "gemini", PROVIDER_ERROR_TYPES) == "rate_limit_exceeded"
+    assert provider_error_value("rate_limit_exceeded", "gemini", PROVIDER_ERROR_TYPES) == "other"
     assert provider_error_value("429", "openai", PROVIDER_ERROR_CODES) == "429"  # Azure's code
     assert provider_error_value("4290", "openai", PROVIDER_ERROR_CODES) == "other"
     assert provider_error_value("", "openai", PROVIDER_ERROR_CODES) is None
