@@ -222,11 +222,11 @@ def redis_limits(upstream: str, scratch: Path) -> dict[str, Any]:
     hostile=True,
 )
 def hostile(upstream: str, scratch: Path) -> dict[str, Any]:
-    # Recorded, with no ratio target: a refused bomb's 2 MB are still received
-    # and dropped (so that the client reads its 401), which costs more than
-    # serving a small request; what must hold is that nothing is decoded, so
-    # a bomb costs what its bytes cost, and that garbage costs less than the
-    # floor's request (compare CPU us/req with the floor's).
+    # Recorded, with no ratio target: the bomb's 401 closes its connection
+    # (the rest of its 2 MB is never read), so it costs a new connection and
+    # what arrived with its headers; what must hold is that nothing is
+    # decoded and that refusing costs less than the floor's serving (compare
+    # CPU us/req with the floor's).
     cfg = lunos_config(upstream, scratch, pipeline=_auth_pipeline())
     cfg["secrets"] = _BENCH_SECRETS
     cfg["server"] = {"request_decompression": True}

@@ -18,8 +18,7 @@ from aiohttp import web
 
 from .app import Gateway
 from .config import Config, ConfigError
-from .connections import open_files_warning, public_runner
-from .http_errors import JsonErrorsRunner
+from .connections import admin_runner, open_files_warning, public_runner
 from .loading import load_config
 from .logs import configure_logging
 from .open_relay import open_relay
@@ -184,8 +183,9 @@ async def serve(config: Config, path: str, *, reuse_port: bool = False) -> None:
     # Header, body and idle timeouts, connection caps, bodies never inflated
     # by aiohttp (see connections.py).
     public = public_runner(gateway.public_app(), s, shutdown_timeout=s.shutdown_grace_seconds)
-    # The admin listener answers malformed HTTP in JSON too (see http_errors.py).
-    admin = JsonErrorsRunner(gateway.admin_app(), access_log=None, shutdown_timeout=1.0)
+    # The same rules on the admin listener, which answers malformed HTTP in
+    # JSON too (see http_errors.py).
+    admin = admin_runner(gateway.admin_app(), s, shutdown_timeout=1.0)
     await public.setup()
     await admin.setup()
     # With several workers every process binds the same ports (SO_REUSEPORT).

@@ -1,4 +1,4 @@
-"""The public listener: slow, idle and too many connections.
+"""The listeners: slow, idle and too many connections.
 
 aiohttp closes a keep-alive connection left idle (`keepalive_timeout`), but
 it gives a client all the time it wants to finish its headers or its body,
@@ -15,7 +15,21 @@ and lets one address open any number of connections. The listener adds:
 - caps on open connections per process and per client address (an IPv6
   client by its /64): a connection over either is closed as it opens.
 
-A connection out of time is closed without an answer. Request bodies are
+Both listeners have these rules (`public_runner`, `admin_runner`), from
+the one `server.connections` section, each with its own counts: an admin
+listener left open to a network is no easier to tie up than the public one.
+
+A connection out of time is closed without an answer.
+
+A request answered without its body having been read (a refusal that
+needs no body: no key or a wrong one, a compressed body, a declared
+length over the limit, an unknown path) closes its connection after the
+answer, which says `Connection: close` (`http_errors.json_http_exceptions`):
+aiohttp would otherwise "linger", parsing and dropping up to 10 s of the
+rest of the body so that the connection could serve another request; with
+`lingering_time=0` the rest is never parsed, so a refused 2 MB body costs
+what a refused 2 KB one does. Clients see the answer at once (the SDKs
+read it even when the close interrupts their upload). Request bodies are
 never decompressed by aiohttp here (`auto_decompress=False`): parse.py
 decodes them after auth, when the config allows it.
 
@@ -48,6 +62,7 @@ __all__ = [
     "ConnectionGuard",
     "GuardedHandler",
     "address_key",
+    "admin_runner",
     "open_files_warning",
     "public_runner",
 ]
@@ -59,6 +74,17 @@ SPARE_FILES = 256
 
 def public_runner(app: web.Application, server: ServerConfig, **kwargs: Any) -> web.AppRunner:
     """The runner for the public app, with the `server.connections` rules."""
+    return _runner(app, server, **kwargs)
+
+
+def admin_runner(app: web.Application, server: ServerConfig, **kwargs: Any) -> web.AppRunner:
+    """The runner for the admin app: the same rules, counted apart. (Its
+    bodies are not inflated either: it reads them after the token check,
+    and aiohttp would inflate them as they arrive.)"""
+    return _runner(app, server, **kwargs)
+
+
+def _runner(app: web.Application, server: ServerConfig, **kwargs: Any) -> web.AppRunner:
     c = server.connections
     return _GuardedRunner(
         app,
@@ -67,6 +93,9 @@ def public_runner(app: web.Application, server: ServerConfig, **kwargs: Any) -> 
         handler_cancellation=True,
         auto_decompress=False,
         keepalive_timeout=c.idle_timeout_seconds,
+        # A body left unread (a refusal answered before it was needed) is
+        # never read afterwards: the connection closes after the answer.
+        lingering_time=0,
         **kwargs,
     )
 
@@ -190,6 +219,8 @@ class GuardedHandler(JsonErrorsHandler):
             return  # refused in connection_made: aiohttp never saw it
         self._admitted = False
         self._guard.release(self)
+        if self._body is not None:
+            _drop_buffered(self._body)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -265,3 +296,14 @@ class _GuardedRunner(web.AppRunner):
             loop=loop,
             **plain._kwargs,
         )
+
+
+def _drop_buffered(body: StreamReader) -> None:
+    """Free what arrived of a body no one will read (what the reads before
+    aiohttp's flow control paused brought: a few hundred KB) when its
+    connection closes. The request that holds it is left to the cycle
+    collector, which the tuned thresholds (cli.py) run seldom: under a flood
+    of refused uploads those buffers piled up (a gigabyte of RSS within
+    seconds of the hostile bench)."""
+    body._buffer.clear()
+    body._size = 0

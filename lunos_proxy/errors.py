@@ -223,6 +223,12 @@ class UpstreamStatus(UpstreamError):
     """A provider error status; the body we send is ours, the status is theirs."""
 
     code = "upstream_status"
+    # The error's type (Gemini: its status) and code as the provider's body
+    # gave them, None where it gave none: for the log, which keeps only the
+    # values its format documents. The client gets `type` and `code`: the
+    # same, unless the exchange was translated.
+    provider_type: str | None = None
+    provider_code: str | None = None
 
 
 class _OpenAIErrorBody(msgspec.Struct):

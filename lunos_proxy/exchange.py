@@ -156,6 +156,7 @@ class Exchange:
         "stream",
         "timings",
         "token_estimate",
+        "trace_id",
         "upstream_model",
         "upstream_timeouts",
         "usage",
@@ -165,6 +166,9 @@ class Exchange:
 
     def __init__(self, *, client_addr: str = "", user_agent: str = "") -> None:
         self.request_id = ""
+        # The request's trace (32 hex digits) when tracing records it, so a
+        # log line leads to its trace; "" otherwise.
+        self.trace_id = ""
         self.wire = "openai"  # the wire format the client speaks: "openai" | "anthropic"
         self.endpoint = ""  # e.g. "chat/completions", "messages"
         self.body = b""

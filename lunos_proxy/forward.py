@@ -88,6 +88,7 @@ class _ErrorFields(msgspec.Struct):
     type: str | None = None
     code: str | int | None = None
     param: str | None = None
+    status: str | None = None  # Gemini's error kind (its code is the HTTP status)
 
 
 class _ProviderError(msgspec.Struct):
@@ -320,7 +321,7 @@ class Forwarder:
             raw = await resp.content.read(_ERROR_BODY_LIMIT)
         except (TimeoutError, aiohttp.ClientError):
             raw = b""
-        fields = _provider_error_fields(raw)
+        fields = theirs = _provider_error_fields(raw)
         status = resp.status
         if translated:
             # Another format's error type and code mean nothing to this
@@ -330,7 +331,7 @@ class Forwarder:
             fields = _ErrorFields("rate_limit_exceeded" if status == 429 else None)
         retryable = status == 429 or status >= 500
         detail = fields.type or "error"
-        raise UpstreamStatus(
+        err = UpstreamStatus(
             f"The provider returned HTTP {resp.status} ({detail}).",
             status=status,
             type=fields.type or ("server_error" if status >= 500 else "invalid_request_error"),
@@ -339,6 +340,9 @@ class Forwarder:
             retry_after=_retry_after(resp.headers),
             retryable=retryable,
         )
+        err.provider_type = theirs.type or theirs.status
+        err.provider_code = None if theirs.code is None else str(theirs.code)
+        raise err
 
     def _response_headers(self, resp: aiohttp.ClientResponse, exchange: Exchange) -> dict[str, str]:
         headers = {

@@ -24,7 +24,9 @@ handler so that these, and any other 4xx/5xx `HTTPException` that escapes
 an app, are answered in JSON with a fixed message (keeping the headers the
 server set on it, such as the console's security headers); redirects pass
 as they are.
-Both listeners use it (the admin listener's runner is a `JsonErrorsRunner`).
+Both listeners of `serve` use it, through connections.py's runners (whose
+connection protocol is a `JsonErrorsHandler`); `JsonErrorsRunner` is the
+same without the connection rules, for an app embedded elsewhere.
 """
 
 from __future__ import annotations
@@ -91,14 +93,20 @@ def json_http_exceptions(handler: _RequestHandler) -> _RequestHandler:
 
     async def answer(request: BaseRequest) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             # Headers the server gave the exception stay (the console's
             # security headers, Allow); the body is new, so its own do not.
             kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
-            return error_response(wire_for_path(request.path), _json_for(exc), kept)
+            response = error_response(wire_for_path(request.path), _json_for(exc), kept)
+        if not request.content.is_eof() and not response.prepared:
+            # Answered before its body was read (a refusal that needed none):
+            # the connection closes after the answer instead of reading the
+            # rest (connections.py), and says so.
+            response.force_close()
+        return response
 
     return answer
 

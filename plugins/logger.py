@@ -4,9 +4,13 @@ The line is a `RequestRecord`: a fixed set of fields (ids, names taken from
 the config, numbers, a status, an error from a fixed taxonomy). There is no
 free-text field, so there is nowhere for a prompt, a completion, a tool
 argument or a provider's error message to go. Strings that come from
-outside (a provider's error type and code, the model name it reports) are
-kept only when they look like identifiers (`safe_token`); the user agent is
-cut short. The client address is written per `address` setting:
+outside are kept only from a known set or shape: a provider's error type
+and code only when its format's documentation lists them
+(`provider_error_value`, else `other`: a provider may put a piece of the
+prompt there, and an identifier-like piece looks like any code), the
+model name it reports only when it looks like an identifier
+(`safe_token`); the user agent is cut short. The client address is
+written per `address` setting:
 
     full       192.0.2.17            2001:db8:1:2::5
     truncated  192.0.2.0/24          2001:db8:1::/48
@@ -17,6 +21,10 @@ It sits right after `request_id` so that every refusal by the plugins
 inside it (auth, limits, routing) and every internal error is logged: it
 catches, records, and re-raises. An internal error adds the exception's
 type and stack frames, never its message or local variables.
+
+One module past 400 lines: the record, the vocabularies that bound what
+its fields may hold and the plugin that fills it are one privacy decision,
+reviewed together.
 """
 
 from __future__ import annotations
@@ -39,7 +47,16 @@ from lunos_proxy.logs import RecordWriter, safe_stack
 from lunos_proxy.plugin import Handler, Plugin, Services
 from lunos_proxy.views import REQUEST_LOG
 
-__all__ = ["ERROR_CODES", "Logger", "RequestRecord", "classify", "safe_token"]
+__all__ = [
+    "ERROR_CODES",
+    "PROVIDER_ERROR_CODES",
+    "PROVIDER_ERROR_TYPES",
+    "Logger",
+    "RequestRecord",
+    "classify",
+    "provider_error_value",
+    "safe_token",
+]
 
 # The error taxonomy: every logged error is one class and one of its codes.
 # A code that is not listed is logged as "other", so the set stays fixed.
@@ -97,6 +114,59 @@ def safe_token(value: object, limit: int = 64) -> str | None:
     return value if _TOKEN_CHARS.issuperset(value) else None
 
 
+# A provider's error type and code as its format documents them, per
+# provider wire format; anything else is logged as "other".
+PROVIDER_ERROR_TYPES: dict[str, frozenset[str]] = {
+    # OpenAI (and the OpenAI-format providers: Azure, compatible servers).
+    "openai": frozenset(
+        "invalid_request_error authentication_error permission_error not_found_error "
+        "conflict_error unprocessable_entity_error rate_limit_error insufficient_quota "
+        "requests tokens server_error service_unavailable_error api_error".split()
+    ),
+    "anthropic": frozenset(
+        "invalid_request_error authentication_error billing_error permission_error "
+        "not_found_error request_too_large rate_limit_error api_error timeout_error "
+        "overloaded_error".split()
+    ),
+    # Gemini's `status`: the google.rpc status names.
+    "gemini": frozenset(
+        "CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
+        "PERMISSION_DENIED UNAUTHENTICATED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED "
+        "OUT_OF_RANGE UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS".split()
+    ),
+}
+PROVIDER_ERROR_CODES: dict[str, frozenset[str]] = {
+    "openai": frozenset(
+        "invalid_api_key invalid_authentication account_deactivated invalid_organization "
+        "invalid_project unsupported_country_region_territory model_not_found "
+        "context_length_exceeded rate_limit_exceeded insufficient_quota "
+        "billing_hard_limit_reached server_is_overloaded slow_down content_policy_violation "
+        "content_filter invalid_prompt invalid_value invalid_type unsupported_value "
+        "unsupported_parameter unknown_parameter missing_required_parameter "
+        "string_above_max_length array_above_max_length empty_array integer_below_min_value "
+        "integer_above_max_value decimal_below_min_value decimal_above_max_value "
+        "invalid_image_url invalid_image DeploymentNotFound".split()  # the last: Azure's
+    ),
+    # Anthropic's errors have no code; Gemini's numeric one is the HTTP status.
+}
+
+
+def provider_error_value(
+    value: str | None, provider_wire: str, known: dict[str, frozenset[str]]
+) -> str | None:
+    """`value` (a provider error's type or code, as its body said it) if
+    `known` lists it for the provider's format or it is an HTTP status
+    (Azure's and Gemini's codes); None if there is none; "other" for
+    anything else."""
+    if not value:
+        return None
+    if value in known.get(provider_wire, ()):
+        return value
+    if len(value) == 3 and value.isdigit() and value[0] in "12345":
+        return value
+    return "other"
+
+
 def classify(error_type: str, code: str | None) -> tuple[str, str]:
     """A (class, code) pair from the taxonomy; unknowns become gateway/other."""
     codes = ERROR_CODES.get(error_type)
@@ -119,6 +189,7 @@ class RequestRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     decision: it must be an id, a config name, a number or a fixed code."""
 
     request_id: str = ""
+    trace_id: str | None = None  # when tracing recorded the request
     account_id: str | None = None
     key_id: str | None = None
     key_prefix: str | None = None
@@ -206,8 +277,13 @@ class Logger(Plugin):
             record = self.record(exchange, err.status, error, code)
             if isinstance(err, UpstreamStatus):
                 record.upstream_status = err.status
-                record.provider_error_type = safe_token(err.type)
-                record.provider_error_code = safe_token(err.code)
+                wire = exchange.provider_wire
+                record.provider_error_type = provider_error_value(
+                    err.provider_type, wire, PROVIDER_ERROR_TYPES
+                )
+                record.provider_error_code = provider_error_value(
+                    err.provider_code, wire, PROVIDER_ERROR_CODES
+                )
             self.write(record, "warning" if error in ("provider", "gateway") else "info")
             raise
         except asyncio.CancelledError:
@@ -266,6 +342,7 @@ class Logger(Plugin):
         u = ex.usage
         return RequestRecord(
             request_id=ex.request_id,
+            trace_id=ex.trace_id or None,
             account_id=p.account_id if p else None,
             key_id=p.key_id if p else None,
             key_prefix=(p.key_prefix or None) if p else None,

@@ -20,8 +20,7 @@ import yaml
 from aiohttp import web
 
 from lunos_proxy.app import Gateway
-from lunos_proxy.connections import public_runner
-from lunos_proxy.http_errors import JsonErrorsRunner
+from lunos_proxy.connections import admin_runner, public_runner
 from lunos_proxy.loading import parse_config
 from tests.fakes import FakeProvider
 from tests.logcapture import captured_logs, fresh_logging  # noqa: F401  (fixtures)
@@ -101,9 +100,9 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
         cfg = parse_config(textwrap.dedent(text), "test.yaml")
         gateway = Gateway(cfg)
         await gateway.start()
-        # The listener `lunos-proxy serve` runs (connection rules, no auto-decompression).
+        # The listeners `lunos-proxy serve` runs (connection rules, no auto-decompression).
         public = public_runner(gateway.public_app(), cfg.server, shutdown_timeout=grace)
-        admin = JsonErrorsRunner(gateway.admin_app(), access_log=None)
+        admin = admin_runner(gateway.admin_app(), cfg.server)
         await public.setup()
         await admin.setup()
         port, admin_port = await start_site(public), await start_site(admin)

@@ -457,7 +457,7 @@ async def all_down(s: Stack) -> list[str]:
     s.keep_sending("pair", KEY_RICH, 4)
     breakers = (("chat", "chat-a", "alpha"), ("chat", "chat-b", "beta"), ("pair", "pair-a", "alpha"))
     expected = {
-        ("LunosModelAllDeploymentsDown", labels(model="chat")),
+        ("LunosModelAllDeploymentsDown", labels(model="chat", instance=s.instance)),
         *(("LunosBreakerOpen", labels(model=m, deployment=d, provider=p)) for m, d, p in breakers),
     }
     reasons = await s.settle_on(expected, errors_of="chat", within=30)

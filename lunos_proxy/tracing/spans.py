@@ -188,6 +188,8 @@ class Tracing:
         )
         rt = RequestTrace(span)
         request[TRACE] = rt
+        if rt.recording:  # a trace sampled out is exported nowhere: nothing to point to
+            exchange.trace_id = format(span.get_span_context().trace_id, "032x")
         status = 0
         error: BaseException | None = None
         try:

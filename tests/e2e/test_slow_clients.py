@@ -1,5 +1,5 @@
-"""Slow, idle and greedy clients: the public listener closes their connections
-on time (server.connections) while everyone else keeps being served.
+"""Slow, idle and greedy clients: both listeners close their connections on
+time (server.connections) while everyone else keeps being served.
 
 Raw sockets play the slow clients; an ordinary client checks the others are
 served meanwhile."""
@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import GatewayFactory, Running, basic_config, free_port
+from tests.conftest import ADMIN_HEADERS, GatewayFactory, Running, basic_config, free_port
 from tests.fakes import FakeProvider
 
 SHORT = 0.5  # the timeouts under test, in seconds
@@ -222,7 +222,80 @@ async def test_connections_over_the_cap_per_process_are_closed(
         w.close()
 
 
-async def test_lunos_proxy_serve_applies_the_rules_and_warns_of_a_low_open_files_limit(
+# -- the admin listener: the same rules -------------------------------------
+
+ADMIN_REQUEST = (
+    b"GET /admin/accounts HTTP/1.1\r\nHost: lunos\r\nAuthorization: " + ADMIN_HEADERS["Authorization"].encode()
+    + b"\r\n\r\n"
+)
+
+
+def admin_side(gw: Running) -> Running:
+    """`gw` seen through its admin listener (for `connect`)."""
+    return Running(gw.gateway, gw.admin_url, gw.admin_url)
+
+
+async def admin_served_meanwhile(gw: Running, seconds: float) -> list[int]:
+    statuses = []
+    end = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as s:
+        while time.perf_counter() < end:
+            async with s.get(gw.admin_url + "/admin/accounts") as r:
+                await r.read()
+                statuses.append(r.status)
+            await asyncio.sleep(0.05)
+    return statuses
+
+
+@pytest.mark.parametrize("stall", ["headers", "body"])
+async def test_the_admin_listener_closes_a_slow_client_on_time_while_serving_others(
+    make_gateway: GatewayFactory, provider: FakeProvider, stall: str
+) -> None:
+    gw = await start(make_gateway, provider, idle_timeout_seconds=30)
+    reader, writer = await connect(admin_side(gw))
+    started = time.perf_counter()
+    if stall == "headers":
+        writer.write(b"POST /admin/accounts HTTP/1.1\r\nHost: lunos\r\nAuthor")
+    else:
+        writer.write(b"POST /admin/accounts HTTP/1.1\r\nHost: lunos\r\nContent-Type: application/json\r\n"
+                     b"Authorization: " + ADMIN_HEADERS["Authorization"].encode() + b"\r\n"
+                     b'Content-Length: 500\r\n\r\n{"name": "Ada')
+    others = asyncio.ensure_future(admin_served_meanwhile(gw, SHORT))
+    elapsed = await closed_after(reader, started)
+    assert SHORT <= elapsed < SHORT + LATE + 0.1
+    statuses = await others
+    assert statuses and set(statuses) == {200}
+
+
+async def test_the_admin_listener_closes_an_idle_keep_alive_connection(
+    make_gateway: GatewayFactory, provider: FakeProvider
+) -> None:
+    gw = await start(make_gateway, provider, header_timeout_seconds=30, idle_timeout_seconds=1.0)
+    reader, writer = await connect(admin_side(gw))
+    writer.write(ADMIN_REQUEST)
+    assert (await read_one_response(reader)).startswith(b"HTTP/1.1 200")
+    started = time.perf_counter()
+    elapsed = await closed_after(reader, started)
+    assert 0.9 <= elapsed < 1.0 + LATE
+
+
+async def test_the_admin_listener_caps_connections_per_address_counted_apart_from_the_public_one(
+    make_gateway: GatewayFactory, provider: FakeProvider
+) -> None:
+    gw = await start(make_gateway, provider, header_timeout_seconds=30, idle_timeout_seconds=30,
+                     max_per_address=2)
+    public = [await connect(gw) for _ in range(2)]  # the public listener's cap, full
+    held = [await connect(admin_side(gw)) for _ in range(2)]
+    reader, _ = await connect(admin_side(gw))
+    assert await closed_after(reader, time.perf_counter(), limit=2.0) < 0.3
+    for r, w in held:
+        w.write(ADMIN_REQUEST)
+        assert (await read_one_response(r)).startswith(b"HTTP/1.1 200")
+    for _, w in [*public, *held]:
+        w.close()
+
+
+async def test_lunos_proxy_serve_applies_the_rules_on_both_listeners_and_warns_of_a_low_open_files_limit(
     provider: FakeProvider, tmp_path: Path
 ) -> None:
     config = basic_config(provider.base_url, server=connections(idle_timeout_seconds=30))
@@ -260,6 +333,11 @@ async def test_lunos_proxy_serve_applies_the_rules_and_warns_of_a_low_open_files
                      b"Content-Length: 20\r\n\r\n" + gzip.compress(b"{}")[:20])
         assert (await read_one_response(reader)).startswith(b"HTTP/1.1 415")
         writer.close()
+        admin = Running(None, f"http://127.0.0.1:{admin_port}", "")  # type: ignore[arg-type]
+        reader, writer = await connect(admin)
+        started = time.perf_counter()
+        writer.write(b"GET /admin/accounts HTTP/1.1\r\nHost: lunos\r\n")
+        assert SHORT <= await closed_after(reader, started) < SHORT + LATE
     finally:
         proc.kill()
         await proc.wait()

@@ -17,7 +17,16 @@ from lunos_proxy.config import ConfigError
 from lunos_proxy.exchange import Exchange, Principal, exchange_of
 from lunos_proxy.loading import parse_config
 from lunos_proxy.plugin import Services
-from plugins.logger import ERROR_CODES, Logger, RequestRecord, classify, truncate_address
+from plugins.logger import (
+    ERROR_CODES,
+    PROVIDER_ERROR_CODES,
+    PROVIDER_ERROR_TYPES,
+    Logger,
+    RequestRecord,
+    classify,
+    provider_error_value,
+    truncate_address,
+)
 from tests.conftest import GatewayFactory, Running, basic_config
 from tests.fakes import FakeProvider
 from tests.logcapture import Captured
@@ -82,7 +91,7 @@ async def test_provider_error_keeps_status_type_and_code_but_not_its_message(
     gw = await start(make_gateway, provider)
     provider.behaviour.status = 429
     provider.behaviour.error_body = (
-        b'{"error":{"message":"you said ECHOED-PROMPT","type":"rate_limit_error","code":"rpm_exceeded"}}'
+        b'{"error":{"message":"you said ECHOED-PROMPT","type":"rate_limit_error","code":"rate_limit_exceeded"}}'
     )
     async with aiohttp.ClientSession() as s:
         async with s.post(gw.v1 + "/chat/completions", json={"model": "gpt-test", "messages": []}) as r:
@@ -90,11 +99,11 @@ async def test_provider_error_keeps_status_type_and_code_but_not_its_message(
     [line] = captured_logs.requests()
     assert line["level"] == "warning"
     assert (line["error_type"], line["error_code"], line["upstream_status"]) == ("provider", "upstream_status", 429)
-    assert (line["provider_error_type"], line["provider_error_code"]) == ("rate_limit_error", "rpm_exceeded")
+    assert (line["provider_error_type"], line["provider_error_code"]) == ("rate_limit_error", "rate_limit_exceeded")
     assert "ECHOED-PROMPT" not in captured_logs.text
 
 
-async def test_provider_error_code_that_is_not_an_identifier_is_dropped(
+async def test_provider_error_type_and_code_that_are_not_identifiers_are_other(
     captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory
 ) -> None:
     gw = await start(make_gateway, provider)
@@ -105,8 +114,88 @@ async def test_provider_error_code_that_is_not_an_identifier_is_dropped(
             assert r.status == 400
     [line] = captured_logs.requests()
     assert line["upstream_status"] == 400
-    assert "provider_error_type" not in line and "provider_error_code" not in line
+    assert (line["provider_error_type"], line["provider_error_code"]) == ("other", "other")
     assert "you said" not in captured_logs.text
+
+
+# An identifier-like piece of the prompt, as a provider could put it in its
+# error's type or code (a validation error naming the offending word).
+PROMPT_WORD = "jane_doe_hba1c_9_4"
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "error_body", "logged"),
+    [
+        ("/chat/completions", "gpt-test",
+         b'{"error":{"message":"m","type":"%s","code":"%s"}}' % (PROMPT_WORD.encode(), PROMPT_WORD.encode()),
+         ("other", "other")),
+        ("/chat/completions", "gpt-test",
+         b'{"error":{"message":"m","type":"invalid_request_error","code":"context_length_exceeded"}}',
+         ("invalid_request_error", "context_length_exceeded")),
+        ("/messages", "claude-test",
+         b'{"type":"error","error":{"type":"%s","message":"m"}}' % PROMPT_WORD.encode(),
+         ("other", None)),
+        ("/messages", "claude-test",
+         b'{"type":"error","error":{"type":"overloaded_error","message":"m"}}',
+         ("overloaded_error", None)),
+        # An OpenAI code is not an Anthropic type.
+        ("/messages", "claude-test",
+         b'{"type":"error","error":{"type":"context_length_exceeded","message":"m"}}',
+         ("other", None)),
+    ],
+    ids=["openai-prompt-word", "openai-known", "anthropic-prompt-word", "anthropic-known", "anthropic-foreign"],
+)
+async def test_provider_error_type_and_code_are_kept_only_from_their_formats_documented_values(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory,
+    path: str, model: str, error_body: bytes, logged: tuple[str | None, str | None],
+) -> None:
+    gw = await start(make_gateway, provider)
+    provider.behaviour.status = 400
+    provider.behaviour.error_body = error_body
+    body = {"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": f"about {PROMPT_WORD}"}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + path, json=body) as r:
+            assert r.status == 400
+    [line] = captured_logs.requests()
+    assert (line.get("provider_error_type"), line.get("provider_error_code")) == logged
+    assert PROMPT_WORD not in captured_logs.text
+
+
+@pytest.mark.parametrize(
+    ("status", "logged"),
+    [("RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"), (PROMPT_WORD.upper(), "other")],
+    ids=["known", "prompt-word"],
+)
+async def test_a_translated_providers_own_error_status_is_logged_from_its_formats_values(
+    captured_logs: Captured, provider: FakeProvider, make_gateway: GatewayFactory, status: str, logged: str
+) -> None:
+    cfg = basic_config(provider.base_url)
+    cfg["providers"]["google"] = {"format": "gemini", "base_url": provider.root_url + "/v1beta", "api_key": "g"}
+    cfg["models"]["gemini-test"] = {"deployments": [{"provider": "google", "model": "gemini-upstream"}]}
+    cfg["pipeline"] = [{"name": "request_id"}, {"name": "logger"}]
+    gw = await make_gateway(cfg)
+    provider.behaviour.status = 429
+    provider.behaviour.error_body = b'{"error":{"code":429,"message":"m","status":"%s"}}' % status.encode()
+    body = {"model": "gemini-test", "messages": [{"role": "user", "content": f"about {PROMPT_WORD}"}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/chat/completions", json=body) as r:
+            answer = await r.json()
+    # The OpenAI client gets a type its SDK knows; the log, Gemini's own words.
+    assert (r.status, answer["error"]["type"]) == (429, "rate_limit_exceeded")
+    [line] = captured_logs.requests()
+    assert (line["provider_wire"], line["provider_error_type"], line["provider_error_code"]) == (
+        "gemini", logged, "429")
+    assert PROMPT_WORD.upper() not in captured_logs.text
+
+
+def test_a_provider_error_value_is_its_formats_or_a_status() -> None:
+    assert provider_error_value("RESOURCE_EXHAUSTED", "gemini", PROVIDER_ERROR_TYPES) == "RESOURCE_EXHAUSTED"
+    assert provider_error_value("RESOURCE_EXHAUSTED", "openai", PROVIDER_ERROR_TYPES) == "other"
+    assert provider_error_value("rate_limit_exceeded", "gemini", PROVIDER_ERROR_TYPES) == "other"
+    assert provider_error_value("429", "openai", PROVIDER_ERROR_CODES) == "429"  # Azure's code
+    assert provider_error_value("4290", "openai", PROVIDER_ERROR_CODES) == "other"
+    assert provider_error_value("", "openai", PROVIDER_ERROR_CODES) is None
+    assert provider_error_value(None, "anthropic", PROVIDER_ERROR_CODES) is None
 
 
 async def test_provider_unreachable_is_a_provider_error(
@@ -308,7 +397,7 @@ def test_record_fields_are_an_explicit_allow_list() -> None:
     # A new field is a privacy decision: add it here only for an id, a config
     # name, a number or a fixed code.
     assert set(RequestRecord.__struct_fields__) == {
-        "request_id", "account_id", "key_id", "key_prefix", "endpoint", "wire", "provider_wire",
+        "request_id", "trace_id", "account_id", "key_id", "key_prefix", "endpoint", "wire", "provider_wire",
         "stream", "model",
         "model_served", "provider", "deployment", "region", "status", "error_type", "error_code",
         "upstream_status", "provider_error_type", "provider_error_code", "attempts", "fallbacks",

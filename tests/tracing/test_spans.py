@@ -20,6 +20,7 @@ from tests.conftest import GatewayFactory, Running
 from tests.e2e.test_translation import Demo
 from tests.entry_points import register_plugins
 from tests.fakes import CHUNKS, COMPLETION_TOKENS, PROMPT_TOKENS, FakeProvider
+from tests.logcapture import Captured
 from tests.tracing.conftest import (
     CLIENT_SPAN,
     CLIENT_TRACE,
@@ -384,3 +385,39 @@ async def test_a_translated_answer_is_read_as_the_client_gets_it(
         "http.response.status_code": 200,
     }
     assert demo.received[-1][1]["contents"]  # the provider got Gemini's shape
+
+
+async def test_the_request_log_line_names_the_trace_it_is_recorded_in(
+    provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter,
+    captured_logs: Captured,
+) -> None:
+    cfg = traced_config(provider.base_url)
+    cfg["pipeline"] = [{"name": "request_id"}, {"name": "logger"}]
+    gw = await make_gateway(cfg)
+    async with aiohttp.ClientSession() as s:
+        for headers in ({"traceparent": CLIENT_TRACEPARENT}, {}):
+            async with s.post(
+                gw.v1 + "/chat/completions", json={"model": "gpt-test", "messages": []}, headers=headers
+            ) as r:
+                assert r.status == 200
+    spans = await settled(gw, exporter)
+    roots = sorted((s for s in spans if s.kind is SpanKind.SERVER), key=lambda s: s.start_time or 0)
+    traces = [hex_ids(s)[0] for s in roots]
+    assert traces[0] == CLIENT_TRACE and traces[1] != CLIENT_TRACE
+    assert [line["trace_id"] for line in captured_logs.requests()] == traces
+
+
+async def test_a_request_sampled_out_has_no_trace_id_in_its_log_line(
+    provider: FakeProvider, make_gateway: GatewayFactory, exporter: InMemorySpanExporter,
+    captured_logs: Captured,
+) -> None:
+    cfg = traced_config(provider.base_url, sample_ratio=0.0)
+    cfg["pipeline"] = [{"name": "request_id"}, {"name": "logger"}]
+    gw = await make_gateway(cfg)
+    async with aiohttp.ClientSession() as s, s.post(
+        gw.v1 + "/chat/completions", json={"model": "gpt-test", "messages": []}
+    ) as r:
+        assert r.status == 200
+    [line] = captured_logs.requests()
+    assert "trace_id" not in line
+    assert await finished(gw, exporter) == []
