@@ -92,7 +92,7 @@ class Reloader:
             except Exception as e:  # a check that failed in a way no one foresaw
                 metrics.config_reloads.labels("rejected").inc()
                 line = f"{os.path.basename(path)}: (file): cannot be checked ({type(e).__name__})"
-                log.exception("config_rejected", problem=line)
+                log.error("config_rejected", problem=line)
                 return ReloadResult(False, [line])
             if config.store != self.gateway.config.store:
                 log.warning("config_store_unchanged", reason="a new store takes a restart")
