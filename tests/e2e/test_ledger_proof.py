@@ -174,5 +174,7 @@ async def test_records_stay_exact_through_a_ten_second_database_outage(
     await load.run(450, 150)
     assert (load.sent, load.failed) == (600, 0)
     assert await ledger_sums(gateways) == load.expected
-    assert gateways[0].gateway.metrics.records_write_failures._value.get() > 0
+    # Seen by ops: a write failed on one instance at least (which one flushed
+    # into the outage, and which waited on a connection, is the scheduler's).
+    assert sum(gw.gateway.metrics.records_write_failures._value.get() for gw in gateways) > 0
     assert gateways[0].gateway.metrics.records_backlog._value.get() == 0
