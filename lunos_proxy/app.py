@@ -150,7 +150,11 @@ class Generation:
         )
 
     def list_models(self, exchange: Exchange, request: web.Request) -> web.Response:
-        return models_response(exchange, self.config.models, request)
+        return models_response(exchange, self.config.models, request, self._public_name)
+
+    def _public_name(self, name: str) -> str | None:
+        found = self.config.resolve_model(name)
+        return found[0] if found is not None else None
 
 
 async def _through(

@@ -13,7 +13,7 @@ deployments speak: each is reachable from either SDK through translation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import msgspec
 from aiohttp import web
@@ -96,20 +96,26 @@ def model_entry(name: str, wire: str) -> bytes:
 
 
 def models_response(
-    exchange: Exchange, names: Iterable[str], request: web.Request
+    exchange: Exchange,
+    names: Iterable[str],
+    request: web.Request,
+    resolve: Callable[[str], str | None],
 ) -> web.Response:
     """GET /v1/models: the `names` the caller's key may use (`model_allowed`),
-    in its SDK's listing shape; GET /v1/models/{name}: that one, or 404 (not
-    naming it) when it is not among them. The one listing the app and the
-    router share."""
-    allowed = [name for name in names if model_allowed(exchange.principal, name)]
+    in its SDK's listing shape. GET /v1/models/{name}: any name a request may
+    send (`resolve` gives its public name: itself or the model it is an alias
+    of) that the key may use, else 404 (not naming it). The one listing the
+    app and the router share."""
+    principal = exchange.principal
     one = request.match_info.get("model")
     if one is None:
+        allowed = [name for name in names if model_allowed(principal, name)]
         body = model_list(allowed, exchange.wire, request.query)
-    elif one in allowed:
-        body = model_entry(one, exchange.wire)
     else:
-        raise ModelNotFound()
+        public = resolve(one)
+        if public is None or not model_allowed(principal, one, public):
+            raise ModelNotFound()
+        body = model_entry(one, exchange.wire)
     return web.Response(
         body=body, content_type="application/json", headers=exchange.response_headers
     )

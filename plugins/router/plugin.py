@@ -147,7 +147,8 @@ class Router(Plugin):
         exchange = await read_request(request)
         if exchange.endpoint == "models":
             return self.list_models(exchange, request)
-        public = self.names.get(exchange.model)
+        sent = exchange.model
+        public = self.names.get(sent)
         if public is None:
             raise ModelNotFound()  # never names it: the name is the client's
         exchange.model = public
@@ -160,16 +161,21 @@ class Router(Plugin):
             # built once per config
             plan = self.plans[public].get(route_key(exchange.wire, exchange.endpoint))
         else:
-            plan = self._plan_for(public, exchange)
+            plan = self._plan_for(public, sent, exchange)
         if not plan:
             raise self._nothing_qualifies(exchange, public)
         return await self._attempts(request, handler, exchange, plan)
 
-    def _plan_for(self, public: str, exchange: Exchange) -> list[tuple[Route, Sequence[Candidate]]]:
-        """The models to try, with the deployments this caller may use."""
+    def _plan_for(
+        self, public: str, sent: str, exchange: Exchange
+    ) -> list[tuple[Route, Sequence[Candidate]]]:
+        """The models to try, with the deployments this caller may use. A key
+        may be allowed the model by the name it sent (an alias) or by its
+        public name; the refusal names neither (one would tell what an alias
+        stands for)."""
         principal = exchange.principal
-        if not model_allowed(principal, exchange.model, public):
-            raise Forbidden(f"Your API key may not use the model '{public}'.", param="model")
+        if not model_allowed(principal, sent, public):
+            raise Forbidden("Your API key may not use this model.", param="model")
         plan: list[tuple[Route, Sequence[Candidate]]] = []
         for name in (public, *self.routes[public].fallbacks):
             if name == public or model_allowed(principal, name):
@@ -185,10 +191,10 @@ class Router(Plugin):
         route = self.routes[public]
         if route_key(exchange.wire, exchange.endpoint) not in route.by_wire:
             return BadRequest(
-                f"The model '{public}' is not served over the {exchange.wire} API.", param="model"
+                f"This model is not served over the {exchange.wire} API.", param="model"
             )
         return Forbidden(
-            f"No deployment of the model '{public}' is in a region or with a provider "
+            "No deployment of this model is in a region or with a provider "
             "your account may use."
         )
 
@@ -427,7 +433,7 @@ class Router(Plugin):
             for public, route in self.routes.items()
             if any(qualifies(c, principal) for c in route.candidates)
         ]
-        return models_response(exchange, names, request)
+        return models_response(exchange, names, request, self.names.get)
 
 
 def _reset(exchange: Exchange) -> None:

@@ -45,7 +45,7 @@ async def test_eu_only_account_on_a_us_only_model_is_403_and_nothing_is_sent(
     status, _, body = await chat(gw.url, "gpt-us-only", headers=EU_ONLY)
     assert status == 403
     assert error_of(body) == {
-        "message": "No deployment of the model 'gpt-us-only' is in a region or with a provider your account may use.",
+        "message": "No deployment of this model is in a region or with a provider your account may use.",
         "type": "invalid_request_error", "param": None, "code": "permission_denied"}
     assert us.received == eu.received == []
 
@@ -71,7 +71,7 @@ async def test_key_limited_to_model_patterns_is_refused_other_models(
     headers = {"x-test-account": "a", "x-test-models": "gpt-*"}
     status, _, body = await chat(gw.url, "gpt", headers=headers)
     assert status == 403
-    assert error_of(body)["message"] == "Your API key may not use the model 'gpt'."
+    assert error_of(body)["message"] == "Your API key may not use this model."
     assert (await chat(gw.url, "gpt-us-only", headers=headers))[0] == 200
 
 
@@ -103,3 +103,26 @@ async def test_fallback_the_key_may_not_use_is_not_tried(fakes: ProviderFactory,
     assert len(b.received) == 0
     assert (await chat(gw.url, headers={"x-test-account": "a"}))[0] == 200
     assert len(b.received) == 1
+
+
+async def test_a_key_allowed_an_alias_uses_it_and_no_refusal_names_what_an_alias_stands_for(
+    fakes: ProviderFactory, make_gateway: GatewayFactory
+) -> None:
+    (a,) = await fakes(1)
+    gw = await make_gateway(router_config({"a": a}, {
+        "internal-7b": {"aliases": ["cheap-chat"], "deployments": [deployment("a")]},
+    }))
+    allowed_alias = {"x-test-account": "a", "x-test-models": "cheap-*"}
+    assert (await chat(gw.url, "cheap-chat", headers=allowed_alias))[0] == 200
+    status, _, body = await chat(gw.url, "cheap-chat", headers={"x-test-account": "a", "x-test-models": "gpt-*"})
+    assert (status, error_of(body)["message"]) == (403, "Your API key may not use this model.")
+    assert b"internal-7b" not in body
+    async with aiohttp.ClientSession() as s:
+        async with s.get(gw.url + "/v1/models/cheap-chat", headers=allowed_alias) as r:
+            assert (r.status, json.loads(await r.read())["id"]) == (200, "cheap-chat")
+        async with s.get(gw.url + "/v1/models/internal-7b", headers=allowed_alias) as r:
+            assert r.status == 404  # allowed by its alias only: the public name stays hidden
+        async with s.get(gw.url + "/v1/models/cheap-chat",
+                         headers={"x-test-account": "a", "x-test-models": "gpt-*"}) as r:
+            assert r.status == 404
+    assert len(a.received) == 1
