@@ -162,7 +162,7 @@ def provider_error_value(
         return None
     if value in known.get(provider_wire, ()):
         return value
-    if len(value) == 3 and value.isdigit() and value[0] in "12345":
+    if len(value) == 3 and value.isascii() and value.isdigit() and value[0] in "12345":
         return value
     return "other"
 

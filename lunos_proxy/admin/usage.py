@@ -131,7 +131,9 @@ def _grouped(rows: list[UsageRow], by_key: bool) -> list[dict[str, Any]]:
 
 def _limit(request: web.Request) -> int:
     text = request.query.get("limit", "1000")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    # ASCII digits only (str.isdigit also takes superscripts and other scripts),
+    # and few of them.
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= MAX_PAGE:
         raise admin_error(400, f"'limit' must be a number from 1 to {MAX_PAGE}")
     return int(text)
 

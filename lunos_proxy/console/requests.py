@@ -59,6 +59,7 @@ async def show(request: web.Request) -> web.Response:
     models = sorted({r.model for r in await store.usage(me, first.isoformat(), today.isoformat())})
     key, model, status = q.get("key", ""), q.get("model", ""), q.get("status", "")
     endpoint = q.get("endpoint", "") if q.get("endpoint") in ENDPOINTS else ""
+    status = status if status in _STATUS_RANGES else ""  # one of the choices, or none
     low, high = _STATUS_RANGES.get(status, (0, 1000))
     query = EventQuery(account_id=me, first_day=first.isoformat(), last_day=today.isoformat(),
                        key_id=key or None, model=model or None, endpoint=endpoint or None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import math
 from collections.abc import AsyncIterator, Sequence
 
 import msgspec
@@ -97,6 +98,10 @@ def parse_cursor(text: str) -> tuple[float, int]:
         time, seq = msgspec.json.decode(raw, type=tuple[float, int])
     except (ValueError, TypeError) as e:  # DecodeError and binascii.Error are ValueErrors
         raise ValueError("not a cursor") from e
+    # Only what `cursor` makes: a finite time and a sequence number a 64-bit
+    # column holds (a forged one would overflow the database's integer).
+    if not (math.isfinite(time) and 0 <= seq < 2**63):
+        raise ValueError("not a cursor")
     return time, seq
 
 

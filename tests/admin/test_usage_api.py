@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from pathlib import Path
 
@@ -92,8 +94,14 @@ async def test_usage_by_day_and_model_with_totals_in_json_and_csv(
     assert none["events"] == []
     status, bad = await admin(gw, "GET", f"{url}&after=CANARY-cursor")
     assert (status, bad["error"]["message"]) == (400, "'after' must be the 'next' of a previous page")
-    status, bad = await admin(gw, "GET", "/admin/usage/acct-a/events?limit=CANARY")
-    assert (status, bad["error"]["message"]) == (400, "'limit' must be a number from 1 to 10000")
+    # Forged cursors: a sequence number past 64 bits, a time that is no number.
+    for forged in ([1.0, 2**63], [1.0, 1e23], [1.0, -1], [1.0, -2**70]):
+        text = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode()
+        status, bad = await admin(gw, "GET", f"{url}&after={text}")
+        assert (status, bad["error"]["message"]) == (400, "'after' must be the 'next' of a previous page")
+    for limit in ("CANARY", "%C2%B2", "%D9%A1", "9" * 5000, "0", "10001"):
+        status, bad = await admin(gw, "GET", f"/admin/usage/acct-a/events?limit={limit}")
+        assert (status, bad["error"]["message"]) == (400, "'limit' must be a number from 1 to 10000")
 
 
 async def test_usage_api_needs_an_admin_token_and_valid_dates(
