@@ -323,9 +323,11 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SHELL_REF = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*")
-_UNCLOSED_REF = re.compile(r"\$\{")
+# `$$` is one `$`; `${NAME}` and `${NAME:-default}` read the environment (a
+# default holds no `${`: references do not nest).
+_ENV_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:(?!\$\{)[^}])*))?\}")
+_SHELL_REF = re.compile(r"\$([A-Z_][A-Z0-9_]+)")
+_EXTRA_BRACE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}\}")
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field (\S+)")
 _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
 T = TypeVar("T")
@@ -333,24 +335,38 @@ T = TypeVar("T")
 
 def _expand_env(node: Any, where: str, problems: list[str]) -> Any:
     if isinstance(node, str):
+        if "$" not in node:
+            return node
+        rest = _ENV_TOKEN.sub("", node)  # what is left once every reference is read
         # What a shell would read as a variable is sent as is by a config
         # file: a key of "$OPENAI_API_KEY" would reach the provider.
-        if _SHELL_REF.fullmatch(node):
-            name = node[1:]
-            problems.append(f"{where}: {node} is not read from the environment: write ${{{name}}}")
+        shell = _SHELL_REF.search(rest)
+        if shell is not None and "${" not in rest:
+            problems.append(
+                f"{where}: ${shell.group(1)} is not read from the environment: write "
+                f"${{{shell.group(1)}}} (and $$ for a $)"
+            )
             return node
-        if _UNCLOSED_REF.search(_ENV_REF.sub("", node)):
-            problems.append(f"{where}: a ${{...}} reference without its closing brace")
+        if "${" in rest:
+            problems.append(
+                f"{where}: a '${{' that begins no ${{NAME}} or ${{NAME:-default}} reference "
+                "(references do not nest; $$ is a $)"
+            )
+            return node
+        if _EXTRA_BRACE.search(node):
+            problems.append(f"{where}: a '}}' too many after a ${{...}} reference")
             return node
 
         def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
             value = os.environ.get(m.group(1), m.group(2))
             if value is None:
                 problems.append(f"{where}: environment variable {m.group(1)} is not set")
                 return ""
             return value
 
-        return _ENV_REF.sub(sub, node)
+        return _ENV_TOKEN.sub(sub, node)
     if isinstance(node, dict):
         return {k: _expand_env(v, _join(where, str(k)), problems) for k, v in node.items()}
     if isinstance(node, list):

@@ -67,12 +67,31 @@ providers:
   a: {format: openai, base_url: "http://x", api_key: $OPENAI_API_KEY}
   b: {format: openai, base_url: "http://x", api_key: "${OPENAI_API_KEY"}
   c: {format: openai, base_url: "http://x", api_key: "sk-$ok-${LUNOS_TEST_UNSET:-x}"}
+  d: {format: openai, base_url: "http://x", api_key: "${LUNOS_TEST_UNSET:-${OTHER}}"}
+  e: {format: openai, base_url: "http://x", api_key: "${LUNOS_TEST_UNSET:-x}}"}
+  f: {format: openai, base_url: "http://x", api_key: "Bearer $OPENAI_API_KEY"}
+  g: {format: openai, base_url: "http://x", api_key: "${X-abc}"}
 """
+    wrong = ("a '${' that begins no ${NAME} or ${NAME:-default} reference "
+             "(references do not nest; $$ is a $)")
+    shell = "$OPENAI_API_KEY is not read from the environment: write ${OPENAI_API_KEY} (and $$ for a $)"
     assert problems(text) == [
-        "lunos.yaml: providers.a.api_key: $OPENAI_API_KEY is not read from the environment: "
-        "write ${OPENAI_API_KEY}",
-        "lunos.yaml: providers.b.api_key: a ${...} reference without its closing brace",
+        f"lunos.yaml: providers.a.api_key: {shell}",
+        f"lunos.yaml: providers.b.api_key: {wrong}",
+        f"lunos.yaml: providers.d.api_key: {wrong}",
+        "lunos.yaml: providers.e.api_key: a '}' too many after a ${...} reference",
+        f"lunos.yaml: providers.f.api_key: {shell}",
+        f"lunos.yaml: providers.g.api_key: {wrong}",
     ]
+
+
+def test_a_dollar_is_written_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LUNOS_TEST_UNSET", raising=False)
+    cfg = parse_config(
+        'providers: {p: {format: openai, base_url: "http://x", api_key: "pa$$word-$${X}-${LUNOS_TEST_UNSET:-d}"}}',
+        "x.yaml",
+    )
+    assert cfg.providers["p"].api_key == "pa$word-${X}-d"
 
 
 def test_a_wrong_choice_lists_the_choices_and_is_named_once() -> None:
