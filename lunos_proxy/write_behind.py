@@ -98,7 +98,7 @@ class WriteBehind(abc.ABC, Generic[B]):
         """How much waits to be written."""
 
     async def _written(self) -> None:
-        """Called after each flush that wrote everything."""
+        """Called after each of the loop's flushes that succeeded."""
 
     async def _run(self) -> None:
         delay = self.flush_interval
