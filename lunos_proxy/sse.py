@@ -180,18 +180,26 @@ def first_invalid_event(events: bytes) -> int:
     never dispatched to a client and is not checked. Only the syntax is
     checked: the decoder skips every member without building it.
     """
-    if b"\r" in events:
-        bounds = [(m.start(), m.end()) for m in EVENT_BOUNDARY.finditer(events)]
-    else:  # the usual stream: found without the regex
-        bounds = []
-        end = events.find(b"\n\n")
-        while end != -1:
-            bounds.append((end, end + 2))
-            end = events.find(b"\n\n", end + 2)
+    if b"\r" not in events:  # the usual stream: cut at its blank lines, no regex
+        start = 0
+        blocks = events.split(b"\n\n")
+        for i in range(len(blocks) - 1):
+            block = blocks[i]
+            if block[:6] == b"data: " and b"\n" not in block:
+                data: bytes | None = block[6:]  # the usual event: one data line
+            else:
+                data = _data_of(block)
+            if data is not None and data != b"[DONE]":
+                try:
+                    _check_object(data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    return start
+            start += len(block) + 2
+        return -1
     start = 0
-    for end, after in bounds:
-        data = _data_of(events[start:end])
+    for m in EVENT_BOUNDARY.finditer(events):
+        data = _data_of(events[start : m.start()])
         if data is not None and data != b"[DONE]" and not is_json_object(data):
             return start
-        start = after
+        start = m.end()
     return -1
