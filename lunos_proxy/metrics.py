@@ -203,7 +203,7 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         # (model, provider, status, error type) -> the children a request
         # updates; bounded as their labels are (a status is 100..599).
-        self._request_children: dict[tuple[str, str, int, str], tuple[Any, ...]] = {}
+        self._request_children: dict[tuple[str, str, int, str], list[Any]] = {}
         r = self.registry
         model = ("model", "provider")
         self.requests = Counter(
@@ -404,13 +404,15 @@ class Metrics:
         children = self._request_children.get(labels)
         if children is None:
             status = self.status_class(exchange.status)
-            children = self._request_children[labels] = (
+            children = self._request_children[labels] = [
                 child(self.requests, (model, provider, status, labels[3])),
                 child(self.request_duration, names),
                 child(self.upstream_duration, names),
                 child(self.time_to_first_byte, names),
-            )
-        requests, request_duration, upstream_duration, time_to_first_byte = children
+                None,  # the token counters, each made when first counted
+                None,  # the cost counter, likewise
+            ]
+        requests, request_duration, upstream_duration, time_to_first_byte, tokens, cost = children
         requests.inc()
         t = exchange.timings
         end = t.last_byte or time.perf_counter()
@@ -431,11 +433,18 @@ class Metrics:
                 u.cache_creation_tokens,
                 u.reasoning_tokens,
             )
-            for kind, n in zip(TOKEN_TYPES, counts, strict=True):
+            if tokens is None:
+                tokens = children[4] = [None] * len(TOKEN_TYPES)
+            for i, n in enumerate(counts):
                 if n:
-                    child(self.tokens, (model, provider, kind)).inc(n)
+                    counter = tokens[i]
+                    if counter is None:  # a type's series appears when first counted
+                        counter = tokens[i] = child(self.tokens, (model, provider, TOKEN_TYPES[i]))
+                    counter.inc(n)
         if exchange.cost_micros:
-            child(self.cost, names).inc(exchange.cost_micros / 1_000_000)
+            if cost is None:
+                cost = children[5] = child(self.cost, names)
+            cost.inc(exchange.cost_micros / 1_000_000)
         if exchange.status == 429 and exchange.error_type == "policy":
             self.limit_refusals.labels(_scope(exchange)).inc()
 

@@ -61,6 +61,36 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
         """The events that `chunk` completes, in order."""
+        if (
+            chunk.endswith(b"\n\n")
+            and not (self._cr or self._buf or self._data or self._event)
+            and b"\r" not in chunk
+        ):
+            return self._whole(chunk)
+        return self._lines(chunk)
+
+    def _whole(self, chunk: bytes) -> Iterator[SSEEvent]:
+        """`feed` for a chunk of whole events begun on a boundary (what the
+        forwarder passes on): cut at the blank lines, and an event of one
+        data line (almost every event) taken as it is, without going line by
+        line. What follows the last boundary is "" or one more blank line."""
+        blocks = chunk.split(b"\n\n")
+        for i in range(len(blocks) - 1):
+            block = blocks[i]
+            if block[:5] == b"data:" and b"\n" not in block:
+                yield SSEEvent("message", block[6:] if block[5:6] == b" " else block[5:], self._id)
+                continue
+            for line in block.split(b"\n"):
+                event = self._line(line)
+                if event is not None:
+                    yield event
+            event = self._line(b"")
+            if event is not None:
+                yield event
+        if blocks[-1]:
+            self._line(b"")  # a blank line with no data: it dispatches nothing
+
+    def _lines(self, chunk: bytes) -> Iterator[SSEEvent]:
         if self._cr and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._cr = False
@@ -150,18 +180,26 @@ def first_invalid_event(events: bytes) -> int:
     never dispatched to a client and is not checked. Only the syntax is
     checked: the decoder skips every member without building it.
     """
-    if b"\r" in events:
-        bounds = [(m.start(), m.end()) for m in EVENT_BOUNDARY.finditer(events)]
-    else:  # the usual stream: found without the regex
-        bounds = []
-        end = events.find(b"\n\n")
-        while end != -1:
-            bounds.append((end, end + 2))
-            end = events.find(b"\n\n", end + 2)
+    if b"\r" not in events:  # the usual stream: cut at its blank lines, no regex
+        start = 0
+        blocks = events.split(b"\n\n")
+        for i in range(len(blocks) - 1):
+            block = blocks[i]
+            if block[:6] == b"data: " and b"\n" not in block:
+                data: bytes | None = block[6:]  # the usual event: one data line
+            else:
+                data = _data_of(block)
+            if data is not None and data != b"[DONE]":
+                try:
+                    _check_object(data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    return start
+            start += len(block) + 2
+        return -1
     start = 0
-    for end, after in bounds:
-        data = _data_of(events[start:end])
+    for m in EVENT_BOUNDARY.finditer(events):
+        data = _data_of(events[start : m.start()])
         if data is not None and data != b"[DONE]" and not is_json_object(data):
             return start
-        start = after
+        start = m.end()
     return -1

@@ -45,6 +45,26 @@ def test_byte_by_byte_and_random_splits_give_the_same_events() -> None:
         assert parse(pieces) == EXPECTED
 
 
+def test_chunks_of_whole_events_give_what_byte_by_byte_gives() -> None:
+    # What the forwarder passes on: chunks cut at event boundaries (taken
+    # a blank line at a time, not line by line), ids and blank-line runs kept.
+    stream = STREAM + b"id: 9\ndata: after id\n\n\n\ndata: {\"b\": 2}\n\n\n\n\ndata:x\n\n"
+
+    def events(chunks: list[bytes]) -> list[tuple[str, bytes, str | None]]:
+        p = SSEParser()
+        return [(e.event, e.data, e.id) for c in chunks for e in p.feed(c)]
+
+    expected = events([stream[i : i + 1] for i in range(len(stream))])
+    assert expected[-3:] == [("message", b"after id", "9"), ("message", b'{"b": 2}', "9"),
+                             ("message", b"x", "9")]
+    ends = [i + 2 for i in range(len(stream) - 1) if stream[i : i + 2] == b"\n\n"]
+    rng = random.Random(11)
+    for _ in range(200):
+        cuts = sorted(set(rng.sample(ends, rng.randint(1, len(ends)))) | {len(stream)})
+        pieces = [stream[a:b] for a, b in zip([0, *cuts], cuts, strict=False) if b > a]
+        assert events(pieces) == expected, pieces
+
+
 def test_crlf_and_cr_line_endings_are_lines_even_split_between_cr_and_lf() -> None:
     crlf = STREAM.replace(b"\n", b"\r\n")
     for cut in range(len(crlf) + 1):

@@ -113,6 +113,9 @@ class RecordsWriter(WriteBehind[_Batch]):
         self.metrics.records_backlog.set(self.backlog)
 
     # -- writing ----------------------------------------------------------------
+    def _pieces(self) -> int:
+        return max(1, -(-len(self._events) // MAX_BATCH_EVENTS))
+
     def _cut(self) -> _Batch | None:
         if not (self._events or self._lines):
             return None

@@ -87,6 +87,9 @@ class _Doc(msgspec.Struct):
 
 
 _decode = msgspec.json.Decoder(_Doc).decode
+# A whole response body read for its usage alone: the text (all that is
+# decoded besides) is needed only when there is no usage to read.
+_decode_usage = msgspec.json.Decoder(_Holder).decode
 
 
 class TextPieces:
@@ -209,17 +212,20 @@ class _Counts:
 
 
 def usage_from_body(body: bytes, wire: str, text: TextPieces | None = None) -> Usage | None:
-    """The usage a JSON response reports, or None; `text` collects its output."""
+    """The usage a JSON response reports, or None; `text` collects its output
+    when there is none (to count it)."""
     try:
-        doc = _decode(body)
+        found = _decode_usage(body).usage
+        if found is None:
+            doc = _decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if text is not None:
-        _collect(doc, text)
-    if doc.usage is None:
+    if found is None:
+        if text is not None:
+            _collect(doc, text)
         return None
     counts = _Counts()
-    counts.merge(doc.usage, wire == "anthropic")
+    counts.merge(found, wire == "anthropic")
     return counts.usage("reported")
 
 
