@@ -48,15 +48,28 @@ def test_byte_by_byte_and_random_splits_give_the_same_events() -> None:
 def test_chunks_of_whole_events_give_what_byte_by_byte_gives() -> None:
     # What the forwarder passes on: chunks cut at event boundaries (taken
     # a blank line at a time, not line by line), ids and blank-line runs kept.
-    stream = STREAM + b"id: 9\ndata: after id\n\n\n\ndata: {\"b\": 2}\n\n\n\n\ndata:x\n\n"
+    stream = STREAM + (
+        b"id: 9\ndata: after id\n\n\n\ndata: {\"b\": 2}\n\n\n\n\ndata:x\n\n"
+        # Anthropic's shape, and its near misses: no space, an empty name,
+        # two data lines, an event line last, a data line first.
+        b"event: content_block_delta\ndata: {\"c\": 3}\n\n"
+        b"event:tight\ndata:{}\n\n"
+        b"event:\ndata: unnamed\n\n"
+        b"event: two\ndata: one\ndata: two\n\n"
+        b"data: first\nevent: named-after\n\n"
+        b"event: caf\xc3\xa9\ndata: {}\n\n"
+    )
 
     def events(chunks: list[bytes]) -> list[tuple[str, bytes, str | None]]:
         p = SSEParser()
         return [(e.event, e.data, e.id) for c in chunks for e in p.feed(c)]
 
     expected = events([stream[i : i + 1] for i in range(len(stream))])
-    assert expected[-3:] == [("message", b"after id", "9"), ("message", b'{"b": 2}', "9"),
-                             ("message", b"x", "9")]
+    assert expected[-9:] == [("message", b"after id", "9"), ("message", b'{"b": 2}', "9"),
+                             ("message", b"x", "9"), ("content_block_delta", b'{"c": 3}', "9"),
+                             ("tight", b"{}", "9"), ("message", b"unnamed", "9"),
+                             ("two", b"one\ntwo", "9"), ("named-after", b"first", "9"),
+                             ("caf\u00e9", b"{}", "9")]
     ends = [i + 2 for i in range(len(stream) - 1) if stream[i : i + 2] == b"\n\n"]
     rng = random.Random(11)
     for _ in range(200):
@@ -95,15 +108,18 @@ def test_events_whose_data_is_a_json_object_or_done_are_valid() -> None:
         b"event: message_start\ndata: {\"a\": [1, {\"b\": null}]}\n\n"
         b"data: {\"a\":\ndata: 1}\n\n"  # data lines join with a newline
         b"data:{}\r\n\r\n"
+        b"event: tight\ndata:{}\n\n"
         b"data: [DONE]\n\n"
     )
     assert first_invalid_event(events) == -1
+    assert first_invalid_event(events.replace(b"\r", b"")) == -1
 
 
 def test_the_first_event_that_is_not_a_json_object_is_found_where_it_starts() -> None:
     good = b"data: {\"x\": 1}\n\n"
     for bad in (b"data: {\"x\": \n\n", b"data: <html>\n\n", b"data: [1]\n\n", b"data:\n\n",
-                b"event: e\ndata: {} trailing\n\n"):
+                b"event: e\ndata: {} trailing\n\n", b"event: e\ndata: <html>\n\n",
+                b"event: e\ndata: {}\ndata: x\n\n", b"event:\ndata: 1\n\n"):
         assert first_invalid_event(good + bad + good) == len(good), bad
         assert first_invalid_event(good.replace(b"\n", b"\r\n") + bad.replace(b"\n", b"\r\n")) == len(good) + 2
     assert not is_json_object(b"") and is_json_object(b" {} ")
