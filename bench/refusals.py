@@ -20,14 +20,12 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bomb import gzip_bomb
 from bench.cases import CASES
-from bench.run import start_fake
-from bench.servers import HOST, OUT, _sched_seconds, free_port, python, start
+from bench.run import start_fake, start_lunos
+from bench.servers import HOST, OUT, ROOT, _sched_seconds
 
 BOMB = gzip_bomb(2)  # about 2 MB, 2 GiB inflated
 PLAIN = b'{"model":"bench-model","messages":[{"role":"user","content":"' + (
@@ -73,18 +71,8 @@ def main() -> int:
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     upstream = start_fake("upstream-refusals", None)
-    port, admin_port = free_port(), free_port()
-    cfg = CASES["hostile"].lunos_config(upstream.url, OUT)
-    cfg["server"] = {**cfg.get("server", {}), "host": HOST, "port": port, "admin_port": admin_port}
-    path = OUT / "lunos-refusals.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    lunos = start(
-        "lunos-refusals",
-        [python(), "-m", "lunos_proxy", "serve", "--config", str(path)],
-        port,
-        False,
-        30,
-    )
+    lunos, _ = start_lunos(CASES["hostile"], upstream, {}, None, 30, ROOT)
+    port = int(lunos.url.rsplit(":", 1)[1])
     costs: dict[str, list[float]] = {kind: [] for kind in KINDS}
     statuses: dict[str, set[int]] = {kind: set() for kind in KINDS}
     try:
