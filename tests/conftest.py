@@ -8,7 +8,6 @@ proxy. Redis fixtures start their own redis-server processes
 
 from __future__ import annotations
 
-import socket
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,19 +22,11 @@ from lunos_proxy.app import Gateway
 from lunos_proxy.connections import admin_runner, public_runner
 from lunos_proxy.loading import parse_config
 from tests.fakes import FakeProvider
+from tests.fakes import start_site as start_site  # tests import it from here
 from tests.logcapture import captured_logs, fresh_logging  # noqa: F401  (fixtures)
 from tests.pg_servers import *  # noqa: F403  (fixtures)
 from tests.redis_servers import *  # noqa: F403  (fixtures)
 from tests.redis_servers import free_port as free_port  # tests import it from here
-
-
-async def start_site(runner: web.BaseRunner) -> int:
-    """Serve `runner` on a loopback socket bound before the site starts, so no
-    other process can take the port in between; returns the port."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -23,6 +23,15 @@ PROMPT_TOKENS = 11
 COMPLETION_TOKENS = len(CHUNKS)
 
 
+async def start_site(runner: web.BaseRunner) -> int:
+    """Serve `runner` on a loopback socket bound before the site starts, so no
+    other process can take the port in between; returns the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    return int(sock.getsockname()[1])
+
+
 @dataclass
 class Received:
     method: str
@@ -81,10 +90,7 @@ class FakeProvider:
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self.runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self.runner, sock).start()
+        self.port = await start_site(self.runner)
 
     async def close(self) -> None:
         if self.runner is not None:

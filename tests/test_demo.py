@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +16,7 @@ from google import genai
 from google.genai import types as genai_types
 
 from lunos_proxy.demo import ANSWER, demo_app
+from tests.fakes import start_site
 
 WEATHER = {
     "type": "object",
@@ -34,10 +34,7 @@ WEATHER_ARGS = {"city": "demo", "unit": "celsius", "days": 1}
 async def demo_url() -> AsyncIterator[str]:
     runner = web.AppRunner(demo_app(), access_log=None)
     await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    yield f"http://127.0.0.1:{await start_site(runner)}"
     await runner.cleanup()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from aiohttp.typedefs import Handler
 
 from lunos_proxy.demo import ANSWER, demo_app
 from tests.conftest import GatewayFactory, Running
-from tests.fakes import FakeProvider
+from tests.fakes import FakeProvider, start_site
 from tests.logcapture import Captured
 from tests.meter_support import KEY_A1, cost, flushed_usage, meter_config
 
@@ -63,10 +62,7 @@ async def demo() -> AsyncIterator[Demo]:
     app.middlewares.append(found.record)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    found.url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    found.url = f"http://127.0.0.1:{await start_site(runner)}/v1"
     yield found
     await runner.cleanup()
 
