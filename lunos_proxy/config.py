@@ -7,7 +7,7 @@ problem is reported as ``FILE: where: what``, e.g.
 ``lunos.yaml: providers.openai.base_url: expected an http(s) URL``.
 Unknown keys are errors, and so is a key given twice (`yaml_strict`).
 ``${NAME}`` (or ``${NAME:-default}``) in any string is replaced from the
-environment; a missing variable is an error naming it. Numbers carry
+environment (`env_refs`); a missing variable is an error naming it. Numbers carry
 their ranges in their types (`bounds`). The checks that need more than
 the schema (the models section as a graph, the plugins' settings, the
 files the config names, `open_relay`) run in `loading.py`, which every
@@ -15,7 +15,8 @@ caller goes through (`load_config`, `parse_config`).
 
 One module past 400 lines: the schema and the pass that reports its
 problems change together (a new field and its check), and the rules
-with a life of their own already live beside it in those modules.
+with a life of their own (environment references, repeated keys, ranges,
+files) already live beside it in their own modules.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import msgspec
 from .bounds import Amount, AtLeastOne, Port, SecondsOrZero
 from .config_files import ConfigFile, type_hints
 from .console.settings import ConsoleConfig
+from .env_refs import expand_env
 from .records.settings import RecordsConfig
 from .tracing.settings import TracingConfig
 from .yaml_strict import YamlError, load_yaml
@@ -323,59 +325,9 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-# `$$` is one `$`; `${NAME}` and `${NAME:-default}` read the environment (a
-# default holds no `${`: references do not nest).
-_ENV_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:(?!\$\{)[^}])*))?\}")
-_SHELL_REF = re.compile(r"\$([A-Z_][A-Z0-9_]+)")
-_EXTRA_BRACE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}\}")
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field (\S+)")
 _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
 T = TypeVar("T")
-
-
-def _expand_env(node: Any, where: str, problems: list[str]) -> Any:
-    if isinstance(node, str):
-        if "$" not in node:
-            return node
-        rest = _ENV_TOKEN.sub("", node)  # what is left once every reference is read
-        # What a shell would read as a variable is sent as is by a config
-        # file: a key of "$OPENAI_API_KEY" would reach the provider.
-        shell = _SHELL_REF.search(rest)
-        if shell is not None and "${" not in rest:
-            problems.append(
-                f"{where}: ${shell.group(1)} is not read from the environment: write "
-                f"${{{shell.group(1)}}} (and $$ for a $)"
-            )
-            return node
-        if "${" in rest:
-            problems.append(
-                f"{where}: a '${{' that begins no ${{NAME}} or ${{NAME:-default}} reference "
-                "(references do not nest; $$ is a $)"
-            )
-            return node
-        if _EXTRA_BRACE.search(node):
-            problems.append(f"{where}: a '}}' too many after a ${{...}} reference")
-            return node
-
-        def sub(m: re.Match[str]) -> str:
-            if m.group(0) == "$$":
-                return "$"
-            value = os.environ.get(m.group(1), m.group(2))
-            if value is None:
-                problems.append(f"{where}: environment variable {m.group(1)} is not set")
-                return ""
-            return value
-
-        return _ENV_TOKEN.sub(sub, node)
-    if isinstance(node, dict):
-        return {k: _expand_env(v, _join(where, str(k)), problems) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_expand_env(v, f"{where}[{i}]", problems) for i, v in enumerate(node)]
-    return node
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
 
 
 def _convert(data: Any, typ: type[T], where: str, problems: list[str]) -> T | None:
@@ -633,7 +585,7 @@ def parse_schema(text: str, source: str, problems: list[str]) -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError([f"{label}: (top): expected a mapping of sections"])
-    raw = _expand_env(raw, "", problems)
+    raw = expand_env(raw, "", problems)
     parts: dict[str, Any] = {}
     broken: set[str] = set()
     for key, value in _sections(raw, problems):
