@@ -41,7 +41,7 @@ from .http_errors import log_internal_error
 from .metrics import Metrics, instrument_store
 from .parse import read_request
 from .plugin import Plugin, Services, Views, find_plugin
-from .providers.listing import listing_wire, models_response
+from .providers.listing import models_response
 from .records import Records, RecordsError, open_records
 from .reload import Reloader, ReloadResult
 from .store import open_store
@@ -311,7 +311,7 @@ class Gateway:
             user_agent=request.headers.get("User-Agent", "")[:200],
         )
         if endpoint == "models":  # one path for both SDKs
-            wire = listing_wire(request.headers)
+            wire = wire_for_path(request.path, request.headers)
         exchange.wire = wire
         exchange.endpoint = endpoint
         server = generation.config.server
@@ -357,9 +357,7 @@ class Gateway:
     async def not_found(self, request: web.Request) -> web.Response:
         """An unknown path (404), or a known one asked with another method
         (405 with `Allow`). Neither message repeats the path or method."""
-        wire = wire_for_path(request.path)
-        if request.path.startswith("/v1/models"):  # one path for both SDKs
-            wire = listing_wire(request.headers)
+        wire = wire_for_path(request.path, request.headers)
         allowed = await allowed_methods(request)
         err = MethodNotAllowed(allowed) if allowed else NotFound("Unknown request URL.")
         return error_response(wire, err, {})

@@ -29,7 +29,7 @@ GatewayError ends as `InternalError` at the same boundary (see
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import msgspec
 from aiohttp import web
@@ -255,11 +255,17 @@ class _AnthropicError(msgspec.Struct):
 _encode = msgspec.json.Encoder().encode
 
 
-def wire_for_path(path: str) -> str:
-    """The error shape for a request known only by its path (an unknown
-    route, a request aiohttp refused): Anthropic's under /v1/messages,
-    OpenAI's everywhere else."""
-    return "anthropic" if path.startswith("/v1/messages") else "openai"
+def wire_for_path(path: str, headers: Mapping[str, str] | None = None) -> str:
+    """The wire format of a request known by its path (and headers): an
+    unknown route, a request aiohttp refused, `/v1/models`. Anthropic's under
+    /v1/messages; under /v1/models, which both SDKs call, Anthropic's for a
+    caller that sends `anthropic-version` (its SDK always does); OpenAI's
+    everywhere else."""
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if headers is not None and path.startswith("/v1/models") and "anthropic-version" in headers:
+        return "anthropic"
+    return "openai"
 
 
 def error_body(wire: str, err: GatewayError) -> bytes:

@@ -100,7 +100,8 @@ def json_http_exceptions(handler: _RequestHandler) -> _RequestHandler:
             # Headers the server gave the exception stay (the console's
             # security headers, Allow); the body is new, so its own do not.
             kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
-            response = error_response(wire_for_path(request.path), _json_for(exc), kept)
+            wire = wire_for_path(request.path, request.headers)
+            response = error_response(wire, _json_for(exc), kept)
         if not request.content.is_eof() and not response.prepared:
             # Answered before its body was read (a refusal that needed none):
             # the connection closes after the answer instead of reading the
@@ -137,7 +138,7 @@ class JsonErrorsHandler(RequestHandler):
             # Scanners and TLS sent to a plain port end here all day: debug only.
             err = BadRequest("The request is not valid HTTP.", status=status)
             log.debug("bad_http_request", status=status, error=type(exc).__name__ if exc else None)
-        response = error_response(wire_for_path(request.path), err, {})
+        response = error_response(wire_for_path(request.path, request.headers), err, {})
         response.force_close()
         return response
 

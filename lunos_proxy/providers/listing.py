@@ -2,6 +2,7 @@
 
 Both SDKs call the same path; the Anthropic SDK always sends an
 `anthropic-version` header, so that header picks Anthropic's shape
+(the rule is `errors.wire_for_path`'s)
 (``{"data": [{"type": "model", "id", "display_name", "created_at"}],
 "has_more", "first_id", "last_id"}``, paged by `limit`, `after_id` and
 `before_id`); every other caller gets OpenAI's
@@ -21,7 +22,7 @@ from aiohttp import web
 from ..errors import ModelNotFound
 from ..exchange import Exchange, model_allowed
 
-__all__ = ["listing_wire", "model_entry", "model_list", "models_response"]
+__all__ = ["model_entry", "model_list", "models_response"]
 
 # Listed models carry no real creation date; Anthropic's shape needs one.
 _EPOCH = "1970-01-01T00:00:00Z"
@@ -54,11 +55,6 @@ class _AnthropicList(msgspec.Struct):
 
 
 _encode = msgspec.json.Encoder().encode
-
-
-def listing_wire(headers: Mapping[str, str]) -> str:
-    """The wire format of a `GET /v1/models` caller."""
-    return "anthropic" if "anthropic-version" in headers else "openai"
 
 
 def _page(names: Sequence[str], query: Mapping[str, str]) -> tuple[list[str], bool]:
