@@ -76,6 +76,7 @@ class Reloader:
     async def reload(self, path: str | None = None) -> ReloadResult:
         path = path or self.path
         metrics = self.gateway.metrics
+        label = os.path.basename(path) if path else ""
         async with self._lock:
             if path is None:
                 metrics.config_reloads.labels("rejected").inc()
@@ -84,16 +85,11 @@ class Reloader:
                 # Reading and checking a config (and the files it names) takes
                 # tens of milliseconds of CPU: not on the event loop.
                 config = await asyncio.to_thread(load_config, path)
-            except ConfigError as e:
-                metrics.config_reloads.labels("rejected").inc()
-                for line in e.problems:
-                    log.error("config_rejected", problem=line)
-                return ReloadResult(False, e.problems)
-            except Exception as e:  # a check that failed in a way no one foresaw
-                metrics.config_reloads.labels("rejected").inc()
-                line = f"{os.path.basename(path)}: (file): cannot be checked ({type(e).__name__})"
-                log.error("config_rejected", problem=line)
-                return ReloadResult(False, [line])
+            except Exception as e:  # a ConfigError, or a check that failed unforeseen
+                return self._rejected(
+                    e.problems if isinstance(e, ConfigError)
+                    else [f"{label}: (file): cannot be checked ({type(e).__name__})"]
+                )
             if config.store != self.gateway.config.store:
                 log.warning("config_store_unchanged", reason="a new store takes a restart")
             # The listeners are already bound; moving them takes a restart.
@@ -102,24 +98,24 @@ class Reloader:
             config.server.admin_host, config.server.admin_port = old.admin_host, old.admin_port
             relay = open_relay(config)
             if relay is not None and not config.server.allow_unauthenticated:
-                problems = [f"{os.path.basename(path)}: {relay} (running on {old.host})"]
-                metrics.config_reloads.labels("rejected").inc()
-                log.error("config_rejected", problem=problems[0])
-                return ReloadResult(False, problems)
+                return self._rejected([f"{label}: {relay} (running on {old.host})"])
             try:
                 await self.gateway.swap(config)
             except Exception as e:  # a plugin refused its settings (a missing file, ...)
-                problems = (e.problems if isinstance(e, ConfigError)
-                            else [f"{path}: {type(e).__name__}: {e}"])
-                metrics.config_reloads.labels("rejected").inc()
-                for line in problems:
-                    log.error("config_rejected", problem=line)
-                return ReloadResult(False, problems)
+                return self._rejected(e.problems if isinstance(e, ConfigError)
+                                      else [f"{path}: {type(e).__name__}: {e}"])
             self.path = path
             metrics.config_reloads.labels("applied").inc()
             log.info("config_reloaded", providers=len(config.providers), models=len(config.models))
         self.start()
         return ReloadResult(True)
+
+    def _rejected(self, problems: list[str]) -> ReloadResult:
+        """A reload refused: counted, each problem logged, the old config kept."""
+        self.gateway.metrics.config_reloads.labels("rejected").inc()
+        for line in problems:
+            log.error("config_rejected", problem=line)
+        return ReloadResult(False, problems)
 
     # -- the file watch ------------------------------------------------------
     def start(self) -> None:
