@@ -57,10 +57,11 @@ async def show(request: web.Request) -> web.Response:
     store, records, me = store_of(request), gateway_of(request).records, account_id(request)
     keys = {k.id: k for k in await store.keys_of(me)}
     models = sorted({r.model for r in await store.usage(me, first.isoformat(), today.isoformat())})
-    key, model, status = q.get("key", ""), q.get("model", ""), q.get("status", "")
+    key, model = q.get("key", ""), q.get("model", "")
+    # Filters with choices keep one of them, or none (nothing else goes on to the links).
     endpoint = q.get("endpoint", "") if q.get("endpoint") in ENDPOINTS else ""
-    status = status if status in _STATUS_RANGES else ""  # one of the choices, or none
-    low, high = _STATUS_RANGES.get(status, (0, 1000))
+    status = q.get("status", "") if q.get("status") in _STATUS_RANGES else ""
+    low, high = _STATUS_RANGES[status]
     query = EventQuery(account_id=me, first_day=first.isoformat(), last_day=today.isoformat(),
                        key_id=key or None, model=model or None, endpoint=endpoint or None,
                        status_from=low, status_to=high, newest_first=True, limit=PAGE)
