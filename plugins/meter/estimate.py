@@ -13,27 +13,40 @@ prime the reply). Other providers' tokenizers are not public: their models
 are counted with o200k_base, a documented estimate (typically within 10-20%
 of Claude's counts).
 
-Nothing here runs on the event loop: loading a table takes about a second
-of CPU and counting a long text many milliseconds, and a blocked loop
-stalls every request of the process. `counted` runs a count on the one
-tokenizer thread; the first count that needs a table loads it there, and
-only the requests waiting for a count wait for it. `preload` loads tables
-before serving (``preload_tokenizer``, and in the parent before
-``--workers`` forks, so that the workers share the pages).
+Nothing here runs on the event loop: counting a long text takes many
+milliseconds, and a blocked loop stalls every request of the process.
+`counted` runs a count on the one tokenizer thread.
+
+Nor do the tables load in the serving process while it serves. Loading
+them takes about a second of CPU and ~135 MB, and a load on another thread
+is not enough: its native part holds the interpreter lock for tens of
+milliseconds at a time, which stalled every request of the process (a p99
+of half a second under load). So a process that did not load them before
+serving has its counts made by a tokenizer process of its own
+(`tokenizer_process.py`), started at the first count it needs, over a
+pipe; the text goes there to be counted and nowhere else. Tables loaded
+before serving (`preload`: ``preload_tokenizer``, and the parent of
+``serve --workers N`` before it forks, so that the workers share the
+pages) are used in place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from . import tokenizer_process
 from .extract import TextPieces
 
 __all__ = [
@@ -65,7 +78,7 @@ def encoding_for(model: str) -> str:
 
 
 def tokenizer(encoding: str) -> Tokenizer:
-    """The named encoding, loaded once per process (thread-safe)."""
+    """The named encoding's tables, loaded into this process once (thread-safe)."""
     found = _loaded.get(encoding)
     if found is not None:
         return found
@@ -81,9 +94,86 @@ def tokenizer(encoding: str) -> Tokenizer:
 
 
 def preload(encodings: Iterable[str]) -> None:
-    """Load these tables now, on the calling thread (before serving)."""
+    """Load these tables into this process now, on the calling thread (before serving)."""
     for encoding in encodings:
         tokenizer(encoding)
+
+
+class TokenizerFailed(RuntimeError):
+    """The tokenizer process refused a text or could not be reached."""
+
+
+class _TokenizerProcess:
+    """This process's tokenizer process: started at its first count, again
+    after it died (once per count), and told to stop when this one exits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid = 0  # the process that started it (a forked child starts its own)
+
+    def count(self, encoding: str, text: str) -> int:
+        data = text.encode("utf-8", "surrogatepass")
+        which = tokenizer_process.ENCODINGS.index(encoding)
+        head = tokenizer_process.REQUEST.pack(which, len(data))
+        with self._lock:
+            for attempt in (1, 2):
+                proc = self._running()
+                assert proc.stdin is not None and proc.stdout is not None
+                try:
+                    proc.stdin.write(head + data)
+                    proc.stdin.flush()
+                    answer = proc.stdout.read(tokenizer_process.ANSWER.size)
+                except OSError:
+                    answer = b""
+                if len(answer) == tokenizer_process.ANSWER.size:
+                    break
+                self._stop()
+                if attempt == 2:
+                    raise TokenizerFailed("the tokenizer process stopped")
+        (count,) = tokenizer_process.ANSWER.unpack(answer)
+        if count < 0:
+            raise TokenizerFailed("the tokenizer refused a text")
+        return int(count)
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._pid == os.getpid() and self._proc.poll() is None:
+            return self._proc
+        self._stop()  # one that died: its pipes closed, its status read
+        self._proc, self._pid = None, os.getpid()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", str(_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C is for the server, which stops it
+        )
+        return self._proc
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or self._pid != os.getpid():
+            return
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        try:
+            proc.wait(timeout=2)  # it exits when its input ends
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+
+_SCRIPT = Path(tokenizer_process.__file__)
+_process = _TokenizerProcess()
+atexit.register(_process.stop)
 
 
 T = TypeVar("T")
@@ -114,16 +204,22 @@ _PIECE = 16_384
 def _count(text: str, encoding: str) -> int:
     if not text:
         return 0
-    encode = tokenizer(encoding).encode_ordinary
+    local = _loaded.get(encoding)
+    if local is not None:
+        def encode(piece: str) -> int:
+            return len(local.encode_ordinary(piece))
+    else:
+        def encode(piece: str) -> int:
+            return _process.count(encoding, piece)
     if len(text) <= _PIECE:
-        return len(encode(text))
+        return encode(text)
     total, start, end = 0, 0, len(text)
     while start < end:
         stop = min(start + _PIECE, end)
         if stop < end:
             space = text.rfind(" ", start + _PIECE // 2, stop)
             stop = space if space > start else stop
-        total += len(encode(text[start:stop]))
+        total += encode(text[start:stop])
         start = stop
     return total
 

@@ -24,7 +24,6 @@ goes to the ledger (counters, billing line, spend, usage event) and metrics.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import zoneinfo
 from pathlib import Path
@@ -89,10 +88,10 @@ class MeterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     request_stream_usage: bool = True
     # Count tokens ourselves when a provider reports none (usage_source: estimated).
     estimate: bool = True
-    # Load the tokenizer's tables (~1 s of CPU, ~135 MB) in the background at
-    # start, rather than on the first response that needs an estimate (which
-    # then waits for them; other requests do not). `serve --workers N` loads
-    # them before it forks in any case (`prepare`), so that workers share them.
+    # Load the tokenizer's tables (~1 s of CPU, ~135 MB) into this process
+    # before serving, rather than count in a tokenizer process started at the
+    # first estimate (see estimate.py). `serve --workers N` loads them before
+    # it forks in any case (`prepare`), so that workers share them.
     preload_tokenizer: bool = False
     flush_interval_seconds: Seconds = 1.0
     max_pending_events: AtLeastOne = 100_000
@@ -213,11 +212,9 @@ class Meter(Plugin):
         if self.records is not None:
             await self.records.start()
         if self.settings.estimate and self.settings.preload_tokenizer:
-            # The tokenizer's tables take about a second to load: not on a request.
-            encodings = _encodings(self.services.config)
-            threading.Thread(
-                target=preload, args=(encodings,), name="tokenizer-load", daemon=True
-            ).start()
+            # About a second of CPU: awaited here, before the gateway listens
+            # (a load on another thread while serving would still stall it).
+            await asyncio.to_thread(preload, _encodings(self.services.config))
 
     async def stop(self) -> None:
         await self.settled()

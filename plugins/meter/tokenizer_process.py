@@ -1,0 +1,65 @@
+"""The tokenizer process: counts tokens for one serving process over a pipe.
+
+Run as a script (``python -I tokenizer_process.py``), never imported by the
+serving process: it imports nothing of Lunos, so that it starts with only
+the tokenizer's tables in memory. `estimate.py` starts it at the first count
+a serving process needs and speaks to it on its standard input and output:
+
+    request:  encoding id (1 byte: 0 o200k_base, 1 cl100k_base),
+              text length (4 bytes, big-endian), the text (UTF-8)
+    answer:   the token count (8 bytes, big-endian, signed); -1 when the
+              tokenizer refused the text
+
+It exits when its input ends (its serving process stopped or died). The
+text is only counted: nothing is written anywhere, and its standard error
+goes nowhere, so that no failure can print a piece of it.
+"""
+
+from __future__ import annotations
+
+import signal
+import struct
+import sys
+import warnings
+from typing import Any
+
+ENCODINGS = ("o200k_base", "cl100k_base")
+REQUEST = struct.Struct(">BI")
+ANSWER = struct.Struct(">q")
+
+
+def _read(stream: Any, size: int) -> bytes | None:
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+def main() -> None:
+    # Its own session already keeps a terminal's Ctrl-C away; this is for a
+    # signal sent to the whole process group by hand.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai
+    tables: dict[int, Any] = {}
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        head = _read(source, REQUEST.size)
+        if head is None:
+            return
+        which, size = REQUEST.unpack(head)
+        data = _read(source, size) if size else b""
+        if data is None:
+            return
+        try:
+            if which not in tables:
+                tables[which] = bpe_openai.get_encoding(ENCODINGS[which])
+            text = data.decode("utf-8", "surrogatepass")
+            count = len(tables[which].encode_ordinary(text))
+        except Exception:
+            count = -1
+        sink.write(ANSWER.pack(count))
+        sink.flush()
+
+
+if __name__ == "__main__":
+    main()

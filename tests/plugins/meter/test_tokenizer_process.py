@@ -1,0 +1,84 @@
+"""The tokenizer process counts exactly what the tables in this process would.
+
+A serving process that did not load the tables before serving counts in a
+process of its own (plugins/meter/tokenizer_process.py), so that the ~1 s
+load never holds the interpreter lock the event loop needs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from plugins.meter import estimate
+
+
+@pytest.fixture
+def remote(monkeypatch: pytest.MonkeyPatch) -> Iterator[estimate._TokenizerProcess]:
+    """No tables in this process: every count goes to a fresh tokenizer process."""
+    process = estimate._TokenizerProcess()
+    monkeypatch.setattr(estimate, "_loaded", {})
+    monkeypatch.setattr(estimate, "_process", process)
+    yield process
+    process.stop()
+
+
+def _reference(encoding: str) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai
+
+        return bpe_openai.get_encoding(encoding)
+
+
+TEXTS = [
+    "Hello, world!",
+    "Grüße aus Köln — ½ € and 東京 🚀",
+    "def f(x):\n\treturn x ** 2  # spaces   and\ttabs\n",
+    "a" * 3000,
+]
+
+
+@pytest.mark.parametrize("encoding", ["o200k_base", "cl100k_base"])
+def test_counts_match_the_tables(remote: estimate._TokenizerProcess, encoding: str) -> None:
+    tables = _reference(encoding)
+    for text in TEXTS:
+        assert estimate._count(text, encoding) == len(tables.encode_ordinary(text)), text
+    assert estimate._loaded == {}  # counted there, not here
+    assert remote._proc is not None and remote._proc.poll() is None
+
+
+def test_a_long_text_is_counted_in_pieces(remote: estimate._TokenizerProcess) -> None:
+    long = "hello " * 200_000  # past what one call takes (a million characters)
+    assert estimate._count(long, "o200k_base") == 200_001
+
+
+def test_a_lone_surrogate_crosses_the_pipe(remote: estimate._TokenizerProcess) -> None:
+    # JSON's "\ud800" decodes to a str no UTF-8 codec takes as it is.
+    assert estimate._count("x \ud800 y", "o200k_base") > 0
+
+
+def test_a_killed_tokenizer_process_is_started_again(
+    remote: estimate._TokenizerProcess,
+) -> None:
+    assert estimate._count("one two three", "o200k_base") == 3
+    assert remote._proc is not None
+    first = remote._proc.pid
+    os.kill(first, signal.SIGKILL)
+    remote._proc.wait()
+    assert estimate._count("one two three four", "o200k_base") == 4
+    assert remote._proc is not None and remote._proc.pid != first
+
+
+def test_it_stops_with_its_serving_process(remote: estimate._TokenizerProcess) -> None:
+    assert estimate._count("one", "cl100k_base") == 1
+    proc = remote._proc
+    assert proc is not None
+    remote.stop()  # what exit does (atexit): its input ends, and so does it
+    assert proc.returncode == 0
+    assert remote._proc is None
