@@ -58,6 +58,7 @@ DONE: dict[str, Any] = {}
 Event = tuple[str | None, dict[str, Any]]
 
 _encode = msgspec.json.encode
+_decode = msgspec.json.decode
 
 
 class Untranslatable(BadRequest):
@@ -172,33 +173,39 @@ def encode_events(events: list[Event]) -> bytes:
 class StreamTranslator:
     """The forwarder's side of a translated stream: provider bytes in (any
     split), client bytes out. Every event is translated as soon as it is
-    whole; nothing but the unfinished event is held."""
+    whole; nothing but the unfinished event is held.
+
+    Decoding an event is also its check, the one `first_invalid_event`
+    makes of an untranslated stream: an event whose data is not a JSON
+    object (nor OpenAI's ``[DONE]``) sets `broken`, and `feed` returns the
+    events before it, translated, and none after."""
 
     def __init__(self, events: EventTranslator) -> None:
         self.parser = SSEParser()
         self.events = events
         self.ended = False
+        self.broken = False
 
     def feed(self, data: bytes) -> bytes:
         out: list[Event] = []
+        translate = self.events.event
         for ev in self.parser.feed(data):
             if ev.data == b"[DONE]":
-                out += self.events.event(ev.event, DONE)
+                out += translate(ev.event, DONE)
                 continue
             try:
-                value = msgspec.json.decode(ev.data)
+                value = _decode(ev.data)
             except msgspec.DecodeError:
-                continue  # the forwarder checks every event before it gets here
-            items = value if isinstance(value, list) else [value]  # Gemini may send an array
-            for item in items:
-                if not isinstance(item, dict):
-                    continue
-                try:
-                    out += self.events.event(ev.event, item)
-                except _SHAPE_ERRORS:
-                    # An event not in its format's shape carries nothing the
-                    # client could use: it is passed over, the stream goes on.
-                    continue
+                value = None
+            if not isinstance(value, dict):
+                self.broken = True
+                break
+            try:
+                out += translate(ev.event, value)
+            except _SHAPE_ERRORS:
+                # An event not in its format's shape carries nothing the
+                # client could use: it is passed over, the stream goes on.
+                continue
         return encode_events(out)
 
     def flush(self) -> bytes:

@@ -275,6 +275,21 @@ def test_anthropic_stream_becomes_chat_chunks_event_by_event(pieces: int) -> Non
     ]]
 
 
+@pytest.mark.parametrize("bad", [b"{not json", b"[1, 2]", b'"text"', b"3", b""])
+def test_an_event_that_is_not_a_json_object_breaks_the_stream_there(bad: bytes) -> None:
+    """The events before it come out translated, it and the rest do not,
+    however many of them arrive in one chunk."""
+    translation = OpenAIToAnthropic()
+    translation.request({"model": "m", "messages": [], "stream": True}, "c")
+    translator = StreamTranslator(translation.stream())
+    good = ANTHROPIC_TOOL_STREAM.split(b"\n\n")
+    chunk = b"\n\n".join([*good[:4], b"event: content_block_delta\ndata: " + bad, *good[4:]])
+    events = parse(translator.feed(chunk))
+    assert translator.broken
+    assert [e["choices"][0]["delta"] for _, e in events] == [{"role": "assistant", "content": ""},
+                                                            {"content": "Okay"}]
+
+
 def test_usage_chunk_only_when_the_client_asked() -> None:
     translation = OpenAIToAnthropic()
     translation.request({"model": "m", "messages": [], "stream": True}, "c")
