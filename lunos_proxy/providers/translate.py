@@ -52,10 +52,11 @@ TRANSLATED_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "anthropic": ("messages", "messages/count_tokens"),
 }
 
-# An output event: (SSE event name or None, payload); payload DONE is
-# OpenAI's closing "[DONE]".
+# An output event: (SSE event name or None, payload). The payload is a JSON
+# object, decoded or already encoded (a translator that encodes what is
+# constant in its events once), or DONE for OpenAI's closing "[DONE]".
 DONE: dict[str, Any] = {}
-Event = tuple[str | None, dict[str, Any]]
+Event = tuple[str | None, dict[str, Any] | bytes]
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -151,7 +152,8 @@ class Chain:
     def _through(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
         for name, data in events:
-            out += self.second.event(name or "message", data)
+            value = _decode(data) if isinstance(data, bytes) else data
+            out += self.second.event(name or "message", value)
         return out
 
     def event(self, name: str, data: dict[str, Any]) -> list[Event]:
@@ -164,9 +166,13 @@ class Chain:
 def encode_events(events: list[Event]) -> bytes:
     out = []
     for name, data in events:
-        body = b"[DONE]" if data is DONE else _encode(data)
-        head = f"event: {name}\n".encode() if name else b""
-        out.append(head + b"data: " + body + b"\n\n")
+        if isinstance(data, bytes):
+            body = data
+        else:
+            body = b"[DONE]" if data is DONE else _encode(data)
+        if name:
+            out.append(b"event: " + name.encode() + b"\n")
+        out += (b"data: ", body, b"\n\n")
     return b"".join(out)
 
 
