@@ -20,9 +20,8 @@ translation (providers/translate.py): the request body is translated
 before it is sent, a plain answer after it is checked, and a stream event
 by event (decoding an event to translate it is its check) before observers
 and filters see it, so that the meter and the logger see what the client
-gets. Provider
-errors keep their status (Anthropic's 529 becomes 503), not the other
-format's error type.
+gets. Provider errors keep their status (Anthropic's 529 becomes 503), not
+the other format's error type.
 
 One module past 400 lines: sessions, header hygiene and the copy loop are
 one attempt's life, and each raises the errors the router's retry decision

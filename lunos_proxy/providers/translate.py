@@ -21,8 +21,8 @@ client to a Gemini provider is the two steps chained).
 Translations work on decoded JSON (plain dicts): the request is decoded
 once and encoded once, and a stream event is decoded, rewritten and
 encoded as it passes (a translator whose events repeat the same fields
-may send them encoded, that part encoded once). Content is only ever carried, never kept: nothing
-here logs, counts or stores a value.
+may send them encoded, that part encoded once). Content is only ever
+carried, never kept: nothing here logs, counts or stores a value.
 """
 
 from __future__ import annotations
