@@ -18,10 +18,10 @@ untouched.
 A client whose wire format is not the provider's is served through a
 translation (providers/translate.py): the request body is translated
 before it is sent, a plain answer after it is checked, and a stream event
-by event after each is checked and before observers and filters see it,
-so that the meter and the logger see what the client gets. Provider
-errors keep their status (Anthropic's 529 becomes 503), not the other
-format's error type.
+by event (decoding an event to translate it is its check) before observers
+and filters see it, so that the meter and the logger see what the client
+gets. Provider errors keep their status (Anthropic's 529 becomes 503), not
+the other format's error type.
 
 One module past 400 lines: sessions, header hygiene and the copy loop are
 one attempt's life, and each raises the errors the router's retry decision
@@ -439,12 +439,15 @@ class Forwarder:
                     # An event that is not JSON (a broken provider) would
                     # crash the client's SDK: the events before it pass, it
                     # and the rest do not, and the stream ends with an error.
-                    bad = first_invalid_event(chunk)
-                    if bad >= 0:
-                        chunk, broken = chunk[:bad], True
-                    if chunk and translator is not None:
-                        # Observers and filters see what the client gets.
+                    if translator is None:
+                        bad = first_invalid_event(chunk)
+                        if bad >= 0:
+                            chunk, broken = chunk[:bad], True
+                    else:
+                        # Decoding each event to translate it checks it by the
+                        # same rule. Observers and filters see what the client gets.
                         chunk = translator.feed(chunk)
+                        broken = translator.broken
                     if chunk:
                         exchange.notify_chunk(chunk)
                         for f in filters:

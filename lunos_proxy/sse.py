@@ -18,7 +18,7 @@ with no data line is not dispatched.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import msgspec
 
@@ -59,7 +59,7 @@ class SSEParser:
         self._event = ""
         self._id: str | None = None
 
-    def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+    def feed(self, chunk: bytes) -> Iterable[SSEEvent]:
         """The events that `chunk` completes, in order."""
         if (
             chunk.endswith(b"\n\n")
@@ -69,26 +69,39 @@ class SSEParser:
             return self._whole(chunk)
         return self._lines(chunk)
 
-    def _whole(self, chunk: bytes) -> Iterator[SSEEvent]:
+    def _whole(self, chunk: bytes) -> list[SSEEvent]:
         """`feed` for a chunk of whole events begun on a boundary (what the
         forwarder passes on): cut at the blank lines, and an event of one
-        data line (almost every event) taken as it is, without going line by
-        line. What follows the last boundary is "" or one more blank line."""
+        data line, named or not (almost every event), taken as it is,
+        without going line by line. What follows the last boundary is "" or
+        one more blank line."""
+        out = []
         blocks = chunk.split(b"\n\n")
         for i in range(len(blocks) - 1):
             block = blocks[i]
-            if block[:5] == b"data:" and b"\n" not in block:
-                yield SSEEvent("message", block[6:] if block[5:6] == b" " else block[5:], self._id)
-                continue
+            if block[:5] == b"data:":
+                if b"\n" not in block:
+                    data = block[6:] if block[5:6] == b" " else block[5:]
+                    out.append(SSEEvent("message", data, self._id))
+                    continue
+            elif block[:7] == b"event: ":
+                # Anthropic's events: "event: NAME\ndata: DATA"
+                end = block.find(b"\n")
+                if block[end + 1 : end + 6] == b"data:" and block.find(b"\n", end + 1) == -1:
+                    name = block[7:end].decode("utf-8", "replace") or "message"
+                    start = end + 7 if block[end + 6 : end + 7] == b" " else end + 6
+                    out.append(SSEEvent(name, block[start:], self._id))
+                    continue
             for line in block.split(b"\n"):
                 event = self._line(line)
                 if event is not None:
-                    yield event
+                    out.append(event)
             event = self._line(b"")
             if event is not None:
-                yield event
+                out.append(event)
         if blocks[-1]:
             self._line(b"")  # a blank line with no data: it dispatches nothing
+        return out
 
     def _lines(self, chunk: bytes) -> Iterator[SSEEvent]:
         if self._cr and chunk[:1] == b"\n":

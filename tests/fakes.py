@@ -62,7 +62,8 @@ class Behaviour:
     report_usage: bool = True  # False: a provider that never reports usage
     vary_usage: bool = False  # prompt tokens depend on the request body (ledger sums)
     cached_tokens: int = 0  # reported as cached input (OpenAI) / cache reads (Anthropic)
-    garble_event: int | None = None  # stream: event N's data is GARBLED, the rest follow
+    garble_event: int | None = None  # stream: event N's data is `garbled`, the rest follow
+    garbled: bytes = GARBLED  # what event N carries in place of its data
     garble_body: bool = False  # a 200 JSON answer whose body is GARBLED
 
 
@@ -244,7 +245,7 @@ class FakeProvider:
             for i, event in enumerate(self.events(payload, anthropic)):
                 if i == b.garble_event:
                     name = event.split(b"\n")[0] + b"\n" if anthropic else b""
-                    event = name + b"data: " + GARBLED + b"\n\n"
+                    event = name + b"data: " + b.garbled + b"\n\n"
                 if b.cut_after is not None and i == b.cut_after:
                     if b.cut_mid_event:
                         await resp.write(event[: len(event) // 2])

@@ -58,6 +58,10 @@ def test_chunks_of_whole_events_give_what_byte_by_byte_gives() -> None:
         b"event: two\ndata: one\ndata: two\n\n"
         b"data: first\nevent: named-after\n\n"
         b"event: caf\xc3\xa9\ndata: {}\n\n"
+        b"event: \ndata: blank name\n\n"
+        b"event: bare\ndata\n\n"
+        b"event: spaced\ndata:  two spaces\n\n"
+        b"event: only-name\n\n"
     )
 
     def events(chunks: list[bytes]) -> list[tuple[str, bytes, str | None]]:
@@ -65,11 +69,12 @@ def test_chunks_of_whole_events_give_what_byte_by_byte_gives() -> None:
         return [(e.event, e.data, e.id) for c in chunks for e in p.feed(c)]
 
     expected = events([stream[i : i + 1] for i in range(len(stream))])
-    assert expected[-9:] == [("message", b"after id", "9"), ("message", b'{"b": 2}', "9"),
-                             ("message", b"x", "9"), ("content_block_delta", b'{"c": 3}', "9"),
-                             ("tight", b"{}", "9"), ("message", b"unnamed", "9"),
-                             ("two", b"one\ntwo", "9"), ("named-after", b"first", "9"),
-                             ("caf\u00e9", b"{}", "9")]
+    assert expected[-12:] == [("message", b"after id", "9"), ("message", b'{"b": 2}', "9"),
+                              ("message", b"x", "9"), ("content_block_delta", b'{"c": 3}', "9"),
+                              ("tight", b"{}", "9"), ("message", b"unnamed", "9"),
+                              ("two", b"one\ntwo", "9"), ("named-after", b"first", "9"),
+                              ("caf\u00e9", b"{}", "9"), ("message", b"blank name", "9"),
+                              ("bare", b"", "9"), ("spaced", b" two spaces", "9")]
     ends = [i + 2 for i in range(len(stream) - 1) if stream[i : i + 2] == b"\n\n"]
     rng = random.Random(11)
     for _ in range(200):

@@ -345,7 +345,11 @@ class AnthropicStreamToOpenAI:
     (its id and name first, then its argument deltas as they come); the
     structured-output tool's argument deltas become content. message_delta's
     stop_reason ends the choice; the usage chunk comes only when the client
-    asked (`include_usage`), then ``[DONE]``."""
+    asked (`include_usage`), then ``[DONE]``.
+
+    Chunks differ only in their delta and finish reason: what comes before
+    the delta is encoded once the message's id and model are known, and
+    each chunk is sent encoded."""
 
     def __init__(self, include_usage: bool, structured: bool) -> None:
         self.include_usage = include_usage
@@ -358,21 +362,42 @@ class AnthropicStreamToOpenAI:
         self.output_blocks: set[int] = set()
         self.finish: str | None = None
         self.done = False
+        self.head = self._head()
+
+    def _head(self) -> bytes:
+        """A chunk's encoding up to its delta."""
+        return (
+            b'{"id":' + _encode(self.id)
+            + b',"object":"chat.completion.chunk","created":' + _encode(self.created)
+            + b',"model":' + _encode(self.model)
+            + b',"choices":[{"index":0,"delta":'
+        )  # fmt: skip
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> Event:
-        return None, {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
+        if finish is None:
+            return None, self.head + _encode(delta) + _UNFINISHED
+        return None, self.head + _encode(delta) + b',"finish_reason":' + _encode(finish) + _TAIL
 
     def event(self, name: str, data: dict[str, Any]) -> list[Event]:
         kind = data.get("type", name)
+        if kind == "content_block_delta":  # almost every event
+            delta = data.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return [self.chunk({"content": delta.get("text", "")})]
+            if delta.get("type") == "input_json_delta":
+                index = data.get("index", 0)
+                partial = delta.get("partial_json", "")
+                if not partial:
+                    return []
+                if index in self.output_blocks:
+                    return [self.chunk({"content": partial})]
+                call = {"index": self.tools.get(index, 0), "function": {"arguments": partial}}
+                return [self.chunk({"tool_calls": [call]})]
+            return []  # thinking and signature deltas: Chat Completions has no field for them
         if kind == "message_start":
             message = data.get("message") or {}
             self.id, self.model = message.get("id", ""), message.get("model", "")
+            self.head = self._head()
             self.usage.update(message.get("usage") or {})
             return [self.chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
@@ -391,20 +416,6 @@ class AnthropicStreamToOpenAI:
                 "function": {"name": block.get("name", ""), "arguments": ""},
             }
             return [self.chunk({"tool_calls": [call]})]
-        if kind == "content_block_delta":
-            delta = data.get("delta") or {}
-            index = data.get("index", 0)
-            if delta.get("type") == "text_delta":
-                return [self.chunk({"content": delta.get("text", "")})]
-            if delta.get("type") == "input_json_delta":
-                partial = delta.get("partial_json", "")
-                if not partial:
-                    return []
-                if index in self.output_blocks:
-                    return [self.chunk({"content": partial})]
-                call = {"index": self.tools.get(index, 0), "function": {"arguments": partial}}
-                return [self.chunk({"tool_calls": [call]})]
-            return []  # thinking and signature deltas: Chat Completions has no field for them
         if kind == "message_delta":
             self.usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
             reason = (data.get("delta") or {}).get("stop_reason")
@@ -418,7 +429,7 @@ class AnthropicStreamToOpenAI:
         if kind == "error":
             self.done = True
             return [(None, OPENAI_STREAM_ERROR)]
-        return []  # ping
+        return []  # ping, content_block_stop
 
     def end(self) -> list[Event]:
         if self.done:
@@ -429,9 +440,19 @@ class AnthropicStreamToOpenAI:
             self.finish = "stop"
             out.append(self.chunk({}, "stop"))
         if self.include_usage:
-            _, last = self.chunk({})
-            last["choices"] = []
-            last["usage"] = anthropic_usage_to_openai(self.usage)
+            last = {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": anthropic_usage_to_openai(self.usage),
+            }
             out.append((None, last))
         out.append((None, DONE))
         return out
+
+
+_encode = msgspec.json.encode
+_TAIL = b',"logprobs":null}]}'
+_UNFINISHED = b',"finish_reason":null' + _TAIL

@@ -405,7 +405,9 @@ class GeminiStreamToOpenAI:
         self.usage: dict[str, Any] = {}
         self.done = False
 
-    def chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> Event:
+    def chunk(
+        self, index: int, delta: dict[str, Any], finish: str | None = None
+    ) -> tuple[None, dict[str, Any]]:
         return None, {
             "id": self.id,
             "object": "chat.completion.chunk",

@@ -20,8 +20,9 @@ client to a Gemini provider is the two steps chained).
 
 Translations work on decoded JSON (plain dicts): the request is decoded
 once and encoded once, and a stream event is decoded, rewritten and
-encoded as it passes. Content is only ever carried, never kept: nothing
-here logs, counts or stores a value.
+encoded as it passes (a translator whose events repeat the same fields
+may send them encoded, that part encoded once). Content is only ever
+carried, never kept: nothing here logs, counts or stores a value.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ TRANSLATED_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "anthropic": ("messages", "messages/count_tokens"),
 }
 
-# An output event: (SSE event name or None, payload); payload DONE is
-# OpenAI's closing "[DONE]".
+# An output event: (SSE event name or None, payload). The payload is a JSON
+# object, decoded or already encoded (a translator that encodes what is
+# constant in its events once), or DONE for OpenAI's closing "[DONE]".
 DONE: dict[str, Any] = {}
-Event = tuple[str | None, dict[str, Any]]
+Event = tuple[str | None, dict[str, Any] | bytes]
 
 _encode = msgspec.json.encode
+_decode = msgspec.json.decode
 
 
 class Untranslatable(BadRequest):
@@ -150,7 +153,8 @@ class Chain:
     def _through(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
         for name, data in events:
-            out += self.second.event(name or "message", data)
+            value = _decode(data) if isinstance(data, bytes) else data
+            out += self.second.event(name or "message", value)
         return out
 
     def event(self, name: str, data: dict[str, Any]) -> list[Event]:
@@ -163,42 +167,52 @@ class Chain:
 def encode_events(events: list[Event]) -> bytes:
     out = []
     for name, data in events:
-        body = b"[DONE]" if data is DONE else _encode(data)
-        head = f"event: {name}\n".encode() if name else b""
-        out.append(head + b"data: " + body + b"\n\n")
+        if isinstance(data, bytes):
+            body = data
+        else:
+            body = b"[DONE]" if data is DONE else _encode(data)
+        if name:
+            out.append(b"event: " + name.encode() + b"\n")
+        out += (b"data: ", body, b"\n\n")
     return b"".join(out)
 
 
 class StreamTranslator:
     """The forwarder's side of a translated stream: provider bytes in (any
     split), client bytes out. Every event is translated as soon as it is
-    whole; nothing but the unfinished event is held."""
+    whole; nothing but the unfinished event is held.
+
+    Decoding an event is also its check, the one `first_invalid_event`
+    makes of an untranslated stream: an event whose data is not a JSON
+    object (nor OpenAI's ``[DONE]``) sets `broken`, and `feed` returns the
+    events before it, translated, and none after."""
 
     def __init__(self, events: EventTranslator) -> None:
         self.parser = SSEParser()
         self.events = events
         self.ended = False
+        self.broken = False
 
     def feed(self, data: bytes) -> bytes:
         out: list[Event] = []
+        translate = self.events.event
         for ev in self.parser.feed(data):
             if ev.data == b"[DONE]":
-                out += self.events.event(ev.event, DONE)
+                out += translate(ev.event, DONE)
                 continue
             try:
-                value = msgspec.json.decode(ev.data)
+                value = _decode(ev.data)
             except msgspec.DecodeError:
-                continue  # the forwarder checks every event before it gets here
-            items = value if isinstance(value, list) else [value]  # Gemini may send an array
-            for item in items:
-                if not isinstance(item, dict):
-                    continue
-                try:
-                    out += self.events.event(ev.event, item)
-                except _SHAPE_ERRORS:
-                    # An event not in its format's shape carries nothing the
-                    # client could use: it is passed over, the stream goes on.
-                    continue
+                value = None
+            if not isinstance(value, dict):
+                self.broken = True
+                break
+            try:
+                out += translate(ev.event, value)
+            except _SHAPE_ERRORS:
+                # An event not in its format's shape carries nothing the
+                # client could use: it is passed over, the stream goes on.
+                continue
         return encode_events(out)
 
     def flush(self) -> bytes:

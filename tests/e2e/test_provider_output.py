@@ -76,6 +76,64 @@ async def test_anthropic_stream_with_a_broken_event_raises_the_sdks_api_error_af
                                                        "message": "The provider sent a malformed event."}}
 
 
+# Through a translation, decoding each event is its check: the same rule,
+# whatever the data is instead of a JSON object.
+NOT_AN_OBJECT = [GARBLED, b'[{"type": "ping"}]', b'"text"', b"null"]
+
+
+@pytest.mark.parametrize("garbled", NOT_AN_OBJECT)
+async def test_translated_openai_stream_with_a_broken_event_raises_the_sdks_api_error_after_the_good_chunks(
+    gw: Running, provider: FakeProvider, garbled: bytes
+) -> None:
+    # message_start, content_block_start, "Hel", then garbage, then the rest
+    provider.behaviour.garble_event = 3
+    provider.behaviour.garbled = garbled
+    pieces: list[str] = []
+    async with oai(gw) as client:
+        stream = await client.chat.completions.create(model="claude-test", messages=MESSAGES, stream=True)
+        with pytest.raises(openai.APIError, match="malformed event") as e:
+            async for c in stream:
+                if c.choices and c.choices[0].delta.content:
+                    pieces.append(c.choices[0].delta.content)
+    assert pieces == ["Hel"]
+    assert e.value.code == "upstream_invalid"
+
+
+async def test_translated_openai_stream_bytes_end_with_one_error_event_after_the_translated_ones(
+    gw: Running, provider: FakeProvider
+) -> None:
+    provider.behaviour.garble_event = 3
+    body = {"model": "claude-test", "stream": True, "messages": MESSAGES,
+            "stream_options": {"include_usage": True}}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.v1 + "/chat/completions", json=body) as r:
+            assert r.status == 200
+            got = await r.read()
+    *chunks, error, end = got.split(b"\n\n")
+    assert end == b""
+    assert error == (b'data: {"error":{"message":"The provider sent a malformed event.","type":"server_error",'
+                     b'"param":null,"code":"upstream_invalid"}}')
+    deltas = [json.loads(c.removeprefix(b"data: "))["choices"][0]["delta"] for c in chunks]
+    assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hel"}]
+
+
+@pytest.mark.parametrize("garbled", NOT_AN_OBJECT)
+async def test_translated_anthropic_stream_with_a_broken_event_raises_the_sdks_api_error_after_the_good_events(
+    gw: Running, provider: FakeProvider, garbled: bytes
+) -> None:
+    provider.behaviour.garble_event = 3  # role chunk, "Hel", "lo", then garbage
+    provider.behaviour.garbled = garbled
+    pieces: list[str] = []
+    async with ant(gw) as client:
+        with pytest.raises(anthropic.APIStatusError, match="malformed event") as e:
+            async with client.messages.stream(model="gpt-test", max_tokens=64, messages=MESSAGES) as s:
+                async for text in s.text_stream:
+                    pieces.append(text)
+    assert pieces == ["Hel", "lo"]
+    assert e.value.body == {"type": "error", "error": {"type": "api_error",
+                                                       "message": "The provider sent a malformed event."}}
+
+
 async def test_non_json_success_is_a_502_in_each_sdks_shape(gw: Running, provider: FakeProvider) -> None:
     provider.behaviour.garble_body = True
     async with oai(gw) as client:

@@ -11,6 +11,7 @@ import json
 import random
 from typing import Any
 
+import msgspec
 import pytest
 
 from lunos_proxy.errors import BadRequest
@@ -18,10 +19,12 @@ from lunos_proxy.providers.anthropic_openai import AnthropicToOpenAI
 from lunos_proxy.providers.openai_anthropic import (
     DEFAULT_MAX_TOKENS,
     OUTPUT_TOOL,
+    AnthropicStreamToOpenAI,
     OpenAIToAnthropic,
 )
 from lunos_proxy.providers.openai_gemini import OpenAIToGemini
 from lunos_proxy.providers.translate import (
+    Chain,
     MalformedAnswer,
     StreamTranslator,
     Untranslatable,
@@ -273,6 +276,81 @@ def test_anthropic_stream_becomes_chat_chunks_event_by_event(pieces: int) -> Non
         usage_chunk,
         "[DONE]",
     ]]
+
+
+@pytest.mark.parametrize("bad", [b"{not json", b"[1, 2]", b'"text"', b"3", b""])
+def test_an_event_that_is_not_a_json_object_breaks_the_stream_there(bad: bytes) -> None:
+    """The events before it come out translated, it and the rest do not,
+    however many of them arrive in one chunk."""
+    translation = OpenAIToAnthropic()
+    translation.request({"model": "m", "messages": [], "stream": True}, "c")
+    translator = StreamTranslator(translation.stream())
+    good = ANTHROPIC_TOOL_STREAM.split(b"\n\n")
+    chunk = b"\n\n".join([*good[:4], b"event: content_block_delta\ndata: " + bad, *good[4:]])
+    events = parse(translator.feed(chunk))
+    assert translator.broken
+    assert [e["choices"][0]["delta"] for _, e in events] == [{"role": "assistant", "content": ""},
+                                                            {"content": "Okay"}]
+
+
+def test_chunks_are_encoded_byte_for_byte_as_their_objects_are() -> None:
+    """Each chunk is encoded around its delta; the bytes are msgspec's
+    encoding of the whole chunk object, key order included."""
+    model, text = 'claude-"q"-\u00e9', "caf\u00e9 \U0001f600\n\"quoted\" \\ \u2028 </script>"
+    stream = sse([
+        ("message_start", {"type": "message_start", "message": {
+            "id": "msg_\u00e9\"1", "model": model, "usage": {"input_tokens": 7, "cache_read_input_tokens": 3}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": text}}),
+        ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+            "type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"R\u00f6m"}}),
+        ("content_block_start", {"type": "content_block_start", "index": 2, "content_block": {
+            "type": "tool_use", "id": "toolu_2", "name": OUTPUT_TOOL, "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 2,
+                                 "delta": {"type": "input_json_delta", "partial_json": "{\"answer\": 1}"}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                           "usage": {"output_tokens": 5}}),
+        ("message_stop", {"type": "message_stop"}),
+    ])
+    events = AnthropicStreamToOpenAI(include_usage=True, structured=True)
+    out = run_stream(StreamTranslator(events), stream, 5)
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": "msg_\u00e9\"1", "object": "chat.completion.chunk", "created": events.created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    usage = chunk({})
+    usage["choices"] = []
+    usage["usage"] = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                      "prompt_tokens_details": {"cached_tokens": 3}}
+    expected = [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": text}),
+        chunk({"tool_calls": [{"index": 0, "id": "toolu_1", "type": "function",
+                               "function": {"name": "get_weather", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": \"R\u00f6m"}}]}),
+        chunk({"content": "{\"answer\": 1}"}),
+        chunk({}, "tool_calls"),
+        usage,
+    ]
+    assert out == b"".join(b"data: " + msgspec.json.encode(e) + b"\n\n" for e in expected) + b"data: [DONE]\n\n"
+
+
+def test_encoded_chunks_pass_through_a_chain_decoded() -> None:
+    """A translator that sends its chunks encoded, first in a `Chain`:
+    Anthropic -> OpenAI -> Anthropic gives the content events back."""
+    back = AnthropicToOpenAI()
+    back.request({"model": "m", "max_tokens": 5, "messages": [], "stream": True}, "c")
+    chain = Chain(AnthropicStreamToOpenAI(include_usage=True, structured=False), back.stream())
+    events = parse(run_stream(StreamTranslator(chain), ANTHROPIC_TOOL_STREAM, 3))
+    sent = [e for e in parse(ANTHROPIC_TOOL_STREAM)
+            if e[0] != "ping" and e[1].get("delta", {}).get("partial_json") != ""]
+    assert events[1:9] == sent[1:9]
+    assert [name for name, _ in events] == [name for name, _ in sent]
 
 
 def test_usage_chunk_only_when_the_client_asked() -> None:
