@@ -61,6 +61,7 @@ _DEFAULT_ACCEPT_ENCODING = "gzip, deflate"
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_EOF, _DONE = range(5)
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
 class UpstreamHTTPError(Exception):
@@ -314,15 +315,13 @@ class _Connection(asyncio.Protocol):
             line = buf[pos:end]
             pos = end + 2
             if step == 0:
-                size = line.split(b";", 1)[0].strip()
-                try:
-                    if not size or size.startswith((b"-", b"+", b"0x", b"0X")):
-                        raise ValueError(size)
-                    self.remaining = int(size, 16)
-                except ValueError:
+                size = line.split(b";", 1)[0].strip(b" \t")
+                # Hex digits only (int() would also take "0x", "_", "+").
+                if not size or size.strip(_HEX_DIGITS):
                     self._fail(UpstreamHTTPError("The provider sent a malformed chunk."))
                     self.close()
                     return
+                self.remaining = int(size, 16)
                 self.chunk_state = 1 if self.remaining else 3
             elif step == 2:
                 if line:

@@ -272,12 +272,13 @@ async def test_gzip_is_decoded_and_other_bytes_pass_untouched(
     b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0_5\r\nhello\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz",
     b"HTTP/1.1 2xx OK\r\nContent-Length: 2\r\n\r\nok",
     b"\x00\x01garbage\r\n\r\n",
-], ids=["cut short", "chunked cut short", "bad chunk size", "no CRLF after a chunk",
+], ids=["cut short", "chunked cut short", "bad chunk size", "chunk size not hex", "no CRLF after a chunk",
         "two lengths", "corrupt gzip", "bad status", "no HTTP at all"])
 async def test_a_broken_answer_raises_the_upstream_error(
     client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]], answer: bytes
