@@ -137,6 +137,7 @@ class _Connection(asyncio.Protocol):
         self.chunk_state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
         self.decoder: zlib._Decompress | None = None
         self.deflate_unsure = False  # "deflate" may come without its zlib header
+        self.decoded = False  # whether the decoder was given any byte
         self.body: list[bytes] = []
         self.buffered = 0
         self.eof = False
@@ -340,6 +341,7 @@ class _Connection(asyncio.Protocol):
                 self.deflate_unsure = False
                 if data[0] & 0x0F != 8:  # no zlib header: raw deflate, as aiohttp reads it
                     self.decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+            self.decoded = self.decoded or bool(data)
             try:
                 data = self.decoder.decompress(data)
             except zlib.error:
@@ -363,7 +365,7 @@ class _Connection(asyncio.Protocol):
             decoder, self.decoder = self.decoder, None
             if tail:
                 self._emit(tail)
-            if not decoder.eof:
+            if self.decoded and not decoder.eof:  # an empty body has nothing to decode
                 self._fail(UpstreamHTTPError("The provider's compressed answer is cut short."))
                 return
         self.state = _DONE

@@ -262,10 +262,14 @@ async def test_gzip_is_decoded_and_other_bytes_pass_untouched(
                      % len(packed) + packed)
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n\x1f\x8b\x00\xff")
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\n\r\n")
 
     server = await raw(gzipped)
     assert await post(client, server.url) == b'{"answer": "unpacked"}'
     assert await post(client, server.url) == b"\x1f\x8b\x00\xff"
+    assert await post(client, server.url) == b""  # nothing to decode
+    assert server.connections == 1
 
 
 @pytest.mark.parametrize("answer", [
