@@ -1,4 +1,4 @@
-"""Upstream sessions, header hygiene and the streaming copy loop.
+"""Upstream calls, header hygiene and the streaming copy loop.
 
 Bodies pass through as bytes. The request body is re-encoded only when the
 public model name differs from the provider's (and then only the top level
@@ -23,7 +23,7 @@ and filters see it, so that the meter and the logger see what the client
 gets. Provider errors keep their status (Anthropic's 529 becomes 503), not
 the other format's error type.
 
-One module past 400 lines: sessions, header hygiene and the copy loop are
+One module past 400 lines: the call, header hygiene and the copy loop are
 one attempt's life, and each raises the errors the router's retry decision
 reads; provider addressing lives in providers/.
 """
@@ -34,7 +34,6 @@ import asyncio
 import time
 from collections.abc import Mapping
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
@@ -58,6 +57,14 @@ from .providers.translate import (
 )
 from .providers.translations import translation_for
 from .sse import EVENT_BOUNDARY, EVENT_ENDS, first_invalid_event, is_json_object
+from .upstream_http import (
+    UNVERIFIED,
+    VERIFIED,
+    ConnectTimeout,
+    Response,
+    UpstreamClient,
+    UpstreamHTTPError,
+)
 
 __all__ = ["Forwarder", "Upstream"]
 
@@ -157,41 +164,21 @@ def replace_model(body: bytes, model: str) -> bytes:
     return msgspec.json.encode(fields)
 
 
-def client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    """aiohttp's own socket timers, so no per-request timer objects are made.
-
-    No total: a healthy stream may run for minutes. `sock_read` restarts on
-    every read; it starts as the first-byte limit (waiting for headers) and
-    the forwarder lowers it to the idle limit once the headers are in.
-    """
-    return aiohttp.ClientTimeout(
-        total=None, sock_connect=timeouts.connect, sock_read=timeouts.first_byte
-    )
-
-
 class Upstream:
-    """One provider: its adapter and its connection pool."""
+    """One provider: its adapter and its connection pool (upstream_http.py)."""
 
     def __init__(self, name: str, config: ProviderConfig, base_url: str | None = None) -> None:
         self.name = name
         self.config = config
         self.adapter: Adapter = ADAPTERS[config.format](config, base_url)
-        self.session: aiohttp.ClientSession | None = None
+        self.client: UpstreamClient | None = None
         self.fixed_headers: dict[str, str] = {}
         self.default_headers: dict[str, str] = {}
         self.client_headers = self.adapter.client_headers
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.config.max_connections,
-            ssl=True if self.config.verify_tls else False,
-            ttl_dns_cache=300,
-        )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=client_timeout(self.config.timeouts),
-            skip_auto_headers=("User-Agent",),
-        )
+        context = VERIFIED if self.config.verify_tls else UNVERIFIED
+        self.client = UpstreamClient(self.config.max_connections, context)
         # What every call to this provider adds to the client's headers,
         # merged once: defaults first, then configured headers, then credentials.
         self.fixed_headers = {k.lower(): v for k, v in self.adapter.config.headers.items()}
@@ -203,8 +190,8 @@ class Upstream:
         }
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        if self.client is not None:
+            await self.client.close()
 
 
 class Forwarder:
@@ -246,11 +233,8 @@ class Forwarder:
     ) -> web.StreamResponse:
         upstream = self.upstreams[provider]
         adapter = upstream.adapter
-        if timeouts is None or timeouts == upstream.config.timeouts:
+        if timeouts is None:
             timeouts = upstream.config.timeouts
-            timeout = None  # the session's own
-        else:
-            timeout = client_timeout(timeouts)
         body = exchange.body
         endpoint = exchange.endpoint
         translation: Translation | None = None
@@ -271,25 +255,20 @@ class Forwarder:
             body = replace_model(body, upstream_model)
         url = adapter.url(endpoint, upstream_model)
         headers = self.request_headers(request, upstream)
-        assert upstream.session is not None, "Forwarder.start() was not awaited"
+        assert upstream.client is not None, "Forwarder.start() was not awaited"
 
         exchange.attempts += 1
         exchange.timings.upstream_start = time.perf_counter()
         try:
-            if timeout is None:
-                resp = await upstream.session.request(
-                    request.method, url, data=body, headers=headers, allow_redirects=False
-                )
-            else:
-                resp = await upstream.session.request(
-                    request.method,
-                    url,
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=timeout,
-                )
-        except aiohttp.ConnectionTimeoutError:
+            resp = await upstream.client.request(
+                request.method,
+                url,
+                headers,
+                body,
+                connect=timeouts.connect,
+                first_byte=timeouts.first_byte,
+            )
+        except ConnectTimeout:
             raise UpstreamUnreachable(
                 f"The provider could not be reached within {timeouts.connect:g} s."
             ) from None
@@ -297,29 +276,25 @@ class Forwarder:
             raise UpstreamTimeout(
                 f"The provider did not answer within {timeouts.first_byte:g} s."
             ) from None
-        except aiohttp.ClientError:
+        except UpstreamHTTPError:
             raise UpstreamUnreachable("The provider could not be reached.") from None
 
-        connection = resp.connection
-        if connection is not None and connection.protocol is not None:
-            connection.protocol.read_timeout = timeouts.idle
-            connection.protocol.start_timeout()  # restart the timer at the new limit
+        resp.set_read_timeout(timeouts.idle)
         try:
             if resp.status >= 400:
                 await self._raise_status(resp, translated=translation is not None)
             exchange.status = resp.status
-            # A prefix test: aiohttp's content_type parses the header fully.
-            if resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+            if resp.headers.get("content-type", "").startswith("text/event-stream"):
                 translator = None if translation is None else StreamTranslator(translation.stream())
                 return await self._copy_stream(request, exchange, resp, timeouts.idle, translator)
             return await self._copy_body(exchange, resp, timeouts.idle, translation)
         finally:
             resp.release()
 
-    async def _raise_status(self, resp: aiohttp.ClientResponse, translated: bool = False) -> None:
+    async def _raise_status(self, resp: Response, translated: bool = False) -> None:
         try:
-            raw = await resp.content.read(_ERROR_BODY_LIMIT)
-        except (TimeoutError, aiohttp.ClientError):
+            raw = await resp.read(_ERROR_BODY_LIMIT)
+        except (TimeoutError, UpstreamHTTPError):
             raw = b""
         fields = theirs = _provider_error_fields(raw)
         status = resp.status
@@ -344,19 +319,15 @@ class Forwarder:
         err.provider_code = None if theirs.code is None else str(theirs.code)
         raise err
 
-    def _response_headers(self, resp: aiohttp.ClientResponse, exchange: Exchange) -> dict[str, str]:
-        headers = {
-            lower: value
-            for name, value in resp.headers.items()
-            if (lower := name.lower()) in _PASS_RESPONSE
-        }
+    def _response_headers(self, resp: Response, exchange: Exchange) -> dict[str, str]:
+        headers = {name: value for name, value in resp.header_items if name in _PASS_RESPONSE}
         headers.update(exchange.response_headers)
         return headers
 
     async def _copy_body(
         self,
         exchange: Exchange,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         idle: float,
         translation: Translation | None = None,
     ) -> web.Response:
@@ -364,7 +335,7 @@ class Forwarder:
             data = await resp.read()
         except TimeoutError:
             raise UpstreamTimeout(f"The provider stalled for {idle:g} s.") from None
-        except aiohttp.ClientError:
+        except UpstreamHTTPError:
             raise UpstreamUnreachable("The provider broke off its answer.") from None
         now = time.perf_counter()
         exchange.timings.first_byte = exchange.timings.last_byte = now
@@ -402,20 +373,19 @@ class Forwarder:
         self,
         request: web.Request,
         exchange: Exchange,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         idle: float,
         translator: StreamTranslator | None = None,
     ) -> web.StreamResponse:
-        content = resp.content
         timings = exchange.timings
         filters = exchange.filters
         # Nothing has reached the client yet: a stall or a break before the
         # first chunk is still the router's to retry.
         try:
-            chunk = await content.readany()
+            chunk = await resp.readany()
         except TimeoutError:
             raise UpstreamTimeout(f"The provider stalled for {idle:g} s.") from None
-        except aiohttp.ClientError:
+        except UpstreamHTTPError:
             raise UpstreamUnreachable("The provider broke off its answer.") from None
 
         out = web.StreamResponse(status=resp.status, headers=self._response_headers(resp, exchange))
@@ -457,7 +427,7 @@ class Forwarder:
                             sent += len(chunk)
                     if broken:
                         break
-                chunk = await content.readany()
+                chunk = await resp.readany()
             if held and not broken:
                 # An unfinished last event: an SDK never dispatches it, but
                 # it is checked like the others.
@@ -488,15 +458,15 @@ class Forwarder:
             aborted = False
             await out.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
-            # First: writing to a client that hung up raises aiohttp's
-            # ClientConnectionResetError, which is also a ClientError, and
-            # must not count against the provider (nor open its breaker).
+            # Writing to a client that hung up raises aiohttp's
+            # ClientConnectionResetError: it must not count against the
+            # provider (nor open its breaker).
             exchange.error_type, exchange.error_code = "caller", "client_disconnected"
             raise
         except TimeoutError:
             exchange.error_type, exchange.error_code = "provider", "stream_stalled"
             await self._end_with_error(out, exchange, "The provider stalled mid-stream.")
-        except aiohttp.ClientError:
+        except UpstreamHTTPError:
             exchange.error_type, exchange.error_code = "provider", "stream_broken"
             await self._end_with_error(out, exchange, "The provider broke off the stream.")
         finally:

@@ -163,10 +163,10 @@ async def test_a_stream_outlives_the_grace_of_the_generation_a_reload_replaced(
         rest = await r.read()  # hung once the old generation's session closed under it
     assert first.startswith(b"data: ") and rest.rstrip().endswith(b"data: [DONE]")
     assert a.completed_streams == 1 and a.disconnects == 0
-    session = old.forwarder.upstreams["a"].session
-    assert session is not None
+    client = old.forwarder.upstreams["a"].client
+    assert client is not None
     for _ in range(100):  # the old generation closes once its last request is done
-        if session.closed:
+        if client.closed:
             break
         await asyncio.sleep(0.01)
-    assert old.in_flight == 0 and session.closed
+    assert old.in_flight == 0 and client.closed

@@ -1,0 +1,689 @@
+"""The HTTP/1.1 client for the calls to providers: a keep-alive pool per origin.
+
+    client = UpstreamClient(limit=100, ssl_context=verified_context())
+    resp = await client.request("POST", url, headers, body, connect=10.0, first_byte=300.0)
+    try:
+        resp.set_read_timeout(120.0)  # the headers are in: now the idle limit
+        data = await resp.read()      # or: while chunk := await resp.readany(): ...
+    finally:
+        resp.release()                # back to the pool if the answer was read whole
+
+It does what the forwarder needs and nothing else (no redirects, cookies,
+proxies or retries of a request that may have reached the provider), which
+is most of what a general client spends per call. A body is delivered as it
+arrives (Content-Length, chunked, or up to the connection's end) and gzip
+or deflate is decoded, as aiohttp's client does for an `Accept-Encoding` it
+sends by default. Errors:
+
+    UpstreamHTTPError       the connection failed or the answer is broken (cut short, bad framing)
+    └── ConnectTimeout      also a TimeoutError: no connection within `connect` seconds
+    TimeoutError            no byte within the read timeout (first byte, then idle)
+
+One module past 400 lines: the parser, the pool and the response share
+one connection's state (its framing, timer and keep-alive verdict); apart,
+each would reach into the others' insides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections import deque
+from collections.abc import Mapping
+from typing import cast
+
+import yarl
+
+__all__ = [
+    "UNVERIFIED",
+    "VERIFIED",
+    "ConnectTimeout",
+    "Response",
+    "UpstreamClient",
+    "UpstreamHTTPError",
+    "unverified_context",
+    "verified_context",
+]
+
+# A response head (status line and headers) larger than this is refused:
+# a provider sending headers without end must not fill the memory.
+MAX_HEAD = 64 * 1024
+MAX_HEADERS = 128
+# Buffered body bytes past which the socket stops being read until the
+# reader catches up.
+_HIGH_WATER = 256 * 1024
+# An idle connection older than this is closed rather than reused (aiohttp's
+# default), before the provider's own keep-alive limit closes it under a request.
+KEEPALIVE_SECONDS = 15.0
+_DEFAULT_ACCEPT_ENCODING = "gzip, deflate"
+# The body's framing and the connection's fate are the client's to say.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+
+_HEAD, _LENGTH, _CHUNKED, _UNTIL_EOF, _DONE = range(5)
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+
+
+class UpstreamHTTPError(Exception):
+    """The provider could not be reached, or its answer broke off or is malformed."""
+
+
+class ConnectTimeout(UpstreamHTTPError, TimeoutError):
+    """No connection (TCP and TLS) within the connect timeout."""
+
+
+def verified_context() -> ssl.SSLContext:
+    """The system's CAs, host names checked (what aiohttp's `ssl=True` uses)."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(("http/1.1",))
+    return context
+
+
+def unverified_context() -> ssl.SSLContext:
+    """TLS without certificate checks (a provider's `verify_tls: false`)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.options |= ssl.OP_NO_COMPRESSION
+    context.set_alpn_protocols(("http/1.1",))
+    return context
+
+
+# Made once at import, as aiohttp makes its own: loading the system's CAs
+# takes tens of milliseconds, too long for the event loop, where a reload
+# starts new clients.
+VERIFIED = verified_context()
+UNVERIFIED = unverified_context()
+
+
+class _Origin:
+    """Where a URL's request goes: its pool key, address and request target."""
+
+    __slots__ = ("host", "host_header", "key", "port", "target", "tls")
+
+    def __init__(self, url: str) -> None:
+        parsed = yarl.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+            raise ValueError("an upstream URL is http:// or https:// with a host")
+        self.tls = parsed.scheme == "https"
+        self.host = parsed.raw_host
+        self.port = parsed.port or (443 if self.tls else 80)
+        self.key = (self.tls, self.host, self.port)
+        self.host_header = parsed.host_port_subcomponent or self.host
+        self.target = parsed.raw_path_qs
+
+
+class _Connection(asyncio.Protocol):
+    """One socket to a provider, parsing one response at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pool: _Pool) -> None:
+        self.loop = loop
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.state = _DONE
+        self.head = b""
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.header_items: list[tuple[str, str]] = []
+        self.head_waiter: asyncio.Future[None] | None = None
+        self.keep_alive = False
+        self.remaining = 0  # body bytes still due (Content-Length) or in this chunk
+        self.chunk_buf = b""  # unparsed chunked framing
+        self.chunk_state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
+        self.decoder: zlib._Decompress | None = None
+        self.deflate_unsure = False  # "deflate" may come without its zlib header
+        self.decoded = False  # whether the decoder was given any byte
+        self.body: list[bytes] = []
+        self.buffered = 0
+        self.eof = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout = 0.0
+        self.last_read = 0.0
+        self.paused = False
+        self.method_head = False
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.state == _UNTIL_EOF:
+            self._finish_body()
+        elif self.state != _DONE and self.error is None:
+            self._fail(UpstreamHTTPError("The provider closed the connection mid-answer."))
+        self._cancel_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = self.loop.time()
+        state = self.state
+        if state == _LENGTH:
+            self._feed_length(data)
+        elif state == _HEAD:
+            self._feed_head(data)
+        elif state == _CHUNKED:
+            self._feed_chunked(data)
+        elif state == _UNTIL_EOF:
+            self._emit(data)
+        else:
+            # Bytes nobody asked for: the connection cannot be trusted again.
+            self.keep_alive = False
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes; connection_lost ends the body or fails it
+
+    # -- parsing ----------------------------------------------------------------
+
+    def _feed_head(self, data: bytes) -> None:
+        head = self.head + data if self.head else data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(head) > MAX_HEAD:
+                self._fail(UpstreamHTTPError("The provider's response headers are too large."))
+                self.close()
+            else:
+                self.head = head
+            return
+        if end > MAX_HEAD:
+            self._fail(UpstreamHTTPError("The provider's response headers are too large."))
+            self.close()
+            return
+        self.head = b""
+        rest = head[end + 4 :]
+        try:
+            informational = self._parse_head(head[:end])
+        except (ValueError, UnicodeDecodeError):
+            self._fail(UpstreamHTTPError("The provider sent a malformed response head."))
+            self.close()
+            return
+        if informational:  # 1xx: the real answer follows
+            self.headers, self.header_items = {}, []
+            if rest:
+                self._feed_head(rest)
+            return
+        waiter = self.head_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        state = self.state
+        if state == _DONE:
+            self._finish_body()
+            if rest:
+                self.keep_alive = False
+        elif not rest:
+            pass
+        elif state == _LENGTH:
+            self._feed_length(rest)
+        elif state == _CHUNKED:
+            self._feed_chunked(rest)
+        else:
+            self._emit(rest)
+
+    def _parse_head(self, head: bytes) -> bool:
+        lines = head.split(b"\r\n")
+        version, _, rest = lines[0].partition(b" ")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(rest) < 3 or not rest[:3].isdigit():
+            raise ValueError("status line")
+        status = int(rest[:3])
+        if len(lines) > MAX_HEADERS + 1:
+            raise ValueError("too many headers")
+        headers: dict[str, str] = {}
+        items: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            raw_name, sep, raw_value = line.partition(b":")
+            if not sep or not raw_name or raw_name != raw_name.strip() or b" " in raw_name:
+                raise ValueError("header line")
+            name = raw_name.decode("ascii").lower()
+            value = raw_value.strip(b" \t").decode("utf-8", "surrogateescape")
+            items.append((name, value))
+            if name not in headers:
+                headers[name] = value
+        if 100 <= status < 200:
+            return True
+        self.status, self.headers, self.header_items = status, headers, items
+        connection = headers.get("connection", "").lower()
+        if version == b"HTTP/1.1":
+            self.keep_alive = "close" not in connection
+        else:
+            self.keep_alive = "keep-alive" in connection
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self.decoder = zlib.decompressobj(zlib.MAX_WBITS)
+            self.deflate_unsure = True
+        if status in (204, 304) or self.method_head:
+            self.state = _DONE
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            self.state = _CHUNKED
+        elif "content-length" in headers:
+            lengths = {v for n, v in items if n == "content-length"}
+            if len(lengths) != 1:
+                raise ValueError("content-length")
+            text = lengths.pop()
+            if not text.isdigit():
+                raise ValueError("content-length")
+            self.remaining = int(text)
+            self.state = _LENGTH if self.remaining else _DONE
+        else:
+            self.state = _UNTIL_EOF
+            self.keep_alive = False
+        return False
+
+    def _feed_length(self, data: bytes) -> None:
+        remaining = self.remaining
+        if len(data) < remaining:
+            self.remaining = remaining - len(data)
+            self._emit(data)
+            return
+        if len(data) > remaining:
+            self.keep_alive = False  # more than announced: never reused
+            data = data[:remaining]
+        self.remaining = 0
+        self._emit(data)
+        self._finish_body()
+
+    def _feed_chunked(self, data: bytes) -> None:
+        buf = self.chunk_buf + data if self.chunk_buf else data
+        self.chunk_buf = b""
+        pos = 0
+        while pos < len(buf) and self.state == _CHUNKED:
+            step = self.chunk_state
+            if step == 1:
+                take = min(self.remaining, len(buf) - pos)
+                self._emit(buf[pos : pos + take])
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    self.chunk_state = 2
+                continue
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                if len(buf) - pos > 4096:
+                    self._fail(UpstreamHTTPError("The provider sent a malformed chunk."))
+                    self.close()
+                    return
+                self.chunk_buf = buf[pos:]
+                return
+            line = buf[pos:end]
+            pos = end + 2
+            if step == 0:
+                size = line.split(b";", 1)[0].strip(b" \t")
+                # Hex digits only (int() would also take "0x", "_", "+").
+                if not size or size.strip(_HEX_DIGITS):
+                    self._fail(UpstreamHTTPError("The provider sent a malformed chunk."))
+                    self.close()
+                    return
+                self.remaining = int(size, 16)
+                self.chunk_state = 1 if self.remaining else 3
+            elif step == 2:
+                if line:
+                    self._fail(UpstreamHTTPError("The provider sent a malformed chunk."))
+                    self.close()
+                    return
+                self.chunk_state = 0
+            elif not line:  # the empty line after the trailers
+                if pos < len(buf):
+                    self.keep_alive = False
+                self._finish_body()
+
+    def _emit(self, data: bytes) -> None:
+        if self.decoder is not None:
+            if self.deflate_unsure and data:
+                self.deflate_unsure = False
+                if data[0] & 0x0F != 8:  # no zlib header: raw deflate, as aiohttp reads it
+                    self.decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+            self.decoded = self.decoded or bool(data)
+            try:
+                data = self.decoder.decompress(data)
+            except zlib.error:
+                self._fail(UpstreamHTTPError("The provider's compressed answer is corrupt."))
+                self.close()
+                return
+        if data:
+            self.body.append(data)
+            self.buffered += len(data)
+            if self.buffered > _HIGH_WATER and not self.paused and self.transport is not None:
+                self.paused = True
+                self.transport.pause_reading()
+            self._wake()
+
+    def _finish_body(self) -> None:
+        if self.decoder is not None:
+            try:
+                tail = self.decoder.flush()
+            except zlib.error:
+                tail = b""
+            decoder, self.decoder = self.decoder, None
+            if tail:
+                self._emit(tail)
+            if self.decoded and not decoder.eof:  # an empty body has nothing to decode
+                self._fail(UpstreamHTTPError("The provider's compressed answer is cut short."))
+                return
+        self.state = _DONE
+        self.eof = True
+        self._cancel_timer()
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.keep_alive = False
+        self.state = _DONE
+        waiter = self.head_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- timers -----------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        deadline = self.last_read + self.timeout
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        waiting = [w for w in (self.head_waiter, self.waiter) if w is not None and not w.done()]
+        if not waiting:
+            return
+        if self.loop.time() >= self.last_read + self.timeout:
+            for w in waiting:
+                w.set_exception(TimeoutError())
+        else:
+            self._arm_timer()
+
+    # -- the reader's side --------------------------------------------------------
+
+    async def wait_head(self) -> None:
+        if self.status or self.error is not None:
+            if self.error is not None:
+                raise self.error
+            return
+        self.head_waiter = self.loop.create_future()
+        self._arm_timer()
+        try:
+            await self.head_waiter
+        finally:
+            self.head_waiter = None
+
+    async def readany(self) -> bytes:
+        while not self.body:
+            if self.error is not None:
+                raise self.error
+            if self.eof:
+                return b""
+            self.waiter = self.loop.create_future()
+            self._arm_timer()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        data = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        self.body.clear()
+        self.buffered = 0
+        if self.paused and self.transport is not None:
+            # Paused for a slow reader: the silence was ours, not the provider's.
+            self.paused = False
+            self.last_read = self.loop.time()
+            self.transport.resume_reading()
+        return data
+
+    def close(self) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Response:
+    """One answer: status and headers at once, the body read as it comes."""
+
+    __slots__ = ("_client", "_conn", "_released", "header_items", "headers", "status")
+
+    def __init__(self, conn: _Connection, client: UpstreamClient) -> None:
+        self.status = conn.status
+        # Lower-case names; for a repeated name the first value (all are in header_items).
+        self.headers: Mapping[str, str] = conn.headers
+        self.header_items = conn.header_items
+        self._conn = conn
+        self._client = client
+        self._released = False
+
+    def set_read_timeout(self, seconds: float) -> None:
+        """The longest silence from now on (the first-byte limit until then)."""
+        self._conn.timeout = seconds
+
+    async def readany(self) -> bytes:
+        """The bytes that arrived since the last read (waiting for some); b"" at the end."""
+        return await self._conn.readany()
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body, or its first `limit` bytes."""
+        parts: list[bytes] = []
+        size = 0
+        while limit is None or size < limit:
+            chunk = await self._conn.readany()
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        return data if limit is None else data[:limit]
+
+    def release(self) -> None:
+        """Back to the pool if the answer was read whole, else the connection is closed."""
+        if self._released:
+            return
+        self._released = True
+        self._client._release(self._conn)
+
+
+class _Pool:
+    __slots__ = ("count", "idle", "waiters")
+
+    def __init__(self) -> None:
+        self.idle: list[_Connection] = []
+        self.count = 0  # connections open or opening
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+
+class UpstreamClient:
+    """Keep-alive connections to providers, at most `limit` per origin."""
+
+    def __init__(self, limit: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.limit = limit
+        self.ssl_context = ssl_context if ssl_context is not None else VERIFIED
+        self.closed = False
+        self._pools: dict[tuple[bool, str, int], _Pool] = {}
+        self._origins: dict[str, _Origin] = {}
+
+    def _origin(self, url: str) -> _Origin:
+        origin = self._origins.get(url)
+        if origin is None:
+            origin = _Origin(url)
+            if len(self._origins) >= 4096:  # URLs come from the config; bounded anyway
+                self._origins.clear()
+            self._origins[url] = origin
+        return origin
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        connect: float,
+        first_byte: float,
+    ) -> Response:
+        """Send one request and wait for the response head.
+
+        `headers` have lower-case names; Content-Length is added (and any
+        framing header given is dropped), and Host, Accept, Accept-Encoding
+        and Content-Type (application/octet-stream) when absent, as
+        aiohttp's client adds them. A request is sent once:
+        only a pooled connection found closed, or one whose send failed at
+        once, is replaced by a new one before anything reached the provider.
+        """
+        if self.closed:
+            raise UpstreamHTTPError("The client is closed.")
+        origin = self._origin(url)
+        lines = [f"{method} {origin.target} HTTP/1.1\r\n"]
+        if "host" not in headers:
+            lines.append(f"host: {origin.host_header}\r\n")
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                raise ValueError("Newline or carriage return character detected in a header")
+            if name not in _FRAMING:
+                lines.append(f"{name}: {value}\r\n")
+        if "accept" not in headers:
+            lines.append("accept: */*\r\n")
+        if "accept-encoding" not in headers:
+            lines.append(f"accept-encoding: {_DEFAULT_ACCEPT_ENCODING}\r\n")
+        if "content-type" not in headers:
+            lines.append("content-type: application/octet-stream\r\n")
+        lines.append(f"content-length: {len(body)}\r\n\r\n")
+        payload = "".join(lines).encode("utf-8", "surrogateescape") + body
+
+        pool = self._pools.get(origin.key)
+        if pool is None:
+            pool = self._pools[origin.key] = _Pool()
+        while True:
+            conn, reused = await self._acquire(pool, origin, connect)
+            conn._reset()
+            conn.state = _HEAD
+            conn.method_head = method == "HEAD"
+            conn.timeout = first_byte
+            conn.last_read = conn.loop.time()
+            assert conn.transport is not None
+            conn.transport.write(payload)
+            if reused and (conn.closed or conn.transport.is_closing()):
+                # The send failed at once: nothing reached the provider.
+                self._discard(pool, conn)
+                continue
+            break
+        try:
+            await conn.wait_head()
+        except BaseException:
+            self._discard(pool, conn)
+            raise
+        return Response(conn, self)
+
+    async def _acquire(
+        self, pool: _Pool, origin: _Origin, connect: float
+    ) -> tuple[_Connection, bool]:
+        while True:
+            idle = pool.idle
+            while idle:
+                conn = idle.pop()
+                assert conn.transport is not None
+                if conn.closed or conn.transport.is_closing():
+                    self._discard(pool, conn)
+                elif conn.loop.time() - conn.idle_since > KEEPALIVE_SECONDS:
+                    self._discard(pool, conn)
+                else:
+                    return conn, True
+            if pool.count < self.limit:
+                pool.count += 1
+                try:
+                    return await self._connect(pool, origin, connect), False
+                except BaseException:
+                    pool.count -= 1
+                    self._wake(pool)
+                    raise
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            pool.waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in pool.waiters:
+                    pool.waiters.remove(waiter)
+                elif not waiter.cancelled():
+                    self._wake(pool)  # woken then cancelled: pass the turn on
+                raise
+
+    async def _connect(self, pool: _Pool, origin: _Origin, seconds: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(seconds):
+                if origin.tls:
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(loop, pool),
+                        origin.host,
+                        origin.port,
+                        ssl=self.ssl_context,
+                        server_hostname=origin.host,
+                    )
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(loop, pool), origin.host, origin.port
+                    )
+        except TimeoutError:
+            raise ConnectTimeout(f"No connection within {seconds:g} s.") from None
+        except OSError as e:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
+            raise UpstreamHTTPError(f"The connection failed ({type(e).__name__}).") from e
+        return conn
+
+    def _wake(self, pool: _Pool) -> None:
+        while pool.waiters:
+            waiter = pool.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _discard(self, pool: _Pool, conn: _Connection) -> None:
+        conn.close()
+        pool.count -= 1
+        self._wake(pool)
+
+    def _release(self, conn: _Connection) -> None:
+        pool = conn.pool
+        transport = conn.transport
+        if (
+            conn.eof
+            and conn.keep_alive
+            and conn.error is None
+            and not conn.closed
+            and not self.closed
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            conn._cancel_timer()
+            if conn.paused:
+                conn.paused = False
+                transport.resume_reading()
+            conn.idle_since = conn.loop.time()
+            pool.idle.append(conn)
+            self._wake(pool)
+        else:
+            self._discard(pool, conn)
+
+    async def close(self) -> None:
+        self.closed = True
+        for pool in self._pools.values():
+            for conn in pool.idle:
+                conn.close()
+            pool.count -= len(pool.idle)
+            pool.idle.clear()

@@ -1,0 +1,449 @@
+"""The upstream client against real loopback servers: aiohttp's for the
+well-behaved cases, raw asyncio servers for what a broken or hostile
+provider does (stalls, endless headers, bad framing, closing mid-answer or
+while a connection idles in the pool), and a TLS server with its own CA."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import gzip
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from lunos_proxy.upstream_http import (
+    ConnectTimeout,
+    UpstreamClient,
+    UpstreamHTTPError,
+    unverified_context,
+    verified_context,
+)
+from tests.fakes import start_site
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+JSON = {"content-type": "application/json"}
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, await reader.readexactly(length)
+
+
+class Raw:
+    """A raw TCP server: counts connections and requests, runs `handler` per connection."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+        self.url = ""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> Raw:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_context)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}/v1/chat/completions"
+        return self
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Callable[[Handler], Awaitable[Raw]]]:
+    servers: list[Raw] = []
+
+    async def make(handler: Handler) -> Raw:
+        server = await Raw(handler).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        assert s.server is not None
+        s.server.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[UpstreamClient]:
+    c = UpstreamClient(limit=4, ssl_context=unverified_context())
+    yield c
+    await c.close()
+
+
+async def post(client: UpstreamClient, url: str, body: bytes = b"{}", first_byte: float = 5.0) -> bytes:
+    resp = await client.request("POST", url, JSON, body, connect=5.0, first_byte=first_byte)
+    try:
+        return await resp.read()
+    finally:
+        resp.release()
+
+
+# -- keep-alive and the pool ----------------------------------------------------
+
+
+@pytest.fixture
+async def app_url() -> AsyncIterator[tuple[str, list[tuple[str, dict[str, str], bytes]]]]:
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peer = request.transport.get_extra_info("peername")
+        seen.append((f"{peer[1]}", dict(request.headers), await request.read()))
+        n = len(seen)
+        if request.query.get("wait"):
+            await asyncio.sleep(float(request.query["wait"]))
+        return web.json_response({"n": n})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = await start_site(runner)
+    yield f"http://127.0.0.1:{port}/v1/chat/completions", seen
+    await runner.cleanup()
+
+
+async def test_a_connection_is_kept_alive_and_reused_for_the_next_request(
+    client: UpstreamClient, app_url: tuple[str, list[tuple[str, dict[str, str], bytes]]]
+) -> None:
+    url, seen = app_url
+    assert await post(client, url, b'{"a": 1}') == b'{"n": 1}'
+    assert await post(client, url, b'{"a": 2}') == b'{"n": 2}'
+    assert seen[0][0] == seen[1][0]  # one client port: one connection
+    assert seen[1][2] == b'{"a": 2}'
+    headers = {k.lower(): v for k, v in seen[0][1].items()}
+    assert headers["host"] == url.split("/")[2]
+    assert (headers["accept"], headers["accept-encoding"]) == ("*/*", "gzip, deflate")
+    assert (headers["content-type"], headers["content-length"]) == ("application/json", "8")
+    resp = await client.request("POST", url + "?x=1", {}, b"", connect=5, first_byte=5)
+    assert (resp.status, await resp.read()) == (200, b'{"n": 3}')
+    resp.release()
+    assert seen[2][1]["Content-Type"] == "application/octet-stream"  # as aiohttp's client
+    assert seen[2][1]["Content-Length"] == "0" and seen[2][0] == seen[0][0]
+
+
+async def test_concurrent_requests_never_open_more_connections_than_the_limit(
+    app_url: tuple[str, list[tuple[str, dict[str, str], bytes]]],
+) -> None:
+    url, seen = app_url
+    c = UpstreamClient(limit=2)
+    try:
+        answers = await asyncio.gather(*(post(c, url + "?wait=0.05") for _ in range(6)))
+    finally:
+        await c.close()
+    assert sorted(answers) == sorted(f'{{"n": {i}}}'.encode() for i in range(1, 7))
+    assert len({port for port, _, _ in seen}) == 2
+
+
+async def test_a_request_cancelled_while_waiting_gives_its_connection_back(
+    app_url: tuple[str, list[tuple[str, dict[str, str], bytes]]],
+) -> None:
+    url, seen = app_url
+    c = UpstreamClient(limit=1)
+    try:
+        slow = asyncio.create_task(post(c, url + "?wait=5"))
+        queued = asyncio.create_task(post(c, url))
+        await asyncio.sleep(0.2)
+        slow.cancel()
+        queued.cancel()
+        assert await asyncio.wait_for(post(c, url), 2) == b'{"n": 2}'
+        assert len(seen) == 2  # the queued request was never sent
+    finally:
+        await c.close()
+
+
+async def test_a_connection_the_provider_closed_while_idle_is_replaced(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def answer_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()  # and close: a provider's keep-alive limit
+
+    server = await raw(answer_then_close)
+    assert await post(client, server.url) == b"ok"
+    await asyncio.sleep(0.1)
+    assert await post(client, server.url) == b"ok"
+    assert server.connections == 2
+
+
+async def test_a_request_the_provider_may_have_read_is_never_sent_again(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def answer_once_then_drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        server.requests += 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await read_request(reader)
+        server.requests += 1  # read, then the connection drops without an answer
+
+    server = await raw(answer_once_then_drop)
+    assert await post(client, server.url) == b"ok"
+    with pytest.raises(UpstreamHTTPError):
+        await post(client, server.url)
+    await asyncio.sleep(0.1)
+    assert (server.requests, server.connections) == (2, 1)
+
+
+# -- bodies -------------------------------------------------------------------
+
+
+async def test_a_chunked_body_is_read_chunk_by_chunk_as_it_arrives(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    go_on = asyncio.Event()
+
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n7;ext=1\r\ndata: 1\r\n")
+        await go_on.wait()
+        writer.write(b"A\r\n\n\ndata: 22\r\n0\r\nx-trailer: t\r\n\r\n")
+        await read_request(reader)  # kept alive: a second request comes on it
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = await raw(chunked)
+    resp = await client.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+    assert resp.status == 200 and resp.headers["content-type"] == "text/event-stream"
+    assert await asyncio.wait_for(resp.readany(), 2) == b"data: 1"
+    go_on.set()
+    rest = b""
+    while chunk := await resp.readany():
+        rest += chunk
+    resp.release()
+    assert rest == b"\n\ndata: 22"
+    assert await post(client, server.url) == b"ok"
+    assert server.connections == 1
+
+
+async def test_a_body_without_length_ends_with_the_connection(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart one, ")
+        await asyncio.sleep(0.05)
+        writer.write(b"part two")
+
+    server = await raw(until_eof)
+    assert await post(client, server.url) == b"part one, part two"
+    assert await post(client, server.url) == b"part one, part two"
+    assert server.connections == 2
+
+
+async def test_gzip_is_decoded_and_other_bytes_pass_untouched(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    packed = gzip.compress(b'{"answer": "unpacked"}')
+
+    async def gzipped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                     % len(packed) + packed)
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n\x1f\x8b\x00\xff")
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\n\r\n")
+
+    server = await raw(gzipped)
+    assert await post(client, server.url) == b'{"answer": "unpacked"}'
+    assert await post(client, server.url) == b"\x1f\x8b\x00\xff"
+    assert await post(client, server.url) == b""  # nothing to decode
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0_5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz",
+    b"HTTP/1.1 2xx OK\r\nContent-Length: 2\r\n\r\nok",
+    b"\x00\x01garbage\r\n\r\n",
+], ids=["cut short", "chunked cut short", "bad chunk size", "chunk size not hex", "no CRLF after a chunk",
+        "two lengths", "corrupt gzip", "bad status", "no HTTP at all"])
+async def test_a_broken_answer_raises_the_upstream_error(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]], answer: bytes
+) -> None:
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+
+    server = await raw(broken)
+    with pytest.raises(UpstreamHTTPError):
+        await asyncio.wait_for(post(client, server.url), 2)
+
+
+async def test_endless_headers_are_refused_once_past_the_bound(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    sent = 0
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        while True:
+            line = b"x-filler: " + b"a" * 1000 + b"\r\n"
+            writer.write(line)
+            sent += len(line)
+            await writer.drain()
+
+    server = await raw(endless)
+    with pytest.raises(UpstreamHTTPError, match="too large"):
+        await asyncio.wait_for(post(client, server.url), 5)
+    await asyncio.sleep(0.2)
+    before = sent
+    await asyncio.sleep(0.2)
+    assert sent == before  # the connection is closed: nothing more is taken in
+
+
+# -- timeouts and connection errors ----------------------------------------------
+
+
+async def test_headers_slower_than_the_first_byte_limit_time_out(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(10)
+
+    server = await raw(silent)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(TimeoutError) as e:
+        await post(client, server.url, first_byte=0.3)
+    assert not isinstance(e.value, UpstreamHTTPError)
+    assert 0.25 < loop.time() - start < 2
+
+
+async def test_silence_mid_body_past_the_idle_limit_times_out(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfive.")
+        await asyncio.sleep(10)
+
+    server = await raw(stall)
+    resp = await client.request("POST", server.url, JSON, b"{}", connect=5, first_byte=30)
+    resp.set_read_timeout(0.3)
+    try:
+        assert await resp.readany() == b"five."
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(resp.readany(), 5)
+    finally:
+        resp.release()
+
+
+async def test_a_refused_connection_is_an_upstream_error(client: UpstreamClient) -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(UpstreamHTTPError):
+        await post(client, f"http://127.0.0.1:{port}/v1/chat/completions")
+
+
+async def test_a_connection_that_never_completes_its_handshake_is_a_connect_timeout(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(10)
+
+    server = await raw(mute)
+    url = server.url.replace("http://", "https://")
+    with pytest.raises(ConnectTimeout):
+        await client.request("POST", url, JSON, b"{}", connect=0.3, first_byte=30)
+
+
+# -- TLS ------------------------------------------------------------------------
+
+
+def _certificates(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate it signed for localhost and 127.0.0.1."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lunos test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+        ]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return paths
+
+
+async def test_tls_upstreams_are_verified_and_sent_the_server_name(tmp_path: Path) -> None:
+    ca, cert, key = _certificates(tmp_path)
+    names: list[str | None] = []
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    server_context.sni_callback = lambda sock, name, ctx: names.append(name)
+
+    async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+
+    server = await Raw(ok).start(server_context)
+    assert server.server is not None
+    url = server.url.replace("127.0.0.1", "localhost")
+    trusting = verified_context()
+    trusting.load_verify_locations(ca)
+    clients = [UpstreamClient(4, trusting), UpstreamClient(4, verified_context()),
+               UpstreamClient(4, unverified_context())]
+    try:
+        assert await post(clients[0], url) == b"secret"
+        assert names == ["localhost"]
+        with pytest.raises(UpstreamHTTPError) as e:  # a CA the system does not know
+            await post(clients[1], url)
+        assert isinstance(e.value.__cause__, ssl.SSLCertVerificationError)
+        assert await post(clients[2], url) == b"secret"  # verify_tls: false
+    finally:
+        for c in clients:
+            await c.close()
+        server.server.close()
