@@ -108,7 +108,7 @@ def _provider_error_fields(body: bytes) -> _ErrorFields:
     prompt) is never read."""
     try:
         parsed = msgspec.json.decode(body, type=_ProviderError)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return _ErrorFields()
     if isinstance(parsed.error, _ErrorFields):
         return parsed.error

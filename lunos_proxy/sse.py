@@ -159,14 +159,28 @@ class _AnyObject(msgspec.Struct):
     """No fields: decoding skips every member, checking only the syntax."""
 
 
-_check_object = msgspec.json.Decoder(_AnyObject).decode
+_skip_members = msgspec.json.Decoder(_AnyObject).decode
+# What a check of hostile bytes may raise: bad syntax, too deep a nesting
+# (RecursionError), bytes that are not UTF-8.
+_NOT_JSON = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+
+
+def _check_object(data: bytes) -> None:
+    """Raise one of `_NOT_JSON` unless `data` is one JSON object in UTF-8.
+
+    The decoder skips members without building them, strings included, so
+    it does not see bytes that are not UTF-8 inside a string; those are
+    checked apart (at once for the usual all-ASCII event)."""
+    _skip_members(data)
+    if not data.isascii():
+        data.decode()
 
 
 def is_json_object(data: bytes) -> bool:
     """Whether `data` is one JSON object (its members are skipped, not built)."""
     try:
         _check_object(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _NOT_JSON:
         return False
     return True
 
@@ -205,7 +219,7 @@ def first_invalid_event(events: bytes) -> int:
             if data is not None and data != b"[DONE]":
                 try:
                     _check_object(data)
-                except (msgspec.DecodeError, msgspec.ValidationError):
+                except _NOT_JSON:
                     return start
             start += len(block) + 2
         return -1

@@ -128,3 +128,16 @@ def test_the_first_event_that_is_not_a_json_object_is_found_where_it_starts() ->
         assert first_invalid_event(good + bad + good) == len(good), bad
         assert first_invalid_event(good.replace(b"\n", b"\r\n") + bad.replace(b"\n", b"\r\n")) == len(good) + 2
     assert not is_json_object(b"") and is_json_object(b" {} ")
+
+
+def test_an_object_no_decoder_could_read_is_not_one() -> None:
+    from lunos_proxy.sse import first_invalid_event, is_json_object
+
+    not_utf8 = b'{"text":"\xed\xa0\xbd"}'  # a UTF-16 surrogate written as UTF-8 bytes
+    too_deep = b'{"x":' + b"[" * 2000 + b"]" * 2000 + b"}"
+    assert is_json_object(b'{"text":"Gr\xc3\xbc\xc3\x9fe"}')  # UTF-8 itself is fine
+    assert not is_json_object(not_utf8)
+    assert not is_json_object(too_deep)
+    good = b'data: {"a":1}\n\n'
+    assert first_invalid_event(good + b"data: " + not_utf8 + b"\n\n" + good) == len(good)
+    assert first_invalid_event(good + b"data: " + too_deep + b"\r\n\r\n") == len(good)

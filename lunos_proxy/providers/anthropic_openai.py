@@ -258,7 +258,7 @@ def _input(arguments: Any) -> Any:
         return arguments or {}
     try:
         value = msgspec.json.decode(arguments or "{}")
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 

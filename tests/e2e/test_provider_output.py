@@ -29,10 +29,18 @@ def ant(gw: Running, key: str = "lk-client-key") -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(base_url=gw.url, api_key=key, max_retries=0)
 
 
+# Valid JSON syntax, yet no SDK could read it: bytes that are not UTF-8 in a
+# string (the check skips strings unread), and nesting past any decoder's depth.
+NOT_UTF8 = b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\xff\xfe"}}'
+TOO_DEEP = b'{"type":"ping","x":' + b"[" * 2000 + b"]" * 2000 + b"}"
+
+
+@pytest.mark.parametrize("garbled", [GARBLED, NOT_UTF8, TOO_DEEP], ids=["cut", "not-utf8", "deep"])
 async def test_openai_stream_with_a_broken_event_raises_the_sdks_api_error_after_the_good_chunks(
-    gw: Running, provider: FakeProvider
+    gw: Running, provider: FakeProvider, garbled: bytes
 ) -> None:
     provider.behaviour.garble_event = 3  # role chunk, "Hel", "lo", then garbage, then the rest
+    provider.behaviour.garbled = garbled
     pieces: list[str] = []
     async with oai(gw) as client:
         stream = await client.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
@@ -78,7 +86,7 @@ async def test_anthropic_stream_with_a_broken_event_raises_the_sdks_api_error_af
 
 # Through a translation, decoding each event is its check: the same rule,
 # whatever the data is instead of a JSON object.
-NOT_AN_OBJECT = [GARBLED, b'[{"type": "ping"}]', b'"text"', b"null"]
+NOT_AN_OBJECT = [GARBLED, b'[{"type": "ping"}]', b'"text"', b"null", NOT_UTF8, TOO_DEEP]
 
 
 @pytest.mark.parametrize("garbled", NOT_AN_OBJECT)
