@@ -131,8 +131,6 @@ def test_the_first_event_that_is_not_a_json_object_is_found_where_it_starts() ->
 
 
 def test_an_object_no_decoder_could_read_is_not_one() -> None:
-    from lunos_proxy.sse import first_invalid_event, is_json_object
-
     not_utf8 = b'{"text":"\xed\xa0\xbd"}'  # a UTF-16 surrogate written as UTF-8 bytes
     too_deep = b'{"x":' + b"[" * 2000 + b"]" * 2000 + b"}"
     assert is_json_object(b'{"text":"Gr\xc3\xbc\xc3\x9fe"}')  # UTF-8 itself is fine
