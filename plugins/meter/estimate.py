@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import importlib.util
 import os
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import msgspec
+import structlog
 
 from . import tokenizer_process
 from .extract import TextPieces
@@ -66,6 +68,7 @@ class Tokenizer(Protocol):
     def encode_ordinary(self, text: str) -> list[int]: ...
 
 
+log = structlog.get_logger("lunos.meter")
 _lock = threading.Lock()
 _loaded: dict[str, Tokenizer] = {}
 
@@ -100,54 +103,98 @@ def preload(encodings: Iterable[str]) -> None:
 
 
 class TokenizerFailed(RuntimeError):
-    """The tokenizer process refused a text or could not be reached."""
+    """The tokenizer process refused a text, stopped, or did not answer in time."""
+
+
+# How long an answer may take: the first of a new process includes its start
+# and loading a table (about a second; more on a loaded host), the others
+# count at most `_PIECE` characters (about a millisecond).
+FIRST_ANSWER_SECONDS = 60.0
+ANSWER_SECONDS = 10.0
 
 
 class _TokenizerProcess:
     """This process's tokenizer process: started at its first count, again
-    after it died (once per count), and told to stop when this one exits."""
+    after it died (once per count), and told to stop when this one exits.
+
+    A process that cannot be started, or that stops or hangs (it is killed
+    after the deadline above), is logged once (``tokenizer_process_failed``)
+    and this process then counts with tables of its own (`tokenizer`): a
+    count is usage billed, and a wrong environment must not make estimates
+    free. The load then happens on the tokenizer thread, as it did before
+    there was a tokenizer process."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid = 0  # the process that started it (a forked child starts its own)
+        self._answered = False  # whether the running process has answered once
+        self.failed = ""  # why counts went back to this process, once they did
 
     def count(self, encoding: str, text: str) -> int:
+        if self.failed:
+            return len(tokenizer(encoding).encode_ordinary(text))
+        try:
+            return self._ask(encoding, text)
+        except TokenizerFailed as e:
+            if str(e) == _REFUSED:
+                raise
+            self.failed = str(e)
+            log.warning("tokenizer_process_failed", reason=self.failed)
+            return len(tokenizer(encoding).encode_ordinary(text))
+
+    def _ask(self, encoding: str, text: str) -> int:
         data = text.encode("utf-8", "surrogatepass")
         which = tokenizer_process.ENCODINGS.index(encoding)
-        head = tokenizer_process.REQUEST.pack(which, len(data))
+        message = tokenizer_process.REQUEST.pack(which, len(data)) + data
+        size = tokenizer_process.ANSWER.size
         with self._lock:
             for attempt in (1, 2):
                 proc = self._running()
                 assert proc.stdin is not None and proc.stdout is not None
+                # A process that stops reading or answering is killed, which
+                # ends the write or read waiting on it.
+                deadline = ANSWER_SECONDS if self._answered else FIRST_ANSWER_SECONDS
+                killed = threading.Event()
+                hung = threading.Timer(deadline, _kill, (proc, killed))
+                hung.daemon = True
+                hung.start()
                 try:
-                    proc.stdin.write(head + data)
+                    proc.stdin.write(message)
                     proc.stdin.flush()
-                    answer = proc.stdout.read(tokenizer_process.ANSWER.size)
+                    answer = proc.stdout.read(size)
                 except OSError:
                     answer = b""
-                if len(answer) == tokenizer_process.ANSWER.size:
+                finally:
+                    hung.cancel()
+                if len(answer) == size:
+                    self._answered = True
                     break
                 self._stop()
+                if killed.is_set():  # not again: another wait as long would follow
+                    raise TokenizerFailed(f"the tokenizer process did not answer in {deadline:g} s")
                 if attempt == 2:
-                    raise TokenizerFailed("the tokenizer process stopped")
+                    raise TokenizerFailed("the tokenizer process stopped without an answer")
         (count,) = tokenizer_process.ANSWER.unpack(answer)
         if count < 0:
-            raise TokenizerFailed("the tokenizer refused a text")
+            raise TokenizerFailed(_REFUSED)
         return int(count)
 
     def _running(self) -> subprocess.Popen[bytes]:
         if self._proc is not None and self._pid == os.getpid() and self._proc.poll() is None:
             return self._proc
         self._stop()  # one that died: its pipes closed, its status read
-        self._proc, self._pid = None, os.getpid()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-I", str(_SCRIPT)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a terminal's Ctrl-C is for the server, which stops it
-        )
+        self._proc, self._pid, self._answered = None, os.getpid(), False
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", str(_SCRIPT), _tables_path()],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a terminal's Ctrl-C is for the server, which stops it
+            )
+        except OSError as e:
+            raise TokenizerFailed(f"the tokenizer process could not start ({e.strerror})") from None
         return self._proc
 
     def _stop(self) -> None:
@@ -169,6 +216,22 @@ class _TokenizerProcess:
     def stop(self) -> None:
         with self._lock:
             self._stop()
+
+
+_REFUSED = "the tokenizer refused a text"
+
+
+def _kill(proc: subprocess.Popen[bytes], killed: threading.Event) -> None:
+    killed.set()
+    proc.kill()
+
+
+def _tables_path() -> str:
+    """Where the tokenizer package is installed: the child runs isolated
+    (``-I``: no PYTHONPATH, no user site), so it is told where to look."""
+    spec = importlib.util.find_spec("bpe_openai")
+    places = list(spec.submodule_search_locations or []) if spec is not None else []
+    return str(Path(places[0]).parent) if places else ""
 
 
 _SCRIPT = Path(tokenizer_process.__file__)

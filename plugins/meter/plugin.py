@@ -81,6 +81,10 @@ def _pricing_problems(path: Path) -> list[str]:
 PricingFile = Annotated[str, checked_file(_pricing_problems)]
 
 
+# Whether a meter of this process has started (a later start is a reload's).
+_started = False
+
+
 class MeterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pricing: PricingFile = ""
     timezone: str = "UTC"
@@ -90,8 +94,9 @@ class MeterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     estimate: bool = True
     # Load the tokenizer's tables (~1 s of CPU, ~135 MB) into this process
     # before serving, rather than count in a tokenizer process started at the
-    # first estimate (see estimate.py). `serve --workers N` loads them before
-    # it forks in any case (`prepare`), so that workers share them.
+    # first estimate (see estimate.py). Read when the server starts: a reload
+    # that turns it on applies at the next start. `serve --workers N` loads
+    # them before it forks in any case (`prepare`), so that workers share them.
     preload_tokenizer: bool = False
     flush_interval_seconds: Seconds = 1.0
     max_pending_events: AtLeastOne = 100_000
@@ -211,10 +216,13 @@ class Meter(Plugin):
         await self.ledger.start()
         if self.records is not None:
             await self.records.start()
-        if self.settings.estimate and self.settings.preload_tokenizer:
-            # About a second of CPU: awaited here, before the gateway listens
-            # (a load on another thread while serving would still stall it).
+        global _started
+        if self.settings.estimate and self.settings.preload_tokenizer and not _started:
+            # About a second of CPU: awaited here, before the gateway first
+            # listens. Not on a reload: a load on another thread while serving
+            # would stall it, so new tables are the tokenizer process's.
             await asyncio.to_thread(preload, _encodings(self.services.config))
+        _started = True
 
     async def stop(self) -> None:
         await self.settled()
@@ -224,7 +232,6 @@ class Meter(Plugin):
         await self.guard.settled()  # thresholds still being judged may notify
         if self.notifier is not None:
             await self.notifier.close()
-        # A tokenizer still loading is not waited for: its thread ends by itself.
 
     # -- the middleware ---------------------------------------------------------
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:

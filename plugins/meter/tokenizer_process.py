@@ -1,22 +1,27 @@
 """The tokenizer process: counts tokens for one serving process over a pipe.
 
-Run as a script (``python -I tokenizer_process.py``), never imported by the
-serving process: it imports nothing of Lunos, so that it starts with only
-the tokenizer's tables in memory. `estimate.py` starts it at the first count
-a serving process needs and speaks to it on its standard input and output:
+Run as a script (``python -I tokenizer_process.py SITE_DIR``, SITE_DIR being
+where the tokenizer package is installed): it imports nothing of Lunos, so
+that it starts with only the tokenizer's tables in memory (the serving
+process imports this module for its constants alone). `estimate.py` starts
+it at the first count a serving process needs and speaks to it on its
+standard input and output:
 
     request:  encoding id (1 byte: 0 o200k_base, 1 cl100k_base),
-              text length (4 bytes, big-endian), the text (UTF-8)
+              text length (4 bytes, big-endian), the text (UTF-8, a lone
+              surrogate written as its three bytes: "surrogatepass")
     answer:   the token count (8 bytes, big-endian, signed); -1 when the
               tokenizer refused the text
 
 It exits when its input ends (its serving process stopped or died). The
-text is only counted: nothing is written anywhere, and its standard error
-goes nowhere, so that no failure can print a piece of it.
+text is only counted: nothing is written anywhere, its standard error goes
+nowhere, so that no failure can print a piece of it, and it leaves no core
+file (which would hold the texts in its memory).
 """
 
 from __future__ import annotations
 
+import resource
 import signal
 import struct
 import sys
@@ -37,6 +42,9 @@ def main() -> None:
     # Its own session already keeps a terminal's Ctrl-C away; this is for a
     # signal sent to the whole process group by hand.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if len(sys.argv) > 1 and sys.argv[1]:
+        sys.path.insert(0, sys.argv[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import bpe_openai

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from plugins.meter import estimate
 
@@ -82,3 +85,51 @@ def test_it_stops_with_its_serving_process(remote: estimate._TokenizerProcess) -
     remote.stop()  # what exit does (atexit): its input ends, and so does it
     assert proc.returncode == 0
     assert remote._proc is None
+
+
+# -- when the tokenizer process fails: the count is still made, here -------------------
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "tokenizer_stand_in.py"
+    path.write_text(f"import sys, time\n{body}\n")
+    return path
+
+
+def test_a_process_that_never_answers_is_killed_and_the_count_made_here(
+    remote: estimate._TokenizerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(estimate, "_SCRIPT", _script(tmp_path, "sys.stdin.buffer.read(1)\ntime.sleep(600)"))
+    monkeypatch.setattr(estimate, "FIRST_ANSWER_SECONDS", 0.5)
+    started = time.monotonic()
+    with capture_logs() as logged:
+        assert estimate._count("one two three", "o200k_base") == 3
+    assert time.monotonic() - started < 30  # half a second of waiting, then the tables here
+    assert remote.failed == "the tokenizer process did not answer in 0.5 s"
+    assert remote._proc is None  # killed, and its status read
+    assert logged == [{"event": "tokenizer_process_failed", "log_level": "warning",
+                       "reason": remote.failed}]
+    assert estimate._count("four", "o200k_base") == 1  # from now on, here at once
+
+
+def test_a_process_that_exits_at_once_leaves_the_count_to_this_one(
+    remote: estimate._TokenizerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # What a child that cannot import the tokenizer does.
+    monkeypatch.setattr(estimate, "_SCRIPT", _script(tmp_path, "sys.exit(1)"))
+    assert estimate._count("one two three", "cl100k_base") == 3
+    assert remote.failed == "the tokenizer process stopped without an answer"
+
+
+def test_a_process_that_cannot_start_leaves_the_count_to_this_one(
+    remote: estimate._TokenizerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(estimate.sys, "executable", str(tmp_path / "no-python-here"))
+    assert estimate._count("one two three", "o200k_base") == 3
+    assert remote.failed == "the tokenizer process could not start (No such file or directory)"
+
+
+def test_the_process_is_told_where_the_tokenizer_is_installed() -> None:
+    # It runs isolated (-I: no PYTHONPATH): an install found only through
+    # PYTHONPATH is still found.
+    assert (Path(estimate._tables_path()) / "bpe_openai" / "__init__.py").is_file()
