@@ -13,7 +13,8 @@ proxies or retries of a request that may have reached the provider), which
 is most of what a general client spends per call. A body is delivered as it
 arrives (Content-Length, chunked, or up to the connection's end) and gzip
 or deflate is decoded, as aiohttp's client does for an `Accept-Encoding` it
-sends by default. Errors:
+sends by default: as it is read, at most 64 KiB per read, so that a small
+body unpacking to gigabytes costs only what is read of it. Errors:
 
     UpstreamHTTPError       the connection failed or the answer is broken (cut short, bad framing)
     └── ConnectTimeout      also a TimeoutError: no connection within `connect` seconds
@@ -50,9 +51,12 @@ __all__ = [
 # a provider sending headers without end must not fill the memory.
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 128
-# Buffered body bytes past which the socket stops being read until the
-# reader catches up.
+# Buffered body bytes (as they came: compressed ones are counted before
+# decoding) past which the socket stops being read until the reader catches up.
 _HIGH_WATER = 256 * 1024
+# A compressed body is decoded as it is read, at most this much per read:
+# a small body that unpacks to gigabytes costs what is read of it.
+_DECODE_PIECE = 64 * 1024
 # An idle connection older than this is closed rather than reused (aiohttp's
 # default), before the provider's own keep-alive limit closes it under a request.
 KEEPALIVE_SECONDS = 15.0
@@ -138,7 +142,9 @@ class _Connection(asyncio.Protocol):
         self.decoder: zlib._Decompress | None = None
         self.deflate_unsure = False  # "deflate" may come without its zlib header
         self.decoded = False  # whether the decoder was given any byte
-        self.body: list[bytes] = []
+        self.undecoded = b""  # compressed bytes the last read left for the next
+        self.decoder_full = False  # the last read filled its piece: more may be inside
+        self.body: list[bytes] = []  # as it came, compressed or not
         self.buffered = 0
         self.eof = False
         self.error: BaseException | None = None
@@ -336,18 +342,6 @@ class _Connection(asyncio.Protocol):
                 self._finish_body()
 
     def _emit(self, data: bytes) -> None:
-        if self.decoder is not None:
-            if self.deflate_unsure and data:
-                self.deflate_unsure = False
-                if data[0] & 0x0F != 8:  # no zlib header: raw deflate, as aiohttp reads it
-                    self.decoder = zlib.decompressobj(-zlib.MAX_WBITS)
-            self.decoded = self.decoded or bool(data)
-            try:
-                data = self.decoder.decompress(data)
-            except zlib.error:
-                self._fail(UpstreamHTTPError("The provider's compressed answer is corrupt."))
-                self.close()
-                return
         if data:
             self.body.append(data)
             self.buffered += len(data)
@@ -357,17 +351,6 @@ class _Connection(asyncio.Protocol):
             self._wake()
 
     def _finish_body(self) -> None:
-        if self.decoder is not None:
-            try:
-                tail = self.decoder.flush()
-            except zlib.error:
-                tail = b""
-            decoder, self.decoder = self.decoder, None
-            if tail:
-                self._emit(tail)
-            if self.decoded and not decoder.eof:  # an empty body has nothing to decode
-                self._fail(UpstreamHTTPError("The provider's compressed answer is cut short."))
-                return
         self.state = _DONE
         self.eof = True
         self._cancel_timer()
@@ -429,6 +412,8 @@ class _Connection(asyncio.Protocol):
             self.head_waiter = None
 
     async def readany(self) -> bytes:
+        if self.decoder is not None:
+            return await self._read_decoded()
         while not self.body:
             if self.error is not None:
                 raise self.error
@@ -443,12 +428,62 @@ class _Connection(asyncio.Protocol):
         data = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body.clear()
         self.buffered = 0
-        if self.paused and self.transport is not None:
+        if self.paused:
+            self._resume()
+        return data
+
+    def _resume(self) -> None:
+        if self.transport is not None:
             # Paused for a slow reader: the silence was ours, not the provider's.
             self.paused = False
             self.last_read = self.loop.time()
             self.transport.resume_reading()
-        return data
+
+    async def _read_decoded(self) -> bytes:
+        """The next piece (at most _DECODE_PIECE bytes) of a compressed body, decoded."""
+        decoder = self.decoder
+        assert decoder is not None
+        while True:
+            if self.body or self.undecoded or self.decoder_full:
+                body = self.body
+                data = self.undecoded
+                if body:
+                    data = data + b"".join(body) if data or len(body) > 1 else body[0]
+                    body.clear()
+                if self.deflate_unsure and data:
+                    self.deflate_unsure = False
+                    if data[0] & 0x0F != 8:  # no zlib header: raw deflate, as aiohttp reads it
+                        decoder = self.decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.decoded = self.decoded or bool(data)
+                try:
+                    out = decoder.decompress(data, _DECODE_PIECE)
+                except zlib.error:
+                    exc = UpstreamHTTPError("The provider's compressed answer is corrupt.")
+                    self._fail(exc)
+                    self.close()
+                    raise exc from None
+                self.undecoded = decoder.unconsumed_tail
+                self.decoder_full = len(out) == _DECODE_PIECE
+                self.buffered = len(self.undecoded)
+                if self.paused and self.buffered <= _HIGH_WATER:
+                    self._resume()
+                if out:
+                    return out
+                continue
+            if self.error is not None:
+                raise self.error
+            if self.eof:
+                if self.decoded and not decoder.eof:  # an empty body has nothing to decode
+                    exc = UpstreamHTTPError("The provider's compressed answer is cut short.")
+                    self._fail(exc)
+                    raise exc
+                return b""
+            self.waiter = self.loop.create_future()
+            self._arm_timer()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
 
     def close(self) -> None:
         self.closed = True

@@ -10,6 +10,7 @@ import datetime
 import gzip
 import ipaddress
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -270,6 +271,36 @@ async def test_gzip_is_decoded_and_other_bytes_pass_untouched(
     assert await post(client, server.url) == b"\x1f\x8b\x00\xff"
     assert await post(client, server.url) == b""  # nothing to decode
     assert server.connections == 1
+
+
+async def test_a_compressed_body_is_decoded_in_bounded_pieces_as_it_is_read(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    bomb = b"".join(packer.compress(zeros) for _ in range(256)) + packer.flush()  # 256 MiB
+    text = b"".join(b'{"n": %d}\n' % i for i in range(300_000))  # ~3 MB, decoded in many pieces
+    varied = gzip.compress(text)
+
+    async def bombs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, asked = await read_request(reader)
+            body = varied if asked == b"varied" else bomb
+            writer.write(b"HTTP/1.1 500 X\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                         % len(body) + body)
+            await writer.drain()
+
+    server = await raw(bombs)
+    resp = await client.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+    first = await resp.readany()
+    assert first == bytes(len(first)) and 0 < len(first) <= 64 * 1024
+    resp.release()
+    # The error path's read of the first 64 KiB decodes no more than that.
+    resp = await client.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+    assert await resp.read(64 * 1024) == bytes(64 * 1024)
+    assert len(resp._conn.undecoded) > 0  # the rest is left compressed
+    resp.release()
+    assert await post(client, server.url, b"varied") == text
 
 
 @pytest.mark.parametrize("answer", [
