@@ -57,6 +57,9 @@ _HIGH_WATER = 256 * 1024
 # A compressed body is decoded as it is read, at most this much per read:
 # a small body that unpacks to gigabytes costs what is read of it.
 _DECODE_PIECE = 64 * 1024
+# A gzip body may be several members one after the other (RFC 1952), each
+# decoded in turn up to this many; other bytes after the end are an error.
+_MAX_GZIP_MEMBERS = 1024
 # An idle connection older than this is closed rather than reused (aiohttp's
 # default), before the provider's own keep-alive limit closes it under a request.
 KEEPALIVE_SECONDS = 15.0
@@ -144,6 +147,7 @@ class _Connection(asyncio.Protocol):
         self.decoded = False  # whether the decoder was given any byte
         self.undecoded = b""  # compressed bytes the last read left for the next
         self.decoder_full = False  # the last read filled its piece: more may be inside
+        self.gzip_members = 0  # gzip members begun (0: deflate, a single stream)
         self.body: list[bytes] = []  # as it came, compressed or not
         self.buffered = 0
         self.eof = False
@@ -263,6 +267,7 @@ class _Connection(asyncio.Protocol):
         encoding = headers.get("content-encoding", "").strip().lower()
         if encoding in ("gzip", "x-gzip"):
             self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self.gzip_members = 1
         elif encoding == "deflate":
             self.decoder = zlib.decompressobj(zlib.MAX_WBITS)
             self.deflate_unsure = True
@@ -464,6 +469,20 @@ class _Connection(asyncio.Protocol):
                     raise exc from None
                 self.undecoded = decoder.unconsumed_tail
                 self.decoder_full = len(out) == _DECODE_PIECE
+                if decoder.eof and decoder.unused_data:
+                    after = decoder.unused_data
+                    if (
+                        not self.gzip_members
+                        or not b"\x1f\x8b".startswith(after[:2])
+                        or self.gzip_members >= _MAX_GZIP_MEMBERS
+                    ):
+                        exc = UpstreamHTTPError("The provider's compressed answer is corrupt.")
+                        self._fail(exc)
+                        self.close()
+                        raise exc
+                    self.gzip_members += 1
+                    decoder = self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    self.undecoded = after
                 self.buffered = len(self.undecoded)
                 if self.paused and self.buffered <= _HIGH_WATER:
                     self._resume()

@@ -303,6 +303,37 @@ async def test_a_compressed_body_is_decoded_in_bounded_pieces_as_it_is_read(
     assert await post(client, server.url, b"varied") == text
 
 
+async def test_each_member_of_a_gzip_body_is_decoded_and_bytes_after_the_end_are_an_error(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    first, second = gzip.compress(b'{"a": 1, '), gzip.compress(b'"b": 2}')
+    answers = {
+        b"one write": [first + second + gzip.compress(b"")],
+        b"split": [first, second[:1], second[1:]],  # the next member starts in a later packet
+        b"junk": [first + b"junk"],
+        b"deflate": [zlib.compress(b"{}") + b"\x1f\x8b"],  # one zlib stream, never members
+    }
+
+    async def members(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, asked = await read_request(reader)
+            parts = answers[asked]
+            coding = b"deflate" if asked == b"deflate" else b"gzip"
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+                         % (coding, sum(map(len, parts))))
+            for part in parts:
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.02)
+
+    server = await raw(members)
+    assert await post(client, server.url, b"one write") == b'{"a": 1, "b": 2}'
+    assert await post(client, server.url, b"split") == b'{"a": 1, "b": 2}'
+    for asked in (b"junk", b"deflate"):
+        with pytest.raises(UpstreamHTTPError, match="corrupt"):
+            await post(client, server.url, asked)
+
+
 @pytest.mark.parametrize("answer", [
     b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
