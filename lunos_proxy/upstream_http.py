@@ -69,6 +69,10 @@ _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_EOF, _DONE = range(5)
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
+# A header name's characters (RFC 9110 token), and those a head may carry
+# (no control character but the tab and the CR LF that end its lines).
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_HEAD_BYTES = bytes([9, 10, 13, *range(32, 127), *range(128, 256)])
 
 
 class UpstreamHTTPError(Exception):
@@ -158,6 +162,7 @@ class _Connection(asyncio.Protocol):
         self.last_read = 0.0
         self.paused = False
         self.method_head = False
+        self.chunked = False
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -239,24 +244,41 @@ class _Connection(asyncio.Protocol):
 
     def _parse_head(self, head: bytes) -> bool:
         lines = head.split(b"\r\n")
-        version, _, rest = lines[0].partition(b" ")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(rest) < 3 or not rest[:3].isdigit():
-            raise ValueError("status line")
-        status = int(rest[:3])
         if len(lines) > MAX_HEADERS + 1:
             raise ValueError("too many headers")
+        # No NUL, bare CR or LF or other control character (but the tab).
+        breaks = len(lines) - 1
+        if (
+            head.translate(None, _HEAD_BYTES)
+            or head.count(b"\r") != breaks
+            or head.count(b"\n") != breaks
+        ):
+            raise ValueError("control character")
+        version, _, rest = lines[0].partition(b" ")
+        # Three digits, then the reason after a space, or nothing.
+        if (
+            version not in (b"HTTP/1.1", b"HTTP/1.0")
+            or not rest[:3].isdigit()
+            or len(rest) < 3
+            or rest[3:4] not in (b"", b" ")
+            or rest[0] == 48  # "0xx"
+        ):
+            raise ValueError("status line")
+        status = int(rest[:3])
         headers: dict[str, str] = {}
         items: list[tuple[str, str]] = []
         for line in lines[1:]:
             raw_name, sep, raw_value = line.partition(b":")
-            if not sep or not raw_name or raw_name != raw_name.strip() or b" " in raw_name:
+            if not sep or not raw_name or raw_name.translate(None, _TOKEN):
                 raise ValueError("header line")
             name = raw_name.decode("ascii").lower()
             value = raw_value.strip(b" \t").decode("utf-8", "surrogateescape")
             items.append((name, value))
             if name not in headers:
                 headers[name] = value
-        if 100 <= status < 200:
+        if status < 200:
+            if status == 101:  # a protocol switch was never asked for
+                raise ValueError("status 101")
             return True
         self.status, self.headers, self.header_items = status, headers, items
         connection = headers.get("connection", "").lower()
@@ -271,16 +293,27 @@ class _Connection(asyncio.Protocol):
         elif encoding == "deflate":
             self.decoder = zlib.decompressobj(zlib.MAX_WBITS)
             self.deflate_unsure = True
+        if "transfer-encoding" in headers:
+            # With a length as well, or in HTTP/1.0, the framing is ambiguous
+            # (one reader's body is another's next answer): refused.
+            if "content-length" in headers or version == b"HTTP/1.0":
+                raise ValueError("transfer-encoding")
+            codings = ",".join(v for n, v in items if n == "transfer-encoding").lower().split(",")
+            self.chunked = codings[-1].strip() == "chunked"
+            if not self.chunked:  # the body ends with the connection (RFC 9112 6.3)
+                self.keep_alive = False
         if status in (204, 304) or self.method_head:
             self.state = _DONE
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
+        elif self.chunked:
             self.state = _CHUNKED
+        elif "transfer-encoding" in headers:
+            self.state = _UNTIL_EOF
         elif "content-length" in headers:
             lengths = {v for n, v in items if n == "content-length"}
             if len(lengths) != 1:
                 raise ValueError("content-length")
             text = lengths.pop()
-            if not text.isdigit():
+            if not text.isascii() or not text.isdigit():
                 raise ValueError("content-length")
             self.remaining = int(text)
             self.state = _LENGTH if self.remaining else _DONE

@@ -344,8 +344,24 @@ async def test_each_member_of_a_gzip_body_is_decoded_and_bytes_after_the_end_are
     b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz",
     b"HTTP/1.1 2xx OK\r\nContent-Length: 2\r\n\r\nok",
     b"\x00\x01garbage\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: \u0662\r\n\r\nhi".encode(),
+    b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi",
+    b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 099 OK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200OK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\nSet-Cookie: a=b\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\rX: y\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\x00x\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX\tY: 1\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX(Y): 1\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
 ], ids=["cut short", "chunked cut short", "bad chunk size", "chunk size not hex", "no CRLF after a chunk",
-        "two lengths", "corrupt gzip", "bad status", "no HTTP at all"])
+        "two lengths", "corrupt gzip", "bad status", "no HTTP at all", "chunked and a length",
+        "chunked in HTTP/1.0", "length in other digits", "length with a sign", "four-digit status",
+        "status under 100", "no space after the status", "bare LF in a value", "bare CR in a value",
+        "NUL in a value", "tab in a name", "name not a token", "101"])
 async def test_a_broken_answer_raises_the_upstream_error(
     client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]], answer: bytes
 ) -> None:
@@ -356,6 +372,22 @@ async def test_a_broken_answer_raises_the_upstream_error(
     server = await raw(broken)
     with pytest.raises(UpstreamHTTPError):
         await asyncio.wait_for(post(client, server.url), 2)
+
+
+async def test_a_body_whose_last_coding_is_not_chunked_ends_with_the_connection(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def not_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n"
+                     b"\r\n2\r\nhi\r\n0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+
+    server = await raw(not_chunked)
+    assert await post(client, server.url) == b"2\r\nhi\r\n0\r\n\r\n"  # all of it, as it came
+    assert await post(client, server.url) == b"2\r\nhi\r\n0\r\n\r\n"
+    assert server.connections == 2
 
 
 async def test_endless_headers_are_refused_once_past_the_bound(
