@@ -51,6 +51,8 @@ __all__ = [
 # a provider sending headers without end must not fill the memory.
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 128
+# Interim (1xx) heads taken before the answer's own.
+MAX_INTERIM = 16
 # Buffered body bytes (as they came: compressed ones are counted before
 # decoding) past which the socket stops being read until the reader catches up.
 _HIGH_WATER = 256 * 1024
@@ -137,7 +139,8 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.state = _DONE
-        self.head = b""
+        self.head = bytearray()  # an unfinished head
+        self.interim = 0
         self.status = 0
         self.headers: dict[str, str] = {}
         self.header_items: list[tuple[str, str]] = []
@@ -178,12 +181,14 @@ class _Connection(asyncio.Protocol):
         self._cancel_timer()
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = self.loop.time()
         state = self.state
+        if state == _HEAD:
+            # One deadline for the whole head (start + first byte), however it trickles.
+            self._feed_head(data)
+            return
+        self.last_read = self.loop.time()
         if state == _LENGTH:
             self._feed_length(data)
-        elif state == _HEAD:
-            self._feed_head(data)
         elif state == _CHUNKED:
             self._feed_chunked(data)
         elif state == _UNTIL_EOF:
@@ -199,32 +204,45 @@ class _Connection(asyncio.Protocol):
     # -- parsing ----------------------------------------------------------------
 
     def _feed_head(self, data: bytes) -> None:
-        head = self.head + data if self.head else data
-        end = head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(head) > MAX_HEAD:
+        buf: bytes | bytearray = data
+        start = 0
+        if self.head:  # searched again from the last bytes that may begin the end
+            start = len(self.head) - 3
+            self.head += data
+            buf = self.head
+        while True:
+            end = buf.find(b"\r\n\r\n", start)
+            if end < 0 and len(buf) <= MAX_HEAD:
+                if buf is not self.head:
+                    self.head = bytearray(buf)
+                return
+            if end < 0 or end > MAX_HEAD:
                 self._fail(UpstreamHTTPError("The provider's response headers are too large."))
                 self.close()
-            else:
-                self.head = head
-            return
-        if end > MAX_HEAD:
-            self._fail(UpstreamHTTPError("The provider's response headers are too large."))
-            self.close()
-            return
-        self.head = b""
-        rest = head[end + 4 :]
-        try:
-            informational = self._parse_head(head[:end])
-        except (ValueError, UnicodeDecodeError):
-            self._fail(UpstreamHTTPError("The provider sent a malformed response head."))
-            self.close()
-            return
-        if informational:  # 1xx: the real answer follows
+                return
+            rest = bytes(buf[end + 4 :])
+            try:
+                informational = self._parse_head(bytes(buf[:end]))
+            except (ValueError, UnicodeDecodeError):
+                self._fail(UpstreamHTTPError("The provider sent a malformed response head."))
+                self.close()
+                return
+            if not informational:
+                break
+            # 1xx: the real answer follows, after at most MAX_INTERIM of them.
+            self.interim += 1
+            if self.interim > MAX_INTERIM:
+                self._fail(UpstreamHTTPError("The provider sent too many interim responses."))
+                self.close()
+                return
             self.headers, self.header_items = {}, []
-            if rest:
-                self._feed_head(rest)
-            return
+            self.head = bytearray()
+            if not rest:
+                return
+            buf, start = rest, 0
+        if self.head:
+            self.head = bytearray()
+        self.last_read = self.loop.time()  # the head is in: the idle limit counts from here
         waiter = self.head_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

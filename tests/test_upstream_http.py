@@ -390,6 +390,42 @@ async def test_a_body_whose_last_coding_is_not_chunked_ends_with_the_connection(
     assert server.connections == 2
 
 
+async def test_interim_heads_are_skipped_up_to_a_bound(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def interim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, asked = await read_request(reader)
+            hint = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+            writer.write(hint * int(asked) + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = await raw(interim)
+    assert await post(client, server.url, b"16") == b"ok"
+    for many in (b"17", b"2000"):  # 2000 once overflowed the stack
+        with pytest.raises(UpstreamHTTPError, match="interim"):
+            await asyncio.wait_for(post(client, server.url, many), 2)
+
+
+async def test_a_head_in_one_byte_packets_is_read_whatever_the_cut(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    head = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 3000 + b"\r\nContent-Length: 2\r\n\r\nok"
+
+    async def dribble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        for i in range(len(head)):
+            writer.write(head[i : i + 1])
+            await writer.drain()
+            if i % 8 == 0:
+                await asyncio.sleep(0)
+
+    server = await raw(dribble)
+    resp = await client.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+    assert (resp.status, resp.headers["x-pad"], await resp.read()) == (200, "a" * 3000, b"ok")
+    assert type(await resp.read()) is bytes
+    resp.release()
+
+
 async def test_endless_headers_are_refused_once_past_the_bound(
     client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
 ) -> None:
@@ -431,6 +467,23 @@ async def test_headers_slower_than_the_first_byte_limit_time_out(
         await post(client, server.url, first_byte=0.3)
     assert not isinstance(e.value, UpstreamHTTPError)
     assert 0.25 < loop.time() - start < 2
+
+
+async def test_a_head_sent_byte_by_byte_times_out_at_the_first_byte_limit(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 100:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.05)
+
+    server = await raw(trickle)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        await post(client, server.url, first_byte=0.4)
+    assert 0.35 < loop.time() - start < 1.5  # one deadline, not one per byte
 
 
 async def test_silence_mid_body_past_the_idle_limit_times_out(
