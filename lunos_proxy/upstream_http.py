@@ -774,6 +774,9 @@ class UpstreamClient:
             and not self.closed
             and transport is not None
             and not transport.is_closing()
+            # A request still being sent (the provider answered early) would
+            # end in the next request's bytes: the connection is not reused.
+            and not transport.get_write_buffer_size()
         ):
             conn._cancel_timer()
             if conn.paused:

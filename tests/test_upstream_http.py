@@ -206,6 +206,30 @@ async def test_a_request_the_provider_may_have_read_is_never_sent_again(
     assert (server.requests, server.connections) == (2, 1)
 
 
+async def test_a_connection_still_sending_its_request_is_not_reused(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"content-length: 2\r\n" in head:
+            await reader.readexactly(2)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            await asyncio.sleep(1)
+            return
+        # Answers before reading the body, and never reads on.
+        writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 2\r\n\r\n{}")
+        await asyncio.sleep(5)
+
+    server = await raw(early)
+    big = b'{"pad": "' + b"x" * (16 << 20) + b'"}'
+    resp = await client.request("POST", server.url, JSON, big, connect=5, first_byte=5)
+    assert (resp.status, await resp.read()) == (413, b"{}")
+    resp.release()
+    assert await post(client, server.url, b"{}", first_byte=2) == b"ok"
+    assert server.connections == 2
+
+
 # -- bodies -------------------------------------------------------------------
 
 
