@@ -582,10 +582,14 @@ class Response:
 
     async def readany(self) -> bytes:
         """The bytes that arrived since the last read (waiting for some); b"" at the end."""
+        if self._released:  # the connection may carry another answer by now
+            raise UpstreamHTTPError("The response was released.")
         return await self._conn.readany()
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body, or its first `limit` bytes."""
+        if self._released:
+            raise UpstreamHTTPError("The response was released.")
         parts: list[bytes] = []
         size = 0
         while limit is None or size < limit:
@@ -598,7 +602,8 @@ class Response:
         return data if limit is None else data[:limit]
 
     def release(self) -> None:
-        """Back to the pool if the answer was read whole, else the connection is closed."""
+        """Back to the pool if the answer was read whole, else the connection is closed.
+        The response cannot be read after."""
         if self._released:
             return
         self._released = True

@@ -143,6 +143,22 @@ async def test_a_connection_is_kept_alive_and_reused_for_the_next_request(
     assert seen[2][1]["Content-Length"] == "0" and seen[2][0] == seen[0][0]
 
 
+async def test_a_released_response_cannot_read_the_connections_next_answer(
+    client: UpstreamClient, app_url: tuple[str, list[tuple[str, dict[str, str], bytes]]]
+) -> None:
+    url, seen = app_url
+    first = await client.request("POST", url, JSON, b"{}", connect=5, first_byte=5)
+    assert await first.read() == b'{"n": 1}'
+    first.release()
+    second = await client.request("POST", url, JSON, b"{}", connect=5, first_byte=5)
+    for stale_read in (first.readany, first.read):
+        with pytest.raises(UpstreamHTTPError, match="released"):
+            await stale_read()
+    assert await second.read() == b'{"n": 2}'
+    second.release()
+    assert seen[0][0] == seen[1][0]  # one connection: the stale response's was reused
+
+
 async def test_concurrent_requests_never_open_more_connections_than_the_limit(
     app_url: tuple[str, list[tuple[str, dict[str, str], bytes]]],
 ) -> None:
