@@ -211,7 +211,13 @@ class _Connection(asyncio.Protocol):
             self.head += data
             buf = self.head
         while True:
-            end = buf.find(b"\r\n\r\n", start)
+            # The head ends at its first empty line; a line may end in a
+            # bare LF (as aiohttp reads it) rather than CR LF.
+            end = buf.find(b"\n\r\n", start)
+            skip = 3
+            bare = buf.find(b"\n\n", start, end if end >= 0 else len(buf))
+            if bare >= 0:
+                end, skip = bare, 2
             if end < 0 and len(buf) <= MAX_HEAD:
                 if buf is not self.head:
                     self.head = bytearray(buf)
@@ -220,9 +226,10 @@ class _Connection(asyncio.Protocol):
                 self._fail(UpstreamHTTPError("The provider's response headers are too large."))
                 self.close()
                 return
-            rest = bytes(buf[end + 4 :])
+            rest = bytes(buf[end + skip :])
+            stop = end - 1 if end and buf[end - 1] == 13 else end  # without the last line's CR
             try:
-                informational = self._parse_head(bytes(buf[:end]))
+                informational = self._parse_head(bytes(buf[:stop]))
             except (ValueError, UnicodeDecodeError):
                 self._fail(UpstreamHTTPError("The provider sent a malformed response head."))
                 self.close()
@@ -262,15 +269,12 @@ class _Connection(asyncio.Protocol):
 
     def _parse_head(self, head: bytes) -> bool:
         lines = head.split(b"\r\n")
+        if head.count(b"\n") != len(lines) - 1:  # some lines end in a bare LF
+            lines = [line.removesuffix(b"\r") for line in head.split(b"\n")]
         if len(lines) > MAX_HEADERS + 1:
             raise ValueError("too many headers")
-        # No NUL, bare CR or LF or other control character (but the tab).
-        breaks = len(lines) - 1
-        if (
-            head.translate(None, _HEAD_BYTES)
-            or head.count(b"\r") != breaks
-            or head.count(b"\n") != breaks
-        ):
+        # No NUL, bare CR or other control character (but the tab).
+        if head.translate(None, _HEAD_BYTES) or head.count(b"\r") != head.count(b"\r\n"):
             raise ValueError("control character")
         version, _, rest = lines[0].partition(b" ")
         # Three digits, then the reason after a space, or nothing.
