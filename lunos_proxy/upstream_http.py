@@ -71,10 +71,10 @@ _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_EOF, _DONE = range(5)
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
-# A header name's characters (RFC 9110 token), and those a head may carry
-# (no control character but the tab and the CR LF that end its lines).
+# A header name's characters (RFC 9110 token), and the control characters
+# with CR (a head has none but the tab, and the CR LF or LF ending a line).
 _TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_HEAD_BYTES = bytes([9, 10, 13, *range(32, 127), *range(128, 256)])
+_CONTROL_OR_CR = bytes([*range(9), *range(11, 32), 127])
 
 
 class UpstreamHTTPError(Exception):
@@ -269,12 +269,15 @@ class _Connection(asyncio.Protocol):
 
     def _parse_head(self, head: bytes) -> bool:
         lines = head.split(b"\r\n")
-        if head.count(b"\n") != len(lines) - 1:  # some lines end in a bare LF
+        crlf = len(lines) - 1
+        if head.count(b"\n") != crlf:  # some lines end in a bare LF
+            crlf = head.count(b"\r\n")
             lines = [line.removesuffix(b"\r") for line in head.split(b"\n")]
         if len(lines) > MAX_HEADERS + 1:
             raise ValueError("too many headers")
-        # No NUL, bare CR or other control character (but the tab).
-        if head.translate(None, _HEAD_BYTES) or head.count(b"\r") != head.count(b"\r\n"):
+        # No NUL, bare CR or other control character (but the tab): the
+        # only ones taken out are the CRs of CR LF.
+        if len(head.translate(None, _CONTROL_OR_CR)) != len(head) - crlf:
             raise ValueError("control character")
         version, _, rest = lines[0].partition(b" ")
         # Three digits, then the reason after a space, or nothing.
@@ -291,7 +294,7 @@ class _Connection(asyncio.Protocol):
         items: list[tuple[str, str]] = []
         for line in lines[1:]:
             raw_name, sep, raw_value = line.partition(b":")
-            if not sep or not raw_name or raw_name.translate(None, _TOKEN):
+            if not sep or not raw_name or raw_name.strip(_TOKEN):
                 raise ValueError("header line")
             name = raw_name.decode("ascii").lower()
             value = raw_value.strip(b" \t").decode("utf-8", "surrogateescape")
