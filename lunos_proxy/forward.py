@@ -89,6 +89,12 @@ _PASS_RESPONSE = frozenset(
     }
 )
 _ERROR_BODY_LIMIT = 64 * 1024
+# The largest answer taken from a provider (docs/operators.md): a plain
+# answer past it, or one stream event past _MAX_EVENT, is a malformed
+# answer (upstream_invalid), so that a broken or hostile provider cannot
+# fill the memory. Each bound is far above what a model answers.
+_MAX_ANSWER = 64 * 1024 * 1024
+_MAX_EVENT = 4 * 1024 * 1024
 
 
 class _ErrorFields(msgspec.Struct):
@@ -127,12 +133,22 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return seconds if seconds > 0 else None
 
 
-def _whole_events(data: bytes) -> tuple[bytes, bytes]:
-    """`data` cut after its last event boundary: the whole events, the rest."""
+def _last_boundary(data: bytes | bytearray, start: int = 0) -> int:
+    """Where `data`'s whole events end: after its last event boundary found from `start`, or 0."""
     cut = 0
-    for m in EVENT_BOUNDARY.finditer(data):
+    for m in EVENT_BOUNDARY.finditer(data, max(start, 0)):
         cut = m.end()
-    return data[:cut], data[cut:]
+    return cut
+
+
+def _oversized_event(events: bytes) -> int:
+    """Where the first event longer than _MAX_EVENT starts in whole `events`, or -1."""
+    start = 0
+    for m in EVENT_BOUNDARY.finditer(events):
+        if m.start() - start > _MAX_EVENT:
+            return start
+        start = m.end()
+    return -1
 
 
 def _stream_error_event(wire: str, message: str, code: str) -> bytes:
@@ -332,14 +348,14 @@ class Forwarder:
         translation: Translation | None = None,
     ) -> web.Response:
         try:
-            data = await resp.read()
+            data = await resp.read(_MAX_ANSWER + 1)
         except TimeoutError:
             raise UpstreamTimeout(f"The provider stalled for {idle:g} s.") from None
         except UpstreamHTTPError:
             raise UpstreamUnreachable("The provider broke off its answer.") from None
         now = time.perf_counter()
         exchange.timings.first_byte = exchange.timings.last_byte = now
-        if not is_json_object(data):
+        if len(data) > _MAX_ANSWER or not is_json_object(data):
             return self._invalid_body(exchange)
         if translation is not None:
             try:
@@ -354,7 +370,8 @@ class Forwarder:
         )
 
     def _invalid_body(self, exchange: Exchange) -> web.Response:
-        """A 502 in the client's shape for a success whose body is not JSON.
+        """A 502 in the client's shape for a success whose body is not JSON
+        (or is larger than _MAX_ANSWER).
 
         Every endpoint answers a JSON object, so anything else is a broken
         provider. It is answered, not raised: the provider took the request
@@ -397,14 +414,28 @@ class Forwarder:
         # the rest of their event, so that an error event sent after a break
         # starts on a boundary (a half event glued to it reads as neither),
         # and so that each event is checked whole before anyone sees it.
-        held = b""
+        # An unfinished event grows in `held`, searched for its end in the
+        # new bytes only (the 3 before them may begin a boundary).
+        held = bytearray()
         broken = False
         try:
             while chunk:
                 if held:
-                    chunk, held = held + chunk, b""
-                if not chunk.endswith(EVENT_ENDS):
-                    chunk, held = _whole_events(chunk)
+                    start = len(held) - 3
+                    held += chunk
+                    cut = len(held) if held.endswith(EVENT_ENDS) else _last_boundary(held, start)
+                    chunk = bytes(held[:cut])
+                    del held[:cut]
+                elif not chunk.endswith(EVENT_ENDS):
+                    cut = _last_boundary(chunk)
+                    held += memoryview(chunk)[cut:]
+                    chunk = chunk[:cut]
+                if len(held) > _MAX_EVENT:
+                    held, broken = bytearray(), True  # the events before it pass
+                if len(chunk) > _MAX_EVENT:  # rare: one of its events may be too
+                    cut = _oversized_event(chunk)
+                    if cut >= 0:
+                        chunk, broken = chunk[:cut], True
                 if chunk:
                     # An event that is not JSON (a broken provider) would
                     # crash the client's SDK: the events before it pass, it
@@ -417,7 +448,7 @@ class Forwarder:
                         # Decoding each event to translate it checks it by the
                         # same rule. Observers and filters see what the client gets.
                         chunk = translator.feed(chunk)
-                        broken = translator.broken
+                        broken = broken or translator.broken
                     if chunk:
                         exchange.notify_chunk(chunk)
                         for f in filters:
@@ -425,20 +456,21 @@ class Forwarder:
                         if chunk:
                             await out.write(chunk)
                             sent += len(chunk)
-                    if broken:
-                        break
+                if broken:
+                    break
                 chunk = await resp.readany()
-            if held and not broken:
+            rest = bytes(held)
+            if rest and not broken:
                 # An unfinished last event: an SDK never dispatches it, but
                 # it is checked like the others.
-                if first_invalid_event(held + b"\n\n") >= 0:
+                if first_invalid_event(rest + b"\n\n") >= 0:
                     broken = True
                 elif translator is not None:
-                    held = b""  # a translation sends whole events only
+                    rest = b""  # a translation sends whole events only
                 else:
-                    exchange.notify_chunk(held)
+                    exchange.notify_chunk(rest)
                     for f in filters:
-                        held = f.feed(held)
+                        rest = f.feed(rest)
             if broken:
                 exchange.error_type, exchange.error_code = "provider", "upstream_invalid"
                 await self._end_with_error(
@@ -446,12 +478,12 @@ class Forwarder:
                 )
                 return out
             if translator is not None and not broken:
-                held = translator.flush()  # the client's own end of stream
-                if held:
-                    exchange.notify_chunk(held)
+                rest = translator.flush()  # the client's own end of stream
+                if rest:
+                    exchange.notify_chunk(rest)
                     for f in filters:
-                        held = f.feed(held)
-            tail = held + b"".join(f.flush() for f in filters)
+                        rest = f.feed(rest)
+            tail = rest + b"".join(f.flush() for f in filters)
             if tail:
                 await out.write(tail)
                 sent += len(tail)

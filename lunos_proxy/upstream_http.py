@@ -13,7 +13,8 @@ proxies or retries of a request that may have reached the provider), which
 is most of what a general client spends per call. A body is delivered as it
 arrives (Content-Length, chunked, or up to the connection's end) and gzip
 or deflate is decoded, as aiohttp's client does for an `Accept-Encoding` it
-sends by default. Errors:
+sends by default: as it is read, at most 64 KiB per read, so that a small
+body unpacking to gigabytes costs only what is read of it. Errors:
 
     UpstreamHTTPError       the connection failed or the answer is broken (cut short, bad framing)
     └── ConnectTimeout      also a TimeoutError: no connection within `connect` seconds
@@ -50,9 +51,17 @@ __all__ = [
 # a provider sending headers without end must not fill the memory.
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 128
-# Buffered body bytes past which the socket stops being read until the
-# reader catches up.
+# Interim (1xx) heads taken before the answer's own.
+MAX_INTERIM = 16
+# Buffered body bytes (as they came: compressed ones are counted before
+# decoding) past which the socket stops being read until the reader catches up.
 _HIGH_WATER = 256 * 1024
+# A compressed body is decoded as it is read, at most this much per read:
+# a small body that unpacks to gigabytes costs what is read of it.
+_DECODE_PIECE = 64 * 1024
+# A gzip body may be several members one after the other (RFC 1952), each
+# decoded in turn up to this many; other bytes after the end are an error.
+_MAX_GZIP_MEMBERS = 1024
 # An idle connection older than this is closed rather than reused (aiohttp's
 # default), before the provider's own keep-alive limit closes it under a request.
 KEEPALIVE_SECONDS = 15.0
@@ -62,6 +71,10 @@ _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_EOF, _DONE = range(5)
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
+# A header name's characters (RFC 9110 token), and the control characters
+# with CR (a head has none but the tab, and the CR LF or LF ending a line).
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_CONTROL_OR_CR = bytes([*range(9), *range(11, 32), 127])
 
 
 class UpstreamHTTPError(Exception):
@@ -126,7 +139,8 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.state = _DONE
-        self.head = b""
+        self.head = bytearray()  # an unfinished head
+        self.interim = 0
         self.status = 0
         self.headers: dict[str, str] = {}
         self.header_items: list[tuple[str, str]] = []
@@ -138,7 +152,10 @@ class _Connection(asyncio.Protocol):
         self.decoder: zlib._Decompress | None = None
         self.deflate_unsure = False  # "deflate" may come without its zlib header
         self.decoded = False  # whether the decoder was given any byte
-        self.body: list[bytes] = []
+        self.undecoded = b""  # compressed bytes the last read left for the next
+        self.decoder_full = False  # the last read filled its piece: more may be inside
+        self.gzip_members = 0  # gzip members begun (0: deflate, a single stream)
+        self.body: list[bytes] = []  # as it came, compressed or not
         self.buffered = 0
         self.eof = False
         self.error: BaseException | None = None
@@ -148,6 +165,7 @@ class _Connection(asyncio.Protocol):
         self.last_read = 0.0
         self.paused = False
         self.method_head = False
+        self.chunked = False
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -163,12 +181,14 @@ class _Connection(asyncio.Protocol):
         self._cancel_timer()
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = self.loop.time()
         state = self.state
+        if state == _HEAD:
+            # One deadline for the whole head (start + first byte), however it trickles.
+            self._feed_head(data)
+            return
+        self.last_read = self.loop.time()
         if state == _LENGTH:
             self._feed_length(data)
-        elif state == _HEAD:
-            self._feed_head(data)
         elif state == _CHUNKED:
             self._feed_chunked(data)
         elif state == _UNTIL_EOF:
@@ -184,32 +204,52 @@ class _Connection(asyncio.Protocol):
     # -- parsing ----------------------------------------------------------------
 
     def _feed_head(self, data: bytes) -> None:
-        head = self.head + data if self.head else data
-        end = head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(head) > MAX_HEAD:
+        buf: bytes | bytearray = data
+        start = 0
+        if self.head:  # searched again from the last bytes that may begin the end
+            start = len(self.head) - 3
+            self.head += data
+            buf = self.head
+        while True:
+            # The head ends at its first empty line; a line may end in a
+            # bare LF (as aiohttp reads it) rather than CR LF.
+            end = buf.find(b"\n\r\n", start)
+            skip = 3
+            bare = buf.find(b"\n\n", start, end if end >= 0 else len(buf))
+            if bare >= 0:
+                end, skip = bare, 2
+            if end < 0 and len(buf) <= MAX_HEAD:
+                if buf is not self.head:
+                    self.head = bytearray(buf)
+                return
+            if end < 0 or end > MAX_HEAD:
                 self._fail(UpstreamHTTPError("The provider's response headers are too large."))
                 self.close()
-            else:
-                self.head = head
-            return
-        if end > MAX_HEAD:
-            self._fail(UpstreamHTTPError("The provider's response headers are too large."))
-            self.close()
-            return
-        self.head = b""
-        rest = head[end + 4 :]
-        try:
-            informational = self._parse_head(head[:end])
-        except (ValueError, UnicodeDecodeError):
-            self._fail(UpstreamHTTPError("The provider sent a malformed response head."))
-            self.close()
-            return
-        if informational:  # 1xx: the real answer follows
+                return
+            rest = bytes(buf[end + skip :])
+            stop = end - 1 if end and buf[end - 1] == 13 else end  # without the last line's CR
+            try:
+                informational = self._parse_head(bytes(buf[:stop]))
+            except (ValueError, UnicodeDecodeError):
+                self._fail(UpstreamHTTPError("The provider sent a malformed response head."))
+                self.close()
+                return
+            if not informational:
+                break
+            # 1xx: the real answer follows, after at most MAX_INTERIM of them.
+            self.interim += 1
+            if self.interim > MAX_INTERIM:
+                self._fail(UpstreamHTTPError("The provider sent too many interim responses."))
+                self.close()
+                return
             self.headers, self.header_items = {}, []
-            if rest:
-                self._feed_head(rest)
-            return
+            self.head = bytearray()
+            if not rest:
+                return
+            buf, start = rest, 0
+        if self.head:
+            self.head = bytearray()
+        self.last_read = self.loop.time()  # the head is in: the idle limit counts from here
         waiter = self.head_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -229,24 +269,41 @@ class _Connection(asyncio.Protocol):
 
     def _parse_head(self, head: bytes) -> bool:
         lines = head.split(b"\r\n")
-        version, _, rest = lines[0].partition(b" ")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(rest) < 3 or not rest[:3].isdigit():
-            raise ValueError("status line")
-        status = int(rest[:3])
+        crlf = len(lines) - 1
+        if head.count(b"\n") != crlf:  # some lines end in a bare LF
+            crlf = head.count(b"\r\n")
+            lines = [line.removesuffix(b"\r") for line in head.split(b"\n")]
         if len(lines) > MAX_HEADERS + 1:
             raise ValueError("too many headers")
+        # No NUL, bare CR or other control character (but the tab): the
+        # only ones taken out are the CRs of CR LF.
+        if len(head.translate(None, _CONTROL_OR_CR)) != len(head) - crlf:
+            raise ValueError("control character")
+        version, _, rest = lines[0].partition(b" ")
+        # Three digits, then the reason after a space, or nothing.
+        if (
+            version not in (b"HTTP/1.1", b"HTTP/1.0")
+            or not rest[:3].isdigit()
+            or len(rest) < 3
+            or rest[3:4] not in (b"", b" ")
+            or rest[0] == 48  # "0xx"
+        ):
+            raise ValueError("status line")
+        status = int(rest[:3])
         headers: dict[str, str] = {}
         items: list[tuple[str, str]] = []
         for line in lines[1:]:
             raw_name, sep, raw_value = line.partition(b":")
-            if not sep or not raw_name or raw_name != raw_name.strip() or b" " in raw_name:
+            if not sep or not raw_name or raw_name.strip(_TOKEN):
                 raise ValueError("header line")
             name = raw_name.decode("ascii").lower()
             value = raw_value.strip(b" \t").decode("utf-8", "surrogateescape")
             items.append((name, value))
             if name not in headers:
                 headers[name] = value
-        if 100 <= status < 200:
+        if status < 200:
+            if status == 101:  # a protocol switch was never asked for
+                raise ValueError("status 101")
             return True
         self.status, self.headers, self.header_items = status, headers, items
         connection = headers.get("connection", "").lower()
@@ -257,19 +314,31 @@ class _Connection(asyncio.Protocol):
         encoding = headers.get("content-encoding", "").strip().lower()
         if encoding in ("gzip", "x-gzip"):
             self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self.gzip_members = 1
         elif encoding == "deflate":
             self.decoder = zlib.decompressobj(zlib.MAX_WBITS)
             self.deflate_unsure = True
+        if "transfer-encoding" in headers:
+            # With a length as well, or in HTTP/1.0, the framing is ambiguous
+            # (one reader's body is another's next answer): refused.
+            if "content-length" in headers or version == b"HTTP/1.0":
+                raise ValueError("transfer-encoding")
+            codings = ",".join(v for n, v in items if n == "transfer-encoding").lower().split(",")
+            self.chunked = codings[-1].strip() == "chunked"
+            if not self.chunked:  # the body ends with the connection (RFC 9112 6.3)
+                self.keep_alive = False
         if status in (204, 304) or self.method_head:
             self.state = _DONE
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
+        elif self.chunked:
             self.state = _CHUNKED
+        elif "transfer-encoding" in headers:
+            self.state = _UNTIL_EOF
         elif "content-length" in headers:
             lengths = {v for n, v in items if n == "content-length"}
             if len(lengths) != 1:
                 raise ValueError("content-length")
             text = lengths.pop()
-            if not text.isdigit():
+            if not text.isascii() or not text.isdigit():
                 raise ValueError("content-length")
             self.remaining = int(text)
             self.state = _LENGTH if self.remaining else _DONE
@@ -336,18 +405,6 @@ class _Connection(asyncio.Protocol):
                 self._finish_body()
 
     def _emit(self, data: bytes) -> None:
-        if self.decoder is not None:
-            if self.deflate_unsure and data:
-                self.deflate_unsure = False
-                if data[0] & 0x0F != 8:  # no zlib header: raw deflate, as aiohttp reads it
-                    self.decoder = zlib.decompressobj(-zlib.MAX_WBITS)
-            self.decoded = self.decoded or bool(data)
-            try:
-                data = self.decoder.decompress(data)
-            except zlib.error:
-                self._fail(UpstreamHTTPError("The provider's compressed answer is corrupt."))
-                self.close()
-                return
         if data:
             self.body.append(data)
             self.buffered += len(data)
@@ -357,17 +414,6 @@ class _Connection(asyncio.Protocol):
             self._wake()
 
     def _finish_body(self) -> None:
-        if self.decoder is not None:
-            try:
-                tail = self.decoder.flush()
-            except zlib.error:
-                tail = b""
-            decoder, self.decoder = self.decoder, None
-            if tail:
-                self._emit(tail)
-            if self.decoded and not decoder.eof:  # an empty body has nothing to decode
-                self._fail(UpstreamHTTPError("The provider's compressed answer is cut short."))
-                return
         self.state = _DONE
         self.eof = True
         self._cancel_timer()
@@ -429,6 +475,8 @@ class _Connection(asyncio.Protocol):
             self.head_waiter = None
 
     async def readany(self) -> bytes:
+        if self.decoder is not None:
+            return await self._read_decoded()
         while not self.body:
             if self.error is not None:
                 raise self.error
@@ -443,12 +491,76 @@ class _Connection(asyncio.Protocol):
         data = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body.clear()
         self.buffered = 0
-        if self.paused and self.transport is not None:
+        if self.paused:
+            self._resume()
+        return data
+
+    def _resume(self) -> None:
+        if self.transport is not None:
             # Paused for a slow reader: the silence was ours, not the provider's.
             self.paused = False
             self.last_read = self.loop.time()
             self.transport.resume_reading()
-        return data
+
+    async def _read_decoded(self) -> bytes:
+        """The next piece (at most _DECODE_PIECE bytes) of a compressed body, decoded."""
+        decoder = self.decoder
+        assert decoder is not None
+        while True:
+            if self.body or self.undecoded or self.decoder_full:
+                body = self.body
+                data = self.undecoded
+                if body:
+                    data = data + b"".join(body) if data or len(body) > 1 else body[0]
+                    body.clear()
+                if self.deflate_unsure and data:
+                    self.deflate_unsure = False
+                    if data[0] & 0x0F != 8:  # no zlib header: raw deflate, as aiohttp reads it
+                        decoder = self.decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.decoded = self.decoded or bool(data)
+                try:
+                    out = decoder.decompress(data, _DECODE_PIECE)
+                except zlib.error:
+                    exc = UpstreamHTTPError("The provider's compressed answer is corrupt.")
+                    self._fail(exc)
+                    self.close()
+                    raise exc from None
+                self.undecoded = decoder.unconsumed_tail
+                self.decoder_full = len(out) == _DECODE_PIECE
+                if decoder.eof and decoder.unused_data:
+                    after = decoder.unused_data
+                    if (
+                        not self.gzip_members
+                        or not b"\x1f\x8b".startswith(after[:2])
+                        or self.gzip_members >= _MAX_GZIP_MEMBERS
+                    ):
+                        exc = UpstreamHTTPError("The provider's compressed answer is corrupt.")
+                        self._fail(exc)
+                        self.close()
+                        raise exc
+                    self.gzip_members += 1
+                    decoder = self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    self.undecoded = after
+                self.buffered = len(self.undecoded)
+                if self.paused and self.buffered <= _HIGH_WATER:
+                    self._resume()
+                if out:
+                    return out
+                continue
+            if self.error is not None:
+                raise self.error
+            if self.eof:
+                if self.decoded and not decoder.eof:  # an empty body has nothing to decode
+                    exc = UpstreamHTTPError("The provider's compressed answer is cut short.")
+                    self._fail(exc)
+                    raise exc
+                return b""
+            self.waiter = self.loop.create_future()
+            self._arm_timer()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
 
     def close(self) -> None:
         self.closed = True
@@ -477,10 +589,14 @@ class Response:
 
     async def readany(self) -> bytes:
         """The bytes that arrived since the last read (waiting for some); b"" at the end."""
+        if self._released:  # the connection may carry another answer by now
+            raise UpstreamHTTPError("The response was released.")
         return await self._conn.readany()
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body, or its first `limit` bytes."""
+        if self._released:
+            raise UpstreamHTTPError("The response was released.")
         parts: list[bytes] = []
         size = 0
         while limit is None or size < limit:
@@ -493,7 +609,8 @@ class Response:
         return data if limit is None else data[:limit]
 
     def release(self) -> None:
-        """Back to the pool if the answer was read whole, else the connection is closed."""
+        """Back to the pool if the answer was read whole, else the connection is closed.
+        The response cannot be read after."""
         if self._released:
             return
         self._released = True
@@ -669,6 +786,9 @@ class UpstreamClient:
             and not self.closed
             and transport is not None
             and not transport.is_closing()
+            # A request still being sent (the provider answered early) would
+            # end in the next request's bytes: the connection is not reused.
+            and not transport.get_write_buffer_size()
         ):
             conn._cancel_timer()
             if conn.paused:

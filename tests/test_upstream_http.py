@@ -10,6 +10,7 @@ import datetime
 import gzip
 import ipaddress
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -142,6 +143,22 @@ async def test_a_connection_is_kept_alive_and_reused_for_the_next_request(
     assert seen[2][1]["Content-Length"] == "0" and seen[2][0] == seen[0][0]
 
 
+async def test_a_released_response_cannot_read_the_connections_next_answer(
+    client: UpstreamClient, app_url: tuple[str, list[tuple[str, dict[str, str], bytes]]]
+) -> None:
+    url, seen = app_url
+    first = await client.request("POST", url, JSON, b"{}", connect=5, first_byte=5)
+    assert await first.read() == b'{"n": 1}'
+    first.release()
+    second = await client.request("POST", url, JSON, b"{}", connect=5, first_byte=5)
+    for stale_read in (first.readany, first.read):
+        with pytest.raises(UpstreamHTTPError, match="released"):
+            await stale_read()
+    assert await second.read() == b'{"n": 2}'
+    second.release()
+    assert seen[0][0] == seen[1][0]  # one connection: the stale response's was reused
+
+
 async def test_concurrent_requests_never_open_more_connections_than_the_limit(
     app_url: tuple[str, list[tuple[str, dict[str, str], bytes]]],
 ) -> None:
@@ -203,6 +220,30 @@ async def test_a_request_the_provider_may_have_read_is_never_sent_again(
         await post(client, server.url)
     await asyncio.sleep(0.1)
     assert (server.requests, server.connections) == (2, 1)
+
+
+async def test_a_connection_still_sending_its_request_is_not_reused(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"content-length: 2\r\n" in head:
+            await reader.readexactly(2)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            await asyncio.sleep(1)
+            return
+        # Answers before reading the body, and never reads on.
+        writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 2\r\n\r\n{}")
+        await asyncio.sleep(5)
+
+    server = await raw(early)
+    big = b'{"pad": "' + b"x" * (16 << 20) + b'"}'
+    resp = await client.request("POST", server.url, JSON, big, connect=5, first_byte=5)
+    assert (resp.status, await resp.read()) == (413, b"{}")
+    resp.release()
+    assert await post(client, server.url, b"{}", first_byte=2) == b"ok"
+    assert server.connections == 2
 
 
 # -- bodies -------------------------------------------------------------------
@@ -272,6 +313,67 @@ async def test_gzip_is_decoded_and_other_bytes_pass_untouched(
     assert server.connections == 1
 
 
+async def test_a_compressed_body_is_decoded_in_bounded_pieces_as_it_is_read(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    bomb = b"".join(packer.compress(zeros) for _ in range(256)) + packer.flush()  # 256 MiB
+    text = b"".join(b'{"n": %d}\n' % i for i in range(300_000))  # ~3 MB, decoded in many pieces
+    varied = gzip.compress(text)
+
+    async def bombs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, asked = await read_request(reader)
+            body = varied if asked == b"varied" else bomb
+            writer.write(b"HTTP/1.1 500 X\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                         % len(body) + body)
+            await writer.drain()
+
+    server = await raw(bombs)
+    resp = await client.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+    first = await resp.readany()
+    assert first == bytes(len(first)) and 0 < len(first) <= 64 * 1024
+    resp.release()
+    # The error path's read of the first 64 KiB decodes no more than that.
+    resp = await client.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+    assert await resp.read(64 * 1024) == bytes(64 * 1024)
+    assert len(resp._conn.undecoded) > 0  # the rest is left compressed
+    resp.release()
+    assert await post(client, server.url, b"varied") == text
+
+
+async def test_each_member_of_a_gzip_body_is_decoded_and_bytes_after_the_end_are_an_error(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    first, second = gzip.compress(b'{"a": 1, '), gzip.compress(b'"b": 2}')
+    answers = {
+        b"one write": [first + second + gzip.compress(b"")],
+        b"split": [first, second[:1], second[1:]],  # the next member starts in a later packet
+        b"junk": [first + b"junk"],
+        b"deflate": [zlib.compress(b"{}") + b"\x1f\x8b"],  # one zlib stream, never members
+    }
+
+    async def members(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, asked = await read_request(reader)
+            parts = answers[asked]
+            coding = b"deflate" if asked == b"deflate" else b"gzip"
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+                         % (coding, sum(map(len, parts))))
+            for part in parts:
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.02)
+
+    server = await raw(members)
+    assert await post(client, server.url, b"one write") == b'{"a": 1, "b": 2}'
+    assert await post(client, server.url, b"split") == b'{"a": 1, "b": 2}'
+    for asked in (b"junk", b"deflate"):
+        with pytest.raises(UpstreamHTTPError, match="corrupt"):
+            await post(client, server.url, asked)
+
+
 @pytest.mark.parametrize("answer", [
     b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
@@ -282,8 +384,23 @@ async def test_gzip_is_decoded_and_other_bytes_pass_untouched(
     b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz",
     b"HTTP/1.1 2xx OK\r\nContent-Length: 2\r\n\r\nok",
     b"\x00\x01garbage\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: \u0662\r\n\r\nhi".encode(),
+    b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi",
+    b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 099 OK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200OK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\rX: y\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\x00x\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX\tY: 1\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX(Y): 1\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
 ], ids=["cut short", "chunked cut short", "bad chunk size", "chunk size not hex", "no CRLF after a chunk",
-        "two lengths", "corrupt gzip", "bad status", "no HTTP at all"])
+        "two lengths", "corrupt gzip", "bad status", "no HTTP at all", "chunked and a length",
+        "chunked in HTTP/1.0", "length in other digits", "length with a sign", "four-digit status",
+        "status under 100", "no space after the status", "bare CR in a value",
+        "NUL in a value", "tab in a name", "name not a token", "101"])
 async def test_a_broken_answer_raises_the_upstream_error(
     client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]], answer: bytes
 ) -> None:
@@ -294,6 +411,80 @@ async def test_a_broken_answer_raises_the_upstream_error(
     server = await raw(broken)
     with pytest.raises(UpstreamHTTPError):
         await asyncio.wait_for(post(client, server.url), 2)
+
+
+async def test_a_body_whose_last_coding_is_not_chunked_ends_with_the_connection(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def not_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n"
+                     b"\r\n2\r\nhi\r\n0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+
+    server = await raw(not_chunked)
+    assert await post(client, server.url) == b"2\r\nhi\r\n0\r\n\r\n"  # all of it, as it came
+    assert await post(client, server.url) == b"2\r\nhi\r\n0\r\n\r\n"
+    assert server.connections == 2
+
+
+async def test_interim_heads_are_skipped_up_to_a_bound(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def interim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, asked = await read_request(reader)
+            hint = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+            writer.write(hint * int(asked) + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = await raw(interim)
+    assert await post(client, server.url, b"16") == b"ok"
+    for many in (b"17", b"2000"):  # 2000 once overflowed the stack
+        with pytest.raises(UpstreamHTTPError, match="interim"):
+            await asyncio.wait_for(post(client, server.url, many), 2)
+
+
+async def test_a_head_in_one_byte_packets_is_read_whatever_the_cut(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    head = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 3000 + b"\r\nContent-Length: 2\r\n\r\nok"
+
+    async def dribble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        for i in range(len(head)):
+            writer.write(head[i : i + 1])
+            await writer.drain()
+            if i % 8 == 0:
+                await asyncio.sleep(0)
+
+    server = await raw(dribble)
+    resp = await client.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+    assert (resp.status, resp.headers["x-pad"], await resp.read()) == (200, "a" * 3000, b"ok")
+    assert type(await resp.read()) is bytes
+    resp.release()
+
+
+async def test_head_lines_may_end_in_a_bare_lf(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\nSet-Cookie: a=b\r\nContent-Length: 3\n\r\nok!",
+    ]
+
+    async def lf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in answers:
+            await read_request(reader)
+            writer.write(answer)
+
+    server = await raw(lf)
+    assert await post(client, server.url) == b"ok"
+    resp = await client.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+    assert resp.header_items == [("content-type", "text/plain"), ("set-cookie", "a=b"), ("content-length", "3")]
+    assert await resp.read() == b"ok!"
+    resp.release()
+    assert server.connections == 1
 
 
 async def test_endless_headers_are_refused_once_past_the_bound(
@@ -337,6 +528,23 @@ async def test_headers_slower_than_the_first_byte_limit_time_out(
         await post(client, server.url, first_byte=0.3)
     assert not isinstance(e.value, UpstreamHTTPError)
     assert 0.25 < loop.time() - start < 2
+
+
+async def test_a_head_sent_byte_by_byte_times_out_at_the_first_byte_limit(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 100:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.05)
+
+    server = await raw(trickle)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        await post(client, server.url, first_byte=0.4)
+    assert 0.35 < loop.time() - start < 1.5  # one deadline, not one per byte
 
 
 async def test_silence_mid_body_past_the_idle_limit_times_out(

@@ -12,6 +12,7 @@ import openai
 import pytest
 from prometheus_client import generate_latest
 
+from lunos_proxy import forward
 from plugins.meter.metrics import MeterMetrics
 from tests.conftest import GatewayFactory, Running, basic_config
 from tests.fakes import GARBLED, FakeProvider
@@ -157,6 +158,34 @@ async def test_non_json_success_is_a_502_in_each_sdks_shape(gw: Running, provide
     assert ae.value.body == {"type": "error", "error": {"type": "api_error",
                                                         "message": "The provider sent a malformed answer."}}
     assert len(provider.received) == 2  # answered, not retried
+
+
+async def test_an_answer_past_the_size_bound_is_a_502_and_an_event_past_it_ends_the_stream(
+    gw: Running, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bounds (64 MiB, 4 MiB) made small, so the provider's answer need not be.
+    monkeypatch.setattr(forward, "_MAX_ANSWER", 200_000)
+    monkeypatch.setattr(forward, "_MAX_EVENT", 100_000)
+    provider.behaviour.reply = ["Hel", "x" * 250_000, "lo"]
+    async with oai(gw) as client:
+        with pytest.raises(openai.InternalServerError) as e:
+            await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        assert e.value.status_code == 502
+        assert e.value.body == {"message": "The provider sent a malformed answer.", "type": "server_error",
+                                "param": None, "code": "upstream_invalid"}
+        pieces: list[str] = []
+        stream = await client.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+        with pytest.raises(openai.APIError, match="malformed event") as se:
+            async for c in stream:
+                if c.choices and c.choices[0].delta.content:
+                    pieces.append(c.choices[0].delta.content)
+    assert pieces == ["Hel"]
+    assert se.value.code == "upstream_invalid"
+    provider.behaviour.reply = ["Hel", "x" * 90_000, "lo"]  # under both bounds: whole
+    async with oai(gw) as client:
+        answer = await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        assert answer.choices[0].message.content == "Hel" + "x" * 90_000 + "lo"
+    assert len(provider.received) == 3  # answered, not retried
 
 
 async def _settled(gw: Running) -> None:
