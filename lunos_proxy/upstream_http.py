@@ -474,6 +474,15 @@ class _Connection(asyncio.Protocol):
         finally:
             self.head_waiter = None
 
+    async def _more(self) -> None:
+        """Wait for the next bytes (or the end, or an error) under the read timeout."""
+        self.waiter = self.loop.create_future()
+        self._arm_timer()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
     async def readany(self) -> bytes:
         if self.decoder is not None:
             return await self._read_decoded()
@@ -482,12 +491,7 @@ class _Connection(asyncio.Protocol):
                 raise self.error
             if self.eof:
                 return b""
-            self.waiter = self.loop.create_future()
-            self._arm_timer()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+            await self._more()
         data = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body.clear()
         self.buffered = 0
@@ -555,12 +559,7 @@ class _Connection(asyncio.Protocol):
                     self._fail(exc)
                     raise exc
                 return b""
-            self.waiter = self.loop.create_future()
-            self._arm_timer()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+            await self._more()
 
     def close(self) -> None:
         self.closed = True

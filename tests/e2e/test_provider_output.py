@@ -36,20 +36,30 @@ NOT_UTF8 = b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta
 TOO_DEEP = b'{"type":"ping","x":' + b"[" * 2000 + b"]" * 2000 + b"}"
 
 
-@pytest.mark.parametrize("garbled", [GARBLED, NOT_UTF8, TOO_DEEP], ids=["cut", "not-utf8", "deep"])
+# Whatever the data is instead of a JSON object; through a translation,
+# decoding each event is its check, with the same rule.
+NOT_AN_OBJECT = [GARBLED, b'[{"type": "ping"}]', b'"text"', b"null", NOT_UTF8, TOO_DEEP]
+
+
+@pytest.mark.parametrize("garbled", NOT_AN_OBJECT)
+@pytest.mark.parametrize(
+    ("model", "good"),
+    [("gpt-test", ["Hel", "lo"]), ("claude-test", ["Hel"])],  # as sent; translated
+)
 async def test_openai_stream_with_a_broken_event_raises_the_sdks_api_error_after_the_good_chunks(
-    gw: Running, provider: FakeProvider, garbled: bytes
+    gw: Running, provider: FakeProvider, garbled: bytes, model: str, good: list[str]
 ) -> None:
-    provider.behaviour.garble_event = 3  # role chunk, "Hel", "lo", then garbage, then the rest
+    # The events before the garbage (role, text...), then garbage, then the rest
+    provider.behaviour.garble_event = 3
     provider.behaviour.garbled = garbled
     pieces: list[str] = []
     async with oai(gw) as client:
-        stream = await client.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+        stream = await client.chat.completions.create(model=model, messages=MESSAGES, stream=True)
         with pytest.raises(openai.APIError, match="malformed event") as e:
             async for c in stream:
                 if c.choices and c.choices[0].delta.content:
                     pieces.append(c.choices[0].delta.content)
-    assert pieces == ["Hel", "lo"]
+    assert pieces == good
     assert e.value.code == "upstream_invalid"
     assert not isinstance(e.value, json.JSONDecodeError)
 
@@ -69,43 +79,25 @@ async def test_openai_stream_bytes_end_with_one_error_event_in_place_of_the_brok
     assert got == good + error
 
 
+@pytest.mark.parametrize("garbled", NOT_AN_OBJECT)
+@pytest.mark.parametrize(
+    ("model", "good"),
+    [("claude-test", ["Hel"]), ("gpt-test", ["Hel", "lo"])],  # as sent; translated
+)
 async def test_anthropic_stream_with_a_broken_event_raises_the_sdks_api_error_after_the_good_events(
-    gw: Running, provider: FakeProvider
+    gw: Running, provider: FakeProvider, garbled: bytes, model: str, good: list[str]
 ) -> None:
-    # message_start, content_block_start, "Hel", then garbage
-    provider.behaviour.garble_event = 3
+    provider.behaviour.garble_event = 3  # the events before the garbage, then garbage
+    provider.behaviour.garbled = garbled
     pieces: list[str] = []
     async with ant(gw) as client:
         with pytest.raises(anthropic.APIStatusError, match="malformed event") as e:
-            async with client.messages.stream(model="claude-test", max_tokens=64, messages=MESSAGES) as s:
+            async with client.messages.stream(model=model, max_tokens=64, messages=MESSAGES) as s:
                 async for text in s.text_stream:
                     pieces.append(text)
-    assert pieces == ["Hel"]
+    assert pieces == good
     assert e.value.body == {"type": "error", "error": {"type": "api_error",
                                                        "message": "The provider sent a malformed event."}}
-
-
-# Through a translation, decoding each event is its check: the same rule,
-# whatever the data is instead of a JSON object.
-NOT_AN_OBJECT = [GARBLED, b'[{"type": "ping"}]', b'"text"', b"null", NOT_UTF8, TOO_DEEP]
-
-
-@pytest.mark.parametrize("garbled", NOT_AN_OBJECT)
-async def test_translated_openai_stream_with_a_broken_event_raises_the_sdks_api_error_after_the_good_chunks(
-    gw: Running, provider: FakeProvider, garbled: bytes
-) -> None:
-    # message_start, content_block_start, "Hel", then garbage, then the rest
-    provider.behaviour.garble_event = 3
-    provider.behaviour.garbled = garbled
-    pieces: list[str] = []
-    async with oai(gw) as client:
-        stream = await client.chat.completions.create(model="claude-test", messages=MESSAGES, stream=True)
-        with pytest.raises(openai.APIError, match="malformed event") as e:
-            async for c in stream:
-                if c.choices and c.choices[0].delta.content:
-                    pieces.append(c.choices[0].delta.content)
-    assert pieces == ["Hel"]
-    assert e.value.code == "upstream_invalid"
 
 
 async def test_translated_openai_stream_bytes_end_with_one_error_event_after_the_translated_ones(
@@ -124,23 +116,6 @@ async def test_translated_openai_stream_bytes_end_with_one_error_event_after_the
                      b'"param":null,"code":"upstream_invalid"}}')
     deltas = [json.loads(c.removeprefix(b"data: "))["choices"][0]["delta"] for c in chunks]
     assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hel"}]
-
-
-@pytest.mark.parametrize("garbled", NOT_AN_OBJECT)
-async def test_translated_anthropic_stream_with_a_broken_event_raises_the_sdks_api_error_after_the_good_events(
-    gw: Running, provider: FakeProvider, garbled: bytes
-) -> None:
-    provider.behaviour.garble_event = 3  # role chunk, "Hel", "lo", then garbage
-    provider.behaviour.garbled = garbled
-    pieces: list[str] = []
-    async with ant(gw) as client:
-        with pytest.raises(anthropic.APIStatusError, match="malformed event") as e:
-            async with client.messages.stream(model="gpt-test", max_tokens=64, messages=MESSAGES) as s:
-                async for text in s.text_stream:
-                    pieces.append(text)
-    assert pieces == ["Hel", "lo"]
-    assert e.value.body == {"type": "error", "error": {"type": "api_error",
-                                                       "message": "The provider sent a malformed event."}}
 
 
 async def test_non_json_success_is_a_502_in_each_sdks_shape(gw: Running, provider: FakeProvider) -> None:
