@@ -378,22 +378,6 @@ class AnthropicStreamToOpenAI:
             return None, self.head + _encode(delta) + _UNFINISHED
         return None, self.head + _encode(delta) + b',"finish_reason":' + _encode(finish) + _TAIL
 
-    def raw(self, data: bytes) -> list[Event] | None:
-        """A text delta in Anthropic's own compact form (most of a stream's
-        events), translated without decoding the event: only its text is
-        decoded, which also checks it. None for any other event, or any
-        other form of this one: `event` then gets it decoded."""
-        if not (data.startswith(_TEXT_DELTA) and data.endswith(b"}}")):
-            return None
-        mid = data.find(_TEXT_FIELD, len(_TEXT_DELTA))
-        if mid == -1 or not data[len(_TEXT_DELTA) : mid].isdigit():
-            return None
-        try:
-            text = _decode_text(data[mid + len(_TEXT_FIELD) : -2])
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            return None
-        return [self.chunk({"content": text})]
-
     def event(self, name: str, data: dict[str, Any]) -> list[Event]:
         kind = data.get("type", name)
         if kind == "content_block_delta":  # almost every event
@@ -470,8 +454,5 @@ class AnthropicStreamToOpenAI:
 
 
 _encode = msgspec.json.encode
-_decode_text = msgspec.json.Decoder(str).decode
-_TEXT_DELTA = b'{"type":"content_block_delta","index":'
-_TEXT_FIELD = b',"delta":{"type":"text_delta","text":'
 _TAIL = b',"logprobs":null}]}'
 _UNFINISHED = b',"finish_reason":null' + _TAIL

@@ -27,7 +27,7 @@ carried, never kept: nothing here logs, counts or stores a value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import msgspec
@@ -193,24 +193,16 @@ class StreamTranslator:
     def __init__(self, events: EventTranslator) -> None:
         self.parser = SSEParser()
         self.events = events
-        # A translator may take some events as bytes (`raw`: a list of
-        # events, or None to have the event decoded and given to `event`).
-        self.raw: Callable[[bytes], list[Event] | None] | None = getattr(events, "raw", None)
         self.ended = False
         self.broken = False
 
     def feed(self, data: bytes) -> bytes:
         out: list[Event] = []
-        translate, raw = self.events.event, self.raw
+        translate = self.events.event
         for ev in self.parser.feed(data):
             if ev.data == b"[DONE]":
                 out += translate(ev.event, DONE)
                 continue
-            if raw is not None:
-                taken = raw(ev.data)
-                if taken is not None:
-                    out += taken
-                    continue
             try:
                 value = _decode(ev.data)
             except _NOT_JSON:

@@ -340,46 +340,6 @@ def test_chunks_are_encoded_byte_for_byte_as_their_objects_are() -> None:
     assert out == b"".join(b"data: " + msgspec.json.encode(e) + b"\n\n" for e in expected) + b"data: [DONE]\n\n"
 
 
-# Text deltas as Anthropic sends them (compact JSON) and the forms around
-# them that the undecoded path must hand over to `event`.
-_START = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
-          b'"model":"claude","usage":{"input_tokens":3}}}\n\n')
-RAW_DELTAS = [
-    b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}',
-    b'{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":""}}',
-    b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"caf\\u00e9 '
-    b'\\"q\\" \\\\ \\n \\ud83d\\ude00 \xe2\x80\xa8 </script>"}}',
-    "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Gr\u00fc\u00df \U0001f600\"}}".encode(),
-    b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a","x":"b"}}',
-    b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"},"n":1}}',
-    b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":7}}',
-    b'{"type":"content_block_delta","index":-1,"delta":{"type":"text_delta","text":"a"}}',
-    b'{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "a"}}',
-    b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\xff"}}',
-    b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}}',
-    b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\\ud800"}}',
-]
-
-
-@pytest.mark.parametrize("delta", RAW_DELTAS)
-def test_a_text_delta_taken_undecoded_gives_what_decoding_gives(delta: bytes) -> None:
-    stream = _START + b"event: content_block_delta\ndata: " + delta + b"\n\n"
-    both = []
-    for undecoded in (True, False):
-        events = AnthropicStreamToOpenAI(include_usage=False, structured=False)
-        translator = StreamTranslator(events)
-        if not undecoded:
-            translator.raw = None
-        both.append((translator.feed(stream), translator.broken))
-    assert both[0] == both[1]
-
-
-def test_the_usual_text_delta_is_taken_undecoded() -> None:
-    events = AnthropicStreamToOpenAI(include_usage=False, structured=False)
-    assert events.raw(RAW_DELTAS[0]) == [events.chunk({"content": "Hello"})]
-    assert events.raw(RAW_DELTAS[4]) is None  # not one string: decoded, then judged
-
-
 def test_encoded_chunks_pass_through_a_chain_decoded() -> None:
     """A translator that sends its chunks encoded, first in a `Chain`:
     Anthropic -> OpenAI -> Anthropic gives the content events back."""
