@@ -56,7 +56,7 @@ from .providers.translate import (
     translate_response,
 )
 from .providers.translations import translation_for
-from .sse import EVENT_BOUNDARY, EVENT_ENDS, first_invalid_event, is_json_object
+from .sse import EVENT_BOUNDARY, EVENT_ENDS, NOT_JSON, first_invalid_event, is_json_object
 from .upstream_http import (
     UNVERIFIED,
     VERIFIED,
@@ -114,7 +114,7 @@ def _provider_error_fields(body: bytes) -> _ErrorFields:
     prompt) is never read."""
     try:
         parsed = msgspec.json.decode(body, type=_ProviderError)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+    except NOT_JSON:
         return _ErrorFields()
     if isinstance(parsed.error, _ErrorFields):
         return parsed.error
@@ -477,7 +477,7 @@ class Forwarder:
                     out, exchange, "The provider sent a malformed event.", "upstream_invalid"
                 )
                 return out
-            if translator is not None and not broken:
+            if translator is not None:
                 rest = translator.flush()  # the client's own end of stream
                 if rest:
                     exchange.notify_chunk(rest)

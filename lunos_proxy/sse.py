@@ -25,6 +25,7 @@ import msgspec
 __all__ = [
     "EVENT_BOUNDARY",
     "EVENT_ENDS",
+    "NOT_JSON",
     "SSEEvent",
     "SSEParser",
     "first_invalid_event",
@@ -160,13 +161,14 @@ class _AnyObject(msgspec.Struct):
 
 
 _skip_members = msgspec.json.Decoder(_AnyObject).decode
-# What a check of hostile bytes may raise: bad syntax, too deep a nesting
-# (RecursionError), bytes that are not UTF-8.
-_NOT_JSON = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+# What decoding a peer's bytes as JSON may raise: bad syntax or the wrong
+# type (DecodeError, ValidationError), too deep a nesting (RecursionError),
+# bytes that are not UTF-8 in a string that is decoded.
+NOT_JSON = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 
 
 def _check_object(data: bytes) -> None:
-    """Raise one of `_NOT_JSON` unless `data` is one JSON object in UTF-8.
+    """Raise one of `NOT_JSON` unless `data` is one JSON object in UTF-8.
 
     The decoder skips members without building them, strings included, so
     it does not see bytes that are not UTF-8 inside a string; those are
@@ -180,7 +182,7 @@ def is_json_object(data: bytes) -> bool:
     """Whether `data` is one JSON object (its members are skipped, not built)."""
     try:
         _check_object(data)
-    except _NOT_JSON:
+    except NOT_JSON:
         return False
     return True
 
@@ -219,7 +221,7 @@ def first_invalid_event(events: bytes) -> int:
             if data is not None and data != b"[DONE]":
                 try:
                     _check_object(data)
-                except _NOT_JSON:
+                except NOT_JSON:
                     return start
             start += len(block) + 2
         return -1

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from ..sse import NOT_JSON
 from .translate import DONE, Event, Untranslatable, iter_blocks
 
 __all__ = ["STOP_REASONS", "AnthropicToOpenAI", "openai_usage_to_anthropic"]
@@ -258,7 +259,7 @@ def _input(arguments: Any) -> Any:
         return arguments or {}
     try:
         value = msgspec.json.decode(arguments or "{}")
-    except (msgspec.DecodeError, RecursionError):
+    except NOT_JSON:
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ..errors import BadRequest
-from ..sse import SSEParser
+from ..sse import NOT_JSON, SSEParser
 
 __all__ = [
     "DONE",
@@ -60,9 +60,6 @@ DONE: dict[str, Any] = {}
 Event = tuple[str | None, dict[str, Any] | bytes]
 
 _encode = msgspec.json.encode
-# What decoding hostile bytes may raise: bad syntax, too deep a nesting,
-# bytes that are not UTF-8 inside a string.
-_NOT_JSON = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 _decode = msgspec.json.decode
 
 
@@ -128,7 +125,7 @@ _PATH_WORDS = frozenset(
 def decode_object(data: bytes, what: str = "request body") -> dict[str, Any]:
     try:
         value = msgspec.json.decode(data)
-    except _NOT_JSON:
+    except NOT_JSON:
         raise BadRequest(f"The {what} is not valid JSON.") from None
     if not isinstance(value, dict):
         raise BadRequest(f"The {what} must be a JSON object.")
@@ -205,7 +202,7 @@ class StreamTranslator:
                 continue
             try:
                 value = _decode(ev.data)
-            except _NOT_JSON:
+            except NOT_JSON:
                 value = None
             if not isinstance(value, dict):
                 self.broken = True
@@ -344,7 +341,7 @@ def tool_arguments(raw: Any, provider: str) -> Any:
         return raw or {}
     try:
         value = msgspec.json.decode(raw or "{}")
-    except _NOT_JSON:
+    except NOT_JSON:
         raise Untranslatable(
             "messages[].tool_calls[].function.arguments", provider, "not a JSON object"
         ) from None

@@ -48,6 +48,8 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 import structlog
 
+from lunos_proxy.sse import NOT_JSON
+
 from . import tokenizer_process
 from .extract import TextPieces
 
@@ -314,7 +316,7 @@ def count_input(model: str, endpoint: str, body: bytes) -> int:
     encoding = encoding_for(model)
     try:
         doc = msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # text that is not UTF-8
+    except NOT_JSON:  # text that is not UTF-8, say
         return 0
     if not isinstance(doc, dict):
         return 0

@@ -16,7 +16,7 @@ import re
 
 import msgspec
 
-from lunos_proxy.sse import EVENT_BOUNDARY, EVENT_ENDS
+from lunos_proxy.sse import EVENT_BOUNDARY, EVENT_ENDS, NOT_JSON
 
 __all__ = ["UsageChunkFilter", "ask_for_usage"]
 
@@ -32,7 +32,7 @@ def ask_for_usage(body: bytes) -> bytes | None:
     (or when the body cannot be read as such: it goes to the provider as is)."""
     try:
         fields = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+    except NOT_JSON:
         return None  # e.g. a key that is not UTF-8: the provider answers it
     raw = fields.get("stream_options")
     options: dict[str, msgspec.Raw] = {}
