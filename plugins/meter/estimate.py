@@ -105,7 +105,16 @@ def preload(encodings: Iterable[str]) -> None:
 
 
 class TokenizerFailed(RuntimeError):
-    """The tokenizer process refused a text, stopped, or did not answer in time."""
+    """The tokenizer process could not start, stopped, or did not answer in time."""
+
+
+class TokenizerRefused(TokenizerFailed):
+    """The tokenizer refused a text (as it would in this process too)."""
+
+
+def _counted_here(encoding: str, text: str) -> int:
+    """`text`'s tokens, counted with tables loaded into this process."""
+    return len(tokenizer(encoding).encode_ordinary(text))
 
 
 # How long an answer may take: the first of a new process includes its start
@@ -135,15 +144,15 @@ class _TokenizerProcess:
 
     def count(self, encoding: str, text: str) -> int:
         if self.failed:
-            return len(tokenizer(encoding).encode_ordinary(text))
+            return _counted_here(encoding, text)
         try:
             return self._ask(encoding, text)
+        except TokenizerRefused:
+            raise
         except TokenizerFailed as e:
-            if str(e) == _REFUSED:
-                raise
             self.failed = str(e)
             log.warning("tokenizer_process_failed", reason=self.failed)
-            return len(tokenizer(encoding).encode_ordinary(text))
+            return _counted_here(encoding, text)
 
     def _ask(self, encoding: str, text: str) -> int:
         data = text.encode("utf-8", "surrogatepass")
@@ -179,7 +188,7 @@ class _TokenizerProcess:
                     raise TokenizerFailed("the tokenizer process stopped without an answer")
         (count,) = tokenizer_process.ANSWER.unpack(answer)
         if count < 0:
-            raise TokenizerFailed(_REFUSED)
+            raise TokenizerRefused("the tokenizer refused a text")
         return int(count)
 
     def _running(self) -> subprocess.Popen[bytes]:
@@ -218,9 +227,6 @@ class _TokenizerProcess:
     def stop(self) -> None:
         with self._lock:
             self._stop()
-
-
-_REFUSED = "the tokenizer refused a text"
 
 
 def _kill(proc: subprocess.Popen[bytes], killed: threading.Event) -> None:
@@ -269,22 +275,16 @@ _PIECE = 16_384
 def _count(text: str, encoding: str) -> int:
     if not text:
         return 0
-    local = _loaded.get(encoding)
-    if local is not None:
-        def encode(piece: str) -> int:
-            return len(local.encode_ordinary(piece))
-    else:
-        def encode(piece: str) -> int:
-            return _process.count(encoding, piece)
+    count = _counted_here if encoding in _loaded else _process.count
     if len(text) <= _PIECE:
-        return encode(text)
+        return count(encoding, text)
     total, start, end = 0, 0, len(text)
     while start < end:
         stop = min(start + _PIECE, end)
         if stop < end:
             space = text.rfind(" ", start + _PIECE // 2, stop)
             stop = space if space > start else stop
-        total += encode(text[start:stop])
+        total += count(encoding, text[start:stop])
         start = stop
     return total
 
