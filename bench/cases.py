@@ -363,11 +363,9 @@ def translated(upstream: str, scratch: Path) -> dict[str, Any]:
     return cfg
 
 
-@case(
+case(
     "translated streamed",
     stream=True,
     about="request_id only; an OpenAI client streaming from an Anthropic-format provider: "
     "each event translated as it arrives (compare with stream)",
-)
-def translated_streamed(upstream: str, scratch: Path) -> dict[str, Any]:
-    return translated(upstream, scratch)
+)(translated)

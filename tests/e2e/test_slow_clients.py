@@ -168,12 +168,14 @@ async def test_a_body_sent_at_the_minimum_rate_is_not_cut_off(
     writer.close()
 
 
+@pytest.mark.parametrize("listener", ["public", "admin"])
 async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(
-    make_gateway: GatewayFactory, provider: FakeProvider
+    make_gateway: GatewayFactory, provider: FakeProvider, listener: str
 ) -> None:
     gw = await start(make_gateway, provider, header_timeout_seconds=30, idle_timeout_seconds=1.0)
-    reader, writer = await connect(gw)
-    writer.write(REQUEST)
+    side, request = (gw, REQUEST) if listener == "public" else (admin_side(gw), ADMIN_REQUEST)
+    reader, writer = await connect(side)
+    writer.write(request)
     assert (await read_one_response(reader)).startswith(b"HTTP/1.1 200")
     started = time.perf_counter()
     elapsed = await closed_after(reader, started)
@@ -265,18 +267,6 @@ async def test_the_admin_listener_closes_a_slow_client_on_time_while_serving_oth
     assert SHORT <= elapsed < SHORT + LATE + 0.1
     statuses = await others
     assert statuses and set(statuses) == {200}
-
-
-async def test_the_admin_listener_closes_an_idle_keep_alive_connection(
-    make_gateway: GatewayFactory, provider: FakeProvider
-) -> None:
-    gw = await start(make_gateway, provider, header_timeout_seconds=30, idle_timeout_seconds=1.0)
-    reader, writer = await connect(admin_side(gw))
-    writer.write(ADMIN_REQUEST)
-    assert (await read_one_response(reader)).startswith(b"HTTP/1.1 200")
-    started = time.perf_counter()
-    elapsed = await closed_after(reader, started)
-    assert 0.9 <= elapsed < 1.0 + LATE
 
 
 async def test_the_admin_listener_caps_connections_per_address_counted_apart_from_the_public_one(
