@@ -100,29 +100,16 @@ class UsageCounts(msgspec.Struct, array_like=True, gc=False):
     def delta(self, account_id: str, key_id: str, model: str, day: str) -> UsageDelta:
         """These counts, to add to the store's row of (account, key, model, day)."""
         return UsageDelta(
-            account_id=account_id,
-            key_id=key_id,
-            model=model,
-            day=day,
-            requests=self.requests,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cached_input_tokens=self.cached_input_tokens,
-            cost_micros=self.cost_micros,
+            account_id=account_id, key_id=key_id, model=model, day=day, **self._counts()
         )
 
     def row(self, key_id: str, model: str, day: str) -> UsageRow:
         """These counts as an account's row of (key, model, day)."""
-        return UsageRow(
-            key_id=key_id,
-            model=model,
-            day=day,
-            requests=self.requests,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cached_input_tokens=self.cached_input_tokens,
-            cost_micros=self.cost_micros,
-        )
+        return UsageRow(key_id=key_id, model=model, day=day, **self._counts())
+
+    def _counts(self) -> dict[str, int]:
+        """The five counters by name: UsageDelta and UsageRow name theirs alike."""
+        return msgspec.structs.asdict(self)
 
 
 class SpendDelta(msgspec.Struct, kw_only=True, frozen=True):
