@@ -223,24 +223,21 @@ class _Connection(asyncio.Protocol):
                     self.head = bytearray(buf)
                 return
             if end < 0 or end > MAX_HEAD:
-                self._fail(UpstreamHTTPError("The provider's response headers are too large."))
-                self.close()
+                self._broken("The provider's response headers are too large.")
                 return
             rest = bytes(buf[end + skip :])
             stop = end - 1 if end and buf[end - 1] == 13 else end  # without the last line's CR
             try:
                 informational = self._parse_head(bytes(buf[:stop]))
             except (ValueError, UnicodeDecodeError):
-                self._fail(UpstreamHTTPError("The provider sent a malformed response head."))
-                self.close()
+                self._broken("The provider sent a malformed response head.")
                 return
             if not informational:
                 break
             # 1xx: the real answer follows, after at most MAX_INTERIM of them.
             self.interim += 1
             if self.interim > MAX_INTERIM:
-                self._fail(UpstreamHTTPError("The provider sent too many interim responses."))
-                self.close()
+                self._broken("The provider sent too many interim responses.")
                 return
             self.headers, self.header_items = {}, []
             self.head = bytearray()
@@ -377,8 +374,7 @@ class _Connection(asyncio.Protocol):
             end = buf.find(b"\r\n", pos)
             if end < 0:
                 if len(buf) - pos > 4096:
-                    self._fail(UpstreamHTTPError("The provider sent a malformed chunk."))
-                    self.close()
+                    self._broken("The provider sent a malformed chunk.")
                     return
                 self.chunk_buf = buf[pos:]
                 return
@@ -388,15 +384,13 @@ class _Connection(asyncio.Protocol):
                 size = line.split(b";", 1)[0].strip(b" \t")
                 # Hex digits only (int() would also take "0x", "_", "+").
                 if not size or size.strip(_HEX_DIGITS):
-                    self._fail(UpstreamHTTPError("The provider sent a malformed chunk."))
-                    self.close()
+                    self._broken("The provider sent a malformed chunk.")
                     return
                 self.remaining = int(size, 16)
                 self.chunk_state = 1 if self.remaining else 3
             elif step == 2:
                 if line:
-                    self._fail(UpstreamHTTPError("The provider sent a malformed chunk."))
-                    self.close()
+                    self._broken("The provider sent a malformed chunk.")
                     return
                 self.chunk_state = 0
             elif not line:  # the empty line after the trailers
@@ -427,6 +421,14 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
         self._wake()
+
+    def _broken(self, message: str) -> UpstreamHTTPError:
+        """The answer is malformed: the reader gets this error, and the
+        connection, whose framing can no longer be trusted, is closed."""
+        exc = UpstreamHTTPError(message)
+        self._fail(exc)
+        self.close()
+        return exc
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -525,10 +527,7 @@ class _Connection(asyncio.Protocol):
                 try:
                     out = decoder.decompress(data, _DECODE_PIECE)
                 except zlib.error:
-                    exc = UpstreamHTTPError("The provider's compressed answer is corrupt.")
-                    self._fail(exc)
-                    self.close()
-                    raise exc from None
+                    raise self._broken("The provider's compressed answer is corrupt.") from None
                 self.undecoded = decoder.unconsumed_tail
                 self.decoder_full = len(out) == _DECODE_PIECE
                 if decoder.eof and decoder.unused_data:
@@ -538,10 +537,7 @@ class _Connection(asyncio.Protocol):
                         or not b"\x1f\x8b".startswith(after[:2])
                         or self.gzip_members >= _MAX_GZIP_MEMBERS
                     ):
-                        exc = UpstreamHTTPError("The provider's compressed answer is corrupt.")
-                        self._fail(exc)
-                        self.close()
-                        raise exc
+                        raise self._broken("The provider's compressed answer is corrupt.")
                     self.gzip_members += 1
                     decoder = self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
                     self.undecoded = after
@@ -715,9 +711,11 @@ class UpstreamClient:
             while idle:
                 conn = idle.pop()
                 assert conn.transport is not None
-                if conn.closed or conn.transport.is_closing():
-                    self._discard(pool, conn)
-                elif conn.loop.time() - conn.idle_since > KEEPALIVE_SECONDS:
+                if (
+                    conn.closed
+                    or conn.transport.is_closing()
+                    or conn.loop.time() - conn.idle_since > KEEPALIVE_SECONDS
+                ):
                     self._discard(pool, conn)
                 else:
                     return conn, True
@@ -744,18 +742,13 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(seconds):
-                if origin.tls:
-                    _, conn = await loop.create_connection(
-                        lambda: _Connection(loop, pool),
-                        origin.host,
-                        origin.port,
-                        ssl=self.ssl_context,
-                        server_hostname=origin.host,
-                    )
-                else:
-                    _, conn = await loop.create_connection(
-                        lambda: _Connection(loop, pool), origin.host, origin.port
-                    )
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop, pool),
+                    origin.host,
+                    origin.port,
+                    ssl=self.ssl_context if origin.tls else None,
+                    server_hostname=origin.host if origin.tls else None,
+                )
         except TimeoutError:
             raise ConnectTimeout(f"No connection within {seconds:g} s.") from None
         except OSError as e:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
