@@ -218,11 +218,8 @@ def first_invalid_event(events: bytes) -> int:
                 data: bytes | None = block[6:]  # the usual event: one data line
             else:
                 data = _data_of(block)
-            if data is not None and data != b"[DONE]":
-                try:
-                    _check_object(data)
-                except NOT_JSON:
-                    return start
+            if data is not None and data != b"[DONE]" and not is_json_object(data):
+                return start
             start += len(block) + 2
         return -1
     start = 0
