@@ -65,6 +65,8 @@ def lunos_config(
     """A Lunos config with one fake OpenAI provider serving `bench-model`."""
     return {
         "store": {"url": f"memory://{scratch.resolve()}/lunos-store.json"},
+        # Beside the store, not in the source tree's data/: each start begins empty.
+        "records": {"url": f"sqlite://{scratch.resolve()}/lunos-records.db"},
         "providers": {
             "fake": {"format": "openai", "base_url": f"{upstream}/v1", "api_key": "sk-fake"}
         },
