@@ -158,10 +158,11 @@ class Sample:
     rps: float
     p50_ms: float
     p99_ms: float
-    rss_mb: float
+    rss_mb: float  # the server process's peak
     cpu_percent: float
     wait_percent: float
     redis: dict[str, float] | None = None  # per request, from INFO (hangups.redis_counts)
+    child_mb: float = 0.0  # its child processes' peak (the tokenizer process)
 
     @property
     def cpu_us(self) -> float:
@@ -233,6 +234,7 @@ def measure(
         watch.cpu_percent,
         watch.wait_percent,
         redis,
+        watch.child_mb,
     )
 
 
@@ -267,9 +269,9 @@ class Report:
 
     def table(self) -> str:
         lines = [
-            "| case | target | req/s | p50 ms | p99 ms | peak RSS MB | CPU % | CPU us/req "
-            "| wait % | rounds | vs floor |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| case | target | req/s | p50 ms | p99 ms | peak RSS MB | child RSS MB | CPU % "
+            "| CPU us/req | wait % | rounds | vs floor |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for (case, target), got in self.samples.items():
             kept = self.kept(case, target)
@@ -281,6 +283,7 @@ class Report:
                 f"| {statistics.median(s.p50_ms for s in kept):.2f} "
                 f"| {statistics.median(s.p99_ms for s in kept):.2f} "
                 f"| {max(s.rss_mb for s in got):.1f} "
+                f"| {max(s.child_mb for s in got):.0f} "
                 f"| {statistics.median(s.cpu_percent for s in kept):.0f} "
                 f"| {statistics.median(s.cpu_us for s in kept):.0f} "
                 f"| {wait:.0f} | {len(kept)}/{len(got)} "
@@ -474,8 +477,9 @@ def markdown(report: Report, args: argparse.Namespace, cores: Cores) -> str:
         "",
     ]
     lines += [
-        "req/s, p50 and p99 are medians over the rounds kept; peak RSS is the server's",
-        "highest resident memory; CPU % is the server's share of its core and CPU us/req",
+        "req/s, p50 and p99 are medians over the rounds kept; peak RSS is the server",
+        "process's highest resident memory, child RSS its child processes' (the tokenizer",
+        "process, once an estimate started it); CPU % is the server's share of its core and CPU us/req",
         "its CPU time per request; wait % is how long the server sat ready to run",
         "while other processes had its core. Rounds with wait >=",
         f"{NOISY_PERCENT:.0f} % are dropped unless no round was calmer (then: noisy).",
