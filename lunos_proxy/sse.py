@@ -36,6 +36,43 @@ __all__ = [
 EVENT_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")  # for bytes.endswith
 
+# A run of whole events in the form both providers send: an optional
+# "event: NAME" line, one "data: DATA" line, a blank line. The run is
+# matched whole first, anchored and without backtracking (linear in any
+# input); only then is it cut, with no failed match to retry at every
+# offset (which, on hostile bytes, would be quadratic).
+_USUAL_RUN = re.compile(rb"(?>(?:event: [^\n]*+\n)?data: [^\n]*+\n\n)++")
+_USUAL_EVENT = re.compile(rb"(?:event: ([^\n]*+)\n)?data: ([^\n]*+)\n\n")
+
+
+class _Names(dict[bytes | None, str]):
+    """An event's name from its "event:" line's value (None without one):
+    the names Anthropic's events have are decoded once, any other each
+    time it comes (and not kept: a stream's names are the provider's to
+    choose)."""
+
+    def __missing__(self, raw: bytes | None) -> str:
+        return "message" if raw is None else raw.decode("utf-8", "replace") or "message"
+
+
+_NAMES = _Names(
+    {None: "message"}
+    | {
+        name.encode(): name
+        for name in (
+            "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+            "message_delta", "message_stop", "ping", "error",
+        )
+    }
+)  # fmt: skip
+_name = _NAMES.__getitem__
+
+
+def _cut(run: bytes) -> Iterator[tuple[str, bytes]]:
+    """(name, data) of each event of a usual run (`_USUAL_RUN` matched it whole)."""
+    parts = _USUAL_EVENT.split(run)  # ["", name, data, "", name, data, ..., ""]
+    return zip(map(_name, parts[1::3]), parts[2::3], strict=True)
+
 
 class SSEEvent:
     __slots__ = ("data", "event", "id")
@@ -62,6 +99,27 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> Iterable[SSEEvent]:
         """The events that `chunk` completes, in order."""
+        if self._usual(chunk):
+            id = self._id
+            return [SSEEvent(name, data, id) for name, data in _cut(chunk)]
+        return self._other(chunk)
+
+    def events(self, chunk: bytes) -> Iterable[tuple[str, bytes]]:
+        """(name, data) of the events that `chunk` completes: what `feed`
+        gives, without an object for each event of a usual run."""
+        if self._usual(chunk):
+            return _cut(chunk)
+        return [(e.event, e.data) for e in self._other(chunk)]
+
+    def _usual(self, chunk: bytes) -> bool:
+        """Whether `chunk` is a usual run of events begun on a boundary."""
+        return (
+            not (self._cr or self._buf or self._data or self._event)
+            and b"\r" not in chunk  # a line end that [^\n] would take in
+            and _USUAL_RUN.fullmatch(chunk) is not None
+        )
+
+    def _other(self, chunk: bytes) -> Iterable[SSEEvent]:
         if (
             chunk.endswith(b"\n\n")
             and not (self._cr or self._buf or self._data or self._event)

@@ -196,19 +196,19 @@ class StreamTranslator:
     def feed(self, data: bytes) -> bytes:
         out: list[Event] = []
         translate = self.events.event
-        for ev in self.parser.feed(data):
-            if ev.data == b"[DONE]":
-                out += translate(ev.event, DONE)
+        for name, raw in self.parser.events(data):
+            if raw == b"[DONE]":
+                out += translate(name, DONE)
                 continue
             try:
-                value = _decode(ev.data)
+                value = _decode(raw)
             except NOT_JSON:
                 value = None
             if not isinstance(value, dict):
                 self.broken = True
                 break
             try:
-                out += translate(ev.event, value)
+                out += translate(name, value)
             except _SHAPE_ERRORS:
                 # An event not in its format's shape carries nothing the
                 # client could use: it is passed over, the stream goes on.
