@@ -349,29 +349,32 @@ class AnthropicStreamToOpenAI:
 
     Chunks differ only in their delta and finish reason: what comes before
     the delta is encoded once the message's id and model are known, and
-    each chunk is sent encoded."""
+    each chunk is sent encoded (a text delta's, the usage chunk's, around
+    the one value that varies)."""
 
     def __init__(self, include_usage: bool, structured: bool) -> None:
         self.include_usage = include_usage
         self.structured = structured
-        self.id = ""
-        self.model = ""
         self.created = int(time.time())
         self.usage: dict[str, Any] = {}
         self.tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
         self.output_blocks: set[int] = set()
         self.finish: str | None = None
         self.done = False
-        self.head = self._head()
+        self.set_message("", "")
 
-    def _head(self) -> bytes:
-        """A chunk's encoding up to its delta."""
-        return (
-            b'{"id":' + _encode(self.id)
+    def set_message(self, id: Any, model: Any) -> None:
+        """Set the message's id and model, and the chunks' encoding before
+        their choices (`lead`), up to their delta (`head`) and up to a text
+        delta's text (`text_head`)."""
+        self.id, self.model = id, model
+        self.lead = (
+            b'{"id":' + _encode(id)
             + b',"object":"chat.completion.chunk","created":' + _encode(self.created)
-            + b',"model":' + _encode(self.model)
-            + b',"choices":[{"index":0,"delta":'
+            + b',"model":' + _encode(model)
         )  # fmt: skip
+        self.head = self.lead + b',"choices":[{"index":0,"delta":'
+        self.text_head = self.head + b'{"content":'
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> Event:
         if finish is None:
@@ -382,8 +385,8 @@ class AnthropicStreamToOpenAI:
         kind = data.get("type", name)
         if kind == "content_block_delta":  # almost every event
             delta = data.get("delta") or {}
-            if delta.get("type") == "text_delta":
-                return [self.chunk({"content": delta.get("text", "")})]
+            if delta.get("type") == "text_delta":  # the chunk of {"content": text}
+                return [(None, self.text_head + _encode(delta.get("text", "")) + _TEXT_END)]
             if delta.get("type") == "input_json_delta":
                 index = data.get("index", 0)
                 partial = delta.get("partial_json", "")
@@ -396,10 +399,9 @@ class AnthropicStreamToOpenAI:
             return []  # thinking and signature deltas: Chat Completions has no field for them
         if kind == "message_start":
             message = data.get("message") or {}
-            self.id, self.model = message.get("id", ""), message.get("model", "")
-            self.head = self._head()
+            self.set_message(message.get("id", ""), message.get("model", ""))
             self.usage.update(message.get("usage") or {})
-            return [self.chunk({"role": "assistant", "content": ""})]
+            return [(None, self.head + _FIRST_DELTA)]
         if kind == "content_block_start":
             block = data.get("content_block") or {}
             index = data.get("index", 0)
@@ -417,7 +419,9 @@ class AnthropicStreamToOpenAI:
             }
             return [self.chunk({"tool_calls": [call]})]
         if kind == "message_delta":
-            self.usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+            for key, value in (data.get("usage") or {}).items():
+                if value is not None:
+                    self.usage[key] = value
             reason = (data.get("delta") or {}).get("stop_reason")
             finish = FINISH_REASONS.get(reason or "", "stop")
             if finish == "tool_calls" and not self.tools:
@@ -440,15 +444,8 @@ class AnthropicStreamToOpenAI:
             self.finish = "stop"
             out.append(self.chunk({}, "stop"))
         if self.include_usage:
-            last = {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": anthropic_usage_to_openai(self.usage),
-            }
-            out.append((None, last))
+            usage = _encode(anthropic_usage_to_openai(self.usage))
+            out.append((None, self.lead + b',"choices":[],"usage":' + usage + b"}"))
         out.append((None, DONE))
         return out
 
@@ -456,3 +453,5 @@ class AnthropicStreamToOpenAI:
 _encode = msgspec.json.encode
 _TAIL = b',"logprobs":null}]}'
 _UNFINISHED = b',"finish_reason":null' + _TAIL
+_TEXT_END = b"}" + _UNFINISHED
+_FIRST_DELTA = b'{"role":"assistant","content":""}' + _UNFINISHED
