@@ -106,6 +106,8 @@ def _image(url: str) -> dict[str, Any]:
 
 
 def _parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):  # the usual message: its text alone
+        return [{"type": "text", "text": content}]
     out: list[dict[str, Any]] = []
     for part in iter_blocks(content):
         kind = part.get("type")
@@ -122,6 +124,8 @@ def _parts(content: Any) -> list[dict[str, Any]]:
 
 
 def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
     return "".join(p.get("text", "") for p in iter_blocks(content) if p.get("type") == "text")
 
 
@@ -129,16 +133,12 @@ def _messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     """(system blocks, Anthropic messages), consecutive turns of one role merged."""
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        add_turn(out, role, "content", blocks)
-
     for m in messages if isinstance(messages, list) else ():
         role = m.get("role")
         if role in ("system", "developer"):
             system += [{"type": "text", "text": _text(m.get("content"))}]
         elif role == "user":
-            add("user", _parts(m.get("content")))
+            add_turn(out, "user", "content", _parts(m.get("content")))
         elif role == "assistant":
             blocks = [b for b in _parts(m.get("content")) if b.get("text") or b["type"] != "text"]
             for call in m.get("tool_calls") or ():
@@ -151,12 +151,14 @@ def _messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
                         "input": tool_arguments(fn.get("arguments"), PROVIDER),
                     }
                 )
-            add("assistant", blocks)
+            add_turn(out, "assistant", "content", blocks)
         elif role == "tool":
             content = m.get("content")
             result: Any = content if isinstance(content, str) else _parts(content)
-            add(
+            add_turn(
+                out,
                 "user",
+                "content",
                 [
                     {
                         "type": "tool_result",
@@ -245,6 +247,25 @@ class OpenAIToAnthropic:
         if body.get("stream"):
             out["stream"] = True
             self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if "tools" in body or "tool_choice" in body or "response_format" in body:
+            self._add_tools(body, out)
+        effort = body.get("reasoning_effort")
+        if effort is not None and effort not in ("none", "minimal"):
+            if effort not in THINKING_BUDGET:
+                raise Untranslatable("reasoning_effort", PROVIDER)
+            budget = min(THINKING_BUDGET[effort], out["max_tokens"] - 1)
+            if budget < 1024:
+                raise Untranslatable(
+                    "reasoning_effort", PROVIDER, "thinking needs max_tokens above 1024"
+                )
+            out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        user = body.get("user") or (body.get("metadata") or {}).get("user_id")
+        if user:
+            out["metadata"] = {"user_id": str(user)}
+        return "messages", out
+
+    def _add_tools(self, body: dict[str, Any], out: dict[str, Any]) -> None:
+        """`tools` and `tool_choice`, with the forced tool of `response_format`."""
         tools = _tools(body.get("tools"))
         choice = _tool_choice(body.get("tool_choice"))
         output = _output_tool(body.get("response_format"))
@@ -264,20 +285,6 @@ class OpenAIToAnthropic:
             out["tool_choice"] = choice
         elif body.get("parallel_tool_calls") is False and tools:
             out["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
-        effort = body.get("reasoning_effort")
-        if effort is not None and effort not in ("none", "minimal"):
-            if effort not in THINKING_BUDGET:
-                raise Untranslatable("reasoning_effort", PROVIDER)
-            budget = min(THINKING_BUDGET[effort], out["max_tokens"] - 1)
-            if budget < 1024:
-                raise Untranslatable(
-                    "reasoning_effort", PROVIDER, "thinking needs max_tokens above 1024"
-                )
-            out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        user = body.get("user") or (body.get("metadata") or {}).get("user_id")
-        if user:
-            out["metadata"] = {"user_id": str(user)}
-        return "messages", out
 
     def response(self, body: dict[str, Any]) -> dict[str, Any]:
         text: list[str] = []
