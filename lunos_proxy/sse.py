@@ -36,12 +36,10 @@ __all__ = [
 EVENT_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")  # for bytes.endswith
 
-# A run of whole events in the form both providers send: an optional
-# "event: NAME" line, one "data: DATA" line, a blank line. The run is
-# matched whole first, anchored and without backtracking (linear in any
-# input); only then is it cut, with no failed match to retry at every
-# offset (which, on hostile bytes, would be quadratic).
-_USUAL_RUN = re.compile(rb"(?>(?:event: [^\n]*+\n)?data: [^\n]*+\n\n)++")
+# One whole event in the form both providers send: an optional "event:
+# NAME" line, one "data: DATA" line, a blank line. It is matched only where
+# an event begins (never searched for: a failed search retried at every
+# offset would be quadratic on hostile bytes), so a chunk costs its length.
 _USUAL_EVENT = re.compile(rb"(?:event: ([^\n]*+)\n)?data: ([^\n]*+)\n\n")
 
 
@@ -66,12 +64,6 @@ _NAMES = _Names(
     }
 )  # fmt: skip
 _name = _NAMES.__getitem__
-
-
-def _cut(run: bytes) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of each event of a usual run (`_USUAL_RUN` matched it whole)."""
-    parts = _USUAL_EVENT.split(run)  # ["", name, data, "", name, data, ..., ""]
-    return zip(map(_name, parts[1::3]), parts[2::3], strict=True)
 
 
 class SSEEvent:
@@ -99,25 +91,37 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> Iterable[SSEEvent]:
         """The events that `chunk` completes, in order."""
-        if self._usual(chunk):
-            id = self._id
-            return [SSEEvent(name, data, id) for name, data in _cut(chunk)]
-        return self._other(chunk)
+        usual, end = self._usual(chunk)
+        id = self._id
+        events = [SSEEvent(name, data, id) for name, data in usual]
+        if end < len(chunk):
+            events += self._other(chunk[end:] if end else chunk)
+        return events
 
-    def events(self, chunk: bytes) -> Iterable[tuple[str, bytes]]:
+    def events(self, chunk: bytes) -> list[tuple[str, bytes]]:
         """(name, data) of the events that `chunk` completes: what `feed`
-        gives, without an object for each event of a usual run."""
-        if self._usual(chunk):
-            return _cut(chunk)
-        return [(e.event, e.data) for e in self._other(chunk)]
+        gives, without an object for each usual event."""
+        usual, end = self._usual(chunk)
+        if end < len(chunk):
+            usual += [(e.event, e.data) for e in self._other(chunk[end:] if end else chunk)]
+        return usual
 
-    def _usual(self, chunk: bytes) -> bool:
-        """Whether `chunk` is a usual run of events begun on a boundary."""
-        return (
-            not (self._cr or self._buf or self._data or self._event)
-            and b"\r" not in chunk  # a line end that [^\n] would take in
-            and _USUAL_RUN.fullmatch(chunk) is not None
-        )
+    def _usual(self, chunk: bytes) -> tuple[list[tuple[str, bytes]], int]:
+        """(name, data) of the usual events `chunk` begins with, when no
+        event is begun before it, and where they end."""
+        out: list[tuple[str, bytes]] = []
+        if self._cr or self._buf or self._data or self._event or b"\r" in chunk:
+            return out, 0  # (a "\r" ends a line, where [^\n] would take it in)
+        match = _USUAL_EVENT.match
+        start, end = 0, len(chunk)
+        while start < end:
+            m = match(chunk, start)
+            if m is None:
+                break
+            name, data = m.groups()
+            out.append((_name(name), data))
+            start = m.end()
+        return out, start
 
     def _other(self, chunk: bytes) -> Iterable[SSEEvent]:
         if (
