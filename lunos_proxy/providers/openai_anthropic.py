@@ -383,10 +383,8 @@ class AnthropicStreamToOpenAI:
         self.head = self.lead + b',"choices":[{"index":0,"delta":'
         self.text_head = self.head + b'{"content":'
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> Event:
-        if finish is None:
-            return None, self.head + _encode(delta) + _UNFINISHED
-        return None, self.head + _encode(delta) + b',"finish_reason":' + _encode(finish) + _TAIL
+    def chunk(self, delta: dict[str, Any]) -> Event:
+        return None, self.head + _encode(delta) + _UNFINISHED
 
     def event(self, name: str, data: dict[str, Any]) -> list[Event]:
         kind = data.get("type", name)
@@ -434,7 +432,7 @@ class AnthropicStreamToOpenAI:
             if finish == "tool_calls" and not self.tools:
                 finish = "stop"
             self.finish = finish
-            return [self.chunk({}, finish)]
+            return [(None, self.head + _FINISHED[finish])]
         if kind == "message_stop":
             return self.end()
         if kind == "error":
@@ -449,7 +447,7 @@ class AnthropicStreamToOpenAI:
         out: list[Event] = []
         if self.finish is None:
             self.finish = "stop"
-            out.append(self.chunk({}, "stop"))
+            out.append((None, self.head + _FINISHED["stop"]))
         if self.include_usage:
             usage = _encode(anthropic_usage_to_openai(self.usage))
             out.append((None, self.lead + b',"choices":[],"usage":' + usage + b"}"))
@@ -462,3 +460,8 @@ _TAIL = b',"logprobs":null}]}'
 _UNFINISHED = b',"finish_reason":null' + _TAIL
 _TEXT_END = b"}" + _UNFINISHED
 _FIRST_DELTA = b'{"role":"assistant","content":""}' + _UNFINISHED
+# The last chunk's delta and finish reason, by finish reason.
+_FINISHED = {
+    finish: b'{},"finish_reason":' + _encode(finish) + _TAIL
+    for finish in {*FINISH_REASONS.values(), "stop"}
+}

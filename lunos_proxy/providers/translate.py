@@ -167,13 +167,13 @@ class Chain:
 def encode_events(events: list[Event]) -> bytes:
     out = []
     for name, data in events:
-        if isinstance(data, bytes):
-            body = data
-        else:
-            body = b"[DONE]" if data is DONE else _encode(data)
+        if not isinstance(data, bytes):
+            data = b"[DONE]" if data is DONE else _encode(data)
         if name:
             out.append(b"event: " + name.encode() + b"\n")
-        out += (b"data: ", body, b"\n\n")
+        out.append(b"data: ")
+        out.append(data)
+        out.append(b"\n\n")
     return b"".join(out)
 
 
