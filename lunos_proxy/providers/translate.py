@@ -320,6 +320,8 @@ def check_params(
 ) -> None:
     """Refuse every parameter that is neither translated (`handled`) nor
     set to a value meaning "not used" (`neutral`)."""
+    if handled.issuperset(body):  # the usual body: every key translated
+        return
     for key, value in body.items():
         if key in handled:
             continue
