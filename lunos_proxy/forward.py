@@ -17,10 +17,10 @@ untouched.
 
 A client whose wire format is not the provider's is served through a
 translation (providers/translate.py): the request body is translated
-before it is sent, a plain answer after it is checked, and a stream event
-by event (decoding an event to translate it is its check) before observers
-and filters see it, so that the meter and the logger see what the client
-gets. Provider errors keep their status (Anthropic's 529 becomes 503), not
+before it is sent, and the answer, whole or event by event as it arrives,
+before observers and filters see it (decoding it to translate it is its
+check, by the same rule), so that the meter and the logger see what the
+client gets. Provider errors keep their status (Anthropic's 529 becomes 503), not
 the other format's error type.
 
 One module past 400 lines: the call, header hygiene and the copy loop are
@@ -355,9 +355,13 @@ class Forwarder:
             raise UpstreamUnreachable("The provider broke off its answer.") from None
         now = time.perf_counter()
         exchange.timings.first_byte = exchange.timings.last_byte = now
-        if len(data) > _MAX_ANSWER or not is_json_object(data):
+        if len(data) > _MAX_ANSWER:
             return self._invalid_body(exchange)
-        if translation is not None:
+        if translation is None:
+            if not is_json_object(data):
+                return self._invalid_body(exchange)
+        else:
+            # Decoding the answer to translate it checks it by the same rule.
             try:
                 data = translate_response(translation, data)
             except MalformedAnswer:

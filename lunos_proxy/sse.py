@@ -36,6 +36,35 @@ __all__ = [
 EVENT_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")  # for bytes.endswith
 
+# One whole event in the form both providers send: an optional "event:
+# NAME" line, one "data: DATA" line, a blank line. It is matched only where
+# an event begins (never searched for: a failed search retried at every
+# offset would be quadratic on hostile bytes), so a chunk costs its length.
+_USUAL_EVENT = re.compile(rb"(?:event: ([^\n]*+)\n)?data: ([^\n]*+)\n\n")
+
+
+class _Names(dict[bytes | None, str]):
+    """An event's name from its "event:" line's value (None without one):
+    the names Anthropic's events have are decoded once, any other each
+    time it comes (and not kept: a stream's names are the provider's to
+    choose)."""
+
+    def __missing__(self, raw: bytes | None) -> str:
+        return "message" if raw is None else raw.decode("utf-8", "replace") or "message"
+
+
+_NAMES = _Names(
+    {None: "message"}
+    | {
+        name.encode(): name
+        for name in (
+            "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+            "message_delta", "message_stop", "ping", "error",
+        )
+    }
+)  # fmt: skip
+_name = _NAMES.__getitem__
+
 
 class SSEEvent:
     __slots__ = ("data", "event", "id")
@@ -62,6 +91,39 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> Iterable[SSEEvent]:
         """The events that `chunk` completes, in order."""
+        usual, end = self._usual(chunk)
+        id = self._id
+        events = [SSEEvent(name, data, id) for name, data in usual]
+        if end < len(chunk):
+            events += self._other(chunk[end:] if end else chunk)
+        return events
+
+    def events(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        """(name, data) of the events that `chunk` completes: what `feed`
+        gives, without an object for each usual event."""
+        usual, end = self._usual(chunk)
+        if end < len(chunk):
+            usual += [(e.event, e.data) for e in self._other(chunk[end:] if end else chunk)]
+        return usual
+
+    def _usual(self, chunk: bytes) -> tuple[list[tuple[str, bytes]], int]:
+        """(name, data) of the usual events `chunk` begins with, when no
+        event is begun before it, and where they end."""
+        out: list[tuple[str, bytes]] = []
+        if self._cr or self._buf or self._data or self._event or b"\r" in chunk:
+            return out, 0  # (a "\r" ends a line, where [^\n] would take it in)
+        match = _USUAL_EVENT.match
+        start, end = 0, len(chunk)
+        while start < end:
+            m = match(chunk, start)
+            if m is None:
+                break
+            name, data = m.groups()
+            out.append((_name(name), data))
+            start = m.end()
+        return out, start
+
+    def _other(self, chunk: bytes) -> Iterable[SSEEvent]:
         if (
             chunk.endswith(b"\n\n")
             and not (self._cr or self._buf or self._data or self._event)

@@ -64,7 +64,7 @@ class Behaviour:
     cached_tokens: int = 0  # reported as cached input (OpenAI) / cache reads (Anthropic)
     garble_event: int | None = None  # stream: event N's data is `garbled`, the rest follow
     garbled: bytes = GARBLED  # what event N carries in place of its data
-    garble_body: bool = False  # a 200 JSON answer whose body is GARBLED
+    garble_body: bool = False  # a 200 JSON answer whose body is `garbled`
 
 
 class FakeProvider:
@@ -120,7 +120,7 @@ class FakeProvider:
         if payload.get("stream"):
             return await self.stream(request, payload, anthropic)
         if b.garble_body:
-            return web.Response(body=GARBLED, content_type="application/json", headers=b.headers)
+            return web.Response(body=b.garbled, content_type="application/json", headers=b.headers)
         return web.json_response(self.answer(request.path, payload), headers=b.headers)
 
     def prompt_tokens(self, payload: dict[str, Any]) -> int:

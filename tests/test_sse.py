@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 from lunos_proxy.sse import SSEParser, first_invalid_event, is_json_object
 
@@ -139,3 +140,75 @@ def test_an_object_no_decoder_could_read_is_not_one() -> None:
     good = b'data: {"a":1}\n\n'
     assert first_invalid_event(good + b"data: " + not_utf8 + b"\n\n" + good) == len(good)
     assert first_invalid_event(good + b"data: " + too_deep + b"\r\n\r\n") == len(good)
+
+
+# Events in the form both providers send (an optional "event: NAME" line and
+# one "data: DATA" line), cut fast, and near misses of it, cut line by line.
+USUAL = (
+    b'event: message_start\ndata: {"type":"message_start"}\n\n'
+    b"data: {\"choices\":[]}\n\n"
+    b"event: caf\xc3\xa9\ndata: {}\n\n"
+    b"event: \xff\ndata: not UTF-8 name\n\n"
+    b"event: \ndata: empty name\n\n"
+    b"event:  spaced\ndata:  two spaces\n\n"
+    b"event: a:b\ndata: data: in data\n\n"
+    b"data: \n\n"
+)
+NEAR_MISSES = (
+    b"event:tight\ndata:{}\n\n",
+    b"data:x\n\n",
+    b"event: two\ndata: one\ndata: two\n\n",
+    b"event: first\nevent: second\ndata: x\n\n",
+    b"data: first\nevent: named-after\n\n",
+    b"id: 9\ndata: after id\n\n",
+    b": comment\n\n",
+    b"event: only-name\n\n",
+    b"event: ping\ndata: x\n\n\n",
+    b"event: crlf\r\ndata: x\r\n\r\n",
+    b"event: cr\ndata: x\rdata: y\n\n",
+)
+
+
+def pairs(chunks: list[bytes]) -> list[tuple[str, bytes]]:
+    p = SSEParser()
+    return [pair for c in chunks for pair in p.events(c)]
+
+
+def test_a_usual_run_gives_what_byte_by_byte_gives_at_every_split() -> None:
+    expected = [(e, d) for e, d, _ in _byte_by_byte(USUAL)]
+    assert expected[:3] == [("message_start", b'{"type":"message_start"}'),
+                            ("message", b'{"choices":[]}'), ("caf\u00e9", b"{}")]
+    assert expected[3:] == [("\ufffd", b"not UTF-8 name"), ("message", b"empty name"),
+                            (" spaced", b" two spaces"), ("a:b", b"data: in data"), ("message", b"")]
+    assert pairs([USUAL]) == expected
+    assert [(e.event, e.data) for e in SSEParser().feed(USUAL)] == expected
+    for cut in range(len(USUAL) + 1):
+        assert pairs([USUAL[:cut], USUAL[cut:]]) == expected, cut
+
+
+def test_near_misses_of_the_usual_form_give_what_byte_by_byte_gives() -> None:
+    for miss in NEAR_MISSES:
+        stream = USUAL + miss + USUAL
+        expected = _byte_by_byte(stream)
+        assert len(expected) >= 16, miss
+        assert pairs([stream]) == [(e, d) for e, d, _ in expected], miss
+        p = SSEParser()
+        assert [(e.event, e.data, e.id) for e in p.feed(stream)] == expected, miss
+        # And after it, a usual run with the parser's id kept.
+        assert [(e.event, e.data, e.id) for e in p.feed(USUAL)] == expected[-8:], miss
+
+
+def test_hostile_lines_are_cut_in_linear_time() -> None:
+    """Lines that begin a usual event again and again, and never finish
+    one, cost what their length costs (a search retried at every offset
+    would take minutes here)."""
+    start = time.process_time()
+    for hostile in (b"event: " * 100_000 + b"\n\n", b"data: " * 100_000 + b"\nx\n\n",
+                    b"event: x\n" * 100_000 + b"data: y\n\n"):
+        assert pairs([hostile]) == [(e.event, e.data) for e in SSEParser()._lines(hostile)]
+    assert time.process_time() - start < 2
+
+
+def _byte_by_byte(stream: bytes) -> list[tuple[str, bytes, str | None]]:
+    p = SSEParser()
+    return [(e.event, e.data, e.id) for i in range(len(stream)) for e in p.feed(stream[i : i + 1])]

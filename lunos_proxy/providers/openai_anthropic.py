@@ -106,6 +106,8 @@ def _image(url: str) -> dict[str, Any]:
 
 
 def _parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):  # the usual message: its text alone
+        return [{"type": "text", "text": content}]
     out: list[dict[str, Any]] = []
     for part in iter_blocks(content):
         kind = part.get("type")
@@ -122,6 +124,8 @@ def _parts(content: Any) -> list[dict[str, Any]]:
 
 
 def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
     return "".join(p.get("text", "") for p in iter_blocks(content) if p.get("type") == "text")
 
 
@@ -129,16 +133,12 @@ def _messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     """(system blocks, Anthropic messages), consecutive turns of one role merged."""
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        add_turn(out, role, "content", blocks)
-
     for m in messages if isinstance(messages, list) else ():
         role = m.get("role")
         if role in ("system", "developer"):
             system += [{"type": "text", "text": _text(m.get("content"))}]
         elif role == "user":
-            add("user", _parts(m.get("content")))
+            add_turn(out, "user", "content", _parts(m.get("content")))
         elif role == "assistant":
             blocks = [b for b in _parts(m.get("content")) if b.get("text") or b["type"] != "text"]
             for call in m.get("tool_calls") or ():
@@ -151,12 +151,14 @@ def _messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
                         "input": tool_arguments(fn.get("arguments"), PROVIDER),
                     }
                 )
-            add("assistant", blocks)
+            add_turn(out, "assistant", "content", blocks)
         elif role == "tool":
             content = m.get("content")
             result: Any = content if isinstance(content, str) else _parts(content)
-            add(
+            add_turn(
+                out,
                 "user",
+                "content",
                 [
                     {
                         "type": "tool_result",
@@ -245,6 +247,25 @@ class OpenAIToAnthropic:
         if body.get("stream"):
             out["stream"] = True
             self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if "tools" in body or "tool_choice" in body or "response_format" in body:
+            self._add_tools(body, out)
+        effort = body.get("reasoning_effort")
+        if effort is not None and effort not in ("none", "minimal"):
+            if effort not in THINKING_BUDGET:
+                raise Untranslatable("reasoning_effort", PROVIDER)
+            budget = min(THINKING_BUDGET[effort], out["max_tokens"] - 1)
+            if budget < 1024:
+                raise Untranslatable(
+                    "reasoning_effort", PROVIDER, "thinking needs max_tokens above 1024"
+                )
+            out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        user = body.get("user") or (body.get("metadata") or {}).get("user_id")
+        if user:
+            out["metadata"] = {"user_id": str(user)}
+        return "messages", out
+
+    def _add_tools(self, body: dict[str, Any], out: dict[str, Any]) -> None:
+        """`tools` and `tool_choice`, with the forced tool of `response_format`."""
         tools = _tools(body.get("tools"))
         choice = _tool_choice(body.get("tool_choice"))
         output = _output_tool(body.get("response_format"))
@@ -264,20 +285,6 @@ class OpenAIToAnthropic:
             out["tool_choice"] = choice
         elif body.get("parallel_tool_calls") is False and tools:
             out["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
-        effort = body.get("reasoning_effort")
-        if effort is not None and effort not in ("none", "minimal"):
-            if effort not in THINKING_BUDGET:
-                raise Untranslatable("reasoning_effort", PROVIDER)
-            budget = min(THINKING_BUDGET[effort], out["max_tokens"] - 1)
-            if budget < 1024:
-                raise Untranslatable(
-                    "reasoning_effort", PROVIDER, "thinking needs max_tokens above 1024"
-                )
-            out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        user = body.get("user") or (body.get("metadata") or {}).get("user_id")
-        if user:
-            out["metadata"] = {"user_id": str(user)}
-        return "messages", out
 
     def response(self, body: dict[str, Any]) -> dict[str, Any]:
         text: list[str] = []
@@ -349,41 +356,42 @@ class AnthropicStreamToOpenAI:
 
     Chunks differ only in their delta and finish reason: what comes before
     the delta is encoded once the message's id and model are known, and
-    each chunk is sent encoded."""
+    each chunk is sent encoded (a text delta's, the usage chunk's, around
+    the one value that varies)."""
 
     def __init__(self, include_usage: bool, structured: bool) -> None:
         self.include_usage = include_usage
         self.structured = structured
-        self.id = ""
-        self.model = ""
         self.created = int(time.time())
         self.usage: dict[str, Any] = {}
         self.tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
         self.output_blocks: set[int] = set()
         self.finish: str | None = None
         self.done = False
-        self.head = self._head()
+        self.set_message("", "")
 
-    def _head(self) -> bytes:
-        """A chunk's encoding up to its delta."""
-        return (
-            b'{"id":' + _encode(self.id)
+    def set_message(self, id: Any, model: Any) -> None:
+        """Set the message's id and model, and the chunks' encoding before
+        their choices (`lead`), up to their delta (`head`) and up to a text
+        delta's text (`text_head`)."""
+        self.id, self.model = id, model
+        self.lead = (
+            b'{"id":' + _encode(id)
             + b',"object":"chat.completion.chunk","created":' + _encode(self.created)
-            + b',"model":' + _encode(self.model)
-            + b',"choices":[{"index":0,"delta":'
+            + b',"model":' + _encode(model)
         )  # fmt: skip
+        self.head = self.lead + b',"choices":[{"index":0,"delta":'
+        self.text_head = self.head + b'{"content":'
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> Event:
-        if finish is None:
-            return None, self.head + _encode(delta) + _UNFINISHED
-        return None, self.head + _encode(delta) + b',"finish_reason":' + _encode(finish) + _TAIL
+    def chunk(self, delta: dict[str, Any]) -> Event:
+        return None, self.head + _encode(delta) + _UNFINISHED
 
     def event(self, name: str, data: dict[str, Any]) -> list[Event]:
         kind = data.get("type", name)
         if kind == "content_block_delta":  # almost every event
             delta = data.get("delta") or {}
-            if delta.get("type") == "text_delta":
-                return [self.chunk({"content": delta.get("text", "")})]
+            if delta.get("type") == "text_delta":  # the chunk of {"content": text}
+                return [(None, self.text_head + _encode(delta.get("text", "")) + _TEXT_END)]
             if delta.get("type") == "input_json_delta":
                 index = data.get("index", 0)
                 partial = delta.get("partial_json", "")
@@ -396,10 +404,9 @@ class AnthropicStreamToOpenAI:
             return []  # thinking and signature deltas: Chat Completions has no field for them
         if kind == "message_start":
             message = data.get("message") or {}
-            self.id, self.model = message.get("id", ""), message.get("model", "")
-            self.head = self._head()
+            self.set_message(message.get("id", ""), message.get("model", ""))
             self.usage.update(message.get("usage") or {})
-            return [self.chunk({"role": "assistant", "content": ""})]
+            return [(None, self.head + _FIRST_DELTA)]
         if kind == "content_block_start":
             block = data.get("content_block") or {}
             index = data.get("index", 0)
@@ -417,13 +424,15 @@ class AnthropicStreamToOpenAI:
             }
             return [self.chunk({"tool_calls": [call]})]
         if kind == "message_delta":
-            self.usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+            for key, value in (data.get("usage") or {}).items():
+                if value is not None:
+                    self.usage[key] = value
             reason = (data.get("delta") or {}).get("stop_reason")
             finish = FINISH_REASONS.get(reason or "", "stop")
             if finish == "tool_calls" and not self.tools:
                 finish = "stop"
             self.finish = finish
-            return [self.chunk({}, finish)]
+            return [(None, self.head + _FINISHED[finish])]
         if kind == "message_stop":
             return self.end()
         if kind == "error":
@@ -438,17 +447,10 @@ class AnthropicStreamToOpenAI:
         out: list[Event] = []
         if self.finish is None:
             self.finish = "stop"
-            out.append(self.chunk({}, "stop"))
+            out.append((None, self.head + _FINISHED["stop"]))
         if self.include_usage:
-            last = {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": anthropic_usage_to_openai(self.usage),
-            }
-            out.append((None, last))
+            usage = _encode(anthropic_usage_to_openai(self.usage))
+            out.append((None, self.lead + b',"choices":[],"usage":' + usage + b"}"))
         out.append((None, DONE))
         return out
 
@@ -456,3 +458,10 @@ class AnthropicStreamToOpenAI:
 _encode = msgspec.json.encode
 _TAIL = b',"logprobs":null}]}'
 _UNFINISHED = b',"finish_reason":null' + _TAIL
+_TEXT_END = b"}" + _UNFINISHED
+_FIRST_DELTA = b'{"role":"assistant","content":""}' + _UNFINISHED
+# The last chunk's delta and finish reason, by finish reason.
+_FINISHED = {
+    finish: b'{},"finish_reason":' + _encode(finish) + _TAIL
+    for finish in {*FINISH_REASONS.values(), "stop"}
+}

@@ -167,13 +167,13 @@ class Chain:
 def encode_events(events: list[Event]) -> bytes:
     out = []
     for name, data in events:
-        if isinstance(data, bytes):
-            body = data
-        else:
-            body = b"[DONE]" if data is DONE else _encode(data)
+        if not isinstance(data, bytes):
+            data = b"[DONE]" if data is DONE else _encode(data)
         if name:
             out.append(b"event: " + name.encode() + b"\n")
-        out += (b"data: ", body, b"\n\n")
+        out.append(b"data: ")
+        out.append(data)
+        out.append(b"\n\n")
     return b"".join(out)
 
 
@@ -196,19 +196,19 @@ class StreamTranslator:
     def feed(self, data: bytes) -> bytes:
         out: list[Event] = []
         translate = self.events.event
-        for ev in self.parser.feed(data):
-            if ev.data == b"[DONE]":
-                out += translate(ev.event, DONE)
+        for name, raw in self.parser.events(data):
+            if raw == b"[DONE]":
+                out += translate(name, DONE)
                 continue
             try:
-                value = _decode(ev.data)
+                value = _decode(raw)
             except NOT_JSON:
                 value = None
             if not isinstance(value, dict):
                 self.broken = True
                 break
             try:
-                out += translate(ev.event, value)
+                out += translate(name, value)
             except _SHAPE_ERRORS:
                 # An event not in its format's shape carries nothing the
                 # client could use: it is passed over, the stream goes on.
@@ -320,6 +320,8 @@ def check_params(
 ) -> None:
     """Refuse every parameter that is neither translated (`handled`) nor
     set to a value meaning "not used" (`neutral`)."""
+    if handled.issuperset(body):  # the usual body: every key translated
+        return
     for key, value in body.items():
         if key in handled:
             continue

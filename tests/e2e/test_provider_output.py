@@ -135,6 +135,22 @@ async def test_non_json_success_is_a_502_in_each_sdks_shape(gw: Running, provide
     assert len(provider.received) == 2  # answered, not retried
 
 
+@pytest.mark.parametrize("garbled", NOT_AN_OBJECT)
+@pytest.mark.parametrize("model", ["gpt-test", "claude-test"])  # as sent; translated
+async def test_an_answer_that_is_not_a_json_object_is_a_502_sent_or_translated(
+    gw: Running, provider: FakeProvider, garbled: bytes, model: str
+) -> None:
+    provider.behaviour.garble_body = True
+    provider.behaviour.garbled = garbled
+    async with oai(gw) as client:
+        with pytest.raises(openai.InternalServerError) as e:
+            await client.chat.completions.create(model=model, messages=MESSAGES)
+    assert e.value.status_code == 502
+    assert e.value.body == {"message": "The provider sent a malformed answer.", "type": "server_error",
+                            "param": None, "code": "upstream_invalid"}
+    assert len(provider.received) == 1  # answered, not retried
+
+
 async def test_an_answer_past_the_size_bound_is_a_502_and_an_event_past_it_ends_the_stream(
     gw: Running, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
