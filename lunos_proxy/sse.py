@@ -5,6 +5,8 @@
         if event.event == "message_delta": ...
         use(event.data)                   # the data lines, joined by b"\\n"
 
+    for name, data in parser.events(chunk):  # the same events, no object each
+
 Network chunks split events anywhere (mid-line, mid-``\\r\\n``), and one chunk
 may carry many events. The parser keeps only the event being read, never
 the stream: a line is cut once, and a very large event (hundreds of KiB) is
@@ -12,7 +14,9 @@ scanned without rescanning what was already searched. It follows the
 WHATWG rules that matter here: ``\\n``, ``\\r\\n`` and ``\\r`` end lines,
 lines starting with ``:`` are comments, an empty line dispatches, one
 space after the colon is dropped, unknown fields are ignored, and an event
-with no data line is not dispatched.
+with no data line is not dispatched. Events in the form both providers
+send (an optional event line, one data line) are taken one regex match
+each where a chunk begins with them, not line by line.
 """
 
 from __future__ import annotations
