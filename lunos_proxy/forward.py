@@ -20,8 +20,8 @@ translation (providers/translate.py): the request body is translated
 before it is sent, and the answer, whole or event by event as it arrives,
 before observers and filters see it (decoding it to translate it is its
 check, by the same rule), so that the meter and the logger see what the
-client gets. Provider errors keep their status (Anthropic's 529 becomes 503), not
-the other format's error type.
+client gets. Provider errors keep their status (Anthropic's 529 becomes
+503), not the other format's error type.
 
 One module past 400 lines: the call, header hygiene and the copy loop are
 one attempt's life, and each raises the errors the router's retry decision

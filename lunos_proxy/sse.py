@@ -41,24 +41,25 @@ EVENT_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")  # for bytes.endswith
 
 # One whole event in the form both providers send: an optional "event:
-# NAME" line, one "data: DATA" line, a blank line. It is matched only where
-# an event begins (never searched for: a failed search retried at every
-# offset would be quadratic on hostile bytes), so a chunk costs its length.
-_USUAL_EVENT = re.compile(rb"(?:event: ([^\n]*+)\n)?data: ([^\n]*+)\n\n")
+# NAME" line, one "data: DATA" line, a blank line; or else (the last group)
+# the rest of the chunk, from where such an event does not begin. Each
+# offset is tried once, so a chunk costs its length, hostile or not (a
+# search for the next event, retried at every offset, would be quadratic).
+_USUAL_EVENTS = re.compile(rb"(?:event: ([^\n]*+)\n)?data: ([^\n]*+)\n\n|([\s\S]+)")
 
 
-class _Names(dict[bytes | None, str]):
-    """An event's name from its "event:" line's value (None without one):
+class _Names(dict[bytes, str]):
+    """An event's name from its "event:" line's value (b"" without one):
     the names Anthropic's events have are decoded once, any other each
     time it comes (and not kept: a stream's names are the provider's to
     choose)."""
 
-    def __missing__(self, raw: bytes | None) -> str:
-        return "message" if raw is None else raw.decode("utf-8", "replace") or "message"
+    def __missing__(self, raw: bytes) -> str:
+        return raw.decode("utf-8", "replace") or "message"
 
 
 _NAMES = _Names(
-    {None: "message"}
+    {b"": "message"}
     | {
         name.encode(): name
         for name in (
@@ -95,37 +96,32 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> Iterable[SSEEvent]:
         """The events that `chunk` completes, in order."""
-        usual, end = self._usual(chunk)
+        usual, rest = self._usual(chunk)
         id = self._id
         events = [SSEEvent(name, data, id) for name, data in usual]
-        if end < len(chunk):
-            events += self._other(chunk[end:] if end else chunk)
+        if rest:
+            events += self._other(rest)
         return events
 
     def events(self, chunk: bytes) -> list[tuple[str, bytes]]:
         """(name, data) of the events that `chunk` completes: what `feed`
         gives, without an object for each usual event."""
-        usual, end = self._usual(chunk)
-        if end < len(chunk):
-            usual += [(e.event, e.data) for e in self._other(chunk[end:] if end else chunk)]
+        usual, rest = self._usual(chunk)
+        if rest:
+            usual += [(e.event, e.data) for e in self._other(rest)]
         return usual
 
-    def _usual(self, chunk: bytes) -> tuple[list[tuple[str, bytes]], int]:
+    def _usual(self, chunk: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
         """(name, data) of the usual events `chunk` begins with, when no
-        event is begun before it, and where they end."""
+        event is begun before it, and the rest of it."""
         out: list[tuple[str, bytes]] = []
         if self._cr or self._buf or self._data or self._event or b"\r" in chunk:
-            return out, 0  # (a "\r" ends a line, where [^\n] would take it in)
-        match = _USUAL_EVENT.match
-        start, end = 0, len(chunk)
-        while start < end:
-            m = match(chunk, start)
-            if m is None:
-                break
-            name, data = m.groups()
+            return out, chunk  # (a "\r" ends a line, where [^\n] would take it in)
+        for name, data, rest in _USUAL_EVENTS.findall(chunk):
+            if rest:
+                return out, rest
             out.append((_name(name), data))
-            start = m.end()
-        return out, start
+        return out, b""
 
     def _other(self, chunk: bytes) -> Iterable[SSEEvent]:
         if (
