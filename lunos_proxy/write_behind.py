@@ -57,6 +57,11 @@ class WriteBehind(abc.ABC, Generic[B]):
     def _gauge(self) -> None:
         """Publish `backlog`."""
 
+    def _collect(self) -> None:
+        """Take in what was recorded since the last tick: called at every
+        tick of the loop, before it writes, also while the backend fails
+        (for a subclass that records cheaply and sums at intervals)."""
+
     def _pieces(self) -> int:
         """How many cuts take what is recorded now (a subclass that cuts a
         large backlog in pieces says how many)."""
@@ -108,6 +113,7 @@ class WriteBehind(abc.ABC, Generic[B]):
             except TimeoutError:
                 pass
             self._wake.clear()
+            self._collect()
             # What was recorded until now (a batch a failed write left first).
             ok = await self._flush(self._pieces())
             # Back off while the backend is down, but not for long: the

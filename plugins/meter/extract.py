@@ -20,7 +20,7 @@ import msgspec
 
 from lunos_proxy.exchange import Usage
 
-__all__ = ["StreamUsage", "TextPieces", "usage_from_body"]
+__all__ = ["StreamUsage", "TextPieces", "text_of_body", "usage_from_body"]
 
 
 class _Details(msgspec.Struct):
@@ -216,17 +216,23 @@ def usage_from_body(body: bytes, wire: str, text: TextPieces | None = None) -> U
     when there is none (to count it)."""
     try:
         found = _decode_usage(body).usage
-        if found is None:
-            doc = _decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     if found is None:
         if text is not None:
-            _collect(doc, text)
+            text_of_body(body, text)
         return None
     counts = _Counts()
     counts.merge(found, wire == "anthropic")
     return counts.usage("reported")
+
+
+def text_of_body(body: bytes, text: TextPieces) -> None:
+    """Collect the output text of a JSON response into `text`."""
+    try:
+        _collect(_decode(body), text)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
 
 
 class StreamUsage:

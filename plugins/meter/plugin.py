@@ -17,8 +17,9 @@ without one they are metered as account and key "anonymous".
 
 Before forwarding: budgets are checked (429 insufficient_quota), and an
 OpenAI-style stream is asked for its usage (see include_usage.py).
-While the answer passes: `UsageWatcher` reads the usage. After: one entry
-goes to the ledger (counters, billing line, spend, usage event) and metrics.
+While the answer passes: `UsageWatcher` reads the usage. After: the
+request's usage event goes to the ledger (counters, spend, billing line,
+the event itself) and metrics.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from .include_usage import (
     UsageChunkFilter,
     ask_for_usage,
 )
-from .ledger import Entry, Ledger
+from .ledger import Ledger
 from .metrics import MeterMetrics
 from .pricing import PriceTable, PricingError, TablePrices, load_pricing
 from .watch import UsageWatcher
@@ -238,7 +239,8 @@ class Meter(Plugin):
         exchange = exchange_of(request)
         if exchange.endpoint not in METERED:
             return await handler(request)
-        await read_request(request)
+        if not exchange.parsed:
+            await read_request(request)
         at = time.time()
         p = exchange.principal
         account, key = (p.account_id, p.key_id) if p is not None else (ANONYMOUS, ANONYMOUS)
@@ -257,9 +259,7 @@ class Meter(Plugin):
             if asked is not None:
                 exchange.body = asked
                 exchange.filters.append(UsageChunkFilter())
-        watcher = UsageWatcher(
-            exchange, lambda ex: self.cost(ex, at), estimate=self.settings.estimate
-        )
+        watcher = UsageWatcher(exchange, self.cost, at, self.settings.estimate)
         exchange.observers.append(watcher)
         try:
             return await handler(request)
@@ -324,37 +324,27 @@ class Meter(Plugin):
         day = self.calendar.day(at)
         served = _served(ex)
         self.ledger.record(
-            Entry(
+            UsageEvent(
+                request_id=ex.request_id,
                 account_id=account,
                 key_id=key,
                 model=served,
+                provider=ex.provider,
+                time=at,
                 day=day,
+                status=ex.status,
+                stream=ex.stream,
                 input_tokens=u.input_tokens,
                 output_tokens=u.output_tokens,
                 cached_input_tokens=u.cached_input_tokens,
+                cache_creation_tokens=u.cache_creation_tokens,
+                reasoning_tokens=u.reasoning_tokens,
                 cost_micros=ex.cost_micros,
-                spend=self._spend_periods(account, key, at),
-                event=UsageEvent(
-                    request_id=ex.request_id,
-                    account_id=account,
-                    key_id=key,
-                    model=served,
-                    provider=ex.provider,
-                    time=at,
-                    day=day,
-                    status=ex.status,
-                    stream=ex.stream,
-                    input_tokens=u.input_tokens,
-                    output_tokens=u.output_tokens,
-                    cached_input_tokens=u.cached_input_tokens,
-                    cache_creation_tokens=u.cache_creation_tokens,
-                    reasoning_tokens=u.reasoning_tokens,
-                    cost_micros=ex.cost_micros,
-                    usage_source=u.source,
-                    endpoint=ex.endpoint,
-                    latency_ms=_latency_ms(ex),
-                ),
-            )
+                usage_source=u.source,
+                endpoint=ex.endpoint,
+                latency_ms=_latency_ms(ex),
+            ),
+            self._spend_periods(account, key, at),
         )
         if u.source == "estimated":
             labels = self._label(ex), ex.provider or "none"
