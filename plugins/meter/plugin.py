@@ -52,7 +52,7 @@ from .include_usage import (
 )
 from .ledger import Ledger
 from .metrics import MeterMetrics
-from .pricing import PriceTable, PricingError, TablePrices, load_pricing
+from .pricing import Price, PriceTable, PricingError, TablePrices, load_pricing
 from .watch import UsageWatcher
 from .webhooks import Notifier
 
@@ -60,6 +60,7 @@ from .webhooks import Notifier
 METERED = frozenset({"chat/completions", "completions", "embeddings", "responses", "messages"})
 ANONYMOUS = "anonymous"
 _SPEND_REMEMBERED = 10_000  # (account, key, day) entries kept
+_PRICES_REMEMBERED = 1_000  # (provider, upstream model, served model) entries kept
 
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -167,6 +168,8 @@ class Meter(Plugin):
         )
         self._counting: set[asyncio.Future[None]] = set()
         self._spend: dict[tuple[str, str, str], list[tuple[str, str, int]]] = {}
+        # (provider, upstream model, served model) -> the price in force and when.
+        self._prices: dict[tuple[str, str, str], tuple[Price | None, float, float]] = {}
         services.views[METER] = self
         services.views.setdefault(PRICES, TablePrices(self.prices))
 
@@ -307,9 +310,14 @@ class Meter(Plugin):
             await asyncio.wait(list(self._counting))
 
     def cost(self, exchange: Exchange, at: float) -> int:
-        model = _served(exchange)
-        names = (f"{exchange.provider}/{exchange.upstream_model}", model)
-        price = self.prices.price(names, at)
+        key = (exchange.provider, exchange.upstream_model, _served(exchange))
+        found = self._prices.get(key)
+        if found is None or not found[1] <= at < found[2]:
+            if len(self._prices) >= _PRICES_REMEMBERED:
+                self._prices.clear()
+            names = (f"{key[0]}/{key[1]}", key[2])
+            found = self._prices[key] = self.prices.price_span(names, at)
+        price = found[0]
         if price is None:
             self.metrics.meter_unpriced.labels(self._label(exchange)).inc()
             return 0
@@ -344,7 +352,7 @@ class Meter(Plugin):
                 endpoint=ex.endpoint,
                 latency_ms=_latency_ms(ex),
             ),
-            self._spend_periods(account, key, at),
+            self._spend_periods(account, key, at, day),
         )
         if u.source == "estimated":
             labels = self._label(ex), ex.provider or "none"
@@ -352,10 +360,14 @@ class Meter(Plugin):
         if limits:
             self.guard.after(limits, at)
 
-    def _spend_periods(self, account: str, key: str, at: float) -> list[tuple[str, str, int]]:
+    def _spend_periods(
+        self, account: str, key: str, at: float, day: str
+    ) -> list[tuple[str, str, int]]:
         # The same few counters for every request of a key on a day: made once
-        # (the list is only read).
-        day = self.rules.calendar.day(at)
+        # (the list is only read). `day` is the billing day: the budgets' own
+        # if they keep the same time zone.
+        if self.rules.calendar.zone is not self.calendar.zone:
+            day = self.rules.calendar.day(at)
         found = self._spend.get((account, key, day))
         if found is None:
             if len(self._spend) >= _SPEND_REMEMBERED:
