@@ -39,7 +39,8 @@ class WriteBehind(abc.ABC, Generic[B]):
     def __init__(self, flush_interval: float) -> None:
         self.flush_interval = flush_interval
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._waiting: asyncio.Future[None] | None = None  # the loop's sleep
+        self._woken = False  # `wake` came while the loop was not asleep
         self._stopping = False
         self._batch: B | None = None  # cut, not written yet
         self._lock = asyncio.Lock()
@@ -56,6 +57,11 @@ class WriteBehind(abc.ABC, Generic[B]):
     @abc.abstractmethod
     def _gauge(self) -> None:
         """Publish `backlog`."""
+
+    def _collect(self) -> None:
+        """Take in what was recorded since the last tick: called at every
+        tick of the loop, before it writes, also while the backend fails
+        (for a subclass that records cheaply and sums at intervals)."""
 
     def _pieces(self) -> int:
         """How many cuts take what is recorded now (a subclass that cuts a
@@ -103,11 +109,8 @@ class WriteBehind(abc.ABC, Generic[B]):
     async def _run(self) -> None:
         delay = self.flush_interval
         while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await self._sleep(delay)
+            self._collect()
             # What was recorded until now (a batch a failed write left first).
             ok = await self._flush(self._pieces())
             # Back off while the backend is down, but not for long: the
@@ -116,9 +119,30 @@ class WriteBehind(abc.ABC, Generic[B]):
             if ok:
                 await self._written()
 
+    async def _sleep(self, delay: float) -> None:
+        """Return after `delay` seconds, or sooner if woken.
+
+        A future and a timer, not `asyncio.wait_for(event.wait(), delay)`,
+        which makes a task and raises and catches TimeoutError each time:
+        five times the CPU, at every interval of every queue."""
+        if self._woken:
+            self._woken = False
+            return
+        loop = asyncio.get_running_loop()
+        waiting = self._waiting = loop.create_future()
+        timer = loop.call_later(delay, _wake_up, waiting)
+        try:
+            await waiting
+        finally:
+            timer.cancel()
+            self._waiting = None
+
     def wake(self) -> None:
         """Write now rather than at the next interval."""
-        self._wake.set()
+        if self._waiting is not None:
+            _wake_up(self._waiting)
+        else:
+            self._woken = True
 
     async def start(self) -> None:
         if self._task is None:
@@ -129,7 +153,7 @@ class WriteBehind(abc.ABC, Generic[B]):
         # Not cancelled: a write cut off halfway could be applied and then
         # written again. The loop finishes its current flush and exits.
         self._stopping = True
-        self._wake.set()
+        self.wake()
         task, self._task = self._task, None
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
@@ -138,3 +162,8 @@ class WriteBehind(abc.ABC, Generic[B]):
                 return 0
             await asyncio.sleep(0.2 * (i + 1))
         return self.backlog
+
+
+def _wake_up(waiting: asyncio.Future[None]) -> None:
+    if not waiting.done():
+        waiting.set_result(None)

@@ -2,7 +2,7 @@
 
     writer = RecordsWriter(records, metrics, flush_interval=1.0, events_retention_days=400)
     await writer.start()
-    writer.add(event)            # on the hot path: a list append and a few additions
+    writer.add(event)            # or extend(events): a list append and a few additions each
     await writer.stop()          # writes what is pending (graceful shutdown)
 
 Every `flush_interval` seconds what has accumulated is cut into one batch
@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -47,6 +47,17 @@ MAX_BATCH_EVENTS = 2_000
 RETENTION_EVERY = 3600.0
 
 _Line = tuple[str, str, str]  # account, day, model
+
+
+def _sums(events: Iterable[UsageEvent]) -> dict[_Line, UsageCounts]:
+    """The events' sums per (account, day, model)."""
+    lines: dict[_Line, UsageCounts] = {}
+    for e in events:
+        line = lines.get((e.account_id, e.day, e.model))
+        if line is None:
+            line = lines[(e.account_id, e.day, e.model)] = UsageCounts()
+        line.add(e)
+    return lines
 
 
 @dataclass
@@ -81,14 +92,26 @@ class RecordsWriter(WriteBehind[_Batch]):
 
     # -- the hot path ---------------------------------------------------------
     def add(self, e: UsageEvent) -> None:
-        line = self._lines.get((e.account_id, e.day, e.model))
-        if line is None:
-            line = self._lines[(e.account_id, e.day, e.model)] = UsageCounts()
-        line.add(e)
-        if len(self._events) >= self.max_pending_events:
-            del self._events[0]
-            self.metrics.records_dropped.labels("events").inc()
-        self._events.append(e)
+        self.extend((e,))
+
+    def extend(
+        self, events: Sequence[UsageEvent], lines: Mapping[_Line, UsageCounts] | None = None
+    ) -> None:
+        """`add` each of `events`, in order. `lines`: their sums per (account,
+        day, model), from a caller that has them (the meter's ledger), which
+        spares summing them again here."""
+        if lines is None:
+            lines = _sums(events)
+        for line, counts in lines.items():
+            mine = self._lines.get(line)
+            if mine is None:
+                mine = self._lines[line] = UsageCounts()
+            mine.add(counts, counts.requests)
+        self._events += events
+        over = len(self._events) - self.max_pending_events
+        if over > 0:
+            del self._events[:over]
+            self.metrics.records_dropped.labels("events").inc(over)
         self._gauge()
 
     def forget(self, account_id: str) -> None:

@@ -60,7 +60,7 @@ class UsageRow(msgspec.Struct, kw_only=True):
 
 class Metered(Protocol):
     """What `UsageCounts.add` reads of a request's or a batch's usage
-    (`UsageDelta`, `UsageEvent`, the meter's ledger entry)."""
+    (`UsageDelta`, `UsageEvent`)."""
 
     @property
     def input_tokens(self) -> int: ...

@@ -114,10 +114,14 @@ class BillingRecord(msgspec.Struct, kw_only=True):
     created: float
 
 
-class UsageEvent(msgspec.Struct, kw_only=True, frozen=True):
+class UsageEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """One request's usage: metadata only, never content. Kept in the records
     database (lunos_proxy/records/) for the configured retention (privacy
-    policy: usage logs kept for accounting)."""
+    policy: usage logs kept for accounting).
+
+    Holds only strings and numbers, so it is never part of a cycle and the
+    collector need not track it (gc=False): the meter holds every event
+    of the last second or so until it is written."""
 
     request_id: str
     account_id: str

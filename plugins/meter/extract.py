@@ -20,7 +20,7 @@ import msgspec
 
 from lunos_proxy.exchange import Usage
 
-__all__ = ["StreamUsage", "TextPieces", "usage_from_body"]
+__all__ = ["StreamUsage", "TextPieces", "text_of_body", "usage_from_body"]
 
 
 class _Details(msgspec.Struct):
@@ -216,17 +216,48 @@ def usage_from_body(body: bytes, wire: str, text: TextPieces | None = None) -> U
     when there is none (to count it)."""
     try:
         found = _decode_usage(body).usage
-        if found is None:
-            doc = _decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     if found is None:
         if text is not None:
-            _collect(doc, text)
+            text_of_body(body, text)
         return None
-    counts = _Counts()
-    counts.merge(found, wire == "anthropic")
-    return counts.usage("reported")
+    if wire == "anthropic":
+        counts = _Counts()
+        counts.merge(found, True)
+        return counts.usage("reported")
+    return _openai_usage(found)
+
+
+def _openai_usage(raw: _RawUsage) -> Usage:
+    """What `_Counts` makes of this one OpenAI-style report, made directly:
+    every JSON answer of that format comes this way."""
+    inp = raw.prompt_tokens if raw.prompt_tokens is not None else raw.input_tokens
+    out = raw.completion_tokens if raw.completion_tokens is not None else raw.output_tokens
+    # Of the two places a count may be, the one `_Counts.merge` reads last wins.
+    d = raw.input_tokens_details
+    cached = None if d is None else d.cached_tokens
+    if cached is None and raw.prompt_tokens_details is not None:
+        cached = raw.prompt_tokens_details.cached_tokens
+    d = raw.output_tokens_details
+    reasoning = None if d is None else d.reasoning_tokens
+    if reasoning is None and raw.completion_tokens_details is not None:
+        reasoning = raw.completion_tokens_details.reasoning_tokens
+    return Usage(
+        input_tokens=inp or 0,
+        output_tokens=out or 0,
+        cached_input_tokens=cached or 0,
+        reasoning_tokens=reasoning or 0,
+        source="reported",
+    )
+
+
+def text_of_body(body: bytes, text: TextPieces) -> None:
+    """Collect the output text of a JSON response into `text`."""
+    try:
+        _collect(_decode(body), text)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
 
 
 class StreamUsage:

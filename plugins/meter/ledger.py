@@ -2,14 +2,16 @@
 
     ledger = Ledger(store, metrics, flush_interval=1.0, records=writer)
     await ledger.start()
-    ledger.record(entry)        # on the hot path: a few dict updates, no I/O
+    ledger.record(event, spend) # on the hot path: a list append, no I/O
     await ledger.stop()         # writes what is pending (graceful shutdown)
 
-Every `flush_interval` seconds what has accumulated is cut into one batch and
+A request's usage is summed at the next tick of the write loop, with the
+others of that tick, into rows and spend counters (`_sum`). Every
+`flush_interval` seconds what has accumulated is cut into one batch and
 written to the store in two steps: daily usage counters (`add_usage`) and
 spend counters (`add_spend`). A step that fails (the store is down) is
 retried, from that step on, until it succeeds; meanwhile new usage keeps
-summing into the next batch, so an outage costs memory in proportion to
+summing (at every tick) into the next batch, so an outage costs memory in proportion to
 distinct (account, key, model, day) rows, not to requests. Counters are
 never dropped.
 
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -50,30 +52,20 @@ from lunos_proxy.write_behind import WriteBehind
 
 from .metrics import MeterMetrics
 
-__all__ = ["FORGET_SECONDS", "Entry", "Ledger"]
+__all__ = ["FORGET_SECONDS", "Ledger", "Spend"]
 
 log = structlog.get_logger("lunos.meter")
 
 FORGET_SECONDS = 3600.0
+# Requests recorded and not summed yet, at most (see `Ledger._sum`).
+SUM_EVERY = 10_000
 
 
 _Row = tuple[str, str, str, str]  # account, key, model, day
 
 
-@dataclass(slots=True)
-class Entry:
-    """One request's contribution to the ledger."""
-
-    account_id: str
-    key_id: str
-    model: str
-    day: str
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int
-    cost_micros: int
-    spend: list[tuple[str, str, int]]  # (subject, period, ttl) charged cost_micros
-    event: UsageEvent | None = None
+# The spend counters a request's cost is added to: (subject, period, ttl).
+Spend = Sequence[tuple[str, str, int]]
 
 
 @dataclass
@@ -105,23 +97,69 @@ class Ledger(WriteBehind[_Batch]):
         # Called with the subjects whose spend just reached the store.
         self.on_written: list[Callable[[set[str]], None]] = []
         self._erased: dict[str, float] = {}  # account id -> ignored until
+        # Recorded and not summed yet: each request's event and spend list.
+        self._recorded: list[UsageEvent] = []
+        self._spent: list[Spend] = []
 
     # -- the hot path ---------------------------------------------------------
-    def record(self, e: Entry) -> None:
+    def record(self, e: UsageEvent, spend: Spend) -> None:
+        """Count one request's usage, charge its cost to `spend` (a list the
+        caller keeps for every request of a key and day, see `_sum`), and
+        pass its event on to the records."""
         if self._erased and self._was_erased(e.account_id):
             return
-        row = self._usage.get((e.account_id, e.key_id, e.model, e.day))
-        if row is None:
-            row = self._usage[(e.account_id, e.key_id, e.model, e.day)] = UsageCounts()
-        row.add(e)
-        for subject, period, ttl in e.spend:
-            s = self._spend.get((subject, period))
-            if s is None:
-                self._spend[(subject, period)] = [e.cost_micros, ttl]
+        self._spent.append(spend)
+        recorded = self._recorded
+        recorded.append(e)
+        if len(recorded) >= SUM_EVERY:
+            self._sum()
+
+    def _sum(self) -> None:
+        """Add what was recorded since the last time to the rows and spend
+        counters to write, and hand its events (and their sums per billing
+        line) to the records.
+
+        Runs at every tick of the write loop (whether or not the store
+        answers), before anything reads the sums, and every `SUM_EVERY`
+        requests. A request only appends to a list: summing a tick's
+        requests in one loop costs a fraction of summing each as it comes
+        (a request's cost is added to its spend list's counters once per
+        list, and the records get one sum per line, not one per event)."""
+        recorded, self._recorded = self._recorded, []
+        spent, self._spent = self._spent, []
+        if not recorded:
+            return
+        rows: dict[_Row, UsageCounts] = {}
+        charged: dict[int, tuple[Spend, list[int]]] = {}  # by id: lists are shared
+        for e, spend in zip(recorded, spent, strict=True):
+            row = rows.get((e.account_id, e.key_id, e.model, e.day))
+            if row is None:
+                row = rows[(e.account_id, e.key_id, e.model, e.day)] = UsageCounts()
+            row.add(e)
+            cost = charged.get(id(spend))
+            if cost is None:
+                charged[id(spend)] = (spend, [e.cost_micros])
             else:
-                s[0] += e.cost_micros
-        if e.event is not None and self.records is not None:
-            self.records.add(e.event)
+                cost[1][0] += e.cost_micros
+        lines: dict[tuple[str, str, str], UsageCounts] = {}
+        for (account, key, model, day), counts in rows.items():
+            row = self._usage.get((account, key, model, day))
+            if row is None:
+                row = self._usage[(account, key, model, day)] = UsageCounts()
+            row.add(counts, counts.requests)
+            line = lines.get((account, day, model))
+            if line is None:
+                line = lines[(account, day, model)] = UsageCounts()
+            line.add(counts, counts.requests)
+        for spend, (micros,) in charged.values():
+            for subject, period, ttl in spend:
+                s = self._spend.get((subject, period))
+                if s is None:
+                    self._spend[(subject, period)] = [micros, ttl]
+                else:
+                    s[0] += micros
+        if self.records is not None:
+            self.records.extend(recorded, lines)
         self._gauge()
 
     # -- erasure ----------------------------------------------------------------
@@ -129,6 +167,7 @@ class Ledger(WriteBehind[_Batch]):
         """Drop what is held for `account_id` and not written yet (also in a
         batch a failed write left), and ignore its requests for
         `FORGET_SECONDS`."""
+        self._sum()
         now = self.clock()
         self._erased = {a: t for a, t in self._erased.items() if t > now}
         self._erased[account_id] = now + FORGET_SECONDS
@@ -162,6 +201,7 @@ class Ledger(WriteBehind[_Batch]):
 
     def unwritten_spend(self, subject: str, period: str) -> int:
         """Spend recorded here that the store does not hold yet."""
+        self._sum()
         total = 0
         s = self._spend.get((subject, period))
         if s is not None:
@@ -173,6 +213,7 @@ class Ledger(WriteBehind[_Batch]):
 
     @property
     def backlog(self) -> int:
+        self._sum()
         b = self._batch
         in_batch = 0 if b is None else b.rows
         return len(self._usage) + len(self._spend) + in_batch
@@ -181,7 +222,11 @@ class Ledger(WriteBehind[_Batch]):
         self.metrics.meter_backlog.set(self.backlog)
 
     # -- writing ----------------------------------------------------------------
+    def _collect(self) -> None:
+        self._sum()
+
     def _cut(self) -> _Batch | None:
+        self._sum()
         if not (self._usage or self._spend):
             return None
         usage = [c.delta(a, k, m, d) for (a, k, m, d), c in self._usage.items()]

@@ -17,8 +17,9 @@ without one they are metered as account and key "anonymous".
 
 Before forwarding: budgets are checked (429 insufficient_quota), and an
 OpenAI-style stream is asked for its usage (see include_usage.py).
-While the answer passes: `UsageWatcher` reads the usage. After: one entry
-goes to the ledger (counters, billing line, spend, usage event) and metrics.
+While the answer passes: `UsageWatcher` reads the usage. After: the
+request's usage event goes to the ledger (counters, spend, billing line,
+the event itself) and metrics.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ from .include_usage import (
     UsageChunkFilter,
     ask_for_usage,
 )
-from .ledger import Entry, Ledger
+from .ledger import Ledger
 from .metrics import MeterMetrics
-from .pricing import PriceTable, PricingError, TablePrices, load_pricing
+from .pricing import Price, PriceTable, PricingError, TablePrices, load_pricing
 from .watch import UsageWatcher
 from .webhooks import Notifier
 
@@ -59,6 +60,7 @@ from .webhooks import Notifier
 METERED = frozenset({"chat/completions", "completions", "embeddings", "responses", "messages"})
 ANONYMOUS = "anonymous"
 _SPEND_REMEMBERED = 10_000  # (account, key, day) entries kept
+_PRICES_REMEMBERED = 1_000  # (provider, upstream model, served model) entries kept
 
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -166,6 +168,8 @@ class Meter(Plugin):
         )
         self._counting: set[asyncio.Future[None]] = set()
         self._spend: dict[tuple[str, str, str], list[tuple[str, str, int]]] = {}
+        # (provider, upstream model, served model) -> the price in force and when.
+        self._prices: dict[tuple[str, str, str], tuple[Price | None, float, float]] = {}
         services.views[METER] = self
         services.views.setdefault(PRICES, TablePrices(self.prices))
 
@@ -238,7 +242,8 @@ class Meter(Plugin):
         exchange = exchange_of(request)
         if exchange.endpoint not in METERED:
             return await handler(request)
-        await read_request(request)
+        if not exchange.parsed:
+            await read_request(request)
         at = time.time()
         p = exchange.principal
         account, key = (p.account_id, p.key_id) if p is not None else (ANONYMOUS, ANONYMOUS)
@@ -257,9 +262,7 @@ class Meter(Plugin):
             if asked is not None:
                 exchange.body = asked
                 exchange.filters.append(UsageChunkFilter())
-        watcher = UsageWatcher(
-            exchange, lambda ex: self.cost(ex, at), estimate=self.settings.estimate
-        )
+        watcher = UsageWatcher(exchange, self.cost, at, self.settings.estimate)
         exchange.observers.append(watcher)
         try:
             return await handler(request)
@@ -307,9 +310,14 @@ class Meter(Plugin):
             await asyncio.wait(list(self._counting))
 
     def cost(self, exchange: Exchange, at: float) -> int:
-        model = _served(exchange)
-        names = (f"{exchange.provider}/{exchange.upstream_model}", model)
-        price = self.prices.price(names, at)
+        key = (exchange.provider, exchange.upstream_model, _served(exchange))
+        found = self._prices.get(key)
+        if found is None or not found[1] <= at < found[2]:
+            if len(self._prices) >= _PRICES_REMEMBERED:
+                self._prices.clear()
+            names = (f"{key[0]}/{key[1]}", key[2])
+            found = self._prices[key] = self.prices.price_span(names, at)
+        price = found[0]
         if price is None:
             self.metrics.meter_unpriced.labels(self._label(exchange)).inc()
             return 0
@@ -324,37 +332,27 @@ class Meter(Plugin):
         day = self.calendar.day(at)
         served = _served(ex)
         self.ledger.record(
-            Entry(
+            UsageEvent(
+                request_id=ex.request_id,
                 account_id=account,
                 key_id=key,
                 model=served,
+                provider=ex.provider,
+                time=at,
                 day=day,
+                status=ex.status,
+                stream=ex.stream,
                 input_tokens=u.input_tokens,
                 output_tokens=u.output_tokens,
                 cached_input_tokens=u.cached_input_tokens,
+                cache_creation_tokens=u.cache_creation_tokens,
+                reasoning_tokens=u.reasoning_tokens,
                 cost_micros=ex.cost_micros,
-                spend=self._spend_periods(account, key, at),
-                event=UsageEvent(
-                    request_id=ex.request_id,
-                    account_id=account,
-                    key_id=key,
-                    model=served,
-                    provider=ex.provider,
-                    time=at,
-                    day=day,
-                    status=ex.status,
-                    stream=ex.stream,
-                    input_tokens=u.input_tokens,
-                    output_tokens=u.output_tokens,
-                    cached_input_tokens=u.cached_input_tokens,
-                    cache_creation_tokens=u.cache_creation_tokens,
-                    reasoning_tokens=u.reasoning_tokens,
-                    cost_micros=ex.cost_micros,
-                    usage_source=u.source,
-                    endpoint=ex.endpoint,
-                    latency_ms=_latency_ms(ex),
-                ),
-            )
+                usage_source=u.source,
+                endpoint=ex.endpoint,
+                latency_ms=_latency_ms(ex),
+            ),
+            self._spend_periods(account, key, at, day),
         )
         if u.source == "estimated":
             labels = self._label(ex), ex.provider or "none"
@@ -362,10 +360,14 @@ class Meter(Plugin):
         if limits:
             self.guard.after(limits, at)
 
-    def _spend_periods(self, account: str, key: str, at: float) -> list[tuple[str, str, int]]:
+    def _spend_periods(
+        self, account: str, key: str, at: float, day: str
+    ) -> list[tuple[str, str, int]]:
         # The same few counters for every request of a key on a day: made once
-        # (the list is only read).
-        day = self.rules.calendar.day(at)
+        # (the list is only read). `day` is the billing day: the budgets' own
+        # if they keep the same time zone.
+        if self.rules.calendar.zone is not self.calendar.zone:
+            day = self.rules.calendar.day(at)
         found = self._spend.get((account, key, day))
         if found is None:
             if len(self._spend) >= _SPEND_REMEMBERED:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -80,13 +81,20 @@ class PriceTable:
 
     def price(self, names: tuple[str, ...], at: float) -> Price | None:
         """The price in force at `at` (epoch seconds) for the first name priced."""
+        return self.price_span(names, at)[0]
+
+    def price_span(self, names: tuple[str, ...], at: float) -> tuple[Price | None, float, float]:
+        """`price`, and the instants [from, until) over which it is the one
+        in force: the same answer for any `at` between them."""
         for name in names:
             prices = self._models.get(name)
             if prices is None:
                 continue
-            i = bisect.bisect_right(self._starts[name], at)
-            return prices[i - 1] if i else None
-        return None
+            starts = self._starts[name]
+            i = bisect.bisect_right(starts, at)
+            until = starts[i] if i < len(starts) else math.inf
+            return (prices[i - 1] if i else None), (starts[i - 1] if i else -math.inf), until
+        return None, -math.inf, math.inf
 
     def __contains__(self, name: str) -> bool:
         return name in self._models

@@ -24,7 +24,7 @@ from lunos_proxy.exchange import Exchange, Usage
 from lunos_proxy.sse import SSEParser
 
 from .estimate import count_input, count_output, counted
-from .extract import StreamUsage, TextPieces, usage_from_body
+from .extract import StreamUsage, TextPieces, text_of_body, usage_from_body
 
 __all__ = ["UsageWatcher"]
 
@@ -33,6 +33,7 @@ log = structlog.get_logger("lunos.meter")
 
 class UsageWatcher:
     __slots__ = (
+        "_at",
         "_body",
         "_cost",
         "_count",
@@ -45,14 +46,22 @@ class UsageWatcher:
     )
 
     def __init__(
-        self, exchange: Exchange, cost: Callable[[Exchange], int], *, estimate: bool = True
+        self,
+        exchange: Exchange,
+        cost: Callable[[Exchange, float], int],
+        at: float,
+        estimate: bool = True,
     ) -> None:
         self.exchange = exchange
         self.ended = False
-        self._cost = cost
+        self._cost = cost  # cost(exchange, at): its price at `at`, the request's arrival
+        self._at = at
         self._estimate = estimate
-        self._text = TextPieces()
-        self._body: list[bytes] | None = None  # a JSON answer (one chunk from the forwarder)
+        # The output text, made when there is some to keep: a stream's, or a
+        # JSON answer's that reports no usage (most answers need none).
+        self._text: TextPieces | None = None
+        # A JSON answer: the forwarder feeds it whole, in one chunk.
+        self._body: bytes | list[bytes] | None = None
         self._parser: SSEParser | None = None
         self._stream: StreamUsage | None = None
         # What a count needs (model, endpoint, body, partial usage), set by
@@ -60,16 +69,21 @@ class UsageWatcher:
         self._count: tuple[str, str, bytes, Usage | None] | None = None
 
     def chunk(self, data: bytes) -> None:
-        if self._body is None and self._parser is None:
-            if data.lstrip()[:1] == b"{":
-                self._body = []
+        body = self._body
+        if body is not None:
+            if isinstance(body, bytes):
+                self._body = [body, data]
             else:
-                self._parser = SSEParser()
-                self._stream = StreamUsage(self._text)
-        if self._body is not None:
-            self._body.append(data)
+                body.append(data)
             return
-        assert self._parser is not None and self._stream is not None
+        if self._parser is None:
+            if data[:1] == b"{" or data.lstrip()[:1] == b"{":
+                self._body = data
+                return
+            self._parser = SSEParser()
+            self._text = TextPieces()
+            self._stream = StreamUsage(self._text)
+        assert self._stream is not None
         stream = self._stream
         for event in self._parser.feed(data):
             stream.event(event.event, event.data)
@@ -82,7 +96,7 @@ class UsageWatcher:
         try:
             ex.usage = self._final()
             if self._count is None:
-                ex.cost_micros = self._cost(ex)
+                ex.cost_micros = self._cost(ex, self._at)
         except Exception:
             # An observer must not raise into the copy loop.
             log.exception("usage_settle_failed")
@@ -106,17 +120,23 @@ class UsageWatcher:
             # what was reported, or nothing, is what gets settled.
             self._count = None
             try:
-                ex.cost_micros = self._cost(ex)
+                ex.cost_micros = self._cost(ex, self._at)
             except Exception:
                 log.exception("usage_settle_failed")
 
     def _final(self) -> Usage:
         ex = self.exchange
         partial: Usage | None = None
-        if self._body is not None:
-            found = usage_from_body(b"".join(self._body), ex.wire, self._text)
+        body = self._body
+        if body is not None:
+            if not isinstance(body, bytes):
+                body = b"".join(body)
+            found = usage_from_body(body, ex.wire)
             if found is not None:
                 return found
+            if self._estimate:
+                self._text = TextPieces()
+                text_of_body(body, self._text)
         elif self._stream is not None:
             if self._stream.complete:
                 return self._stream.usage("reported")
@@ -131,7 +151,7 @@ class UsageWatcher:
         """The estimate; runs on the tokenizer thread (reads nothing the loop changes)."""
         assert self._count is not None
         model, endpoint, body, partial = self._count
-        output = count_output(model, self._text)
+        output = count_output(model, self._text or TextPieces())
         if partial is not None and partial.input_tokens:
             return msgspec.structs.replace(
                 partial, output_tokens=max(partial.output_tokens, output)

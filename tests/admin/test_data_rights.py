@@ -228,7 +228,6 @@ async def test_usage_another_instance_holds_unwritten_is_not_written_after_the_e
 ) -> None:
     import openai
 
-    from plugins.meter.ledger import Entry
     from tests.meter_support import meter_config, meter_of
     from tests.store.samples import eventually
 
@@ -251,11 +250,10 @@ async def test_usage_another_instance_holds_unwritten_is_not_written_after_the_e
     assert report["deleted"]["usage_rows"] == 0  # nothing was written before the erasure
     await eventually(lambda: ledger.backlog == 0 and writer.backlog == 0)  # the second instance heard of it
     # A request that was in flight at the erasure finishes: its usage is not kept either.
-    ledger.record(Entry(account_id=account["id"], key_id=key["id"], model="gpt-test", day="2026-11-30",
-                        input_tokens=1, output_tokens=1, cached_input_tokens=0, cost_micros=5,
-                        spend=[(f"account:{account['id']}", "total", 0)],
-                        event=UsageEvent(request_id="late", account_id=account["id"], key_id=key["id"],
-                                         model="gpt-test", time=1.0, day="2026-11-30", cost_micros=5)))
+    ledger.record(UsageEvent(request_id="late", account_id=account["id"], key_id=key["id"],
+                             model="gpt-test", time=1.0, day="2026-11-30", input_tokens=1,
+                             output_tokens=1, cost_micros=5),
+                  [(f"account:{account['id']}", "total", 0)])
     assert writer.backlog == 0
     assert await ledger.flush() and await writer.flush()
     store, records = second.gateway.store, second.gateway.records

@@ -153,9 +153,10 @@ async def test_the_last_threshold_is_told_when_the_ledger_wrote_between_check_an
     from decimal import Decimal
 
     from lunos_proxy.metrics import Metrics
+    from lunos_proxy.store.base import UsageEvent
     from lunos_proxy.store.memory import MemoryStore
     from plugins.meter.budgets import BudgetRule, BudgetSettings, Guard, Rules
-    from plugins.meter.ledger import Entry, Ledger
+    from plugins.meter.ledger import Ledger
     from plugins.meter.webhooks import Notifier
 
     store, metrics = MemoryStore(), Metrics()
@@ -168,8 +169,10 @@ async def test_the_last_threshold_is_told_when_the_ledger_wrote_between_check_an
         limits = rules.limits("acct-a", "k-1", None, at)
 
         def ended(micros: int) -> None:
-            ledger.record(Entry("acct-a", "k-1", "gpt-test", "2026-11-30", 1, 1, 0, micros,
-                                rules.spend_periods("acct-a", "k-1", at)))
+            event = UsageEvent(request_id="r", account_id="acct-a", key_id="k-1",
+                               model="gpt-test", time=at, day="2026-11-30", input_tokens=1,
+                               output_tokens=1, cost_micros=micros)
+            ledger.record(event, rules.spend_periods("acct-a", "k-1", at))
             guard.after(limits, at)
 
         await guard.check(limits)  # A

@@ -19,7 +19,7 @@ from lunos_proxy.records import EventQuery, open_records
 from lunos_proxy.records.writer import RecordsWriter
 from lunos_proxy.store import open_store
 from lunos_proxy.store.base import UsageEvent
-from plugins.meter.ledger import Entry, Ledger
+from plugins.meter.ledger import Ledger
 from tests.redis_servers import RedisServer
 
 REQUESTS = 100_000
@@ -34,23 +34,19 @@ def used_memory(server: RedisServer) -> int:
     return int(info.split("used_memory:", 1)[1].split("\r\n", 1)[0])
 
 
-def request(i: int, now: float) -> Entry:
+def request(i: int, now: float) -> tuple[UsageEvent, list[tuple[str, str, int]]]:
     key, model = KEYS[i % len(KEYS)], MODELS[i % len(MODELS)]
     day = time.strftime("%Y-%m-%d", time.gmtime(now))
     month = day[:7]
     cost = 100 + i % 7
-    return Entry(
-        account_id=ACCOUNT, key_id=key, model=model, day=day, input_tokens=20 + i % 50,
-        output_tokens=10, cached_input_tokens=0, cost_micros=cost,
-        spend=[(f"account:{ACCOUNT}", f"d:{day}", 2 * 86_400),
-               (f"account:{ACCOUNT}", f"m:{month}", 62 * 86_400),
-               (f"account:{ACCOUNT}", "total", 0), (f"key:{key}", f"m:{month}", 62 * 86_400)],
-        event=UsageEvent(
-            request_id=f"req_{i:08d}_0123456789abcdef", account_id=ACCOUNT, key_id=key,
-            model=model, provider="fake", time=now, day=day, status=200, stream=bool(i % 2),
-            input_tokens=20 + i % 50, output_tokens=10, cost_micros=cost,
-            usage_source="reported"),
-    )
+    event = UsageEvent(
+        request_id=f"req_{i:08d}_0123456789abcdef", account_id=ACCOUNT, key_id=key,
+        model=model, provider="fake", time=now, day=day, status=200, stream=bool(i % 2),
+        input_tokens=20 + i % 50, output_tokens=10, cost_micros=cost, usage_source="reported")
+    spend = [(f"account:{ACCOUNT}", f"d:{day}", 2 * 86_400),
+             (f"account:{ACCOUNT}", f"m:{month}", 62 * 86_400),
+             (f"account:{ACCOUNT}", "total", 0), (f"key:{key}", f"m:{month}", 62 * 86_400)]
+    return event, spend
 
 
 async def test_a_hundred_thousand_requests_grow_redis_by_less_than_a_megabyte(
@@ -66,12 +62,12 @@ async def test_a_hundred_thousand_requests_grow_redis_by_less_than_a_megabyte(
     now = time.time()
     try:
         # The account's counters exist before the measurement starts (its first request).
-        ledger.record(request(0, now))
+        ledger.record(*request(0, now))
         assert await ledger.flush() and await writer.flush()
         before = used_memory(redis_server)
         for first in range(1, REQUESTS, BATCH):
             for i in range(first, min(first + BATCH, REQUESTS)):
-                ledger.record(request(i, now))
+                ledger.record(*request(i, now))
             assert await ledger.flush() and await writer.flush()
         grown = used_memory(redis_server) - before
         assert grown < 1_000_000, f"Redis grew by {grown} bytes for {REQUESTS} requests"

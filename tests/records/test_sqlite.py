@@ -16,7 +16,7 @@ from tests.records.test_contract import event
 async def test_a_large_write_runs_beside_the_event_loop_not_on_it(tmp_path: Path) -> None:
     records = open_records(f"sqlite://{tmp_path}/records.db")
     await records.start()
-    events = [event(n) for n in range(50_000)]
+    events = [event(n) for n in range(150_000)]
     gaps: list[float] = []
     done = asyncio.Event()
 
@@ -37,7 +37,7 @@ async def test_a_large_write_runs_beside_the_event_loop_not_on_it(tmp_path: Path
     try:
         assert took > 0.2  # long enough for a stall to show
         assert max(gaps) < took / 4, (max(gaps), took)  # the loop kept turning meanwhile
-        assert await records.count(EventQuery(account_id="acct_a")) == 50_000
+        assert await records.count(EventQuery(account_id="acct_a")) == 150_000
     finally:
         await records.close()
 

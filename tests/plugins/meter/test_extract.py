@@ -107,3 +107,22 @@ def test_text_pieces_are_bounded() -> None:
     t.add("1234567")
     t.add("12345")
     assert (t.text(), t.overflow) == ("1234512345", 7)
+
+
+def test_an_openai_body_counts_as_the_same_report_in_a_stream_would() -> None:
+    reports: list[dict[str, object]] = [
+        {"prompt_tokens": 7, "completion_tokens": 3},
+        {"input_tokens": 7, "output_tokens": 3},
+        {"prompt_tokens": 7, "input_tokens": 9, "completion_tokens": 3, "output_tokens": 4},
+        {"prompt_tokens": 7, "prompt_tokens_details": {"cached_tokens": 2},
+         "input_tokens_details": {"cached_tokens": 5}},
+        {"prompt_tokens": 7, "prompt_tokens_details": {"cached_tokens": 2},
+         "input_tokens_details": {"audio_tokens": 1},
+         "completion_tokens_details": {"reasoning_tokens": 1},
+         "output_tokens_details": {"reasoning_tokens": None}},
+        {"prompt_tokens": None, "completion_tokens": 3, "output_tokens_details": {"reasoning_tokens": 2}},
+        {},
+    ]
+    for report in reports:
+        streamed = read_stream(sse([(None, {"choices": [], "usage": report})]))
+        assert usage_from_body(body({"usage": report}), "openai") == streamed.usage("reported"), report

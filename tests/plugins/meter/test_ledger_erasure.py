@@ -7,18 +7,18 @@ from lunos_proxy.records import EventQuery, open_records
 from lunos_proxy.records.writer import RecordsWriter
 from lunos_proxy.store import open_store
 from lunos_proxy.store.base import UsageEvent
-from plugins.meter.ledger import Entry, Ledger
+from plugins.meter.ledger import Ledger
 from tests.redis_servers import RedisServer
 
 
-def entry(account: str, key: str) -> Entry:
-    event = UsageEvent(request_id=f"req-{account}", account_id=account, key_id=key, model="m",
-                       time=1.0, day="2026-11-30", status=200, input_tokens=3, output_tokens=4,
-                       cost_micros=70)
-    return Entry(account_id=account, key_id=key, model="m", day="2026-11-30", input_tokens=3,
-                 output_tokens=4, cached_input_tokens=0, cost_micros=70,
-                 spend=[(f"account:{account}", "total", 0), (f"key:{key}", "m:2026-11", 3600)],
-                 event=event)
+def event(account: str) -> UsageEvent:
+    return UsageEvent(request_id=f"req-{account}", account_id=account, key_id=f"k-{account}",
+                      model="m", time=1.0, day="2026-11-30", status=200, input_tokens=3,
+                      output_tokens=4, cost_micros=70)
+
+
+def spend(account: str) -> list[tuple[str, str, int]]:
+    return [(f"account:{account}", "total", 0), (f"key:k-{account}", "m:2026-11", 3600)]
 
 
 async def test_a_batch_left_by_a_failed_write_loses_the_erased_account_and_keeps_the_rest(
@@ -31,15 +31,15 @@ async def test_a_batch_left_by_a_failed_write_loses_the_erased_account_and_keeps
     writer = RecordsWriter(records, Metrics(), flush_interval=3600)
     ledger = Ledger(store, Metrics(), flush_interval=3600, records=writer)
     await ledger.start()
-    ledger.record(entry("gone", "k-gone"))
-    ledger.record(entry("kept", "k-kept"))
+    ledger.record(event("gone"), spend("gone"))
+    ledger.record(event("kept"), spend("kept"))
     redis_server.stop()
     assert not await ledger.flush()  # the batch is cut and waits for the store
     redis_server.restart()
     ledger.forget("gone")  # what hearing the erasure does (the e2e test has the message)
     assert ledger.backlog == 3  # the kept account's row and two spend counters
     assert writer.backlog == 2  # its event and ledger line
-    ledger.record(entry("gone", "k-gone"))  # a request in flight at the erasure: ignored
+    ledger.record(event("gone"), spend("gone"))  # a request in flight at the erasure: ignored
     assert await ledger.flush() and await writer.flush()
     assert await store.usage("gone", "0", "9") == [] and await records.billing("gone") == []
     assert (await records.events(EventQuery(account_id="gone"))).events == []
@@ -63,9 +63,9 @@ async def test_an_erased_account_is_metered_again_after_the_forget_window(
     await store.start()
     ledger = Ledger(store, Metrics(), flush_interval=3600, clock=lambda: clock[0])
     ledger.forget("acct")
-    ledger.record(entry("acct", "k"))
+    ledger.record(event("acct"), spend("acct"))
     assert ledger.backlog == 0
     clock[0] += 3601  # an account id is never reused; the window only bounds the memory
-    ledger.record(entry("acct", "k"))
+    ledger.record(event("acct"), spend("acct"))
     assert ledger.backlog == 3  # a row, two spend counters
     await store.close()

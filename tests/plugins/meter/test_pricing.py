@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,15 @@ def test_price_in_force_follows_effective_dates() -> None:
     assert p is not None and (p.input, p.output) == (1, 600_000)
     assert TABLE.price(("nope", "m"), at("2025-07-01")) is p
     assert TABLE.currency == "EUR"
+
+
+def test_a_price_span_is_where_the_same_price_is_in_force() -> None:
+    first, second = TABLE.price(("m",), at("2025-02-01")), TABLE.price(("m",), at("2025-07-01"))
+    assert TABLE.price_span(("m",), at("2024-06-01")) == (None, -math.inf, at("2025-01-01"))
+    assert TABLE.price_span(("m",), at("2025-05-31T23:59:59")) == (
+        first, at("2025-01-01"), at("2025-06-01"))
+    assert TABLE.price_span(("nope", "m"), at("2025-06-01")) == (second, at("2025-06-01"), math.inf)
+    assert TABLE.price_span(("nope",), at("2025-06-01")) == (None, -math.inf, math.inf)
 
 
 def test_cost_is_exact_integer_micro_units_rounded_half_up_once() -> None:
