@@ -43,7 +43,7 @@ import sys
 import time
 import traceback
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Literal, TextIO
+from typing import Any, BinaryIO, Literal, TextIO
 
 import msgspec
 import structlog
@@ -214,9 +214,7 @@ def configure_logging(
         else renderer
     )
     factory: Any = (
-        structlog.BytesLoggerFactory(binary)
-        if binary is not None
-        else structlog.PrintLoggerFactory(out)
+        _LineLoggerFactory(binary) if binary is not None else structlog.PrintLoggerFactory(out)
     )
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,  # `worker` under serve --workers N
@@ -265,8 +263,31 @@ def configure_logging(
 # processors it configured, their renderer and the lowest level written.
 _direct: tuple[list[Processor], Processor, int] | None = None
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+# What follows a record's fields and context: its level, then the time.
+_LEVEL_TAILS = {name: b',"level":"' + name.encode() + b'","timestamp":"' for name in _LEVELS}
 _CONTEXT_PREFIX = "structlog_"
 _encode = msgspec.json.encode
+
+
+class _LineLogger(structlog.BytesLogger):
+    """structlog's BytesLogger, whose stream `RecordWriter` also writes
+    whole lines to: one write of a line and its newline, then a flush. A
+    buffered stream's write is atomic, so no line is split by another
+    thread's, without the lock and the copy `msg` makes."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__(file)
+        self.stream = file
+
+
+class _LineLoggerFactory:
+    __slots__ = ("_file",)
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _LineLogger:
+        return _LineLogger(self._file)
 
 
 class RecordWriter:
@@ -284,40 +305,57 @@ class RecordWriter:
     since (structlog's `capture_logs` in a test), it goes through `log`.
     """
 
-    __slots__ = ("_log", "_sink")
+    __slots__ = ("_log", "_stream")
 
     def __init__(self, log: Any) -> None:
         self._log = log
         sink = getattr(log, "_logger", None)
         direct = _direct
         ours = direct is not None and getattr(log, "_processors", None) is direct[0]
-        self._sink = sink if ours and isinstance(sink, structlog.BytesLogger) else None
+        self._stream = sink.stream if ours and isinstance(sink, _LineLogger) else None
 
     def log_record(self, event: str, level: str, record: msgspec.Struct) -> None:
-        direct, sink = _direct, self._sink
-        if sink is None or direct is None or direct[0][-1] is not direct[1]:
+        direct, stream = _direct, self._stream
+        if stream is None or direct is None or direct[0][-1] is not direct[1]:
             getattr(self._log, level)(event, **msgspec.to_builtins(record))
             return
         if _LEVELS[level] < direct[2]:
             return
         fields = _encode(record)
-        names = record.__struct_fields__
-        parts = [fields[:-1] + b"," if len(fields) > 2 else b"{", b'"event":', _encode(event)]
+        head = fields[:-1] + b"," if len(fields) > 2 else b"{"
+        context = b""
         ctx = contextvars.copy_context()
-        for var in ctx:
-            name = var.name
-            if name.startswith(_CONTEXT_PREFIX) and ctx[var] is not Ellipsis:
-                key = name[len(_CONTEXT_PREFIX):]
-                if key in names:  # structlog's rule for the clash needs the dict: its path
-                    getattr(self._log, level)(event, **msgspec.to_builtins(record))
-                    return
-                if key != "event":
-                    parts += (b",", _encode(key), b":", _encode(ctx[var]))
-        parts += (b',"level":"', level.encode(), b'","timestamp":"', _timestamp(), b'"}')
-        sink.msg(b"".join(parts))
+        if ctx:  # under `serve --workers N`: the worker's number
+            names = record.__struct_fields__
+            for var in ctx:
+                name = var.name
+                if name.startswith(_CONTEXT_PREFIX) and ctx[var] is not Ellipsis:
+                    key = name[len(_CONTEXT_PREFIX) :]
+                    if key in names:  # structlog's rule for the clash needs the dict: its path
+                        getattr(self._log, level)(event, **msgspec.to_builtins(record))
+                        return
+                    if key != "event":
+                        context += b"," + _encode(key) + b":" + _encode(ctx[var])
+        stream.write(
+            b"".join(
+                (
+                    head,
+                    b'"event":',
+                    _encode(event),
+                    context,
+                    _LEVEL_TAILS[level],
+                    _timestamp(),
+                    b'"}\n',
+                )
+            )
+        )
+        stream.flush()
 
 
 _second: tuple[int, bytes] = (-1, b"")
+# A second's fraction, as structlog writes it, in two halves.
+_MILLIS = [b".%03d" % n for n in range(1000)]
+_MICROS = [b"%03dZ" % n for n in range(1000)]
 
 
 def _timestamp() -> bytes:
@@ -330,4 +368,6 @@ def _timestamp() -> bytes:
     if second != _second[0]:
         _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode())
     micros = int((now - second) * 1_000_000)
-    return _second[1] + (b".%06dZ" % micros if micros else b"Z")
+    if micros:
+        return _second[1] + _MILLIS[micros // 1000] + _MICROS[micros % 1000]
+    return _second[1] + b"Z"

@@ -30,6 +30,7 @@ reviewed together.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -184,7 +185,7 @@ def _classify_error(err: GatewayError) -> tuple[str, str]:
     return classify(err.error_class, code)
 
 
-class RequestRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+class RequestRecord(msgspec.Struct, omit_defaults=True):
     """Everything a request's log line may say. Adding a field is a privacy
     decision: it must be an id, a config name, a number or a fixed code."""
 
@@ -260,6 +261,9 @@ class Logger(Plugin):
         self.log = structlog.get_logger(settings.logger_name).bind()
         self.lines = RecordWriter(self.log)
         self.address = _address_writer(settings.address, settings.address_hash_key.encode())
+        self.user_agent = _remembered(
+            functools.partial(_user_agent, length=settings.user_agent_length)
+        )
         services.views[REQUEST_LOG] = self
 
     @property
@@ -337,45 +341,55 @@ class Logger(Plugin):
             upstream, overhead = round(up * 1000, 3), round(max(0.0, total - up) * 1000, 3)
             if t.first_byte:
                 ttfb = round((t.first_byte - t.upstream_start) * 1000, 3)
-        model = ex.public_model(config) or None
         p = ex.principal
         u = ex.usage
+        served = ex.served_model
+        # Positional, in the fields' order (a test holds the order): a keyword
+        # call to a Struct this wide first builds a dict of its arguments,
+        # which costs nearly as much as the rest of the record.
         return RequestRecord(
-            request_id=ex.request_id,
-            trace_id=ex.trace_id or None,
-            account_id=p.account_id if p else None,
-            key_id=p.key_id if p else None,
-            key_prefix=(p.key_prefix or None) if p else None,
-            endpoint=ex.endpoint,
-            wire=ex.wire or None,
-            provider_wire=ex.provider_wire or None,
-            stream=ex.stream,
-            model=model,
-            model_served=safe_token(ex.served_model, 100) or ex.upstream_model or None,
-            provider=ex.provider or None,
-            deployment=ex.deployment or None,
-            region=ex.region or None,
-            status=status,
-            error_type=error,
-            error_code=code,
-            attempts=ex.attempts,
-            fallbacks=ex.fallbacks,
-            deployments_tried=list(ex.deployments_tried) or None,
-            duration_ms=round(total * 1000, 3),
-            upstream_ms=upstream,
-            ttfb_ms=ttfb,
-            overhead_ms=overhead,
-            input_tokens=u.input_tokens,
-            output_tokens=u.output_tokens,
-            cached_input_tokens=u.cached_input_tokens,
-            cache_creation_tokens=u.cache_creation_tokens,
-            reasoning_tokens=u.reasoning_tokens,
-            usage_source=u.source if u.source != "none" else None,
-            cost_micros=ex.cost_micros,
-            bytes_in=ex.bytes_in,
-            bytes_out=ex.bytes_out,
-            client_addr=self.address(ex.client_addr),
-            user_agent=_user_agent(ex.user_agent, self.settings.user_agent_length),
+            ex.request_id,
+            ex.trace_id or None,
+            p.account_id if p else None,
+            p.key_id if p else None,
+            (p.key_prefix or None) if p else None,
+            ex.endpoint,
+            ex.wire or None,
+            ex.provider_wire or None,
+            ex.stream,
+            ex.public_model(config) or None,  # model
+            # model_served: the provider's name for the model when it looks
+            # like one; the one asked for (from the config) when it is that one.
+            (served if served == ex.upstream_model else safe_token(served, 100))
+            or ex.upstream_model
+            or None,
+            ex.provider or None,
+            ex.deployment or None,
+            ex.region or None,
+            status,
+            error,  # error_type
+            code,  # error_code
+            None,  # upstream_status, provider_error_type, provider_error_code:
+            None,  # set by the caller for a provider's error
+            None,
+            ex.attempts,
+            ex.fallbacks,
+            ex.deployments_tried or None,  # written before the Exchange changes
+            round(total * 1000, 3),  # duration_ms
+            upstream,
+            ttfb,
+            overhead,
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_input_tokens,
+            u.cache_creation_tokens,
+            u.reasoning_tokens,
+            u.source if u.source != "none" else None,  # usage_source
+            ex.cost_micros,
+            ex.bytes_in,
+            ex.bytes_out,
+            self.address(ex.client_addr),  # client_addr
+            self.user_agent(ex.user_agent),
         )
 
 

@@ -36,7 +36,7 @@ def test_a_record_is_written_as_the_processor_chain_writes_it() -> None:
     configure_logging("info", "json", out)
     log = structlog.get_logger("lunos.request").bind()
     lines = RecordWriter(log)
-    assert lines._sink is not None  # the direct path is the one under test
+    assert lines._stream is not None  # the direct path is the one under test
     structlog.contextvars.bind_contextvars(worker=3)
     try:
         for level in ("info", "warning", "error"):

@@ -395,8 +395,9 @@ def test_codes_outside_the_taxonomy_are_logged_as_other() -> None:
 
 def test_record_fields_are_an_explicit_allow_list() -> None:
     # A new field is a privacy decision: add it here only for an id, a config
-    # name, a number or a fixed code.
-    assert set(RequestRecord.__struct_fields__) == {
+    # name, a number or a fixed code. The order is the line's, and the one
+    # `Logger.record` passes the fields in.
+    assert RequestRecord.__struct_fields__ == (
         "request_id", "trace_id", "account_id", "key_id", "key_prefix", "endpoint", "wire", "provider_wire",
         "stream", "model",
         "model_served", "provider", "deployment", "region", "status", "error_type", "error_code",
@@ -405,7 +406,38 @@ def test_record_fields_are_an_explicit_allow_list() -> None:
         "input_tokens", "output_tokens", "cached_input_tokens", "cache_creation_tokens",
         "reasoning_tokens", "usage_source", "cost_micros", "bytes_in", "bytes_out",
         "client_addr", "user_agent", "exception",
+    )
+
+
+def test_each_field_of_the_record_comes_from_its_part_of_the_exchange() -> None:
+    logger = Logger(Logger.Settings(address="full"), _services())
+    ex = Exchange(client_addr="192.0.2.7", user_agent="sdk/9")
+    ex.request_id, ex.trace_id, ex.endpoint = "r-1", "t" * 32, "chat/completions"
+    ex.wire, ex.provider_wire, ex.stream = "anthropic", "openai", True
+    ex.principal = Principal(account_id="acct", key_id="key", key_prefix="lk-12")
+    ex.model, ex.served_model, ex.upstream_model = "gpt-alias", "gpt-served", "gpt-upstream"
+    ex.provider, ex.deployment, ex.region = "fake", "fake/one", "eu"
+    ex.attempts, ex.fallbacks, ex.deployments_tried = 3, 2, ["fake/zero", "fake/one"]
+    ex.usage.input_tokens, ex.usage.output_tokens, ex.usage.cached_input_tokens = 11, 12, 13
+    ex.usage.cache_creation_tokens, ex.usage.reasoning_tokens, ex.usage.source = 14, 15, "reported"
+    ex.cost_micros, ex.bytes_in, ex.bytes_out = 16, 17, 18
+    t = ex.timings
+    t.received, t.upstream_start, t.first_byte, t.last_byte = 100.0, 100.25, 100.5, 101.0
+    record = logger.record(ex, 201, "provider", "stream_broken")
+    assert msgspec.to_builtins(record) == {
+        "request_id": "r-1", "trace_id": "t" * 32, "account_id": "acct", "key_id": "key",
+        "key_prefix": "lk-12", "endpoint": "chat/completions", "wire": "anthropic",
+        "provider_wire": "openai", "stream": True, "model": "gpt-test", "model_served": "gpt-served",
+        "provider": "fake", "deployment": "fake/one", "region": "eu", "status": 201,
+        "error_type": "provider", "error_code": "stream_broken", "attempts": 3, "fallbacks": 2,
+        "deployments_tried": ["fake/zero", "fake/one"], "duration_ms": 1000.0, "upstream_ms": 750.0,
+        "ttfb_ms": 250.0, "overhead_ms": 250.0, "input_tokens": 11, "output_tokens": 12,
+        "cached_input_tokens": 13, "cache_creation_tokens": 14, "reasoning_tokens": 15,
+        "usage_source": "reported", "cost_micros": 16, "bytes_in": 17, "bytes_out": 18,
+        "client_addr": "192.0.2.7", "user_agent": "sdk/9",
     }
+    ex.served_model = "not an identifier"  # falls back to the name the config sent
+    assert logger.record(ex, 200, None, None).model_served == "gpt-upstream"
 
 
 def test_library_log_lines_keep_only_the_template_and_a_safe_stack(captured_logs: Captured) -> None:
