@@ -84,27 +84,30 @@ local function reset(level, limit, window)
 end
 
 -- Settle reservations and give back leases (settle.lua; hit.lua runs it
--- first for the settlements it carries). `args[at]` is a JSON array of
--- limit window cost per charge, then come the charges' fields, then for
--- each slot set keys[first..last] a count c and c leases. Charges apply in
--- order, a field as often as it comes, just as separate calls would.
--- Expired leases go too (hit.lua counts only live ones).
-local function settle(hash, keys, first, last, args, at, now)
-  local spec = cjson.decode(args[at])
-  local n = #spec / 3
+-- first for the settlements it carries). `charges` holds field limit window
+-- cost per charge; `leases` an array of leases for each slot set
+-- keys[first..last]. Charges apply in order, a field as often as it comes,
+-- just as separate calls would. Expired leases go too (hit.lua counts only
+-- live ones).
+local function settle(hash, keys, first, last, charges, leases, now)
+  local n = #charges / 4
   if n > 0 then
-    local values = redis.call('HMGET', hash, unpack(args, at + 1, at + n))
+    local fields = {}
+    for i = 1, n do
+      fields[i] = charges[4 * i - 3]
+    end
+    local values = redis.call('HMGET', hash, unpack(fields))
     local levels, order, windows = {}, {}, {}
     for i = 1, n do
-      local field, a = args[at + i], 3 * (i - 1)
-      local limit, window = spec[a + 1], spec[a + 2]
+      local a = 4 * (i - 1)
+      local field, limit, window = charges[a + 1], charges[a + 2], charges[a + 3]
       local level = levels[field]
       if level == nil then
         order[#order + 1] = field
         level = drained(values[i], limit, window, now)
       end
       -- an empty counter is removed, so the next charge starts from 0
-      levels[field] = math.max(0, level) + spec[a + 3]
+      levels[field] = math.max(0, level) + charges[a + 4]
       windows[field] = {limit, window}
     end
     local changes = {}
@@ -114,13 +117,10 @@ local function settle(hash, keys, first, last, args, at, now)
     end
     write(hash, changes, now)
   end
-  local pos = at + 1 + n
   for i = first, last do
-    local count = tonumber(args[pos])
-    redis.call('ZREM', keys[i], unpack(args, pos + 1, pos + count))
+    redis.call('ZREM', keys[i], unpack(leases[i - first + 1]))
     -- and the leases that expired (a crashed instance's), which hit.lua
     -- does not count
     redis.call('ZREMRANGEBYSCORE', keys[i], '-inf', now)
-    pos = pos + count + 1
   end
 end

@@ -3,12 +3,12 @@
 -- were a script of its own (the later ones see what the earlier ones took).
 -- KEYS: the tag's counter hash; then per call its m slot sorted sets and b
 --       ban keys; then the slot sets of the settlements carried.
--- ARGV: slot_retry, the number of calls h, then 6 per call:
---         lease, and JSON arrays (decoded in C, where parsing text in Lua
---         would cost more than the rest of the script; a call repeating
---         another's array shares its decoding): field limit window shadow
---         per counter, cost per counter, limit ttl shadow per slot;
---         then m and b;
+-- ARGV: slot_retry; then JSON (decoded in C, where parsing text in Lua
+--       would cost more than the rest of the script): what changes from
+--       call to call, an array of h [lease, b, [cost per counter]]; then
+--       per call what a kind of request always sends, [[field limit window
+--       shadow per counter], [limit ttl shadow per slot]] (m slots), the
+--       same text for the calls of a kind, decoded once;
 --       then, optionally, settlements of this tag made before these calls,
 --       applied first: the number k of slot sets they give leases back to,
 --       and settle.lua's ARGV.
@@ -16,11 +16,13 @@
 -- whose structs are arrays on the wire): exact doubles, cheaper than
 -- formatting text; a Lua table reply would truncate fractions.
 local now = clock()
-local slot_retry, h = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tail = 3 + 6 * h
+local slot_retry, calls = tonumber(ARGV[1]), cjson.decode(ARGV[2])
+local h = #calls
+local tail = 3 + h
 if ARGV[tail] then
   local k = tonumber(ARGV[tail])
-  settle(KEYS[1], KEYS, #KEYS - k + 1, #KEYS, ARGV, tail + 1, now)
+  settle(KEYS[1], KEYS, #KEYS - k + 1, #KEYS, cjson.decode(ARGV[tail + 1]),
+         cjson.decode(ARGV[tail + 2]), now)
 end
 
 local decoded = {}
@@ -36,7 +38,7 @@ end
 -- Every counter the calls name, read once: level and stamp per field.
 local fields, wanted = {}, {}
 for c = 1, h do
-  local spec = decode(ARGV[4 + 6 * (c - 1)])
+  local spec = decode(ARGV[2 + c])[1]
   for i = 1, #spec, 4 do
     local field = spec[i]
     if not wanted[field] then
@@ -67,10 +69,10 @@ local changed, is_changed, lifetimes = {}, {}, {}
 local verdicts = {}
 local key_at = 2
 for c = 1, h do
-  local a0 = 2 + 6 * (c - 1)
-  local lease = ARGV[a0 + 1]
-  local spec, costs, slot_spec = decode(ARGV[a0 + 2]), decode(ARGV[a0 + 3]), decode(ARGV[a0 + 4])
-  local m, b = tonumber(ARGV[a0 + 5]), tonumber(ARGV[a0 + 6])
+  local call, kind = calls[c], decode(ARGV[2 + c])
+  local lease, b, costs = call[1], call[2], call[3]
+  local spec, slot_spec = kind[1], kind[2]
+  local m = #slot_spec / 3
   local first_slot, first_ban = key_at, key_at + m
   key_at = key_at + m + b
   local n = #costs

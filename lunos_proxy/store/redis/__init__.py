@@ -8,6 +8,7 @@
     scripts.py    the Lua scripts and how calls fail (`StoreError`)
     connect.py    URLs and options (`RedisOptions`), clients, Sentinel, Cluster
     lane.py       the pipelined connection the limit calls share
+    resp.py       the commands sent on it, encoded
     pubsub.py     one subscription per store, resubscribed after a failover
 
 The Lua scripts are in store/lua/.

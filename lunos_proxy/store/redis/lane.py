@@ -4,13 +4,13 @@ redis-py spends about a hundred microseconds of CPU on one command (its
 retry wrapper, a pool checkout, a health check, packing in Python, a
 stream reader). The limit calls (`hit`, `settle`, `renew`) are tiny Lua
 scripts on one hash tag, so the store sends them over a `Lane` instead:
-one connection per server, commands packed by hiredis and written without
-waiting for earlier replies, replies parsed by hiredis and matched to
-their callers in order. Commands issued in one turn of the event loop
-leave in one write.
+one connection per server, commands encoded by the caller (resp.py) and
+written without waiting for earlier replies, replies parsed by hiredis
+and matched to their callers in order. Commands issued in one turn of the
+event loop leave in one write.
 
     lane = Lane(address, LaneAuth(password="..."), tls=None, connect_timeout=1, timeout=1)
-    reply = await lane.call("EVALSHA", sha, 1, "lunos:{acct:a}:limit:rpm", ...)
+    reply = await lane.call(resp.command("EVALSHA", sha, 1, "lunos:{acct:a}:limits", ...))
 
 Failures: a call that cannot connect raises `ConnectionError`; when the
 oldest reply is `timeout` seconds late, the connection is dropped and
@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import hiredis
+
+from . import resp
 
 __all__ = ["Address", "Lane", "LaneAuth", "ReplyError", "fixed"]
 
@@ -141,20 +143,21 @@ class Lane:
         self._connecting: asyncio.Future[_Connection] | None = None
         self._closed = False
 
-    async def call(self, *args: Any) -> Any:
+    async def call(self, command: bytes) -> Any:
+        """`command`'s reply; `command` is encoded (resp.py)."""
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connected()
-        return await conn.send(hiredis.pack_command(args))
+        return await conn.send(command)
 
-    async def call_asking(self, *args: Any) -> Any:
+    async def call_asking(self, command: bytes) -> Any:
         """`call` right after ASKING on the same connection, nothing sent
         between them (a Cluster's ASK redirect: ASKING holds for one command)."""
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connected()
         asking = conn.send(b"*1\r\n$6\r\nASKING\r\n")
-        _, reply = await asyncio.gather(asking, conn.send(hiredis.pack_command(args)))
+        _, reply = await asyncio.gather(asking, conn.send(command))
         return reply  # ASKING cannot fail; if it did, the command got MOVED
 
     @property
@@ -167,11 +170,11 @@ class Lane:
         assert self._conn is not None
         return self._conn.loop
 
-    def send(self, *args: Any) -> asyncio.Future[Any]:
+    def send(self, command: bytes) -> asyncio.Future[Any]:
         """`call` on a connected lane (see `connected`), without a coroutine:
         the reply's future, for a caller that does not wait for it."""
         assert self._conn is not None
-        return self._conn.send(hiredis.pack_command(args))
+        return self._conn.send(command)
 
     def reset(self) -> None:
         """Drop the connection (the server turned replica, say); the next call reconnects."""
@@ -240,10 +243,9 @@ class Lane:
         replies = []
         if auth.password is not None:
             user = () if auth.username is None else (auth.username,)
-            replies.append(conn.send(hiredis.pack_command(("AUTH", *user, auth.password))))
+            replies.append(conn.send(resp.command("AUTH", *user, auth.password)))
         if auth.db:
-            select: tuple[Any, ...] = ("SELECT", auth.db)
-            replies.append(conn.send(hiredis.pack_command(select)))
+            replies.append(conn.send(resp.command("SELECT", auth.db)))
         for reply in replies:
             if isinstance(await reply, ReplyError):
                 # The reply can name the user; never the password.

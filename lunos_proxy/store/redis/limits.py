@@ -40,6 +40,7 @@ from ..errors import StoreError
 from ..limits import SLOT_RETRY, BanEntry, Limit, Limits, Slot, Verdict
 from .connect import Client, RedisOptions
 from .lane import Lane, ReplyError
+from .resp import ScriptCall, arg, data, number
 from .scripts import REDIRECTS, Script, store_error
 
 __all__ = ["RedisLimits"]
@@ -75,7 +76,7 @@ class RedisLimits(Limits):
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
 
     @abc.abstractmethod
-    async def _fast(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _fast(self, script: str, call: ScriptCall) -> Any:
         """`_run` over a lane, without a connection slot."""
 
     @abc.abstractmethod
@@ -123,24 +124,24 @@ class RedisLimits(Limits):
                 if len(self._families) >= _FAMILIES:
                     self._families.clear()
                 self._families[family] = known
-        keys = known.keys.get(tag)
-        if keys is None:
-            base = self._tagged(tag)
-            keys = [f"{base}limits", *(f"{base}slots:{slot.key}" for slot in slots)]
-            if len(known.keys) < _FAMILIES:
-                known.keys[tag] = keys
-        call_keys = keys[1:]
-        if bans:
-            base = self._tagged(tag)
-            call_keys = [*call_keys, *(f"{base}ban:{s}" for s in bans)]
+        tagged = known.tags.get(tag)
+        if tagged is None:
+            tagged = _Tagged(self._tagged(tag), slots)
+            if len(known.tags) < _FAMILIES:
+                known.tags[tag] = tagged
         if known.last is not limits:
-            known.last, known.costs = limits, _json([lim.cost for lim in limits])
-        call = (lease, known.spec, known.costs, known.slot_spec, len(slots), len(bans))
-        lane = self._ready_lane(keys[0])
+            known.last, known.costs = limits, msgspec.Raw(_json([lim.cost for lim in limits]))
+        if bans:
+            base = tagged.base
+            keys = tagged.slots + b"".join([arg(f"{base}ban:{s}") for s in bans])
+            call = ((lease, len(bans), known.costs), known.kind, keys, len(slots) + len(bans))
+        else:
+            call = ((lease, 0, known.costs), known.kind, tagged.slots, len(slots))
+        lane = self._ready_lane(tagged.hash)
         if lane is None:
             # Not connected (or the Cluster's map is stale): this call
             # connects, alone, on the awaited path.
-            reply = await self._fast("hit", [keys[0], *call_keys], [SLOT_RETRY, 1, *call])
+            reply = await self._fast("hit", _hit_call(tagged, [call], None))
             outcome = self._decode_verdicts(reply, 1)
             if isinstance(outcome, StoreError):
                 raise outcome
@@ -149,11 +150,12 @@ class RedisLimits(Limits):
         # getpid() system call on Python 3.11.
         loop = lane.loop
         future: asyncio.Future[Verdict] = loop.create_future()
-        calls = self._hits.get(tag)
-        if calls is None:
-            calls = self._hits[tag] = _Hits(keys[0])
+        hits = self._hits.get(tag)
+        if hits is None:
+            hits = self._hits[tag] = _Hits(tagged)
             self._schedule(loop)
-        calls.add(call, call_keys, future)
+        hits.calls.append(call)
+        hits.futures.append(future)
         return await future
 
     async def settle(
@@ -163,7 +165,7 @@ class RedisLimits(Limits):
             return
         batch = _Batch()
         batch.add(charges, slots, lease, None)
-        await self._fast("settle", *batch.call(self._tagged(tag)))
+        await self._fast("settle", batch.alone(self._tagged(tag)))
 
     def settle_behind(
         self,
@@ -199,53 +201,57 @@ class RedisLimits(Limits):
         hits, self._hits = self._hits, {}
         behind, self._behind = self._behind, {}
         self._sending = False
-        for tag, calls in hits.items():
-            live = calls.live()
+        for tag, waiting in hits.items():
+            calls, futures = waiting.live()
             carried = behind.pop(tag, None)
-            if not live:  # every caller gave up before this: nothing to ask
+            if not calls:  # every caller gave up before this: nothing to ask
                 if carried is not None:
                     behind[tag] = carried
                 continue
-            for start in range(0, len(live), _HITS_PER_CALL):
-                self._send_hits(tag, calls.key, live[start : start + _HITS_PER_CALL],
+            for start in range(0, len(calls), _HITS_PER_CALL):
+                end = start + _HITS_PER_CALL
+                self._send_hits(waiting.tagged, calls[start:end], futures[start:end],
                                 carried if start == 0 else None)
         if behind:
-            sha = self._scripts["settle"].sha
+            sha = self._scripts["settle"].sha_arg
             for tag, batch in behind.items():
-                keys, args = batch.call(self._tagged(tag))
-                lane = self._ready_lane(keys[0])
+                call = batch.alone(self._tagged(tag))
+                lane = self._ready_lane(call.key)
                 if lane is None:  # not connected yet: the awaited path connects
-                    self._settle_later(keys, args, batch.done)
+                    self._settle_later(call, batch.done)
                     continue
-                reply = lane.send("EVALSHA", sha, len(keys), *keys, *args)
-                reply.add_done_callback(functools.partial(self._settled, keys, args, batch, lane))
+                reply = lane.send(call.evalsha(sha))
+                reply.add_done_callback(functools.partial(self._settled, call, batch, lane))
 
-    def _send_hits(self, tag: str, key: str, calls: list[_Call], carried: _Batch | None) -> None:
-        lane = self._ready_lane(key)
+    def _send_hits(
+        self,
+        tagged: _Tagged,
+        calls: list[_Call],
+        futures: list[asyncio.Future[Verdict]],
+        carried: _Batch | None,
+    ) -> None:
+        lane = self._ready_lane(tagged.hash)
         if lane is None:  # the connection went: the awaited path connects
-            self._hit_later(tag, key, calls, carried)
+            self._hit_later(tagged, calls, futures, carried)
             return
-        keys, args = _hit_call(key, calls, carried, self._tagged(tag))
-        reply = lane.send("EVALSHA", self._scripts["hit"].sha, len(keys), *keys, *args)
+        reply = lane.send(_hit_call(tagged, calls, carried).evalsha(self._scripts["hit"].sha_arg))
         reply.add_done_callback(
-            functools.partial(self._hit_done, tag, key, calls, carried, lane)
+            functools.partial(self._hit_done, tagged, calls, futures, carried, lane)
         )
 
     def _hit_done(
         self,
-        tag: str,
-        key: str,
+        tagged: _Tagged,
         calls: list[_Call],
+        futures: list[asyncio.Future[Verdict]],
         carried: _Batch | None,
         lane: Lane,
         reply: asyncio.Future[Any],
     ) -> None:
         answer = self._read(reply, lane)
         if answer is _NOT_RUN:
-            self._hit_later(tag, key, calls, carried)
-            return
-        futures = [future for _, _, future in calls]
-        if isinstance(answer, StoreError):
+            self._hit_later(tagged, calls, futures, carried)
+        elif isinstance(answer, StoreError):
             _answer(futures, carried, answer)
         else:
             _answer(futures, carried, self._decode_verdicts(answer, len(futures)))
@@ -278,34 +284,36 @@ class RedisLimits(Limits):
         return verdicts
 
     def _hit_later(
-        self, tag: str, key: str, calls: list[_Call], carried: _Batch | None
+        self,
+        tagged: _Tagged,
+        calls: list[_Call],
+        futures: list[asyncio.Future[Verdict]],
+        carried: _Batch | None,
     ) -> None:
         """Send `calls` on the awaited path (connecting, loading the script or
         following a redirect): only those whose caller still waits, since the
         first attempt did not run."""
 
         async def hit() -> None:
-            live = [call for call in calls if not call[2].done()]
-            futures = [future for _, _, future in live]
+            live = [i for i, future in enumerate(futures) if not future.done()]
+            waiting = [futures[i] for i in live]
             outcome: list[Verdict] | StoreError
             try:
                 if not live:
                     if carried is not None:
-                        await self._fast("settle", *carried.call(self._tagged(tag)))
+                        await self._fast("settle", carried.alone(tagged.base))
                     outcome = []
                 else:
-                    keys, args = _hit_call(key, live, carried, self._tagged(tag))
-                    outcome = self._decode_verdicts(
-                        await self._fast("hit", keys, args), len(futures)
-                    )
+                    call = _hit_call(tagged, [calls[i] for i in live], carried)
+                    outcome = self._decode_verdicts(await self._fast("hit", call), len(live))
             except StoreError as e:
                 outcome = e
             except BaseException as e:
                 # No caller may wait forever, whatever went wrong here.
                 failed = StoreError(f"redis: limit call failed ({type(e).__name__})")
-                _answer(futures, carried, failed)
+                _answer(waiting, carried, failed)
                 raise
-            _answer(futures, carried, outcome)
+            _answer(waiting, carried, outcome)
 
         self._later(hit())
 
@@ -316,26 +324,21 @@ class RedisLimits(Limits):
         task.add_done_callback(self._settling.discard)
 
     def _settled(
-        self,
-        keys: list[str],
-        args: list[Any],
-        batch: _Batch,
-        lane: Lane,
-        reply: asyncio.Future[Any],
+        self, call: ScriptCall, batch: _Batch, lane: Lane, reply: asyncio.Future[Any]
     ) -> None:
         answer = self._read(reply, lane)
         if answer is _NOT_RUN:
-            self._settle_later(keys, args, batch.done)
+            self._settle_later(call, batch.done)
         else:
             batch.finish(answer if isinstance(answer, StoreError) else None)
 
     def _settle_later(
-        self, keys: list[str], args: list[Any], dones: list[Callable[[BaseException | None], None]]
+        self, call: ScriptCall, dones: list[Callable[[BaseException | None], None]]
     ) -> None:
         async def settle() -> None:
             error: StoreError | None = None
             try:
-                await self._fast("settle", keys, args)
+                await self._fast("settle", call)
             except StoreError as e:
                 error = e
             for done in dones:
@@ -347,7 +350,10 @@ class RedisLimits(Limits):
         if slots:
             base = self._tagged(tag)
             keys = [f"{base}slots:{slot.key}" for slot in slots]
-            await self._fast("renew", keys, [lease, *(slot.ttl for slot in slots)])
+            ttls = b"".join([number(slot.ttl) for slot in slots])
+            call = ScriptCall(keys[0], len(keys), b"".join(map(arg, keys)), 1 + len(slots),
+                              arg(lease) + ttls)
+            await self._fast("renew", call)
 
     async def offend(
         self, tag: str, subject: str, first: float, longest: float, memory: float
@@ -392,13 +398,13 @@ class RedisLimits(Limits):
 
 
 class _Batch:
-    """Settlements of one tag, sent as one call of settle.lua."""
+    """Settlements of one tag, sent as one call of settle.lua (or carried by
+    a call of hit.lua)."""
 
-    __slots__ = ("done", "fields", "leases", "spec")
+    __slots__ = ("charges", "done", "leases")
 
     def __init__(self) -> None:
-        self.spec: list[float] = []  # limit, window, cost per charge
-        self.fields: list[str] = []
+        self.charges: list[str | float] = []  # field limit window cost per charge
         self.leases: dict[str, list[str]] = {}  # slot key -> leases to give back
         self.done: list[Callable[[BaseException | None], None]] = []
 
@@ -411,8 +417,7 @@ class _Batch:
     ) -> None:
         for c in charges:
             gcra.validate(c)
-            self.spec += (c.limit, c.window, c.cost)
-            self.fields.append(c.key)
+            self.charges += (c.key, c.limit, c.window, c.cost)
         for key in slots:
             leases = self.leases.get(key)
             if leases is None:
@@ -426,54 +431,66 @@ class _Batch:
         for done in self.done:
             done(error)
 
-    def call(self, base: str) -> tuple[list[str], list[Any]]:
-        keys = [f"{base}limits", *(f"{base}slots:{key}" for key in self.leases)]
-        args: list[Any] = [_json(self.spec), *self.fields]
-        for leases in self.leases.values():
-            args.append(len(leases))
-            args += leases
-        return keys, args
+    def carried(self, base: str) -> tuple[int, bytes, bytes]:
+        """settle.lua's KEYS past the counter hash (how many, encoded) and
+        its two ARGV (encoded), for the tag whose keys start with `base`."""
+        keys = b"".join([arg(f"{base}slots:{key}") for key in self.leases])
+        args = data(_json(self.charges)) + data(_json(list(self.leases.values())))
+        return len(self.leases), keys, args
+
+    def alone(self, base: str) -> ScriptCall:
+        """The call of settle.lua that sends these settlements."""
+        nkeys, keys, args = self.carried(base)
+        hash_key = f"{base}limits"
+        return ScriptCall(hash_key, 1 + nkeys, arg(hash_key) + keys, 2, args)
 
 
 _NOT_RUN = object()  # a reply saying its call did not run (RedisLimits._read)
 
-# One hit call waiting to be sent: hit.lua's six arguments for it, its keys
-# past the counter hash, and its caller's future.
-_Call = tuple[tuple[Any, ...], list[str], "asyncio.Future[Verdict]"]
+# One hit call waiting to be sent: what hit.lua is told of it (its lease,
+# number of bans and costs; its kind, encoded), and its keys past the
+# counter hash (encoded, how many).
+_Call = tuple[tuple[str, int, msgspec.Raw], bytes, bytes, int]
 _HITS_PER_CALL = 256  # calls of one tag per script call (Lua's unpack() has a bounded stack)
 
 
 class _Hits:
-    """The hit calls of one tag waiting for the loop's turn to end."""
+    """The hit calls of one tag waiting for the loop's turn to end, and their callers."""
 
-    __slots__ = ("calls", "key")
+    __slots__ = ("calls", "futures", "tagged")
 
-    def __init__(self, key: str) -> None:
-        self.key = key  # the tag's counter hash
+    def __init__(self, tagged: _Tagged) -> None:
+        self.tagged = tagged  # the tag's keys (its counter hash; slots are per call)
         self.calls: list[_Call] = []
+        self.futures: list[asyncio.Future[Verdict]] = []
 
-    def add(self, call: tuple[Any, ...], keys: list[str], future: asyncio.Future[Verdict]) -> None:
-        self.calls.append((call, keys, future))
-
-    def live(self) -> list[_Call]:
+    def live(self) -> tuple[list[_Call], list[asyncio.Future[Verdict]]]:
         """The calls whose caller still waits (one that gave up took nothing)."""
-        return [c for c in self.calls if not c[2].done()]
+        futures = self.futures
+        if not any(future.done() for future in futures):
+            return self.calls, futures
+        live = [i for i, future in enumerate(futures) if not future.done()]
+        return [self.calls[i] for i in live], [futures[i] for i in live]
 
 
-def _hit_call(
-    key: str, calls: list[_Call], carried: _Batch | None, base: str
-) -> tuple[list[str], list[Any]]:
-    """hit.lua's KEYS and ARGV for `calls` of one tag, carrying `carried`."""
-    keys = [key]
-    args: list[Any] = [SLOT_RETRY, len(calls)]
-    for call, call_keys, _ in calls:
-        args += call
-        keys += call_keys
+def _hit_call(tagged: _Tagged, calls: Sequence[_Call], carried: _Batch | None) -> ScriptCall:
+    """The call of hit.lua for `calls` of one tag, carrying `carried`."""
+    keys, heads, args = [tagged.hash_arg], [], [_SLOT_RETRY, b""]
+    nkeys = 1
+    for head, kind, call_keys, n in calls:
+        heads.append(head)
+        args.append(kind)
+        keys.append(call_keys)
+        nkeys += n
+    args[1] = data(_json(heads))
+    nargs = 2 + len(calls)
     if carried is not None:
-        settle_keys, settle_args = carried.call(base)
-        keys += settle_keys[1:]
-        args += (len(settle_keys) - 1, *settle_args)
-    return keys, args
+        k, settle_keys, settle_args = carried.carried(tagged.base)
+        keys.append(settle_keys)
+        args += (number(k), settle_args)
+        nkeys += k
+        nargs += 3
+    return ScriptCall(tagged.hash, nkeys, b"".join(keys), nargs, b"".join(args))
 
 
 def _answer(
@@ -499,23 +516,36 @@ def _answer(
 
 
 class _Known:
-    """What hit.lua needs of the limits and slots of one LimitSet family."""
+    """What hit.lua needs of the limits and slots of one LimitSet family, encoded."""
 
-    __slots__ = ("costs", "keys", "last", "slot_spec", "slots", "spec")
+    __slots__ = ("costs", "kind", "last", "slots", "tags")
 
     def __init__(self, limits: Sequence[Limit], slots: Sequence[Slot]) -> None:
         spec: list[str | float] = []
         for lim in limits:
             gcra.validate(lim)
             spec += (lim.key, lim.limit, lim.window, int(lim.shadow))
-        self.spec = _json(spec)  # field limit window shadow per limit
+        slot_spec = [x for s in slots for x in (s.limit, s.ttl, int(s.shadow))]
+        self.kind = data(_json([spec, slot_spec]))
         self.slots = slots
-        self.slot_spec = _json([x for s in slots for x in (s.limit, s.ttl, int(s.shadow))])
-        self.keys: dict[str, list[str]] = {}  # tag -> counter hash and slot keys
+        self.tags: dict[str, _Tagged] = {}
         self.last: Sequence[Limit] | None = None  # the limits `costs` was made from
-        self.costs = b""
+        self.costs = msgspec.Raw(b"[]")
+
+
+class _Tagged:
+    """The keys of one tag, encoded: its counter hash, and a family's slots."""
+
+    __slots__ = ("base", "hash", "hash_arg", "slots")
+
+    def __init__(self, base: str, slots: Sequence[Slot]) -> None:
+        self.base = base
+        self.hash = f"{base}limits"
+        self.hash_arg = arg(self.hash)
+        self.slots = b"".join([arg(f"{base}slots:{slot.key}") for slot in slots])
 
 
 # msgspec writes floats in their shortest exact form, which Lua's cjson reads back exactly.
 _json = msgspec.json.encode
 _FAMILIES = 4096  # LimitSet families whose encoded parts are kept
+_SLOT_RETRY = number(SLOT_RETRY)

@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from ..errors import StoreError
 from .connect import Client
 from .lane import ReplyError
+from .resp import ScriptCall, data
 
 __all__ = [
     "ERRORS",
@@ -75,13 +76,15 @@ class Script:
     """A Lua script run by SHA; a server that lacks it (restarted, failed over)
     gets the source with EVAL, which runs it and caches it for next time."""
 
-    __slots__ = ("sha", "source")
+    __slots__ = ("sha", "sha_arg", "source", "source_arg")
 
     def __init__(self, name: str, parts: Sequence[str] = ()) -> None:
         lua = importlib.resources.files("lunos_proxy.store") / "lua"
         parts = parts or (*SCRIPTS[name], name)
         self.source = "\n".join((lua / f"{part}.lua").read_text() for part in parts)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        # As arguments of a lane's EVALSHA and EVAL (resp.ScriptCall).
+        self.sha_arg, self.source_arg = data(self.sha.encode()), data(self.source.encode())
 
     async def __call__(self, client: Client, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
@@ -98,12 +101,12 @@ def all_scripts() -> dict[str, Script]:
 
 
 async def evaluate(
-    call: Callable[..., Awaitable[Any]], run: Script, keys: Sequence[str], args: Sequence[Any]
+    call: Callable[[bytes], Awaitable[Any]], run: Script, script_call: ScriptCall
 ) -> Any:
     """A script by SHA over a lane; by its source where the server lacks it."""
-    reply = await call("EVALSHA", run.sha, len(keys), *keys, *args)
+    reply = await call(script_call.evalsha(run.sha_arg))
     if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-        reply = await call("EVAL", run.source, len(keys), *keys, *args)
+        reply = await call(script_call.eval(run.source_arg))
     return reply
 
 

@@ -51,6 +51,7 @@ from .directory import RedisDirectory
 from .lane import Lane, ReplyError, fixed
 from .limits import RedisLimits
 from .pubsub import Subscriber
+from .resp import ScriptCall
 from .scripts import ERRORS, Script, all_scripts, evaluate, redirected, store_error
 
 __all__ = ["RedisStore"]
@@ -118,16 +119,16 @@ class RedisStore(RedisLimits, RedisDirectory, RedisAccounting, RedisBus, Store):
         run = self._scripts[script]
         return await self._do(lambda: run(self._client, keys, args))
 
-    async def _fast(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _fast(self, script: str, call: ScriptCall) -> Any:
         """`_run` for the limit calls: over a lane, without a connection slot."""
         run = self._scripts[script]
         try:
             if not self._discovered or self._stale:
                 await self._discover()
-            lane = self._lane(keys[0])
-            reply = await evaluate(lane.call, run, keys, args)
+            lane = self._lane(call.key)
+            reply = await evaluate(lane.call, run, call)
             if self._cluster and redirected(reply):
-                lane, reply = await self._follow(run, keys, args, reply)
+                lane, reply = await self._follow(run, call, reply)
         except ERRORS as e:
             # A node that fails may have failed over: read the slot map again
             # before the next call (redis-py does the same for its own calls).
@@ -137,9 +138,7 @@ class RedisStore(RedisLimits, RedisDirectory, RedisAccounting, RedisBus, Store):
             return reply
         raise self._failed(reply, lane)
 
-    async def _follow(
-        self, run: Script, keys: Sequence[str], args: Sequence[Any], reply: ReplyError
-    ) -> tuple[Lane, Any]:
+    async def _follow(self, run: Script, call: ScriptCall, reply: ReplyError) -> tuple[Lane, Any]:
         """Send again a call a Cluster did not run, where its slot is now.
 
         Followed here, on the lanes, not by redis-py: while a slot migrates
@@ -160,9 +159,9 @@ class RedisStore(RedisLimits, RedisDirectory, RedisAccounting, RedisBus, Store):
                 self._stale = self._stale or kind == "MOVED"
             else:
                 await asyncio.sleep(0.01)
-                lane = self._lane(keys[0])
-            call = lane.call_asking if kind == "ASK" else lane.call
-            reply = await evaluate(call, run, keys, args)
+                lane = self._lane(call.key)
+            send = lane.call_asking if kind == "ASK" else lane.call
+            reply = await evaluate(send, run, call)
             if not redirected(reply):
                 return lane, reply
             if loop.time() >= deadline:

@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio
 
 from lunos_proxy.store.redis.lane import Lane, LaneAuth, ReplyError
+from lunos_proxy.store.redis.resp import command
 from tests.redis_servers import RedisServer, free_port
 
 
@@ -31,7 +32,7 @@ async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply
     redis_server: RedisServer, raw: redis.asyncio.Redis
 ) -> None:
     lane = lane_to(redis_server.port)
-    replies = await asyncio.gather(*(lane.call("INCR", "n") for _ in range(300)))
+    replies = await asyncio.gather(*(lane.call(command("INCR", "n")) for _ in range(300)))
     # Sent in call order on one connection, so the i-th caller saw the i-th increment.
     assert replies == list(range(1, 301))
     clients = [c for c in await raw.client_list() if c["cmd"] != "client|list"]
@@ -41,13 +42,13 @@ async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply
 
 async def test_calls_of_one_turn_leave_in_one_write(redis_server: RedisServer) -> None:
     lane = lane_to(redis_server.port)
-    await lane.call("PING")  # connected
+    await lane.call(command("PING"))  # connected
     conn = lane._conn
     assert conn is not None and conn.transport is not None
     writes: list[bytes] = []
     write = conn.transport.write
     conn.transport.write = lambda data: (writes.append(data), write(data))  # type: ignore[method-assign]
-    assert await asyncio.gather(*(lane.call("ECHO", str(i)) for i in range(20))) == [
+    assert await asyncio.gather(*(lane.call(command("ECHO", str(i))) for i in range(20))) == [
         str(i).encode() for i in range(20)
     ]
     assert len(writes) == 1
@@ -56,11 +57,11 @@ async def test_calls_of_one_turn_leave_in_one_write(redis_server: RedisServer) -
 
 async def test_an_error_reply_is_returned_not_raised(redis_server: RedisServer) -> None:
     lane = lane_to(redis_server.port)
-    await lane.call("SET", "s", "text")
-    reply = await lane.call("INCR", "s")
+    await lane.call(command("SET", "s", "text"))
+    reply = await lane.call(command("INCR", "s"))
     assert isinstance(reply, ReplyError)
     assert str(reply).startswith("ERR value is not an integer")
-    assert await lane.call("GET", "s") == b"text"  # the connection carries on
+    assert await lane.call(command("GET", "s")) == b"text"  # the connection carries on
     await lane.close()
 
 
@@ -69,14 +70,14 @@ async def test_a_late_reply_fails_the_calls_in_flight_and_the_next_call_reconnec
 ) -> None:
     lane = lane_to(redis_server.port, timeout=0.3)
     started = time.monotonic()
-    blocked = asyncio.ensure_future(lane.call("BLPOP", "never", "5"))
-    behind = asyncio.ensure_future(lane.call("PING"))  # queued behind the blocked call
+    blocked = asyncio.ensure_future(lane.call(command("BLPOP", "never", "5")))
+    behind = asyncio.ensure_future(lane.call(command("PING")))  # queued behind the blocked call
     with pytest.raises(TimeoutError):
         await blocked
     with pytest.raises(TimeoutError):
         await behind
     assert time.monotonic() - started < 1.5
-    assert await lane.call("PING") == b"PONG"  # on a new connection
+    assert await lane.call(command("PING")) == b"PONG"  # on a new connection
     await lane.close()
 
 
@@ -84,13 +85,13 @@ async def test_a_connection_the_server_closes_fails_its_calls_then_reconnects(
     redis_server: RedisServer, raw: redis.asyncio.Redis
 ) -> None:
     lane = lane_to(redis_server.port)
-    await lane.call("CLIENT", "SETNAME", "lane")
-    in_flight = asyncio.ensure_future(lane.call("BLPOP", "never", "5"))
+    await lane.call(command("CLIENT", "SETNAME", "lane"))
+    in_flight = asyncio.ensure_future(lane.call(command("BLPOP", "never", "5")))
     await asyncio.sleep(0.1)
     await raw.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
     with pytest.raises(ConnectionError):
         await in_flight
-    assert await lane.call("CLIENT", "GETNAME") is None  # a new connection, unnamed
+    assert await lane.call(command("CLIENT", "GETNAME")) is None  # a new connection, unnamed
     await lane.close()
 
 
@@ -98,21 +99,21 @@ async def test_a_server_that_is_down_fails_fast_and_a_restarted_one_is_used_agai
     redis_server: RedisServer,
 ) -> None:
     lane = lane_to(redis_server.port)
-    assert await lane.call("PING") == b"PONG"
+    assert await lane.call(command("PING")) == b"PONG"
     redis_server.stop()
     started = time.monotonic()
     with pytest.raises(ConnectionError):
-        await lane.call("PING")
+        await lane.call(command("PING"))
     assert time.monotonic() - started < 1.0
     redis_server.start()
-    assert await lane.call("PING") == b"PONG"
+    assert await lane.call(command("PING")) == b"PONG"
     await lane.close()
 
 
 async def test_nothing_listening_is_a_connection_error() -> None:
     lane = lane_to(free_port())
     with pytest.raises(ConnectionError):
-        await lane.call("PING")
+        await lane.call(command("PING"))
 
 
 async def test_password_and_database_are_sent_when_connecting(
@@ -120,7 +121,7 @@ async def test_password_and_database_are_sent_when_connecting(
 ) -> None:
     await raw.config_set("requirepass", "s3cret-pass")
     lane = lane_to(redis_server.port, LaneAuth(password="s3cret-pass", db=3))
-    assert await lane.call("SET", "where", "db3") is not None
+    assert await lane.call(command("SET", "where", "db3")) is not None
     await lane.close()
     check = redis.asyncio.Redis(port=redis_server.port, password="s3cret-pass", db=3)
     assert await check.get("where") == b"db3"
@@ -128,15 +129,15 @@ async def test_password_and_database_are_sent_when_connecting(
 
     wrong = lane_to(redis_server.port, LaneAuth(password="not-the-password"))
     with pytest.raises(ConnectionError) as refused:
-        await wrong.call("PING")
+        await wrong.call(command("PING"))
     assert "not-the-password" not in str(refused.value)
     assert str(refused.value).startswith("redis: WRONGPASS")
 
 
 async def test_close_waits_for_the_calls_in_flight(redis_server: RedisServer) -> None:
     lane = lane_to(redis_server.port)
-    await lane.call("PING")
-    sent = lane.send("SET", "last", "word")
+    await lane.call(command("PING"))
+    sent = lane.send(command("SET", "last", "word"))
     await lane.close()
     assert sent.done() and sent.result() == b"OK"
     check = redis.asyncio.Redis(port=redis_server.port)
@@ -148,12 +149,12 @@ async def test_a_call_made_while_closing_fails_and_opens_no_connection(
     redis_server: RedisServer,
 ) -> None:
     lane = lane_to(redis_server.port)
-    await lane.call("PING")
-    blocked = lane.send("BLPOP", "nothing", "0.3")  # close() waits for its reply
+    await lane.call(command("PING"))
+    blocked = lane.send(command("BLPOP", "nothing", "0.3"))  # close() waits for its reply
     closing = asyncio.ensure_future(lane.close())
     await asyncio.sleep(0.05)
     with pytest.raises(ConnectionError, match="lane closed"):
-        await lane.call("PING")
+        await lane.call(command("PING"))
     await closing
     assert blocked.result() is None  # the call in flight still got its answer
     assert not lane.connected
@@ -161,7 +162,7 @@ async def test_a_call_made_while_closing_fails_and_opens_no_connection(
 
 async def test_a_connection_still_being_made_at_close_is_dropped(redis_server: RedisServer) -> None:
     lane = lane_to(redis_server.port)
-    first = asyncio.ensure_future(lane.call("PING"))  # connecting
+    first = asyncio.ensure_future(lane.call(command("PING")))  # connecting
     await asyncio.sleep(0)
     await lane.close()
     with pytest.raises(ConnectionError, match="lane closed"):
