@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from ..accounting import Accounting, SpendDelta, UsageDelta, UsageRow
 from .connect import Client, RedisOptions
+from .resp import ScriptCall, script_call
 
 __all__ = ["RedisAccounting"]
 
@@ -55,7 +56,7 @@ class RedisAccounting(Accounting):
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
 
     @abc.abstractmethod
-    async def _fast(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _fast(self, script: str, call: ScriptCall) -> Any:
         """`_run` over a lane, without a connection slot."""
 
     async def _write(
@@ -67,7 +68,7 @@ class RedisAccounting(Accounting):
         lane does not send a command again after a lost reply; the ledger
         does, and the `once` id makes the repeat harmless."""
         if once:
-            await self._fast(f"{script}_once", [*keys, f"{base}once:{once}"], args)
+            await self._fast(f"{script}_once", script_call([*keys, f"{base}once:{once}"], args))
         else:
             await self._run(script, keys, args)
 

@@ -17,7 +17,9 @@ exactly).
 
 from __future__ import annotations
 
-__all__ = ["ScriptCall", "arg", "command", "data", "number"]
+from collections.abc import Sequence
+
+__all__ = ["ScriptCall", "any_arg", "arg", "command", "data", "number", "script_call"]
 
 
 def data(value: bytes) -> bytes:
@@ -37,17 +39,25 @@ def number(value: float) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(text), text)
 
 
+def any_arg(value: str | bytes | float) -> bytes:
+    """One argument of any of the three kinds."""
+    if isinstance(value, str):
+        return arg(value)
+    if isinstance(value, bytes):
+        return data(value)
+    return number(value)
+
+
 def command(*args: str | bytes | float) -> bytes:
     """A whole command of any arguments (one not on the hot path)."""
-    parts = [b"*%d\r\n" % len(args)]
-    for value in args:
-        if isinstance(value, str):
-            parts.append(arg(value))
-        elif isinstance(value, bytes):
-            parts.append(data(value))
-        else:
-            parts.append(number(value))
-    return b"".join(parts)
+    return b"*%d\r\n%b" % (len(args), b"".join(map(any_arg, args)))
+
+
+def script_call(keys: Sequence[str], args: Sequence[str | bytes | float]) -> ScriptCall:
+    """A script call of any keys and arguments (one not on the hot path)."""
+    return ScriptCall(
+        keys[0], len(keys), b"".join(map(arg, keys)), len(args), b"".join(map(any_arg, args))
+    )
 
 
 class ScriptCall:
