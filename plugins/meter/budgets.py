@@ -83,15 +83,16 @@ class Calendar:
 
     def __init__(self, timezone: str) -> None:
         self.zone = zoneinfo.ZoneInfo(timezone)
-        self._minute = -1
+        self._minute = (0.0, 0.0)  # [from, until) of the minute `_day` is the day of
         self._day = ""
 
     def day(self, at: float) -> str:
         # Every time zone's days start on a whole minute: one conversion a minute.
-        minute = int(at // 60)
-        if minute != self._minute:
+        start, until = self._minute
+        if not start <= at < until:
             self._day = dt.datetime.fromtimestamp(at, self.zone).date().isoformat()
-            self._minute = minute
+            start = at // 60 * 60
+            self._minute = (start, start + 60)
         return self._day
 
     def month(self, at: float) -> str:
