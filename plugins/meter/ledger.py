@@ -97,7 +97,9 @@ class Ledger(WriteBehind[_Batch]):
         # Called with the subjects whose spend just reached the store.
         self.on_written: list[Callable[[set[str]], None]] = []
         self._erased: dict[str, float] = {}  # account id -> ignored until
-        self._recorded: list[tuple[UsageEvent, Spend]] = []  # not summed yet
+        # Recorded and not summed yet: each request's event and spend list.
+        self._recorded: list[UsageEvent] = []
+        self._spent: list[Spend] = []
 
     # -- the hot path ---------------------------------------------------------
     def record(self, e: UsageEvent, spend: Spend) -> None:
@@ -106,8 +108,9 @@ class Ledger(WriteBehind[_Batch]):
         pass its event on to the records."""
         if self._erased and self._was_erased(e.account_id):
             return
+        self._spent.append(spend)
         recorded = self._recorded
-        recorded.append((e, spend))
+        recorded.append(e)
         if len(recorded) >= SUM_EVERY:
             self._sum()
 
@@ -123,11 +126,12 @@ class Ledger(WriteBehind[_Batch]):
         (a request's cost is added to its spend list's counters once per
         list, and the records get one sum per line, not one per event)."""
         recorded, self._recorded = self._recorded, []
+        spent, self._spent = self._spent, []
         if not recorded:
             return
         rows: dict[_Row, UsageCounts] = {}
         charged: dict[int, tuple[Spend, list[int]]] = {}  # by id: lists are shared
-        for e, spend in recorded:
+        for e, spend in zip(recorded, spent, strict=True):
             row = rows.get((e.account_id, e.key_id, e.model, e.day))
             if row is None:
                 row = rows[(e.account_id, e.key_id, e.model, e.day)] = UsageCounts()
@@ -155,7 +159,7 @@ class Ledger(WriteBehind[_Batch]):
                 else:
                     s[0] += micros
         if self.records is not None:
-            self.records.extend([e for e, _ in recorded], lines)
+            self.records.extend(recorded, lines)
         self._gauge()
 
     # -- erasure ----------------------------------------------------------------
