@@ -15,7 +15,8 @@ accumulating: ledger lines sum per (account, day, model), so they grow with
 distinct rows, never with requests, and are never dropped; events grow with
 requests, and past `max_pending_events` the oldest are dropped and counted
 in `lunos_records_dropped{what="events"}`. What waits is
-`lunos_records_backlog`.
+`lunos_records_backlog`. The meter's ledger hands its events over at each
+of its ticks (`extend`), with their sums per ledger line.
 
 Retention runs here too, every `RETENTION_EVERY` seconds on each instance
 (idempotent; PostgreSQL drops the day partitions past it).

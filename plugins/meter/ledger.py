@@ -219,6 +219,7 @@ class Ledger(WriteBehind[_Batch]):
         return len(self._usage) + len(self._spend) + in_batch
 
     def _gauge(self) -> None:
+        # Set when the backlog is summed (each tick) and written, not per request.
         self.metrics.meter_backlog.set(self.backlog)
 
     # -- writing ----------------------------------------------------------------
