@@ -151,7 +151,7 @@ class UsageWatcher:
         """The estimate; runs on the tokenizer thread (reads nothing the loop changes)."""
         assert self._count is not None
         model, endpoint, body, partial = self._count
-        output = count_output(model, self._text or TextPieces())
+        output = count_output(model, self._text if self._text is not None else TextPieces())
         if partial is not None and partial.input_tokens:
             return msgspec.structs.replace(
                 partial, output_tokens=max(partial.output_tokens, output)
