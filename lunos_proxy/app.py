@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import socket
-import time
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -35,7 +35,7 @@ from .errors import (
     error_response,
     wire_for_path,
 )
-from .exchange import EXCHANGE, Exchange, exchange_of
+from .exchange import EXCHANGE, Exchange
 from .forward import Forwarder
 from .http_errors import log_internal_error
 from .metrics import Metrics, instrument_store
@@ -102,7 +102,7 @@ class Generation:
             find_plugin(entry.name)(settings, self.services)
             for entry, settings in zip(config.pipeline, config.plugin_settings, strict=True)
         ]
-        handler: Handler = functools.partial(_clocked, self.core)
+        handler: Handler = self.core
         for plugin in reversed(self.plugins):
             timer = metrics.plugin_duration.labels(plugin.name)
             layer = plugin if self.tracing is None else self.tracing.layer(plugin, plugin.name)
@@ -127,27 +127,33 @@ class Generation:
             await self.tracing.close()
 
     async def core(self, request: web.Request) -> web.StreamResponse:
-        """The innermost handler: pick the deployment (unless a router did) and forward."""
-        exchange = await read_request(request)
-        if exchange.endpoint == "models":
-            return self.list_models(exchange, request)
-        if not exchange.provider:
-            found = self.config.resolve_model(exchange.model)
-            if found is None:
-                raise ModelNotFound()  # never names it: the name is the client's
-            public, model = found
-            deployment = model.deployments[0]
-            exchange.model = public
-            exchange.provider = deployment.provider
-            exchange.upstream_model = deployment.model
-            exchange.region = deployment.region
-        return await self.forwarder.forward(
-            request,
-            exchange,
-            exchange.provider,
-            exchange.upstream_model,
-            exchange.upstream_timeouts,
-        )
+        """The innermost handler: pick the deployment (unless a router did) and
+        forward. Its time is attributed (see `_through`), so that no plugin is
+        charged for it."""
+        started = perf_counter()
+        try:
+            exchange = await read_request(request)
+            if exchange.endpoint == "models":
+                return self.list_models(exchange, request)
+            if not exchange.provider:
+                found = self.config.resolve_model(exchange.model)
+                if found is None:
+                    raise ModelNotFound()  # never names it: the name is the client's
+                public, model = found
+                deployment = model.deployments[0]
+                exchange.model = public
+                exchange.provider = deployment.provider
+                exchange.upstream_model = deployment.model
+                exchange.region = deployment.region
+            return await self.forwarder.forward(
+                request,
+                exchange,
+                exchange.provider,
+                exchange.upstream_model,
+                exchange.upstream_timeouts,
+            )
+        finally:
+            request[EXCHANGE].plugin_clock += perf_counter() - started
 
     def list_models(self, exchange: Exchange, request: web.Request) -> web.Response:
         return models_response(exchange, self.config.models, request, self._public_name)
@@ -162,26 +168,15 @@ async def _through(
 ) -> web.StreamResponse:
     """Run one plugin, observing the time spent in its own code: its total
     minus whatever the layers it awaited (however often) attributed."""
-    exchange = exchange_of(request)
+    exchange = request[EXCHANGE]  # set by Gateway.handle, the pipeline's one caller
     mark = exchange.plugin_clock
-    started = time.perf_counter()
+    started = perf_counter()
     try:
         return await plugin(request, handler)
     finally:
-        spent = time.perf_counter() - started
+        spent = perf_counter() - started
         timer.observe(spent - (exchange.plugin_clock - mark))
         exchange.plugin_clock = mark + spent
-
-
-async def _clocked(handler: Handler, request: web.Request) -> web.StreamResponse:
-    """The core handler, its time attributed so no plugin is charged for it."""
-    exchange = exchange_of(request)
-    mark = exchange.plugin_clock
-    started = time.perf_counter()
-    try:
-        return await handler(request)
-    finally:
-        exchange.plugin_clock = mark + (time.perf_counter() - started)
 
 
 class Gateway:
