@@ -67,7 +67,8 @@ class AnomalyDetector:
             if len(self._accounts) >= _MAX_ACCOUNTS:
                 self._forget(now)
             a = self._accounts[account] = _Account(now)
-        self._roll(a, now)
+        if now - a.bucket_start >= _BUCKET:
+            self._roll(a, now)
         a.tokens += tokens
         r = self.rules
         if (

@@ -74,7 +74,8 @@ class Failover:
             except StoreError as e:
                 self._down(e)
             else:
-                self._up()
+                if self.degraded:
+                    self._up()
                 return verdict, self.store
         if self.policy == "fail_closed":
             raise ServiceUnavailable(

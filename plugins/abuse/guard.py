@@ -28,7 +28,7 @@ from aiohttp import web
 
 from lunos_proxy.bounds import Count, Seconds
 from lunos_proxy.errors import Forbidden, GatewayError, RateLimited
-from lunos_proxy.exchange import exchange_of
+from lunos_proxy.exchange import Exchange, exchange_of
 from lunos_proxy.metrics import Metrics
 from lunos_proxy.store import Limit, Store, StoreError
 
@@ -106,6 +106,8 @@ class BanTable:
     # Bans are kept by `subject` (an IPv6 client's /64), whatever address
     # of it is asked about.
     def left(self, address: str) -> float:
+        if not self._until:
+            return 0.0  # no ban heard of: the usual case, without the address's subject
         banned = subject(address)
         until = self._until.get(banned)
         if until is None:
@@ -193,29 +195,38 @@ class AddressGuardImpl:
         self.bans, self.failover, self.metrics = bans, failover, metrics
         self.allow, self.deny = Networks(rules.allow), Networks(rules.deny)
         self.trusted = Networks(rules.trusted_proxies)
+        self._listed = bool(self.allow or self.deny)
 
-    def address(self, request: web.Request) -> str:
-        exchange = exchange_of(request)
+    def address(self, request: web.Request, exchange: Exchange | None = None) -> str:
+        if exchange is None:
+            exchange = exchange_of(request)
+        if not self.trusted:
+            return exchange.client_addr
         addr = exchange.extra.get(_ADDR)
         if isinstance(addr, str):
             return addr
-        addr = exchange.client_addr
-        if self.trusted:
-            # Every X-Forwarded-For line, as one list (RFC 9110): a proxy may
-            # add its own line after the one the client sent.
-            forwarded = ",".join(request.headers.getall("X-Forwarded-For", ())) or None
-            addr = client_address(addr, forwarded, self.trusted)
-            exchange.client_addr = addr
+        # Every X-Forwarded-For line, as one list (RFC 9110): a proxy may
+        # add its own line after the one the client sent.
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", ())) or None
+        addr = client_address(exchange.client_addr, forwarded, self.trusted)
+        exchange.client_addr = addr
         exchange.extra[_ADDR] = addr
         return addr
 
     async def check_address(self, request: web.Request) -> None:
+        self.check(request)
+
+    def check(self, request: web.Request) -> None:
+        """`check_address`, for a caller in no need of a coroutine (the plugin)."""
         exchange = exchange_of(request)
-        if exchange.extra.get(_CHECKED):
+        extra = exchange.extra
+        if _CHECKED in extra:
             return
-        exchange.extra[_CHECKED] = True
-        addr = self.address(request)
-        if (self.allow and addr not in self.allow) or (self.deny and addr in self.deny):
+        extra[_CHECKED] = True
+        addr = self.address(request, exchange)
+        if self._listed and (
+            (self.allow and addr not in self.allow) or (self.deny and addr in self.deny)
+        ):
             denied = Forbidden("Requests from this address are not allowed.", code="address_denied")
             refuse(self.metrics, "address", denied, self.rules.shadow)
         left = self.bans.left(addr)

@@ -26,7 +26,7 @@ import msgspec
 from lunos_proxy.bounds import Count, PositiveNumber
 from lunos_proxy.store import Limit, LimitSet, LimitState, Slot
 
-from .headers import enforced
+from .headers import Headers
 
 __all__ = ["Charge", "Plan", "ScopeLimits", "Shape", "Tokens"]
 
@@ -81,13 +81,14 @@ class Shape:
 
     Only token limits cost differently per request (the reservation):
     `limits(reserve)` gives them that cost, reusing the last tuple when the
-    reservation repeats. Request limits and slots are the same objects
-    every time, so the store can reuse what it derives from them.
+    reservation repeats (and `charge` the last Charge, when its tag does
+    too). Request limits and slots are the same objects every time, so the
+    store can reuse what it derives from them.
     """
 
     __slots__ = (
-        "_last", "_reserve", "enforced", "kinds", "protos", "shadowed", "slot_keys", "slots",
-        "tokens",
+        "_charge", "_last", "_reserve", "headers", "kinds", "protos", "shadowed", "slot_keys",
+        "slots", "tokens",
     )
 
     def __init__(self, scopes: Iterable[tuple[str, ScopeLimits, bool]], ttl: float) -> None:
@@ -111,11 +112,12 @@ class Shape:
         self.slots = tuple(slots)
         self.slot_keys = tuple(slot.key for slot in slots)
         self.tokens = tuple(i for i, kind in enumerate(kinds) if kind == "tokens")
-        self.enforced = enforced(protos, kinds)  # for the rate-limit headers
+        self.headers = Headers(protos, kinds)
         # Any shadow rule: the verdict's per-limit states need a closer look.
         self.shadowed = any(lim.shadow for lim in protos) or any(s.shadow for s in slots)
         self._reserve = 1
         self._last = self.protos
+        self._charge: Charge | None = None
 
     def limits(self, reserve: int) -> LimitSet:
         """Every limit, token limits costing `reserve`."""
@@ -128,13 +130,21 @@ class Shape:
         return self._last
 
     def charge(self, tag: str, reserve: int) -> Charge:
-        return Charge(tag, self.limits(reserve), self.slots, self.kinds, reserve,
-                      self.tokens, self.shadowed, self.enforced, self.slot_keys)
+        last = self._charge
+        if last is not None and last.reserved == reserve and last.tag == tag:
+            return last
+        self._charge = last = Charge(tag, self.limits(reserve), self.slots, self.kinds, reserve,
+                                     self.tokens, self.shadowed, self.headers, self.slot_keys)
+        return last
 
 
-@dataclass(slots=True)
+_NO_HEADERS = Headers((), ())
+
+
+@dataclass(slots=True, frozen=True)
 class Charge:
-    """What one request is checked and charged against, and how to settle it."""
+    """What one request is checked and charged against, and how to settle it
+    (the same object for requests alike: `Shape.charge`)."""
 
     tag: str
     limits: Sequence[Limit] = ()
@@ -143,7 +153,7 @@ class Charge:
     reserved: int = 0  # tokens charged to each token limit
     tokens: Sequence[int] = ()  # indices of the token limits
     shadowed: bool = False  # some limit or slot is a shadow rule
-    enforced: tuple[tuple[int, ...], ...] | None = None  # headers.enforced(limits, kinds)
+    headers: Headers = _NO_HEADERS  # Headers(limits, kinds)
     slot_keys: Sequence[str] = ()  # the keys of `slots`
 
     def settlement(self, used: int, states: Sequence[LimitState]) -> list[Limit]:
@@ -152,9 +162,9 @@ class Charge:
         delta = used - self.reserved
         if delta == 0:
             return []
-        limits = self.limits
-        return [
-            Limit(lim.key, lim.limit, lim.window, delta)
-            for i in self.tokens
-            if (lim := limits[i]).cost and states[i].admitted
-        ]
+        limits, charges = self.limits, []
+        for i in self.tokens:
+            lim = limits[i]
+            if lim.cost and states[i].admitted:
+                charges.append(Limit(lim.key, lim.limit, lim.window, delta))
+        return charges

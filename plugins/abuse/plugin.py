@@ -61,6 +61,9 @@ _SHAPES = 10_000
 # Counter key prefix of the anomaly's safe rate (a flagged account, held a while).
 _SAFE_RATE = "a:safe:"
 
+# The bans a request with no principal is checked against (its address's).
+_ADDRESS_BANS = ("ban",)
+
 # Endpoints whose answer has no output tokens to reserve.
 _NO_OUTPUT = frozenset({"embeddings", "messages/count_tokens", "models"})
 
@@ -114,6 +117,8 @@ class Abuse(Plugin):
         self.guard = AddressGuardImpl(s.addresses, s.auth_failures, self.bans, self.failover,
                                       metrics)
         self.anomaly = AnomalyDetector(s.anomaly)
+        self._watching = s.anomaly.enabled
+        self._throttling = s.anomaly.enabled and s.anomaly.throttle
         self.leases = _Leases(self.failover, s.concurrency_ttl / 3)
         self._shapes: dict[tuple[Any, ...], Shape] = {}
         # Lease ids: unique to this process (random prefix), then counted.
@@ -135,7 +140,7 @@ class Abuse(Plugin):
         await self.leases.close()
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        await self.guard.check_address(request)
+        self.guard.check(request)
         sizes = self.settings.sizes
         exchange = exchange_of(request)
         self._check_headers(request)
@@ -154,7 +159,7 @@ class Abuse(Plugin):
             response = await handler(request)
             self._observe(exchange, _used(exchange, charge.reserved))
             return response
-        lease = f"{self._lease_prefix}{next(self._leases_taken):x}" if charge.slots else ""
+        lease = f"{self._lease_prefix}{next(self._leases_taken)}" if charge.slots else ""
         try:
             verdict, backend = await self.failover.hit(
                 charge.tag, charge.limits, bans, charge.slots, lease
@@ -189,7 +194,9 @@ class Abuse(Plugin):
                              code="too_many_headers")
             refuse(self.services.metrics, "size", err, sizes.shadow)
         if sizes.max_header_bytes is not None:
-            size = sum(len(k) + len(v) for k, v in headers)
+            size = 0
+            for name, value in headers:  # (a loop costs less than sum() of a generator)
+                size += len(name) + len(value)
             if size > sizes.max_header_bytes:
                 err = BadRequest(f"Request headers exceed {sizes.max_header_bytes} bytes.",
                                  code="headers_too_large")
@@ -220,26 +227,26 @@ class Abuse(Plugin):
             return prompt
         return prompt + (exchange.max_tokens or t.default_max_tokens)
 
-    def _charge(self, exchange: Exchange, request: web.Request) -> tuple[Charge, list[str]]:
+    def _charge(self, exchange: Exchange, request: web.Request) -> tuple[Charge, Sequence[str]]:
         s = self.settings
         reserve = self._reserve(exchange)
         principal = exchange.principal
         if principal is None:
             tag = f"addr:{subject(self.guard.address(request))}"  # an IPv6 client's /64
             # (None, stream): no plan is named None, so no principal's shape is this
-            return self._shape((None, exchange.stream)).charge(tag, reserve), ["ban"]
+            return self._shape((None, exchange.stream)).charge(tag, reserve), _ADDRESS_BANS
         tag = f"acct:{principal.account_id}"
         name = principal.plan if principal.plan in s.plans else s.default_plan
         if name is None:
-            return Charge(tag, reserved=reserve), []
+            return Charge(tag, reserved=reserve), ()
         model = exchange.public_model(self.services.config) or "unknown"  # never a client's
-        a = s.anomaly
         throttled = bool(
-            a.enabled and a.throttle and s.plans[name].safe_tokens_per_minute
+            self._throttling and s.plans[name].safe_tokens_per_minute
             and self.anomaly.flagged(principal.account_id)
         )
-        shape = (name, principal.key_id, model, exchange.stream, throttled)
-        return self._shape(shape).charge(tag, reserve), []
+        key = (name, principal.key_id, model, exchange.stream, throttled)
+        shape = self._shapes.get(key) or self._shape(key)
+        return shape.charge(tag, reserve), ()
 
     def _shape(self, shape: tuple[Any, ...]) -> Shape:
         """The limits of one kind of request, built on first use."""
@@ -269,11 +276,11 @@ class Abuse(Plugin):
     def _judge(self, exchange: Exchange, charge: Charge, verdict: Verdict, backend: Limits) -> None:
         """Headers for every response, shadow counts, and the refusal if any."""
         exchange.token_estimate = charge.reserved
-        applied = charge.limits
-        if backend is self.failover.local:
-            applied = self.failover.scaled(applied)
-        rate_limit_headers(exchange.wire, applied, charge.kinds, verdict.states,
-                           exchange.response_headers, charge.enforced)
+        if backend is self.failover.local:  # the limits as the local limiter applied them
+            rate_limit_headers(exchange.wire, self.failover.scaled(charge.limits), charge.kinds,
+                               verdict.states, exchange.response_headers)
+        else:
+            charge.headers.write(exchange.wire, verdict.states, exchange.response_headers)
         if verdict.allowed and not charge.shadowed:
             return  # every rule enforced and every one admitted: nothing to count
         refused_by, scope = "", ""
@@ -326,7 +333,7 @@ class Abuse(Plugin):
 
     def _observe(self, exchange: Exchange, used: int) -> None:
         principal = exchange.principal
-        if principal is not None and used and self.settings.anomaly.enabled:
+        if principal is not None and used and self._watching:
             if self.anomaly.observe(principal.account_id, used):
                 self.metrics.abuse_anomalies.inc()
                 log.warning("anomaly_flagged", account_id=principal.account_id)

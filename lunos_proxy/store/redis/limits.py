@@ -137,23 +137,24 @@ class RedisLimits(Limits):
             call = ((lease, len(bans), known.costs), known.kind, keys, len(slots) + len(bans))
         else:
             call = ((lease, 0, known.costs), known.kind, tagged.slots, len(slots))
-        lane = self._ready_lane(tagged.hash)
-        if lane is None:
-            # Not connected (or the Cluster's map is stale): this call
-            # connects, alone, on the awaited path.
-            reply = await self._fast("hit", _hit_call(tagged, [call], None))
-            outcome = self._decode_verdicts(reply, 1)
-            if isinstance(outcome, StoreError):
-                raise outcome
-            return outcome[0]
-        # The lane's loop is the running one; asking asyncio for it costs a
-        # getpid() system call on Python 3.11.
-        loop = lane.loop
-        future: asyncio.Future[Verdict] = loop.create_future()
         hits = self._hits.get(tag)
         if hits is None:
-            hits = self._hits[tag] = _Hits(tagged)
-            self._schedule(loop)
+            # The first call of the tag in this turn (the others join it;
+            # whether the lane is still connected is asked when they leave).
+            lane = self._ready_lane(tagged.hash)
+            if lane is None:
+                # Not connected (or the Cluster's map is stale): this call
+                # connects, alone, on the awaited path.
+                reply = await self._fast("hit", _hit_call(tagged, [call], None))
+                outcome = self._decode_verdicts(reply, 1)
+                if isinstance(outcome, StoreError):
+                    raise outcome
+                return outcome[0]
+            # The lane's loop is the running one; asking asyncio for it costs
+            # a getpid() system call on Python 3.11.
+            hits = self._hits[tag] = _Hits(tagged, lane.loop)
+            self._schedule(lane.loop)
+        future: asyncio.Future[Verdict] = hits.loop.create_future()
         hits.calls.append(call)
         hits.futures.append(future)
         return await future
@@ -416,7 +417,8 @@ class _Batch:
         done: Callable[[BaseException | None], None] | None,
     ) -> None:
         for c in charges:
-            gcra.validate(c)
+            if c.window <= 0 or c.limit < 0:
+                gcra.validate(c)  # raises
             self.charges += (c.key, c.limit, c.window, c.cost)
         for key in slots:
             leases = self.leases.get(key)
@@ -457,10 +459,11 @@ _HITS_PER_CALL = 256  # calls of one tag per script call (Lua's unpack() has a b
 class _Hits:
     """The hit calls of one tag waiting for the loop's turn to end, and their callers."""
 
-    __slots__ = ("calls", "futures", "tagged")
+    __slots__ = ("calls", "futures", "loop", "tagged")
 
-    def __init__(self, tagged: _Tagged) -> None:
+    def __init__(self, tagged: _Tagged, loop: asyncio.AbstractEventLoop) -> None:
         self.tagged = tagged  # the tag's keys (its counter hash; slots are per call)
+        self.loop = loop
         self.calls: list[_Call] = []
         self.futures: list[asyncio.Future[Verdict]] = []
 
@@ -501,16 +504,17 @@ def _answer(
     """Give each caller its verdict, or its own copy of the error; then
     report the carried settlements."""
     error = outcome if isinstance(outcome, StoreError) else None
-    for i, future in enumerate(futures):
-        if future.done():  # the caller gave up meanwhile
-            continue
-        if error is None:
-            assert not isinstance(outcome, StoreError)
-            future.set_result(outcome[i])
-        else:
-            own = StoreError(str(error))
-            own.__cause__ = error.__cause__
-            future.set_exception(own)
+    if error is None:
+        assert not isinstance(outcome, StoreError)
+        for future, verdict in zip(futures, outcome, strict=True):
+            if not future.done():  # (done: the caller gave up meanwhile)
+                future.set_result(verdict)
+    else:
+        for future in futures:
+            if not future.done():
+                own = StoreError(str(error))
+                own.__cause__ = error.__cause__
+                future.set_exception(own)
     if carried is not None:
         carried.finish(error)
 
