@@ -348,6 +348,10 @@ class Gateway:
             if generation.drained is not None and not generation.in_flight:
                 generation.drained.set()
             self.metrics.record(exchange, generation.config)
+            # An observer that holds its Exchange (the meter's does) makes a
+            # cycle: let go of it now, so that the request's objects are
+            # freed with it rather than by the cycle collector.
+            exchange.observers.clear()
 
     async def not_found(self, request: web.Request) -> web.Response:
         """An unknown path (404), or a known one asked with another method

@@ -86,7 +86,8 @@ class Observer(Protocol):
     order it arrived (pieces split SSE events arbitrarily), then `end` once:
     `aborted` is true when the client went away or the provider cut the
     stream. Both must be cheap and must not raise; keep only the fields you
-    need (a usage count), never the text.
+    need (a usage count), never the text. The gateway lets go of the
+    observers when the request ends, so one may hold its Exchange.
 
         class CountBytes:
             def __init__(self) -> None:
