@@ -19,6 +19,7 @@ from __future__ import annotations
 import msgspec
 
 from lunos_proxy.exchange import Usage
+from lunos_proxy.sse import SSEParser
 
 __all__ = ["StreamUsage", "TextPieces", "text_of_body", "usage_from_body"]
 
@@ -97,12 +98,15 @@ class TextPieces:
     counting tokens when the provider reports none. Bounded: past `limit`
     characters only the length is kept (and estimated at 4 characters a token)."""
 
-    __slots__ = ("chars", "limit", "overflow", "pieces", "raw")
+    __slots__ = ("chars", "limit", "overflow", "pieces", "raw", "sse")
 
     def __init__(self, limit: int = 1 << 20) -> None:
         self.pieces: list[str] = []
         # Stream events not decoded yet: decoding waits until a count is needed,
-        # which for most responses is never.
+        # which for most responses is never. `sse` holds whole events as they
+        # came (not even split yet), `raw` the data of single events; a
+        # stream's `sse` pieces all come before its `raw` ones.
+        self.sse: list[bytes] = []
         self.raw: list[bytes] = []
         self.chars = 0
         self.overflow = 0
@@ -115,6 +119,14 @@ class TextPieces:
         self.chars += len(data)
         self.raw.append(data)
 
+    def add_sse(self, events: bytes) -> None:
+        """Whole events, begun on an event boundary, read only if a count is needed."""
+        if self.chars + len(events) > self.limit:
+            self.overflow += len(events) // 2
+            return
+        self.chars += len(events)
+        self.sse.append(events)
+
     def add(self, text: str | None) -> None:
         if not text:
             return
@@ -125,7 +137,11 @@ class TextPieces:
         self.pieces.append(text)
 
     def text(self) -> str:
-        raw, self.raw = self.raw, []
+        sse, self.sse = self.sse, []
+        parser = SSEParser()
+        raw = [data for events in sse for _, data in parser.events(events) if data[:1] == b"{"]
+        raw += self.raw
+        self.raw = []
         for data in raw:
             try:
                 _collect(_decode(data), self)
@@ -261,32 +277,69 @@ def text_of_body(body: bytes, text: TextPieces) -> None:
 
 
 class StreamUsage:
-    """Usage read from stream events, one event's data at a time.
+    """Usage read from a stream, a chunk or one event's data at a time.
 
     `complete` becomes true when the event that closes the count has been
     seen: OpenAI's chunk carrying `usage` (and Responses' response.completed),
     Anthropic's message_delta (input counts come earlier, in message_start).
     """
 
-    __slots__ = ("complete", "counts", "seen", "text")
+    __slots__ = ("_parser", "complete", "counts", "seen", "text")
 
     def __init__(self, text: TextPieces) -> None:
         self.counts = _Counts()
         self.text = text
         self.complete = False
         self.seen = False  # any count at all
+        # Made at the first chunk that does not end on an event boundary.
+        self._parser: SSEParser | None = None
+
+    def chunk(self, data: bytes) -> None:
+        """Read the next bytes of the stream, split anywhere.
+
+        While chunks hold whole events (the forwarder passes them so), only
+        the events that mention usage are parsed, and the rest is kept as it
+        came, for its text if a count is needed: a stream's content events
+        (nearly all of them) are never parsed. From the first chunk that
+        ends inside an event on (or that has a carriage return: the search
+        below knows only two line feeds as a blank line), every event is
+        parsed as it completes."""
+        parser = self._parser
+        if parser is None:
+            if data.endswith(b"\n\n") and b"\r" not in data:
+                self.text.add_sse(data)
+                at = data.find(b'"usage"')
+                while at >= 0:
+                    # The event around it: from the blank line before it to
+                    # the one after (an event has none inside without "\r").
+                    before = data.rfind(b"\n\n", 0, at)
+                    start = before + 2 if before >= 0 else 0
+                    end = data.find(b"\n\n", at) + 2
+                    for name, payload in SSEParser().events(data[start:end]):
+                        self._read(name, payload, False)
+                    at = data.find(b'"usage"', end)
+                return
+            parser = self._parser = SSEParser()
+        for name, payload in parser.events(data):
+            self.event(name, payload)
 
     def event(self, name: str, data: bytes) -> None:
+        """Read one event's data (its text kept for a count)."""
+        self._read(name, data, True)
+
+    def _read(self, name: str, data: bytes, keep_text: bool) -> None:
         if data[:1] != b"{":
             return  # "[DONE]" and the like
         if b'"usage"' not in data or b'"usage":null' in data or b'"usage": null' in data:
-            self.text.add_raw(data)  # no count here: read its text only if needed
+            if keep_text:
+                self.text.add_raw(data)  # no count here: read its text only if needed
             return
         try:
             doc = _decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
-        _collect(doc, self.text)
+        if keep_text:
+            _collect(doc, self.text)
         kind = doc.type or name
         if doc.message is not None and doc.message.usage is not None:  # message_start
             self.counts.merge(doc.message.usage, True)

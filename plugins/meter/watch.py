@@ -21,7 +21,6 @@ import msgspec
 import structlog
 
 from lunos_proxy.exchange import Exchange, Usage
-from lunos_proxy.sse import SSEParser
 
 from .estimate import count_input, count_output, counted
 from .extract import StreamUsage, TextPieces, text_of_body, usage_from_body
@@ -38,7 +37,6 @@ class UsageWatcher:
         "_cost",
         "_count",
         "_estimate",
-        "_parser",
         "_stream",
         "_text",
         "ended",
@@ -62,7 +60,6 @@ class UsageWatcher:
         self._text: TextPieces | None = None
         # A JSON answer: the forwarder feeds it whole, in one chunk.
         self._body: bytes | list[bytes] | None = None
-        self._parser: SSEParser | None = None
         self._stream: StreamUsage | None = None
         # What a count needs (model, endpoint, body, partial usage), set by
         # `end` when no usage was reported.
@@ -76,17 +73,14 @@ class UsageWatcher:
             else:
                 body.append(data)
             return
-        if self._parser is None:
+        stream = self._stream
+        if stream is None:
             if data[:1] == b"{" or data.lstrip()[:1] == b"{":
                 self._body = data
                 return
-            self._parser = SSEParser()
             self._text = TextPieces()
-            self._stream = StreamUsage(self._text)
-        assert self._stream is not None
-        stream = self._stream
-        for event in self._parser.feed(data):
-            stream.event(event.event, event.data)
+            stream = self._stream = StreamUsage(self._text)
+        stream.chunk(data)
 
     def end(self, aborted: bool) -> None:
         if self.ended:

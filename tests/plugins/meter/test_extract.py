@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lunos_proxy.exchange import Usage
 from lunos_proxy.sse import SSEParser
 from plugins.meter.extract import StreamUsage, TextPieces, usage_from_body
@@ -126,3 +128,58 @@ def test_an_openai_body_counts_as_the_same_report_in_a_stream_would() -> None:
     for report in reports:
         streamed = read_stream(sse([(None, {"choices": [], "usage": report})]))
         assert usage_from_body(body({"usage": report}), "openai") == streamed.usage("reported"), report
+
+
+_STREAMS = {
+    "openai": sse([
+        (None, {"choices": [{"delta": {"role": "assistant", "content": ""}}]}),
+        (None, {"choices": [{"delta": {"content": "usage"}}]}),  # the word, as a value
+        (None, {"choices": [{"delta": {"content": " of \"usage\""}}], "usage": None}),
+        (None, {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2,
+                                        "completion_tokens_details": {"reasoning_tokens": 1}}}),
+        (None, b"[DONE]"),
+    ]),
+    "anthropic": sse([
+        ("message_start", {"type": "message_start", "message": {"usage": {
+            "input_tokens": 12, "output_tokens": 1, "cache_read_input_tokens": 8}}}),
+        ("content_block_delta", {"type": "content_block_delta", "delta": {"text": "Hi"}}),
+        ("message_delta", {"type": "message_delta", "usage": {"output_tokens": 9}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]),
+    "responses": sse([
+        ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "yo"}),
+        ("response.completed", {"type": "response.completed", "response": {"usage": {
+            "input_tokens": 5, "output_tokens": 1}}}),
+    ]),
+}
+
+
+def _read_chunks(chunks: list[bytes]) -> tuple[bool, bool, Usage, str]:
+    s = StreamUsage(TextPieces())
+    for c in chunks:
+        s.chunk(c)
+    return s.complete, s.seen, s.usage("reported"), s.text.text()
+
+
+@pytest.mark.parametrize("kind", sorted(_STREAMS))
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"])
+def test_a_stream_read_in_chunks_reads_as_event_by_event(kind: str, line_end: bytes) -> None:
+    raw = _STREAMS[kind].replace(b"\n", line_end)
+    whole = read_stream(raw)
+    expected = (whole.complete, whole.seen, whole.usage("reported"), whole.text.text())
+    assert expected[0] and expected[3]  # a complete count, and some text
+    # Every split in two and in three, whole events or not.
+    for i in range(len(raw) + 1):
+        assert _read_chunks([raw[:i], raw[i:]]) == expected, i
+        for j in range(i, len(raw) + 1, 7):
+            assert _read_chunks([raw[:i], raw[i:j], raw[j:]]) == expected, (i, j)
+    # One chunk per event: what the forwarder passes for a stream that trickles.
+    events = [e + line_end * 2 for e in raw.split(line_end * 2) if e]
+    assert _read_chunks(events) == expected
+
+
+def test_a_stream_cut_short_keeps_its_text_for_the_count() -> None:
+    raw = _STREAMS["openai"]
+    cut = raw[: raw.index(b'{"choices": []')]  # before the usage chunk
+    complete, seen, _, text = _read_chunks([cut])
+    assert (complete, seen, text) == (False, False, 'usage of "usage"')
