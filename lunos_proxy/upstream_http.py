@@ -14,10 +14,14 @@ is most of what a general client spends per call. A body is delivered as it
 arrives (Content-Length, chunked, or up to the connection's end) and gzip
 or deflate is decoded, as aiohttp's client does for an `Accept-Encoding` it
 sends by default: as it is read, at most 64 KiB per read, so that a small
-body unpacking to gigabytes costs only what is read of it. Errors:
+body unpacking to gigabytes costs only what is read of it. A whole-body
+`read()` takes at most the client's `max_body` bytes (64 MiB by default,
+measured decoded); a stream read piece by piece with `readany()` has no
+bound in total. Errors:
 
     UpstreamHTTPError       the connection failed or the answer is broken (cut short, bad framing)
-    └── ConnectTimeout      also a TimeoutError: no connection within `connect` seconds
+    ├── ConnectTimeout      also a TimeoutError: no connection within `connect` seconds
+    └── BodyTooLarge        a whole-body read past `max_body`; the connection is closed
     TimeoutError            no byte within the read timeout (first byte, then idle)
 
 One module past 400 lines: the parser, the pool and the response share
@@ -37,8 +41,10 @@ from typing import cast
 import yarl
 
 __all__ = [
+    "MAX_BODY",
     "UNVERIFIED",
     "VERIFIED",
+    "BodyTooLarge",
     "ConnectTimeout",
     "Response",
     "UpstreamClient",
@@ -51,6 +57,9 @@ __all__ = [
 # a provider sending headers without end must not fill the memory.
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 128
+# The default bound of a whole-body read (decoded bytes): far above what a
+# model answers, far below what would hurt the process.
+MAX_BODY = 64 * 1024 * 1024
 # Interim (1xx) heads taken before the answer's own.
 MAX_INTERIM = 16
 # Buffered body bytes (as they came: compressed ones are counted before
@@ -83,6 +92,11 @@ class UpstreamHTTPError(Exception):
 
 class ConnectTimeout(UpstreamHTTPError, TimeoutError):
     """No connection (TCP and TLS) within the connect timeout."""
+
+
+class BodyTooLarge(UpstreamHTTPError):
+    """A whole-body read past the client's `max_body`: announced larger, or
+    grown past it (a broken or hostile provider must not fill the memory)."""
 
 
 def verified_context() -> ssl.SSLContext:
@@ -147,6 +161,7 @@ class _Connection(asyncio.Protocol):
         self.head_waiter: asyncio.Future[None] | None = None
         self.keep_alive = False
         self.remaining = 0  # body bytes still due (Content-Length) or in this chunk
+        self.length = -1  # the announced Content-Length, if any
         self.chunk_buf = b""  # unparsed chunked framing
         self.chunk_state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
         self.decoder: zlib._Decompress | None = None
@@ -337,7 +352,7 @@ class _Connection(asyncio.Protocol):
             text = lengths.pop()
             if not text.isascii() or not text.isdigit():
                 raise ValueError("content-length")
-            self.remaining = int(text)
+            self.remaining = self.length = int(text)
             self.state = _LENGTH if self.remaining else _DONE
         else:
             self.state = _UNTIL_EOF
@@ -422,10 +437,12 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(exc)
         self._wake()
 
-    def _broken(self, message: str) -> UpstreamHTTPError:
-        """The answer is malformed: the reader gets this error, and the
-        connection, whose framing can no longer be trusted, is closed."""
-        exc = UpstreamHTTPError(message)
+    def _broken(
+        self, message: str, kind: type[UpstreamHTTPError] = UpstreamHTTPError
+    ) -> UpstreamHTTPError:
+        """The answer is malformed (or refused): the reader gets this error, and
+        the connection, whose framing can no longer be trusted, is closed."""
+        exc = kind(message)
         self._fail(exc)
         self.close()
         return exc
@@ -589,17 +606,31 @@ class Response:
         return await self._conn.readany()
 
     async def read(self, limit: int | None = None) -> bytes:
-        """The whole body, or its first `limit` bytes."""
+        """The whole body, or its first `limit` bytes.
+
+        Unless `limit` is within it, the client's `max_body` bounds the read:
+        a body past it raises BodyTooLarge and the connection is closed, at
+        once when its Content-Length says so (nothing of it is read), else
+        as soon as the bytes read pass the bound (a compressed body is
+        measured decoded).
+        """
         if self._released:
             raise UpstreamHTTPError("The response was released.")
+        conn = self._conn
+        cap = self._client.max_body
+        bounded = limit is None or limit > cap
+        if bounded and conn.length > cap and conn.decoder is None:
+            raise conn._broken(f"The answer is larger than {cap} bytes.", BodyTooLarge)
         parts: list[bytes] = []
         size = 0
         while limit is None or size < limit:
-            chunk = await self._conn.readany()
+            chunk = await conn.readany()
             if not chunk:
                 break
-            parts.append(chunk)
             size += len(chunk)
+            if bounded and size > cap:
+                raise conn._broken(f"The answer is larger than {cap} bytes.", BodyTooLarge)
+            parts.append(chunk)
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         return data if limit is None else data[:limit]
 
@@ -622,10 +653,20 @@ class _Pool:
 
 
 class UpstreamClient:
-    """Keep-alive connections to providers, at most `limit` per origin."""
+    """Keep-alive connections to providers, at most `limit` per origin.
 
-    def __init__(self, limit: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    `max_body` bounds what one `Response.read()` takes (see there).
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        max_body: int = MAX_BODY,
+    ) -> None:
         self.limit = limit
+        self.max_body = max_body
         self.ssl_context = ssl_context if ssl_context is not None else VERIFIED
         self.closed = False
         self._pools: dict[tuple[bool, str, int], _Pool] = {}

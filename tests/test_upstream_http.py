@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from lunos_proxy.upstream_http import (
+    BodyTooLarge,
     ConnectTimeout,
     UpstreamClient,
     UpstreamHTTPError,
@@ -372,6 +373,103 @@ async def test_each_member_of_a_gzip_body_is_decoded_and_bytes_after_the_end_are
     for asked in (b"junk", b"deflate"):
         with pytest.raises(UpstreamHTTPError, match="corrupt"):
             await post(client, server.url, asked)
+
+
+# -- the bound of a whole-body read ---------------------------------------------
+
+
+async def test_a_body_announced_past_max_body_is_refused_unread_and_its_connection_closed(
+    raw: Callable[[Handler], Awaitable[Raw]],
+) -> None:
+    closed = asyncio.Event()
+
+    async def announced(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, asked = await read_request(reader)
+            if asked == b"small":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                continue
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n")  # no body yet
+            await reader.read()
+            closed.set()
+            return
+
+    server = await raw(announced)
+    c = UpstreamClient(limit=1, max_body=1000)
+    try:
+        resp = await c.request("POST", server.url, JSON, b"big", connect=5, first_byte=5)
+        with pytest.raises(BodyTooLarge, match="larger than 1000 bytes"):
+            await asyncio.wait_for(resp.read(), 2)
+        resp.release()
+        await asyncio.wait_for(closed.wait(), 2)
+        # A read within the bound takes what it asks for without the error.
+        assert await post(c, server.url, b"small") == b"ok"
+        assert server.connections == 2
+    finally:
+        await c.close()
+
+
+async def test_an_endless_chunked_body_is_refused_once_past_max_body_but_streams_are_unbounded(
+    raw: Callable[[Handler], Awaitable[Raw]],
+) -> None:
+    sent: list[int] = []
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sent.append(0)
+        while True:
+            writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+            await writer.drain()
+            sent[-1] += 1024
+
+    server = await raw(endless)
+    c = UpstreamClient(limit=2, max_body=100_000)
+    try:
+        resp = await c.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+        with pytest.raises(BodyTooLarge):
+            await asyncio.wait_for(resp.read(), 5)
+        assert resp._conn.closed
+        resp.release()
+        assert [len(p.idle) for p in c._pools.values()] == [0]  # not pooled
+        # Piece by piece, the same body is read far past the bound.
+        resp = await c.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+        got = 0
+        while got <= 1_000_000:
+            got += len(await asyncio.wait_for(resp.readany(), 5))
+        resp.release()
+        # A read of the first bytes, within the bound, is no error either.
+        resp = await c.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+        assert await resp.read(5000) == b"x" * 5000
+        resp.release()
+    finally:
+        await c.close()
+    await asyncio.sleep(0.1)
+    assert server.connections == 3  # none of them kept
+    assert 100_000 < sent[0] < 100_000 + 16 * 1024 * 1024  # what the sockets buffer, not more
+
+
+async def test_max_body_counts_the_decoded_bytes_of_a_compressed_body(
+    raw: Callable[[Handler], Awaitable[Raw]],
+) -> None:
+    packed = gzip.compress(bytes(200_000))  # a few hundred bytes announced
+
+    async def gzipped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                         % len(packed) + packed)
+
+    server = await raw(gzipped)
+    c = UpstreamClient(limit=1, max_body=100_000)
+    try:
+        with pytest.raises(BodyTooLarge):
+            await post(c, server.url)
+        c.max_body = 200_000  # exactly the bound: whole
+        assert await post(c, server.url) == bytes(200_000)
+    finally:
+        await c.close()
+    assert server.connections == 2
 
 
 @pytest.mark.parametrize("answer", [
