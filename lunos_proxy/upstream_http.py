@@ -17,7 +17,10 @@ sends by default: as it is read, at most 64 KiB per read, so that a small
 body unpacking to gigabytes costs only what is read of it. A whole-body
 `read()` takes at most the client's `max_body` bytes (64 MiB by default,
 measured decoded); a stream read piece by piece with `readany()` has no
-bound in total. Errors:
+bound in total. A connection goes back to the pool only when its answer
+was read whole and nothing followed it: bytes after the answer's end, or
+arriving while it idles, close it, as does an answer that ended while the
+socket was not being read (what may wait in it is unseen). Errors:
 
     UpstreamHTTPError       the connection failed or the answer is broken (cut short, bad framing)
     ├── ConnectTimeout      also a TimeoutError: no connection within `connect` seconds
@@ -423,6 +426,13 @@ class _Connection(asyncio.Protocol):
             self._wake()
 
     def _finish_body(self) -> None:
+        if self.paused:
+            # The socket is not being read: bytes after the answer (a broken
+            # provider's) may wait in it, to be read as the next request's
+            # answer. Whatever arrives while the answer is read or the
+            # connection idles closes it (data_received), but these would
+            # come only once it is reused.
+            self.keep_alive = False
         self.state = _DONE
         self.eof = True
         self._cancel_timer()

@@ -247,6 +247,70 @@ async def test_a_connection_still_sending_its_request_is_not_reused(
     assert server.connections == 2
 
 
+JUNK = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\njunk"
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst" + JUNK,
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n" + JUNK,
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\nX-T: 1\r\n\r\n" + JUNK,
+    b"HTTP/1.1 204 No Content\r\n\r\n" + JUNK,
+], ids=["longer than its length", "after the last chunk", "after the trailers", "after a 204"])
+@pytest.mark.parametrize("late", [False, True], ids=["same packet", "while idle"])
+async def test_bytes_after_a_complete_answer_are_never_read_as_the_next_answer(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]], answer: bytes, late: bool
+) -> None:
+    cut = answer.index(JUNK)
+
+    async def extra(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if server.connections > 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+            await read_request(reader)
+            return
+        writer.write(answer[:cut] if late else answer)
+        await writer.drain()
+        if late:
+            await asyncio.sleep(0.05)
+            writer.write(JUNK)
+        await read_request(reader)  # would be answered by the junk
+
+    server = await raw(extra)
+    assert await post(client, server.url) in (b"first", b"")
+    await asyncio.sleep(0.15)
+    assert await post(client, server.url) == b"second"
+    assert server.connections == 2
+
+
+async def test_a_body_that_ends_while_reading_is_paused_leaves_its_connection_unused(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    # Past the buffer's high-water mark the socket is no longer read: bytes
+    # after the answer would wait in it, unseen, for the next request.
+    body = b"x" * (256 * 1024 + 1)
+
+    async def junk_behind_a_large_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if server.connections > 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+            await read_request(reader)
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the client has it all, and has stopped reading
+        writer.write(JUNK)
+        await read_request(reader)
+
+    server = await raw(junk_behind_a_large_body)
+    resp = await client.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+    await asyncio.sleep(0.3)
+    assert resp._conn.paused and resp._conn.eof
+    assert await resp.read() == body
+    resp.release()
+    assert await post(client, server.url) == b"second"
+    assert server.connections == 2
+
+
 # -- bodies -------------------------------------------------------------------
 
 
