@@ -35,6 +35,8 @@ each would reach into the others' insides.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import ssl
 import zlib
 from collections import deque
@@ -74,6 +76,10 @@ _DECODE_PIECE = 64 * 1024
 # A gzip body may be several members one after the other (RFC 1952), each
 # decoded in turn up to this many; other bytes after the end are an error.
 _MAX_GZIP_MEMBERS = 1024
+# A provider's resolved addresses are kept this long for its new connections.
+# getaddrinfo reports no TTL: 10 s is aiohttp's default cache time and short
+# next to a DNS failover's, while a burst of new connections resolves once.
+DNS_TTL_SECONDS = 10.0
 # An idle connection older than this is closed rather than reused (aiohttp's
 # default), before the provider's own keep-alive limit closes it under a request.
 KEEPALIVE_SECONDS = 15.0
@@ -129,7 +135,7 @@ UNVERIFIED = unverified_context()
 class _Origin:
     """Where a URL's request goes: its pool key, address and request target."""
 
-    __slots__ = ("host", "host_header", "key", "port", "target", "tls")
+    __slots__ = ("host", "host_header", "key", "numeric", "port", "target", "tls")
 
     def __init__(self, url: str) -> None:
         parsed = yarl.URL(url)
@@ -137,6 +143,11 @@ class _Origin:
             raise ValueError("an upstream URL is http:// or https:// with a host")
         self.tls = parsed.scheme == "https"
         self.host = parsed.raw_host
+        try:
+            ipaddress.ip_address(self.host)
+            self.numeric = True  # an address: nothing to resolve
+        except ValueError:
+            self.numeric = False
         self.port = parsed.port or (443 if self.tls else 80)
         self.key = (self.tls, self.host, self.port)
         self.host_header = parsed.host_port_subcomponent or self.host
@@ -665,7 +676,11 @@ class _Pool:
 class UpstreamClient:
     """Keep-alive connections to providers, at most `limit` per origin.
 
-    `max_body` bounds what one `Response.read()` takes (see there).
+    `max_body` bounds what one `Response.read()` takes (see there). A host
+    name is resolved once per `dns_ttl` seconds for all its new connections
+    (with `loop.getaddrinfo`, off the event loop); each connection tries the
+    addresses in turn, and when none can be reached the name is resolved
+    afresh for the next. TLS checks the certificate against the name.
     """
 
     def __init__(
@@ -674,13 +689,18 @@ class UpstreamClient:
         ssl_context: ssl.SSLContext | None = None,
         *,
         max_body: int = MAX_BODY,
+        dns_ttl: float = DNS_TTL_SECONDS,
     ) -> None:
         self.limit = limit
         self.max_body = max_body
+        self.dns_ttl = dns_ttl
         self.ssl_context = ssl_context if ssl_context is not None else VERIFIED
         self.closed = False
         self._pools: dict[tuple[bool, str, int], _Pool] = {}
         self._origins: dict[str, _Origin] = {}
+        # (host, port): when the addresses expire, and each (family, address, port).
+        self._addresses: dict[tuple[str, int], tuple[float, list[tuple[int, str, int]]]] = {}
+        self._resolving: dict[tuple[str, int], asyncio.Task[list[tuple[int, str, int]]]] = {}
 
     def _origin(self, url: str) -> _Origin:
         origin = self._origins.get(url)
@@ -793,18 +813,90 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(seconds):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(loop, pool),
-                    origin.host,
-                    origin.port,
-                    ssl=self.ssl_context if origin.tls else None,
-                    server_hostname=origin.host if origin.tls else None,
-                )
+                if origin.numeric:
+                    return await self._open(loop, pool, origin, (0, origin.host, origin.port))
+                addresses = await self._resolve(loop, origin)
+                failure: OSError | None = None
+                for address in addresses:
+                    try:
+                        conn = await self._open(loop, pool, origin, address)
+                    except ssl.SSLError:
+                        raise  # the provider's TLS, not its address
+                    except OSError as e:
+                        failure = e
+                        continue
+                    if address is not addresses[0]:
+                        self._prefer(origin, addresses, address)
+                    return conn
+                self._addresses.pop((origin.host, origin.port), None)
+                assert failure is not None
+                raise failure
         except TimeoutError:
+            self._addresses.pop((origin.host, origin.port), None)
             raise ConnectTimeout(f"No connection within {seconds:g} s.") from None
         except OSError as e:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
             raise UpstreamHTTPError(f"The connection failed ({type(e).__name__}).") from e
+
+    def _prefer(
+        self, origin: _Origin, addresses: list[tuple[int, str, int]], address: tuple[int, str, int]
+    ) -> None:
+        """The next connections try first the address that answered (in a new
+        list: others may be going through the old one)."""
+        key = (origin.host, origin.port)
+        cached = self._addresses.get(key)
+        if cached is not None and cached[1] is addresses:
+            rest = [a for a in addresses if a != address]
+            self._addresses[key] = (cached[0], [address, *rest])
+
+    async def _open(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pool: _Pool,
+        origin: _Origin,
+        address: tuple[int, str, int],
+    ) -> _Connection:
+        family, host, port = address
+        _, conn = await loop.create_connection(
+            lambda: _Connection(loop, pool),
+            host,  # an address: create_connection resolves nothing
+            port,
+            family=family,
+            ssl=self.ssl_context if origin.tls else None,
+            server_hostname=origin.host if origin.tls else None,
+        )
         return conn
+
+    async def _resolve(
+        self, loop: asyncio.AbstractEventLoop, origin: _Origin
+    ) -> list[tuple[int, str, int]]:
+        """The origin's addresses: cached for `dns_ttl` seconds, one lookup
+        at a time per name (the connections opening meanwhile share it)."""
+        key = (origin.host, origin.port)
+        cached = self._addresses.get(key)
+        if cached is not None and cached[0] > loop.time():
+            return cached[1]
+        lookup = self._resolving.get(key)
+        if lookup is None:
+            lookup = self._resolving[key] = loop.create_task(self._lookup(loop, key))
+            lookup.add_done_callback(lambda _: self._resolving.pop(key, None))
+        # A connection that gives up (cancelled, timed out) leaves the lookup to the others.
+        return await asyncio.shield(lookup)
+
+    async def _lookup(
+        self, loop: asyncio.AbstractEventLoop, key: tuple[str, int]
+    ) -> list[tuple[int, str, int]]:
+        infos = await loop.getaddrinfo(*key, type=socket.SOCK_STREAM)
+        addresses: list[tuple[int, str, int]] = []
+        for family, _, _, _, sockaddr in infos:
+            address = (int(family), str(sockaddr[0]), int(sockaddr[1]))
+            if address not in addresses:
+                addresses.append(address)
+        if not addresses:
+            raise socket.gaierror(f"No address for {key[0]}.")
+        if len(self._addresses) >= 1024:  # host names come from the config; bounded anyway
+            self._addresses.clear()
+        self._addresses[key] = (loop.time() + self.dns_ttl, addresses)
+        return addresses
 
     def _wake(self, pool: _Pool) -> None:
         while pool.waiters:

@@ -9,6 +9,7 @@ import asyncio
 import datetime
 import gzip
 import ipaddress
+import socket
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -747,6 +748,86 @@ async def test_a_connection_that_never_completes_its_handshake_is_a_connect_time
     url = server.url.replace("http://", "https://")
     with pytest.raises(ConnectTimeout):
         await client.request("POST", url, JSON, b"{}", connect=0.3, first_byte=30)
+
+
+# -- name resolution ------------------------------------------------------------
+
+AddrInfo = list[tuple[int, int, int, str, tuple[str, int]]]
+
+
+@pytest.fixture
+async def lookups(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """The loop's getaddrinfo calls (as host, port), still made for real."""
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    asked: list[tuple[str, int]] = []
+
+    async def counted(host: str, port: int, *args: object, **kwargs: object) -> AddrInfo:
+        asked.append((host, port))
+        return await real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "getaddrinfo", counted)
+    return asked
+
+
+async def answer_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    await asyncio.sleep(0.05)  # requests sent together each hold a connection
+    writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+
+
+async def test_a_host_name_is_resolved_once_per_ttl_for_all_its_new_connections(
+    raw: Callable[[Handler], Awaitable[Raw]], lookups: list[tuple[str, int]]
+) -> None:
+    server = await raw(answer_and_close)
+    url = server.url.replace("127.0.0.1", "localhost")
+    port = int(url.split(":")[2].split("/")[0])
+    c = UpstreamClient(limit=4, dns_ttl=0.5)
+    try:
+        assert await asyncio.gather(*(post(c, url) for _ in range(3))) == [b"ok"] * 3
+        assert await post(c, url) == b"ok"
+        assert await post(c, url) == b"ok"
+        assert (server.connections, lookups) == (5, [("localhost", port)])
+        await asyncio.sleep(0.6)  # past the TTL
+        assert await post(c, url) == b"ok"
+        assert await post(c, url) == b"ok"
+        assert (server.connections, lookups) == (7, [("localhost", port)] * 2)
+        # An address is not resolved at all.
+        assert await post(c, server.url) == b"ok"
+        assert len(lookups) == 2
+    finally:
+        await c.close()
+
+
+async def test_an_address_that_fails_is_passed_over_and_a_name_whose_all_fail_resolved_again(
+    raw: Callable[[Handler], Awaitable[Raw]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await raw(answer_and_close)
+    port = int(server.url.split(":")[2].split("/")[0])
+    # Nothing listens on 127.0.0.2 and .3 (the server is on 127.0.0.1 only).
+    answers: list[list[str]] = [["127.0.0.2", "127.0.0.1"], ["127.0.0.2", "127.0.0.3"], ["127.0.0.1"]]
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int, *args: object, **kwargs: object) -> AddrInfo:
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in answers[len(asked) - 1]]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
+    url = server.url.replace("127.0.0.1", "provider.test")
+    c = UpstreamClient(limit=4)
+    try:
+        assert await post(c, url) == b"ok"
+        assert await post(c, url) == b"ok"  # the cached answer, the good address first
+        assert c._addresses[("provider.test", port)][1][0][1] == "127.0.0.1"
+        assert (asked, server.connections) == (["provider.test"], 2)
+        c._addresses[("provider.test", port)] = (0.0, [])  # expired
+        with pytest.raises(UpstreamHTTPError, match="ConnectionRefusedError"):
+            await post(c, url)
+        assert ("provider.test", port) not in c._addresses
+        assert await post(c, url) == b"ok"  # resolved again at once, not after the TTL
+        assert (asked, server.connections) == (["provider.test"] * 3, 3)
+    finally:
+        await c.close()
 
 
 # -- TLS ------------------------------------------------------------------------
