@@ -60,6 +60,7 @@ from .sse import EVENT_BOUNDARY, EVENT_ENDS, NOT_JSON, first_invalid_event, is_j
 from .upstream_http import (
     UNVERIFIED,
     VERIFIED,
+    BodyTooLarge,
     ConnectTimeout,
     Response,
     UpstreamClient,
@@ -90,9 +91,10 @@ _PASS_RESPONSE = frozenset(
 )
 _ERROR_BODY_LIMIT = 64 * 1024
 # The largest answer taken from a provider (docs/operators.md): a plain
-# answer past it, or one stream event past _MAX_EVENT, is a malformed
-# answer (upstream_invalid), so that a broken or hostile provider cannot
-# fill the memory. Each bound is far above what a model answers.
+# answer past it (the client's `max_body`, refused as it is read, or at once
+# when its length is announced), or one stream event past _MAX_EVENT, is a
+# malformed answer (upstream_invalid), so that a broken or hostile provider
+# cannot fill the memory. Each bound is far above what a model answers.
 _MAX_ANSWER = 64 * 1024 * 1024
 _MAX_EVENT = 4 * 1024 * 1024
 
@@ -194,7 +196,7 @@ class Upstream:
 
     async def start(self) -> None:
         context = VERIFIED if self.config.verify_tls else UNVERIFIED
-        self.client = UpstreamClient(self.config.max_connections, context)
+        self.client = UpstreamClient(self.config.max_connections, context, max_body=_MAX_ANSWER)
         # What every call to this provider adds to the client's headers,
         # merged once: defaults first, then configured headers, then credentials.
         self.fixed_headers = {k.lower(): v for k, v in self.adapter.config.headers.items()}
@@ -348,14 +350,16 @@ class Forwarder:
         translation: Translation | None = None,
     ) -> web.Response:
         try:
-            data = await resp.read(_MAX_ANSWER + 1)
+            data: bytes | None = await resp.read()
+        except BodyTooLarge:
+            data = None  # the client closed the connection, the rest unread
         except TimeoutError:
             raise UpstreamTimeout(f"The provider stalled for {idle:g} s.") from None
         except UpstreamHTTPError:
             raise UpstreamUnreachable("The provider broke off its answer.") from None
         now = time.perf_counter()
         exchange.timings.first_byte = exchange.timings.last_byte = now
-        if len(data) > _MAX_ANSWER:
+        if data is None:
             return self._invalid_body(exchange)
         if translation is None:
             if not is_json_object(data):

@@ -14,10 +14,17 @@ is most of what a general client spends per call. A body is delivered as it
 arrives (Content-Length, chunked, or up to the connection's end) and gzip
 or deflate is decoded, as aiohttp's client does for an `Accept-Encoding` it
 sends by default: as it is read, at most 64 KiB per read, so that a small
-body unpacking to gigabytes costs only what is read of it. Errors:
+body unpacking to gigabytes costs only what is read of it. A whole-body
+`read()` takes at most the client's `max_body` bytes (64 MiB by default,
+measured decoded); a stream read piece by piece with `readany()` has no
+bound in total. A connection goes back to the pool only when its answer
+was read whole and nothing followed it: bytes after the answer's end, or
+arriving while it idles, close it, as does an answer that ended while the
+socket was not being read (what may wait in it is unseen). Errors:
 
     UpstreamHTTPError       the connection failed or the answer is broken (cut short, bad framing)
-    └── ConnectTimeout      also a TimeoutError: no connection within `connect` seconds
+    ├── ConnectTimeout      also a TimeoutError: no connection within `connect` seconds
+    └── BodyTooLarge        a whole-body read past `max_body`; the connection is closed
     TimeoutError            no byte within the read timeout (first byte, then idle)
 
 One module past 400 lines: the parser, the pool and the response share
@@ -28,6 +35,8 @@ each would reach into the others' insides.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import ssl
 import zlib
 from collections import deque
@@ -37,8 +46,10 @@ from typing import cast
 import yarl
 
 __all__ = [
+    "MAX_BODY",
     "UNVERIFIED",
     "VERIFIED",
+    "BodyTooLarge",
     "ConnectTimeout",
     "Response",
     "UpstreamClient",
@@ -51,6 +62,9 @@ __all__ = [
 # a provider sending headers without end must not fill the memory.
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 128
+# The default bound of a whole-body read (decoded bytes): far above what a
+# model answers, far below what would hurt the process.
+MAX_BODY = 64 * 1024 * 1024
 # Interim (1xx) heads taken before the answer's own.
 MAX_INTERIM = 16
 # Buffered body bytes (as they came: compressed ones are counted before
@@ -62,6 +76,10 @@ _DECODE_PIECE = 64 * 1024
 # A gzip body may be several members one after the other (RFC 1952), each
 # decoded in turn up to this many; other bytes after the end are an error.
 _MAX_GZIP_MEMBERS = 1024
+# A provider's resolved addresses are kept this long for its new connections.
+# getaddrinfo reports no TTL: 10 s is aiohttp's default cache time and short
+# next to a DNS failover's, while a burst of new connections resolves once.
+DNS_TTL_SECONDS = 10.0
 # An idle connection older than this is closed rather than reused (aiohttp's
 # default), before the provider's own keep-alive limit closes it under a request.
 KEEPALIVE_SECONDS = 15.0
@@ -83,6 +101,11 @@ class UpstreamHTTPError(Exception):
 
 class ConnectTimeout(UpstreamHTTPError, TimeoutError):
     """No connection (TCP and TLS) within the connect timeout."""
+
+
+class BodyTooLarge(UpstreamHTTPError):
+    """A whole-body read past the client's `max_body`: announced larger, or
+    grown past it (a broken or hostile provider must not fill the memory)."""
 
 
 def verified_context() -> ssl.SSLContext:
@@ -112,7 +135,7 @@ UNVERIFIED = unverified_context()
 class _Origin:
     """Where a URL's request goes: its pool key, address and request target."""
 
-    __slots__ = ("host", "host_header", "key", "port", "target", "tls")
+    __slots__ = ("host", "host_header", "key", "numeric", "port", "target", "tls")
 
     def __init__(self, url: str) -> None:
         parsed = yarl.URL(url)
@@ -120,6 +143,11 @@ class _Origin:
             raise ValueError("an upstream URL is http:// or https:// with a host")
         self.tls = parsed.scheme == "https"
         self.host = parsed.raw_host
+        try:
+            ipaddress.ip_address(self.host)
+            self.numeric = True  # an address: nothing to resolve
+        except ValueError:
+            self.numeric = False
         self.port = parsed.port or (443 if self.tls else 80)
         self.key = (self.tls, self.host, self.port)
         self.host_header = parsed.host_port_subcomponent or self.host
@@ -147,6 +175,7 @@ class _Connection(asyncio.Protocol):
         self.head_waiter: asyncio.Future[None] | None = None
         self.keep_alive = False
         self.remaining = 0  # body bytes still due (Content-Length) or in this chunk
+        self.length = -1  # the announced Content-Length, if any
         self.chunk_buf = b""  # unparsed chunked framing
         self.chunk_state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
         self.decoder: zlib._Decompress | None = None
@@ -337,7 +366,7 @@ class _Connection(asyncio.Protocol):
             text = lengths.pop()
             if not text.isascii() or not text.isdigit():
                 raise ValueError("content-length")
-            self.remaining = int(text)
+            self.remaining = self.length = int(text)
             self.state = _LENGTH if self.remaining else _DONE
         else:
             self.state = _UNTIL_EOF
@@ -408,6 +437,13 @@ class _Connection(asyncio.Protocol):
             self._wake()
 
     def _finish_body(self) -> None:
+        if self.paused:
+            # The socket is not being read: bytes after the answer (a broken
+            # provider's) may wait in it, to be read as the next request's
+            # answer. Whatever arrives while the answer is read or the
+            # connection idles closes it (data_received), but these would
+            # come only once it is reused.
+            self.keep_alive = False
         self.state = _DONE
         self.eof = True
         self._cancel_timer()
@@ -422,10 +458,12 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(exc)
         self._wake()
 
-    def _broken(self, message: str) -> UpstreamHTTPError:
-        """The answer is malformed: the reader gets this error, and the
-        connection, whose framing can no longer be trusted, is closed."""
-        exc = UpstreamHTTPError(message)
+    def _broken(
+        self, message: str, kind: type[UpstreamHTTPError] = UpstreamHTTPError
+    ) -> UpstreamHTTPError:
+        """The answer is malformed (or refused): the reader gets this error, and
+        the connection, whose framing can no longer be trusted, is closed."""
+        exc = kind(message)
         self._fail(exc)
         self.close()
         return exc
@@ -589,17 +627,31 @@ class Response:
         return await self._conn.readany()
 
     async def read(self, limit: int | None = None) -> bytes:
-        """The whole body, or its first `limit` bytes."""
+        """The whole body, or its first `limit` bytes.
+
+        Unless `limit` is within it, the client's `max_body` bounds the read:
+        a body past it raises BodyTooLarge and the connection is closed, at
+        once when its Content-Length says so (nothing of it is read), else
+        as soon as the bytes read pass the bound (a compressed body is
+        measured decoded).
+        """
         if self._released:
             raise UpstreamHTTPError("The response was released.")
+        conn = self._conn
+        cap = self._client.max_body
+        bounded = limit is None or limit > cap
+        if bounded and conn.length > cap and conn.decoder is None:
+            raise conn._broken(f"The answer is larger than {cap} bytes.", BodyTooLarge)
         parts: list[bytes] = []
         size = 0
         while limit is None or size < limit:
-            chunk = await self._conn.readany()
+            chunk = await conn.readany()
             if not chunk:
                 break
-            parts.append(chunk)
             size += len(chunk)
+            if bounded and size > cap:
+                raise conn._broken(f"The answer is larger than {cap} bytes.", BodyTooLarge)
+            parts.append(chunk)
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         return data if limit is None else data[:limit]
 
@@ -622,14 +674,33 @@ class _Pool:
 
 
 class UpstreamClient:
-    """Keep-alive connections to providers, at most `limit` per origin."""
+    """Keep-alive connections to providers, at most `limit` per origin.
 
-    def __init__(self, limit: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    `max_body` bounds what one `Response.read()` takes (see there). A host
+    name is resolved once per `dns_ttl` seconds for all its new connections
+    (with `loop.getaddrinfo`, off the event loop); each connection tries the
+    addresses in turn, and when none can be reached the name is resolved
+    afresh for the next. TLS checks the certificate against the name.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        max_body: int = MAX_BODY,
+        dns_ttl: float = DNS_TTL_SECONDS,
+    ) -> None:
         self.limit = limit
+        self.max_body = max_body
+        self.dns_ttl = dns_ttl
         self.ssl_context = ssl_context if ssl_context is not None else VERIFIED
         self.closed = False
         self._pools: dict[tuple[bool, str, int], _Pool] = {}
         self._origins: dict[str, _Origin] = {}
+        # (host, port): when the addresses expire, and each (family, address, port).
+        self._addresses: dict[tuple[str, int], tuple[float, list[tuple[int, str, int]]]] = {}
+        self._resolving: dict[tuple[str, int], asyncio.Task[list[tuple[int, str, int]]]] = {}
 
     def _origin(self, url: str) -> _Origin:
         origin = self._origins.get(url)
@@ -742,18 +813,90 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(seconds):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(loop, pool),
-                    origin.host,
-                    origin.port,
-                    ssl=self.ssl_context if origin.tls else None,
-                    server_hostname=origin.host if origin.tls else None,
-                )
+                if origin.numeric:
+                    return await self._open(loop, pool, origin, (0, origin.host, origin.port))
+                addresses = await self._resolve(loop, origin)
+                failure: OSError | None = None
+                for address in addresses:
+                    try:
+                        conn = await self._open(loop, pool, origin, address)
+                    except ssl.SSLError:
+                        raise  # the provider's TLS, not its address
+                    except OSError as e:
+                        failure = e
+                        continue
+                    if address is not addresses[0]:
+                        self._prefer(origin, addresses, address)
+                    return conn
+                self._addresses.pop((origin.host, origin.port), None)
+                assert failure is not None
+                raise failure
         except TimeoutError:
+            self._addresses.pop((origin.host, origin.port), None)
             raise ConnectTimeout(f"No connection within {seconds:g} s.") from None
         except OSError as e:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
             raise UpstreamHTTPError(f"The connection failed ({type(e).__name__}).") from e
+
+    def _prefer(
+        self, origin: _Origin, addresses: list[tuple[int, str, int]], address: tuple[int, str, int]
+    ) -> None:
+        """The next connections try first the address that answered (in a new
+        list: others may be going through the old one)."""
+        key = (origin.host, origin.port)
+        cached = self._addresses.get(key)
+        if cached is not None and cached[1] is addresses:
+            rest = [a for a in addresses if a != address]
+            self._addresses[key] = (cached[0], [address, *rest])
+
+    async def _open(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pool: _Pool,
+        origin: _Origin,
+        address: tuple[int, str, int],
+    ) -> _Connection:
+        family, host, port = address
+        _, conn = await loop.create_connection(
+            lambda: _Connection(loop, pool),
+            host,  # an address: create_connection resolves nothing
+            port,
+            family=family,
+            ssl=self.ssl_context if origin.tls else None,
+            server_hostname=origin.host if origin.tls else None,
+        )
         return conn
+
+    async def _resolve(
+        self, loop: asyncio.AbstractEventLoop, origin: _Origin
+    ) -> list[tuple[int, str, int]]:
+        """The origin's addresses: cached for `dns_ttl` seconds, one lookup
+        at a time per name (the connections opening meanwhile share it)."""
+        key = (origin.host, origin.port)
+        cached = self._addresses.get(key)
+        if cached is not None and cached[0] > loop.time():
+            return cached[1]
+        lookup = self._resolving.get(key)
+        if lookup is None:
+            lookup = self._resolving[key] = loop.create_task(self._lookup(loop, key))
+            lookup.add_done_callback(lambda _: self._resolving.pop(key, None))
+        # A connection that gives up (cancelled, timed out) leaves the lookup to the others.
+        return await asyncio.shield(lookup)
+
+    async def _lookup(
+        self, loop: asyncio.AbstractEventLoop, key: tuple[str, int]
+    ) -> list[tuple[int, str, int]]:
+        infos = await loop.getaddrinfo(*key, type=socket.SOCK_STREAM)
+        addresses: list[tuple[int, str, int]] = []
+        for family, _, _, _, sockaddr in infos:
+            address = (int(family), str(sockaddr[0]), int(sockaddr[1]))
+            if address not in addresses:
+                addresses.append(address)
+        if not addresses:
+            raise socket.gaierror(f"No address for {key[0]}.")
+        if len(self._addresses) >= 1024:  # host names come from the config; bounded anyway
+            self._addresses.clear()
+        self._addresses[key] = (loop.time() + self.dns_ttl, addresses)
+        return addresses
 
     def _wake(self, pool: _Pool) -> None:
         while pool.waiters:

@@ -9,6 +9,7 @@ import asyncio
 import datetime
 import gzip
 import ipaddress
+import socket
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from lunos_proxy.upstream_http import (
+    BodyTooLarge,
     ConnectTimeout,
     UpstreamClient,
     UpstreamHTTPError,
@@ -246,6 +248,70 @@ async def test_a_connection_still_sending_its_request_is_not_reused(
     assert server.connections == 2
 
 
+JUNK = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\njunk"
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst" + JUNK,
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n" + JUNK,
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\nX-T: 1\r\n\r\n" + JUNK,
+    b"HTTP/1.1 204 No Content\r\n\r\n" + JUNK,
+], ids=["longer than its length", "after the last chunk", "after the trailers", "after a 204"])
+@pytest.mark.parametrize("late", [False, True], ids=["same packet", "while idle"])
+async def test_bytes_after_a_complete_answer_are_never_read_as_the_next_answer(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]], answer: bytes, late: bool
+) -> None:
+    cut = answer.index(JUNK)
+
+    async def extra(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if server.connections > 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+            await read_request(reader)
+            return
+        writer.write(answer[:cut] if late else answer)
+        await writer.drain()
+        if late:
+            await asyncio.sleep(0.05)
+            writer.write(JUNK)
+        await read_request(reader)  # would be answered by the junk
+
+    server = await raw(extra)
+    assert await post(client, server.url) in (b"first", b"")
+    await asyncio.sleep(0.15)
+    assert await post(client, server.url) == b"second"
+    assert server.connections == 2
+
+
+async def test_a_body_that_ends_while_reading_is_paused_leaves_its_connection_unused(
+    client: UpstreamClient, raw: Callable[[Handler], Awaitable[Raw]]
+) -> None:
+    # Past the buffer's high-water mark the socket is no longer read: bytes
+    # after the answer would wait in it, unseen, for the next request.
+    body = b"x" * (256 * 1024 + 1)
+
+    async def junk_behind_a_large_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if server.connections > 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+            await read_request(reader)
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the client has it all, and has stopped reading
+        writer.write(JUNK)
+        await read_request(reader)
+
+    server = await raw(junk_behind_a_large_body)
+    resp = await client.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+    await asyncio.sleep(0.3)
+    assert resp._conn.paused and resp._conn.eof
+    assert await resp.read() == body
+    resp.release()
+    assert await post(client, server.url) == b"second"
+    assert server.connections == 2
+
+
 # -- bodies -------------------------------------------------------------------
 
 
@@ -372,6 +438,103 @@ async def test_each_member_of_a_gzip_body_is_decoded_and_bytes_after_the_end_are
     for asked in (b"junk", b"deflate"):
         with pytest.raises(UpstreamHTTPError, match="corrupt"):
             await post(client, server.url, asked)
+
+
+# -- the bound of a whole-body read ---------------------------------------------
+
+
+async def test_a_body_announced_past_max_body_is_refused_unread_and_its_connection_closed(
+    raw: Callable[[Handler], Awaitable[Raw]],
+) -> None:
+    closed = asyncio.Event()
+
+    async def announced(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, asked = await read_request(reader)
+            if asked == b"small":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                continue
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n")  # no body yet
+            await reader.read()
+            closed.set()
+            return
+
+    server = await raw(announced)
+    c = UpstreamClient(limit=1, max_body=1000)
+    try:
+        resp = await c.request("POST", server.url, JSON, b"big", connect=5, first_byte=5)
+        with pytest.raises(BodyTooLarge, match="larger than 1000 bytes"):
+            await asyncio.wait_for(resp.read(), 2)
+        resp.release()
+        await asyncio.wait_for(closed.wait(), 2)
+        # A read within the bound takes what it asks for without the error.
+        assert await post(c, server.url, b"small") == b"ok"
+        assert server.connections == 2
+    finally:
+        await c.close()
+
+
+async def test_an_endless_chunked_body_is_refused_once_past_max_body_but_streams_are_unbounded(
+    raw: Callable[[Handler], Awaitable[Raw]],
+) -> None:
+    sent: list[int] = []
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sent.append(0)
+        while True:
+            writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+            await writer.drain()
+            sent[-1] += 1024
+
+    server = await raw(endless)
+    c = UpstreamClient(limit=2, max_body=100_000)
+    try:
+        resp = await c.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+        with pytest.raises(BodyTooLarge):
+            await asyncio.wait_for(resp.read(), 5)
+        assert resp._conn.closed
+        resp.release()
+        assert [len(p.idle) for p in c._pools.values()] == [0]  # not pooled
+        # Piece by piece, the same body is read far past the bound.
+        resp = await c.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+        got = 0
+        while got <= 1_000_000:
+            got += len(await asyncio.wait_for(resp.readany(), 5))
+        resp.release()
+        # A read of the first bytes, within the bound, is no error either.
+        resp = await c.request("POST", server.url, JSON, b"{}", connect=5, first_byte=5)
+        assert await resp.read(5000) == b"x" * 5000
+        resp.release()
+    finally:
+        await c.close()
+    await asyncio.sleep(0.1)
+    assert server.connections == 3  # none of them kept
+    assert 100_000 < sent[0] < 100_000 + 16 * 1024 * 1024  # what the sockets buffer, not more
+
+
+async def test_max_body_counts_the_decoded_bytes_of_a_compressed_body(
+    raw: Callable[[Handler], Awaitable[Raw]],
+) -> None:
+    packed = gzip.compress(bytes(200_000))  # a few hundred bytes announced
+
+    async def gzipped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                         % len(packed) + packed)
+
+    server = await raw(gzipped)
+    c = UpstreamClient(limit=1, max_body=100_000)
+    try:
+        with pytest.raises(BodyTooLarge):
+            await post(c, server.url)
+        c.max_body = 200_000  # exactly the bound: whole
+        assert await post(c, server.url) == bytes(200_000)
+    finally:
+        await c.close()
+    assert server.connections == 2
 
 
 @pytest.mark.parametrize("answer", [
@@ -585,6 +748,86 @@ async def test_a_connection_that_never_completes_its_handshake_is_a_connect_time
     url = server.url.replace("http://", "https://")
     with pytest.raises(ConnectTimeout):
         await client.request("POST", url, JSON, b"{}", connect=0.3, first_byte=30)
+
+
+# -- name resolution ------------------------------------------------------------
+
+AddrInfo = list[tuple[int, int, int, str, tuple[str, int]]]
+
+
+@pytest.fixture
+async def lookups(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """The loop's getaddrinfo calls (as host, port), still made for real."""
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    asked: list[tuple[str, int]] = []
+
+    async def counted(host: str, port: int, *args: object, **kwargs: object) -> AddrInfo:
+        asked.append((host, port))
+        return await real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "getaddrinfo", counted)
+    return asked
+
+
+async def answer_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    await asyncio.sleep(0.05)  # requests sent together each hold a connection
+    writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+
+
+async def test_a_host_name_is_resolved_once_per_ttl_for_all_its_new_connections(
+    raw: Callable[[Handler], Awaitable[Raw]], lookups: list[tuple[str, int]]
+) -> None:
+    server = await raw(answer_and_close)
+    url = server.url.replace("127.0.0.1", "localhost")
+    port = int(url.split(":")[2].split("/")[0])
+    c = UpstreamClient(limit=4, dns_ttl=0.5)
+    try:
+        assert await asyncio.gather(*(post(c, url) for _ in range(3))) == [b"ok"] * 3
+        assert await post(c, url) == b"ok"
+        assert await post(c, url) == b"ok"
+        assert (server.connections, lookups) == (5, [("localhost", port)])
+        await asyncio.sleep(0.6)  # past the TTL
+        assert await post(c, url) == b"ok"
+        assert await post(c, url) == b"ok"
+        assert (server.connections, lookups) == (7, [("localhost", port)] * 2)
+        # An address is not resolved at all.
+        assert await post(c, server.url) == b"ok"
+        assert len(lookups) == 2
+    finally:
+        await c.close()
+
+
+async def test_an_address_that_fails_is_passed_over_and_a_name_whose_all_fail_resolved_again(
+    raw: Callable[[Handler], Awaitable[Raw]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await raw(answer_and_close)
+    port = int(server.url.split(":")[2].split("/")[0])
+    # Nothing listens on 127.0.0.2 and .3 (the server is on 127.0.0.1 only).
+    answers: list[list[str]] = [["127.0.0.2", "127.0.0.1"], ["127.0.0.2", "127.0.0.3"], ["127.0.0.1"]]
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int, *args: object, **kwargs: object) -> AddrInfo:
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in answers[len(asked) - 1]]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
+    url = server.url.replace("127.0.0.1", "provider.test")
+    c = UpstreamClient(limit=4)
+    try:
+        assert await post(c, url) == b"ok"
+        assert await post(c, url) == b"ok"  # the cached answer, the good address first
+        assert c._addresses[("provider.test", port)][1][0][1] == "127.0.0.1"
+        assert (asked, server.connections) == (["provider.test"], 2)
+        c._addresses[("provider.test", port)] = (0.0, [])  # expired
+        with pytest.raises(UpstreamHTTPError, match="ConnectionRefusedError"):
+            await post(c, url)
+        assert ("provider.test", port) not in c._addresses
+        assert await post(c, url) == b"ok"  # resolved again at once, not after the TTL
+        assert (asked, server.connections) == (["provider.test"] * 3, 3)
+    finally:
+        await c.close()
 
 
 # -- TLS ------------------------------------------------------------------------

@@ -152,11 +152,13 @@ async def test_an_answer_that_is_not_a_json_object_is_a_502_sent_or_translated(
 
 
 async def test_an_answer_past_the_size_bound_is_a_502_and_an_event_past_it_ends_the_stream(
-    gw: Running, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+    provider: FakeProvider, make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The bounds (64 MiB, 4 MiB) made small, so the provider's answer need not be.
+    # The bounds (64 MiB, 4 MiB) made small, so the provider's answer need not be;
+    # the first is the upstream client's, set when the gateway starts.
     monkeypatch.setattr(forward, "_MAX_ANSWER", 200_000)
     monkeypatch.setattr(forward, "_MAX_EVENT", 100_000)
+    gw = await make_gateway(basic_config(provider.base_url))
     provider.behaviour.reply = ["Hel", "x" * 250_000, "lo"]
     async with oai(gw) as client:
         with pytest.raises(openai.InternalServerError) as e:
