@@ -39,7 +39,7 @@ from .exchange import EXCHANGE, Exchange
 from .forward import Forwarder
 from .http_errors import log_internal_error
 from .metrics import Metrics, instrument_store
-from .parse import read_request
+from .parse import expect_continue_later, read_request
 from .plugin import Plugin, Services, Views, find_plugin
 from .providers.listing import models_response
 from .records import Records, RecordsError, open_records
@@ -287,7 +287,12 @@ class Gateway:
     def public_app(self) -> web.Application:
         app = web.Application(handler_args={"max_field_size": 16384})
         for method, path, wire, endpoint in API_ROUTES:
-            app.router.add_route(method, path, functools.partial(self.handle, wire, endpoint))
+            app.router.add_route(
+                method,
+                path,
+                functools.partial(self.handle, wire, endpoint),
+                expect_handler=expect_continue_later,
+            )
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         if self.config.console.enabled:  # outside the API pipeline; see lunos_proxy/console
@@ -295,7 +300,10 @@ class Gateway:
 
             app.router.add_get("/console", _to_console)
             app.add_subapp("/console", console_app(self))
-        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        # Never reads a body: a client waiting for 100 Continue gets the 404 or 405 instead.
+        app.router.add_route(
+            "*", "/{tail:.*}", self.not_found, expect_handler=expect_continue_later
+        )
         return app
 
     async def handle(self, wire: str, endpoint: str, request: web.Request) -> web.StreamResponse:

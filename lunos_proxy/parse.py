@@ -14,6 +14,13 @@ decoder for them is among the pinned dependencies). The forwarder sends the
 decoded body on, without `Content-Encoding`. aiohttp's own decompression
 is off on the public listener (connections.py), since it would run as the
 body arrives, before the key is checked.
+
+For the same reason a client's `Expect: 100-continue` is answered here,
+not when the route resolves (aiohttp's default): the API routes take
+`expect_continue_later` as their expect handler, and the `100 Continue`
+goes out just before the body is read, once the key, the encoding and a
+declared length have passed. A request refused before then gets its
+answer without ever having been invited to send the body.
 """
 
 from __future__ import annotations
@@ -23,12 +30,12 @@ import zlib
 from typing import Annotated
 
 import msgspec
-from aiohttp import StreamReader, web
+from aiohttp import HttpVersion11, StreamReader, hdrs, web
 
 from .errors import BadRequest, BodyTooLarge, UnsupportedEncoding
 from .exchange import Exchange, exchange_of
 
-__all__ = ["read_request"]
+__all__ = ["expect_continue_later", "read_request"]
 
 
 # An output budget below 1 is refused here, as the providers refuse it: the
@@ -71,6 +78,8 @@ async def read_request(request: web.Request) -> Exchange:
     length = request.content_length
     if length is not None and length > limit:
         raise _too_large(limit)
+    if hdrs.EXPECT in request.headers:
+        await _send_continue(request)
     if coding is not None:
         body = await _read_inflated(request.content, coding, limit)
     elif length is not None:
@@ -104,6 +113,21 @@ async def read_request(request: web.Request) -> Exchange:
     exchange.stream = bool(head.stream)
     exchange.max_tokens = head.max_tokens or head.max_completion_tokens or head.max_output_tokens
     return exchange
+
+
+async def expect_continue_later(request: web.Request) -> None:
+    """The API routes' expect handler: an expectation other than
+    100-continue is refused (417) as aiohttp's default handler does, but
+    the `100 Continue` itself waits for `read_request`."""
+    if request.version == HttpVersion11 and request.headers[hdrs.EXPECT].lower() != "100-continue":
+        raise web.HTTPExpectationFailed()
+
+
+async def _send_continue(request: web.Request) -> None:
+    if request.version == HttpVersion11 and request.headers[hdrs.EXPECT].lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # As aiohttp's own handler does: the answer proper has not begun.
+        request.writer.output_size = 0
 
 
 async def _read_chunked(request: web.Request, limit: int) -> bytes:

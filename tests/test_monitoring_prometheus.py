@@ -464,7 +464,8 @@ async def all_down(s: Stack) -> list[str]:
     breakers = (("chat", "chat-a", "alpha"), ("chat", "chat-b", "beta"), ("pair", "pair-a", "alpha"))
     expected = {
         ("LunosModelAllDeploymentsDown", labels(model="chat", instance=s.instance)),
-        *(("LunosBreakerOpen", labels(model=m, deployment=d, provider=p)) for m, d, p in breakers),
+        *(("LunosBreakerOpen", labels(job="lunos", instance=s.instance, model=m, deployment=d, provider=p))
+          for m, d, p in breakers),
     }
     reasons = await s.settle_on(expected, errors_of="chat", within=30)
     # Once both breakers are open the gateway answers alone: provider "none".

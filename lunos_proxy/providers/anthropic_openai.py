@@ -19,7 +19,14 @@ from typing import Any
 import msgspec
 
 from ..sse import NOT_JSON
-from .translate import DONE, Event, Untranslatable, iter_blocks
+from .translate import (
+    DONE,
+    Event,
+    Untranslatable,
+    field_type_error,
+    iter_blocks,
+    required_array,
+)
 
 __all__ = ["STOP_REASONS", "AnthropicToOpenAI", "openai_usage_to_anthropic"]
 
@@ -174,8 +181,11 @@ class AnthropicToOpenAI:
         for key in body:
             if key not in _HANDLED:
                 raise Untranslatable(key, PROVIDER)
+        turns = required_array(body, "messages")
         messages: list[dict[str, Any]] = []
         system = body.get("system")
+        if not isinstance(system, str | list | None):
+            raise field_type_error(body, "system", "str | array")
         if system:
             text = (
                 system
@@ -183,7 +193,7 @@ class AnthropicToOpenAI:
                 else "".join(b.get("text", "") for b in iter_blocks(system))
             )
             messages.append({"role": "system", "content": text})
-        for m in body.get("messages") or ():
+        for m in turns:
             if m.get("role") == "assistant":
                 messages.append(_assistant(m.get("content")))
             elif m.get("role") == "user":

@@ -34,6 +34,7 @@ from .translate import (
     add_turn,
     check_params,
     iter_blocks,
+    required_array,
     split_data_url,
     tool_arguments,
 )
@@ -129,11 +130,11 @@ def _text(content: Any) -> str:
     return "".join(p.get("text", "") for p in iter_blocks(content) if p.get("type") == "text")
 
 
-def _messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, Anthropic messages), consecutive turns of one role merged."""
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
-    for m in messages if isinstance(messages, list) else ():
+    for m in messages:
         role = m.get("role")
         if role in ("system", "developer"):
             system += [{"type": "text", "text": _text(m.get("content"))}]
@@ -227,7 +228,7 @@ class OpenAIToAnthropic:
 
     def request(self, body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]]:
         check_params(body, _HANDLED, _NEUTRAL, PROVIDER)
-        system, messages = _messages(body.get("messages"))
+        system, messages = _messages(required_array(body, "messages"))
         out: dict[str, Any] = {"model": model, "messages": messages}
         if system:
             out["system"] = system

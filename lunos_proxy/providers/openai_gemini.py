@@ -41,6 +41,7 @@ from .translate import (
     add_turn,
     check_params,
     iter_blocks,
+    required_array,
     split_data_url,
     tool_arguments,
 )
@@ -171,7 +172,7 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _contents(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _contents(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system parts, Gemini contents), consecutive turns of one role merged."""
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
@@ -180,7 +181,7 @@ def _contents(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     def add(role: str, parts: list[dict[str, Any]]) -> None:
         add_turn(out, role, "parts", parts)
 
-    for m in messages if isinstance(messages, list) else ():
+    for m in messages:
         role = m.get("role")
         if role in ("system", "developer"):
             system += [p for p in _parts(m.get("content")) if "text" in p]
@@ -254,7 +255,7 @@ class OpenAIToGemini:
 
     def request(self, body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]]:
         check_params(body, _HANDLED, _NEUTRAL, PROVIDER)
-        system, contents = _contents(body.get("messages"))
+        system, contents = _contents(required_array(body, "messages"))
         out: dict[str, Any] = {"contents": contents}
         if system:
             out["systemInstruction"] = {"parts": system}

@@ -43,6 +43,8 @@ __all__ = [
     "Translation",
     "Untranslatable",
     "decode_object",
+    "field_type_error",
+    "required_array",
 ]
 
 # The client endpoints a translation may serve, by client wire format (the
@@ -244,6 +246,35 @@ def iter_blocks(content: Any) -> Iterator[dict[str, Any]]:
         for block in content:
             if isinstance(block, dict):
                 yield block
+
+
+def required_array(body: dict[str, Any], name: str) -> list[Any]:
+    """The array a format requires at `name` (its turns); anything else is
+    a 400 on that param, never read as an empty conversation."""
+    value = body.get(name)
+    if isinstance(value, list):
+        return value
+    raise field_type_error(body, name, "array")
+
+
+def field_type_error(body: dict[str, Any], name: str, expected: str) -> BadRequest:
+    """A 400 on a top-level field, worded as parse.py words msgspec's: it
+    names the JSON type sent, never the value."""
+    if name not in body:
+        problem = f"Object missing required field {name}"
+    else:
+        problem = f"Expected {expected}, got {_json_type(body[name])} - at {name}"
+    return BadRequest(f"Invalid request: {problem}", param=name)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "bool"), (str, "str"), (int, "int"), (float, "float"),
+                       (dict, "object"), (list, "array")):  # fmt: skip
+        if isinstance(value, kind):
+            return name
+    return "value"
 
 
 def translate_request(
