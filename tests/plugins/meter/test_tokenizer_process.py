@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from plugins.meter import estimate
+from plugins.meter import estimate, tokenizer_process
 
 
 @pytest.fixture
@@ -54,6 +54,20 @@ def test_counts_match_the_tables(remote: estimate._TokenizerProcess, encoding: s
         assert estimate._count(text, encoding) == len(tables.encode_ordinary(text)), text
     assert estimate._loaded == {}  # counted there, not here
     assert remote._proc is not None and remote._proc.poll() is None
+
+
+def _niceness(pid: int) -> int:
+    # /proc/PID/stat: the 19th field, after "pid (comm)"; comm may hold spaces.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[16])
+
+
+def test_it_runs_below_its_serving_process(remote: estimate._TokenizerProcess) -> None:
+    assert estimate._count("one two", "o200k_base") == 2
+    assert remote._proc is not None
+    ours = _niceness(os.getpid())
+    assert _niceness(remote._proc.pid) == min(19, ours + tokenizer_process.NICENESS)
+    assert _niceness(os.getpid()) == ours  # only the child moved
 
 
 def test_a_long_text_is_counted_in_pieces(remote: estimate._TokenizerProcess) -> None:
