@@ -74,6 +74,7 @@ from servers import (
     probe,
     python,
     start,
+    wait_until_idle,
 )
 
 TARGETS = ("direct", "floor", "lunos")
@@ -210,6 +211,7 @@ def measure(
     try:
         if load.warmup > 0:
             run_wrk(server.url, script, load.warmup, load)
+            wait_until_idle(server.pid)
         before = redis_counts(redis_url) if redis_url else {}
         with (
             Watch(server.pid) as watch,

@@ -226,7 +226,9 @@ def _status_kb(pid: int, key: str) -> int:
 
 
 def _sched_seconds(pid: int) -> tuple[float, float]:
-    """(CPU time, run-queue wait) of a process tree, all threads, in seconds."""
+    """(CPU time of a process tree, run-queue wait of its root), all threads,
+    in seconds. A child's wait is not the server's: Lunos's tokenizer process
+    runs at a lower priority and waits whenever the server computes."""
     run = wait = 0
     for p in _tree(pid):
         try:
@@ -240,8 +242,24 @@ def _sched_seconds(pid: int) -> tuple[float, float]:
             except OSError:
                 continue
             run += int(fields[0])
-            wait += int(fields[1])
+            if p == pid:
+                wait += int(fields[1])
     return run / 1e9, wait / 1e9
+
+
+def wait_until_idle(pid: int, timeout: float = 5.0) -> None:
+    """Return once a process tree has used under a tenth of a core for 0.2 s,
+    or after `timeout`: what a warmup's last requests started (Lunos's
+    tokenizer process, loading its tables at a lower priority when wrk
+    cut requests short) is done before a measured run begins."""
+    deadline = time.monotonic() + timeout
+    used = _sched_seconds(pid)[0]
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = _sched_seconds(pid)[0]
+        if now - used < 0.02:
+            return
+        used = now
 
 
 class Watch:
