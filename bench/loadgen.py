@@ -40,9 +40,13 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
 """
 
-# The hostile load ("hostile" case): requests without a valid key, in turn
+# The hostile load ("hostile" case): requests without a valid key, of three
+# kinds, each sent by a wrk of its own (`HOSTILE_KINDS`), all at once:
 # garbage with no key, garbage with a wrong key and a gzip bomb with no key
-# (2 MB that would inflate to 2 GiB). Every answer must be 401.
+# (2 MB that would inflate to 2 GiB). Every answer must be 401. Apart, so
+# that each kind's tail is its own: a bomb's answer takes a new connection
+# and part of its 2 MB, and a mix's p99 would be the bombs' however the
+# server fared.
 HOSTILE_SCRIPT = """\
 local f = assert(io.open("{bomb}", "rb"))
 local bomb = f:read("*a")
@@ -56,7 +60,6 @@ end
 
 function init(args)
   unexpected = 0
-  turn = 0
   local json = {{["Content-Type"] = "application/json"}}
   queue = {{
     wrk.format("POST", "{path}", json, garbage),
@@ -68,8 +71,7 @@ function init(args)
 end
 
 function request()
-  turn = turn % #queue + 1
-  return queue[turn]
+  return queue[{kind}]
 end
 
 function response(status, headers, body)
@@ -95,15 +97,22 @@ def write_script(stream: bool) -> Path:
     return path
 
 
-def write_hostile_script() -> Path:
+HOSTILE_KINDS = ("garbage, no key", "garbage, wrong key", "2 MB gzip bomb, no key")
+
+
+def write_hostile_scripts() -> list[Path]:
+    """One script per kind of `HOSTILE_KINDS`, in that order."""
     bomb = OUT / "bomb-2gib.gz"
     if not bomb.exists():
         bomb.write_bytes(gzip_bomb(2))
     garbage = "\\x00\\xff{not json at all ]] " * 8  # with Lua's escapes
-    text = HOSTILE_SCRIPT.format(bomb=bomb.resolve(), path=PATH, garbage=garbage)
-    path = OUT / "wrk-hostile.lua"
-    path.write_text(text + DONE.replace("STATUS_ERRORS", "unexpected_statuses()"))
-    return path
+    paths = []
+    for kind in range(1, len(HOSTILE_KINDS) + 1):
+        text = HOSTILE_SCRIPT.format(bomb=bomb.resolve(), path=PATH, garbage=garbage, kind=kind)
+        path = OUT / f"wrk-hostile-{kind}.lua"
+        path.write_text(text + DONE.replace("STATUS_ERRORS", "unexpected_statuses()"))
+        paths.append(path)
+    return paths
 
 
 @dataclass(frozen=True)
@@ -122,13 +131,44 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     raw: str
+    # Several kinds of request, each from its own wrk: (p50, p99) of each,
+    # in the order of their scripts; p50_ms and p99_ms are then the kind's
+    # whose p99 is the most times its p50.
+    kinds: tuple[tuple[float, float], ...] = ()
 
 
-def run_wrk(url: str, script: Path, seconds: float, load: Load) -> WrkResult:
+def run_wrk(url: str, script: Path | list[Path], seconds: float, load: Load) -> WrkResult:
+    """One wrk with `script`; or, given several scripts, one wrk each, all
+    at once, the connections shared out (a kind of request per script)."""
+    if isinstance(script, Path):
+        return _finish(url, _start_wrk(url, script, seconds, load, load.connections))
+    shares = [load.connections // len(script)] * len(script)
+    shares[0] += load.connections - sum(shares)
+    procs = [_start_wrk(url, s, seconds, load, n) for s, n in zip(script, shares, strict=True)]
+    try:
+        results = [_finish(url, proc) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    worst = max(results, key=lambda r: r.p99_ms / r.p50_ms if r.p50_ms else 0.0)
+    return WrkResult(
+        requests=sum(r.requests for r in results),
+        rps=sum(r.rps for r in results),
+        p50_ms=worst.p50_ms,
+        p99_ms=worst.p99_ms,
+        raw="\n".join(r.raw for r in results),
+        kinds=tuple((r.p50_ms, r.p99_ms) for r in results),
+    )
+
+
+def _start_wrk(
+    url: str, script: Path, seconds: float, load: Load, connections: int
+) -> subprocess.Popen[str]:
     cmd = [
         "wrk",
         f"-t{load.threads}",
-        f"-c{load.connections}",
+        f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--timeout",
         "5s",
@@ -137,15 +177,20 @@ def run_wrk(url: str, script: Path, seconds: float, load: Load) -> WrkResult:
         str(script),
         url + PATH,
     ]
-    with subprocess.Popen(
+    proc = subprocess.Popen(
         pinned(cmd, load.core),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         cwd=OUT,
         **SPAWN,
-    ) as proc:
-        prioritise(proc.pid)
+    )
+    prioritise(proc.pid)
+    return proc
+
+
+def _finish(url: str, proc: subprocess.Popen[str]) -> WrkResult:
+    with proc:
         try:
             raw, _ = proc.communicate()
         except BaseException:

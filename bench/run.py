@@ -55,7 +55,7 @@ from typing import Any
 import yaml
 from cases import CASES, Case
 from hangups import hang_up, per_request, redis_counts
-from loadgen import Load, run_wrk, write_hostile_script, write_script
+from loadgen import HOSTILE_KINDS, Load, run_wrk, write_hostile_scripts, write_script
 from servers import (
     BENCH,
     HOST,
@@ -164,6 +164,9 @@ class Sample:
     wait_percent: float
     redis: dict[str, float] | None = None  # per request, from INFO (hangups.redis_counts)
     child_mb: float = 0.0  # its child processes' peak (the tokenizer process)
+    # (p50, p99) of each kind of request of a hostile load (loadgen.HOSTILE_KINDS);
+    # p50_ms and p99_ms are then the worst kind's (its p99 the most times its p50).
+    kinds: tuple[tuple[float, float], ...] = ()
 
     @property
     def cpu_us(self) -> float:
@@ -202,7 +205,7 @@ def measure(
     server: Server,
     case: Case,
     target: str,
-    script: Path,
+    script: Path | list[Path],
     load: Load,
     profile: Path | None = None,
     redis_url: str | None = None,
@@ -237,6 +240,7 @@ def measure(
         watch.wait_percent,
         redis,
         watch.child_mb,
+        result.kinds,
     )
 
 
@@ -312,6 +316,16 @@ class Report:
                     "waiting (on its store or upstream), not computing"
                 )
             out.append(text)
+        for (case, target), got in self.samples.items():
+            if not target.startswith("lunos") or not got[0].kinds:
+                continue
+            each = ", ".join(
+                f"{name} {statistics.median(s.kinds[i][0] for s in got):.2f} / "
+                f"{statistics.median(s.kinds[i][1] for s in got):.2f} ms"
+                for i, name in enumerate(HOSTILE_KINDS)
+            )
+            out.append(f"{case} / {target}: p50 / p99 of each kind, each sent by a wrk of its "
+                       f"own at once: {each}; the row shows the kind with the longest tail")
         return out
 
     def verdicts(self) -> list[tuple[str, bool]]:
@@ -390,9 +404,9 @@ def bench(args: argparse.Namespace, cores: Cores, report: Report) -> None:
         servers += fixed.values()
         for case in cases:
             script = write_script(case.stream)
-            scripts = dict.fromkeys(TARGETS, script)
+            scripts: dict[str, Path | list[Path]] = dict.fromkeys(TARGETS, script)
             if case.hostile:
-                scripts["lunos"] = write_hostile_script()
+                scripts["lunos"] = write_hostile_scripts()
             under_test = dict(fixed)
             lunos, redis_url = None, None
             if "lunos" in targets:
