@@ -18,6 +18,7 @@ import asyncio
 import functools
 import socket
 from collections.abc import Awaitable, Callable
+from random import getrandbits
 from time import perf_counter
 
 from aiohttp import web
@@ -102,12 +103,21 @@ class Generation:
             find_plugin(entry.name)(settings, self.services)
             for entry, settings in zip(config.pipeline, config.plugin_settings, strict=True)
         ]
-        handler: Handler = self.core
+        # Two chains of the same plugins: `pipeline` times each one (see
+        # `_through`), `untimed` calls each straight into the next. A share
+        # of requests (`metrics.plugin_time_share`) takes the first.
+        timed: Handler = self.core
+        untimed: Handler = self.core
         for plugin in reversed(self.plugins):
             timer = metrics.plugin_duration.labels(plugin.name)
             layer = plugin if self.tracing is None else self.tracing.layer(plugin, plugin.name)
-            handler = functools.partial(_through, layer, handler, timer)
-        self.pipeline = handler if self.tracing is None else self.tracing.requests(handler)
+            timed = functools.partial(_through, layer, timed, timer)
+            untimed = functools.partial(_untimed, layer, untimed)
+        if self.tracing is not None:
+            timed, untimed = self.tracing.requests(timed), self.tracing.requests(untimed)
+        self.pipeline, self.untimed = timed, untimed
+        # A request is timed when 16 random bits fall below this.
+        self.timed_below = round(config.metrics.plugin_time_share * (1 << 16))
         self.in_flight = 0  # requests running on this generation
         self.drained: asyncio.Event | None = None  # set when retired and idle
 
@@ -161,6 +171,13 @@ class Generation:
     def _public_name(self, name: str) -> str | None:
         found = self.config.resolve_model(name)
         return found[0] if found is not None else None
+
+
+def _untimed(
+    plugin: Middleware, handler: Handler, request: web.Request
+) -> Awaitable[web.StreamResponse]:
+    """Run one plugin, untimed: no layer of its own on the request's way."""
+    return plugin(request, handler)
 
 
 async def _through(
@@ -325,7 +342,12 @@ class Gateway:
         metrics.in_flight.inc()
         generation.in_flight += 1
         try:
-            response = await generation.pipeline(request)
+            pipeline = (
+                generation.pipeline
+                if getrandbits(16) < generation.timed_below
+                else generation.untimed
+            )
+            response = await pipeline(request)
             if not exchange.status:
                 exchange.status = response.status
             return response

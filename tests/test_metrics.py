@@ -50,6 +50,7 @@ async def test_each_plugin_has_its_own_time_apart_from_the_provider_wait(
     provider: FakeProvider, make_gateway: GatewayFactory
 ) -> None:
     cfg = basic_config(provider.base_url, pipeline=[{"name": "request_id"}, {"name": "logger"}])
+    cfg["metrics"] = {"plugin_time_share": 1.0}
     gw = await make_gateway(cfg)
     provider.behaviour.delay_headers = 0.5
     async with aiohttp.ClientSession() as s:
@@ -73,7 +74,9 @@ async def test_each_plugin_has_its_own_time_apart_from_the_provider_wait(
 async def test_plugin_time_counts_a_refusal_that_never_reaches_the_provider(
     provider: FakeProvider, make_gateway: GatewayFactory
 ) -> None:
-    gw = await make_gateway(basic_config(provider.base_url, pipeline=[{"name": "request_id"}, {"name": "logger"}]))
+    cfg = basic_config(provider.base_url, pipeline=[{"name": "request_id"}, {"name": "logger"}])
+    cfg["metrics"] = {"plugin_time_share": 1.0}
+    gw = await make_gateway(cfg)
     async with aiohttp.ClientSession() as s:
         async with s.post(gw.v1 + "/chat/completions", data=b"{not json") as r:
             assert r.status == 400
@@ -83,6 +86,29 @@ async def test_plugin_time_counts_a_refusal_that_never_reaches_the_provider(
         text, "lunos_requests_total", model="none", provider="none", status_class="4xx", error_type="caller"
     ) == 1
     assert provider.received == []
+
+
+@pytest.mark.parametrize(("share", "low", "high"), [(0.25, 60, 140), (0.0, 0, 0), (1.0, 400, 400)])
+async def test_plugins_are_timed_for_the_configured_share_of_requests(
+    provider: FakeProvider, make_gateway: GatewayFactory, share: float, low: int, high: int
+) -> None:
+    """Every request is served and counted; only `plugin_time_share` of them
+    (at random: 100 of 400 expected at a quarter, 60-140 is 4.6 standard
+    deviations either side) have their plugins timed."""
+    cfg = basic_config(provider.base_url, pipeline=[{"name": "request_id"}, {"name": "logger"}])
+    cfg["metrics"] = {"plugin_time_share": share}
+    gw = await make_gateway(cfg)
+    async with aiohttp.ClientSession() as s:
+        for _ in range(400):
+            async with s.post(gw.v1 + "/chat/completions", json={"model": "gpt-test", "messages": []}) as r:
+                assert r.status == 200
+    text = await scrape(gw)
+    assert value(
+        text, "lunos_requests_total", model="gpt-test", provider="fake", status_class="2xx", error_type="none"
+    ) == 400
+    timed = {value(text, "lunos_plugin_duration_seconds_count", plugin=p) for p in ("request_id", "logger")}
+    assert len(timed) == 1  # a request is timed through every plugin or none
+    assert low <= timed.pop() <= high
 
 
 def test_tokens_cost_and_unknown_models_are_counted_by_config_names() -> None:

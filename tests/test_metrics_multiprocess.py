@@ -42,6 +42,7 @@ async def test_two_workers_share_the_port_and_metrics_sum_across_them(
         pipeline=[{"name": "request_id"}, {"name": "logger"}],
         server={"shutdown_grace_seconds": 5},
     )
+    config["metrics"] = {"plugin_time_share": 1.0}  # every request's plugins timed
     path = tmp_path / "lunos.yaml"
     path.write_text(yaml.safe_dump(config))
     metrics_dir = tmp_path / "metrics"
