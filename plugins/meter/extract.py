@@ -98,15 +98,18 @@ class TextPieces:
     counting tokens when the provider reports none. Bounded: past `limit`
     characters only the length is kept (and estimated at 4 characters a token)."""
 
-    __slots__ = ("chars", "limit", "overflow", "pieces", "raw", "sse")
+    __slots__ = ("chars", "limit", "overflow", "pieces", "raw", "sse", "sse_bytes")
 
     def __init__(self, limit: int = 1 << 20) -> None:
         self.pieces: list[str] = []
         # Stream events not decoded yet: decoding waits until a count is needed,
-        # which for most responses is never. `sse` holds whole events as they
-        # came (not even split yet), `raw` the data of single events; a
-        # stream's `sse` pieces all come before its `raw` ones.
+        # which for most responses is never. `raw` holds the data of single
+        # events, `sse` whole events as they came (not even split yet: what
+        # `take_sse` makes of them is what reading them one by one would
+        # have, the bound and `overflow` included); a stream's `sse` pieces
+        # all come before its `raw` ones.
         self.sse: list[bytes] = []
+        self.sse_bytes = 0
         self.raw: list[bytes] = []
         self.chars = 0
         self.overflow = 0
@@ -120,12 +123,23 @@ class TextPieces:
         self.raw.append(data)
 
     def add_sse(self, events: bytes) -> None:
-        """Whole events, begun on an event boundary, read only if a count is needed."""
-        if self.chars + len(events) > self.limit:
-            self.overflow += len(events) // 2
-            return
-        self.chars += len(events)
+        """Whole events, begun on an event boundary, read only if a count is
+        needed. The caller keeps `sse_bytes` within `limit` (`StreamUsage`)."""
+        self.sse_bytes += len(events)
         self.sse.append(events)
+
+    def take_sse(self) -> None:
+        """Read the events held in `sse` into the text, as if each had been
+        read as it came (`StreamUsage.event`): their data is bounded and
+        counted as theirs, never their framing (event lines, comments)."""
+        if not self.sse:
+            return
+        sse, self.sse, self.sse_bytes = self.sse, [], 0
+        reader = StreamUsage(self)  # its counts are dropped; its text comes here
+        parser = SSEParser()
+        for events in sse:
+            for name, data in parser.events(events):
+                reader.event(name, data)
 
     def add(self, text: str | None) -> None:
         if not text:
@@ -137,11 +151,8 @@ class TextPieces:
         self.pieces.append(text)
 
     def text(self) -> str:
-        sse, self.sse = self.sse, []
-        parser = SSEParser()
-        raw = [data for events in sse for _, data in parser.events(events) if data[:1] == b"{"]
-        raw += self.raw
-        self.raw = []
+        self.take_sse()
+        raw, self.raw = self.raw, []
         for data in raw:
             try:
                 _collect(_decode(data), self)
@@ -302,12 +313,18 @@ class StreamUsage:
         came, for its text if a count is needed: a stream's content events
         (nearly all of them) are never parsed. From the first chunk that
         ends inside an event on (or that has a carriage return: the search
-        below knows only two line feeds as a blank line), every event is
-        parsed as it completes."""
+        below knows only two line feeds as a blank line, or that would take
+        the events kept past the text's bound), every event is parsed as it
+        completes, and those kept are read first."""
         parser = self._parser
         if parser is None:
-            if data.endswith(b"\n\n") and b"\r" not in data:
-                self.text.add_sse(data)
+            text = self.text
+            if (
+                data.endswith(b"\n\n")
+                and b"\r" not in data
+                and text.sse_bytes + len(data) <= text.limit  # as much as it may keep
+            ):
+                text.add_sse(data)
                 at = data.find(b'"usage"')
                 while at >= 0:
                     # The event around it: from the blank line before it to
@@ -319,6 +336,8 @@ class StreamUsage:
                         self._read(name, payload, False)
                     at = data.find(b'"usage"', end)
                 return
+            # What was kept so far is read now, in order, before what follows.
+            text.take_sse()
             parser = self._parser = SSEParser()
         for name, payload in parser.events(data):
             self.event(name, payload)

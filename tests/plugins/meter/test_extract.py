@@ -154,32 +154,60 @@ _STREAMS = {
 }
 
 
-def _read_chunks(chunks: list[bytes]) -> tuple[bool, bool, Usage, str]:
-    s = StreamUsage(TextPieces())
+def _read_chunks(chunks: list[bytes], limit: int = 1 << 20) -> tuple[bool, bool, Usage, str, int]:
+    s = StreamUsage(TextPieces(limit))
     for c in chunks:
         s.chunk(c)
-    return s.complete, s.seen, s.usage("reported"), s.text.text()
+    text = s.text.text()
+    return s.complete, s.seen, s.usage("reported"), text, s.text.overflow
 
 
-@pytest.mark.parametrize("kind", sorted(_STREAMS))
+def _read_events(raw: bytes, limit: int = 1 << 20) -> tuple[bool, bool, Usage, str, int]:
+    """Event by event, as the meter read every stream before chunks were kept whole."""
+    s = StreamUsage(TextPieces(limit))
+    for e in SSEParser().feed(raw):
+        s.event(e.event, e.data)
+    text = s.text.text()
+    return s.complete, s.seen, s.usage("reported"), text, s.text.overflow
+
+
+# A comment the size of the text's whole bound, then text: only event data
+# counts against the bound, as it did when every event was read as it came.
+_PADDED = b": " + b"x" * 300 + b"\n\n" + _STREAMS["anthropic"]
+
+
+@pytest.mark.parametrize("kind", [*sorted(_STREAMS), "padded"])
 @pytest.mark.parametrize("line_end", [b"\n", b"\r\n"])
-def test_a_stream_read_in_chunks_reads_as_event_by_event(kind: str, line_end: bytes) -> None:
-    raw = _STREAMS[kind].replace(b"\n", line_end)
-    whole = read_stream(raw)
-    expected = (whole.complete, whole.seen, whole.usage("reported"), whole.text.text())
-    assert expected[0] and expected[3]  # a complete count, and some text
+@pytest.mark.parametrize("limit", [1 << 20, 150, 40])
+def test_a_stream_read_in_chunks_reads_as_event_by_event(kind: str, line_end: bytes, limit: int) -> None:
+    raw = (_PADDED if kind == "padded" else _STREAMS[kind]).replace(b"\n", line_end)
+    expected = _read_events(raw, limit)
+    assert expected[0] and (expected[3] or expected[4])  # a complete count, and some text
     # Every split in two and in three, whole events or not.
     for i in range(len(raw) + 1):
-        assert _read_chunks([raw[:i], raw[i:]]) == expected, i
+        assert _read_chunks([raw[:i], raw[i:]], limit) == expected, i
         for j in range(i, len(raw) + 1, 7):
-            assert _read_chunks([raw[:i], raw[i:j], raw[j:]]) == expected, (i, j)
+            assert _read_chunks([raw[:i], raw[i:j], raw[j:]], limit) == expected, (i, j)
     # One chunk per event: what the forwarder passes for a stream that trickles.
     events = [e + line_end * 2 for e in raw.split(line_end * 2) if e]
-    assert _read_chunks(events) == expected
+    assert _read_chunks(events, limit) == expected
+
+
+def test_a_long_stream_cut_short_is_bounded_by_its_text_not_its_framing() -> None:
+    """9,000 one-event chunks (about 1.1 MB with their framing, under half
+    that of text), cut before the count: all their text is kept, as when each
+    event was read as it came; none of it is estimated from its size."""
+    start = _STREAMS["anthropic"].split(b"\n\n")[0] + b"\n\n"
+    delta = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+             b'"delta":{"type":"text_delta","text":"hello world "}}\n\n')
+    chunks = [start] + [delta] * 9000
+    got = _read_chunks(chunks)
+    assert got == _read_events(b"".join(chunks))
+    assert got[3] == "hello world " * 9000 and got[4] == 0
 
 
 def test_a_stream_cut_short_keeps_its_text_for_the_count() -> None:
     raw = _STREAMS["openai"]
     cut = raw[: raw.index(b'{"choices": []')]  # before the usage chunk
-    complete, seen, _, text = _read_chunks([cut])
+    complete, seen, _, text, _ = _read_chunks([cut])
     assert (complete, seen, text) == (False, False, 'usage of "usage"')
