@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 import ssl
 import zlib
 from collections import deque
@@ -44,6 +43,8 @@ from collections.abc import Mapping
 from typing import cast
 
 import yarl
+
+from .upstream_dns import DNS_TTL_SECONDS, Address, AddressCache
 
 __all__ = [
     "MAX_BODY",
@@ -76,10 +77,6 @@ _DECODE_PIECE = 64 * 1024
 # A gzip body may be several members one after the other (RFC 1952), each
 # decoded in turn up to this many; other bytes after the end are an error.
 _MAX_GZIP_MEMBERS = 1024
-# A provider's resolved addresses are kept this long for its new connections.
-# getaddrinfo reports no TTL: 10 s is aiohttp's default cache time and short
-# next to a DNS failover's, while a burst of new connections resolves once.
-DNS_TTL_SECONDS = 10.0
 # An idle connection older than this is closed rather than reused (aiohttp's
 # default), before the provider's own keep-alive limit closes it under a request.
 KEEPALIVE_SECONDS = 15.0
@@ -678,9 +675,9 @@ class UpstreamClient:
 
     `max_body` bounds what one `Response.read()` takes (see there). A host
     name is resolved once per `dns_ttl` seconds for all its new connections
-    (with `loop.getaddrinfo`, off the event loop); each connection tries the
-    addresses in turn, and when none can be reached the name is resolved
-    afresh for the next. TLS checks the certificate against the name.
+    (`upstream_dns`); each connection tries the addresses in turn, and when
+    none can be reached the name is resolved afresh for the next. TLS checks
+    the certificate against the name.
     """
 
     def __init__(
@@ -693,14 +690,11 @@ class UpstreamClient:
     ) -> None:
         self.limit = limit
         self.max_body = max_body
-        self.dns_ttl = dns_ttl
         self.ssl_context = ssl_context if ssl_context is not None else VERIFIED
         self.closed = False
         self._pools: dict[tuple[bool, str, int], _Pool] = {}
         self._origins: dict[str, _Origin] = {}
-        # (host, port): when the addresses expire, and each (family, address, port).
-        self._addresses: dict[tuple[str, int], tuple[float, list[tuple[int, str, int]]]] = {}
-        self._resolving: dict[tuple[str, int], asyncio.Task[list[tuple[int, str, int]]]] = {}
+        self._names = AddressCache(dns_ttl)
 
     def _origin(self, url: str) -> _Origin:
         origin = self._origins.get(url)
@@ -815,7 +809,8 @@ class UpstreamClient:
             async with asyncio.timeout(seconds):
                 if origin.numeric:
                     return await self._open(loop, pool, origin, (0, origin.host, origin.port))
-                addresses = await self._resolve(loop, origin)
+                names = self._names
+                addresses = await names.addresses(origin.host, origin.port)
                 failure: OSError | None = None
                 for address in addresses:
                     try:
@@ -826,34 +821,23 @@ class UpstreamClient:
                         failure = e
                         continue
                     if address is not addresses[0]:
-                        self._prefer(origin, addresses, address)
+                        names.prefer(origin.host, origin.port, addresses, address)
                     return conn
-                self._addresses.pop((origin.host, origin.port), None)
+                names.forget(origin.host, origin.port)
                 assert failure is not None
                 raise failure
         except TimeoutError:
-            self._addresses.pop((origin.host, origin.port), None)
+            self._names.forget(origin.host, origin.port)
             raise ConnectTimeout(f"No connection within {seconds:g} s.") from None
         except OSError as e:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
             raise UpstreamHTTPError(f"The connection failed ({type(e).__name__}).") from e
-
-    def _prefer(
-        self, origin: _Origin, addresses: list[tuple[int, str, int]], address: tuple[int, str, int]
-    ) -> None:
-        """The next connections try first the address that answered (in a new
-        list: others may be going through the old one)."""
-        key = (origin.host, origin.port)
-        cached = self._addresses.get(key)
-        if cached is not None and cached[1] is addresses:
-            rest = [a for a in addresses if a != address]
-            self._addresses[key] = (cached[0], [address, *rest])
 
     async def _open(
         self,
         loop: asyncio.AbstractEventLoop,
         pool: _Pool,
         origin: _Origin,
-        address: tuple[int, str, int],
+        address: Address,
     ) -> _Connection:
         family, host, port = address
         _, conn = await loop.create_connection(
@@ -865,38 +849,6 @@ class UpstreamClient:
             server_hostname=origin.host if origin.tls else None,
         )
         return conn
-
-    async def _resolve(
-        self, loop: asyncio.AbstractEventLoop, origin: _Origin
-    ) -> list[tuple[int, str, int]]:
-        """The origin's addresses: cached for `dns_ttl` seconds, one lookup
-        at a time per name (the connections opening meanwhile share it)."""
-        key = (origin.host, origin.port)
-        cached = self._addresses.get(key)
-        if cached is not None and cached[0] > loop.time():
-            return cached[1]
-        lookup = self._resolving.get(key)
-        if lookup is None:
-            lookup = self._resolving[key] = loop.create_task(self._lookup(loop, key))
-            lookup.add_done_callback(lambda _: self._resolving.pop(key, None))
-        # A connection that gives up (cancelled, timed out) leaves the lookup to the others.
-        return await asyncio.shield(lookup)
-
-    async def _lookup(
-        self, loop: asyncio.AbstractEventLoop, key: tuple[str, int]
-    ) -> list[tuple[int, str, int]]:
-        infos = await loop.getaddrinfo(*key, type=socket.SOCK_STREAM)
-        addresses: list[tuple[int, str, int]] = []
-        for family, _, _, _, sockaddr in infos:
-            address = (int(family), str(sockaddr[0]), int(sockaddr[1]))
-            if address not in addresses:
-                addresses.append(address)
-        if not addresses:
-            raise socket.gaierror(f"No address for {key[0]}.")
-        if len(self._addresses) >= 1024:  # host names come from the config; bounded anyway
-            self._addresses.clear()
-        self._addresses[key] = (loop.time() + self.dns_ttl, addresses)
-        return addresses
 
     def _wake(self, pool: _Pool) -> None:
         while pool.waiters:

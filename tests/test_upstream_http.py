@@ -818,12 +818,12 @@ async def test_an_address_that_fails_is_passed_over_and_a_name_whose_all_fail_re
     try:
         assert await post(c, url) == b"ok"
         assert await post(c, url) == b"ok"  # the cached answer, the good address first
-        assert c._addresses[("provider.test", port)][1][0][1] == "127.0.0.1"
+        assert c._names._addresses[("provider.test", port)][1][0][1] == "127.0.0.1"
         assert (asked, server.connections) == (["provider.test"], 2)
-        c._addresses[("provider.test", port)] = (0.0, [])  # expired
+        c._names._addresses[("provider.test", port)] = (0.0, [])  # expired
         with pytest.raises(UpstreamHTTPError, match="ConnectionRefusedError"):
             await post(c, url)
-        assert ("provider.test", port) not in c._addresses
+        assert ("provider.test", port) not in c._names._addresses
         assert await post(c, url) == b"ok"  # resolved again at once, not after the TTL
         assert (asked, server.connections) == (["provider.test"] * 3, 3)
     finally:
