@@ -288,7 +288,7 @@ def hand_back_quickly() -> None:
     them runs, the loop waits for the lock a whole interval at each turn,
     and so does every request in flight: with tracing on (every request
     sampled), the exporter alone put the bench's p99 at 4-5 x its p50, and
-    at 0.5 ms 2.7 x, with more requests served. A hand-over costs a few
+    at 0.5 ms 2.3-3.1 x over the runs in bench/RESULTS.md. A hand-over costs a few
     microseconds and happens only while two threads both want the lock."""
     sys.setswitchinterval(SWITCH_INTERVAL)
 
