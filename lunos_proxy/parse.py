@@ -119,12 +119,20 @@ async def expect_continue_later(request: web.Request) -> None:
     """The API routes' expect handler: an expectation other than
     100-continue is refused (417) as aiohttp's default handler does, but
     the `100 Continue` itself waits for `read_request`."""
-    if request.version == HttpVersion11 and request.headers[hdrs.EXPECT].lower() != "100-continue":
+    if _expectation(request) not in (None, "100-continue"):
         raise web.HTTPExpectationFailed()
 
 
+def _expectation(request: web.Request) -> str | None:
+    """What an HTTP/1.1 request's Expect header asks, lower-cased (an
+    HTTP/1.0 client's is ignored, as aiohttp ignores it)."""
+    if request.version != HttpVersion11:
+        return None
+    return request.headers[hdrs.EXPECT].lower()
+
+
 async def _send_continue(request: web.Request) -> None:
-    if request.version == HttpVersion11 and request.headers[hdrs.EXPECT].lower() == "100-continue":
+    if _expectation(request) == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         # As aiohttp's own handler does: the answer proper has not begun.
         request.writer.output_size = 0
